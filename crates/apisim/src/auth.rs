@@ -1,0 +1,505 @@
+//! Bearer-token authentication and RBAC authorization.
+//!
+//! Tokens are opaque random strings (a real cluster issues JWTs; nothing in kubelan looks
+//! inside a token). Static tokens name lab users; service-account tokens are minted for
+//! pods and stop working when the ServiceAccount (or the pod they were bound to) is gone.
+//! Authorization evaluates the stored Roles, ClusterRoles and bindings the way the RBAC
+//! authorizer does; members of `system:masters` may do everything.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::Engine;
+use rand::Rng;
+use serde_json::Value;
+
+use crate::meta;
+use crate::store::{Inner, Store};
+
+/// An authenticated user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    /// User name (`system:serviceaccount:<ns>:<name>` for service accounts).
+    pub name: String,
+    /// Groups, including `system:authenticated`.
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    /// A user with groups (adds `system:authenticated`).
+    pub fn new(name: impl Into<String>, groups: &[&str]) -> Self {
+        let mut g: Vec<String> = groups.iter().map(|s| s.to_string()).collect();
+        g.push("system:authenticated".into());
+        Self {
+            name: name.into(),
+            groups: g,
+        }
+    }
+
+    fn service_account(ns: &str, name: &str) -> Self {
+        Self {
+            name: format!("system:serviceaccount:{ns}:{name}"),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".into(),
+            ],
+        }
+    }
+
+    /// Whether the user bypasses authorization.
+    pub fn is_master(&self) -> bool {
+        self.groups.iter().any(|g| g == "system:masters")
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SaToken {
+    namespace: String,
+    name: String,
+    /// Pod (name, uid) the token is bound to.
+    pod: Option<(String, String)>,
+}
+
+/// Token registry.
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    users: Mutex<HashMap<String, UserInfo>>,
+    sa_tokens: Mutex<HashMap<String, SaToken>>,
+}
+
+fn random_token(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    format!(
+        "{prefix}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+impl Authenticator {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a static token for a user.
+    pub fn add_user_token(&self, token: &str, user: UserInfo) {
+        lock(&self.users).insert(token.to_string(), user);
+    }
+
+    /// Creates a fresh token for a user and registers it.
+    pub fn new_user_token(&self, user: UserInfo) -> String {
+        let t = random_token("kubelan-user");
+        self.add_user_token(&t, user);
+        t
+    }
+
+    /// Mints a token for a ServiceAccount, optionally bound to a pod (name, uid).
+    pub fn mint_service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        pod: Option<(&str, &str)>,
+    ) -> String {
+        let t = random_token("kubelan-sa");
+        lock(&self.sa_tokens).insert(
+            t.clone(),
+            SaToken {
+                namespace: namespace.into(),
+                name: name.into(),
+                pod: pod.map(|(n, u)| (n.to_string(), u.to_string())),
+            },
+        );
+        t
+    }
+
+    /// Forgets every token bound to a pod UID (called when the pod is gone).
+    pub fn revoke_pod_tokens(&self, pod_uid: &str) {
+        lock(&self.sa_tokens).retain(|_, t| t.pod.as_ref().is_none_or(|(_, u)| u != pod_uid));
+    }
+
+    /// The user a bearer token belongs to. Service-account tokens are valid while their
+    /// ServiceAccount (and bound pod) exist with the same identity.
+    pub fn authenticate(&self, store: &Store, token: &str) -> Option<UserInfo> {
+        if let Some(u) = lock(&self.users).get(token) {
+            return Some(u.clone());
+        }
+        let sa = lock(&self.sa_tokens).get(token).cloned()?;
+        let sa_res = crate::resources::find("", "v1", "serviceaccounts")?;
+        store.get(sa_res, &sa.namespace, &sa.name).ok()?;
+        if let Some((pod, uid)) = &sa.pod {
+            let pods = crate::resources::find("", "v1", "pods")?;
+            let p = store.get(pods, &sa.namespace, pod).ok()?;
+            if meta::uid(&p) != uid {
+                return None;
+            }
+        }
+        Some(UserInfo::service_account(&sa.namespace, &sa.name))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a request wants to do, in RBAC terms.
+#[derive(Debug, Clone, Default)]
+pub struct Attributes {
+    /// RBAC verb (`get`, `list`, `watch`, `create`, …).
+    pub verb: String,
+    /// API group (empty for core).
+    pub group: String,
+    /// Resource plural.
+    pub resource: String,
+    /// Subresource, if any.
+    pub subresource: String,
+    /// Namespace (empty for cluster scope).
+    pub namespace: String,
+    /// Object name (empty for collections).
+    pub name: String,
+    /// For non-resource requests: the URL path.
+    pub path: Option<String>,
+}
+
+impl Attributes {
+    /// `resource/subresource` as RBAC rules name it.
+    pub fn resource_with_sub(&self) -> String {
+        if self.subresource.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}/{}", self.resource, self.subresource)
+        }
+    }
+}
+
+/// Whether `user` may perform `attrs`, with a reason.
+pub fn authorize(store: &Store, user: &UserInfo, attrs: &Attributes) -> (bool, String) {
+    if user.is_master() {
+        return (true, "user is in group system:masters".into());
+    }
+    if let Some(path) = &attrs.path {
+        // Discovery, version and health are readable by every authenticated user, as the
+        // default `system:discovery` and `system:public-info-viewer` roles allow.
+        return (
+            attrs.verb == "get",
+            format!("non-resource URL {path} is readable by authenticated users"),
+        );
+    }
+    // Every authenticated user may review its own access (system:basic-user).
+    if attrs.verb == "create"
+        && matches!(
+            attrs.resource.as_str(),
+            "selfsubjectaccessreviews" | "selfsubjectrulesreviews" | "selfsubjectreviews"
+        )
+    {
+        return (true, "allowed by system:basic-user".into());
+    }
+    store.read(|inner| match rbac_allows(inner, user, attrs) {
+        Some(why) => (true, why),
+        None => (false, String::new()),
+    })
+}
+
+fn subject_matches(subject: &Value, user: &UserInfo, binding_ns: &str) -> bool {
+    let kind = meta::str_at(subject, &["kind"]);
+    let name = meta::str_at(subject, &["name"]);
+    match kind {
+        "User" => name == user.name,
+        "Group" => user.groups.iter().any(|g| g == name),
+        "ServiceAccount" => {
+            let ns = meta::str_at(subject, &["namespace"]);
+            let ns = if ns.is_empty() { binding_ns } else { ns };
+            user.name == format!("system:serviceaccount:{ns}:{name}")
+        }
+        _ => false,
+    }
+}
+
+fn rules_of<'a>(inner: &'a Inner, role_kind: &str, role_name: &str, ns: &str) -> Vec<&'a Value> {
+    let (plural, want_ns) = if role_kind == "ClusterRole" {
+        ("clusterroles", "")
+    } else {
+        ("roles", ns)
+    };
+    inner
+        .all_of(plural)
+        .filter(|r| meta::name(r) == role_name && meta::namespace(r) == want_ns)
+        .flat_map(|r| {
+            r.get("rules")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn list_has(rule: &Value, field: &str, want: &str) -> bool {
+    rule.get(field).and_then(Value::as_array).is_some_and(|a| {
+        a.iter()
+            .any(|v| v.as_str() == Some("*") || v.as_str() == Some(want))
+    })
+}
+
+fn rule_allows(rule: &Value, a: &Attributes) -> bool {
+    if !list_has(rule, "verbs", &a.verb) || !list_has(rule, "apiGroups", &a.group) {
+        return false;
+    }
+    let res = a.resource_with_sub();
+    let res_ok = rule
+        .get("resources")
+        .and_then(Value::as_array)
+        .is_some_and(|list| {
+            list.iter().filter_map(Value::as_str).any(|r| {
+                r == "*"
+                    || r == res
+                    || (a.subresource.is_empty() && r == a.resource)
+                    || (!a.subresource.is_empty() && r == format!("*/{}", a.subresource))
+                    || (!a.subresource.is_empty() && r == format!("{}/*", a.resource))
+            })
+        });
+    if !res_ok {
+        return false;
+    }
+    match rule.get("resourceNames").and_then(Value::as_array) {
+        Some(names) if !names.is_empty() => {
+            !a.name.is_empty() && names.iter().any(|n| n.as_str() == Some(&a.name))
+        }
+        _ => true,
+    }
+}
+
+fn rbac_allows(inner: &Inner, user: &UserInfo, a: &Attributes) -> Option<String> {
+    for crb in inner.all_of("clusterrolebindings") {
+        let Some(subjects) = crb.get("subjects").and_then(Value::as_array) else {
+            continue;
+        };
+        if subjects.iter().any(|s| subject_matches(s, user, "")) {
+            let role = meta::str_at(crb, &["roleRef", "name"]);
+            if rules_of(inner, "ClusterRole", role, "")
+                .iter()
+                .any(|r| rule_allows(r, a))
+            {
+                return Some(format!(
+                    "RBAC: allowed by ClusterRoleBinding \"{}\" of ClusterRole \"{role}\"",
+                    meta::name(crb)
+                ));
+            }
+        }
+    }
+    if a.namespace.is_empty() {
+        return None;
+    }
+    for rb in inner
+        .all_of("rolebindings")
+        .filter(|rb| meta::namespace(rb) == a.namespace)
+    {
+        let Some(subjects) = rb.get("subjects").and_then(Value::as_array) else {
+            continue;
+        };
+        if subjects
+            .iter()
+            .any(|s| subject_matches(s, user, &a.namespace))
+        {
+            let kind = meta::str_at(rb, &["roleRef", "kind"]);
+            let role = meta::str_at(rb, &["roleRef", "name"]);
+            if rules_of(inner, kind, role, &a.namespace)
+                .iter()
+                .any(|r| rule_allows(r, a))
+            {
+                return Some(format!(
+                    "RBAC: allowed by RoleBinding \"{}/{}\" of {kind} \"{role}\"",
+                    a.namespace,
+                    meta::name(rb)
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The rules that apply to `user` in `namespace` (for SelfSubjectRulesReview).
+pub fn rules_for(store: &Store, user: &UserInfo, namespace: &str) -> Vec<Value> {
+    if user.is_master() {
+        return vec![serde_json::json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})];
+    }
+    store.read(|inner| {
+        let mut out = vec![serde_json::json!({
+            "verbs": ["create"],
+            "apiGroups": ["authorization.k8s.io"],
+            "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+        })];
+        for crb in inner.all_of("clusterrolebindings") {
+            let hit = crb
+                .get("subjects")
+                .and_then(Value::as_array)
+                .is_some_and(|s| s.iter().any(|s| subject_matches(s, user, "")));
+            if hit {
+                let role = meta::str_at(crb, &["roleRef", "name"]);
+                out.extend(
+                    rules_of(inner, "ClusterRole", role, "")
+                        .into_iter()
+                        .cloned(),
+                );
+            }
+        }
+        for rb in inner
+            .all_of("rolebindings")
+            .filter(|rb| meta::namespace(rb) == namespace)
+        {
+            let hit = rb
+                .get("subjects")
+                .and_then(Value::as_array)
+                .is_some_and(|s| s.iter().any(|s| subject_matches(s, user, namespace)));
+            if hit {
+                let kind = meta::str_at(rb, &["roleRef", "kind"]);
+                let role = meta::str_at(rb, &["roleRef", "name"]);
+                out.extend(rules_of(inner, kind, role, namespace).into_iter().cloned());
+            }
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+    use crate::store::ClusterConfig;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn store() -> Arc<Store> {
+        let s = Store::new(ClusterConfig {
+            service_cidr: "10.96.0.0/12".parse().unwrap(),
+            node_port_range: (30000, 32767),
+            cluster_domain: "cluster.local".into(),
+        });
+        for ns in ["default", "team"] {
+            s.create(
+                find("", "v1", "namespaces").unwrap(),
+                "",
+                json!({"metadata": {"name": ns}}),
+                false,
+            )
+            .unwrap();
+        }
+        s
+    }
+
+    fn attrs(verb: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Attributes {
+        Attributes {
+            verb: verb.into(),
+            group: String::new(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            path: None,
+        }
+    }
+
+    #[test]
+    fn rbac_role_binding() {
+        let s = store();
+        let dev = UserInfo::new("dev", &[]);
+        assert!(
+            !authorize(
+                &s,
+                &dev,
+                &attrs("create", "pods", "portforward", "team", "p")
+            )
+            .0
+        );
+        s.create(
+            find("rbac.authorization.k8s.io", "v1", "roles").unwrap(),
+            "team",
+            json!({"metadata": {"name": "pf"}, "rules": [
+                {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["create"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"], "resourceNames": ["p"]}
+            ]}),
+            false,
+        )
+        .unwrap();
+        s.create(
+            find("rbac.authorization.k8s.io", "v1", "rolebindings").unwrap(),
+            "team",
+            json!({"metadata": {"name": "pf"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pf"},
+                   "subjects": [{"kind": "User", "name": "dev"}]}),
+            false,
+        )
+        .unwrap();
+        assert!(
+            authorize(
+                &s,
+                &dev,
+                &attrs("create", "pods", "portforward", "team", "p")
+            )
+            .0
+        );
+        assert!(
+            !authorize(
+                &s,
+                &dev,
+                &attrs("create", "pods", "portforward", "default", "p")
+            )
+            .0
+        );
+        assert!(!authorize(&s, &dev, &attrs("get", "pods", "log", "team", "p")).0);
+        assert!(authorize(&s, &dev, &attrs("get", "pods", "", "team", "p")).0);
+        assert!(!authorize(&s, &dev, &attrs("get", "pods", "", "team", "q")).0);
+        assert!(!authorize(&s, &dev, &attrs("list", "pods", "", "team", "")).0);
+        assert!(
+            authorize(
+                &s,
+                &dev,
+                &attrs("create", "selfsubjectaccessreviews", "", "", "")
+            )
+            .0
+        );
+    }
+
+    #[test]
+    fn service_account_tokens_follow_the_account() {
+        let s = store();
+        let a = Authenticator::new();
+        let sa = find("", "v1", "serviceaccounts").unwrap();
+        s.create(sa, "team", json!({"metadata": {"name": "agent"}}), false)
+            .unwrap();
+        let t = a.mint_service_account_token("team", "agent", None);
+        let u = a.authenticate(&s, &t).unwrap();
+        assert_eq!(u.name, "system:serviceaccount:team:agent");
+        assert!(
+            u.groups
+                .contains(&"system:serviceaccounts:team".to_string())
+        );
+        s.delete(sa, "team", "agent", &Default::default()).unwrap();
+        assert!(a.authenticate(&s, &t).is_none());
+        assert!(a.authenticate(&s, "nonsense").is_none());
+        let admin = a.new_user_token(UserInfo::new("admin", &["system:masters"]));
+        assert!(a.authenticate(&s, &admin).unwrap().is_master());
+    }
+
+    #[test]
+    fn cluster_role_binding_to_group() {
+        let s = store();
+        s.create(
+            find("rbac.authorization.k8s.io", "v1", "clusterroles").unwrap(),
+            "",
+            json!({"metadata": {"name": "view-pods"}, "rules": [{"apiGroups": ["*"], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]}]}),
+            false,
+        )
+        .unwrap();
+        s.create(
+            find("rbac.authorization.k8s.io", "v1", "clusterrolebindings").unwrap(),
+            "",
+            json!({"metadata": {"name": "view-pods"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view-pods"},
+                   "subjects": [{"kind": "Group", "name": "viewers"}]}),
+            false,
+        )
+        .unwrap();
+        let v = UserInfo::new("v", &["viewers"]);
+        assert!(authorize(&s, &v, &attrs("watch", "pods", "", "", "")).0);
+        assert!(authorize(&s, &v, &attrs("get", "pods", "log", "team", "x")).0);
+        assert!(!authorize(&s, &v, &attrs("delete", "pods", "", "team", "x")).0);
+    }
+}

@@ -1,0 +1,61 @@
+//! Host-level operations for kubelan: entering Linux namespaces, building a process sandbox
+//! (private mount and UTS namespaces inside a network namespace), and identifying processes
+//! so that cleanup after a crash kills only what we started.
+//!
+//! This is the only crate of the workspace that may use `unsafe`: `pre_exec` hooks and raw
+//! namespace system calls live here behind safe functions. Everything is Linux-only; other
+//! systems get [`Error::Unsupported`].
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::*;
+
+#[cfg(not(target_os = "linux"))]
+mod unsupported;
+#[cfg(not(target_os = "linux"))]
+pub use unsupported::*;
+
+use std::path::PathBuf;
+
+/// Errors from namespace and process operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A namespace file could not be opened (the namespace or process is gone, or we lack
+    /// permission).
+    #[error("cannot open namespace {path}: {source} (does it exist, and are you root?)")]
+    OpenNamespace {
+        /// The namespace file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `setns` failed.
+    #[error("cannot enter namespace {what}: {source} (needs root / CAP_SYS_ADMIN)")]
+    Setns {
+        /// Which namespace.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A helper thread panicked or could not be spawned.
+    #[error("namespace helper thread failed: {0}")]
+    Thread(String),
+    /// Some other I/O error, with what we were doing.
+    #[error("{what}: {source}")]
+    Io {
+        /// What we were doing.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The operation does not exist on this operating system.
+    #[error("{0} is only supported on Linux")]
+    Unsupported(&'static str),
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;

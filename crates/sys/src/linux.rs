@@ -1,0 +1,561 @@
+//! Linux implementation: `setns`, `unshare`, mounts between fork and exec, `/proc` scanning.
+
+use std::collections::HashSet;
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Pid, Uid, chdir, mkdir, setgid, setgroups, sethostname, setuid};
+
+use crate::{Error, Result};
+
+/// Directory where `ip netns` keeps named network namespaces.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// Path of a named network namespace (as created by `ip netns add NAME`).
+pub fn netns_path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
+}
+
+fn open_ns(path: &Path) -> Result<OwnedFd> {
+    File::open(path)
+        .map(OwnedFd::from)
+        .map_err(|source| Error::OpenNamespace {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Open namespace handles that a child process (or a helper thread) enters.
+///
+/// The handles are opened in the parent, so entering them between fork and exec needs no
+/// path lookups and no allocation.
+#[derive(Debug, Default)]
+pub struct Namespaces {
+    net: Option<OwnedFd>,
+    mnt: Option<OwnedFd>,
+    uts: Option<OwnedFd>,
+}
+
+impl Namespaces {
+    /// The network namespace at `path` (for example [`netns_path`]).
+    ///
+    /// # Errors
+    /// [`Error::OpenNamespace`] when the file cannot be opened.
+    pub fn net(path: &Path) -> Result<Self> {
+        Ok(Self {
+            net: Some(open_ns(path)?),
+            ..Self::default()
+        })
+    }
+
+    /// The network, mount and UTS namespaces of a running process (a sandbox holder).
+    ///
+    /// # Errors
+    /// [`Error::OpenNamespace`] when the process is gone.
+    pub fn of_process(pid: u32) -> Result<Self> {
+        let dir = PathBuf::from(format!("/proc/{pid}/ns"));
+        Ok(Self {
+            net: Some(open_ns(&dir.join("net"))?),
+            mnt: Some(open_ns(&dir.join("mnt"))?),
+            uts: Some(open_ns(&dir.join("uts"))?),
+        })
+    }
+
+    /// Enters the namespaces from the calling thread (network first, then UTS, then mount).
+    fn enter(&self) -> nix::Result<()> {
+        if let Some(fd) = &self.net {
+            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET)?;
+        }
+        if let Some(fd) = &self.uts {
+            setns(fd.as_fd(), CloneFlags::CLONE_NEWUTS)?;
+        }
+        if let Some(fd) = &self.mnt {
+            setns(fd.as_fd(), CloneFlags::CLONE_NEWNS)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` on a fresh OS thread that has entered the network namespace at `netns`.
+///
+/// Sockets created by `f` belong to that namespace for their whole life, so a listener or a
+/// connected stream can be handed back to an async runtime running elsewhere. A fresh thread
+/// is used every time so no pooled thread is ever left in a foreign namespace.
+///
+/// # Errors
+/// When the namespace cannot be opened or entered, or the thread fails.
+pub fn in_netns<T, F>(netns: &Path, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let ns = Namespaces::net(netns)?;
+    let what = netns.display().to_string();
+    std::thread::Builder::new()
+        .name("kubelan-netns".into())
+        .spawn(move || -> Result<T> {
+            ns.enter().map_err(|e| Error::Setns {
+                what,
+                source: e.into(),
+            })?;
+            Ok(f())
+        })
+        .map_err(|e| Error::Thread(e.to_string()))?
+        .join()
+        .map_err(|_| Error::Thread("panicked".into()))?
+}
+
+/// The user and groups a child process switches to before exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ident {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+/// A command type that accepts a `pre_exec` hook (std and tokio commands).
+pub trait PreExec {
+    /// Installs `f` to run in the child between fork and exec.
+    ///
+    /// # Safety
+    /// `f` must only make async-signal-safe calls: it runs in a forked copy of a possibly
+    /// multi-threaded process.
+    unsafe fn install_pre_exec<F>(&mut self, f: F)
+    where
+        F: FnMut() -> std::io::Result<()> + Send + Sync + 'static;
+}
+
+impl PreExec for std::process::Command {
+    unsafe fn install_pre_exec<F>(&mut self, f: F)
+    where
+        F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    {
+        // SAFETY: forwarded contract.
+        unsafe { std::os::unix::process::CommandExt::pre_exec(self, f) };
+    }
+}
+
+impl PreExec for tokio::process::Command {
+    unsafe fn install_pre_exec<F>(&mut self, f: F)
+    where
+        F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    {
+        // SAFETY: forwarded contract.
+        unsafe { self.pre_exec(f) };
+    }
+}
+
+/// Makes `cmd` enter `ns`, then optionally change directory and drop to `ident`, in the
+/// child before exec.
+pub fn enter_on_spawn<C: PreExec>(
+    cmd: &mut C,
+    ns: Arc<Namespaces>,
+    cwd: Option<&Path>,
+    ident: Option<Ident>,
+) -> Result<()> {
+    let cwd = cwd.map(cstring).transpose()?;
+    let hook = move || -> std::io::Result<()> {
+        ns.enter().map_err(step_error("setns"))?;
+        if let Some(dir) = &cwd {
+            chdir(dir.as_c_str()).map_err(step_error("chdir"))?;
+        }
+        if let Some(id) = ident {
+            drop_privileges(id)?;
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only calls setns, chdir, setgroups, setgid, setuid and write(2) on
+    // data prepared before fork; it does not allocate.
+    unsafe { cmd.install_pre_exec(hook) };
+    Ok(())
+}
+
+fn drop_privileges(id: Ident) -> std::io::Result<()> {
+    setgroups(&[]).map_err(step_error("setgroups"))?;
+    setgid(Gid::from_raw(id.gid)).map_err(step_error("setgid"))?;
+    setuid(Uid::from_raw(id.uid)).map_err(step_error("setuid"))?;
+    Ok(())
+}
+
+/// One overlay mount: `target` becomes a copy-on-write view of itself whose changes land in
+/// `upper` (with `work` as overlayfs' scratch directory on the same filesystem).
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    /// Directory that is overlaid (also the lower layer).
+    pub target: PathBuf,
+    /// Where changes are stored.
+    pub upper: PathBuf,
+    /// Overlayfs work directory, on the same filesystem as `upper`.
+    pub work: PathBuf,
+}
+
+/// A bind mount inside the sandbox. The source is opened before any mount happens, so it
+/// may live under a path the sandbox later covers (such as `/run`). The mount point is
+/// created when missing (a directory for a directory source, an empty file for a file
+/// source); it must lie on a private layer (an overlay or tmpfs of the sandbox) so the host
+/// is never modified.
+#[derive(Debug, Clone)]
+pub struct Bind {
+    /// Existing file or directory on the host.
+    pub source: PathBuf,
+    /// Mount point inside the sandbox.
+    pub target: PathBuf,
+    /// Remount read-only after binding.
+    pub readonly: bool,
+}
+
+/// What a sandboxed child gets: a network namespace, a private mount namespace with
+/// overlays, tmpfs mounts and bind mounts, a fresh `/sys` for its network namespace, and its
+/// own host name.
+#[derive(Debug, Clone, Default)]
+pub struct Sandbox {
+    /// Network namespace to enter (a path such as [`netns_path`]).
+    pub netns: PathBuf,
+    /// Host name in a private UTS namespace.
+    pub hostname: Option<String>,
+    /// Copy-on-write views of host directories.
+    pub overlays: Vec<Overlay>,
+    /// Private, empty tmpfs mounts.
+    pub tmpfs: Vec<PathBuf>,
+    /// Directories created (with parents) after the tmpfs mounts, in order.
+    pub mkdirs: Vec<PathBuf>,
+    /// Bind mounts, applied last.
+    pub binds: Vec<Bind>,
+}
+
+struct PreparedBind {
+    /// Keeps the O_PATH handle of the source open until the child has mounted it.
+    _handle: OwnedFd,
+    /// `/proc/self/fd/N` naming the handle, so the source need not be visible any more
+    /// once private mounts cover its path.
+    source: CString,
+    target: CString,
+    is_dir: bool,
+    readonly: bool,
+}
+
+/// Makes `cmd` start inside `sandbox`: it enters the network namespace, unshares mount and
+/// UTS namespaces, and builds its private file-system view before exec. The host's mount
+/// table is never touched: the new mount namespace is made recursively private first.
+///
+/// # Errors
+/// When the network namespace cannot be opened or a path contains a NUL byte. Failures in
+/// the child surface as the spawn error, and a one-line reason is written to the child's
+/// stderr.
+pub fn sandbox_on_spawn<C: PreExec>(cmd: &mut C, sandbox: &Sandbox) -> Result<()> {
+    let net = open_ns(&sandbox.netns)?;
+    let hostname = sandbox.hostname.as_deref().map(cstring).transpose()?;
+    let overlays = sandbox
+        .overlays
+        .iter()
+        .map(|o| {
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                o.target.display(),
+                o.upper.display(),
+                o.work.display()
+            );
+            Ok((cstring(&o.target)?, cstring(Path::new(&data))?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let tmpfs = sandbox
+        .tmpfs
+        .iter()
+        .map(cstring)
+        .collect::<Result<Vec<_>>>()?;
+    // Expand "mkdir -p" into the chain of parents now, so the child only calls mkdir.
+    let mut mkdirs = Vec::new();
+    for dir in &sandbox.mkdirs {
+        let mut chain: Vec<&Path> = dir.ancestors().filter(|p| p.parent().is_some()).collect();
+        chain.reverse();
+        for p in chain {
+            mkdirs.push(cstring(p)?);
+        }
+    }
+    let binds = sandbox
+        .binds
+        .iter()
+        .map(|b| {
+            let handle = nix::fcntl::open(
+                b.source.as_path(),
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| Error::Io {
+                what: format!("open bind source {}", b.source.display()),
+                source: e.into(),
+            })?;
+            let source = cstring(format!("/proc/self/fd/{}", handle.as_raw_fd()))?;
+            Ok(PreparedBind {
+                _handle: handle,
+                source,
+                target: cstring(&b.target)?,
+                is_dir: b.source.is_dir(),
+                readonly: b.readonly,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let overlay_fs = c"overlay";
+    let tmpfs_fs = c"tmpfs";
+    let sysfs = c"sysfs";
+    let sys_dir = c"/sys";
+    let root = c"/";
+    let tmpfs_opts = c"mode=0755";
+
+    let hook = move || -> std::io::Result<()> {
+        setns(net.as_fd(), CloneFlags::CLONE_NEWNET).map_err(step_error("setns net"))?;
+        unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
+            .map_err(step_error("unshare mount+uts"))?;
+        mount(
+            None::<&std::ffi::CStr>,
+            root,
+            None::<&std::ffi::CStr>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&std::ffi::CStr>,
+        )
+        .map_err(step_error("make / private"))?;
+        for (target, data) in &overlays {
+            mount(
+                Some(overlay_fs),
+                target.as_c_str(),
+                Some(overlay_fs),
+                MsFlags::empty(),
+                Some(data.as_c_str()),
+            )
+            .map_err(step_error("mount overlay"))?;
+        }
+        for target in &tmpfs {
+            mount(
+                Some(tmpfs_fs),
+                target.as_c_str(),
+                Some(tmpfs_fs),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(tmpfs_opts),
+            )
+            .map_err(step_error("mount tmpfs"))?;
+        }
+        for dir in &mkdirs {
+            match mkdir(dir.as_c_str(), Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(step_error("mkdir")(e)),
+            }
+        }
+        for b in &binds {
+            if b.is_dir {
+                match mkdir(b.target.as_c_str(), Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(step_error("mkdir bind target")(e)),
+                }
+            } else {
+                let fd = nix::fcntl::open(
+                    b.target.as_c_str(),
+                    nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY,
+                    Mode::from_bits_truncate(0o644),
+                )
+                .map_err(step_error("create bind target"))?;
+                drop(fd);
+            }
+            mount(
+                Some(b.source.as_c_str()),
+                b.target.as_c_str(),
+                None::<&std::ffi::CStr>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&std::ffi::CStr>,
+            )
+            .map_err(step_error("bind mount"))?;
+            if b.readonly {
+                mount(
+                    None::<&std::ffi::CStr>,
+                    b.target.as_c_str(),
+                    None::<&std::ffi::CStr>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                    None::<&std::ffi::CStr>,
+                )
+                .map_err(step_error("remount read-only"))?;
+            }
+        }
+        // A /sys that shows this network namespace's interfaces (as `ip netns exec` does).
+        let _ = umount2(sys_dir, MntFlags::MNT_DETACH);
+        mount(
+            Some(sysfs),
+            sys_dir,
+            Some(sysfs),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&std::ffi::CStr>,
+        )
+        .map_err(step_error("mount sysfs"))?;
+        if let Some(name) = &hostname {
+            sethostname(OsStr::from_bytes(name.as_bytes())).map_err(step_error("sethostname"))?;
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only issues system calls on data prepared above (no allocation, no
+    // locks), plus write(2) of static text on failure.
+    unsafe { cmd.install_pre_exec(hook) };
+    Ok(())
+}
+
+/// Returns a mapper that writes "kubelan sandbox: <step> failed (errno N)" to stderr and
+/// converts the errno, without allocating.
+fn step_error(step: &'static str) -> impl Fn(nix::errno::Errno) -> std::io::Error {
+    move |errno| {
+        let mut buf = [0u8; 160];
+        let mut n = 0;
+        for part in [
+            b"kubelan sandbox: ".as_slice(),
+            step.as_bytes(),
+            b" failed (errno ",
+        ] {
+            let take = part.len().min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&part[..take]);
+            n += take;
+        }
+        let mut digits = [0u8; 10];
+        let mut value = errno as i32 as u32;
+        let mut d = digits.len();
+        loop {
+            d -= 1;
+            digits[d] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 || d == 0 {
+                break;
+            }
+        }
+        for part in [&digits[d..], b")\n".as_slice()] {
+            let take = part.len().min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&part[..take]);
+            n += take;
+        }
+        let _ = nix::unistd::write(std::io::stderr(), &buf[..n]);
+        std::io::Error::from_raw_os_error(errno as i32)
+    }
+}
+
+fn cstring(p: impl AsRef<OsStr>) -> Result<CString> {
+    CString::new(p.as_ref().as_bytes()).map_err(|_| Error::Io {
+        what: format!("path {:?}", p.as_ref()),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "contains a NUL byte"),
+    })
+}
+
+/// Identity of a network namespace: device and inode of its nsfs file.
+pub type NsId = (u64, u64);
+
+/// The identity of the network namespace at `path` (a named netns or `/proc/PID/ns/net`).
+///
+/// # Errors
+/// When the file cannot be examined.
+pub fn netns_id(path: &Path) -> Result<NsId> {
+    let md = std::fs::metadata(path).map_err(|source| Error::Io {
+        what: format!("stat {}", path.display()),
+        source,
+    })?;
+    Ok((md.dev(), md.ino()))
+}
+
+/// All processes whose network namespace is one of `ids`.
+pub fn pids_in_netns(ids: &HashSet<NsId>) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(id) = netns_id(&entry.path().join("ns/net"))
+            && ids.contains(&id)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The start time of a process in clock ticks since boot (field 22 of `/proc/PID/stat`).
+/// Stored next to a PID, it tells whether the PID still names the process we started.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Sends `signal` to `pid` if, and only if, it is still the process that started at
+/// `start_time`. Returns whether the signal was delivered.
+pub fn signal_if_same(pid: u32, start_time: u64, signal: Signal) -> bool {
+    if process_start_time(pid) != Some(start_time) {
+        return false;
+    }
+    kill(Pid::from_raw(pid as i32), signal).is_ok()
+}
+
+/// Sends `signal` to `pid` (used for processes found through their network namespace,
+/// which are ours by construction).
+pub fn signal(pid: u32, signal: Signal) -> bool {
+    kill(Pid::from_raw(pid as i32), signal).is_ok()
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+pub use nix::sys::signal::Signal as SignalKind;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_self_is_stable() {
+        let me = std::process::id();
+        let a = process_start_time(me).expect("own stat");
+        assert_eq!(Some(a), process_start_time(me));
+        assert!(process_alive(me));
+        assert!(!signal_if_same(me, a.wrapping_add(1), Signal::SIGCONT));
+    }
+
+    #[test]
+    fn missing_namespace_is_a_clear_error() {
+        let err = Namespaces::net(Path::new("/run/netns/kubelan-does-not-exist")).unwrap_err();
+        assert!(err.to_string().contains("kubelan-does-not-exist"), "{err}");
+    }
+
+    #[test]
+    fn own_netns_contains_self() {
+        let id = netns_id(Path::new("/proc/self/ns/net")).expect("own netns");
+        let pids = pids_in_netns(&HashSet::from([id]));
+        assert!(pids.contains(&std::process::id()));
+    }
+
+    #[test]
+    fn step_error_keeps_errno() {
+        let e = step_error("test step")(nix::errno::Errno::ENOENT);
+        assert_eq!(e.raw_os_error(), Some(libc_enoent()));
+    }
+
+    fn libc_enoent() -> i32 {
+        nix::errno::Errno::ENOENT as i32
+    }
+}

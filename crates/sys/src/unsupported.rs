@@ -1,0 +1,1 @@
+//! Fallback for systems other than Linux: every operation reports [`Error::Unsupported`].
