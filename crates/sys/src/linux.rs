@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -187,6 +187,22 @@ fn drop_privileges(id: Ident) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes `cmd` start in a new session (detached from the caller's terminal and process
+/// group), for daemons that outlive the command that started them.
+pub fn new_session_on_spawn<C: PreExec>(cmd: &mut C) {
+    let hook = || -> std::io::Result<()> {
+        nix::unistd::setsid().map_err(step_error("setsid"))?;
+        Ok(())
+    };
+    // SAFETY: setsid is async-signal-safe and the hook allocates nothing.
+    unsafe { cmd.install_pre_exec(hook) };
+}
+
+/// Whether the process runs with root's effective user id.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
 /// One overlay mount: `target` becomes a copy-on-write view of itself whose changes land in
 /// `upper` (with `work` as overlayfs' scratch directory on the same filesystem).
 #[derive(Debug, Clone)]
@@ -199,9 +215,9 @@ pub struct Overlay {
     pub work: PathBuf,
 }
 
-/// A bind mount inside the sandbox. The source is opened before any mount happens, so it
-/// may live under a path the sandbox later covers (such as `/run`). The mount point is
-/// created when missing (a directory for a directory source, an empty file for a file
+/// A bind mount inside the sandbox. Sources may live under a path a tmpfs of the sandbox
+/// covers (such as `/run`): binds are made before the tmpfs is moved into place. The mount
+/// point is created when missing (a directory for a directory source, an empty file for a file
 /// source); it must lie on a private layer (an overlay or tmpfs of the sandbox) so the host
 /// is never modified.
 #[derive(Debug, Clone)]
@@ -227,17 +243,16 @@ pub struct Sandbox {
     pub overlays: Vec<Overlay>,
     /// Private, empty tmpfs mounts.
     pub tmpfs: Vec<PathBuf>,
-    /// Directories created (with parents) after the tmpfs mounts, in order.
+    /// A host directory private to this sandbox, where tmpfs mounts are prepared before
+    /// they are moved into place (never visible outside the sandbox's mount namespace).
+    pub scratch: PathBuf,
+    /// Directories created (with parents) inside the tmpfs mounts or overlays, in order.
     pub mkdirs: Vec<PathBuf>,
     /// Bind mounts, applied last.
     pub binds: Vec<Bind>,
 }
 
 struct PreparedBind {
-    /// Keeps the O_PATH handle of the source open until the child has mounted it.
-    _handle: OwnedFd,
-    /// `/proc/self/fd/N` naming the handle, so the source need not be visible any more
-    /// once private mounts cover its path.
     source: CString,
     target: CString,
     is_dir: bool,
@@ -268,15 +283,33 @@ pub fn sandbox_on_spawn<C: PreExec>(cmd: &mut C, sandbox: &Sandbox) -> Result<()
             Ok((cstring(&o.target)?, cstring(Path::new(&data))?))
         })
         .collect::<Result<Vec<_>>>()?;
-    let tmpfs = sandbox
-        .tmpfs
-        .iter()
-        .map(cstring)
-        .collect::<Result<Vec<_>>>()?;
+    // A private tmpfs is first mounted at a scratch directory, filled (directories and
+    // bind mounts whose targets lie under it), and only then moved over its target. Bind
+    // sources therefore stay reachable even when the tmpfs will cover them (the lab's state
+    // lives under /run).
+    let scratch_of = |target: &Path| -> Option<(PathBuf, PathBuf)> {
+        sandbox.tmpfs.iter().enumerate().find_map(|(i, root)| {
+            let rest = target.strip_prefix(root).ok()?;
+            let scratch = sandbox.scratch.join(format!("tmpfs-{i}"));
+            Some((scratch.clone(), scratch.join(rest)))
+        })
+    };
+    let translate = |p: &Path| -> PathBuf {
+        scratch_of(p)
+            .map(|(_, t)| t)
+            .unwrap_or_else(|| p.to_path_buf())
+    };
     // Expand "mkdir -p" into the chain of parents now, so the child only calls mkdir.
     let mut mkdirs = Vec::new();
     for dir in &sandbox.mkdirs {
-        let mut chain: Vec<&Path> = dir.ancestors().filter(|p| p.parent().is_some()).collect();
+        let (base, full) = match scratch_of(dir) {
+            Some((scratch, t)) => (scratch, t),
+            None => (PathBuf::from("/"), dir.clone()),
+        };
+        let mut chain: Vec<&Path> = full
+            .ancestors()
+            .filter(|p| p.starts_with(&base) && *p != base.as_path())
+            .collect();
         chain.reverse();
         for p in chain {
             mkdirs.push(cstring(p)?);
@@ -286,24 +319,29 @@ pub fn sandbox_on_spawn<C: PreExec>(cmd: &mut C, sandbox: &Sandbox) -> Result<()
         .binds
         .iter()
         .map(|b| {
-            let handle = nix::fcntl::open(
-                b.source.as_path(),
-                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| Error::Io {
-                what: format!("open bind source {}", b.source.display()),
-                source: e.into(),
-            })?;
-            let source = cstring(format!("/proc/self/fd/{}", handle.as_raw_fd()))?;
             Ok(PreparedBind {
-                _handle: handle,
-                source,
-                target: cstring(&b.target)?,
+                source: cstring(&b.source)?,
+                target: cstring(translate(&b.target))?,
                 is_dir: b.source.is_dir(),
                 readonly: b.readonly,
             })
         })
+        .collect::<Result<Vec<_>>>()?;
+    let mut moves = Vec::new();
+    for (i, root) in sandbox.tmpfs.iter().enumerate() {
+        let scratch = sandbox.scratch.join(format!("tmpfs-{i}"));
+        std::fs::create_dir_all(&scratch).map_err(|source| Error::Io {
+            what: format!("create {}", scratch.display()),
+            source,
+        })?;
+        moves.push((scratch, root.clone()));
+    }
+    // A move whose target covers the scratch directories (such as /run) must come last,
+    // or it would hide the scratch mounts still waiting to move.
+    moves.sort_by_key(|(scratch, target)| scratch.starts_with(target));
+    let moves = moves
+        .into_iter()
+        .map(|(a, b)| Ok((cstring(a)?, cstring(b)?)))
         .collect::<Result<Vec<_>>>()?;
     let overlay_fs = c"overlay";
     let tmpfs_fs = c"tmpfs";
@@ -334,10 +372,10 @@ pub fn sandbox_on_spawn<C: PreExec>(cmd: &mut C, sandbox: &Sandbox) -> Result<()
             )
             .map_err(step_error("mount overlay"))?;
         }
-        for target in &tmpfs {
+        for (scratch, _) in &moves {
             mount(
                 Some(tmpfs_fs),
-                target.as_c_str(),
+                scratch.as_c_str(),
                 Some(tmpfs_fs),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 Some(tmpfs_opts),
@@ -383,6 +421,16 @@ pub fn sandbox_on_spawn<C: PreExec>(cmd: &mut C, sandbox: &Sandbox) -> Result<()
                 )
                 .map_err(step_error("remount read-only"))?;
             }
+        }
+        for (scratch, target) in &moves {
+            mount(
+                Some(scratch.as_c_str()),
+                target.as_c_str(),
+                None::<&std::ffi::CStr>,
+                MsFlags::MS_MOVE,
+                None::<&std::ffi::CStr>,
+            )
+            .map_err(step_error("move tmpfs into place"))?;
         }
         // A /sys that shows this network namespace's interfaces (as `ip netns exec` does).
         let _ = umount2(sys_dir, MntFlags::MNT_DETACH);
