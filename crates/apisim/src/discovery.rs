@@ -32,15 +32,18 @@ fn sub_kind(res: &ResourceInfo, sub: &str) -> (&'static str, &'static str, &'sta
     }
 }
 
-/// `APIResourceList` for one group/version.
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+/// The resources of one group/version, or `None` when it is not served.
+fn group_version(group: &str, version: &str) -> Option<Vec<&'static ResourceInfo>> {
     let list: Vec<&ResourceInfo> = RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .collect();
-    if list.is_empty() {
-        return None;
-    }
+    (!list.is_empty()).then_some(list)
+}
+
+/// `APIResourceList` for one group/version.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let list = group_version(group, version)?;
     let mut out = Vec::new();
     for r in list {
         let mut entry = json!({
@@ -136,5 +139,126 @@ mod tests {
         assert!(resource_list("nope", "v1").is_none());
         assert!(group("apps").is_some());
         assert!(group_list()["groups"].as_array().unwrap().len() >= 5);
+    }
+}
+
+/// `/openapi/v3`: one entry per group/version, pointing at its document.
+pub fn openapi_v3_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut gvs = vec![("", "v1")];
+    gvs.extend(resources::groups());
+    for (g, v) in gvs {
+        let key = if g.is_empty() {
+            format!("api/{v}")
+        } else {
+            format!("apis/{g}/{v}")
+        };
+        paths.insert(
+            key.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", crate::meta::short_hash(&json!(key)))}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// The OpenAPI v3 document of one group/version, as far as the simulator describes it:
+/// every resource path with its operations and query parameters (clients such as kubectl
+/// look here to learn that PATCH accepts `fieldValidation`, and then leave validation to
+/// the server). Object schemas are not published.
+pub fn openapi_v3_doc(group: &str, version: &str) -> Option<Value> {
+    let list = group_version(group, version)?;
+    let base = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
+    let q = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}, "uniqueItems": true});
+    let write_params = || json!([q("dryRun"), q("fieldManager"), q("fieldValidation")]);
+    let mut paths = serde_json::Map::new();
+    for r in list {
+        let gvk = json!({"group": group, "version": version, "kind": r.kind});
+        let op = |action: &str, params: Value| json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": params, "responses": {"200": {"description": "OK"}}});
+        let (collection, item) = if r.namespaced {
+            (
+                format!("{base}/namespaces/{{namespace}}/{}", r.plural),
+                format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural),
+            )
+        } else {
+            (
+                format!("{base}/{}", r.plural),
+                format!("{base}/{}/{{name}}", r.plural),
+            )
+        };
+        let mut coll = serde_json::Map::new();
+        coll.insert("post".into(), op("post", write_params()));
+        if r.is_stored() {
+            coll.insert(
+                "get".into(),
+                op(
+                    "list",
+                    json!([
+                        q("labelSelector"),
+                        q("fieldSelector"),
+                        q("resourceVersion"),
+                        q("watch"),
+                        q("limit")
+                    ]),
+                ),
+            );
+            coll.insert(
+                "delete".into(),
+                op(
+                    "deletecollection",
+                    json!([q("labelSelector"), q("fieldSelector"), q("dryRun")]),
+                ),
+            );
+            let mut patch_params = write_params();
+            if let Some(a) = patch_params.as_array_mut() {
+                a.push(q("force"));
+            }
+            paths.insert(
+                item,
+                json!({
+                    "get": op("get", json!([])),
+                    "put": op("put", write_params()),
+                    "patch": op("patch", patch_params),
+                    "delete": op("delete", json!([q("dryRun"), q("gracePeriodSeconds"), q("propagationPolicy")])),
+                }),
+            );
+        }
+        paths.insert(collection, Value::Object(coll));
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (kubelan lab simulator)", "version": format!("{group}/{version}")},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }))
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    use super::*;
+
+    #[test]
+    fn patch_declares_field_validation() {
+        let root = openapi_v3_root();
+        assert!(
+            root["paths"]["apis/apps/v1"]["serverRelativeURL"]
+                .as_str()
+                .unwrap()
+                .starts_with("/openapi/v3/apis/apps/v1?hash=")
+        );
+        let doc = openapi_v3_doc("apps", "v1").unwrap();
+        let p = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(p["x-kubernetes-group-version-kind"]["kind"], "Deployment");
+        assert!(
+            p["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["name"] == "fieldValidation")
+        );
+        assert!(openapi_v3_doc("nope", "v1").is_none());
     }
 }

@@ -18,6 +18,7 @@ pub mod meta;
 pub mod patch;
 pub mod pki;
 mod portforward;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod server;

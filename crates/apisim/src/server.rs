@@ -480,6 +480,19 @@ impl ApiServer {
                     "platform": "linux/amd64",
                 }),
             )),
+            "/openapi/v3" | "/openapi/v3/" => {
+                Ok(json_response(StatusCode::OK, &discovery::openapi_v3_root()))
+            }
+            p if p.starts_with("/openapi/v3/") => {
+                let rest = &p["/openapi/v3/".len()..];
+                let doc = match rest.split('/').collect::<Vec<_>>().as_slice() {
+                    ["api", v] => discovery::openapi_v3_doc("", v),
+                    ["apis", g, v] => discovery::openapi_v3_doc(g, v),
+                    _ => None,
+                };
+                doc.map(|d| json_response(StatusCode::OK, &d))
+                    .ok_or_else(|| ApiError::no_route(path))
+            }
             _ => Err(ApiError::no_route(path)),
         }
     }
@@ -521,6 +534,19 @@ impl ApiServer {
                     .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
                 serde_saphyr::from_str(text).map_err(|e| {
                     ApiError::bad_request(format!("the request body is not valid YAML: {e}"))
+                })?
+            }
+            crate::protobuf::CONTENT_TYPE => {
+                crate::protobuf::decode(body).map_err(|e| match e {
+                    crate::protobuf::ProtoError::Unsupported(_) => ApiError {
+                        code: 415,
+                        reason: "UnsupportedMediaType",
+                        message: e.to_string(),
+                        details: None,
+                    },
+                    crate::protobuf::ProtoError::Malformed(_) => {
+                        ApiError::bad_request(e.to_string())
+                    }
                 })?
             }
             other => return Err(ApiError::unsupported_media_type(other)),

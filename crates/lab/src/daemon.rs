@@ -577,7 +577,11 @@ fn skip_name(b: &[u8], mut i: usize) -> Option<usize> {
     None
 }
 
-fn parse_a_answers(b: &[u8], id: u16) -> anyhow::Result<Vec<Ipv4Addr>> {
+/// Parses a DNS response to query `id`: the A records of its answer section.
+///
+/// # Errors
+/// When the response is for another query, has an error code, or is malformed.
+pub fn parse_a_answers(b: &[u8], id: u16) -> anyhow::Result<Vec<Ipv4Addr>> {
     anyhow::ensure!(b.len() >= 12, "short DNS answer");
     anyhow::ensure!(
         u16::from_be_bytes([b[0], b[1]]) == id,

@@ -10,6 +10,7 @@
 pub mod clusterdns;
 pub mod config;
 pub mod daemon;
+pub mod fuzz_entry;
 pub mod ipam;
 pub mod kubelet;
 pub mod kubeproxy;

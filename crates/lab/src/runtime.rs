@@ -114,11 +114,16 @@ impl PodBackend for LabPodBackend {
         previous: bool,
     ) -> Option<PathBuf> {
         let place = self.0.pod(namespace, pod)?;
-        let file = if previous {
-            place.dir.join(format!("{container}.previous.log"))
-        } else {
-            place.dir.join(format!("{container}.log"))
-        };
-        file.exists().then_some(file)
+        let current = place.dir.join(format!("{container}.log"));
+        let previous_log = place.dir.join(format!("{container}.previous.log"));
+        // A container waiting to restart has no current log yet: like the kubelet, show
+        // the instance that just ended.
+        [
+            if previous { None } else { Some(current) },
+            Some(previous_log),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|f| f.exists())
     }
 }

@@ -1,0 +1,530 @@
+//! End-to-end tests of `kubelan lab` (issue 2's acceptance list): real namespaces, real
+//! processes, real kernel networking, and real clients (curl, dig, kubectl, kube-rs).
+//! Needs root; CI runs them with `KUBELAN_E2E_REQUIRED=1`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use serde_json::json;
+use support::{Lab, kubelan, lab_available, leftovers, ok, root_snapshot, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn dig(lab: &Lab, from: &str, name: &str) -> Vec<String> {
+    let out = lab.exec(from, &["dig", "+short", "+time=1", "+tries=1", name]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn lab_acceptance() {
+    if !lab_available() {
+        return;
+    }
+    let before = root_snapshot();
+    let lab = Lab::up("acc", &[]);
+    eprintln!("lab up took {:.2} s", lab.up_seconds);
+    let rt = rt();
+    let client = rt.block_on(lab.client());
+
+    // From node1: the Service by DNS name answers 200 with a pod name.
+    let out = lab.exec_ok(
+        "node1",
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            "-w",
+            "%{http_code}",
+            "http://web.default.svc.cluster.local",
+        ],
+    );
+    let mut lines = out.lines();
+    let body = lines.next().unwrap_or_default();
+    assert!(body.starts_with("web-"), "answer names a web pod: {out:?}");
+    assert_eq!(lines.next(), Some("200"));
+
+    // 20 requests to the ClusterIP reach both replicas.
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let web = rt.block_on(svcs.get("web")).expect("web service");
+    let ip = web.spec.unwrap().cluster_ip.unwrap();
+    let mut seen = BTreeSet::new();
+    for _ in 0..20 {
+        let out = lab.exec_ok(
+            "node1",
+            &["curl", "-sS", "-m", "5", &format!("http://{ip}/")],
+        );
+        seen.insert(out.trim().to_string());
+    }
+    assert_eq!(seen.len(), 2, "both replicas answered: {seen:?}");
+
+    // From a pod: a StatefulSet pod's name resolves to that pod's IP.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let db1_ip = rt
+        .block_on(pods.get("db-1"))
+        .unwrap()
+        .status
+        .unwrap()
+        .pod_ip
+        .unwrap();
+    let web_pod = rt
+        .block_on(pods.list(&ListParams::default().labels("app=web")))
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    assert_eq!(
+        dig(
+            &lab,
+            &format!("default/{web_pod}"),
+            "db-1.db.default.svc.cluster.local"
+        ),
+        vec![db1_ip.clone()]
+    );
+
+    // From pc1 and laptop, a Pod IP and a ClusterIP are unreachable, and fail fast.
+    for host in ["pc1", "laptop"] {
+        for target in [db1_ip.as_str(), ip.as_str()] {
+            let started = Instant::now();
+            let out = lab.exec(
+                host,
+                &[
+                    "curl",
+                    "-sS",
+                    "-m",
+                    "10",
+                    "-o",
+                    "/dev/null",
+                    &format!("http://{target}/"),
+                ],
+            );
+            let took = started.elapsed();
+            assert!(!out.status.success(), "{host} must not reach {target}");
+            assert!(
+                took < Duration::from_secs(3),
+                "{host} -> {target} failed fast (took {took:?})"
+            );
+        }
+    }
+
+    rt.block_on(kube_checks(&lab, client.clone()));
+
+    // kubectl, where installed.
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let kc = lab.kubeconfig();
+        let out = ok(Command::new("kubectl").arg("--kubeconfig").arg(&kc).args([
+            "get",
+            "nodes,pods,svc",
+            "-A",
+        ]));
+        assert!(
+            out.contains("node/node1") && out.contains("service/kube-dns"),
+            "{out}"
+        );
+        let manifest = std::env::temp_dir().join(format!("kubelan-e2e-{}.yaml", lab.name));
+        std::fs::write(
+            &manifest,
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: applied\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: applied}\n  template:\n    metadata:\n      labels: {app: applied}\n    spec:\n      containers:\n      - name: web\n        image: ghcr.io/kubelan/kubelan:dev\n        args: [lab, serve, http, --listen, 0.0.0.0:8080]\n",
+        )
+        .unwrap();
+        let out = ok(Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .arg("apply")
+            .arg("-f")
+            .arg(&manifest));
+        assert!(out.contains("deployment.apps/applied created"), "{out}");
+        let out = ok(Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .arg("apply")
+            .arg("-f")
+            .arg(&manifest));
+        assert!(
+            out.contains("unchanged") || out.contains("configured"),
+            "{out}"
+        );
+        ok(Command::new("kubectl").arg("--kubeconfig").arg(&kc).args([
+            "rollout",
+            "status",
+            "deployment/applied",
+            "--timeout=30s",
+        ]));
+        ok(Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .arg("delete")
+            .arg("-f")
+            .arg(&manifest));
+        let _ = std::fs::remove_file(&manifest);
+    } else {
+        eprintln!("kubectl not installed: kubectl checks skipped");
+    }
+
+    // Status, human and JSON.
+    let st: serde_json::Value = serde_json::from_str(&ok(
+        kubelan().args(["lab", "status", "--name", &lab.name, "--output", "json"])
+    ))
+    .unwrap();
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["hosts"].as_array().unwrap().len(), 7);
+    eprintln!(
+        "lab memory: {} processes, {} KiB resident; daemon {} KiB",
+        st["processes"], st["total_rss_kib"], st["daemon"]["rss_kib"]
+    );
+
+    let started = Instant::now();
+    eprintln!("{}", lab.down());
+    eprintln!("lab down took {:.2} s", started.elapsed().as_secs_f64());
+    assert_eq!(
+        leftovers(&lab.name),
+        Vec::<String>::new(),
+        "lab down leaves nothing"
+    );
+    assert_eq!(
+        root_snapshot(),
+        before,
+        "the root namespace is byte-identical"
+    );
+    // A second down is a no-op.
+    assert!(lab.down().contains("does not exist"));
+}
+
+async fn kube_checks(lab: &Lab, client: kube::Client) {
+    // Nodes list their pod CIDRs.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut cidrs: Vec<String> = nodes
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .flat_map(|n| n.spec.unwrap().pod_cidrs.unwrap())
+        .collect();
+    cidrs.sort();
+    assert_eq!(cidrs, ["172.17.32.0/24", "172.17.33.0/24"]);
+
+    // Create a Deployment with a ClusterIP and a headless Service.
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "extra"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "extra"}},
+          "template": {"metadata": {"labels": {"app": "extra"}}, "spec": {"containers": [{
+            "name": "web", "image": "ghcr.io/kubelan/kubelan:dev",
+            "args": ["lab", "serve", "http", "--listen", "0.0.0.0:8080"],
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1}}]}}}
+    }))
+    .unwrap();
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc = svcs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "extra"},
+            "spec": {"selector": {"app": "extra"}, "ports": [{"port": 80, "targetPort": "http"}]}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let created = Instant::now();
+    svcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "extra-h"},
+        "spec": {"clusterIP": "None", "selector": {"app": "extra"}, "ports": [{"port": 8080}]}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let cluster_ip = svc.spec.unwrap().cluster_ip.unwrap();
+    // DNS answers for the new Service within 2 s.
+    let name = "extra.default.svc.cluster.local";
+    loop {
+        if dig(lab, "node1", name) == vec![cluster_ip.clone()] {
+            break;
+        }
+        assert!(
+            created.elapsed() < Duration::from_secs(2),
+            "DNS for {name} within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "DNS answered for a new Service after {:?}",
+        created.elapsed()
+    );
+
+    // Pods Running and Ready; the EndpointSlice lists them.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let ready_ips = |slices: Api<EndpointSlice>| async move {
+        let l = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=extra"))
+            .await
+            .ok()?;
+        let mut ips: Vec<String> = l
+            .items
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+            .map(|e| e.addresses[0].clone())
+            .collect();
+        ips.sort();
+        Some(ips)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ips = loop {
+        let ps = pods
+            .list(&ListParams::default().labels("app=extra"))
+            .await
+            .unwrap()
+            .items;
+        let all_ready = ps.len() == 2
+            && ps
+                .iter()
+                .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+        let ips = ready_ips(slices.clone()).await.unwrap_or_default();
+        if all_ready && ips.len() == 2 {
+            break ips;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "extra pods Ready and in the EndpointSlice"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Delete a pod: the replacement has a new IP; the EndpointSlice and DNS follow.
+    let victim = pods
+        .list(&ListParams::default().labels("app=extra"))
+        .await
+        .unwrap()
+        .items[0]
+        .clone();
+    let victim_ip = victim.status.unwrap().pod_ip.unwrap();
+    pods.delete(
+        victim.metadata.name.as_deref().unwrap(),
+        &DeleteParams::default(),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new_ips = loop {
+        if let Some(ips2) = ready_ips(slices.clone()).await
+            && ips2.len() == 2
+            && !ips2.contains(&victim_ip)
+        {
+            break ips2;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replacement in the EndpointSlice"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(new_ips, ips);
+    let followed = Instant::now();
+    loop {
+        let mut got = dig(lab, "node1", "extra-h.default.svc.cluster.local");
+        got.sort();
+        if got == new_ips {
+            break;
+        }
+        assert!(
+            followed.elapsed() < Duration::from_secs(2),
+            "DNS follows the replacement within 2 s (got {got:?}, want {new_ips:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A watch sees create, update and delete in order.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = cms
+        .watch(&WatchParams::default().timeout(20), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let cm: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "order"}, "data": {"a": "1"}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let mut cm2 = cms.get("order").await.unwrap();
+    cm2.data.as_mut().unwrap().insert("a".into(), "2".into());
+    cms.replace("order", &PostParams::default(), &cm2)
+        .await
+        .unwrap();
+    cms.delete("order", &DeleteParams::default()).await.unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .expect("watch event")
+            .unwrap()
+            .unwrap();
+        match ev {
+            WatchEvent::Added(o) if o.metadata.name.as_deref() == Some("order") => {
+                kinds.push("ADDED")
+            }
+            WatchEvent::Modified(o) if o.metadata.name.as_deref() == Some("order") => {
+                kinds.push("MODIFIED")
+            }
+            WatchEvent::Deleted(o) if o.metadata.name.as_deref() == Some("order") => {
+                kinds.push("DELETED")
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"]);
+
+    // A port-forward to a pod port (the db pods echo on 5432) echoes 1 MiB intact.
+    let mut pf = pods.portforward("db-0", &[5432]).await.unwrap();
+    let mut stream = pf.take_stream(5432).unwrap();
+    let payload: Vec<u8> = (0..1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let (mut rd, mut wr) = tokio::io::split(&mut stream);
+    let sent = payload.clone();
+    let (_, got) = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures::future::join(
+            async move { wr.write_all(&sent).await.unwrap() },
+            async move {
+                let mut got = vec![0u8; 1024 * 1024];
+                rd.read_exact(&mut got).await.unwrap();
+                got
+            },
+        ),
+    )
+    .await
+    .expect("port-forward echo in time");
+    assert!(got == payload, "1 MiB through port-forward intact");
+}
+
+#[test]
+fn lab_bad_input_and_crash_cleanup() {
+    if !lab_available() {
+        return;
+    }
+    let before = root_snapshot();
+    // An invalid config: clear error, nothing created.
+    let name = support::unique_name("bad");
+    let cfg = std::env::temp_dir().join(format!("kubelan-bad-{name}.toml"));
+    std::fs::write(&cfg, "[cluster]\nservice_cidr = \"172.17.32.0/20\"\n[[nodes]]\nname = \"Node_1\"\naddress = \"10.4.7.11\"\npod_cidr = \"172.17.32.0/24\"\ncontrol_plane = true\n").unwrap();
+    let out = kubelan()
+        .args(["lab", "up", "--name", &name, "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("nodes[0].name") && err.contains("overlap"),
+        "names the problems: {err}"
+    );
+    assert_eq!(
+        leftovers(&name),
+        Vec::<String>::new(),
+        "an invalid config creates nothing"
+    );
+    let _ = std::fs::remove_file(&cfg);
+    // A bad name.
+    let out = kubelan()
+        .args(["lab", "up", "--name", "Bad_Name"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Bad_Name"));
+
+    // `up` of a name that exists: a clear error, and the first lab is untouched.
+    let lab = Lab::up("dup", &[]);
+    let out = kubelan()
+        .args(["lab", "up", "--name", &lab.name])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("already exists") && err.contains("lab down"),
+        "{err}"
+    );
+    let st: serde_json::Value = serde_json::from_str(&ok(
+        kubelan().args(["lab", "status", "--name", &lab.name, "--output", "json"])
+    ))
+    .unwrap();
+    assert_eq!(st["state"], "running");
+
+    // SIGKILL of the daemon (and so of nothing else): down still removes everything.
+    let daemon = st["daemon"]["pid"].as_u64().unwrap();
+    ok(Command::new("kill").args(["-9", &daemon.to_string()]));
+    lab.down();
+    assert_eq!(leftovers(&lab.name), Vec::<String>::new());
+
+    // SIGKILL of `lab up` halfway: down cleans everything.
+    for wait_for_netns in [3usize, 9] {
+        let name = support::unique_name("kil");
+        let mut child = kubelan()
+            .args(["lab", "up", "--name", &name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let prefix = format!("kl-{name}-");
+        wait_for("namespaces to appear", 20, || {
+            let n = std::fs::read_dir("/run/netns")
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                        .count()
+                })
+                .unwrap_or(0);
+            (n >= wait_for_netns).then_some(())
+        });
+        child.kill().unwrap();
+        let _ = child.wait();
+        let out = ok(kubelan().args(["lab", "down", "--name", &name]));
+        assert!(out.contains("removed"), "{out}");
+        assert_eq!(
+            leftovers(&name),
+            Vec::<String>::new(),
+            "after a SIGKILLed up (at {wait_for_netns} namespaces)"
+        );
+    }
+    assert_eq!(
+        root_snapshot(),
+        before,
+        "the root namespace is byte-identical"
+    );
+}

@@ -1,0 +1,91 @@
+//! Entry points shared by the cargo-fuzz targets (`fuzz/`) and the corpus replay test, one
+//! per parser that takes untrusted input. Each must return normally for any input; a panic
+//! is a bug.
+
+use kubelan_apisim::patch::{self, PatchKind};
+use kubelan_apisim::selector::{FieldSelector, LabelSelector};
+use serde_json::json;
+
+use crate::config::LabConfig;
+
+/// Label and field selector parsers (query strings from any API client).
+pub fn selectors(data: &[u8]) {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+        let _ = LabelSelector::from_json(&v);
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(sel) = LabelSelector::parse(text) {
+        // The canonical form parses back to the same selector.
+        let again = LabelSelector::parse(&sel.to_string()).expect("canonical form parses");
+        assert_eq!(again.to_string(), sel.to_string());
+        let _ = sel.matches_object(&json!({"metadata": {"labels": {"app": "web", "tier": "a"}}}));
+    }
+    if let Ok(sel) = FieldSelector::parse(text) {
+        let _ = sel.matches(&json!({"metadata": {"name": "x"}, "spec": {"nodeName": "node1"}}));
+        let _ = sel.single_name();
+    }
+}
+
+/// PATCH bodies: the first byte picks the patch type, the rest is the body, applied to
+/// realistic objects of several kinds.
+pub fn patch(data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let kind = match selector % 4 {
+        0 => PatchKind::Json,
+        1 => PatchKind::Merge,
+        2 => PatchKind::StrategicMerge,
+        _ => PatchKind::Apply,
+    };
+    let Ok(p) = patch::parse_body(kind, body) else {
+        return;
+    };
+    for object_kind in ["Pod", "Deployment", "Service", "Unknown"] {
+        let mut target = json!({
+            "apiVersion": "apps/v1", "kind": object_kind,
+            "metadata": {"name": "web", "labels": {"app": "web"}, "finalizers": ["a"]},
+            "spec": {"replicas": 2, "ports": [{"port": 80}], "template": {"spec": {"containers": [
+                {"name": "web", "image": "x", "env": [{"name": "A", "value": "1"}], "ports": [{"containerPort": 80}]}
+            ]}}},
+        });
+        let _ = match kind {
+            PatchKind::Json => patch::json_patch(&mut target, &p),
+            PatchKind::Merge => {
+                patch::merge_patch(&mut target, &p);
+                Ok(())
+            }
+            PatchKind::StrategicMerge => patch::strategic_merge_patch(&mut target, &p, object_kind),
+            PatchKind::Apply => patch::apply_patch(&mut target, &p, object_kind),
+        };
+    }
+}
+
+/// The lab configuration file: parse, validate, round-trip, plan.
+pub fn lab_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(cfg) = LabConfig::from_toml_str(text) {
+        let again = LabConfig::from_toml_str(&cfg.to_toml()).expect("a valid config round-trips");
+        assert_eq!(again, cfg);
+        let _ = crate::topology::plan(&cfg);
+    }
+}
+
+/// The DNS answer parser the lab uses to check cluster DNS (the query id is taken from the
+/// first two bytes, so matching answers are reachable).
+pub fn dns_answer(data: &[u8]) {
+    let id = u16::from_be_bytes([
+        data.first().copied().unwrap_or(0),
+        data.get(1).copied().unwrap_or(0),
+    ]);
+    let _ = crate::daemon::parse_a_answers(data, id);
+}
+
+/// Protobuf request bodies (the few kinds kubectl sends as protobuf).
+pub fn protobuf(data: &[u8]) {
+    let _ = kubelan_apisim::protobuf::decode(data);
+}

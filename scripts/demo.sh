@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds kubelan, starts the built-in lab (a simulated cluster in network namespaces) and
+# shows a request from a node to a Service by its cluster DNS name. Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "the lab builds network namespaces: run as root (sudo $0)" >&2
+  exit 1
+fi
+./scripts/deps.sh
+echo "== building kubelan (release)"
+cargo build --release --locked -p kubelan
+K=target/release/kubelan
+$K lab down >/dev/null
+echo "== starting the lab"
+$K lab up
+echo
+echo "== from node1: curl http://web.default.svc.cluster.local"
+$K lab exec node1 -- curl -sS -m 5 -w '   (HTTP %{http_code} from a web pod)\n' http://web.default.svc.cluster.local
+echo "== from pc1 (office LAN, no route to the cluster yet): the same request fails fast"
+$K lab exec pc1 -- curl -sS -m 5 http://172.17.32.2/ || true
+echo
+$K lab status || true
+echo
+echo "kubectl:      kubectl --kubeconfig \$(sudo $K lab kubeconfig) get pods -A"
+echo "a lab shell:  sudo $K lab exec laptop -- bash"
+echo "remove it:    sudo $K lab down"

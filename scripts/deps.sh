@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kubelan's lab and tests use (idempotent; needs root).
+set -euo pipefail
+PACKAGES=(iproute2 nftables dnsmasq-base curl iperf3 bind9-dnsutils iputils-ping socat procps ca-certificates)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "Rust is not installed: install it with rustup (https://rustup.rs), then run this again." >&2
+  exit 1
+fi
