@@ -94,14 +94,11 @@ fn lab_acceptance() {
         .name
         .clone()
         .unwrap();
-    assert_eq!(
-        dig(
-            &lab,
-            &format!("default/{web_pod}"),
-            "db-1.db.default.svc.cluster.local"
-        ),
-        vec![db1_ip.clone()]
-    );
+    let from = format!("default/{web_pod}");
+    wait_for("db-1's name to resolve to its IP from a pod", 2, || {
+        (dig(&lab, &from, "db-1.db.default.svc.cluster.local") == vec![db1_ip.clone()])
+            .then_some(())
+    });
 
     // From pc1 and laptop, a Pod IP and a ClusterIP are unreachable, and fail fast.
     for host in ["pc1", "laptop"] {
@@ -522,6 +519,35 @@ fn lab_bad_input_and_crash_cleanup() {
             "after a SIGKILLed up (at {wait_for_netns} namespaces)"
         );
     }
+    // Ctrl-C during `up` removes what was built, without a `down`.
+    let name = support::unique_name("int");
+    let child = kubelan()
+        .args(["lab", "up", "--name", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let prefix = format!("kl-{name}-");
+    wait_for("namespaces to appear", 20, || {
+        let n = std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .count()
+            })
+            .unwrap_or(0);
+        (n >= 5).then_some(())
+    });
+    ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(
+        leftovers(&name),
+        Vec::<String>::new(),
+        "an interrupted up cleans up after itself"
+    );
     assert_eq!(
         root_snapshot(),
         before,

@@ -292,7 +292,7 @@ async fn start(
     create(&store, "kube-system", mirror)?;
     mark_mirror_running(&store, &mirror_name, &cp.address.to_string());
 
-    wait_until_ready(&ctx, &cfg, &plan).await?;
+    wait_until_ready(&ctx, &cfg).await?;
     write_atomic(&paths.ready_file(), meta::now_rfc3339().as_bytes(), 0o644)?;
     progress(paths, "ready");
     Ok(tasks)
@@ -474,17 +474,78 @@ fn pod_problems(store: &Store) -> Vec<String> {
     out
 }
 
-async fn wait_until_ready(
-    ctx: &Arc<LabContext>,
-    cfg: &LabConfig,
-    plan: &Plan,
-) -> anyhow::Result<()> {
+/// The names cluster DNS must answer, with the addresses it must answer with: every
+/// Service's ClusterIP and every endpoint hostname of headless Services (StatefulSet pods).
+fn expected_dns(store: &Store, domain: &str) -> Vec<(String, Vec<Ipv4Addr>)> {
+    let mut out = Vec::new();
+    for svc in store.list_all(res("", "services"), None) {
+        let (ns, name) = (meta::namespace(&svc), meta::name(&svc));
+        let ip = meta::str_at(&svc, &["spec", "clusterIP"]);
+        if let Ok(ip) = ip.parse::<Ipv4Addr>() {
+            out.push((format!("{name}.{ns}.svc.{domain}"), vec![ip]));
+        }
+    }
+    for slice in store.list_all(res("discovery.k8s.io", "endpointslices"), None) {
+        let svc = meta::str_at(
+            &slice,
+            &["metadata", "labels", "kubernetes.io/service-name"],
+        );
+        let ns = meta::namespace(&slice);
+        for ep in slice
+            .get("endpoints")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let host = meta::str_at(ep, &["hostname"]);
+            let ready = ep
+                .pointer("/conditions/ready")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            let ip = ep
+                .pointer("/addresses/0")
+                .and_then(Value::as_str)
+                .and_then(|a| a.parse().ok());
+            if let (false, true, Some(ip)) = (host.is_empty(), ready, ip) {
+                out.push((format!("{host}.{svc}.{ns}.svc.{domain}"), vec![ip]));
+            }
+        }
+    }
+    out
+}
+
+/// Asks cluster DNS for every expected name from the control-plane node; returns the first
+/// name whose answer differs.
+async fn dns_mismatch(
+    netns: &Path,
+    server: Ipv4Addr,
+    expected: Vec<(String, Vec<Ipv4Addr>)>,
+) -> Option<String> {
+    let netns = netns.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        for (name, want) in expected {
+            match dns_query_a(&netns, server, &name, Duration::from_millis(500)) {
+                Ok(mut got) => {
+                    got.sort();
+                    if got != want {
+                        return Some(format!("{name} answers {got:?}, expected {want:?}"));
+                    }
+                }
+                Err(e) => return Some(format!("{name}: {e:#}")),
+            }
+        }
+        None
+    })
+    .await
+    .unwrap_or_else(|e| Some(e.to_string()))
+}
+
+async fn wait_until_ready(ctx: &Arc<LabContext>, cfg: &LabConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     let cp = cfg.control_plane().context("no control-plane node")?;
     let cp_ns = netops::ns_path(&ctx.paths.netns(&cp.name));
     let dns = cfg.cluster.dns_service_ip();
-    let probe_name = format!("kubernetes.default.svc.{}", cfg.cluster.domain);
-    let _ = plan;
+    let mut dns_problem = String::new();
     loop {
         let (ready, total, waiting) = unready(&ctx.store);
         if waiting.is_empty() {
@@ -492,16 +553,10 @@ async fn wait_until_ready(
                 &ctx.paths,
                 &format!("pods ready {ready}/{total}; checking cluster DNS"),
             );
-            let ns = cp_ns.clone();
-            let name = probe_name.clone();
-            let answer = tokio::task::spawn_blocking(move || {
-                dns_query_a(&ns, dns, &name, Duration::from_millis(500))
-            })
-            .await?;
-            if let Ok(ips) = &answer
-                && ips.contains(&cfg.cluster.kubernetes_service_ip())
-            {
-                return Ok(());
+            // "Ready" means cluster DNS serves what the API holds, not just that it runs.
+            match dns_mismatch(&cp_ns, dns, expected_dns(&ctx.store, &cfg.cluster.domain)).await {
+                None => return Ok(()),
+                Some(p) => dns_problem = p,
             }
         } else {
             progress(
@@ -519,7 +574,7 @@ async fn wait_until_ready(
                 START_TIMEOUT.as_secs(),
                 waiting.join(", "),
                 if problems.is_empty() {
-                    "all ready (cluster DNS did not answer)".into()
+                    format!("all ready; cluster DNS: {dns_problem}")
                 } else {
                     problems.join(" | ")
                 }

@@ -168,10 +168,14 @@ pub async fn up(opts: &UpOptions, mut progress: impl FnMut(&str)) -> anyhow::Res
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&paths.root, std::fs::Permissions::from_mode(0o700))?;
     }
-    let built = build(&paths, &cfg, &opts.name, &mut progress).await;
-    let result = match built {
-        Ok(()) => wait_ready(&paths, &mut progress).await,
-        Err(e) => Err(e),
+    let work = async {
+        build(&paths, &cfg, &opts.name, &mut progress).await?;
+        wait_ready(&paths, &mut progress).await
+    };
+    // Ctrl-C (or SIGTERM) while building removes what was built, like any other failure.
+    let result = tokio::select! {
+        r = work => r,
+        _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = result {
         if !opts.keep_on_failure {
@@ -191,6 +195,20 @@ pub async fn up(opts: &UpOptions, mut progress: impl FnMut(&str)) -> anyhow::Res
         api_in_lab: format!("https://{}:{}", cp.address, crate::daemon::API_PORT),
         api_on_machine: format!("https://127.0.0.1:{}", runtime.api_port),
     })
+}
+
+async fn interrupted() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 async fn build(
@@ -394,13 +412,58 @@ pub async fn down(name: &str) -> anyhow::Result<DownReport> {
             report.processes += 1;
         }
     }
-    let ids: HashSet<kubelan_sys::NsId> = ns_names
+    // The daemon may have been creating a pod when it stopped (a namespace added after the
+    // first listing, or an orphaned `ip netns add` finishing): sweep until two rounds in a
+    // row find nothing.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut quiet = 0;
+    let mut names = ns_names;
+    while quiet < 2 {
+        if names.is_empty() {
+            quiet += 1;
+        } else {
+            quiet = 0;
+            report.processes += kill_inside(name, &names).await?;
+            let mut failed = Vec::new();
+            for ns in &names {
+                match netops::netns_del(ns).await {
+                    Ok(()) => report.namespaces += 1,
+                    Err(e) => failed.push(format!("{ns}: {e:#}")),
+                }
+            }
+            if !failed.is_empty() {
+                bail!("could not delete network namespaces: {}", failed.join("; "));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "lab {name} keeps gaining network namespaces ({}); is another command recreating it?",
+                names.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        names = namespaces_with_prefix(&paths.prefix());
+    }
+    // 4. State.
+    if paths.root.exists() {
+        std::fs::remove_dir_all(&paths.root)
+            .with_context(|| format!("remove {}", paths.root.display()))?;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// SIGKILLs every process inside the named namespaces until none is left; returns how many
+/// were signalled.
+async fn kill_inside(lab: &str, names: &[String]) -> anyhow::Result<usize> {
+    let ids: HashSet<kubelan_sys::NsId> = names
         .iter()
         .filter_map(|n| kubelan_sys::netns_id(&netops::ns_path(n)).ok())
         .collect();
+    let mut killed = 0;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let pids = if ids.is_empty() {
+        let pids: Vec<u32> = if ids.is_empty() {
             Vec::new()
         } else {
             kubelan_sys::pids_in_netns(&ids)
@@ -410,36 +473,18 @@ pub async fn down(name: &str) -> anyhow::Result<DownReport> {
             .filter(|p| *p != std::process::id())
             .collect();
         if pids.is_empty() {
-            break;
+            return Ok(killed);
         }
         for p in &pids {
             if kubelan_sys::signal(*p, kubelan_sys::SignalKind::SIGKILL) {
-                report.processes += 1;
+                killed += 1;
             }
         }
         if Instant::now() > deadline {
-            bail!("processes {pids:?} inside lab {name}'s namespaces did not exit after SIGKILL");
+            bail!("processes {pids:?} inside lab {lab}'s namespaces did not exit after SIGKILL");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // 3. Namespaces.
-    let mut failed = Vec::new();
-    for ns in &ns_names {
-        match netops::netns_del(ns).await {
-            Ok(()) => report.namespaces += 1,
-            Err(e) => failed.push(format!("{ns}: {e:#}")),
-        }
-    }
-    if !failed.is_empty() {
-        bail!("could not delete network namespaces: {}", failed.join("; "));
-    }
-    // 4. State.
-    if paths.root.exists() {
-        std::fs::remove_dir_all(&paths.root)
-            .with_context(|| format!("remove {}", paths.root.display()))?;
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 /// One lab host in `lab status`.

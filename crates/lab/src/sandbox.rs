@@ -139,7 +139,10 @@ pub async fn start(spec: &SandboxSpec) -> anyhow::Result<Holder> {
         overlays,
         tmpfs,
         scratch: spec.dir.join("fs").join("scratch"),
-        mkdirs: spec.mkdirs.clone(),
+        // The kubelan binary's mount point (created in the /usr/local overlay if missing).
+        mkdirs: std::iter::once(PathBuf::from("/usr/local/bin"))
+            .chain(spec.mkdirs.iter().cloned())
+            .collect(),
         binds,
     };
     let log = std::fs::OpenOptions::new()
