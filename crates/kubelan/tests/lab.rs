@@ -94,6 +94,20 @@ fn lab_acceptance() {
         .name
         .clone()
         .unwrap();
+    // `lab exec` from a directory the pod cannot see (pods have a private /tmp) runs in `/`.
+    let host_only = std::env::temp_dir().join(format!("kubelan-e2e-cwd-{}", lab.name));
+    std::fs::create_dir_all(&host_only).unwrap();
+    let out = ok(kubelan().current_dir(&host_only).args([
+        "lab",
+        "exec",
+        "--name",
+        &lab.name,
+        &format!("default/{web_pod}"),
+        "--",
+        "pwd",
+    ]));
+    assert_eq!(out.trim(), "/");
+    let _ = std::fs::remove_dir(&host_only);
     let from = format!("default/{web_pod}");
     wait_for("db-1's name to resolve to its IP from a pod", 2, || {
         (dig(&lab, &from, "db-1.db.default.svc.cluster.local") == vec![db1_ip.clone()])

@@ -1573,11 +1573,16 @@ async fn spawn_container(
         .kill_on_drop(true);
     let cwd = meta::str_at(c, &["workingDir"]);
     let cwd = if cwd.is_empty() { "/" } else { cwd };
-    kubelan_sys::enter_on_spawn(&mut cmd, run.holder_ns.clone(), Some(Path::new(cwd)), ident)
-        .map_err(|e| StartError {
-            reason: "RunContainerError",
-            message: e.to_string(),
-        })?;
+    kubelan_sys::enter_on_spawn(
+        &mut cmd,
+        run.holder_ns.clone(),
+        kubelan_sys::Cwd::Exactly(Path::new(cwd)),
+        ident,
+    )
+    .map_err(|e| StartError {
+        reason: "RunContainerError",
+        message: e.to_string(),
+    })?;
     let child = cmd.spawn().map_err(|e| StartError {
         reason: "RunContainerError",
         message: format!("failed to start container process {:?}: {e}", argv[0]),
@@ -1754,7 +1759,7 @@ async fn run_probe(run: &PodRun, c: &Value, p: &Value) -> ProbeResult {
         if kubelan_sys::enter_on_spawn(
             &mut command,
             run.holder_ns.clone(),
-            Some(Path::new("/")),
+            kubelan_sys::Cwd::Exactly(Path::new("/")),
             None,
         )
         .is_err()

@@ -724,7 +724,7 @@ async fn run_nft(netns: &Path, args: &[&str], script: &str) -> Result<(), ProxyE
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    enter_on_spawn(&mut cmd, ns, None, None)?;
+    enter_on_spawn(&mut cmd, ns, kubelan_sys::Cwd::Inherit, None)?;
     let mut child = cmd.spawn().map_err(ProxyError::Spawn)?;
     let stdin = child.stdin.take();
     let run = async move {
@@ -1294,7 +1294,7 @@ mod tests {
             let mut cmd = Command::new("nft");
             cmd.args(args);
             let nsfd = Arc::new(Namespaces::net(&netns_path(ns)).expect("netns"));
-            enter_on_spawn(&mut cmd, nsfd, None, None).expect("enter");
+            enter_on_spawn(&mut cmd, nsfd, kubelan_sys::Cwd::Inherit, None).expect("enter");
             let out = cmd.output().expect("nft");
             assert!(
                 out.status.success(),

@@ -790,8 +790,10 @@ pub async fn exec(name: &str, target: &ExecTarget, argv: &[String]) -> anyhow::R
         cmd.env("KUBECONFIG", "/etc/kubelan/kubeconfig");
     }
     cmd.env("KUBELAN_LAB", name);
-    let cwd = std::env::current_dir().ok().filter(|d| d.exists());
-    kubelan_sys::enter_on_spawn(&mut cmd, ns, cwd.as_deref().or(Some(Path::new("/"))), None)?;
+    // Pods and lab hosts may not see the caller's directory (pods have a private /tmp, for
+    // one): use it where it exists, else `/`.
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    kubelan_sys::enter_on_spawn(&mut cmd, ns, kubelan_sys::Cwd::Prefer(&cwd), None)?;
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot run {program:?} in {target:?}"))?;

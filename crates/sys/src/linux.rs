@@ -155,19 +155,43 @@ impl PreExec for tokio::process::Command {
     }
 }
 
-/// Makes `cmd` enter `ns`, then optionally change directory and drop to `ident`, in the
+/// The working directory a child gets after entering namespaces.
+#[derive(Debug, Clone, Copy)]
+pub enum Cwd<'a> {
+    /// Keep the parent's (as resolved in the new mount namespace).
+    Inherit,
+    /// This directory; failing to enter it fails the spawn (a container's `workingDir`).
+    Exactly(&'a Path),
+    /// This directory if it exists in the new mount namespace, else `/` (an interactive
+    /// command that follows the user's directory when it can).
+    Prefer(&'a Path),
+}
+
+/// Makes `cmd` enter `ns`, then change directory and optionally drop to `ident`, in the
 /// child before exec.
+///
+/// # Errors
+/// When the directory contains a NUL byte.
 pub fn enter_on_spawn<C: PreExec>(
     cmd: &mut C,
     ns: Arc<Namespaces>,
-    cwd: Option<&Path>,
+    cwd: Cwd<'_>,
     ident: Option<Ident>,
 ) -> Result<()> {
-    let cwd = cwd.map(cstring).transpose()?;
+    let (dir, strict) = match cwd {
+        Cwd::Inherit => (None, false),
+        Cwd::Exactly(p) => (Some(cstring(p)?), true),
+        Cwd::Prefer(p) => (Some(cstring(p)?), false),
+    };
+    let root = c"/";
     let hook = move || -> std::io::Result<()> {
         ns.enter().map_err(step_error("setns"))?;
-        if let Some(dir) = &cwd {
-            chdir(dir.as_c_str()).map_err(step_error("chdir"))?;
+        if let Some(dir) = &dir {
+            match chdir(dir.as_c_str()) {
+                Ok(()) => {}
+                Err(_) if !strict => chdir(root).map_err(step_error("chdir /"))?,
+                Err(e) => return Err(step_error("chdir")(e)),
+            }
         }
         if let Some(id) = ident {
             drop_privileges(id)?;
