@@ -158,11 +158,6 @@ pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
         .find(|r| r.kind == kind && r.api_version() == api_version)
 }
 
-/// The resource with this kind, in whatever group it lives in (kinds are unique here).
-pub fn by_kind_name(kind: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.kind == kind)
-}
-
 /// Distinct API groups other than core, in a stable order, with their versions.
 pub fn groups() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();

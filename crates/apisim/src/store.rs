@@ -837,21 +837,6 @@ fn check_namespace_open(inner: &Inner, ns: &str) -> ApiResult<()> {
     }
 }
 
-/// Strips the fields the server owns, so the object can be compared or re-created.
-pub fn strip_server_fields(obj: &mut Value) {
-    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        for f in [
-            "uid",
-            "resourceVersion",
-            "creationTimestamp",
-            "generation",
-            "managedFields",
-        ] {
-            m.remove(f);
-        }
-    }
-}
-
 /// Completes `apiVersion`/`kind` on an object from its resource (list items omit them in
 /// some clients' bodies).
 pub fn with_type_meta(res: &ResourceInfo, mut obj: Value) -> Value {

@@ -512,16 +512,8 @@ fn lab_bad_input_and_crash_cleanup() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let prefix = format!("kl-{name}-");
         wait_for("namespaces to appear", 20, || {
-            let n = std::fs::read_dir("/run/netns")
-                .map(|d| {
-                    d.flatten()
-                        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                        .count()
-                })
-                .unwrap_or(0);
-            (n >= wait_for_netns).then_some(())
+            (support::namespace_count(&name) >= wait_for_netns).then_some(())
         });
         child.kill().unwrap();
         let _ = child.wait();
@@ -541,16 +533,8 @@ fn lab_bad_input_and_crash_cleanup() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let prefix = format!("kl-{name}-");
     wait_for("namespaces to appear", 20, || {
-        let n = std::fs::read_dir("/run/netns")
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                    .count()
-            })
-            .unwrap_or(0);
-        (n >= 5).then_some(())
+        (support::namespace_count(&name) >= 5).then_some(())
     });
     ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
     let out = child.wait_with_output().unwrap();

@@ -20,7 +20,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use base64::Engine;
 use ipnet::Ipv4Net;
-use kubelan_apisim::controllers::pod_ready;
 use kubelan_apisim::resources::{ResourceInfo, find};
 use kubelan_apisim::store::Sub;
 use kubelan_apisim::{ApiResult, meta};
@@ -776,47 +775,39 @@ fn resolv_conf(spec: &Value, ns: &str, cfg: &crate::config::LabConfig) -> String
         .unwrap_or(false);
     let domain = &cfg.cluster.domain;
     let dns_ip = cfg.cluster.dns_service_ip();
-    let (mut servers, mut searches, mut options): (Vec<String>, Vec<String>, Vec<String>) =
-        if policy == "None"
-            || (policy == "Default")
-            || (host_net && policy != "ClusterFirstWithHostNet")
-        {
-            if policy == "None" {
-                (vec![], vec![], vec![])
-            } else {
-                // The node's resolver: lab nodes use the cluster DNS.
-                (vec![dns_ip.to_string()], vec![], vec![])
-            }
-        } else {
-            (
-                vec![dns_ip.to_string()],
-                vec![
-                    format!("{ns}.svc.{domain}"),
-                    format!("svc.{domain}"),
-                    domain.to_string(),
-                ],
-                vec!["ndots:5".to_string()],
-            )
-        };
+    let cluster_first = match policy {
+        "None" | "Default" => false,
+        "ClusterFirstWithHostNet" => true,
+        _ => !host_net,
+    };
+    let (mut servers, mut searches, mut options) = if cluster_first {
+        (
+            vec![dns_ip.to_string()],
+            vec![
+                format!("{ns}.svc.{domain}"),
+                format!("svc.{domain}"),
+                domain.to_string(),
+            ],
+            vec!["ndots:5".to_string()],
+        )
+    } else if policy == "None" {
+        (vec![], vec![], vec![])
+    } else {
+        // The node's resolver: lab nodes use the cluster DNS.
+        (vec![dns_ip.to_string()], vec![], vec![])
+    };
     if let Some(dc) = spec.get("dnsConfig") {
-        for s in dc
-            .get("nameservers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            servers.push(s.to_string());
-        }
-        for s in dc
-            .get("searches")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            searches.push(s.to_string());
-        }
+        let strings = |key: &str| -> Vec<String> {
+            dc.get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        };
+        servers.extend(strings("nameservers"));
+        searches.extend(strings("searches"));
         for o in dc
             .get("options")
             .and_then(Value::as_array)
@@ -1960,18 +1951,6 @@ async fn run_container(
     }
 }
 
-/// Whether every pod of `selector` in `ns` is ready (used while waiting for start-up).
-pub fn all_ready(ctx: &LabContext, ns: &str, label: (&str, &str), want: usize) -> bool {
-    let ps: Vec<Value> = ctx
-        .store
-        .list_all(pods(), Some(ns))
-        .into_iter()
-        .filter(|p| meta::str_at(p, &["metadata", "labels", label.0]) == label.1)
-        .filter(|p| meta::metadata(p).get("deletionTimestamp").is_none())
-        .collect();
-    ps.len() >= want && ps.iter().all(pod_ready)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1992,6 +1971,33 @@ mod tests {
         assert!(is_kubelan_image("localhost:5000/kubelan"));
         assert!(!is_kubelan_image("busybox"));
         assert!(!is_kubelan_image("ghcr.io/kubelan/kubelan-other:1"));
+    }
+
+    #[test]
+    fn dns_policies() {
+        let cfg = crate::config::LabConfig::default();
+        let first = resolv_conf(&json!({}), "shop", &cfg);
+        assert_eq!(
+            first,
+            "search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 172.17.16.10\noptions ndots:5\n"
+        );
+        let host = resolv_conf(&json!({"hostNetwork": true}), "shop", &cfg);
+        assert_eq!(host, "nameserver 172.17.16.10\n");
+        let host_cf = resolv_conf(
+            &json!({"hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet"}),
+            "shop",
+            &cfg,
+        );
+        assert_eq!(host_cf, first);
+        let none = resolv_conf(
+            &json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["1.2.3.4"], "searches": ["a.b"], "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}}),
+            "shop",
+            &cfg,
+        );
+        assert_eq!(
+            none,
+            "search a.b\nnameserver 1.2.3.4\noptions ndots:2 edns0\n"
+        );
     }
 
     #[test]

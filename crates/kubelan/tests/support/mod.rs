@@ -240,3 +240,15 @@ pub(crate) fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// How many network namespaces of lab `name` exist right now.
+pub(crate) fn namespace_count(name: &str) -> usize {
+    let prefix = format!("kl-{name}-");
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
