@@ -11,6 +11,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kubelan_lab::{clusterdns, lifecycle, serve};
 
+mod tunnel;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "kubelan",
@@ -25,6 +27,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// SOCKS5 and HTTP proxy into the cluster through the agent (names resolve in the cluster).
+    Proxy(tunnel::ProxyArgs),
+    /// Install (or update) the in-cluster agent.
+    Install(kubelan_cluster::cli::InstallArgs),
+    /// Remove everything `kubelan install` created.
+    Uninstall(kubelan_cluster::cli::UninstallArgs),
+    /// Print the RBAC a user needs for each mode.
+    Rbac(kubelan_cluster::cli::RbacArgs),
+    /// The in-cluster agent (what `kubelan install` runs; also standalone for tests).
+    Agent(kubelan_agent::AgentArgs),
     /// A simulated cluster in Linux network namespaces, to try kubelan without one (root).
     Lab(LabArgs),
 }
@@ -156,7 +168,7 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(t) => t,
         Err(_) => return std::future::pending().await,
@@ -382,10 +394,12 @@ fn main() -> ExitCode {
         Command::Lab(LabArgs {
             command: LabCommand::Daemon | LabCommand::ClusterDns { .. } | LabCommand::Serve { .. },
             ..
-        }) => "info",
+        })
+        | Command::Agent(_) => "info",
         _ => "warn",
     };
     init_tracing(default_log);
+    kubelan_sys::raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -399,6 +413,15 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Lab(args) => lab(args).await,
+            Command::Proxy(args) => tunnel::proxy(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Install(args) => kubelan_cluster::cli::run_install(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Uninstall(args) => kubelan_cluster::cli::run_uninstall(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Rbac(args) => kubelan_cluster::cli::run_rbac(args).map(|()| ExitCode::SUCCESS),
+            Command::Agent(args) => kubelan_agent::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

@@ -938,6 +938,19 @@ fn prepare_volumes(
         }
         sources.insert(vname, vdir);
     }
+    // As the kubelet does: volumes the kubelet writes belong to the pod's fsGroup, so a
+    // non-root container can read a Secret mounted with mode 0440.
+    if let Some(gid) = pod
+        .pointer("/spec/securityContext/fsGroup")
+        .and_then(Value::as_u64)
+        .and_then(|g| u32::try_from(g).ok())
+    {
+        for v in &vols {
+            if v.get("hostPath").is_none() {
+                chown_group_tree(&dir.join("volumes").join(meta::str_at(v, &["name"])), gid)?;
+            }
+        }
+    }
     let mut binds = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for c in pod
@@ -1240,6 +1253,17 @@ fn update_container(run: &PodRun, idx: usize, f: impl FnOnce(&mut ContainerStatu
 struct StartError {
     reason: &'static str,
     message: String,
+}
+
+/// Gives `gid` group ownership of `root` and everything below it.
+fn chown_group_tree(root: &Path, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(root, None, Some(gid))?;
+    if root.is_dir() && !root.is_symlink() {
+        for entry in std::fs::read_dir(root)? {
+            chown_group_tree(&entry?.path(), gid)?;
+        }
+    }
+    Ok(())
 }
 
 fn is_kubelan_image(image: &str) -> bool {

@@ -66,7 +66,7 @@ pub const ECHO_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// The most connections one server handles at a time; further clients wait in
 /// the listen backlog until a slot frees up.
-const MAX_CONNECTIONS: usize = 8192;
+const MAX_CONNECTIONS: usize = 16_384;
 
 /// Listen backlog for the TCP listeners.
 const LISTEN_BACKLOG: u32 = 4096;

@@ -595,6 +595,24 @@ pub fn process_alive(pid: u32) -> bool {
 
 pub use nix::sys::signal::Signal as SignalKind;
 
+/// Raises the soft limit on open files to the hard limit (proxies and agents hold two
+/// sockets per flow; the usual soft limit of 1024 would cap them at ~500 flows). Returns
+/// the new soft limit; failures leave the limit as it was.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,576 @@
+//! One carrier: handshake on the control stream, then one task per flow stream.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kubelan_proto::{
+    Capabilities, ErrorKind, FlowError, FlowKind, Frame, PROTOCOL_VERSION, RefuseReason, Target,
+    VersionRange, negotiate,
+};
+use kubelan_session::flow::{FlowConn, FrameReader, write_frame};
+use kubelan_session::mux::{self, MuxStream, Side};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::Agent;
+
+/// How long a client may take to send its hello or a flow's `Open`.
+const OPEN_WAIT: Duration = Duration::from_secs(10);
+/// TCP connect timeout towards pods and services.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client silent this long (no pings) is gone.
+const CLIENT_SILENCE: Duration = Duration::from_secs(15);
+/// UDP flows idle this long end.
+const UDP_IDLE: Duration = Duration::from_secs(60);
+
+/// Serves one carrier until it ends.
+pub(crate) async fn carrier<T>(agent: Arc<Agent>, io: T, peer: String)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mux, mut inbound) = mux::spawn(io, Side::Agent);
+    let Ok(Some(control)) = tokio::time::timeout(OPEN_WAIT, inbound.recv()).await else {
+        tracing::warn!(%peer, "carrier opened no control stream within 10 s; closing");
+        mux.close();
+        return;
+    };
+    let (rd, mut wr) = tokio::io::split(control);
+    let mut reader = FrameReader::new(rd);
+    let hello = tokio::time::timeout(OPEN_WAIT, reader.next()).await;
+    let (versions, software) = match hello {
+        Ok(Ok(Some(Frame::Hello {
+            versions, software, ..
+        }))) => (versions, software),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+            tracing::warn!(%peer, error = %e, "refused a carrier: not a kubelan client");
+            mux.close();
+            return;
+        }
+        other => {
+            tracing::warn!(%peer, ?other, "refused a carrier: no hello");
+            mux.close();
+            return;
+        }
+    };
+    if agent.shutdown.is_cancelled() {
+        let _ = write_frame(
+            &mut wr,
+            &Frame::Refused {
+                reason: RefuseReason::ShuttingDown,
+                versions: VersionRange::OURS,
+                message: "the agent is shutting down; retry in a moment".into(),
+            },
+        )
+        .await;
+        mux.close();
+        return;
+    }
+    let version = match negotiate(versions, VersionRange::OURS) {
+        Ok(v) => v,
+        Err(refusal) => {
+            tracing::warn!(%peer, client = %software, "refused: {refusal}");
+            let _ = write_frame(
+                &mut wr,
+                &Frame::Refused {
+                    reason: RefuseReason::Version,
+                    versions: VersionRange::OURS,
+                    message: refusal.message,
+                },
+            )
+            .await;
+            let _ = wr.shutdown().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            mux.close();
+            return;
+        }
+    };
+    debug_assert!(version <= PROTOCOL_VERSION);
+    let welcome = Frame::Welcome {
+        version,
+        caps: Capabilities::ALL,
+        software: agent.software.clone(),
+        facts: agent.facts(),
+    };
+    if write_frame(&mut wr, &welcome).await.is_err() {
+        mux.close();
+        return;
+    }
+    agent.stats.carriers.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(%peer, client = %software, version, "session started");
+
+    // Flows: every further inbound stream.
+    let flows_agent = agent.clone();
+    let flows_mux = mux.clone();
+    let flows = tokio::spawn(async move {
+        while let Some(stream) = inbound.recv().await {
+            if flows_agent.shutdown.is_cancelled() {
+                let mut s = stream;
+                let _ = write_frame(
+                    &mut s,
+                    &Frame::Failed(FlowError::new(
+                        ErrorKind::ShuttingDown,
+                        "the agent is shutting down; the client reconnects to another replica",
+                    )),
+                )
+                .await;
+                continue;
+            }
+            tokio::spawn(flow(flows_agent.clone(), stream));
+        }
+        flows_mux.close();
+    });
+
+    // Control: answer pings, notice silence, announce shutdown.
+    let mut last_heard = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut going_away = false;
+    loop {
+        tokio::select! {
+            f = reader.next() => match f {
+                Ok(Some(Frame::Ping { nonce })) => {
+                    last_heard = Instant::now();
+                    if write_frame(&mut wr, &Frame::Pong { nonce }).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Some(Frame::Pong { .. })) => last_heard = Instant::now(),
+                Ok(Some(other)) => {
+                    tracing::warn!(%peer, frame = other.name(), "unexpected frame on the control stream; closing the carrier");
+                    break;
+                }
+                Ok(None) | Err(_) => break,
+            },
+            _ = tick.tick() => {
+                if last_heard.elapsed() > CLIENT_SILENCE {
+                    tracing::info!(%peer, "client silent for 15 s; closing its carrier");
+                    break;
+                }
+            }
+            () = agent.shutdown.cancelled(), if !going_away => {
+                going_away = true;
+                let _ = write_frame(&mut wr, &Frame::GoAway {
+                    drain_ms: agent.drain.as_millis() as u32,
+                    message: "the agent is shutting down".into(),
+                }).await;
+            }
+            () = mux.closed() => break,
+        }
+    }
+    // After a GoAway, flows still running get the drain time; the process exit ends them.
+    if !going_away {
+        mux.close();
+    }
+    let _ = flows.await;
+    mux.close();
+    tracing::info!(%peer, "session ended");
+}
+
+async fn flow(agent: Arc<Agent>, stream: MuxStream) {
+    let mut reader = FrameReader::new(stream);
+    let open = match tokio::time::timeout(OPEN_WAIT, reader.next()).await {
+        Ok(Ok(Some(Frame::Open { kind, target }))) => Some((kind, target)),
+        _ => None,
+    };
+    let (stream, leftover) = reader.into_parts();
+    let mut stream = stream;
+    let Some((kind, target)) = open else {
+        let _ = write_frame(
+            &mut stream,
+            &Frame::Failed(FlowError::new(
+                ErrorKind::Protocol,
+                "a flow must start with an Open frame",
+            )),
+        )
+        .await;
+        return;
+    };
+    let _active = agent.stats.flow_guard();
+    match kind {
+        FlowKind::Tcp => tcp_flow(&agent, stream, leftover, target).await,
+        FlowKind::Udp => udp_flow(&agent, stream, leftover, target, false).await,
+        FlowKind::Dns => udp_flow(&agent, stream, leftover, target, true).await,
+    }
+}
+
+fn refused(agent: &Agent, target: &Target, e: &FlowError) {
+    agent.stats.refused.fetch_add(1, Ordering::Relaxed);
+    if e.kind == ErrorKind::Policy {
+        tracing::warn!(%target, reason = %e.message, "flow refused by policy");
+    } else {
+        tracing::debug!(%target, error = %e, "flow failed");
+    }
+}
+
+fn dial_error(addr: SocketAddr, e: &io::Error) -> FlowError {
+    let kind = match e.kind() {
+        io::ErrorKind::ConnectionRefused => ErrorKind::ConnectionRefused,
+        io::ErrorKind::TimedOut => ErrorKind::Timeout,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+            ErrorKind::Unreachable
+        }
+        _ => ErrorKind::Other,
+    };
+    FlowError::new(kind, format!("{addr}: {e}"))
+}
+
+/// Resolves and policy-checks a target, returning the addresses to try in order.
+async fn destinations(agent: &Agent, target: &Target) -> Result<Vec<SocketAddr>, FlowError> {
+    let addrs = match target {
+        Target::Addr(a) => vec![*a],
+        Target::Name { host, port } => agent
+            .resolve(host)
+            .await?
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, *port))
+            .collect(),
+    };
+    let mut allowed = Vec::new();
+    let mut first_refusal = None;
+    for a in addrs {
+        match agent.policy.check(a.ip()) {
+            Ok(()) => allowed.push(a),
+            Err(e) => {
+                first_refusal.get_or_insert(e);
+            }
+        }
+    }
+    match (allowed.is_empty(), first_refusal) {
+        (false, _) => Ok(allowed),
+        (true, Some(e)) => Err(match target {
+            Target::Name { host, .. } => FlowError::new(e.kind, format!("{host}: {}", e.message)),
+            Target::Addr(_) => e,
+        }),
+        (true, None) => Err(FlowError::new(
+            ErrorKind::NoSuchHost,
+            format!("{target}: no addresses"),
+        )),
+    }
+}
+
+async fn tcp_flow(agent: &Agent, mut stream: MuxStream, leftover: bytes::BytesMut, target: Target) {
+    let result = async {
+        let addrs = destinations(agent, &target).await?;
+        let mut last = None;
+        for addr in addrs {
+            match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => return Ok((s, addr)),
+                Ok(Err(e)) => last = Some(dial_error(addr, &e)),
+                Err(_) => {
+                    last = Some(FlowError::new(
+                        ErrorKind::Timeout,
+                        format!("{addr}: no answer within {DIAL_TIMEOUT:?}"),
+                    ))
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| FlowError::new(ErrorKind::NoSuchHost, "no address")))
+    }
+    .await;
+    let (mut tcp, addr) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            refused(agent, &target, &e);
+            let _ = write_frame(&mut stream, &Frame::Failed(e)).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    if write_frame(&mut stream, &Frame::Opened { peer: addr })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut conn = FlowConn::new(stream, leftover);
+    match kubelan_session::relay::copy_bidirectional(&mut tcp, &mut conn).await {
+        Ok((up, down)) => {
+            agent.stats.bytes_up.fetch_add(down, Ordering::Relaxed);
+            agent.stats.bytes_down.fetch_add(up, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "flow ended with an error");
+            // The pod side reset or the carrier died: tell the client (best effort).
+            let reason = FlowError::new(ErrorKind::Reset, e.to_string());
+            conn.reset(reason).await;
+        }
+    }
+}
+
+async fn udp_flow(
+    agent: &Agent,
+    mut stream: MuxStream,
+    leftover: bytes::BytesMut,
+    target: Target,
+    dns: bool,
+) {
+    let dest = match destinations(agent, &target).await {
+        Ok(a) => a[0],
+        Err(e) => {
+            refused(agent, &target, &e);
+            let _ = write_frame(&mut stream, &Frame::Failed(e)).await;
+            return;
+        }
+    };
+    let bind: SocketAddr = if dest.is_ipv4() {
+        "0.0.0.0:0".parse().expect("addr")
+    } else {
+        "[::]:0".parse().expect("addr")
+    };
+    let sock = match UdpSocket::bind(bind).await {
+        Ok(s) if s.connect(dest).await.is_ok() => s,
+        Ok(_) | Err(_) => {
+            let e = FlowError::new(
+                ErrorKind::Unreachable,
+                format!("{dest}: cannot open a UDP socket"),
+            );
+            let _ = write_frame(&mut stream, &Frame::Failed(e)).await;
+            return;
+        }
+    };
+    if write_frame(&mut stream, &Frame::Opened { peer: dest })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut reader = FrameReader::with_buffer(rd, leftover);
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        tokio::select! {
+            f = tokio::time::timeout(UDP_IDLE, reader.next()) => match f {
+                Ok(Ok(Some(Frame::Datagram(d)))) => {
+                    if dns && let Some(reply) = agent.answer_dns(&d) {
+                        if write_frame(&mut wr, &Frame::Datagram(Bytes::from(reply))).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    let _ = sock.send(&d).await;
+                }
+                _ => break,
+            },
+            r = sock.recv(&mut buf) => match r {
+                Ok(n) => {
+                    let d = Bytes::copy_from_slice(&buf[..n]);
+                    if write_frame(&mut wr, &Frame::Datagram(d)).await.is_err() {
+                        break;
+                    }
+                }
+                // ICMP port unreachable shows up here for connected UDP sockets.
+                Err(e) => {
+                    let _ = write_frame(&mut wr, &Frame::Reset(dial_error(dest, &e))).await;
+                    break;
+                }
+            },
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Parses the first nameserver of a resolv.conf text.
+pub(crate) fn resolv_conf_nameserver(text: &str) -> Option<IpAddr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .find_map(|rest| rest.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::RwLock;
+    use std::sync::atomic::AtomicBool;
+
+    use bytes::BytesMut;
+    use kubelan_proto::{Facts, MAX_DATA};
+    use kubelan_session::carrier::{CarrierDialer, CarrierKind, Dialed};
+    use kubelan_session::{CarrierError, Session, SessionConfig, SessionState};
+    use tokio::io::AsyncReadExt;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::policy::Policy;
+    use crate::{Agent, AgentStats};
+
+    fn agent() -> Arc<Agent> {
+        Arc::new(Agent {
+            software: "kubelan test".into(),
+            policy: Policy::new(vec!["192.0.2.0/24".parse().unwrap()], vec![], None),
+            names: None,
+            domain: "cluster.local".into(),
+            dns_server: None,
+            facts: RwLock::new(Facts {
+                cluster_domain: "cluster.local".into(),
+                agent: "test/agent".into(),
+                ..Facts::default()
+            }),
+            stats: AgentStats::default(),
+            shutdown: CancellationToken::new(),
+            drain: Duration::from_secs(1),
+            ready: AtomicBool::new(true),
+        })
+    }
+
+    async fn client_mux(agent: Arc<Agent>) -> kubelan_session::mux::MuxHandle {
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        tokio::spawn(carrier(agent, b, "test".into()));
+        mux::spawn(a, Side::Client).0
+    }
+
+    #[tokio::test]
+    async fn newer_client_is_refused_naming_both_versions() {
+        let m = client_mux(agent()).await;
+        let mut control = m.open().await.unwrap();
+        let hello = Frame::Hello {
+            versions: VersionRange { min: 5, max: 6 },
+            caps: Capabilities::ALL,
+            software: "kubelan 9.0".into(),
+        };
+        write_frame(&mut control, &hello).await.unwrap();
+        let mut r = FrameReader::new(control);
+        match r.next().await.unwrap() {
+            Some(Frame::Refused {
+                reason: RefuseReason::Version,
+                versions,
+                message,
+            }) => {
+                assert_eq!(versions, VersionRange::OURS);
+                assert!(
+                    message.contains("5–6") && message.contains("agent is older"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    async fn welcomed(agent: Arc<Agent>) -> kubelan_session::mux::MuxHandle {
+        let m = client_mux(agent).await;
+        let mut control = m.open().await.unwrap();
+        let hello = Frame::Hello {
+            versions: VersionRange::OURS,
+            caps: Capabilities::ALL,
+            software: "kubelan test".into(),
+        };
+        write_frame(&mut control, &hello).await.unwrap();
+        let mut r = FrameReader::new(control);
+        assert!(matches!(
+            r.next().await.unwrap(),
+            Some(Frame::Welcome { version: 1, .. })
+        ));
+        // Keep the control stream open for the rest of the test.
+        tokio::spawn(async move {
+            let _keep = r;
+            std::future::pending::<()>().await
+        });
+        m
+    }
+
+    async fn open(m: &kubelan_session::mux::MuxHandle, target: Target) -> Option<Frame> {
+        let mut s = m.open().await.unwrap();
+        write_frame(
+            &mut s,
+            &Frame::Open {
+                kind: FlowKind::Tcp,
+                target,
+            },
+        )
+        .await
+        .unwrap();
+        FrameReader::new(s).next().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn policy_refusals_are_typed_and_other_flows_continue() {
+        let a = agent();
+        let m = welcomed(a.clone()).await;
+        for t in ["127.0.0.1:22", "169.254.169.254:80", "10.9.9.9:80"] {
+            match open(&m, Target::Addr(t.parse().unwrap())).await {
+                Some(Frame::Failed(e)) => assert_eq!(e.kind, ErrorKind::Policy, "{t}: {e}"),
+                other => panic!("{t}: {other:?}"),
+            }
+        }
+        // A flow whose first frame is garbage (an oversized Data header) is answered with a
+        // protocol error; the carrier keeps serving.
+        let mut s = m.open().await.unwrap();
+        s.write_all(&[0x13, 0xff, 0xff, 0xff]).await.unwrap();
+        s.flush().await.unwrap();
+        let mut buf = BytesMut::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_buf(&mut buf)).await;
+        assert!(matches!(
+            kubelan_proto::Decoder::new().decode(&mut buf),
+            Ok(Some(Frame::Failed(FlowError {
+                kind: ErrorKind::Protocol,
+                ..
+            })))
+        ));
+        match open(&m, Target::Addr("127.0.0.1:1".parse().unwrap())).await {
+            Some(Frame::Failed(e)) => assert_eq!(e.kind, ErrorKind::Policy),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.stats.refused.load(Ordering::Relaxed), 4);
+        let _ = MAX_DATA;
+    }
+
+    /// Dials in-memory carriers served by a test agent; counts dials.
+    struct MemDialer(Arc<Agent>, Arc<std::sync::atomic::AtomicUsize>);
+
+    impl CarrierDialer for MemDialer {
+        fn dial(&self) -> futures::future::BoxFuture<'_, Result<Dialed, CarrierError>> {
+            Box::pin(async move {
+                self.1.fetch_add(1, Ordering::Relaxed);
+                let (a, b) = tokio::io::duplex(64 * 1024);
+                tokio::spawn(carrier(self.0.clone(), b, "mem".into()));
+                Ok(Dialed {
+                    io: Box::new(a),
+                    kind: CarrierKind::Direct,
+                    peer: "mem".into(),
+                    keepalive: None,
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn session_reports_states_and_reconnects_after_goaway() {
+        let a = agent();
+        let dials = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let cfg = SessionConfig {
+            backoff_min: Duration::from_millis(20),
+            ..SessionConfig::default()
+        };
+        let s = Session::start(
+            vec![Arc::new(MemDialer(a.clone(), dials.clone()))],
+            cfg,
+            stop.clone(),
+        );
+        s.wait_connected(Duration::from_secs(5)).await.unwrap();
+        assert!(matches!(*s.state().borrow(), SessionState::Connected(_)));
+        assert_eq!(s.facts().unwrap().agent, "test/agent");
+        let e = s
+            .connect(Target::Addr("127.0.0.1:9".parse().unwrap()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Policy);
+        // The agent drains: the session sees GoAway, reports reconnecting, and redials.
+        a.shutdown.cancel();
+        let mut st = s.state();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !matches!(*st.borrow_and_update(), SessionState::Reconnecting { .. }) {
+                st.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("reconnecting reported");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(dials.load(Ordering::Relaxed) >= 2, "the session redials");
+        // A draining agent refuses new sessions, so the state never claims "connected".
+        assert!(!matches!(*s.state().borrow(), SessionState::Connected(_)));
+        stop.cancel();
+    }
+}

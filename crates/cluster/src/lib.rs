@@ -1,0 +1,41 @@
+//! kubelan's cluster side: everything that talks to the Kubernetes API on behalf of the
+//! user, before any packet flows.
+//!
+//! - [`kubeconfig`]: a kube client the way kubectl would build it (`--kubeconfig`,
+//!   `--context`, `-n`), with errors that say which flag or variable fixes them.
+//! - [`install`](mod@install): the in-cluster agent's manifests (one Deployment running `kubelan agent`
+//!   under Pod Security `restricted`, its Service, a read-only ClusterRole, and a Secret
+//!   with a private CA and certificates), `kubelan install` / `uninstall`, `--dry-run` YAML.
+//! - [`preflight`]: SelfSubjectAccessReviews that list every missing permission before an
+//!   operation starts; [`rbac`]: the Roles that grant them, per mode (`kubelan rbac`).
+//! - [`agent`]: finding a running agent, the addresses to dial for its direct carrier, and
+//!   the client credentials; [`tls`]: the mutual-TLS configurations of that carrier.
+//! - [`cli`]: the command-line arguments and output of `install`, `uninstall` and `rbac`.
+//!
+//! The data path itself (carriers, protocol, proxying) lives in other crates; they start
+//! from [`agent::find_agent`], [`agent::direct_endpoints`] and [`agent::load_credentials`].
+
+pub mod agent;
+pub mod cli;
+pub mod credentials;
+pub mod error;
+pub mod install;
+pub mod kubeconfig;
+pub mod names;
+pub mod preflight;
+pub mod rbac;
+pub mod tls;
+
+pub use agent::{
+    AgentInfo, AgentPod, AgentService, NodeAddresses, direct_endpoints, find_agent,
+    load_credentials,
+};
+pub use credentials::{AgentCredentials, Credentials};
+pub use error::ClusterError;
+pub use install::{
+    InstallEvent, InstallOptions, InstallReport, ServiceType, UninstallReport, install, manifests,
+    to_yaml, uninstall,
+};
+pub use kubeconfig::{ClusterClient, KubeArgs, KubeconfigArgs, connect};
+pub use preflight::{Access, Missing, check};
+pub use rbac::{RbacMode, user_rbac};

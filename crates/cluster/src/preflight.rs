@@ -1,0 +1,304 @@
+//! Permission checks before acting: one `SelfSubjectAccessReview` per verb and resource an
+//! operation will use, so a user learns every missing permission at once, before anything is
+//! half-created.
+//!
+//! The access lists here are also what `kubelan rbac` grants; tests keep them in step.
+
+use std::fmt;
+
+use futures::future::join_all;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use kube::api::{Api, PostParams};
+
+use crate::error::ClusterError;
+use crate::names::{AGENT, cluster_role_name};
+
+/// One permission: a verb on a resource, cluster-wide or in a namespace, optionally on one
+/// named object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Access {
+    /// The verb (`get`, `list`, `watch`, `create`, `patch`, `delete`, ...).
+    pub verb: String,
+    /// The API group (`""` for core).
+    pub group: String,
+    /// The resource (plural, e.g. `pods`).
+    pub resource: String,
+    /// The subresource, e.g. `portforward`.
+    pub subresource: Option<String>,
+    /// The object's name, when the permission is needed for one object only.
+    pub name: Option<String>,
+    /// The namespace; `None` means cluster-wide.
+    pub namespace: Option<String>,
+}
+
+impl Access {
+    /// `verb` on `resource` of `group`, cluster-wide.
+    pub fn new(verb: &str, group: &str, resource: &str) -> Self {
+        Self {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: None,
+            name: None,
+            namespace: None,
+        }
+    }
+
+    /// The same, in `namespace`.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The same, on the subresource `sub`.
+    pub fn subresource(mut self, sub: &str) -> Self {
+        self.subresource = Some(sub.into());
+        self
+    }
+
+    /// The same, for the object `name` only.
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+impl fmt::Display for Access {
+    /// `create clusterrolebindings.rbac.authorization.k8s.io (cluster-wide)`,
+    /// `get secrets/kubelan-agent in kubelan-system`, `create pods/portforward in default`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.verb, self.resource)?;
+        if !self.group.is_empty() {
+            write!(f, ".{}", self.group)?;
+        }
+        if let Some(s) = &self.subresource {
+            write!(f, "/{s}")?;
+        }
+        if let Some(n) = &self.name {
+            if self.subresource.is_some() {
+                write!(f, " of {n}")?;
+            } else {
+                write!(f, "/{n}")?;
+            }
+        }
+        match &self.namespace {
+            Some(ns) => write!(f, " in {ns}"),
+            None => write!(f, " (cluster-wide)"),
+        }
+    }
+}
+
+/// A permission the user does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// The permission.
+    pub access: Access,
+    /// The authorizer's reason or evaluation error, when it gave one.
+    pub reason: Option<String>,
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "missing: {}", self.access)?;
+        if let Some(r) = &self.reason {
+            write!(f, " ({r})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Asks the API server, for each entry, whether the current user has it; returns those it
+/// does not, in the order given. Reviews run concurrently.
+///
+/// # Errors
+/// [`ClusterError::Api`] when a review itself cannot be created (every authenticated user
+/// may create them, so this means the API is unreachable or the credentials are invalid).
+pub async fn check(client: &kube::Client, wanted: &[Access]) -> Result<Vec<Missing>, ClusterError> {
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let reviews = wanted.iter().map(|a| {
+        let api = api.clone();
+        async move {
+            let review = SelfSubjectAccessReview {
+                spec: SelfSubjectAccessReviewSpec {
+                    resource_attributes: Some(ResourceAttributes {
+                        verb: Some(a.verb.clone()),
+                        group: Some(a.group.clone()),
+                        resource: Some(a.resource.clone()),
+                        subresource: a.subresource.clone(),
+                        name: a.name.clone(),
+                        namespace: a.namespace.clone(),
+                        ..ResourceAttributes::default()
+                    }),
+                    ..SelfSubjectAccessReviewSpec::default()
+                },
+                ..SelfSubjectAccessReview::default()
+            };
+            let out = api
+                .create(&PostParams::default(), &review)
+                .await
+                .map_err(crate::error::api(format!("check permission to {a}")))?;
+            let status = out.status.unwrap_or_default();
+            Ok::<_, ClusterError>((!status.allowed).then(|| Missing {
+                access: a.clone(),
+                reason: status.evaluation_error.filter(|e| !e.is_empty()),
+            }))
+        }
+    });
+    let mut missing = Vec::new();
+    for r in join_all(reviews).await {
+        if let Some(m) = r? {
+            missing.push(m);
+        }
+    }
+    Ok(missing)
+}
+
+/// Fails with [`ClusterError::Forbidden`] listing every missing permission, with `hint`.
+///
+/// # Errors
+/// As [`check`], plus [`ClusterError::Forbidden`].
+pub async fn require(
+    client: &kube::Client,
+    wanted: &[Access],
+    hint: &str,
+) -> Result<(), ClusterError> {
+    let missing = check(client, wanted).await?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ClusterError::Forbidden {
+            missing,
+            hint: hint.into(),
+        })
+    }
+}
+
+/// Hint for install/uninstall permission errors.
+pub const INSTALL_HINT: &str = "hint: `kubelan rbac install` prints a ClusterRole with what install and uninstall need; ask a cluster admin to bind it to you (or to run `kubelan install` for you)";
+
+/// Hint for permission errors of agent clients.
+pub const AGENT_HINT: &str = "hint: `kubelan rbac proxy` prints a Role granting what using the agent needs; ask an admin of the agent's namespace to bind it to you";
+
+const RBAC: &str = "rbac.authorization.k8s.io";
+
+/// The namespaced kinds install creates or updates with server-side apply.
+const APPLIED: [(&str, &str); 3] = [
+    ("", "serviceaccounts"),
+    ("", "services"),
+    ("apps", "deployments"),
+];
+
+/// What `kubelan install` into `namespace` uses. `create_namespace`: the namespace does not
+/// exist yet.
+pub fn install_access(namespace: &str, create_namespace: bool) -> Vec<Access> {
+    let mut v = vec![Access::new("get", "", "namespaces").named(namespace)];
+    if create_namespace {
+        v.push(Access::new("create", "", "namespaces"));
+    }
+    for (group, resource) in APPLIED {
+        for verb in ["get", "create", "patch"] {
+            v.push(Access::new(verb, group, resource).in_namespace(namespace));
+        }
+    }
+    // The Secret is created once and never modified.
+    for verb in ["get", "create"] {
+        v.push(Access::new(verb, "", "secrets").in_namespace(namespace));
+    }
+    for resource in ["clusterroles", "clusterrolebindings"] {
+        v.push(Access::new("get", RBAC, resource).named(&cluster_role_name(namespace)));
+        v.push(Access::new("create", RBAC, resource));
+        v.push(Access::new("patch", RBAC, resource).named(&cluster_role_name(namespace)));
+    }
+    // Waiting for the rollout.
+    v.push(Access::new("list", "", "pods").in_namespace(namespace));
+    v
+}
+
+/// What `kubelan uninstall` from `namespace` uses (deleting the namespace itself is checked
+/// separately, only when install created it).
+pub fn uninstall_access(namespace: &str) -> Vec<Access> {
+    let mut v = vec![Access::new("get", "", "namespaces").named(namespace)];
+    for (group, resource) in APPLIED.into_iter().chain([("", "secrets")]) {
+        for verb in ["list", "delete"] {
+            v.push(Access::new(verb, group, resource).in_namespace(namespace));
+        }
+    }
+    for resource in ["clusterroles", "clusterrolebindings"] {
+        for verb in ["get", "delete"] {
+            v.push(Access::new(verb, RBAC, resource).named(&cluster_role_name(namespace)));
+        }
+    }
+    v.push(Access::new("list", "", "pods").in_namespace(namespace));
+    v
+}
+
+/// What a client of the agent in `namespace` uses: carrier 1 is a port-forward through the
+/// API server to the agent pod, carrier 2 a direct TLS connection whose client certificate
+/// is in the Secret `kubelan-agent` (reading it is the permission to use the carrier).
+pub fn agent_access(namespace: &str) -> Vec<Access> {
+    vec![
+        Access::new("get", "", "pods").in_namespace(namespace),
+        Access::new("list", "", "pods").in_namespace(namespace),
+        Access::new("create", "", "pods")
+            .subresource("portforward")
+            .in_namespace(namespace),
+        Access::new("get", "", "secrets")
+            .named(AGENT)
+            .in_namespace(namespace),
+        Access::new("get", "", "services")
+            .named(AGENT)
+            .in_namespace(namespace),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_verb_resource_and_scope() {
+        assert_eq!(
+            Missing {
+                access: Access::new("create", RBAC, "clusterrolebindings"),
+                reason: None
+            }
+            .to_string(),
+            "missing: create clusterrolebindings.rbac.authorization.k8s.io (cluster-wide)"
+        );
+        assert_eq!(
+            Access::new("get", "", "secrets")
+                .named("kubelan-agent")
+                .in_namespace("ns")
+                .to_string(),
+            "get secrets/kubelan-agent in ns"
+        );
+        assert_eq!(
+            Access::new("create", "", "pods")
+                .subresource("portforward")
+                .in_namespace("default")
+                .to_string(),
+            "create pods/portforward in default"
+        );
+        assert_eq!(
+            Access::new("patch", "apps", "deployments")
+                .in_namespace("x")
+                .to_string(),
+            "patch deployments.apps in x"
+        );
+    }
+
+    #[test]
+    fn install_checks_namespace_creation_only_when_needed() {
+        let with = install_access("ns", true);
+        let without = install_access("ns", false);
+        let create_ns = Access::new("create", "", "namespaces");
+        assert!(with.contains(&create_ns) && !without.contains(&create_ns));
+        assert!(
+            !with
+                .iter()
+                .any(|a| a.resource == "secrets" && a.verb == "patch")
+        );
+    }
+}

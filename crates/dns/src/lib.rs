@@ -1,0 +1,26 @@
+//! Cluster DNS for kubelan: answers for the Kubernetes DNS schema (`<svc>.<ns>.svc.<domain>`,
+//! headless endpoint hostnames, SRV, ExternalName CNAMEs, pod names, PTR) from a local watch
+//! cache instead of the cluster's DNS server.
+//!
+//! Three layers:
+//!
+//! * [`names`]: [`ClusterNames`], the sans-IO cache. Fed Services, EndpointSlices and Pods; answers
+//!   [`lookup`](ClusterNames::lookup) (records, NODATA, NXDOMAIN, or "ask the cluster DNS
+//!   server") and [`resolve_host`](ClusterNames::resolve_host) for flow targets.
+//! * [`server`]: [`answer`], raw DNS query in, raw reply (or "forward it") out, plus
+//!   [`forward_udp`] to relay what the cache cannot answer.
+//! * [`watch`]: [`run_watchers`], the task that keeps a shared cache current from the API.
+//!
+//! In the data path: the in-cluster agent answers DNS queries that clients send through the
+//! tunnel with [`answer`], relaying [`Answer::Forward`] to the cluster DNS server, and resolves
+//! `Target::Name` hosts of TCP/UDP flows with [`ClusterNames::resolve_host`]. The local DNS
+//! server of `kubelan connect` is meant to use the same two calls.
+
+pub mod fuzz_entry;
+pub mod names;
+pub mod server;
+pub mod watch;
+
+pub use names::{ClusterNames, DEFAULT_DOMAIN, Lookup, QueryType, Record, RecordData, TTL};
+pub use server::{Answer, answer, answer_tcp, forward_udp};
+pub use watch::{WatchError, run_watchers};

@@ -1,0 +1,97 @@
+//! kubelan's session protocol, sans-IO.
+//!
+//! The client (`kubelan proxy`, `connect`, `gateway`) and the in-cluster agent talk over a
+//! *carrier* (an API-server port-forward or a direct mutual-TLS connection) multiplexed into
+//! streams. This crate only turns frames into bytes and back and decides version
+//! negotiation; it owns no sockets, clocks or tasks, so every rule here is tested without a
+//! network and fuzzed (`fuzz/fuzz_targets/proto_frames.rs`).
+//!
+//! # Streams
+//!
+//! * The **control stream** is the first stream the client opens. The client sends
+//!   [`Frame::Hello`]; the agent answers [`Frame::Welcome`] (with [`Facts`] about the
+//!   cluster) or [`Frame::Refused`] and closes. Afterwards either side may send
+//!   [`Frame::Ping`] (answered by [`Frame::Pong`] with the same nonce), the agent may send
+//!   new [`Frame::Facts`] and, before it stops, [`Frame::GoAway`].
+//! * Every **flow** gets its own stream. The client sends [`Frame::Open`] naming a
+//!   [`FlowKind`] and a [`Target`]; the agent answers [`Frame::Opened`] or
+//!   [`Frame::Failed`] with a typed [`ErrorKind`]. A TCP flow then carries
+//!   [`Frame::Data`] both ways, [`Frame::Fin`] for a clean half-close and [`Frame::Reset`]
+//!   for an abort; UDP and DNS flows carry one datagram per [`Frame::Datagram`].
+//!
+//! # Wire format
+//!
+//! Every frame is a 4-byte header — frame type (1 byte) and body length (3 bytes, big
+//! endian) — and the body. Lengths are checked against a per-type limit *before* any body
+//! is buffered, so a peer cannot make the decoder hold more than [`MAX_DATA`] bytes plus a
+//! header per stream. Integers are big endian; strings are UTF-8 with a 2-byte length.
+//!
+//! # Compatibility rules
+//!
+//! The agent and the client are released separately, so:
+//!
+//! 1. The frame header (type + 24-bit length) never changes in any version.
+//! 2. [`Frame::Hello`] carries the range of versions the client speaks; the agent picks
+//!    the highest version both speak and names it in [`Frame::Welcome`]. With no common
+//!    version the agent sends [`Frame::Refused`] with [`RefuseReason::Version`] and both
+//!    ranges, and the client tells the user which side to upgrade ([`negotiate`]).
+//! 3. Within a version, bodies only grow at the end: new fields are appended, decoders
+//!    ignore trailing bytes they do not know. A field is never removed or reordered.
+//! 4. A new frame type is sent only when the negotiated version (or a capability bit in
+//!    [`Capabilities`] both sides set) says the peer understands it. Frame types
+//!    `0x80..=0xFF` are *optional*: a receiver that does not know one skips it. An
+//!    unknown type below `0x80` is a protocol error.
+//! 5. Unknown [`ErrorKind`] codes decode as [`ErrorKind::Other`]; unknown [`FlowKind`]s
+//!    are refused with [`ErrorKind::Protocol`], never dropped silently.
+//! 6. Version 1 is this document. Each later version lists its additions here.
+
+mod frame;
+mod types;
+mod version;
+
+pub use frame::{
+    Capabilities, Cidr, DATA_HEADER_LEN, DecodeError, Decoder, Facts, FlowKind, Frame, MAGIC,
+    MAX_CONTROL_BODY, MAX_DATA, MAX_DATAGRAM, RefuseReason, encode_data_header,
+};
+pub use types::{ErrorKind, FlowError, MAX_MESSAGE_LEN, MAX_NAME_LEN, Target};
+pub use version::{PROTOCOL_VERSION, Refusal, VersionRange, negotiate};
+
+/// Fuzzing entry point: decodes arbitrary bytes as a frame sequence and checks that every
+/// decoded frame re-encodes to bytes that decode to the same frame.
+pub mod fuzz_entry {
+    use bytes::BytesMut;
+
+    use crate::{Decoder, Frame};
+
+    /// Decodes `data` (fed whole and in small chunks); never panics for any input.
+    pub fn frames(data: &[u8]) {
+        let whole = decode_all(data, data.len().max(1));
+        let chunked = decode_all(data, 7);
+        assert_eq!(whole, chunked, "chunking changed the decoded frames");
+        for frame in whole.0 {
+            let mut buf = BytesMut::new();
+            frame.encode(&mut buf);
+            let mut dec = Decoder::new();
+            let again = dec.decode(&mut buf).expect("re-encoded frame decodes");
+            assert_eq!(again.as_ref(), Some(&frame), "round trip changed the frame");
+            assert!(buf.is_empty(), "re-encoded frame left bytes behind");
+        }
+    }
+
+    fn decode_all(data: &[u8], chunk: usize) -> (Vec<Frame>, bool) {
+        let mut dec = Decoder::new();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in data.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            loop {
+                match dec.decode(&mut buf) {
+                    Ok(Some(f)) => out.push(f),
+                    Ok(None) => break,
+                    Err(_) => return (out, true),
+                }
+            }
+        }
+        (out, false)
+    }
+}

@@ -1,0 +1,332 @@
+//! The accept loop, protocol detection and the SOCKS5 TCP side.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::socks5::{self, Command, ReplyCode, Socks5Error, SocksAddr};
+use crate::stats::{ClientGuard, Counted, Counters, FlowGuard};
+use crate::{Connector, ProxyConfig, Stats};
+
+/// What every client task shares.
+pub(crate) struct Shared {
+    pub(crate) connector: Arc<dyn Connector>,
+    pub(crate) config: ProxyConfig,
+    pub(crate) counters: Counters,
+}
+
+/// The proxy: accepts clients on a listener and serves SOCKS5 and HTTP on it.
+///
+/// Cloning is cheap; clones share counters.
+#[derive(Clone)]
+pub struct ProxyServer {
+    shared: Arc<Shared>,
+}
+
+impl ProxyServer {
+    /// A proxy that opens flows through `connector`.
+    pub fn new(connector: Arc<dyn Connector>, config: ProxyConfig) -> ProxyServer {
+        ProxyServer {
+            shared: Arc::new(Shared {
+                connector,
+                config,
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Serves clients from `listener` until `shutdown` is cancelled, then closes every
+    /// client and returns once their tasks have ended.
+    pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(v) => v,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning; clients keep running.
+                    warn!("proxy: accept failed: {e}; retrying in 100 ms");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
+                }
+            };
+            let max = self.shared.config.max_clients;
+            if self.shared.counters.clients() >= max as u64 {
+                self.shared.counters.rejected_client();
+                warn!(%peer, "proxy: {max} clients already connected (the limit); closing the new one");
+                continue;
+            }
+            let guard = ClientGuard::new(self.shared.clone());
+            let shared = self.shared.clone();
+            let cancel = shutdown.child_token();
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = handle_client(shared, stream, peer, cancel.clone()) => {}
+                }
+                drop(guard);
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+}
+
+/// Serves clients from `listener` through `connector` until `shutdown` is cancelled
+/// (see [`ProxyServer::serve`]; use [`ProxyServer`] to read [`Stats`] meanwhile).
+pub async fn serve(
+    listener: TcpListener,
+    connector: Arc<dyn Connector>,
+    config: ProxyConfig,
+    shutdown: CancellationToken,
+) {
+    ProxyServer::new(connector, config)
+        .serve(listener, shutdown)
+        .await
+}
+
+async fn handle_client(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+) {
+    // Small writes (handshakes, interactive protocols) must not wait for Nagle.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(%peer, "proxy: cannot set TCP_NODELAY: {e}");
+    }
+    let local_ip = match stream.local_addr() {
+        Ok(a) => a.ip(),
+        Err(e) => {
+            debug!(%peer, "proxy: client socket has no local address: {e}");
+            return;
+        }
+    };
+    // One deadline for the whole handshake, from accept to the parsed request.
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1..)) => {}
+        Ok(Ok(_)) | Ok(Err(_)) => return,
+        Err(_) => {
+            shared.counters.bad_client();
+            debug!(%peer, "proxy: client sent nothing within the handshake timeout; closing");
+            return;
+        }
+    }
+    let stream = Counted::new(stream, shared.clone());
+    match first[0] {
+        socks5::VERSION => serve_socks5(shared, stream, peer, local_ip, deadline, cancel).await,
+        b if b.is_ascii_alphabetic() => crate::http::serve_http(shared, stream, peer, cancel).await,
+        other => {
+            shared.counters.bad_client();
+            info!(
+                %peer,
+                "proxy: first byte {other:#04x} is neither SOCKS5 (0x05) nor an HTTP request; closing"
+            );
+        }
+    }
+}
+
+/// Why a SOCKS5 handshake ended early.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("{0}")]
+    Socks(#[from] Socks5Error),
+    #[error("client closed the connection during the handshake")]
+    Eof,
+    #[error("no handshake within {0:?}")]
+    Timeout(Duration),
+    #[error("client offers no acceptable authentication method")]
+    NoMethod,
+    #[error("wrong username or password")]
+    AuthFailed,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Reads until `parse` decides, keeping any bytes after the message in `buf`.
+async fn read_message<T, S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    parse: fn(&[u8]) -> socks5::ParseResult<T>,
+) -> Result<T, HandshakeError> {
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Some((msg, n)) = parse(buf)? {
+            buf.drain(..n);
+            return Ok(msg);
+        }
+        // Parsers decide within their MAX_*_LEN (< 520 bytes), so `buf` stays small.
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(HandshakeError::Eof);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn socks5_handshake<S>(
+    shared: &Shared,
+    client: &mut S,
+    buf: &mut Vec<u8>,
+    peer: SocketAddr,
+) -> Result<socks5::Request, HandshakeError>
+where
+    S: AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let greeting = read_message(client, buf, socks5::parse_greeting).await?;
+    let auth = shared.config.auth.as_ref();
+    let method = greeting.choose(auth.is_some());
+    client.write_all(&socks5::method_reply(method)).await?;
+    if method == socks5::METHOD_NOT_ACCEPTABLE {
+        if auth.is_some() {
+            shared.counters.auth_failure();
+            warn!(%peer, "SOCKS5: client offers no username/password method but the proxy requires credentials");
+        }
+        return Err(HandshakeError::NoMethod);
+    }
+    if method == socks5::METHOD_USER_PASS {
+        let up = read_message(client, buf, socks5::parse_user_pass).await?;
+        if auth.is_some_and(|c| !c.matches(up.username(), up.password())) {
+            client.write_all(&socks5::AUTH_FAILURE).await?;
+            shared.counters.auth_failure();
+            warn!(
+                %peer,
+                user = %String::from_utf8_lossy(up.username()),
+                "SOCKS5: authentication failed (wrong username or password)"
+            );
+            return Err(HandshakeError::AuthFailed);
+        }
+        client.write_all(&socks5::AUTH_SUCCESS).await?;
+    }
+    read_message(client, buf, socks5::parse_request).await
+}
+
+/// Closes after a final answer without losing it: a close with unread input makes the
+/// kernel send a reset, which can destroy the answer in flight. So: send FIN, then read
+/// and discard briefly until the client closes too.
+pub(crate) async fn linger_close<S: AsyncRead + tokio::io::AsyncWrite + Unpin>(client: &mut S) {
+    if client.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 1024];
+        let mut total = 0usize;
+        while total < 64 * 1024 {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
+async fn send_reply<S: tokio::io::AsyncWrite + Unpin>(
+    client: &mut S,
+    code: ReplyCode,
+    bound: &SocksAddr,
+) -> io::Result<()> {
+    let mut out = Vec::with_capacity(22);
+    socks5::encode_reply(code, bound, &mut out);
+    client.write_all(&out).await
+}
+
+async fn serve_socks5(
+    shared: Arc<Shared>,
+    mut client: Counted<TcpStream>,
+    peer: SocketAddr,
+    local_ip: IpAddr,
+    deadline: Instant,
+    cancel: CancellationToken,
+) {
+    let mut buf = Vec::with_capacity(512);
+    let timeout = shared.config.handshake_timeout;
+    let handshake = socks5_handshake(&shared, &mut client, &mut buf, peer);
+    let err = match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(request)) => {
+            return match request.command {
+                Command::Connect => connect(shared, client, peer, request.addr, buf).await,
+                Command::UdpAssociate => {
+                    let addr = request.addr;
+                    crate::udp::associate(shared, client, peer, local_ip, addr, cancel).await
+                }
+            };
+        }
+        Ok(Err(e)) => e,
+        Err(_) => HandshakeError::Timeout(timeout),
+    };
+    match &err {
+        HandshakeError::AuthFailed | HandshakeError::NoMethod => {}
+        HandshakeError::Eof | HandshakeError::Io(_) => return debug!(%peer, "SOCKS5: {err}"),
+        _ => {
+            shared.counters.bad_client();
+            info!(%peer, "SOCKS5: bad handshake: {err}; closing");
+        }
+    }
+    if let HandshakeError::Socks(e) = &err
+        && let Some(bytes) = e.action().response()
+    {
+        let _ = client.write_all(&bytes).await;
+    }
+    linger_close(&mut client).await;
+}
+
+async fn connect(
+    shared: Arc<Shared>,
+    mut client: Counted<TcpStream>,
+    peer: SocketAddr,
+    addr: SocksAddr,
+    early_data: Vec<u8>,
+) {
+    let target = addr.to_target();
+    let mut flow = match shared.connector.connect(target.clone()).await {
+        Ok(flow) => flow,
+        Err(e) => {
+            shared.counters.flow_error(e.kind);
+            info!(%peer, %target, "SOCKS5 CONNECT failed: {e}");
+            let _ = send_reply(
+                &mut client,
+                ReplyCode::from(e.kind),
+                &SocksAddr::UNSPECIFIED,
+            )
+            .await;
+            linger_close(&mut client).await;
+            return;
+        }
+    };
+    let _flow = FlowGuard::new(shared.clone());
+    // The bound address is the agent's business; clients ignore it for CONNECT.
+    if send_reply(&mut client, ReplyCode::Succeeded, &SocksAddr::UNSPECIFIED)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if !early_data.is_empty() && flow.write_all(&early_data).await.is_err() {
+        return;
+    }
+    match kubelan_session::relay::copy_bidirectional(&mut client, &mut flow).await {
+        Ok((up, down)) => debug!(%peer, %target, up, down, "SOCKS5 flow closed"),
+        Err(e) => debug!(%peer, %target, "SOCKS5 flow ended: {e}"),
+    }
+}

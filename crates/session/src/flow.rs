@@ -1,0 +1,257 @@
+//! Frame I/O on one stream, and the byte-stream view of an open TCP flow.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use kubelan_proto::{DATA_HEADER_LEN, Decoder, ErrorKind, FlowError, Frame, MAX_DATA};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Reads frames from a stream.
+#[derive(Debug)]
+pub struct FrameReader<S> {
+    io: S,
+    buf: BytesMut,
+    dec: Decoder,
+}
+
+impl<S: AsyncRead + Unpin> FrameReader<S> {
+    /// Wraps a stream.
+    pub fn new(io: S) -> FrameReader<S> {
+        FrameReader {
+            io,
+            buf: BytesMut::with_capacity(8 * 1024),
+            dec: Decoder::new(),
+        }
+    }
+
+    /// The next frame, or `None` at a clean end of stream between frames.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors, malformed frames (`InvalidData`) and a stream that ends inside a frame
+    /// (`UnexpectedEof`).
+    pub async fn next(&mut self) -> io::Result<Option<Frame>> {
+        loop {
+            if let Some(f) = self
+                .dec
+                .decode(&mut self.buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            {
+                return Ok(Some(f));
+            }
+            self.buf.reserve(16 * 1024);
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "stream ended inside a frame",
+                    ))
+                };
+            }
+        }
+    }
+
+    /// Wraps a stream with bytes already read from it.
+    pub fn with_buffer(io: S, buf: BytesMut) -> FrameReader<S> {
+        FrameReader {
+            io,
+            buf,
+            dec: Decoder::new(),
+        }
+    }
+
+    /// Gives back the stream and any bytes read past the last frame.
+    pub fn into_parts(self) -> (S, BytesMut) {
+        (self.io, self.buf)
+    }
+}
+
+/// Encodes and writes one frame (flushes).
+///
+/// # Errors
+///
+/// I/O errors of the stream.
+pub async fn write_frame<S: AsyncWrite + Unpin>(io: &mut S, frame: &Frame) -> io::Result<()> {
+    let mut buf = BytesMut::new();
+    frame.encode(&mut buf);
+    io.write_all(&buf).await?;
+    io.flush().await
+}
+
+/// Turns a frame-level failure into an `io::Error` whose message carries the reason.
+pub fn flow_io_error(e: &FlowError) -> io::Error {
+    let kind = match e.kind {
+        ErrorKind::ConnectionRefused => io::ErrorKind::ConnectionRefused,
+        ErrorKind::Timeout => io::ErrorKind::TimedOut,
+        ErrorKind::Reset => io::ErrorKind::ConnectionReset,
+        ErrorKind::CarrierLost => io::ErrorKind::ConnectionAborted,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.clone())
+}
+
+/// An open TCP flow as a byte stream: [`AsyncRead`] yields the peer's data (EOF at its
+/// `Fin`), [`AsyncWrite`] sends `Data` frames and `shutdown` sends `Fin`. A `Reset` from
+/// the peer surfaces as `ConnectionReset`; the stream ending without `Fin` (carrier lost)
+/// as `ConnectionAborted`. Used the same way by the client and the agent.
+#[derive(Debug)]
+pub struct FlowConn<S> {
+    io: S,
+    /// Bytes read from `io`, not yet decoded.
+    rbuf: BytesMut,
+    dec: Decoder,
+    /// Payload of the current `Data` frame not yet handed to the reader.
+    rdata: Bytes,
+    read_done: bool,
+    /// An encoded frame not yet fully written to `io`.
+    wbuf: BytesMut,
+    fin_sent: bool,
+}
+
+impl<S> FlowConn<S> {
+    /// Wraps a stream whose `Open`/`Opened` exchange is done; `leftover` are bytes already
+    /// read past that exchange.
+    pub fn new(io: S, leftover: BytesMut) -> FlowConn<S> {
+        FlowConn {
+            io,
+            rbuf: leftover,
+            dec: Decoder::new(),
+            rdata: Bytes::new(),
+            read_done: false,
+            wbuf: BytesMut::new(),
+            fin_sent: false,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FlowConn<S> {
+    /// Aborts the flow: sends `Reset` with `reason` (best effort) and closes the stream.
+    pub async fn reset(mut self, reason: FlowError) {
+        let _ = write_frame(&mut self.io, &Frame::Reset(reason)).await;
+        let _ = self.io.shutdown().await;
+    }
+
+    fn poll_flush_wbuf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.wbuf.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wbuf.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlowConn<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.rdata.is_empty() {
+                let n = this.rdata.len().min(out.remaining());
+                out.put_slice(&this.rdata.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if this.read_done {
+                return Poll::Ready(Ok(()));
+            }
+            match this.dec.decode(&mut this.rbuf) {
+                Ok(Some(Frame::Data(d))) => this.rdata = d,
+                Ok(Some(Frame::Fin)) => {
+                    this.read_done = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Some(Frame::Reset(e))) => {
+                    this.read_done = true;
+                    let e = FlowError::new(ErrorKind::Reset, e.message);
+                    return Poll::Ready(Err(flow_io_error(&e)));
+                }
+                Ok(Some(other)) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("unexpected {} frame inside a TCP flow", other.name()),
+                    )));
+                }
+                Err(e) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
+                Ok(None) => {
+                    // Small until a frame header asks for more (the decoder reserves
+                    // the whole frame): idle flows stay cheap.
+                    if this.rbuf.capacity() - this.rbuf.len() < 512 {
+                        this.rbuf.reserve(2 * 1024);
+                    }
+                    let n = ready!(tokio_util::io::poll_read_buf(
+                        Pin::new(&mut this.io),
+                        cx,
+                        &mut this.rbuf
+                    ))?;
+                    if n == 0 {
+                        this.read_done = true;
+                        let e = FlowError::new(
+                            ErrorKind::CarrierLost,
+                            "the tunnel to the agent closed before the flow ended",
+                        );
+                        return Poll::Ready(Err(flow_io_error(&e)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FlowConn<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.fin_sent {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after shutdown",
+            )));
+        }
+        ready!(this.poll_flush_wbuf(cx))?;
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = data.len().min(MAX_DATA);
+        let mut header = [0u8; DATA_HEADER_LEN];
+        kubelan_proto::encode_data_header(&mut header, n);
+        this.wbuf.reserve(DATA_HEADER_LEN + n);
+        this.wbuf.extend_from_slice(&header);
+        this.wbuf.extend_from_slice(&data[..n]);
+        // Start sending now; whatever is left goes out on the next write or flush.
+        match this.poll_flush_wbuf(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(n)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_wbuf(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_wbuf(cx))?;
+        if !this.fin_sent {
+            this.fin_sent = true;
+            Frame::Fin.encode(&mut this.wbuf);
+            ready!(this.poll_flush_wbuf(cx))?;
+        }
+        ready!(Pin::new(&mut this.io).poll_flush(cx))?;
+        // Closing the stream's write side (yamux FIN) after our Fin frame; reading goes on.
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}

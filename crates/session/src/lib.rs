@@ -1,0 +1,22 @@
+//! kubelan's session layer.
+//!
+//! A *carrier* is a byte stream to the in-cluster agent: an API-server port-forward
+//! ([`carrier::PortForwardDialer`]) or direct mutual TLS ([`carrier::DirectDialer`]). Each
+//! carrier runs yamux ([`mux`]); its first stream is the control stream (hello, pings,
+//! facts) and every flow gets a stream of its own, framed by [`kubelan_proto`].
+//!
+//! [`Session`] keeps one carrier per dialer alive: it pings every second, declares a
+//! carrier dead after 3 s of silence, and redials with exponential backoff and jitter.
+//! Flows on a dead carrier fail with [`kubelan_proto::ErrorKind::CarrierLost`]; new flows
+//! wait (up to their open timeout) for a carrier to come back. The agent side uses the same
+//! [`mux`] and [`flow`] pieces.
+
+pub mod carrier;
+mod client;
+pub mod flow;
+pub mod mux;
+pub mod relay;
+
+pub use carrier::{CarrierDialer, CarrierError, CarrierKind, Dialed};
+pub use client::{CarrierInfo, Session, SessionConfig, SessionState, SessionStats};
+pub use flow::{FlowConn, FrameReader, write_frame};
