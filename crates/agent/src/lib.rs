@@ -439,7 +439,13 @@ async fn wait_for_signal() {
     }
 }
 
-async fn accept_plain(listener: TcpListener, agent: Arc<Agent>, shutdown: CancellationToken) {
+/// Accepts TCP connections until shutdown and hands each to `serve` (with TCP_NODELAY set);
+/// accept errors (e.g. out of file descriptors) are logged and retried after a pause.
+async fn accept_loop<F, Fut>(listener: TcpListener, shutdown: CancellationToken, serve: F)
+where
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -453,12 +459,15 @@ async fn accept_plain(listener: TcpListener, agent: Arc<Agent>, shutdown: Cancel
             () = shutdown.cancelled() => return,
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(serve::carrier(
-            agent.clone(),
-            tcp,
-            format!("port-forward {peer}"),
-        ));
+        tokio::spawn(serve(tcp, peer));
     }
+}
+
+async fn accept_plain(listener: TcpListener, agent: Arc<Agent>, shutdown: CancellationToken) {
+    accept_loop(listener, shutdown, |tcp, peer| {
+        serve::carrier(agent.clone(), tcp, format!("port-forward {peer}"))
+    })
+    .await;
 }
 
 async fn accept_tls(
@@ -467,33 +476,20 @@ async fn accept_tls(
     agent: Arc<Agent>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return,
-        };
-        let _ = tcp.set_nodelay(true);
+    accept_loop(listener, shutdown, |tcp, peer| {
         let (acceptor, agent) = (acceptor.clone(), agent.clone());
-        tokio::spawn(async move {
+        async move {
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => serve::carrier(agent, tls, format!("direct {peer}")).await,
                 Ok(Err(e)) => tracing::warn!(
                     %peer, error = %e,
                     "refused a direct carrier: TLS handshake failed (wrong or missing client certificate?)"
                 ),
-                Err(_) => {
-                    tracing::warn!(%peer, "refused a direct carrier: TLS handshake timed out")
-                }
+                Err(_) => tracing::warn!(%peer, "refused a direct carrier: TLS handshake timed out"),
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// Keeps the policy's Pod prefixes in step with the nodes' `spec.podCIDRs`.

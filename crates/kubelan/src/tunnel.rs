@@ -231,6 +231,8 @@ pub(crate) fn report_state(session: &Session, shutdown: CancellationToken) {
 struct SessionConnector {
     session: Session,
     namespace: String,
+    /// Wait for the agent's answer before accepting every CONNECT.
+    strict: bool,
 }
 
 impl SessionConnector {
@@ -249,7 +251,17 @@ impl Connector for SessionConnector {
     fn connect(&self, target: Target) -> BoxFuture<'static, Result<Box<dyn FlowIo>, FlowError>> {
         let session = self.session.clone();
         let target = self.qualify(target);
+        // An address inside the prefixes the agent advertised is connected optimistically
+        // (as ss-local does): one round trip less; if the agent then fails, the client's
+        // connection is reset. Names and other addresses wait, so their errors become
+        // proper SOCKS/HTTP replies.
+        let fast =
+            !self.strict && matches!(&target, Target::Addr(a) if self.session.advertised(a.ip()));
         Box::pin(async move {
+            if fast {
+                let conn = session.connect_optimistic(target).await?;
+                return Ok(Box::new(conn) as Box<dyn FlowIo>);
+            }
             let conn = session.connect(target).await?;
             Ok(Box::new(conn) as Box<dyn FlowIo>)
         })
@@ -278,6 +290,11 @@ pub(crate) struct ProxyArgs {
     /// Require this user:password (SOCKS5 username/password, HTTP Basic proxy auth).
     #[arg(long, value_name = "USER:PASSWORD", env = "KUBELAN_PROXY_AUTH")]
     auth: Option<kubelan_proxy::Credentials>,
+    /// Always wait for the agent's answer before accepting a CONNECT (by default, addresses
+    /// inside the cluster's Pod/Service prefixes are accepted at once, saving a round trip;
+    /// a failure then resets the connection instead of returning a SOCKS/HTTP error).
+    #[arg(long)]
+    strict: bool,
     #[command(flatten)]
     tunnel: TunnelArgs,
 }
@@ -313,6 +330,7 @@ pub(crate) async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let connector = Arc::new(SessionConnector {
         session: tunnel.session.clone(),
         namespace: tunnel.namespace.clone(),
+        strict: args.strict,
     });
     let local = listener.local_addr()?;
     let host = if local.ip().is_unspecified() {

@@ -144,10 +144,9 @@ fn raw_socks(port: u16, bytes: &[u8]) -> Vec<u8> {
 }
 
 fn pod_ip(lab: &Lab, selector: &str) -> String {
-    let out = ok(Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(lab.kubeconfig())
-        .args([
+    kubectl(
+        lab,
+        &[
             "get",
             "pods",
             "-A",
@@ -155,17 +154,27 @@ fn pod_ip(lab: &Lab, selector: &str) -> String {
             selector,
             "-o",
             "jsonpath={.items[0].status.podIP}",
-        ]));
-    out.trim().to_string()
+        ],
+    )
+    .trim()
+    .to_string()
 }
 
 fn svc_ip(lab: &Lab, name: &str) -> String {
+    kubectl(
+        lab,
+        &["get", "svc", name, "-o", "jsonpath={.spec.clusterIP}"],
+    )
+    .trim()
+    .to_string()
+}
+
+/// `kubectl --kubeconfig <the lab's> ARGS`, which must succeed; returns stdout.
+fn kubectl(lab: &Lab, args: &[&str]) -> String {
     ok(Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(lab.kubeconfig())
-        .args(["get", "svc", name, "-o", "jsonpath={.spec.clusterIP}"]))
-    .trim()
-    .to_string()
+        .args(args))
 }
 
 /// The proxy checks, identical for both carriers.
@@ -298,19 +307,7 @@ fn install_proxy_faults_uninstall() {
     // Fault: cut the laptop's link (on the edge router) → detected < 5 s, heals after.
     direct.log.lock().unwrap().clear();
     let cut = Instant::now();
-    ok(kubelan().args([
-        "lab",
-        "exec",
-        "--name",
-        &lab.name,
-        "edge-router",
-        "--",
-        "ip",
-        "link",
-        "set",
-        "eth1",
-        "down",
-    ]));
+    lab.exec_ok("edge-router", &["ip", "link", "set", "eth1", "down"]);
     let detected = direct.wait_log("reconnecting", 10);
     eprintln!(
         "carrier loss detected after {:.2} s",
@@ -321,19 +318,7 @@ fn install_proxy_faults_uninstall() {
         "detection took {detected:?}"
     );
     std::thread::sleep(Duration::from_secs(1));
-    ok(kubelan().args([
-        "lab",
-        "exec",
-        "--name",
-        &lab.name,
-        "edge-router",
-        "--",
-        "ip",
-        "link",
-        "set",
-        "eth1",
-        "up",
-    ]));
+    lab.exec_ok("edge-router", &["ip", "link", "set", "eth1", "up"]);
     let healed = Instant::now();
     direct.wait_log("connected via direct mTLS", 20);
     eprintln!(
@@ -398,15 +383,18 @@ fn install_proxy_faults_uninstall() {
     let dir = format!("/tmp/kubelan-wrong-{}", lab.name);
     let _ = std::fs::remove_dir_all(&dir);
     ok(kubelan().args(["agent", "--init-credentials", &dir]));
-    let node_port = ok(Command::new("kubectl").arg("--kubeconfig").arg(kc).args([
-        "get",
-        "svc",
-        "-n",
-        "kubelan-system",
-        "kubelan-agent",
-        "-o",
-        "jsonpath={.spec.ports[0].nodePort}",
-    ]));
+    let node_port = kubectl(
+        &lab,
+        &[
+            "get",
+            "svc",
+            "-n",
+            "kubelan-system",
+            "kubelan-agent",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ],
+    );
     let wrong = Proxy::start(
         &lab,
         "laptop",
@@ -430,12 +418,10 @@ fn install_proxy_faults_uninstall() {
         ],
     );
     assert!(!good, "wrong credentials must not reach the cluster");
-    let logs = ok(Command::new("kubectl").arg("--kubeconfig").arg(kc).args([
-        "logs",
-        "-n",
-        "kubelan-system",
-        "deploy/kubelan-agent",
-    ]));
+    let logs = kubectl(
+        &lab,
+        &["logs", "-n", "kubelan-system", "deploy/kubelan-agent"],
+    );
     assert!(
         logs.contains("refused a direct carrier"),
         "agent log: {logs}"
@@ -447,15 +433,18 @@ fn install_proxy_faults_uninstall() {
 
     // uninstall → nothing left.
     ok(kubelan().args(["uninstall", "--kubeconfig", kc]));
-    let left = ok(Command::new("kubectl").arg("--kubeconfig").arg(kc).args([
-        "get",
-        "all,secrets,serviceaccounts,clusterroles,clusterrolebindings,namespaces",
-        "-A",
-        "-l",
-        "app.kubernetes.io/managed-by=kubelan",
-        "-o",
-        "name",
-    ]));
+    let left = kubectl(
+        &lab,
+        &[
+            "get",
+            "all,secrets,serviceaccounts,clusterroles,clusterrolebindings,namespaces",
+            "-A",
+            "-l",
+            "app.kubernetes.io/managed-by=kubelan",
+            "-o",
+            "name",
+        ],
+    );
     assert!(left.trim().is_empty(), "left after uninstall: {left}");
 
     lab.down();

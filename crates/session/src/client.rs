@@ -315,6 +315,55 @@ impl Session {
         Ok(FlowConn::new(io, leftover))
     }
 
+    /// Opens a TCP flow without waiting for the agent's answer (saves one round trip
+    /// through the tunnel): the `Open` frame is sent and the stream returned at once. If
+    /// the agent then cannot reach the target, the first read fails with its reason.
+    /// Use only where the caller cannot report a typed refusal anyway, or for targets the
+    /// agent advertised as dialable ([`Session::advertised`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::CarrierLost`] when no carrier is up within the open timeout.
+    pub async fn connect_optimistic(
+        &self,
+        target: Target,
+    ) -> Result<FlowConn<MuxStream>, FlowError> {
+        let carrier = self.pick(self.shared.config.open_timeout).await?;
+        let lost = |e: &dyn fmt::Display| {
+            FlowError::new(
+                ErrorKind::CarrierLost,
+                format!("tunnel to the agent failed: {e}"),
+            )
+        };
+        let mut stream = carrier.mux.open().await.map_err(|e| lost(&e))?;
+        write_frame(
+            &mut stream,
+            &Frame::Open {
+                kind: FlowKind::Tcp,
+                target,
+            },
+        )
+        .await
+        .map_err(|e| lost(&e))?;
+        self.shared
+            .stats
+            .flows_opened
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(FlowConn::opening(stream))
+    }
+
+    /// Whether `ip` lies in the Pod or Service prefixes the agent advertised.
+    pub fn advertised(&self, ip: std::net::IpAddr) -> bool {
+        let live = self.shared.live.lock().expect("live lock");
+        live.first().is_some_and(|l| {
+            l.facts
+                .pod_cidrs
+                .iter()
+                .chain(&l.facts.service_cidrs)
+                .any(|c| c.contains(ip))
+        })
+    }
+
     /// Opens a UDP flow; datagrams go through the returned channels (closing `tx` ends
     /// the flow; `rx` closes when the agent ends it or the carrier dies).
     ///

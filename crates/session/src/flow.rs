@@ -21,7 +21,7 @@ impl<S: AsyncRead + Unpin> FrameReader<S> {
     pub fn new(io: S) -> FrameReader<S> {
         FrameReader {
             io,
-            buf: BytesMut::with_capacity(8 * 1024),
+            buf: BytesMut::new(),
             dec: Decoder::new(),
         }
     }
@@ -41,7 +41,11 @@ impl<S: AsyncRead + Unpin> FrameReader<S> {
             {
                 return Ok(Some(f));
             }
-            self.buf.reserve(16 * 1024);
+            // Control frames are small; a large frame's header makes the decoder reserve
+            // the whole frame. Keeping this small keeps 10 000 idle flows cheap.
+            if self.buf.capacity() - self.buf.len() < 256 {
+                self.buf.reserve(1024);
+            }
             if self.io.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -110,6 +114,8 @@ pub struct FlowConn<S> {
     /// An encoded frame not yet fully written to `io`.
     wbuf: BytesMut,
     fin_sent: bool,
+    /// The agent's `Opened`/`Failed` has not been read yet (optimistic open).
+    awaiting_open: bool,
 }
 
 impl<S> FlowConn<S> {
@@ -124,7 +130,17 @@ impl<S> FlowConn<S> {
             read_done: false,
             wbuf: BytesMut::new(),
             fin_sent: false,
+            awaiting_open: false,
         }
+    }
+
+    /// Wraps a stream on which `Open` was sent but the agent's answer not yet read: data
+    /// may be written at once (the agent buffers it until it has dialled); reading first
+    /// consumes the answer, and a `Failed` answer surfaces as the read error.
+    pub fn opening(io: S) -> FlowConn<S> {
+        let mut c = FlowConn::new(io, BytesMut::new());
+        c.awaiting_open = true;
+        c
     }
 }
 
@@ -164,6 +180,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlowConn<S> {
                 return Poll::Ready(Ok(()));
             }
             match this.dec.decode(&mut this.rbuf) {
+                Ok(Some(Frame::Opened { .. })) if this.awaiting_open => this.awaiting_open = false,
+                Ok(Some(Frame::Failed(e))) if this.awaiting_open => {
+                    this.read_done = true;
+                    return Poll::Ready(Err(flow_io_error(&e)));
+                }
                 Ok(Some(Frame::Data(d))) => this.rdata = d,
                 Ok(Some(Frame::Fin)) => {
                     this.read_done = true;

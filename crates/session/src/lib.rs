@@ -13,6 +13,7 @@
 
 pub mod carrier;
 mod client;
+pub mod coalesce;
 pub mod flow;
 pub mod mux;
 pub mod relay;

@@ -88,6 +88,7 @@ where
         Side::Client => yamux::Mode::Client,
         Side::Agent => yamux::Mode::Server,
     };
+    let io = crate::coalesce::Coalesce::new(io);
     let mut conn = yamux::Connection::new(io.compat(), config(), mode);
     let (open_tx, mut open_rx) =
         mpsc::channel::<oneshot::Sender<Result<yamux::Stream, yamux::ConnectionError>>>(64);
