@@ -557,6 +557,16 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Policy);
+        // Optimistic: the refusal arrives as the first read's error, with its reason.
+        let mut c = s
+            .connect_optimistic(Target::Addr("127.0.0.1:9".parse().unwrap()))
+            .await
+            .unwrap();
+        c.write_all(b"early data").await.unwrap();
+        c.flush().await.unwrap();
+        let mut buf = [0u8; 16];
+        let err = c.read(&mut buf).await.unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
         // The agent drains: the session sees GoAway, reports reconnecting, and redials.
         a.shutdown.cancel();
         let mut st = s.state();
