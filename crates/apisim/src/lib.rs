@@ -8,6 +8,10 @@
 //! crate; this crate never touches the network except for its own listening socket.
 //!
 //! Differences from a real kube-apiserver are listed in `docs/lab.md`.
+//!
+//! With the `testing` feature, the `testing` module starts the whole thing in-process (TLS
+//! on loopback, PKI, an admin token, controllers, a stand-in kubelet) as a test cluster for
+//! other crates' tests and benchmarks, and hands out kube-rs clients for it.
 
 mod admission;
 pub mod auth;
@@ -24,6 +28,8 @@ pub mod selector;
 pub mod server;
 pub mod store;
 pub mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use auth::{Authenticator, UserInfo};
 pub use error::{ApiError, ApiResult};

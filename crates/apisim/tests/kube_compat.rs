@@ -14,18 +14,11 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kubelan_apisim::controllers::{self, ControllerConfig};
-use kubelan_apisim::pki::ClusterPki;
-use kubelan_apisim::resources::find;
-use kubelan_apisim::store::Sub;
-use kubelan_apisim::{
-    ApiServer, Authenticator, ClusterConfig, PodBackend, ServerInfo, Store, UserInfo, meta,
-};
+use kubelan_apisim::testing::{TestCluster, TestClusterOptions};
+use kubelan_apisim::{PodBackend, UserInfo};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 struct EchoBackend(SocketAddr);
 
@@ -52,35 +45,7 @@ impl PodBackend for EchoBackend {
     }
 }
 
-struct Cluster {
-    store: Arc<Store>,
-    auth: Arc<Authenticator>,
-    addr: SocketAddr,
-    ca: String,
-    admin_token: String,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-impl Cluster {
-    fn client_config(&self, token: &str) -> String {
-        use base64::Engine;
-        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca);
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: https://{}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: lab\n  context:\n    cluster: lab\n    user: u\n    namespace: default\ncurrent-context: lab\n",
-            self.addr
-        )
-    }
-
-    async fn client(&self, token: &str) -> kube::Client {
-        let kc = Kubeconfig::from_yaml(&self.client_config(token)).unwrap();
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(cfg).unwrap()
-    }
-}
-
-async fn start() -> Cluster {
+async fn start() -> TestCluster {
     let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let echo_addr = echo.local_addr().unwrap();
     tokio::spawn(async move {
@@ -94,88 +59,11 @@ async fn start() -> Cluster {
             });
         }
     });
-    let store = Store::new(ClusterConfig {
-        service_cidr: "172.17.16.0/20".parse().unwrap(),
-        node_port_range: (30000, 32767),
-        cluster_domain: "cluster.local".into(),
-    });
-    let pki =
-        ClusterPki::generate("test-ca", &["localhost"], &["127.0.0.1".parse().unwrap()]).unwrap();
-    let cfg = ControllerConfig {
-        ca_pem: pki.ca_pem.clone(),
-        api_endpoint: ("10.4.7.11".parse().unwrap(), 6443),
-    };
-    controllers::bootstrap(&store, &cfg).unwrap();
-    let nodes = find("", "v1", "nodes").unwrap();
-    for (i, n) in ["node1", "node2"].iter().enumerate() {
-        let cidr = format!("172.17.{}.0/24", 32 + i);
-        store
-            .create(
-                nodes,
-                "",
-                json!({"metadata": {"name": n}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}),
-                false,
-            )
-            .unwrap();
-        store
-            .modify(nodes, "", n, Sub::Status, |o| {
-                o["status"] = json!({"conditions": [{"type": "Ready", "status": "True"}],
-                    "addresses": [{"type": "InternalIP", "address": format!("10.4.7.{}", 11 + i)}]});
-                Ok(())
-            })
-            .unwrap();
-    }
-    let stop = CancellationToken::new();
-    controllers::spawn_all(store.clone(), cfg, stop.clone());
-    // Stand-in kubelet.
-    {
-        let store = store.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let pods = find("", "v1", "pods").unwrap();
-            let mut n = 10u32;
-            while !stop.is_cancelled() {
-                for p in store.list_all(pods, None) {
-                    let (ns, name) = (meta::namespace(&p).to_string(), meta::name(&p).to_string());
-                    if meta::metadata(&p).get("deletionTimestamp").is_some() {
-                        let _ = store.finish_deletion(pods, &ns, &name, meta::uid(&p));
-                    } else if !meta::str_at(&p, &["spec", "nodeName"]).is_empty()
-                        && p.pointer("/status/podIP").is_none()
-                    {
-                        n += 1;
-                        let _ = store.modify(pods, &ns, &name, Sub::Status, |o| {
-                            o["status"] = json!({"phase": "Running", "podIP": format!("172.17.32.{n}"),
-                                "conditions": [{"type": "Ready", "status": "True"}]});
-                            Ok(())
-                        });
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(30)).await;
-            }
-        });
-    }
-    let auth = Arc::new(Authenticator::new());
-    let admin_token = auth.new_user_token(UserInfo::new("admin", &["system:masters"]));
-    let server = ApiServer::new(
-        store.clone(),
-        auth.clone(),
-        Arc::new(EchoBackend(echo_addr)),
-        ServerInfo {
-            minor: 33,
-            advertise: "10.4.7.11:6443".into(),
-        },
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server.serve(listener, pki.server_config().unwrap(), stop.clone()));
-    Cluster {
-        store,
-        auth,
-        addr,
-        ca: pki.ca_pem,
-        admin_token,
-        _stop: stop.drop_guard(),
-    }
+    TestCluster::start(TestClusterOptions {
+        backend: Arc::new(EchoBackend(echo_addr)),
+        ..TestClusterOptions::default()
+    })
+    .await
 }
 
 async fn wait_for<T, F: FnMut() -> futures::future::BoxFuture<'static, Option<T>>>(
@@ -501,5 +389,4 @@ async fn kube_rs_end_to_end() {
     .unwrap()
     .unwrap();
     assert!(first.is_some());
-    drop(c.store);
 }

@@ -12,133 +12,27 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kubelan_apisim::controllers::{self, ControllerConfig};
-use kubelan_apisim::pki::ClusterPki;
-use kubelan_apisim::resources::find;
-use kubelan_apisim::store::Sub;
-use kubelan_apisim::{
-    ApiServer, Authenticator, ClusterConfig, PodBackend, ServerInfo, Store, UserInfo, meta,
-};
+use kubelan_apisim::testing::{TestCluster, TestClusterOptions};
 use kubelan_dns::{Answer, ClusterNames, Lookup, QueryType, RecordData};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// Pods have no network here: every dial is refused.
-struct NoPods;
-
-impl PodBackend for NoPods {
-    fn dial(
-        &self,
-        _ns: &str,
-        _pod: &str,
-        _port: u16,
-    ) -> futures::future::BoxFuture<'static, std::io::Result<TcpStream>> {
-        Box::pin(async {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionRefused,
-                "no pod network in this test",
-            ))
-        })
-    }
-    fn log_file(&self, _: &str, _: &str, _: &str, _: bool) -> Option<std::path::PathBuf> {
-        None
-    }
-}
-
-/// A simulated cluster and an admin client for it; stops when dropped.
+/// A simulated cluster (one node, no pod network) and an admin client for it; stops when
+/// dropped.
 struct Cluster {
     client: kube::Client,
-    _stop: tokio_util::sync::DropGuard,
+    _cluster: TestCluster,
 }
 
 async fn start() -> Cluster {
-    let store = Store::new(ClusterConfig {
-        service_cidr: "172.17.16.0/20".parse().unwrap(),
-        node_port_range: (30000, 32767),
-        cluster_domain: "cluster.local".into(),
-    });
-    let pki =
-        ClusterPki::generate("test-ca", &["localhost"], &["127.0.0.1".parse().unwrap()]).unwrap();
-    let cfg = ControllerConfig {
-        ca_pem: pki.ca_pem.clone(),
-        api_endpoint: ("10.4.7.11".parse().unwrap(), 6443),
-    };
-    controllers::bootstrap(&store, &cfg).unwrap();
-    let nodes = find("", "v1", "nodes").unwrap();
-    store
-        .create(
-            nodes,
-            "",
-            json!({"metadata": {"name": "node1"}, "spec": {"podCIDR": "172.17.32.0/24"}}),
-            false,
-        )
-        .unwrap();
-    store
-        .modify(nodes, "", "node1", Sub::Status, |o| {
-            o["status"] = json!({"conditions": [{"type": "Ready", "status": "True"}],
-                "addresses": [{"type": "InternalIP", "address": "10.4.7.11"}]});
-            Ok(())
-        })
-        .unwrap();
-    let stop = CancellationToken::new();
-    controllers::spawn_all(store.clone(), cfg, stop.clone());
-    // Stand-in kubelet: scheduled pods get an IP and become ready; deleted pods go away.
-    {
-        let store = store.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let pods = find("", "v1", "pods").unwrap();
-            let mut n = 10u32;
-            while !stop.is_cancelled() {
-                for p in store.list_all(pods, None) {
-                    let (ns, name) = (meta::namespace(&p).to_string(), meta::name(&p).to_string());
-                    if meta::metadata(&p).get("deletionTimestamp").is_some() {
-                        let _ = store.finish_deletion(pods, &ns, &name, meta::uid(&p));
-                    } else if !meta::str_at(&p, &["spec", "nodeName"]).is_empty()
-                        && p.pointer("/status/podIP").is_none()
-                    {
-                        n += 1;
-                        let _ = store.modify(pods, &ns, &name, Sub::Status, |o| {
-                            o["status"] = json!({"phase": "Running", "podIP": format!("172.17.32.{n}"),
-                                "podIPs": [{"ip": format!("172.17.32.{n}")}],
-                                "conditions": [{"type": "Ready", "status": "True"}]});
-                            Ok(())
-                        });
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(30)).await;
-            }
-        });
-    }
-    let auth = Arc::new(Authenticator::new());
-    let token = auth.new_user_token(UserInfo::new("admin", &["system:masters"]));
-    let server = ApiServer::new(
-        store,
-        auth,
-        Arc::new(NoPods),
-        ServerInfo {
-            minor: 33,
-            advertise: "10.4.7.11:6443".into(),
-        },
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server.serve(listener, pki.server_config().unwrap(), stop.clone()));
-
-    use base64::Engine;
-    let ca = base64::engine::general_purpose::STANDARD.encode(&pki.ca_pem);
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: https://{addr}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: lab\n  context:\n    cluster: lab\n    user: u\n    namespace: default\ncurrent-context: lab\n"
-    );
-    let kc = Kubeconfig::from_yaml(&kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
+    let cluster = TestCluster::start(TestClusterOptions {
+        nodes: 1,
+        ..TestClusterOptions::default()
+    })
+    .await;
     Cluster {
-        client: kube::Client::try_from(config).unwrap(),
-        _stop: stop.drop_guard(),
+        client: cluster.client(&cluster.admin_token).await,
+        _cluster: cluster,
     }
 }
 
