@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds kubelan, starts the built-in lab (a simulated cluster in network namespaces) and
-# shows a request from a node to a Service by its cluster DNS name. Needs root.
+# Builds kubelan, starts the built-in lab (a simulated cluster in network namespaces),
+# shows a request from a node to a Service by its cluster DNS name, then installs the
+# kubelan agent and reaches the same Service from the remote laptop through
+# `kubelan proxy`. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -20,8 +22,20 @@ $K lab exec node1 -- curl -sS -m 5 -w '   (HTTP %{http_code} from a web pod)\n' 
 echo "== from pc1 (office LAN, no route to the cluster yet): the same request fails fast"
 $K lab exec pc1 -- curl -sS -m 5 http://172.17.32.2/ || true
 echo
+echo "== kubelan install (the in-cluster agent)"
+KUBECONFIG=$($K lab kubeconfig) $K install --timeout 60
+echo "== from the laptop (no route to the cluster): kubelan proxy, then curl through it"
+LOG=$(mktemp)
+$K lab exec laptop -- sh -c '
+  kubelan proxy --listen 127.0.0.1:1080 2>"$1" & pid=$!
+  for i in $(seq 50); do grep -q "connected via" "$1" && break; sleep 0.2; done
+  grep -E "connected via|reconnecting" "$1" | head -1
+  curl -sS -m 5 --socks5-hostname 127.0.0.1:1080 -w "   (HTTP %{http_code} through kubelan proxy)\n" http://web.default.svc.cluster.local
+  kill $pid' sh "$LOG"
+rm -f "$LOG"
+echo
 $K lab status || true
 echo
 echo "kubectl:      kubectl --kubeconfig \$(sudo $K lab kubeconfig) get pods -A"
-echo "a lab shell:  sudo $K lab exec laptop -- bash"
+echo "a lab shell:  sudo $K lab exec laptop -- bash      (then: kubelan proxy &; curl --socks5-hostname 127.0.0.1:1080 http://web)"
 echo "remove it:    sudo $K lab down"
