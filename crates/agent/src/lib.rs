@@ -198,24 +198,6 @@ async fn resolve_via(server: SocketAddr, host: &str) -> Vec<IpAddr> {
     out
 }
 
-/// The `in-addr.arpa` / `ip6.arpa` name of an address.
-fn reverse_name(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
-        }
-        IpAddr::V6(a) => {
-            let mut s = String::with_capacity(72);
-            for b in a.octets().iter().rev() {
-                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
-            }
-            s.push_str("ip6.arpa");
-            s
-        }
-    }
-}
-
 /// Writes fresh credentials for running an agent outside Kubernetes.
 ///
 /// # Errors
@@ -295,13 +277,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(n) = &names {
         let n = n.clone();
         policy = policy.with_known(Arc::new(move |ip| {
-            // A ClusterIP (or a named endpoint) has a PTR record in the cache.
-            matches!(
-                n.read()
-                    .expect("names lock")
-                    .lookup(&reverse_name(ip), kubelan_dns::QueryType::Ptr),
-                kubelan_dns::Lookup::Found(_)
-            )
+            n.read().expect("names lock").is_cluster_address(ip)
         }));
     }
     let agent_name = match (std::env::var("POD_NAMESPACE"), std::env::var("POD_NAME")) {

@@ -386,7 +386,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use bytes::BytesMut;
-    use kubelan_proto::{Facts, MAX_DATA};
+    use kubelan_proto::Facts;
     use kubelan_session::carrier::{CarrierDialer, CarrierKind, Dialed};
     use kubelan_session::{CarrierError, Session, SessionConfig, SessionState};
     use tokio::io::AsyncReadExt;
@@ -513,7 +513,6 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(a.stats.refused.load(Ordering::Relaxed), 4);
-        let _ = MAX_DATA;
     }
 
     /// Dials in-memory carriers served by a test agent; counts dials.

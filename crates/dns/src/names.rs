@@ -1191,6 +1191,14 @@ impl ClusterNames {
         )
     }
 
+    /// Whether `ip` is an address the cluster uses: a Service ClusterIP, an endpoint
+    /// address, or a pod IP (the agent's destination policy allows these).
+    pub fn is_cluster_address(&self, ip: IpAddr) -> bool {
+        [&self.by_cluster_ip, &self.by_endpoint_ip, &self.by_pod_ip]
+            .iter()
+            .any(|index| index.get(&ip).is_some_and(|keys| !keys.is_empty()))
+    }
+
     /// The addresses of a flow target such as `web`, `web.shop`, `web.shop.svc`, a full
     /// cluster name or an IP literal, resolved like a pod in `default_namespace` would
     /// (search path `<ns>.svc.<domain> svc.<domain> <domain>`; a trailing dot makes the name

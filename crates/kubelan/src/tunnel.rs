@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -358,6 +357,5 @@ pub(crate) async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     let s = server.stats();
     eprintln!("proxy stopped: {s}");
-    let _ = Duration::ZERO;
     Ok(())
 }

@@ -779,3 +779,16 @@ fn reverse_and_dashed_parsers() {
     assert_eq!(parse_dashed(""), None);
     assert_eq!(dashed(ip("fd00::1")), "fd00--1");
 }
+
+#[test]
+fn cluster_addresses_are_cluster_ips_endpoints_and_pods() {
+    let mut names = populated();
+    for addr in ["10.96.0.10", "fd00::10", "10.244.1.6", "10.244.2.9"] {
+        assert!(names.is_cluster_address(ip(addr)), "{addr}");
+    }
+    for addr in ["10.96.0.11", "192.0.2.1", "169.254.169.254"] {
+        assert!(!names.is_cluster_address(ip(addr)), "{addr}");
+    }
+    names.delete_service("default", "web");
+    assert!(!names.is_cluster_address(ip("10.96.0.10")));
+}
