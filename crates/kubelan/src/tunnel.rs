@@ -13,7 +13,7 @@ use kubelan_cluster::{Credentials, KubeArgs};
 use kubelan_proto::{FlowError, Target};
 use kubelan_proxy::{Connector, FlowIo, ProxyConfig, UdpFlow};
 use kubelan_session::carrier::{
-    AutoDialer, CarrierDialer, DirectDialer, EndpointSource, PortForwardDialer,
+    AutoDialer, CarrierDialer, DirectDialer, EndpointSource, PodSource, PortForwardDialer,
 };
 use kubelan_session::{CarrierError, Session, SessionConfig, SessionState};
 use tokio_util::sync::CancellationToken;
@@ -136,7 +136,6 @@ pub(crate) async fn start(
         Err(e) => return Err(e.into()),
     };
     let n = args.carriers.unwrap_or(replicas.min(4)).clamp(1, 16);
-    let selector = "app.kubernetes.io/name=kubelan-agent";
     let direct = if args.carrier == CarrierChoice::PortForward {
         None
     } else {
@@ -169,7 +168,23 @@ pub(crate) async fn start(
     };
     let dialers: Vec<Arc<dyn CarrierDialer>> = (0..n)
         .map(|i| -> Arc<dyn CarrierDialer> {
-            let pf = PortForwardDialer::new(cc.client.clone(), &ns, selector, i);
+            // Carrier i prefers the i-th ready replica, so carriers spread over replicas.
+            let (client, ns2) = (cc.client.clone(), ns.clone());
+            let pod: PodSource = Arc::new(move || {
+                let (client, ns) = (client.clone(), ns2.clone());
+                Box::pin(async move {
+                    let mut info = kubelan_cluster::find_agent(&client, &ns)
+                        .await
+                        .map_err(|e| CarrierError::retry(e.to_string()))?;
+                    info.pods.sort_by(|a, b| a.name.cmp(&b.name));
+                    let n = info.pods.len().max(1);
+                    info.pods
+                        .get(i % n)
+                        .map(|p| p.name.clone())
+                        .ok_or_else(|| CarrierError::retry(format!("no ready agent pod in {ns}")))
+                })
+            });
+            let pf = PortForwardDialer::new(cc.client.clone(), &ns, pod);
             match (&direct, args.carrier) {
                 (Some((ep, tls)), CarrierChoice::Direct) => {
                     Arc::new(DirectDialer::new(ep.clone(), tls.clone()))

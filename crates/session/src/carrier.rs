@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -176,62 +176,27 @@ impl CarrierDialer for DirectDialer {
 /// The agent pod port the port-forward carrier reaches (loopback-only inside the pod).
 pub const AGENT_PLAIN_PORT: u16 = 7444;
 
+/// Names the agent pod a port-forward should reach, looked up again before every dial
+/// (the agent restarts under a new name).
+pub type PodSource =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<String, CarrierError>> + Send + Sync>;
+
 /// Port-forward through the API server to a ready agent pod.
 pub struct PortForwardDialer {
     client: kube::Client,
     namespace: String,
-    selector: String,
-    /// Which of the ready pods (sorted by name) this dialer prefers, so several carriers
-    /// spread over several replicas.
-    prefer: usize,
+    pod: PodSource,
 }
 
 impl PortForwardDialer {
-    /// A dialer for agent pods matching `selector` in `namespace`.
-    pub fn new(
-        client: kube::Client,
-        namespace: &str,
-        selector: &str,
-        prefer: usize,
-    ) -> PortForwardDialer {
+    /// A dialer for the pod `pod` names in `namespace`.
+    pub fn new(client: kube::Client, namespace: &str, pod: PodSource) -> PortForwardDialer {
         PortForwardDialer {
             client,
             namespace: namespace.to_string(),
-            selector: selector.to_string(),
-            prefer,
+            pod,
         }
     }
-
-    async fn pick_pod(&self) -> Result<String, CarrierError> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let list = pods
-            .list(&ListParams::default().labels(&self.selector))
-            .await
-            .map_err(|e| {
-                CarrierError::retry(format!("listing agent pods in {}: {e}", self.namespace))
-            })?;
-        let mut ready: Vec<String> = list
-            .items
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
-            .filter_map(|p| p.metadata.name.clone())
-            .collect();
-        ready.sort();
-        if ready.is_empty() {
-            return Err(CarrierError::retry(format!(
-                "no ready agent pod in namespace {} (is it installed? `kubelan install`)",
-                self.namespace
-            )));
-        }
-        Ok(ready[self.prefer % ready.len()].clone())
-    }
-}
-
-fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 struct AbortOnDrop(kube::api::Portforwarder);
@@ -245,7 +210,7 @@ impl Drop for AbortOnDrop {
 impl CarrierDialer for PortForwardDialer {
     fn dial(&self) -> BoxFuture<'_, Result<Dialed, CarrierError>> {
         Box::pin(async move {
-            let pod = self.pick_pod().await?;
+            let pod = (self.pod)().await?;
             let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
             let mut pf = tokio::time::timeout(
                 Duration::from_secs(10),

@@ -36,13 +36,7 @@ impl<T> Coalesce<T> {
 
 impl<T: AsyncWrite + Unpin> Coalesce<T> {
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.pos < self.buf.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.buf[self.pos..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.pos += n;
-        }
+        ready!(poll_write_out(&mut self.io, cx, &self.buf, &mut self.pos))?;
         self.buf.clear();
         self.pos = 0;
         if self.buf.capacity() > CAP {
@@ -50,6 +44,23 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
         }
         Poll::Ready(Ok(()))
     }
+}
+
+/// Writes `data[*pos..]` to `io`, advancing `pos`, until all of it is written.
+pub(crate) fn poll_write_out<W: AsyncWrite + Unpin + ?Sized>(
+    io: &mut W,
+    cx: &mut Context<'_>,
+    data: &[u8],
+    pos: &mut usize,
+) -> Poll<io::Result<()>> {
+    while *pos < data.len() {
+        let n = ready!(Pin::new(&mut *io).poll_write(cx, &data[*pos..]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        *pos += n;
+    }
+    Poll::Ready(Ok(()))
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Coalesce<T> {

@@ -152,14 +152,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FlowConn<S> {
     }
 
     fn poll_flush_wbuf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.wbuf.is_empty() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.wbuf.advance(n);
-        }
-        Poll::Ready(Ok(()))
+        let mut written = 0;
+        let result = crate::coalesce::poll_write_out(&mut self.io, cx, &self.wbuf, &mut written);
+        self.wbuf.advance(written);
+        result
     }
 }
 
