@@ -582,4 +582,53 @@ mod tests {
         assert!(!matches!(*s.state().borrow(), SessionState::Connected(_)));
         stop.cancel();
     }
+
+    #[tokio::test]
+    async fn dns_flows_are_answered_from_the_cluster_cache() {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::{Name, RData, RecordType};
+        let mut names = kubelan_dns::ClusterNames::new("cluster.local");
+        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": "192.0.2.80", "clusterIPs": ["192.0.2.80"], "ports": [{"port": 80}]}
+        }))
+        .unwrap();
+        names.apply_service(&svc);
+        names.set_complete(true);
+        let mut agent = Arc::into_inner(agent()).unwrap();
+        agent.names = Some(Arc::new(RwLock::new(names)));
+        let a = Arc::new(agent);
+        let stop = CancellationToken::new();
+        let dials = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let s = Session::start(
+            vec![Arc::new(MemDialer(a, dials))],
+            SessionConfig::default(),
+            stop.clone(),
+        );
+        let mut q = Message::new(0x1234, MessageType::Query, OpCode::Query);
+        q.add_query(Query::query(
+            Name::from_ascii("web.default.svc.cluster.local.").unwrap(),
+            RecordType::A,
+        ));
+        // The DNS server address only has to pass policy; the cache answers, nothing is sent.
+        let reply = s
+            .dns(
+                "192.0.2.53:53".parse().unwrap(),
+                bytes::Bytes::from(q.to_vec().unwrap()),
+            )
+            .await
+            .unwrap();
+        let reply = Message::from_vec(&reply).unwrap();
+        assert_eq!(reply.metadata.id, 0x1234);
+        let addrs: Vec<_> = reply
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(addrs, ["192.0.2.80"]);
+        stop.cancel();
+    }
 }
