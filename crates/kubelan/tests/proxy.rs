@@ -11,8 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, LogParams};
 use support::{Lab, kubelan, lab_available, ok, root_snapshot, wait_for};
 
 /// A `kubelan proxy` running on a lab host, stopped (by PID) on drop.
@@ -143,45 +145,70 @@ fn raw_socks(port: u16, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-fn pod_ip(lab: &Lab, selector: &str) -> String {
-    kubectl(
-        lab,
-        &[
-            "get",
-            "pods",
-            "-A",
-            "-l",
-            selector,
-            "-o",
-            "jsonpath={.items[0].status.podIP}",
-        ],
-    )
-    .trim()
-    .to_string()
+/// The lab's API through kube-rs (no kubectl needed).
+struct Cluster {
+    rt: tokio::runtime::Runtime,
+    client: kube::Client,
 }
 
-fn svc_ip(lab: &Lab, name: &str) -> String {
-    kubectl(
-        lab,
-        &["get", "svc", name, "-o", "jsonpath={.spec.clusterIP}"],
-    )
-    .trim()
-    .to_string()
-}
+impl Cluster {
+    fn new(lab: &Lab) -> Cluster {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(lab.client());
+        Cluster { rt, client }
+    }
 
-/// `kubectl --kubeconfig <the lab's> ARGS`, which must succeed; returns stdout.
-fn kubectl(lab: &Lab, args: &[&str]) -> String {
-    ok(Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(lab.kubeconfig())
-        .args(args))
+    fn pod_ip(&self, selector: &str) -> String {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let list = self
+            .rt
+            .block_on(pods.list(&ListParams::default().labels(selector)))
+            .unwrap();
+        let ip = list.items[0].status.as_ref().and_then(|s| s.pod_ip.clone());
+        ip.expect("pod IP")
+    }
+
+    fn service(&self, ns: &str, name: &str) -> Service {
+        let svcs: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        self.rt.block_on(svcs.get(name)).unwrap()
+    }
+
+    fn svc_ip(&self, name: &str) -> String {
+        let svc = self.service("default", name);
+        svc.spec.and_then(|s| s.cluster_ip).expect("ClusterIP")
+    }
+
+    /// Names of objects of kind `K` (all namespaces) with the label selector.
+    fn names<K>(&self, selector: &str) -> Vec<String>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        let list = self
+            .rt
+            .block_on(api.list(&ListParams::default().labels(selector)))
+            .unwrap();
+        list.items
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    K::kind(&()),
+                    o.meta().name.clone().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
 }
 
 /// The proxy checks, identical for both carriers.
-fn proxy_checks(lab: &Lab, port: u16) {
+fn proxy_checks(lab: &Lab, cluster: &Cluster, port: u16) {
     let socks = format!("127.0.0.1:{port}");
-    let web_pod = pod_ip(lab, "app=web");
-    let web_svc = svc_ip(lab, "web");
+    let web_pod = cluster.pod_ip("app=web");
+    let web_svc = cluster.svc_ip("web");
     for url in [
         "http://web.default.svc.cluster.local/".to_string(),
         "http://web/".to_string(),
@@ -219,7 +246,7 @@ fn proxy_checks(lab: &Lab, port: u16) {
     );
     assert!(good && out.ends_with(" 200"), "HTTP CONNECT: {out}");
     // UDP echo through SOCKS5 UDP ASSOCIATE.
-    let echo: SocketAddr = format!("{}:7", svc_ip(lab, "echo")).parse().unwrap();
+    let echo: SocketAddr = format!("{}:7", cluster.svc_ip("echo")).parse().unwrap();
     let got = on_host(lab, "laptop", move || {
         socks_udp_echo(port, echo, b"kubelan-udp")
     });
@@ -233,6 +260,7 @@ fn install_proxy_faults_uninstall() {
     }
     let before = root_snapshot();
     let lab = Lab::up("px", &[]);
+    let cluster = Cluster::new(&lab);
     let kc = lab.kubeconfig();
     let kc = kc.to_str().unwrap();
 
@@ -253,12 +281,12 @@ fn install_proxy_faults_uninstall() {
     // Port-forward carrier.
     let pf = Proxy::start(&lab, "laptop", 1080, &["--carrier", "port-forward"]);
     pf.wait_log("connected via API-server port-forward", 30);
-    proxy_checks(&lab, 1080);
+    proxy_checks(&lab, &cluster, 1080);
 
     // Direct carrier (mTLS through the NodePort).
     let direct = Proxy::start(&lab, "laptop", 1081, &["--carrier", "direct"]);
     direct.wait_log("connected via direct mTLS", 30);
-    proxy_checks(&lab, 1081);
+    proxy_checks(&lab, &cluster, 1081);
 
     // Bad input: malformed greeting, BIND, unknown host, policy; other flows still work.
     let (garbage, bind, nosuch, policy) = on_host(&lab, "laptop", || {
@@ -332,12 +360,8 @@ fn install_proxy_faults_uninstall() {
     assert!(good, "after the link returned: {out}");
 
     // Fault: delete the agent pod → new requests succeed within 15 s of the new pod Ready.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = rt.block_on(lab.client());
-    let pods: Api<Pod> = Api::namespaced(client, "kubelan-system");
+    let rt = &cluster.rt;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "kubelan-system");
     let sel = ListParams::default().labels("app.kubernetes.io/name=kubelan-agent");
     let old = rt.block_on(pods.list(&sel)).unwrap().items[0]
         .metadata
@@ -383,25 +407,18 @@ fn install_proxy_faults_uninstall() {
     let dir = format!("/tmp/kubelan-wrong-{}", lab.name);
     let _ = std::fs::remove_dir_all(&dir);
     ok(kubelan().args(["agent", "--init-credentials", &dir]));
-    let node_port = kubectl(
-        &lab,
-        &[
-            "get",
-            "svc",
-            "-n",
-            "kubelan-system",
-            "kubelan-agent",
-            "-o",
-            "jsonpath={.spec.ports[0].nodePort}",
-        ],
-    );
+    let agent_svc = cluster.service("kubelan-system", "kubelan-agent");
+    let node_port = agent_svc
+        .spec
+        .and_then(|s| s.ports?.first()?.node_port)
+        .expect("NodePort");
     let wrong = Proxy::start(
         &lab,
         "laptop",
         1082,
         &[
             "--agent",
-            &format!("10.4.7.11:{}", node_port.trim()),
+            &format!("10.4.7.11:{node_port}"),
             "--credentials",
             &dir,
         ],
@@ -418,10 +435,14 @@ fn install_proxy_faults_uninstall() {
         ],
     );
     assert!(!good, "wrong credentials must not reach the cluster");
-    let logs = kubectl(
-        &lab,
-        &["logs", "-n", "kubelan-system", "deploy/kubelan-agent"],
-    );
+    let agent_pod = rt.block_on(pods.list(&sel)).unwrap().items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let logs = rt
+        .block_on(pods.logs(&agent_pod, &LogParams::default()))
+        .unwrap();
     assert!(
         logs.contains("refused a direct carrier"),
         "agent log: {logs}"
@@ -433,19 +454,19 @@ fn install_proxy_faults_uninstall() {
 
     // uninstall → nothing left.
     ok(kubelan().args(["uninstall", "--kubeconfig", kc]));
-    let left = kubectl(
-        &lab,
-        &[
-            "get",
-            "all,secrets,serviceaccounts,clusterroles,clusterrolebindings,namespaces",
-            "-A",
-            "-l",
-            "app.kubernetes.io/managed-by=kubelan",
-            "-o",
-            "name",
-        ],
-    );
-    assert!(left.trim().is_empty(), "left after uninstall: {left}");
+    let sel = "app.kubernetes.io/managed-by=kubelan";
+    let left: Vec<String> = [
+        cluster.names::<Namespace>(sel),
+        cluster.names::<Deployment>(sel),
+        cluster.names::<Pod>(sel),
+        cluster.names::<Service>(sel),
+        cluster.names::<Secret>(sel),
+        cluster.names::<ServiceAccount>(sel),
+        cluster.names::<ClusterRole>(sel),
+        cluster.names::<ClusterRoleBinding>(sel),
+    ]
+    .concat();
+    assert!(left.is_empty(), "left after uninstall: {left:?}");
 
     lab.down();
     assert_eq!(before, root_snapshot(), "the root namespace changed");
