@@ -1,0 +1,1 @@
+//! kubelan's TUN device and userspace TCP/IP stack (work in progress).
