@@ -10,6 +10,7 @@
 //! "restricted"); outside Kubernetes (`--standalone`) it takes CIDRs and credentials from
 //! flags and files, for tests and benchmarks.
 
+mod echo;
 mod health;
 pub mod policy;
 mod serve;

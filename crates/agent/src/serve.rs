@@ -193,10 +193,17 @@ async fn flow(agent: Arc<Agent>, stream: MuxStream) {
         FlowKind::Tcp => tcp_flow(&agent, stream, leftover, target).await,
         FlowKind::Udp => udp_flow(&agent, stream, leftover, target, false).await,
         FlowKind::Dns => udp_flow(&agent, stream, leftover, target, true).await,
+        FlowKind::Echo => match destinations(&agent, &target).await {
+            Ok(addrs) => crate::echo::echo_flow(stream, leftover, addrs[0].ip()).await,
+            Err(e) => {
+                refused(&agent, &target, &e);
+                let _ = write_frame(&mut stream, &Frame::Failed(e)).await;
+            }
+        },
     }
 }
 
-fn refused(agent: &Agent, target: &Target, e: &FlowError) {
+pub(crate) fn refused(agent: &Agent, target: &Target, e: &FlowError) {
     agent.stats.refused.fetch_add(1, Ordering::Relaxed);
     if e.kind == ErrorKind::Policy {
         tracing::warn!(%target, reason = %e.message, "flow refused by policy");
@@ -205,7 +212,7 @@ fn refused(agent: &Agent, target: &Target, e: &FlowError) {
     }
 }
 
-fn dial_error(addr: SocketAddr, e: &io::Error) -> FlowError {
+pub(crate) fn dial_error(addr: SocketAddr, e: &io::Error) -> FlowError {
     let kind = match e.kind() {
         io::ErrorKind::ConnectionRefused => ErrorKind::ConnectionRefused,
         io::ErrorKind::TimedOut => ErrorKind::Timeout,

@@ -55,8 +55,10 @@ impl Capabilities {
     pub const UDP: Capabilities = Capabilities(1 << 1);
     /// DNS flows answered from the agent's cluster cache.
     pub const DNS: Capabilities = Capabilities(1 << 2);
+    /// ICMP echo flows performed by the agent ([`FlowKind::Echo`]).
+    pub const ECHO: Capabilities = Capabilities(1 << 3);
     /// Everything this build implements.
-    pub const ALL: Capabilities = Capabilities(0b111);
+    pub const ALL: Capabilities = Capabilities(0b1111);
 
     /// Bits set in both.
     pub fn intersect(self, other: Capabilities) -> Capabilities {
@@ -79,6 +81,11 @@ pub enum FlowKind {
     /// DNS queries answered by the agent (the target names the upstream the client meant,
     /// normally the cluster DNS Service): [`Frame::Datagram`], one message each.
     Dns,
+    /// ICMP echo ("ping") to the target's address (its port is ignored), performed by the
+    /// agent with a real echo request. Each [`Frame::Datagram`] is a 2-byte sequence
+    /// number followed by the echo data; the agent sends one back, unchanged, for every
+    /// reply it receives. Used only when both sides set [`Capabilities::ECHO`].
+    Echo,
 }
 
 impl FlowKind {
@@ -87,6 +94,7 @@ impl FlowKind {
             FlowKind::Tcp => 1,
             FlowKind::Udp => 2,
             FlowKind::Dns => 3,
+            FlowKind::Echo => 4,
         }
     }
 }
@@ -572,6 +580,7 @@ fn parse(ty: u8, kind: &'static str, body: BytesMut) -> Result<Frame, DecodeErro
                 1 => FlowKind::Tcp,
                 2 => FlowKind::Udp,
                 3 => FlowKind::Dns,
+                4 => FlowKind::Echo,
                 _ => return Err(r.bad("unknown flow kind")),
             };
             Frame::Open {
@@ -859,6 +868,10 @@ mod tests {
             Frame::Open {
                 kind: FlowKind::Udp,
                 target: Target::Addr("[fd00::1]:7".parse().unwrap()),
+            },
+            Frame::Open {
+                kind: FlowKind::Echo,
+                target: Target::Addr("172.17.32.4:0".parse().unwrap()),
             },
             Frame::Opened {
                 peer: "172.17.32.4:80".parse().unwrap(),

@@ -44,6 +44,8 @@
 //! 5. Unknown [`ErrorKind`] codes decode as [`ErrorKind::Other`]; unknown [`FlowKind`]s
 //!    are refused with [`ErrorKind::Protocol`], never dropped silently.
 //! 6. Version 1 is this document. Each later version lists its additions here.
+//!    Additions inside version 1, behind capability bits: [`FlowKind::Echo`]
+//!    ([`Capabilities::ECHO`]).
 
 mod frame;
 mod types;

@@ -118,6 +118,8 @@ struct Live {
     mux: MuxHandle,
     info: CarrierInfo,
     facts: Facts,
+    /// Features both sides support on this carrier.
+    caps: Capabilities,
 }
 
 struct Shared {
@@ -260,6 +262,15 @@ impl Session {
     ) -> Result<(FrameReader<MuxStream>, SocketAddr), FlowError> {
         let timeout = self.shared.config.open_timeout;
         let carrier = self.pick(timeout).await?;
+        if kind == FlowKind::Echo && !carrier.caps.contains(Capabilities::ECHO) {
+            return Err(FlowError::new(
+                ErrorKind::Other,
+                format!(
+                    "the agent ({}) cannot ping yet; upgrade it with `kubelan install`",
+                    carrier.info.agent
+                ),
+            ));
+        }
         let lost = |e: &dyn fmt::Display| {
             FlowError::new(
                 ErrorKind::CarrierLost,
@@ -406,6 +417,48 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Sends one ICMP echo request to `dst` from the agent (a real ping inside the
+    /// cluster) and waits up to `timeout` for the reply. `Ok(true)` when the reply came,
+    /// `Ok(false)` when it did not come in time.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::open`]; the agent's refusal (policy, or ping not permitted in its
+    /// pod) comes back typed.
+    pub async fn ping(
+        &self,
+        dst: std::net::IpAddr,
+        seq: u16,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<bool, FlowError> {
+        let (reader, _) = self
+            .open(FlowKind::Echo, Target::Addr(SocketAddr::new(dst, 0)))
+            .await?;
+        let (mut stream, leftover) = reader.into_parts();
+        let mut body = Vec::with_capacity(2 + data.len());
+        body.extend_from_slice(&seq.to_be_bytes());
+        body.extend_from_slice(data);
+        write_frame(&mut stream, &Frame::Datagram(Bytes::from(body)))
+            .await
+            .map_err(|e| FlowError::new(ErrorKind::CarrierLost, e.to_string()))?;
+        let mut reader = FrameReader::with_buffer(stream, leftover);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, reader.next()).await {
+                Ok(Ok(Some(Frame::Datagram(d)))) => {
+                    if d.len() >= 2 && d[..2] == seq.to_be_bytes() && d[2..] == *data {
+                        return Ok(true);
+                    }
+                }
+                Ok(Ok(Some(Frame::Failed(e) | Frame::Reset(e)))) => return Err(e),
+                Ok(Ok(_) | Err(_)) | Err(_) => return Ok(false),
+            }
+        }
+    }
+}
+
 /// Bridges a datagram flow to channels with one task.
 fn datagram_channels(
     reader: FrameReader<MuxStream>,
@@ -531,8 +584,13 @@ async fn run_carrier(
             ))
         })?
         .map_err(|e| CarrierError::retry(format!("{peer}: reading the agent's answer: {e}")))?;
-    let (version, facts) = match first {
-        Some(Frame::Welcome { version, facts, .. }) => (version, facts),
+    let (version, facts, caps) = match first {
+        Some(Frame::Welcome {
+            version,
+            facts,
+            caps,
+            ..
+        }) => (version, facts, caps.intersect(Capabilities::ALL)),
         Some(Frame::Refused {
             reason, message, ..
         }) => {
@@ -567,6 +625,7 @@ async fn run_carrier(
             version,
         },
         facts,
+        caps,
     });
     shared.stats.carriers_up.fetch_add(1, Ordering::Relaxed);
     shared.live.lock().expect("live lock").push(live.clone());
