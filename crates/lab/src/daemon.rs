@@ -261,9 +261,18 @@ async fn start(
 
     controllers::spawn_all(store.clone(), cc, shutdown.clone());
 
+    // The laptop's own resolver (its ISP's, as it were), on the edge router: names
+    // outside the cluster must resolve the same before and after `kubelan connect`.
+    let edge_holder = runtime
+        .holders
+        .get(crate::config::EDGE_ROUTER_NAME)
+        .copied()
+        .context("no edge router sandbox")?;
+    let wan_dns = start_wan_resolver(&ctx, edge_holder, cfg.edge.wan_address)?;
+
     // Nodes: kubelet and kube-proxy each.
     progress(paths, "registering nodes");
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(supervise_until(wan_dns, shutdown.clone()))];
     for n in &cfg.nodes {
         let spec = NodeSpec {
             name: n.name.clone(),
@@ -296,6 +305,41 @@ async fn start(
     write_atomic(&paths.ready_file(), meta::now_rfc3339().as_bytes(), 0o644)?;
     progress(paths, "ready");
     Ok(tasks)
+}
+
+/// Starts dnsmasq on the edge router as the WAN's resolver: it answers the names of
+/// [`topology::WAN_DNS_ZONE`] and refuses everything else (the lab has no Internet).
+fn start_wan_resolver(
+    ctx: &Arc<LabContext>,
+    edge_holder: u32,
+    listen: Ipv4Addr,
+) -> anyhow::Result<tokio::process::Child> {
+    let ns = Arc::new(kubelan_sys::Namespaces::of_process(edge_holder)?);
+    let mut cmd = tokio::process::Command::new("dnsmasq");
+    cmd.args(topology::wan_resolver_args(listen))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    kubelan_sys::enter_on_spawn(&mut cmd, ns, kubelan_sys::Cwd::Inherit, None)?;
+    let child = cmd
+        .spawn()
+        .context("cannot start dnsmasq for the WAN resolver (apt-get install dnsmasq-base)")?;
+    if let Some(pid) = child.id() {
+        ctx.journal_process(pid, "wan-resolver");
+    }
+    Ok(child)
+}
+
+/// Keeps `child` until shutdown, then stops it.
+async fn supervise_until(mut child: tokio::process::Child, shutdown: CancellationToken) {
+    tokio::select! {
+        status = child.wait() => tracing::warn!(?status, "the WAN resolver exited"),
+        () = shutdown.cancelled() => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
 }
 
 fn create(store: &Store, ns: &str, obj: Value) -> anyhow::Result<()> {

@@ -613,6 +613,13 @@ impl PodWorker {
                         format!("route add default via {gw} dev eth0 src {ip}"),
                     ],
                 )
+                .await?;
+                // Unprivileged ICMP echo sockets for every group, as containerd 2.x and
+                // Docker set up pod sandboxes (the agent pings with one).
+                netops::sysctls(
+                    &netops::ns_path(&nsname),
+                    &[("net/ipv4/ping_group_range", "0 2147483647")],
+                )
                 .await
             };
             if let Err(e) = setup.await {

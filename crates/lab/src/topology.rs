@@ -231,13 +231,38 @@ pub fn plan(cfg: &LabConfig) -> Plan {
         }],
         forwarding: false,
         pod_cidr: None,
-        resolv_conf: "# laptop: no resolver configured\n".into(),
+        resolv_conf: format!(
+            "# laptop: its ISP's resolver (dnsmasq on the edge router)\nnameserver {}\nsearch {WAN_DNS_ZONE}\noptions timeout:2 attempts:2\n",
+            cfg.edge.wan_address
+        ),
     });
     Plan {
         hosts,
         mtu: n.mtu,
         cluster_pod_cidr: cfg.cluster.pod_cidr,
     }
+}
+
+/// The DNS zone the WAN's resolver (on the edge router) serves to the laptop.
+pub const WAN_DNS_ZONE: &str = "wan.example";
+
+/// dnsmasq arguments of the WAN's resolver listening on `listen`: `edge.wan.example`
+/// and `www.wan.example` resolve, other names of the zone are NXDOMAIN, and names
+/// outside it are refused (there is no upstream).
+pub fn wan_resolver_args(listen: std::net::Ipv4Addr) -> Vec<String> {
+    vec![
+        "--conf-file=/dev/null".into(),
+        "--keep-in-foreground".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--pid-file=".into(),
+        "--user=root".into(),
+        format!("--listen-address={listen}"),
+        "--bind-interfaces".into(),
+        format!("--local=/{WAN_DNS_ZONE}/"),
+        format!("--host-record=edge.{WAN_DNS_ZONE},{listen}"),
+        format!("--host-record=www.{WAN_DNS_ZONE},{listen}"),
+    ]
 }
 
 /// Creates the namespaces, bridges, links, addresses, routes, sysctls and the CNI
