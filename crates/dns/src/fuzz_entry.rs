@@ -71,7 +71,23 @@ pub fn dns_query(data: &[u8]) {
             Answer::Forward | Answer::Drop => {}
         }
     }
+    // The split-DNS router of `connect`/`gateway` and its error replies.
+    let zones = crate::split::SplitZones::new("cluster.local", [([10, 244, 0, 0].into(), 16)]);
+    let route = zones.route(data);
+    for reply in [crate::split::servfail(data), crate::split::formerr(data)]
+        .into_iter()
+        .flatten()
+    {
+        assert_eq!(reply[..2], data[..2], "error reply ID");
+    }
+    if route != crate::split::Route::Invalid {
+        assert!(
+            crate::split::servfail(data).is_some(),
+            "a routable query gets SERVFAIL"
+        );
+    }
     if let Ok(text) = std::str::from_utf8(data) {
+        let _ = zones.is_cluster_name(text);
         let _ = names.lookup(text, QueryType::A);
         let _ = names.lookup(text, QueryType::Ptr);
         let _ = names.resolve_host(text, Some("default"));

@@ -14,13 +14,16 @@
 //! In the data path: the in-cluster agent answers DNS queries that clients send through the
 //! tunnel with [`answer`], relaying [`Answer::Forward`] to the cluster DNS server, and resolves
 //! `Target::Name` hosts of TCP/UDP flows with [`ClusterNames::resolve_host`]. The local DNS
-//! server of `kubelan connect` is meant to use the same two calls.
+//! server of `kubelan connect` splits queries with [`split`]: cluster names go through the
+//! tunnel to the agent, everything else to the machine's own resolvers.
 
 pub mod fuzz_entry;
 pub mod names;
 pub mod server;
+pub mod split;
 pub mod watch;
 
 pub use names::{ClusterNames, DEFAULT_DOMAIN, Lookup, QueryType, Record, RecordData, TTL};
 pub use server::{Answer, answer, answer_tcp, forward_udp};
+pub use split::{Route, SplitZones};
 pub use watch::{WatchError, run_watchers};
