@@ -2,9 +2,17 @@
 //! (private mount and UTS namespaces inside a network namespace), and identifying processes
 //! so that cleanup after a crash kills only what we started.
 //!
+//! Every change kubelan makes to the host (a TUN link, routes, resolver configuration, a
+//! hosts-file block) goes through a [`journal::HostGuard`]: the change is written to a journal
+//! in the state directory first, then made, and undone when the guard is restored or dropped.
+//! After a crash, [`journal::reset`] replays the journals of dead owners. The changes
+//! themselves live in [`net`] (routes, links and addresses over rtnetlink), [`dns`] (split DNS
+//! through systemd-resolved or `resolv.conf`) and [`hosts`] (a marked block in a hosts file).
+//!
 //! This is the only crate of the workspace that may use `unsafe`: `pre_exec` hooks and raw
-//! namespace system calls live here behind safe functions. Everything is Linux-only; other
-//! systems get [`Error::Unsupported`].
+//! namespace system calls live here behind safe functions. Namespace and process helpers are
+//! Linux-only; other systems get [`Error::Unsupported`] or a module-level "not supported"
+//! error.
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -15,6 +23,15 @@ pub use linux::*;
 mod unsupported;
 #[cfg(not(target_os = "linux"))]
 pub use unsupported::*;
+
+pub mod dns;
+mod fsutil;
+pub mod hosts;
+pub mod journal;
+#[cfg(target_os = "linux")]
+pub mod net;
+#[cfg(test)]
+mod testutil;
 
 use std::path::PathBuf;
 
