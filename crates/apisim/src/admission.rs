@@ -455,6 +455,16 @@ fn service(
                 )));
             }
         },
+        (_, w) if w.parse::<std::net::Ipv6Addr>().is_ok() => {
+            // The simulated cluster is IPv4 single-stack; a real one says so like this
+            // (pkg/registry/core/service/storage/alloc.go, initIPFamilyFields).
+            errs.push(FieldError::invalid(
+                "spec.clusterIPs[0]",
+                format!("[]string{{\"{w}\"}}"),
+                "IPv6 is not configured on this cluster",
+            ));
+            w.to_string()
+        }
         (_, w) => {
             let parsed: Option<Ipv4Addr> = w.parse().ok();
             match parsed {
@@ -808,6 +818,37 @@ mod tests {
             .create(r, "default", svc("h", Some("None")), false)
             .unwrap();
         assert_eq!(h["spec"]["clusterIPs"], json!(["None"]));
+    }
+
+    /// The answers discovery's out-of-range ClusterIP probe reads, worded as kube-apiserver
+    /// words them (pkg/registry/core/service/storage/alloc.go wrapping ipallocator's
+    /// ErrNotInRange; initIPFamilyFields for an unconfigured family); a dry run stores
+    /// nothing.
+    #[test]
+    fn out_of_range_cluster_ips_are_refused_like_kube_apiserver() {
+        let s = store();
+        let r = find("", "v1", "services").unwrap();
+        let e = s
+            .create(r, "default", svc("probe", Some("0.0.0.1")), true)
+            .unwrap_err();
+        assert_eq!((e.code, e.reason), (422, "Invalid"));
+        assert_eq!(
+            e.message,
+            "Service \"probe\" is invalid: spec.clusterIPs: Invalid value: []string{\"0.0.0.1\"}: failed to allocate IP 0.0.0.1: the provided IP (0.0.0.1) is not in the valid range. The range of valid IPs is 172.17.16.0/20"
+        );
+        let e = s
+            .create(r, "default", svc("probe", Some("100::1")), true)
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "Service \"probe\" is invalid: spec.clusterIPs[0]: Invalid value: []string{\"100::1\"}: IPv6 is not configured on this cluster"
+        );
+        // A valid dry run answers with the object but stores nothing.
+        s.create(r, "default", svc("probe", Some("172.17.16.50")), true)
+            .unwrap();
+        assert!(s.get(r, "default", "probe").is_err());
+        s.create(r, "default", svc("real", Some("172.17.16.50")), false)
+            .unwrap();
     }
 
     #[test]

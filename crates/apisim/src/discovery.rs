@@ -32,18 +32,19 @@ fn sub_kind(res: &ResourceInfo, sub: &str) -> (&'static str, &'static str, &'sta
     }
 }
 
-/// The resources of one group/version, or `None` when it is not served.
-fn group_version(group: &str, version: &str) -> Option<Vec<&'static ResourceInfo>> {
+/// The resources of one group/version that Kubernetes `1.<minor>` serves, or `None` when
+/// it serves none.
+fn group_version(group: &str, version: &str, minor: u32) -> Option<Vec<&'static ResourceInfo>> {
     let list: Vec<&ResourceInfo> = RESOURCES
         .iter()
-        .filter(|r| r.group == group && r.version == version)
+        .filter(|r| r.group == group && r.version == version && r.served_in(minor))
         .collect();
     (!list.is_empty()).then_some(list)
 }
 
-/// `APIResourceList` for one group/version.
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let list = group_version(group, version)?;
+/// `APIResourceList` for one group/version, as Kubernetes `1.<minor>` serves it.
+pub fn resource_list(group: &str, version: &str, minor: u32) -> Option<Value> {
+    let list = group_version(group, version, minor)?;
     let mut out = Vec::new();
     for r in list {
         let mut entry = json!({
@@ -103,18 +104,20 @@ fn group_doc(group: &str, version: &str) -> Value {
     json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
-/// `APIGroupList` for `/apis`.
-pub fn group_list() -> Value {
-    let groups: Vec<Value> = resources::groups()
+/// `APIGroupList` for `/apis`, as Kubernetes `1.<minor>` serves it.
+pub fn group_list(minor: u32) -> Value {
+    let groups: Vec<Value> = resources::groups_in(minor)
         .into_iter()
         .map(|(g, v)| group_doc(g, v))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-/// `APIGroup` for `/apis/<group>`.
-pub fn group(group: &str) -> Option<Value> {
-    let (g, v) = resources::groups().into_iter().find(|(g, _)| *g == group)?;
+/// `APIGroup` for `/apis/<group>`, as Kubernetes `1.<minor>` serves it.
+pub fn group(group: &str, minor: u32) -> Option<Value> {
+    let (g, v) = resources::groups_in(minor)
+        .into_iter()
+        .find(|(g, _)| *g == group)?;
     let mut doc = group_doc(g, v);
     doc["kind"] = json!("APIGroup");
     doc["apiVersion"] = json!("v1");
@@ -127,7 +130,7 @@ mod tests {
 
     #[test]
     fn core_list_has_pods_and_subresources() {
-        let l = resource_list("", "v1").unwrap();
+        let l = resource_list("", "v1", 33).unwrap();
         assert_eq!(l["groupVersion"], "v1");
         let names: Vec<&str> = l["resources"]
             .as_array()
@@ -136,17 +139,22 @@ mod tests {
             .map(|r| r["name"].as_str().unwrap())
             .collect();
         assert!(names.contains(&"pods") && names.contains(&"pods/portforward"));
-        assert!(resource_list("nope", "v1").is_none());
-        assert!(group("apps").is_some());
-        assert!(group_list()["groups"].as_array().unwrap().len() >= 5);
+        assert!(resource_list("nope", "v1", 33).is_none());
+        assert!(group("apps", 33).is_some());
+        assert!(group_list(33)["groups"].as_array().unwrap().len() >= 5);
+        // ServiceCIDRs (GA in 1.33) are not served by older versions.
+        assert!(resource_list("networking.k8s.io", "v1", 33).is_some());
+        assert!(resource_list("networking.k8s.io", "v1", 32).is_none());
+        assert!(group("networking.k8s.io", 32).is_none());
     }
 }
 
-/// `/openapi/v3`: one entry per group/version, pointing at its document.
-pub fn openapi_v3_root() -> Value {
+/// `/openapi/v3`: one entry per group/version Kubernetes `1.<minor>` serves, pointing at
+/// its document.
+pub fn openapi_v3_root(minor: u32) -> Value {
     let mut paths = serde_json::Map::new();
     let mut gvs = vec![("", "v1")];
-    gvs.extend(resources::groups());
+    gvs.extend(resources::groups_in(minor));
     for (g, v) in gvs {
         let key = if g.is_empty() {
             format!("api/{v}")
@@ -165,8 +173,8 @@ pub fn openapi_v3_root() -> Value {
 /// every resource path with its operations and query parameters (clients such as kubectl
 /// look here to learn that PATCH accepts `fieldValidation`, and then leave validation to
 /// the server). Object schemas are not published.
-pub fn openapi_v3_doc(group: &str, version: &str) -> Option<Value> {
-    let list = group_version(group, version)?;
+pub fn openapi_v3_doc(group: &str, version: &str, minor: u32) -> Option<Value> {
+    let list = group_version(group, version, minor)?;
     let base = if group.is_empty() {
         format!("/api/{version}")
     } else {
@@ -242,14 +250,14 @@ mod openapi_tests {
 
     #[test]
     fn patch_declares_field_validation() {
-        let root = openapi_v3_root();
+        let root = openapi_v3_root(33);
         assert!(
             root["paths"]["apis/apps/v1"]["serverRelativeURL"]
                 .as_str()
                 .unwrap()
                 .starts_with("/openapi/v3/apis/apps/v1?hash=")
         );
-        let doc = openapi_v3_doc("apps", "v1").unwrap();
+        let doc = openapi_v3_doc("apps", "v1", 33).unwrap();
         let p = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
         assert_eq!(p["x-kubernetes-group-version-kind"]["kind"], "Deployment");
         assert!(
@@ -259,6 +267,6 @@ mod openapi_tests {
                 .iter()
                 .any(|x| x["name"] == "fieldValidation")
         );
-        assert!(openapi_v3_doc("nope", "v1").is_none());
+        assert!(openapi_v3_doc("nope", "v1", 33).is_none());
     }
 }

@@ -65,6 +65,21 @@ impl ResourceInfo {
     pub fn is_stored(&self) -> bool {
         self.verbs.contains(&"get")
     }
+
+    /// The first Kubernetes minor version that serves this resource at this group/version
+    /// by default (0: every supported version). `networking.k8s.io/v1` ServiceCIDRs are GA
+    /// in 1.33; older API servers answer 404, which clients use to tell their age.
+    pub fn since_minor(&self) -> u32 {
+        match (self.group, self.version, self.plural) {
+            ("networking.k8s.io", "v1", "servicecidrs") => 33,
+            _ => 0,
+        }
+    }
+
+    /// Whether an API server of Kubernetes `1.<minor>` serves this resource.
+    pub fn served_in(&self, minor: u32) -> bool {
+        minor >= self.since_minor()
+    }
 }
 
 macro_rules! res {
@@ -160,8 +175,14 @@ pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
 
 /// Distinct API groups other than core, in a stable order, with their versions.
 pub fn groups() -> Vec<(&'static str, &'static str)> {
+    groups_in(u32::MAX)
+}
+
+/// Distinct API groups other than core that Kubernetes `1.<minor>` serves (with at least
+/// one resource), in a stable order, with their versions.
+pub fn groups_in(minor: u32) -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES {
+    for r in RESOURCES.iter().filter(|r| r.served_in(minor)) {
         if !r.group.is_empty() && !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }
@@ -187,6 +208,16 @@ mod tests {
             "endpointslices.discovery.k8s.io"
         );
         assert!(groups().contains(&("rbac.authorization.k8s.io", "v1")));
+    }
+
+    #[test]
+    fn service_cidrs_are_served_from_1_33() {
+        let sc = find("networking.k8s.io", "v1", "servicecidrs").unwrap();
+        assert!(sc.served_in(33) && !sc.served_in(32));
+        assert!(find("", "v1", "pods").unwrap().served_in(30));
+        assert!(groups_in(33).contains(&("networking.k8s.io", "v1")));
+        // The simulator serves nothing else in that group.
+        assert!(!groups_in(32).contains(&("networking.k8s.io", "v1")));
     }
 
     #[test]

@@ -436,17 +436,27 @@ impl ApiServer {
                 });
             }
         }
+        // Resources newer than the simulated version are not there: 404 after
+        // authorization, as from a real API server of that version.
+        if let Route::Collection { res, .. } | Route::Object { res, .. } = &route
+            && !res.served_in(self.info.minor)
+        {
+            return Err(ApiError::no_route(&path));
+        }
         match route {
             Route::NonResource(p) => self.non_resource(&p),
             Route::ApiVersions => Ok(json_response(
                 StatusCode::OK,
                 &discovery::api_versions(&self.info.advertise),
             )),
-            Route::Groups => Ok(json_response(StatusCode::OK, &discovery::group_list())),
-            Route::Group(g) => discovery::group(&g)
+            Route::Groups => Ok(json_response(
+                StatusCode::OK,
+                &discovery::group_list(self.info.minor),
+            )),
+            Route::Group(g) => discovery::group(&g, self.info.minor)
                 .map(|d| json_response(StatusCode::OK, &d))
                 .ok_or_else(|| ApiError::no_route(&path)),
-            Route::Resources(g, v) => discovery::resource_list(&g, &v)
+            Route::Resources(g, v) => discovery::resource_list(&g, &v, self.info.minor)
                 .map(|d| json_response(StatusCode::OK, &d))
                 .ok_or_else(|| ApiError::no_route(&path)),
             Route::Collection { res, ns } => self.collection(req, res, ns, &q, &user).await,
@@ -480,14 +490,15 @@ impl ApiServer {
                     "platform": "linux/amd64",
                 }),
             )),
-            "/openapi/v3" | "/openapi/v3/" => {
-                Ok(json_response(StatusCode::OK, &discovery::openapi_v3_root()))
-            }
+            "/openapi/v3" | "/openapi/v3/" => Ok(json_response(
+                StatusCode::OK,
+                &discovery::openapi_v3_root(self.info.minor),
+            )),
             p if p.starts_with("/openapi/v3/") => {
                 let rest = &p["/openapi/v3/".len()..];
                 let doc = match rest.split('/').collect::<Vec<_>>().as_slice() {
-                    ["api", v] => discovery::openapi_v3_doc("", v),
-                    ["apis", g, v] => discovery::openapi_v3_doc(g, v),
+                    ["api", v] => discovery::openapi_v3_doc("", v, self.info.minor),
+                    ["apis", g, v] => discovery::openapi_v3_doc(g, v, self.info.minor),
                     _ => None,
                 };
                 doc.map(|d| json_response(StatusCode::OK, &d))

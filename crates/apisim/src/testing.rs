@@ -49,21 +49,36 @@ impl PodIps {
     /// The next pod IP for a pod on `node`.
     pub fn next(&mut self, node: &str) -> String {
         self.last += 1;
-        let k = node
-            .strip_prefix("node")
-            .and_then(|k| k.parse::<u32>().ok())
-            .unwrap_or(1);
-        format!("172.17.{}.{}", 31 + k, self.last)
+        format!("172.17.{}.{}", 31 + node_index(node), self.last)
+    }
+
+    /// The InternalIP of `node` (`10.4.7.{10 + K}` for `nodeK`): the IP of its
+    /// host-network pods.
+    pub fn node_ip(&self, node: &str) -> String {
+        format!("10.4.7.{}", 10 + node_index(node))
     }
 }
 
+/// `K` of `nodeK` (1 for other names).
+fn node_index(node: &str) -> u32 {
+    node.strip_prefix("node")
+        .and_then(|k| k.parse::<u32>().ok())
+        .unwrap_or(1)
+}
+
 /// The default kubelet: the first time it sees a scheduled pod without an IP it gives it
-/// one and marks it `Running` and Ready; after that it leaves the pod alone.
+/// one (the node's InternalIP for `hostNetwork` pods, as a real kubelet does) and marks it
+/// `Running` and Ready; after that it leaves the pod alone.
 pub fn ready_once(pod: &Value, ips: &mut PodIps) -> Option<Value> {
     if pod.pointer("/status/podIP").is_some() {
         return None;
     }
-    let ip = ips.next(meta::str_at(pod, &["spec", "nodeName"]));
+    let node = meta::str_at(pod, &["spec", "nodeName"]);
+    let ip = if pod.pointer("/spec/hostNetwork") == Some(&Value::Bool(true)) {
+        ips.node_ip(node)
+    } else {
+        ips.next(node)
+    };
     Some(
         json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
         "conditions": [{"type": "Ready", "status": "True"}]}),
@@ -101,6 +116,9 @@ pub struct TestClusterOptions {
     /// The stand-in kubelet's per-pod status; `None` runs no kubelet (pods stay pending
     /// and deleted pods stay terminating). Default [`ready_once`].
     pub kubelet: Option<PodStatusFn>,
+    /// The Kubernetes minor version the API server reports and serves (resources newer
+    /// than it answer 404, e.g. ServiceCIDRs before 33). Default 33.
+    pub minor: u32,
 }
 
 impl Default for TestClusterOptions {
@@ -109,6 +127,7 @@ impl Default for TestClusterOptions {
             nodes: 2,
             backend: Arc::new(NoPodNetwork),
             kubelet: Some(Arc::new(ready_once)),
+            minor: 33,
         }
     }
 }
@@ -118,6 +137,7 @@ impl std::fmt::Debug for TestClusterOptions {
         f.debug_struct("TestClusterOptions")
             .field("nodes", &self.nodes)
             .field("kubelet", &self.kubelet.is_some())
+            .field("minor", &self.minor)
             .finish_non_exhaustive()
     }
 }
@@ -141,8 +161,9 @@ pub struct TestCluster {
 
 impl TestCluster {
     /// Starts the cluster: store, PKI (server certificate for `localhost` and `127.0.0.1`),
-    /// controllers, nodes, kubelet and the API server (Kubernetes 1.33, advertised as
-    /// `10.4.7.11:6443`). Must run inside a Tokio runtime.
+    /// controllers, nodes, kubelet and the API server (Kubernetes `1.<opts.minor>`,
+    /// advertised as `10.4.7.11:6443`; Service CIDR `172.17.16.0/20`, also as the
+    /// `kubernetes` ServiceCIDR object). Must run inside a Tokio runtime.
     ///
     /// # Panics
     /// When any of that fails to start; this is a test helper.
@@ -190,7 +211,7 @@ impl TestCluster {
             auth.clone(),
             opts.backend,
             ServerInfo {
-                minor: 33,
+                minor: opts.minor,
                 advertise: "10.4.7.11:6443".into(),
             },
         );

@@ -390,3 +390,72 @@ async fn kube_rs_end_to_end() {
     .unwrap();
     assert!(first.is_some());
 }
+
+/// What cluster discovery relies on, over HTTP: ServiceCIDRs exist from 1.33 only (404
+/// before, as from a real API server of that version), and a dry-run Service with an
+/// out-of-range ClusterIP is refused with kube-apiserver's wording, naming the range, and
+/// stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_ranges_as_discovery_reads_them() {
+    use k8s_openapi::api::networking::v1::ServiceCIDR;
+
+    let c = TestCluster::start(TestClusterOptions {
+        minor: 32,
+        ..TestClusterOptions::default()
+    })
+    .await;
+    let client = c.client(&c.admin_token).await;
+    let v = client.apiserver_version().await.unwrap();
+    assert_eq!(v.minor, "32");
+    let cidrs: Api<ServiceCIDR> = Api::all(client.clone());
+    assert_eq!(
+        api_code(cidrs.list(&ListParams::default()).await.unwrap_err()),
+        404
+    );
+    let groups = client.list_api_groups().await.unwrap();
+    assert!(!groups.groups.iter().any(|g| g.name == "networking.k8s.io"));
+    drop(c);
+
+    let c = TestCluster::start(TestClusterOptions::default()).await;
+    let client = c.client(&c.admin_token).await;
+    let list = Api::<ServiceCIDR>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        list.items[0].spec.as_ref().unwrap().cidrs.as_ref().unwrap()[0],
+        "172.17.16.0/20"
+    );
+
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let probe = |ip: &str| -> Service {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "probe"},
+            "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": [{"port": 80}]}}))
+        .unwrap()
+    };
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let kube::Error::Api(s) = svcs.create(&dry, &probe("0.0.0.1")).await.unwrap_err() else {
+        panic!("expected an API error");
+    };
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        s.message,
+        "Service \"probe\" is invalid: spec.clusterIPs: Invalid value: []string{\"0.0.0.1\"}: failed to allocate IP 0.0.0.1: the provided IP (0.0.0.1) is not in the valid range. The range of valid IPs is 172.17.16.0/20"
+    );
+    let kube::Error::Api(s) = svcs.create(&dry, &probe("100::1")).await.unwrap_err() else {
+        panic!("expected an API error");
+    };
+    assert!(
+        s.message
+            .ends_with("IPv6 is not configured on this cluster"),
+        "{}",
+        s.message
+    );
+    // A dry run that succeeds stores nothing either.
+    svcs.create(&dry, &probe("172.17.16.77")).await.unwrap();
+    assert!(svcs.get_opt("probe").await.unwrap().is_none());
+}

@@ -58,6 +58,31 @@ pub enum ClusterError {
     /// The HTTP client could not be built (TLS set-up).
     #[error("cannot create the Kubernetes client: {0}")]
     Client(#[source] kube::Error),
+    /// The API server cannot be reached (network, DNS, TLS, proxy, credential plugin).
+    #[error(
+        "cannot reach the Kubernetes API of context {context:?} at {server}: {source}; check that this machine can reach it (VPN, proxy, firewall) or pick another context with --context"
+    )]
+    Unreachable {
+        /// The kubeconfig context.
+        context: String,
+        /// The API server URL.
+        server: String,
+        /// What kube-rs reported.
+        #[source]
+        source: kube::Error,
+    },
+    /// The API server rejected the credentials (401).
+    #[error(
+        "the Kubernetes API of context {context:?} at {server} rejected the credentials ({message}); log in again or refresh the credentials in the kubeconfig"
+    )]
+    Unauthorized {
+        /// The kubeconfig context.
+        context: String,
+        /// The API server URL.
+        server: String,
+        /// The server's message.
+        message: String,
+    },
     /// An API request failed.
     #[error("{action}: {source}")]
     Api {

@@ -10,6 +10,8 @@
 //!   operation starts; [`rbac`]: the Roles that grant them, per mode (`kubelan rbac`).
 //! - [`agent`]: finding a running agent, the addresses to dial for its direct carrier, and
 //!   the client credentials; [`tls`]: the mutual-TLS configurations of that carrier.
+//! - [`discovery`]: the cluster's Service and Pod CIDRs, cluster domain and DNS Service,
+//!   each with its provenance, and the route plan checked against the host's routes.
 //! - [`cli`]: the command-line arguments and output of `install`, `uninstall` and `rbac`.
 //!
 //! The data path itself (carriers, protocol, proxying) lives in other crates; they start
@@ -18,6 +20,7 @@
 pub mod agent;
 pub mod cli;
 pub mod credentials;
+pub mod discovery;
 pub mod error;
 pub mod install;
 pub mod kubeconfig;
@@ -31,6 +34,7 @@ pub use agent::{
     load_credentials,
 };
 pub use credentials::{AgentCredentials, Credentials};
+pub use discovery::{ClusterFacts, DiscoveryOverrides, Fact, Source, discover, plan_routes};
 pub use error::ClusterError;
 pub use install::{
     InstallEvent, InstallOptions, InstallReport, ServiceType, UninstallReport, install, manifests,

@@ -122,12 +122,21 @@ pub fn user_rbac_in(mode: RbacMode, namespace: &str) -> String {
         RbacMode::Discovery => {
             let _ = write!(
                 out,
-                "# kubelan cluster discovery (read only): find the Pod and Service CIDRs.\n\
+                "# kubelan cluster discovery (read only): find the Pod and Service CIDRs and the\n\
+                 # cluster DNS Service.\n\
                  #\n\
-                 # - nodes get/list: the nodes' Pod CIDRs (spec.podCIDRs) and addresses.\n\
                  # - servicecidrs get/list: the Service CIDRs (Kubernetes 1.33+).\n\
                  # - pods get/list in kube-system: the API server's --service-cluster-ip-range\n\
                  #   flag, where no ServiceCIDR object exists.\n\
+                 # - nodes get/list: the nodes' Pod CIDRs (spec.podCIDRs) and addresses.\n\
+                 # - ippools (Calico) list, configmaps/kube-flannel-cfg get: the Pod CIDRs\n\
+                 #   where nodes have none.\n\
+                 # - services get/list: the cluster DNS Service, and ClusterIPs in use when\n\
+                 #   nothing names the Service CIDR.\n\
+                 # Not granted here, optional: `create services` (a dry run whose refusal\n\
+                 # names the Service CIDR) and `list pods` in every namespace (pod IPs in use\n\
+                 # when nothing names the Pod CIDR); without them discovery says so and asks\n\
+                 # for --service-cidr / --pod-cidr.\n\
                  {binding_note}"
             );
             out.push_str(DISCOVERY_YAML);
@@ -248,11 +257,18 @@ metadata:
   name: kubelan-discovery
 rules:
   - apiGroups: [""]
-    resources: ["nodes"]
+    resources: ["nodes", "services"]
     verbs: ["get", "list"]
   - apiGroups: ["networking.k8s.io"]
     resources: ["servicecidrs"]
     verbs: ["get", "list"]
+  - apiGroups: ["crd.projectcalico.org"]
+    resources: ["ippools"]
+    verbs: ["list"]
+  - apiGroups: [""]
+    resources: ["configmaps"]
+    resourceNames: ["kube-flannel-cfg"]
+    verbs: ["get"]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
