@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kubelan_lab::{clusterdns, lifecycle, serve};
 
+mod connect;
 mod tunnel;
 
 #[derive(Parser, Debug)]
@@ -29,6 +30,19 @@ struct Cli {
 enum Command {
     /// SOCKS5 and HTTP proxy into the cluster through the agent (names resolve in the cluster).
     Proxy(tunnel::ProxyArgs),
+    /// L3 VPN: Pod IPs, ClusterIPs and cluster DNS names reachable from this machine (root).
+    Connect(connect::ConnectArgs),
+    /// State of a running `connect` (carrier, routes and why, DNS, counters); without one,
+    /// the cluster's discovered networks and what `connect` would route.
+    Status(connect::StatusArgs),
+    /// Stop a running `kubelan connect` (it restores routes and DNS).
+    Quit,
+    /// Undo what a crashed kubelan left on this machine (TUN, routes, DNS, hosts entries).
+    Reset {
+        /// Also undo changes of kubelan processes that are still running.
+        #[arg(long)]
+        force: bool,
+    },
     /// Install (or update) the in-cluster agent.
     Install(kubelan_cluster::cli::InstallArgs),
     /// Remove everything `kubelan install` created.
@@ -414,6 +428,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Lab(args) => lab(args).await,
             Command::Proxy(args) => tunnel::proxy(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Connect(args) => connect::connect(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Status(args) => connect::status(args).await,
+            Command::Quit => connect::quit().await.map(|()| ExitCode::SUCCESS),
+            Command::Reset { force } => connect::reset(force).await,
             Command::Install(args) => kubelan_cluster::cli::run_install(args)
                 .await
                 .map(|()| ExitCode::SUCCESS),

@@ -79,7 +79,7 @@ pub struct PlannedRoute {
     /// Destination. With `--force-route` it may equal or lie inside an existing route's
     /// destination; install it so that it takes precedence (a lower metric).
     pub dst: IpNet,
-    /// Why it is routed, e.g. `172.17.32.0/19: spec.podCIDRs of node node1`.
+    /// Why it is routed, e.g. `pods: spec.podCIDRs of node node1`.
     pub why: String,
 }
 
@@ -221,7 +221,7 @@ pub fn plan_routes(
     let mut conflicts = Vec::new();
     for c in &candidates {
         let pieces = subtract_all(c.net, &excludes);
-        let whole = format!("{}: {}", c.net, c.source);
+        let whole = format!("{}: {}", c.kind, c.source);
         if pieces.is_empty() {
             plan.warnings.push(format!(
                 "{} ({}) is excluded entirely (--exclude); not routed",
@@ -350,14 +350,8 @@ mod tests {
             dsts(&plan),
             ["172.17.16.0/20", "172.17.32.0/19", "10.42.0.0/16"]
         );
-        assert_eq!(
-            plan.routes[0].why,
-            "172.17.16.0/20: ServiceCIDR \"kubernetes\""
-        );
-        assert_eq!(
-            plan.routes[1].why,
-            "172.17.32.0/19: spec.podCIDRs of node node1"
-        );
+        assert_eq!(plan.routes[0].why, "services: ServiceCIDR \"kubernetes\"");
+        assert_eq!(plan.routes[1].why, "pods: spec.podCIDRs of node node1");
         assert!(plan.routes[2].why.contains("(a guess)"));
         assert!(plan.warnings.is_empty() && plan.pinned.is_empty());
     }
