@@ -14,6 +14,7 @@
 //!   | `GET /bytes/<n>` | `200`, `n` bytes (at most 1 GiB), streamed              |
 //!   | `POST /sink`     | reads and discards the body, answers its length in bytes |
 //!   | `GET /ip`        | the client's address as the server sees it (`ip:port`)  |
+//!   | `GET /pod`       | `302` to `http://<this pod's IP>:<port>/`: the client is handed a Pod IP, as with registry-based discovery |
 //!   | anything else    | `404` (`405` for a known path with the wrong method)    |
 //!
 //!   `HEAD` is accepted wherever `GET` is. Every response carries an
@@ -265,7 +266,9 @@ async fn serve_http_conn(
         () = stopped(stop.clone()) => return,
     }
 
-    let service = service_fn(move |req| handle_http(req, peer, state.clone()));
+    // The address the client reached after any Service DNAT: this pod's own.
+    let local = stream.local_addr().ok();
+    let service = service_fn(move |req| handle_http(req, peer, local, state.clone()));
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
@@ -292,6 +295,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 async fn handle_http(
     req: Request<Incoming>,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     state: Arc<HttpState>,
 ) -> Result<Response<RespBody>, Infallible> {
     let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
@@ -300,8 +304,18 @@ async fn handle_http(
         "/" if is_get => text(StatusCode::OK, state.name_body.clone()),
         "/healthz" if is_get => text(StatusCode::OK, Bytes::from_static(b"ok")),
         "/ip" if is_get => text(StatusCode::OK, Bytes::from(format!("{peer}\n"))),
+        "/pod" if is_get => match local {
+            Some(addr) => {
+                let mut r = text(StatusCode::FOUND, Bytes::from(format!("see http://{addr}/\n")));
+                if let Ok(v) = http::HeaderValue::from_str(&format!("http://{addr}/")) {
+                    r.headers_mut().insert(http::header::LOCATION, v);
+                }
+                r
+            }
+            None => text(StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(b"no local address\n")),
+        },
         "/sink" if req.method() == Method::POST => sink(req.into_body()).await,
-        "/" | "/healthz" | "/ip" => method_not_allowed("GET, HEAD"),
+        "/" | "/healthz" | "/ip" | "/pod" => method_not_allowed("GET, HEAD"),
         "/sink" => method_not_allowed("POST"),
         _ => match path.strip_prefix("/bytes/") {
             Some(count) if is_get => bytes_response(count),
