@@ -4,103 +4,30 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{Api, DeleteParams, ListParams, LogParams};
-use support::{Lab, kubelan, lab_available, ok, root_snapshot, wait_for};
+use kube::api::{Api, ListParams, LogParams};
+use support::{
+    Background, Cluster, Lab, curl, kubelan, lab_available, ok, on_host, root_snapshot, wait_for,
+};
 
-/// A `kubelan proxy` running on a lab host, stopped (by PID) on drop.
-struct Proxy {
-    child: Child,
-    pid: u32,
-    log: Arc<Mutex<String>>,
-}
-
-impl Proxy {
-    fn start(lab: &Lab, host: &str, port: u16, extra: &[&str]) -> Proxy {
-        // `sh` prints its PID (shared PID namespace) and becomes the proxy.
-        let script = format!(
-            "echo $$; exec timeout 300 kubelan proxy --listen 127.0.0.1:{port} {}",
+/// A `kubelan proxy` on the laptop listening on `port`.
+fn proxy(lab: &Lab, port: u16, extra: &[&str]) -> Background {
+    Background::start(
+        lab,
+        "laptop",
+        "proxy",
+        300,
+        &format!(
+            "kubelan proxy --listen 127.0.0.1:{port} {}",
             extra.join(" ")
-        );
-        let mut child = kubelan()
-            .args([
-                "lab", "exec", "--name", &lab.name, host, "--", "sh", "-c", &script,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn proxy");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let pid: u32 = first.trim().parse().expect("proxy pid");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (l, mut err) = (log.clone(), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                eprint!("[proxy] {text}");
-                l.lock().unwrap().push_str(&text);
-            }
-        });
-        Proxy { child, pid, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_log(&self, needle: &str, secs: u64) -> Duration {
-        let t = Instant::now();
-        wait_for(&format!("proxy log to contain {needle:?}"), secs, || {
-            self.log().contains(needle).then_some(())
-        });
-        t.elapsed()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.pid.to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-fn curl(lab: &Lab, args: &[&str]) -> (bool, String) {
-    let mut argv = vec!["curl", "-sS", "-m", "5"];
-    argv.extend_from_slice(args);
-    let out = lab.exec("laptop", &argv);
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-fn netns(lab: &Lab, host: &str) -> PathBuf {
-    PathBuf::from(format!("/run/netns/kl-{}-{host}", lab.name))
-}
-
-/// Runs `f` inside a lab host's network namespace.
-fn on_host<T: Send + 'static>(lab: &Lab, host: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    kubelan_sys::in_netns(&netns(lab, host), f).expect("enter lab host namespace")
 }
 
 /// SOCKS5 UDP ASSOCIATE through the proxy at 127.0.0.1:`port`, one datagram to `dest`.
@@ -143,65 +70,6 @@ fn raw_socks(port: u16, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let _ = tcp.read_to_end(&mut out);
     out
-}
-
-/// The lab's API through kube-rs (no kubectl needed).
-struct Cluster {
-    rt: tokio::runtime::Runtime,
-    client: kube::Client,
-}
-
-impl Cluster {
-    fn new(lab: &Lab) -> Cluster {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let client = rt.block_on(lab.client());
-        Cluster { rt, client }
-    }
-
-    fn pod_ip(&self, selector: &str) -> String {
-        let pods: Api<Pod> = Api::all(self.client.clone());
-        let list = self
-            .rt
-            .block_on(pods.list(&ListParams::default().labels(selector)))
-            .unwrap();
-        let ip = list.items[0].status.as_ref().and_then(|s| s.pod_ip.clone());
-        ip.expect("pod IP")
-    }
-
-    fn service(&self, ns: &str, name: &str) -> Service {
-        let svcs: Api<Service> = Api::namespaced(self.client.clone(), ns);
-        self.rt.block_on(svcs.get(name)).unwrap()
-    }
-
-    fn svc_ip(&self, name: &str) -> String {
-        let svc = self.service("default", name);
-        svc.spec.and_then(|s| s.cluster_ip).expect("ClusterIP")
-    }
-
-    /// Names of objects of kind `K` (all namespaces) with the label selector.
-    fn names<K>(&self, selector: &str) -> Vec<String>
-    where
-        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    {
-        let api: Api<K> = Api::all(self.client.clone());
-        let list = self
-            .rt
-            .block_on(api.list(&ListParams::default().labels(selector)))
-            .unwrap();
-        list.items
-            .iter()
-            .map(|o| {
-                format!(
-                    "{}/{}",
-                    K::kind(&()),
-                    o.meta().name.clone().unwrap_or_default()
-                )
-            })
-            .collect()
-    }
 }
 
 /// The proxy checks, identical for both carriers.
@@ -279,12 +147,12 @@ fn install_proxy_faults_uninstall() {
     );
 
     // Port-forward carrier.
-    let pf = Proxy::start(&lab, "laptop", 1080, &["--carrier", "port-forward"]);
+    let pf = proxy(&lab, 1080, &["--carrier", "port-forward"]);
     pf.wait_log("connected via API-server port-forward", 30);
     proxy_checks(&lab, &cluster, 1080);
 
     // Direct carrier (mTLS through the NodePort).
-    let direct = Proxy::start(&lab, "laptop", 1081, &["--carrier", "direct"]);
+    let direct = proxy(&lab, 1081, &["--carrier", "direct"]);
     direct.wait_log("connected via direct mTLS", 30);
     proxy_checks(&lab, &cluster, 1081);
 
@@ -333,7 +201,7 @@ fn install_proxy_faults_uninstall() {
     assert!(out.contains("no such host"), "HTTP unknown host: {out}");
 
     // Fault: cut the laptop's link (on the edge router) → detected < 5 s, heals after.
-    direct.log.lock().unwrap().clear();
+    direct.clear_log();
     let cut = Instant::now();
     lab.exec_ok("edge-router", &["ip", "link", "set", "eth1", "down"]);
     let detected = direct.wait_log("reconnecting", 10);
@@ -360,29 +228,7 @@ fn install_proxy_faults_uninstall() {
     assert!(good, "after the link returned: {out}");
 
     // Fault: delete the agent pod → new requests succeed within 15 s of the new pod Ready.
-    let rt = &cluster.rt;
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "kubelan-system");
-    let sel = ListParams::default().labels("app.kubernetes.io/name=kubelan-agent");
-    let old = rt.block_on(pods.list(&sel)).unwrap().items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
-    rt.block_on(pods.delete(&old, &DeleteParams::default()))
-        .unwrap();
-    let ready_at = wait_for("a new ready agent pod", 60, || {
-        let list = rt.block_on(pods.list(&sel)).ok()?;
-        list.items
-            .iter()
-            .any(|p| {
-                p.metadata.name.as_deref() != Some(old.as_str())
-                    && p.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .then(Instant::now)
-    });
+    let ready_at = cluster.replace_agent_pod();
     for (proxy, port) in [(&pf, 1080), (&direct, 1081)] {
         let _ = proxy;
         let socks = format!("127.0.0.1:{port}");
@@ -412,9 +258,8 @@ fn install_proxy_faults_uninstall() {
         .spec
         .and_then(|s| s.ports?.first()?.node_port)
         .expect("NodePort");
-    let wrong = Proxy::start(
+    let wrong = proxy(
         &lab,
-        "laptop",
         1082,
         &[
             "--agent",
@@ -435,6 +280,9 @@ fn install_proxy_faults_uninstall() {
         ],
     );
     assert!(!good, "wrong credentials must not reach the cluster");
+    let rt = &cluster.rt;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "kubelan-system");
+    let sel = ListParams::default().labels("app.kubernetes.io/name=kubelan-agent");
     let agent_pod = rt.block_on(pods.list(&sel)).unwrap().items[0]
         .metadata
         .name

@@ -3,10 +3,15 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams};
 
 /// The binary under test.
 pub(crate) fn kubelan() -> Command {
@@ -251,4 +256,213 @@ pub(crate) fn namespace_count(name: &str) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// A long-running command on a lab host (`kubelan proxy`, `kubelan connect`), stopped by
+/// PID when dropped. Its stdout and stderr are collected for [`Background::log`].
+pub(crate) struct Background {
+    child: Child,
+    /// PID of the command (a `timeout` wrapper that bounds its life).
+    pub(crate) pid: u32,
+    log: Arc<Mutex<String>>,
+}
+
+impl Background {
+    /// Starts `command` (a shell command line) on `host`, bounded to `secs` seconds.
+    pub(crate) fn start(lab: &Lab, host: &str, tag: &str, secs: u32, command: &str) -> Background {
+        // `sh` prints its PID (shared PID namespace) and becomes the command.
+        let script = format!("echo $$; exec timeout {secs} {command}");
+        let mut child = kubelan()
+            .args([
+                "lab", "exec", "--name", &lab.name, host, "--", "sh", "-c", &script,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn background command");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        let pid: u32 = first.trim().parse().expect("background pid");
+        let log = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(out) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (l, tag, mut stream) = (log.clone(), tag.to_string(), stream);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    eprint!("[{tag}] {text}");
+                    l.lock().unwrap().push_str(&text);
+                }
+            });
+        }
+        Background { child, pid, log }
+    }
+
+    /// Forgets what it printed so far (to wait for a line printed again later).
+    pub(crate) fn clear_log(&self) {
+        self.log.lock().unwrap().clear();
+    }
+
+    /// Everything it printed so far.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the output contains `needle`; returns how long that took.
+    pub(crate) fn wait_log(&self, needle: &str, secs: u64) -> Duration {
+        let t = Instant::now();
+        wait_for(&format!("output to contain {needle:?}"), secs, || {
+            self.log().contains(needle).then_some(())
+        });
+        t.elapsed()
+    }
+
+    /// The PID of the command itself (the child of the `timeout` wrapper).
+    pub(crate) fn command_pid(&self) -> u32 {
+        let children =
+            std::fs::read_to_string(format!("/proc/{}/task/{}/children", self.pid, self.pid))
+                .unwrap_or_default();
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the command runs under timeout")
+    }
+
+    /// Waits (bounded) for it to exit by itself.
+    pub(crate) fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        wait_for("the background command to exit", secs, || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn curl(lab: &Lab, args: &[&str]) -> (bool, String) {
+    let mut argv = vec!["curl", "-sS", "-m", "5"];
+    argv.extend_from_slice(args);
+    let out = lab.exec("laptop", &argv);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+pub(crate) fn netns(lab: &Lab, host: &str) -> PathBuf {
+    PathBuf::from(format!("/run/netns/kl-{}-{host}", lab.name))
+}
+
+/// Runs `f` inside a lab host's network namespace.
+pub(crate) fn on_host<T: Send + 'static>(
+    lab: &Lab,
+    host: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    kubelan_sys::in_netns(&netns(lab, host), f).expect("enter lab host namespace")
+}
+
+/// The lab's API through kube-rs (no kubectl needed).
+pub(crate) struct Cluster {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) client: kube::Client,
+}
+
+impl Cluster {
+    /// Deletes the agent pod and waits (bounded) until its replacement is Ready; returns
+    /// when that happened.
+    pub(crate) fn replace_agent_pod(&self) -> Instant {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "kubelan-system");
+        let sel = ListParams::default().labels("app.kubernetes.io/name=kubelan-agent");
+        let old = self.rt.block_on(pods.list(&sel)).unwrap().items[0]
+            .metadata
+            .name
+            .clone()
+            .unwrap();
+        self.rt
+            .block_on(pods.delete(&old, &kube::api::DeleteParams::default()))
+            .unwrap();
+        wait_for("a new ready agent pod", 60, || {
+            let list = self.rt.block_on(pods.list(&sel)).ok()?;
+            list.items
+                .iter()
+                .any(|p| {
+                    p.metadata.name.as_deref() != Some(old.as_str())
+                        && p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                })
+                .then(Instant::now)
+        })
+    }
+
+    pub(crate) fn new(lab: &Lab) -> Cluster {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(lab.client());
+        Cluster { rt, client }
+    }
+
+    pub(crate) fn pod_ip(&self, selector: &str) -> String {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let list = self
+            .rt
+            .block_on(pods.list(&ListParams::default().labels(selector)))
+            .unwrap();
+        let ip = list.items[0].status.as_ref().and_then(|s| s.pod_ip.clone());
+        ip.expect("pod IP")
+    }
+
+    pub(crate) fn service(&self, ns: &str, name: &str) -> Service {
+        let svcs: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        self.rt.block_on(svcs.get(name)).unwrap()
+    }
+
+    pub(crate) fn svc_ip(&self, name: &str) -> String {
+        let svc = self.service("default", name);
+        svc.spec.and_then(|s| s.cluster_ip).expect("ClusterIP")
+    }
+
+    /// Names of objects of kind `K` (all namespaces) with the label selector.
+    pub(crate) fn names<K>(&self, selector: &str) -> Vec<String>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        let list = self
+            .rt
+            .block_on(api.list(&ListParams::default().labels(selector)))
+            .unwrap();
+        list.items
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    K::kind(&()),
+                    o.meta().name.clone().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
 }
