@@ -2,22 +2,24 @@
 //! left by the ones skipped (missing API, missing permission with its fix), flags, and the
 //! errors that stop discovery. No root, no network beyond loopback.
 
+mod support;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::ServiceCIDR;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kubelan_apisim::UserInfo;
 use kubelan_apisim::resources::find;
 use kubelan_apisim::store::Sub;
 use kubelan_apisim::testing::{TestCluster, TestClusterOptions};
 use kubelan_cluster::discovery::{DiscoveryOverrides, Fact, Source, discover, why};
-use kubelan_cluster::rbac::{PLACEHOLDER_USER, RbacMode, user_rbac_in};
+use kubelan_cluster::rbac::{RbacMode, user_rbac_in};
 use kubelan_cluster::{ClusterClient, ClusterError};
 use serde_json::json;
+use support::apply_rbac;
 
 fn n(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -96,44 +98,6 @@ impl Sim {
             .delete("kubernetes", &DeleteParams::default())
             .await
             .unwrap();
-    }
-}
-
-/// Applies printed RBAC, with the placeholder subject replaced by `user`.
-async fn apply_rbac(c: &kube::Client, yaml: &str, user: &str) {
-    let yaml = yaml.replace(PLACEHOLDER_USER, user);
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml).unwrap();
-    let pp = PatchParams::apply("test");
-    for d in docs.into_iter().filter(|d| !d.is_null()) {
-        let name = d["metadata"]["name"].as_str().unwrap().to_string();
-        let ns = d["metadata"]["namespace"].as_str().map(String::from);
-        match d["kind"].as_str().unwrap() {
-            "ClusterRole" => {
-                Api::<ClusterRole>::all(c.clone())
-                    .patch(&name, &pp, &Patch::Apply(&d))
-                    .await
-                    .unwrap();
-            }
-            "ClusterRoleBinding" => {
-                Api::<ClusterRoleBinding>::all(c.clone())
-                    .patch(&name, &pp, &Patch::Apply(&d))
-                    .await
-                    .unwrap();
-            }
-            "Role" => {
-                Api::<Role>::namespaced(c.clone(), &ns.unwrap())
-                    .patch(&name, &pp, &Patch::Apply(&d))
-                    .await
-                    .unwrap();
-            }
-            "RoleBinding" => {
-                Api::<RoleBinding>::namespaced(c.clone(), &ns.unwrap())
-                    .patch(&name, &pp, &Patch::Apply(&d))
-                    .await
-                    .unwrap();
-            }
-            k => panic!("unexpected kind {k}"),
-        }
     }
 }
 

@@ -3,6 +3,8 @@
 //! marks scheduled pods running and ready (or crash-looping, on demand); no root, no
 //! namespaces.
 
+mod support;
+
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,15 +12,16 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use kube::api::{Api, ListParams, PostParams};
 use kubelan_apisim::testing::{PodIps, TestCluster, TestClusterOptions};
 use kubelan_apisim::{UserInfo, meta};
 use kubelan_cluster::install::{InstallEvent, Outcome};
 use kubelan_cluster::preflight::{self, Access};
-use kubelan_cluster::rbac::{PLACEHOLDER_USER, RbacMode, user_rbac_in};
+use kubelan_cluster::rbac::{RbacMode, user_rbac_in};
 use kubelan_cluster::{ClusterError, InstallOptions, ServiceType};
 use serde_json::json;
+use support::apply_rbac;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SELECTOR: &str = "app.kubernetes.io/managed-by=kubelan";
@@ -609,44 +612,6 @@ async fn missing_permissions_are_listed() {
         .await
         .unwrap_err();
     assert!(matches!(e, ClusterError::NotInstalled { .. }), "{e}");
-}
-
-/// Applies printed RBAC, with the placeholder subject replaced by `user`.
-async fn apply_rbac(c: &kube::Client, yaml: &str, user: &str) {
-    let yaml = yaml.replace(PLACEHOLDER_USER, user);
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml).unwrap();
-    let pp = PatchParams::apply("test");
-    for d in docs.into_iter().filter(|d| !d.is_null()) {
-        let name = d["metadata"]["name"].as_str().unwrap().to_string();
-        let ns = d["metadata"]["namespace"].as_str().map(String::from);
-        match d["kind"].as_str().unwrap() {
-            "ClusterRole" => {
-                Api::<ClusterRole>::all(c.clone())
-                    .patch(&name, &pp, &Patch::Apply(&d))
-                    .await
-                    .unwrap();
-            }
-            "ClusterRoleBinding" => {
-                Api::<ClusterRoleBinding>::all(c.clone())
-                    .patch(&name, &pp, &Patch::Apply(&d))
-                    .await
-                    .unwrap();
-            }
-            "Role" => {
-                Api::<Role>::namespaced(c.clone(), &ns.unwrap())
-                    .patch(&name, &pp, &Patch::Apply(&d))
-                    .await
-                    .unwrap();
-            }
-            "RoleBinding" => {
-                Api::<RoleBinding>::namespaced(c.clone(), &ns.unwrap())
-                    .patch(&name, &pp, &Patch::Apply(&d))
-                    .await
-                    .unwrap();
-            }
-            k => panic!("unexpected kind {k}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -217,6 +217,22 @@ fn confirm_install(ns: &str) -> anyhow::Result<bool> {
 
 /// Prints session state changes (to stderr) until shutdown.
 pub(crate) fn report_state(session: &Session, shutdown: CancellationToken) {
+    on_state_change(session, shutdown, |now, line| {
+        let mark = match now {
+            SessionState::Connected(_) => "✓",
+            SessionState::Failed(_) => "✗",
+            _ => "…",
+        };
+        eprintln!("{mark} {line}");
+    });
+}
+
+/// Calls `f` with each new session state (and its one-line text) until shutdown.
+pub(crate) fn on_state_change(
+    session: &Session,
+    shutdown: CancellationToken,
+    mut f: impl FnMut(&SessionState, &str) + Send + 'static,
+) {
     let mut rx = session.state();
     tokio::spawn(async move {
         let mut last = String::new();
@@ -224,12 +240,7 @@ pub(crate) fn report_state(session: &Session, shutdown: CancellationToken) {
             let now = rx.borrow_and_update().clone();
             let line = now.to_string();
             if line != last {
-                let mark = match now {
-                    SessionState::Connected(_) => "✓",
-                    SessionState::Failed(_) => "✗",
-                    _ => "…",
-                };
-                eprintln!("{mark} {line}");
+                f(&now, &line);
                 last = line;
             }
             tokio::select! {

@@ -196,6 +196,11 @@ fn connect_end_to_end() {
         ],
     );
     assert_eq!(dug.trim(), db2);
+    let ptr = laptop(&lab, &["dig", "+short", "+time=3", "-x", &db2]);
+    assert!(
+        ptr.contains("db-2.db.default.svc.cluster.local"),
+        "reverse lookup: {ptr}"
+    );
     assert_eq!(
         laptop(&lab, &["getent", "hosts", "www.wan.example"]),
         wan_before

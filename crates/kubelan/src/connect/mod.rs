@@ -501,27 +501,14 @@ fn report_states(session: &Session, events: Events, shutdown: CancellationToken)
         tunnel::report_state(session, shutdown);
         return;
     }
-    let mut rx = session.state();
-    tokio::spawn(async move {
-        let mut last = String::new();
-        loop {
-            let now = rx.borrow_and_update().clone();
-            let line = now.to_string();
-            if line != last {
-                let state = match now {
-                    SessionState::Connecting => "connecting",
-                    SessionState::Connected(_) => "connected",
-                    SessionState::Reconnecting { .. } => "reconnecting",
-                    SessionState::Failed(_) => "failed",
-                };
-                events.emit("state", json!({"state": state, "detail": line}), &line);
-                last = line;
-            }
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return },
-                () = shutdown.cancelled() => return,
-            }
-        }
+    tunnel::on_state_change(session, shutdown, move |now, line| {
+        let state = match now {
+            SessionState::Connecting => "connecting",
+            SessionState::Connected(_) => "connected",
+            SessionState::Reconnecting { .. } => "reconnecting",
+            SessionState::Failed(_) => "failed",
+        };
+        events.emit("state", json!({"state": state, "detail": line}), line);
     });
 }
 
@@ -662,7 +649,14 @@ async fn with_agent_domain(mut facts: ClusterFacts, session: &Session) -> Cluste
 /// routes a connect would add.
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
     let state = StateDir::from_env();
-    if let Some(st) = control::request(state.path(), "status").await? {
+    let running = match control::request(state.path(), "status").await {
+        Ok(st) => st,
+        Err(e) => {
+            eprintln!("note: {e:#}; showing the cluster instead");
+            None
+        }
+    };
+    if let Some(st) = running {
         if args.output == Output::Json {
             println!("{}", serde_json::to_string_pretty(&st)?);
         } else {
@@ -719,6 +713,14 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<std::process::Exi
 
 fn print_running(st: &serde_json::Value) {
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let join = |v: &serde_json::Value, sep: &str| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
     println!(
         "kubelan connect (pid {}), since {}",
         st["pid"],
@@ -744,28 +746,10 @@ fn print_running(st: &serde_json::Value) {
     if dns["configured"] == true {
         println!(
             "  dns:      {} via {}; search {}; other names → {}",
-            dns["routing_domains"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(s)
-                .collect::<Vec<_>>()
-                .join(" "),
+            join(&dns["routing_domains"], " "),
             s(&dns["backend"]),
-            dns["search"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(s)
-                .collect::<Vec<_>>()
-                .join(" "),
-            dns["upstreams"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(s)
-                .collect::<Vec<_>>()
-                .join(", ")
+            join(&dns["search"], " "),
+            join(&dns["upstreams"], ", ")
         );
     } else {
         println!("  dns:      not configured");
