@@ -59,9 +59,11 @@ pub struct StackConfig {
     /// A UDP flow without a datagram in either direction for this long is forgotten (its
     /// `rx` ends). Default 60 s.
     pub udp_idle_timeout: Duration,
-    /// Bytes of each TCP connection's receive and send window (smoltcp socket buffers);
-    /// bounds one connection's throughput to window ÷ RTT. Memory is only used as data is
-    /// buffered. Default 256 KiB.
+    /// Bytes of each TCP connection's receive and send window. The window only spans the
+    /// local hop (application ↔ TUN, microseconds of RTT), so 64 KiB (the default) does
+    /// not limit throughput. Memory: every connection holds four buffers of this size
+    /// (smoltcp's and netstack-smoltcp's, each way) until its socket is freed, which is
+    /// 10 s after the close when this side closed first (smoltcp's TIME-WAIT).
     pub tcp_buffer_size: usize,
     /// TCP connections at most; SYNs beyond are dropped (the application retries).
     /// Default 4096.
@@ -80,7 +82,7 @@ impl Default for StackConfig {
         Self {
             mtu: 1500,
             udp_idle_timeout: Duration::from_secs(60),
-            tcp_buffer_size: 256 * 1024,
+            tcp_buffer_size: 64 * 1024,
             max_tcp_flows: 4096,
             max_udp_flows: 4096,
             udp_queue_len: 128,
