@@ -21,9 +21,9 @@
 //! [`plan`] turns the facts into routes for the host, checking them against its routes
 //! and addresses first; it does no I/O.
 
-mod parse;
+pub(crate) mod parse;
 pub mod plan;
-mod prefix;
+pub(crate) mod prefix;
 mod sources;
 
 use std::fmt;

@@ -13,6 +13,7 @@
 //! - [`discovery`]: the cluster's Service and Pod CIDRs, cluster domain and DNS Service,
 //!   each with its provenance, and the route plan checked against the host's routes.
 //! - [`cli`]: the command-line arguments and output of `install`, `uninstall` and `rbac`.
+//! - [`fuzz_entry`]: the fuzz targets of discovery's parsers and prefix arithmetic.
 //!
 //! The data path itself (carriers, protocol, proxying) lives in other crates; they start
 //! from [`agent::find_agent`], [`agent::direct_endpoints`] and [`agent::load_credentials`].
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod credentials;
 pub mod discovery;
 pub mod error;
+pub mod fuzz_entry;
 pub mod install;
 pub mod kubeconfig;
 pub mod names;

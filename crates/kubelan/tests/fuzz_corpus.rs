@@ -7,7 +7,7 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 8] = [
+const TARGETS: [Target; 13] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
@@ -16,6 +16,23 @@ const TARGETS: [Target; 8] = [
     ("proto_frames", kubelan_proto::fuzz_entry::frames, 10),
     ("socks5", kubelan_proxy::fuzz_entry::socks5, 10),
     ("dns_query", kubelan_dns::fuzz_entry::dns_query, 10),
+    (
+        "netstack_packets",
+        kubelan_netstack::fuzz_entry::packets,
+        10,
+    ),
+    ("resolv_conf", kubelan_sys::fuzz_entry::resolv_conf, 10),
+    ("hosts_block", kubelan_sys::fuzz_entry::hosts_block, 10),
+    (
+        "discovery_parse",
+        kubelan_cluster::fuzz_entry::discovery_parse,
+        10,
+    ),
+    (
+        "prefix_split",
+        kubelan_cluster::fuzz_entry::prefix_split,
+        10,
+    ),
 ];
 
 #[test]

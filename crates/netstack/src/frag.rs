@@ -123,6 +123,11 @@ impl Reassembler {
         }
     }
 
+    /// How many packets are in reassembly.
+    pub(crate) fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Drops packets not completed in time; returns how many.
     pub(crate) fn expire(&mut self, now_ms: u64) -> usize {
         let before = self.pending.len();

@@ -81,7 +81,7 @@ fn end_line(marker: &str) -> String {
     format!("# END kubelan {marker}")
 }
 
-fn check(marker: &str, entries: &[HostsEntry]) -> Result<(), HostsError> {
+pub(crate) fn check(marker: &str, entries: &[HostsEntry]) -> Result<(), HostsError> {
     if marker.is_empty() || marker.len() > 200 || marker.contains(['\n', '\r']) {
         return Err(HostsError::InvalidMarker(marker.into()));
     }
@@ -106,7 +106,7 @@ pub fn render_block(marker: &str, entries: &[HostsEntry]) -> String {
 }
 
 /// Appends `block` to `original`; says whether a newline had to be added first.
-fn insert(original: &[u8], block: &str) -> (Vec<u8>, bool) {
+pub(crate) fn insert(original: &[u8], block: &str) -> (Vec<u8>, bool) {
     let separator = !original.is_empty() && !original.ends_with(b"\n");
     let mut out = original.to_vec();
     if separator {
@@ -117,7 +117,9 @@ fn insert(original: &[u8], block: &str) -> (Vec<u8>, bool) {
 }
 
 /// The byte range of whole lines `begin..=end` of the block, when both lines are present.
-fn find(text: &[u8], marker: &str) -> Option<(usize, usize)> {
+/// The block starts at the last begin line before its end line: a stray begin line
+/// earlier in the file (whose end line was deleted) is not part of our block.
+pub(crate) fn find(text: &[u8], marker: &str) -> Option<(usize, usize)> {
     let begin = begin_line(marker);
     let end = end_line(marker);
     let mut start = None;
@@ -129,10 +131,12 @@ fn find(text: &[u8], marker: &str) -> Option<(usize, usize)> {
             .map_or(text.len(), |i| pos + i);
         let next = (line_end + 1).min(text.len());
         let line = &text[pos..line_end];
-        match start {
-            None if line == begin.as_bytes() => start = Some(pos),
-            Some(s) if line == end.as_bytes() => return Some((s, next)),
-            _ => {}
+        if line == begin.as_bytes() {
+            start = Some(pos);
+        } else if let Some(s) = start
+            && line == end.as_bytes()
+        {
+            return Some((s, next));
         }
         pos = line_end + 1;
     }
@@ -140,7 +144,7 @@ fn find(text: &[u8], marker: &str) -> Option<(usize, usize)> {
 }
 
 /// `text` without the block; `None` when the block is not there.
-fn remove(text: &[u8], marker: &str, separator_added: bool) -> Option<Vec<u8>> {
+pub(crate) fn remove(text: &[u8], marker: &str, separator_added: bool) -> Option<Vec<u8>> {
     let (mut start, end) = find(text, marker)?;
     // The newline we added goes only if nothing follows the block: otherwise it now ends
     // the original's last line, before someone else's lines.
@@ -148,6 +152,15 @@ fn remove(text: &[u8], marker: &str, separator_added: bool) -> Option<Vec<u8>> {
         start -= 1;
     }
     let mut out = text[..start].to_vec();
+    out.extend_from_slice(&text[end..]);
+    Some(out)
+}
+
+/// `text` with the block replaced by `block`; `None` when the block is not there.
+pub(crate) fn replace(text: &[u8], marker: &str, block: &str) -> Option<Vec<u8>> {
+    let (start, end) = find(text, marker)?;
+    let mut out = text[..start].to_vec();
+    out.extend_from_slice(block.as_bytes());
     out.extend_from_slice(&text[end..]);
     Some(out)
 }
@@ -248,15 +261,12 @@ pub fn update_block(
     else {
         return Err(HostsError::Missing { path: real });
     };
-    let Some((start, end)) = find(&bytes, marker) else {
+    let Some(new) = replace(&bytes, marker, &render_block(marker, entries)) else {
         return Err(HostsError::NotFound {
             path: real,
             marker: marker.into(),
         });
     };
-    let mut new = bytes[..start].to_vec();
-    new.extend_from_slice(render_block(marker, entries).as_bytes());
-    new.extend_from_slice(&bytes[end..]);
     fsutil::write_atomic(&real, &new, mode, Some((uid, gid))).map_err(file_err("write", &real))
 }
 
@@ -362,6 +372,21 @@ mod tests {
         // A block whose end line was deleted is left alone.
         let damaged = b"# BEGIN kubelan x\n1.2.3.4 y\n";
         assert!(remove(damaged, "x", false).is_none());
+    }
+
+    /// Found by the `hosts_block` fuzz target: a begin line without its end line (the end
+    /// was deleted by hand) used to be taken as the start of the block added after it, so
+    /// undo removed the stray line and everything up to our block.
+    #[test]
+    fn a_stray_begin_line_is_not_part_of_the_block() {
+        round_trip(b"127.0.0.1 localhost\n# BEGIN kubelan forward-1\n10.0.0.1 kept\n");
+        round_trip(b"# BEGIN kubelan forward-1");
+        round_trip(b"# BEGIN kubelan forward-1\n# BEGIN kubelan forward-1\n");
+        let stray = b"# BEGIN kubelan forward-1\n1.2.3.4 mine\n";
+        let (with, sep) = insert(stray, &render_block("forward-1", &entries()));
+        let (start, _) = find(&with, "forward-1").unwrap();
+        assert_eq!(start, stray.len());
+        assert_eq!(remove(&with, "forward-1", sep).unwrap(), stray);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub use unsupported::*;
 
 pub mod dns;
 mod fsutil;
+pub mod fuzz_entry;
 pub mod hosts;
 pub mod journal;
 #[cfg(target_os = "linux")]
