@@ -40,6 +40,7 @@ mod error;
 mod flow;
 mod frag;
 pub mod fuzz_entry;
+mod portmap;
 mod stack;
 mod stats;
 mod tun;

@@ -29,6 +29,7 @@ use tokio::task::{Id, JoinError, JoinSet};
 use tun_rs::AsyncDevice;
 
 use crate::frag::{Reassembler, Reassembly};
+use crate::portmap::{self, PortMap};
 use crate::stats::bump;
 use crate::udp::{Clock, Delivery, UdpFlows, UdpLimits};
 use crate::wire::{self, DropReason, Inbound};
@@ -44,6 +45,8 @@ const MAX_PACKET: usize = 65535;
 const SYN_MEMORY_MS: u64 = 75_000;
 /// SYNs remembered at most.
 const SYN_MEMORY_ENTRIES: usize = 16_384;
+/// TCP connections whose smoltcp-side port is remapped at most (see `portmap`).
+const PORTMAP_ENTRIES: usize = 262_144;
 /// Fragmented packets in reassembly at most (each up to 64 KiB).
 const REASSEMBLY_SLOTS: usize = 64;
 /// How long a fragmented packet may take to complete (Linux's `ipfrag_time`).
@@ -192,6 +195,8 @@ pub async fn run(
         ip_ident: Arc::new(AtomicU16::new(initial_ip_ident())),
     };
     let tcp_active = Arc::new(AtomicUsize::new(0));
+    let ports = Arc::new(std::sync::Mutex::new(PortMap::new(PORTMAP_ENTRIES)));
+    let clock = Clock::new();
 
     // The long-lived tasks; each returns why it stopped.
     let mut core: JoinSet<NetstackError> = JoinSet::new();
@@ -222,7 +227,8 @@ pub async fn run(
         }),
         syns: SynFilter::new(SYN_MEMORY_ENTRIES, SYN_MEMORY_MS),
         fragments: Reassembler::new(REASSEMBLY_SLOTS, REASSEMBLY_TIMEOUT_MS),
-        clock: Clock::new(),
+        clock,
+        ports: ports.clone(),
         handler: handler.clone(),
         stats: stats.clone(),
         egress,
@@ -243,6 +249,7 @@ pub async fn run(
             stack_stream,
             packets_rx,
             stats.clone(),
+            (ports.clone(), clock),
         ))
         .id();
     core_names.insert(id, "TUN writer");
@@ -255,6 +262,7 @@ pub async fn run(
                     return Err(NetstackError::TcpStack { what: "the smoltcp listener closed", source: None });
                 };
                 bump(&stats.tcp_flows);
+                let src = lock(&ports).original(src, dst);
                 tracing::debug!(%src, %dst, "new TCP flow");
                 let active = ActiveFlow::new(tcp_active.clone());
                 let flow = handler.tcp(TcpFlow::new(src, dst, stream));
@@ -325,6 +333,7 @@ struct Ingress {
     syns: SynFilter,
     fragments: Reassembler,
     clock: Clock,
+    ports: Arc<std::sync::Mutex<PortMap>>,
     handler: Arc<dyn Handler>,
     stats: Arc<Stats>,
     egress: Egress,
@@ -373,6 +382,7 @@ impl Ingress {
                         tracing::debug!(expired, remaining = self.udp.len(), "UDP flows expired");
                     }
                     self.syns.purge(now);
+                    lock(&self.ports).expire(now);
                     let incomplete = self.fragments.expire(now);
                     self.stats.dropped.fetch_add(incomplete as u64, Ordering::Relaxed);
                 }
@@ -408,6 +418,7 @@ impl Ingress {
                 dst,
                 syn,
             } => {
+                let mut packet = packet.to_vec();
                 if let Some(isn) = syn {
                     // The limit first: a SYN dropped for it must not be remembered, or its
                     // retransmission would be taken for a duplicate once there is room.
@@ -428,7 +439,13 @@ impl Ingress {
                         return Ok(());
                     }
                 }
-                match self.stack_sink.send(packet.to_vec()).await {
+                let now = self.clock.now_ms();
+                let closing = portmap::is_closing(&packet);
+                let mapped = lock(&self.ports).inbound(src, dst, syn, closing, now);
+                if let Some(port) = mapped {
+                    portmap::set_src_port(&mut packet, port);
+                }
+                match self.stack_sink.send(packet).await {
                     Ok(()) => {}
                     // Cannot happen for packets `classify` accepted; drop rather than stop.
                     Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
@@ -512,6 +529,11 @@ impl Ingress {
     }
 }
 
+/// The port map, also after a panic elsewhere (its state stays consistent).
+fn lock(m: &std::sync::Mutex<PortMap>) -> std::sync::MutexGuard<'_, PortMap> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Writes smoltcp's output and our own replies into the TUN device.
 async fn egress_loop(
     device: Arc<AsyncDevice>,
@@ -519,11 +541,24 @@ async fn egress_loop(
     mut stack_stream: SplitStream<netstack_smoltcp::Stack>,
     mut packets_rx: mpsc::Receiver<Vec<u8>>,
     stats: Arc<Stats>,
+    (ports, clock): (Arc<std::sync::Mutex<PortMap>>, Clock),
 ) -> NetstackError {
     loop {
         let packet = tokio::select! {
             out = stack_stream.next() => match out {
-                Some(Ok(packet)) => packet,
+                Some(Ok(mut packet)) => {
+                    // Back to the application's own port (see `portmap`).
+                    if let Some((from, to)) = portmap::tcp_addrs(&packet) {
+                        let mut map = lock(&ports);
+                        if portmap::is_closing(&packet) {
+                            map.closed_by_stack(to, from, clock.now_ms());
+                        }
+                        if let Some(port) = map.outbound(to, from) {
+                            portmap::set_dst_port(&mut packet, port);
+                        }
+                    }
+                    packet
+                }
                 Some(Err(source)) => return NetstackError::TcpStack { what: "smoltcp's output failed", source: Some(source) },
                 None => return NetstackError::TcpStack { what: "smoltcp's output closed", source: None },
             },
