@@ -306,13 +306,19 @@ async fn handle_http(
         "/ip" if is_get => text(StatusCode::OK, Bytes::from(format!("{peer}\n"))),
         "/pod" if is_get => match local {
             Some(addr) => {
-                let mut r = text(StatusCode::FOUND, Bytes::from(format!("see http://{addr}/\n")));
+                let mut r = text(
+                    StatusCode::FOUND,
+                    Bytes::from(format!("see http://{addr}/\n")),
+                );
                 if let Ok(v) = http::HeaderValue::from_str(&format!("http://{addr}/")) {
                     r.headers_mut().insert(http::header::LOCATION, v);
                 }
                 r
             }
-            None => text(StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(b"no local address\n")),
+            None => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Bytes::from_static(b"no local address\n"),
+            ),
         },
         "/sink" if req.method() == Method::POST => sink(req.into_body()).await,
         "/" | "/healthz" | "/ip" | "/pod" => method_not_allowed("GET, HEAD"),

@@ -162,11 +162,7 @@ impl PortMap {
         let next = self.next.entry(ip).or_insert(first);
         for _ in 0..span {
             let port = *next;
-            *next = if port == u16::MAX {
-                first
-            } else {
-                port + 1
-            };
+            *next = if port == u16::MAX { first } else { port + 1 };
             if !self
                 .by_stack
                 .contains_key(&(SocketAddr::new(ip, port), dst))
