@@ -82,6 +82,13 @@ pub fn user_rbac_in(mode: RbacMode, namespace: &str) -> String {
                  #   without it only load balancer and pod addresses are tried.\n\
                  {binding_note}"
             );
+            if mode == RbacMode::Connect {
+                out.push_str(
+                    "# `kubelan connect` also discovers the cluster's Pod and Service networks;\n\
+                     # `kubelan rbac discovery` prints that role. Every source is optional: a\n\
+                     # missing verb becomes a note in `kubelan status` and the next source is tried.\n",
+                );
+            }
             out.push_str(&agent_user_yaml(ns));
         }
         RbacMode::Forward => {
