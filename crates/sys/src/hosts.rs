@@ -191,6 +191,36 @@ fn read_real(path: &Path) -> Result<(PathBuf, FileState), HostsError> {
     Ok((real, state))
 }
 
+/// A hosts file that exists: its bytes and what to keep when rewriting it.
+struct Existing {
+    bytes: Vec<u8>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+/// Reads `path` (following symlinks to the real file), which must exist.
+fn read_existing(path: &Path) -> Result<(PathBuf, Existing), HostsError> {
+    let (real, state) = read_real(path)?;
+    match state {
+        FileState::File {
+            bytes,
+            mode,
+            uid,
+            gid,
+        } => Ok((
+            real,
+            Existing {
+                bytes,
+                mode,
+                uid,
+                gid,
+            },
+        )),
+        _ => Err(HostsError::Missing { path: real }),
+    }
+}
+
 /// Adds a block named `marker` with `entries` to the hosts file at `path`, recording it in
 /// `guard` first. `marker` must be unique among running kubelans (include the PID or the
 /// command's name).
@@ -207,16 +237,15 @@ pub fn add_block(
     check(marker, entries)?;
     let _lock = StateLock::take(guard.state_dir().path(), FILES_LOCK)
         .map_err(file_err("lock", guard.state_dir().path()))?;
-    let (real, state) = read_real(path)?;
-    let FileState::File {
-        bytes,
-        mode,
-        uid,
-        gid,
-    } = state
-    else {
-        return Err(HostsError::Missing { path: real });
-    };
+    let (
+        real,
+        Existing {
+            bytes,
+            mode,
+            uid,
+            gid,
+        },
+    ) = read_existing(path)?;
     if find(&bytes, marker).is_some() {
         return Err(HostsError::MarkerInUse {
             path: real,
@@ -251,16 +280,15 @@ pub fn update_block(
     check(marker, entries)?;
     let _lock = StateLock::take(guard.state_dir().path(), FILES_LOCK)
         .map_err(file_err("lock", guard.state_dir().path()))?;
-    let (real, state) = read_real(path)?;
-    let FileState::File {
-        bytes,
-        mode,
-        uid,
-        gid,
-    } = state
-    else {
-        return Err(HostsError::Missing { path: real });
-    };
+    let (
+        real,
+        Existing {
+            bytes,
+            mode,
+            uid,
+            gid,
+        },
+    ) = read_existing(path)?;
     let Some(new) = replace(&bytes, marker, &render_block(marker, entries)) else {
         return Err(HostsError::NotFound {
             path: real,
