@@ -414,6 +414,7 @@ fn main() -> ExitCode {
     };
     init_tracing(default_log);
     kubelan_sys::raise_fd_limit();
+    kubelan_sys::tune_allocator();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -265,7 +265,7 @@ pub async fn run(
                 bump(&stats.tcp_flows);
                 let src = lock(&ports).original(src, dst);
                 tracing::debug!(%src, %dst, "new TCP flow");
-                let active = ActiveFlow::new(tcp_active.clone());
+                let active = ActiveFlow::new(tcp_active.clone(), stats.clone());
                 let flow = handler.tcp(TcpFlow::new(src, dst, stream));
                 tcp_handlers.spawn(async move {
                     let _active = active;
@@ -309,18 +309,20 @@ fn log_handler_end(done: Result<(), JoinError>, kind: &str) {
 }
 
 /// Counts a TCP flow as active while its handler runs.
-struct ActiveFlow(Arc<AtomicUsize>);
+struct ActiveFlow(Arc<AtomicUsize>, Arc<Stats>);
 
 impl ActiveFlow {
-    fn new(count: Arc<AtomicUsize>) -> Self {
+    fn new(count: Arc<AtomicUsize>, stats: Arc<Stats>) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
+        stats.tcp_open.fetch_add(1, Ordering::Relaxed);
+        Self(count, stats)
     }
 }
 
 impl Drop for ActiveFlow {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.tcp_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

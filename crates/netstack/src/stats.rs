@@ -13,6 +13,8 @@ pub struct Stats {
     pub packets_out: AtomicU64,
     /// TCP connections handed to the handler.
     pub tcp_flows: AtomicU64,
+    /// TCP connections whose handler is still running (a gauge).
+    pub tcp_open: AtomicU64,
     /// UDP flows handed to the handler.
     pub udp_flows: AtomicU64,
     /// UDP datagrams dropped because their flow's queue was full.
@@ -38,6 +40,8 @@ pub struct StatsSnapshot {
     pub packets_out: u64,
     /// See [`Stats::tcp_flows`].
     pub tcp_flows: u64,
+    /// See [`Stats::tcp_open`].
+    pub tcp_open: u64,
     /// See [`Stats::udp_flows`].
     pub udp_flows: u64,
     /// See [`Stats::udp_dropped`].
@@ -58,6 +62,7 @@ impl Stats {
             packets_in: get(&self.packets_in),
             packets_out: get(&self.packets_out),
             tcp_flows: get(&self.tcp_flows),
+            tcp_open: get(&self.tcp_open),
             udp_flows: get(&self.udp_flows),
             udp_dropped: get(&self.udp_dropped),
             icmp_requests: get(&self.icmp_requests),

@@ -613,6 +613,25 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// Largest allocation glibc serves from its heap; larger ones are mapped and unmapped
+/// on their own (see [`tune_allocator`]).
+const MMAP_THRESHOLD: i32 = 128 * 1024;
+
+/// Makes freed buffers go back to the system. glibc raises its mmap threshold each time
+/// a mapped block is freed, after which the userspace TCP stack's per-connection buffers
+/// (256 KiB each) come from the heap and stay resident after the connection is gone:
+/// `kubelan connect` grew to 1.7 GiB after 9 000 connections, with nothing leaked. A fixed
+/// threshold keeps such buffers mapped (untouched pages cost nothing) and returns them on
+/// free: the same run settles at 20 MiB. No-op on other C libraries.
+pub fn tune_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator parameters; it is called before any thread
+    // that allocates concurrently exists (at the start of main).
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,3 +4,6 @@
 pub fn raise_fd_limit() -> u64 {
     0
 }
+
+/// Allocator tuning is glibc-specific (see the Linux version); nothing to do here.
+pub fn tune_allocator() {}

@@ -168,6 +168,7 @@ impl Live {
                 "packets_in": stack.packets_in,
                 "packets_out": stack.packets_out,
                 "tcp_flows": stack.tcp_flows,
+                "tcp_open": stack.tcp_open,
                 "udp_flows": stack.udp_flows,
                 "udp_dropped": stack.udp_dropped,
                 "icmp_requests": stack.icmp_requests,
@@ -756,8 +757,9 @@ fn print_running(st: &serde_json::Value) {
     }
     let c = &st["counters"];
     println!(
-        "  flows:    {} TCP ({} failed), {} UDP, {} pings ({} answered); {} B up, {} B down",
+        "  flows:    {} TCP ({} open, {} failed), {} UDP, {} pings ({} answered); {} B up, {} B down",
         c["tcp_flows"],
+        st["stack"]["tcp_open"],
         c["tcp_failed"],
         c["udp_flows"],
         c["pings"],
