@@ -199,8 +199,24 @@ struct Existing {
     gid: u32,
 }
 
-/// Reads `path` (following symlinks to the real file), which must exist.
-fn read_existing(path: &Path) -> Result<(PathBuf, Existing), HostsError> {
+impl Existing {
+    /// Replaces the file at `real` with `new`, keeping its mode and owner.
+    fn replace_with(&self, real: &Path, new: &[u8]) -> std::io::Result<()> {
+        fsutil::write_atomic(real, new, self.mode, Some((self.uid, self.gid)))
+    }
+}
+
+/// Checks a block request, takes the state directory's file lock (held while the lock
+/// value lives) and reads the hosts file at `path` (following symlinks), which must exist.
+fn open_locked(
+    guard: &HostGuard,
+    path: &Path,
+    marker: &str,
+    entries: &[HostsEntry],
+) -> Result<(StateLock, PathBuf, Existing), HostsError> {
+    check(marker, entries)?;
+    let state = guard.state_dir().path();
+    let lock = StateLock::take(state, FILES_LOCK).map_err(file_err("lock", state))?;
     let (real, state) = read_real(path)?;
     match state {
         FileState::File {
@@ -209,6 +225,7 @@ fn read_existing(path: &Path) -> Result<(PathBuf, Existing), HostsError> {
             uid,
             gid,
         } => Ok((
+            lock,
             real,
             Existing {
                 bytes,
@@ -234,32 +251,21 @@ pub fn add_block(
     marker: &str,
     entries: &[HostsEntry],
 ) -> Result<(), HostsError> {
-    check(marker, entries)?;
-    let _lock = StateLock::take(guard.state_dir().path(), FILES_LOCK)
-        .map_err(file_err("lock", guard.state_dir().path()))?;
-    let (
-        real,
-        Existing {
-            bytes,
-            mode,
-            uid,
-            gid,
-        },
-    ) = read_existing(path)?;
-    if find(&bytes, marker).is_some() {
+    let (_lock, real, file) = open_locked(guard, path, marker, entries)?;
+    if find(&file.bytes, marker).is_some() {
         return Err(HostsError::MarkerInUse {
             path: real,
             marker: marker.into(),
         });
     }
-    let (new, separator_added) = insert(&bytes, &render_block(marker, entries));
+    let (new, separator_added) = insert(&file.bytes, &render_block(marker, entries));
     let change = Change::HostsBlock {
         path: real.clone(),
         marker: marker.into(),
         separator_added,
     };
     guard.record(change.clone())?;
-    if let Err(e) = fsutil::write_atomic(&real, &new, mode, Some((uid, gid))) {
+    if let Err(e) = file.replace_with(&real, &new) {
         guard.unrecord(&change);
         return Err(file_err("write", &real)(e));
     }
@@ -277,25 +283,15 @@ pub fn update_block(
     marker: &str,
     entries: &[HostsEntry],
 ) -> Result<(), HostsError> {
-    check(marker, entries)?;
-    let _lock = StateLock::take(guard.state_dir().path(), FILES_LOCK)
-        .map_err(file_err("lock", guard.state_dir().path()))?;
-    let (
-        real,
-        Existing {
-            bytes,
-            mode,
-            uid,
-            gid,
-        },
-    ) = read_existing(path)?;
-    let Some(new) = replace(&bytes, marker, &render_block(marker, entries)) else {
+    let (_lock, real, file) = open_locked(guard, path, marker, entries)?;
+    let Some(new) = replace(&file.bytes, marker, &render_block(marker, entries)) else {
         return Err(HostsError::NotFound {
             path: real,
             marker: marker.into(),
         });
     };
-    fsutil::write_atomic(&real, &new, mode, Some((uid, gid))).map_err(file_err("write", &real))
+    file.replace_with(&real, &new)
+        .map_err(file_err("write", &real))
 }
 
 /// Undoes [`Change::HostsBlock`].
