@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kubelan_proto::{ErrorKind, FlowError, Frame};
-use kubelan_session::flow::{FrameReader, write_frame};
+use kubelan_session::flow::write_frame;
 use kubelan_session::mux::MuxStream;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
+
+use crate::serve::{Outgoing, relay_datagrams};
 
 /// An echo flow ends after this long without a request from the client.
 const ECHO_IDLE: Duration = Duration::from_secs(10);
@@ -91,43 +92,27 @@ pub(crate) async fn echo_flow(mut stream: MuxStream, leftover: bytes::BytesMut, 
         }
     };
     let peer = SocketAddr::new(dst, 0);
-    if write_frame(&mut stream, &Frame::Opened { peer })
-        .await
-        .is_err()
-    {
+    if let Err(e) = sock.connect(peer).await {
+        let _ = write_frame(
+            &mut stream,
+            &Frame::Failed(crate::serve::dial_error(peer, &e)),
+        )
+        .await;
         return;
     }
-    let (rd, mut wr) = tokio::io::split(stream);
-    let mut reader = FrameReader::with_buffer(rd, leftover);
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        tokio::select! {
-            f = tokio::time::timeout(ECHO_IDLE, reader.next()) => match f {
-                Ok(Ok(Some(Frame::Datagram(d)))) => {
-                    let Some(pkt) = echo_request(dst, &d) else { continue };
-                    if let Err(e) = sock.send_to(&pkt, peer).await {
-                        let _ = write_frame(&mut wr, &Frame::Reset(crate::serve::dial_error(peer, &e))).await;
-                        break;
-                    }
-                }
-                _ => break,
-            },
-            r = sock.recv(&mut buf) => match r {
-                Ok(n) => {
-                    if let Some(d) = echo_reply(dst.is_ipv4(), &buf[..n])
-                        && write_frame(&mut wr, &Frame::Datagram(d)).await.is_err()
-                    {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = write_frame(&mut wr, &Frame::Reset(crate::serve::dial_error(peer, &e))).await;
-                    break;
-                }
-            },
-        }
-    }
-    let _ = wr.shutdown().await;
+    relay_datagrams(
+        stream,
+        leftover,
+        &sock,
+        peer,
+        ECHO_IDLE,
+        |d| match echo_request(dst, &d) {
+            Some(pkt) => Outgoing::Send(Bytes::from(pkt)),
+            None => Outgoing::Skip,
+        },
+        |msg| echo_reply(dst.is_ipv4(), msg),
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -339,7 +339,53 @@ async fn udp_flow(
             return;
         }
     };
-    if write_frame(&mut stream, &Frame::Opened { peer: dest })
+    let answer_dns = |d: &Bytes| {
+        if dns {
+            agent.answer_dns(d).map(Bytes::from)
+        } else {
+            None
+        }
+    };
+    relay_datagrams(
+        stream,
+        leftover,
+        &sock,
+        dest,
+        UDP_IDLE,
+        |d| match answer_dns(&d) {
+            Some(reply) => Outgoing::Reply(reply),
+            None => Outgoing::Send(d),
+        },
+        |d| Some(Bytes::copy_from_slice(d)),
+    )
+    .await;
+}
+
+/// What to do with one datagram from the client.
+pub(crate) enum Outgoing {
+    /// Send it on the socket.
+    Send(Bytes),
+    /// Answer the client directly (DNS from the cache).
+    Reply(Bytes),
+    /// Drop it (malformed).
+    Skip,
+}
+
+/// Serves an opened datagram flow: sends `Opened { peer }`, then relays between the
+/// client's `Datagram` frames and `sock` (connected to `peer`) until either side ends, the
+/// socket fails (the client gets a `Reset` with the reason; ICMP port unreachable shows up
+/// here for UDP) or the client is silent for `idle`. `outbound` decides per client
+/// datagram, `inbound` turns what the socket received into a datagram for the client.
+pub(crate) async fn relay_datagrams(
+    mut stream: MuxStream,
+    leftover: bytes::BytesMut,
+    sock: &UdpSocket,
+    peer: SocketAddr,
+    idle: Duration,
+    mut outbound: impl FnMut(Bytes) -> Outgoing,
+    inbound: impl Fn(&[u8]) -> Option<Bytes>,
+) {
+    if write_frame(&mut stream, &Frame::Opened { peer })
         .await
         .is_err()
     {
@@ -349,32 +395,35 @@ async fn udp_flow(
     let mut reader = FrameReader::with_buffer(rd, leftover);
     let mut buf = vec![0u8; 65_536];
     loop {
-        tokio::select! {
-            f = tokio::time::timeout(UDP_IDLE, reader.next()) => match f {
-                Ok(Ok(Some(Frame::Datagram(d)))) => {
-                    if dns && let Some(reply) = agent.answer_dns(&d) {
-                        if write_frame(&mut wr, &Frame::Datagram(Bytes::from(reply))).await.is_err() {
+        let failed = tokio::select! {
+            f = tokio::time::timeout(idle, reader.next()) => match f {
+                Ok(Ok(Some(Frame::Datagram(d)))) => match outbound(d) {
+                    Outgoing::Send(d) => sock.send(&d).await.err(),
+                    Outgoing::Reply(r) => {
+                        if write_frame(&mut wr, &Frame::Datagram(r)).await.is_err() {
                             break;
                         }
-                        continue;
+                        None
                     }
-                    let _ = sock.send(&d).await;
-                }
+                    Outgoing::Skip => None,
+                },
                 _ => break,
             },
             r = sock.recv(&mut buf) => match r {
                 Ok(n) => {
-                    let d = Bytes::copy_from_slice(&buf[..n]);
-                    if write_frame(&mut wr, &Frame::Datagram(d)).await.is_err() {
+                    if let Some(d) = inbound(&buf[..n])
+                        && write_frame(&mut wr, &Frame::Datagram(d)).await.is_err()
+                    {
                         break;
                     }
+                    None
                 }
-                // ICMP port unreachable shows up here for connected UDP sockets.
-                Err(e) => {
-                    let _ = write_frame(&mut wr, &Frame::Reset(dial_error(dest, &e))).await;
-                    break;
-                }
+                Err(e) => Some(e),
             },
+        };
+        if let Some(e) = failed {
+            let _ = write_frame(&mut wr, &Frame::Reset(dial_error(peer, &e))).await;
+            break;
         }
     }
     let _ = wr.shutdown().await;
