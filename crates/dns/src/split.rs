@@ -146,6 +146,12 @@ pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
     error_reply(query, ResponseCode::ServFail)
 }
 
+/// A REFUSED reply to `query` (a client this server does not serve); `None` when `query`
+/// is not a parseable query.
+pub fn refused(query: &[u8]) -> Option<Vec<u8>> {
+    error_reply(query, ResponseCode::Refused)
+}
+
 /// A FORMERR reply to `query` when its header can be read at all.
 pub fn formerr(query: &[u8]) -> Option<Vec<u8>> {
     if query.len() < 12 || query[2] & 0x80 != 0 {

@@ -12,6 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kubelan_lab::{clusterdns, lifecycle, serve};
 
 mod connect;
+mod dnsrelay;
+mod doctor;
+mod gateway;
 mod tunnel;
 
 #[derive(Parser, Debug)]
@@ -32,6 +35,12 @@ enum Command {
     Proxy(tunnel::ProxyArgs),
     /// L3 VPN: Pod IPs, ClusterIPs and cluster DNS names reachable from this machine (root).
     Connect(connect::ConnectArgs),
+    /// Share the cluster with a whole LAN: `--mode node` on a host that reaches pods, or
+    /// `--mode tunnel` on any LAN host (root).
+    Gateway(gateway::GatewayArgs),
+    /// Check the path into the cluster step by step (API, prefixes, routes, gateway, DNS,
+    /// pods on every node, MTU, return path) and say how to fix what fails.
+    Doctor(doctor::DoctorArgs),
     /// State of a running `connect` (carrier, routes and why, DNS, counters); without one,
     /// the cluster's discovered networks and what `connect` would route.
     Status(connect::StatusArgs),
@@ -430,6 +439,8 @@ fn main() -> ExitCode {
             Command::Lab(args) => lab(args).await,
             Command::Proxy(args) => tunnel::proxy(args).await.map(|()| ExitCode::SUCCESS),
             Command::Connect(args) => connect::connect(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Gateway(args) => gateway::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Doctor(args) => doctor::run(args).await,
             Command::Status(args) => connect::status(args).await,
             Command::Quit => connect::quit().await.map(|()| ExitCode::SUCCESS),
             Command::Reset { force } => connect::reset(force).await,

@@ -240,6 +240,23 @@ pub enum Change {
         #[serde(default, skip_serializing_if = "is_false")]
         separator_added: bool,
     },
+    /// A kernel parameter we changed (`net.ipv4.ip_forward`). Undo writes `previous` back
+    /// unless someone changed it again since.
+    Sysctl {
+        /// Dotted key.
+        key: String,
+        /// The value before.
+        previous: String,
+        /// The value kubelan wrote.
+        value: String,
+    },
+    /// An nftables table we created (`ip kubelan`). Undo deletes the whole table.
+    NftTable {
+        /// Family (`ip`, `ip6`, `inet`).
+        family: String,
+        /// Table name.
+        name: String,
+    },
 }
 
 fn is_false(b: &bool) -> bool {
@@ -263,6 +280,12 @@ impl fmt::Display for Change {
             Self::HostsBlock { path, marker, .. } => {
                 write!(f, "hosts block {marker:?} in {}", path.display())
             }
+            Self::Sysctl {
+                key,
+                previous,
+                value,
+            } => write!(f, "kernel parameter {key} = {value} (was {previous})"),
+            Self::NftTable { family, name } => write!(f, "nftables table {family} {name}"),
         }
     }
 }
@@ -495,6 +518,14 @@ pub enum ApplyError {
         /// The function that makes it.
         instead: &'static str,
     },
+    /// A kernel parameter could not be read or written (the journal entry was withdrawn).
+    #[cfg(target_os = "linux")]
+    #[error(transparent)]
+    Sysctl(#[from] crate::sysctl::SysctlError),
+    /// nftables refused the change (the journal entry was withdrawn).
+    #[cfg(target_os = "linux")]
+    #[error(transparent)]
+    Nft(#[from] crate::nft::NftError),
     /// The change does not exist on this operating system.
     #[error("{0} is not supported on this operating system")]
     Unsupported(String),
@@ -632,6 +663,14 @@ impl HostGuard {
             change @ Change::HostsBlock { .. } => Err(ApplyError::NotApplicable {
                 change: change.to_string(),
                 instead: "kubelan_sys::hosts::add_block",
+            }),
+            change @ Change::Sysctl { .. } => Err(ApplyError::NotApplicable {
+                change: change.to_string(),
+                instead: "kubelan_sys::sysctl::set",
+            }),
+            change @ Change::NftTable { .. } => Err(ApplyError::NotApplicable {
+                change: change.to_string(),
+                instead: "kubelan_sys::nft::create_table",
             }),
         }
     }
@@ -775,6 +814,19 @@ async fn undo(change: Change, state_dir: &Path) -> Outcome {
             marker,
             separator_added,
         } => crate::hosts::undo_block(path, marker, *separator_added, state_dir, &change),
+        #[cfg(target_os = "linux")]
+        Change::Sysctl {
+            key,
+            previous,
+            value,
+        } => crate::sysctl::undo(key, previous, value, &change),
+        #[cfg(target_os = "linux")]
+        Change::NftTable { family, name } => crate::nft::undo_table(family, name, &change).await,
+        #[cfg(not(target_os = "linux"))]
+        Change::Sysctl { .. } | Change::NftTable { .. } => Outcome::Failed {
+            reason: "not supported on this operating system".into(),
+            change,
+        },
     }
 }
 

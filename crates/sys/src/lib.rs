@@ -31,6 +31,10 @@ pub mod hosts;
 pub mod journal;
 #[cfg(target_os = "linux")]
 pub mod net;
+#[cfg(target_os = "linux")]
+pub mod nft;
+#[cfg(target_os = "linux")]
+pub mod sysctl;
 #[cfg(test)]
 mod testutil;
 

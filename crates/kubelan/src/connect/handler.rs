@@ -12,7 +12,7 @@ use kubelan_netstack::{EchoRequest, Handler, TcpFlow, UdpFlow};
 use kubelan_proto::Target;
 use kubelan_session::Session;
 
-use super::dns::DnsRelay;
+use crate::dnsrelay::DnsRelay;
 
 /// How long a ping through the agent may take before the request counts as lost.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);

@@ -9,7 +9,6 @@
 //! Reconnects happen inside the session and never touch the TUN, routes or DNS.
 
 mod control;
-mod dns;
 mod handler;
 
 use std::net::{IpAddr, SocketAddr};
@@ -33,45 +32,46 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::Output;
+use crate::dnsrelay as dns;
 use crate::tunnel::{self, TunnelArgs};
 
 /// `kubelan connect` flags.
 #[derive(Args, Debug)]
 pub(crate) struct ConnectArgs {
     #[command(flatten)]
-    tunnel: TunnelArgs,
+    pub(crate) tunnel: TunnelArgs,
     /// Leave this prefix out of the tunnel (repeatable): a part of a cluster prefix that
     /// your LAN uses.
     #[arg(long, value_name = "CIDR")]
-    exclude: Vec<IpNet>,
+    pub(crate) exclude: Vec<IpNet>,
     /// Route this cluster prefix into the tunnel even though it overlaps a local route or
     /// address (repeatable).
     #[arg(long, value_name = "CIDR")]
-    force_route: Vec<IpNet>,
+    pub(crate) force_route: Vec<IpNet>,
     /// The cluster's Service CIDR, instead of discovering it (repeatable).
     #[arg(long, value_name = "CIDR")]
-    service_cidr: Vec<IpNet>,
+    pub(crate) service_cidr: Vec<IpNet>,
     /// The cluster's Pod CIDR, instead of discovering it (repeatable).
     #[arg(long, value_name = "CIDR")]
-    pod_cidr: Vec<IpNet>,
+    pub(crate) pod_cidr: Vec<IpNet>,
     /// The cluster DNS domain [default: discovered, else cluster.local].
     #[arg(long, value_name = "DOMAIN")]
-    cluster_domain: Option<String>,
+    pub(crate) cluster_domain: Option<String>,
     /// The cluster DNS Service IP, instead of discovering it.
     #[arg(long, value_name = "IP")]
-    cluster_dns: Option<IpAddr>,
+    pub(crate) cluster_dns: Option<IpAddr>,
     /// Name of the TUN device.
     #[arg(long, value_name = "NAME", default_value = "kubelan0")]
-    tun: String,
+    pub(crate) tun: String,
     /// MTU of the TUN device (TCP segments are sized to fit it).
     #[arg(long, value_name = "BYTES", default_value_t = 1400, value_parser = clap::value_parser!(u16).range(576..=9000))]
-    mtu: u16,
+    pub(crate) mtu: u16,
     /// Do not configure split DNS (reach names with `dig @<cluster DNS IP>` only).
     #[arg(long)]
-    no_dns: bool,
+    pub(crate) no_dns: bool,
     /// Output: state changes as lines for people, or one JSON event per line.
     #[arg(long, value_enum, default_value = "human")]
-    output: Output,
+    pub(crate) output: Output,
 }
 
 /// `kubelan status` flags.
@@ -87,12 +87,20 @@ pub(crate) struct StatusArgs {
 
 /// Prints state changes as lines (stderr) or JSON events (stdout).
 #[derive(Clone, Copy)]
-struct Events {
+pub(crate) struct Events {
     json: bool,
 }
 
 impl Events {
-    fn emit(&self, event: &str, mut fields: serde_json::Value, human: &str) {
+    pub(crate) fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+
+    pub(crate) fn emit(&self, event: &str, mut fields: serde_json::Value, human: &str) {
         if self.json {
             if let Some(map) = fields.as_object_mut() {
                 map.insert("event".into(), event.into());
@@ -179,8 +187,22 @@ impl Live {
     }
 }
 
+/// What a tunnel-mode gateway adds to `connect`: forwarding for LAN clients and DNS on
+/// the LAN address instead of this machine's resolver configuration.
+pub(crate) struct LanService {
+    /// Who is served.
+    pub allowed: Vec<IpNet>,
+    /// DNS sockets already bound on the LAN address, and that address.
+    pub dns: Option<(dns::LanSockets, SocketAddr)>,
+}
+
 /// Runs `kubelan connect` until Ctrl-C, SIGTERM or `kubelan quit`.
 pub(crate) async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
+    run(args, None).await
+}
+
+/// `connect`, or with `lan` the tunnel-mode gateway.
+pub(crate) async fn run(args: ConnectArgs, lan: Option<LanService>) -> anyhow::Result<()> {
     let events = Events {
         json: args.output == Output::Json,
     };
@@ -216,12 +238,7 @@ pub(crate) async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         json!({"state": "discovering"}),
         "… discovering the cluster",
     );
-    let overrides = DiscoveryOverrides {
-        service_cidrs: args.service_cidr.clone(),
-        pod_cidrs: args.pod_cidr.clone(),
-        cluster_domain: args.cluster_domain.clone(),
-        dns_server: args.cluster_dns,
-    };
+    let overrides = args.overrides();
     let mut never_route: Vec<IpAddr> = Vec::new();
     let (facts, tunnel) = if let Some(agent) = args.tunnel.agent {
         // A standalone agent: no Kubernetes API; facts come from flags, else the agent.
@@ -284,8 +301,24 @@ pub(crate) async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     }
 
     // Host changes: every one journalled first, undone on exit or by `kubelan reset`.
-    let mut guard = HostGuard::begin(&state, "connect")?;
-    let result = serve(&args, events, &mut guard, &session, facts, plan, &shutdown).await;
+    if let Some(lan) = &lan {
+        for l in &lan.allowed {
+            if facts
+                .prefixes()
+                .any(|(_, f)| f.value.contains(l) || l.contains(&f.value))
+            {
+                bail!(
+                    "--lan {l} overlaps a cluster prefix; a LAN must not share addresses with the cluster. Nothing was changed."
+                );
+            }
+        }
+    }
+    let purpose = if lan.is_some() { "gateway" } else { "connect" };
+    let mut guard = HostGuard::begin(&state, purpose)?;
+    let result = serve(
+        &args, events, &mut guard, &session, facts, plan, lan, &shutdown,
+    )
+    .await;
     shutdown.cancel();
     let report = guard.restore().await;
     for o in &report.outcomes {
@@ -302,6 +335,7 @@ pub(crate) async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
 }
 
 /// Sets the machine up and serves until asked to stop.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     args: &ConnectArgs,
     events: Events,
@@ -309,6 +343,7 @@ async fn serve(
     session: &Session,
     facts: ClusterFacts,
     plan: RoutePlan,
+    lan: Option<LanService>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let tun = kubelan_netstack::open_tun(&TunConfig::new(args.tun.clone(), args.mtu))?;
@@ -376,7 +411,7 @@ async fn serve(
                 })
                 .await?;
         }
-        if !args.no_dns {
+        if !args.no_dns && lan.is_none() {
             let backend =
                 kubelan_sys::dns::detect(Path::new(kubelan_sys::dns::DEFAULT_RESOLV_CONF));
             let dns_plan = kubelan_sys::dns::DnsPlan {
@@ -419,6 +454,17 @@ async fn serve(
             "  warning: no cluster DNS Service found; DNS is not configured (pass --cluster-dns IP)",
         );
     }
+    if lan.is_some() {
+        // A gateway leaves this host's resolver alone and forwards to it.
+        upstreams = dns::host_resolvers(
+            Path::new(kubelan_sys::dns::DEFAULT_RESOLV_CONF),
+            &lan.as_ref()
+                .and_then(|l| l.dns.as_ref())
+                .map(|(_, a)| a.ip())
+                .into_iter()
+                .collect::<Vec<_>>(),
+        )?;
+    }
     // Names outside the cluster go where they went before; never back to ourselves.
     upstreams.retain(|u| Some(*u) != dns_ip);
 
@@ -429,11 +475,54 @@ async fn serve(
     let dns_stats = Arc::new(dns::DnsStats::default());
     let relay = Arc::new(dns::DnsRelay {
         zones: SplitZones::new(&domain, prefixes),
-        session: session.clone(),
+        cluster: dns::ClusterPath::Agent(session.clone()),
         cluster_dns: SocketAddr::new(dns_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), 53),
         upstreams: upstreams.iter().map(|u| SocketAddr::new(*u, 53)).collect(),
         stats: dns_stats.clone(),
     });
+    let mut lan_task = None;
+    if let Some(lan) = lan {
+        if kubelan_sys::sysctl::set(guard, "net.ipv4.ip_forward", "1")? {
+            events.emit(
+                "forwarding",
+                json!({"enabled": true}),
+                "✓ enabled IPv4 forwarding (net.ipv4.ip_forward = 1)",
+            );
+        }
+        if let Some((sockets, listen)) = lan.dns {
+            let mut allowed = lan.allowed.clone();
+            allowed.push(IpNet::from(listen.ip()));
+            allowed.push(IpNet::from(IpAddr::from([127, 0, 0, 1])));
+            let service = Arc::new(dns::LanDns::new(relay.clone(), allowed));
+            lan_task = Some(dns::serve_lan(sockets, service, shutdown.clone()));
+            events.emit(
+                "dns",
+                json!({"listen": listen.to_string(), "domain": domain, "upstreams": upstreams}),
+                &format!(
+                    "✓ DNS for {} on {listen}: *.{domain} through the tunnel; other names → {}",
+                    lan.allowed
+                        .iter()
+                        .map(IpNet::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if upstreams.is_empty() {
+                        "nowhere (this host has no resolver): SERVFAIL".to_string()
+                    } else {
+                        upstreams
+                            .iter()
+                            .map(IpAddr::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+            );
+        }
+        events.emit(
+            "ready",
+            json!({"mode": "tunnel"}),
+            "gateway ready: route the cluster prefixes to this host on the office router (`kubelan routes` prints them)",
+        );
+    }
     let flows = Arc::new(handler::FlowStats::default());
     let handler = Arc::new(handler::TunHandler {
         session: session.clone(),
@@ -487,6 +576,9 @@ async fn serve(
     };
     stack.abort();
     quit.cancel();
+    if let Some(t) = lan_task {
+        t.abort();
+    }
     let _ = control.await;
     events.emit(
         "state",

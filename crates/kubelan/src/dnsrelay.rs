@@ -1,0 +1,301 @@
+//! The split DNS relay of `kubelan connect` and `kubelan gateway`: cluster names (the
+//! cluster domain and the reverse zones of the cluster prefixes) go to the cluster DNS —
+//! through the tunnel to the agent, or straight to its ClusterIP on a host that reaches it
+//! (`gateway --mode node`) — and everything else to the resolvers the machine had before,
+//! unchanged. `connect` feeds it the queries its TUN catches; a gateway also serves it on
+//! its LAN address to the LAN's clients ([`LanDns`]).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use ipnet::IpNet;
+use kubelan_dns::split::{self, Route, SplitZones};
+use kubelan_session::Session;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How long one upstream resolver gets before the next is tried.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// A DNS-over-TCP client that sends nothing for this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(30);
+
+/// Query counters, for `kubelan status`.
+#[derive(Debug, Default)]
+pub(crate) struct DnsStats {
+    pub cluster: AtomicU64,
+    pub upstream: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// How cluster names reach the cluster DNS.
+pub(crate) enum ClusterPath {
+    /// Through the session to the agent (which answers from its cache, else asks the
+    /// cluster DNS).
+    Agent(Session),
+    /// Straight to the cluster DNS Service from this host (it routes to the cluster).
+    Direct,
+}
+
+/// Answers DNS queries: cluster names to the cluster, the rest upstream.
+pub(crate) struct DnsRelay {
+    pub zones: SplitZones,
+    pub cluster: ClusterPath,
+    /// The cluster DNS Service.
+    pub cluster_dns: SocketAddr,
+    /// The machine's own resolvers (from before `connect`).
+    pub upstreams: Vec<SocketAddr>,
+    pub stats: Arc<DnsStats>,
+}
+
+impl DnsRelay {
+    /// The reply to one query, or `None` when the query deserves no answer.
+    pub(crate) async fn answer(&self, query: Bytes) -> Option<Bytes> {
+        match self.zones.route(&query) {
+            Route::Invalid => split::formerr(&query).map(Bytes::from),
+            Route::Cluster => {
+                self.stats.cluster.fetch_add(1, Ordering::Relaxed);
+                let reply = match &self.cluster {
+                    ClusterPath::Agent(session) => session
+                        .dns(self.cluster_dns, query.clone())
+                        .await
+                        .map_err(|e| e.to_string()),
+                    ClusterPath::Direct => {
+                        kubelan_dns::forward_udp(&query, self.cluster_dns, UPSTREAM_TIMEOUT)
+                            .await
+                            .map(Bytes::from)
+                            .map_err(|e| format!("{}: {e}", self.cluster_dns))
+                    }
+                };
+                match reply {
+                    Ok(reply) => Some(reply),
+                    Err(e) => {
+                        tracing::warn!("cluster DNS query failed: {e}");
+                        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        split::servfail(&query).map(Bytes::from)
+                    }
+                }
+            }
+            Route::Upstream => {
+                self.stats.upstream.fetch_add(1, Ordering::Relaxed);
+                for up in &self.upstreams {
+                    match kubelan_dns::forward_udp(&query, *up, UPSTREAM_TIMEOUT).await {
+                        Ok(reply) => return Some(Bytes::from(reply)),
+                        Err(e) => tracing::debug!(upstream = %up, "DNS upstream failed: {e}"),
+                    }
+                }
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                split::servfail(&query).map(Bytes::from)
+            }
+        }
+    }
+
+    /// Serves DNS over one TCP connection (two-byte length prefix per message) until the
+    /// client closes it or stays silent for [`TCP_IDLE`].
+    pub(crate) async fn serve_tcp<S>(&self, mut stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            let mut len = [0u8; 2];
+            match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
+                Ok(Ok(_)) => {}
+                _ => return,
+            }
+            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut query)).await {
+                Ok(Ok(_)) => {}
+                _ => return,
+            }
+            let Some(reply) = self.answer(Bytes::from(query)).await else {
+                return;
+            };
+            let Ok(n) = u16::try_from(reply.len()) else {
+                return;
+            };
+            let mut out = Vec::with_capacity(reply.len() + 2);
+            out.extend_from_slice(&n.to_be_bytes());
+            out.extend_from_slice(&reply);
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The DNS service a gateway offers its LAN: the relay, for clients of the LAN only.
+pub(crate) struct LanDns {
+    pub relay: Arc<DnsRelay>,
+    /// Who is served; others get REFUSED.
+    pub allowed: Vec<IpNet>,
+    /// Clients that asked something (bounded, for the summary).
+    pub clients: Mutex<BTreeSet<IpAddr>>,
+    /// Queries answered for the LAN.
+    pub queries: AtomicU64,
+    /// Queries refused because the client is outside the LAN.
+    pub refused: AtomicU64,
+}
+
+/// At most this many distinct clients are remembered for the summary.
+const MAX_CLIENTS_TRACKED: usize = 65_536;
+/// At most this many UDP queries are answered at once; more wait.
+const MAX_INFLIGHT: usize = 512;
+
+impl LanDns {
+    pub(crate) fn new(relay: Arc<DnsRelay>, allowed: Vec<IpNet>) -> Self {
+        Self {
+            relay,
+            allowed,
+            clients: Mutex::new(BTreeSet::new()),
+            queries: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    fn admit(&self, client: IpAddr) -> bool {
+        let client = match client {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
+            v4 => v4,
+        };
+        if !self.allowed.iter().any(|n| n.contains(&client)) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut seen) = self.clients.lock()
+            && seen.len() < MAX_CLIENTS_TRACKED
+        {
+            seen.insert(client);
+        }
+        true
+    }
+
+    /// Distinct clients seen so far.
+    pub(crate) fn clients_seen(&self) -> usize {
+        self.clients.lock().map_or(0, |s| s.len())
+    }
+}
+
+/// The gateway's DNS sockets on its LAN address, bound before anything on the host changes.
+pub(crate) struct LanSockets {
+    udp: UdpSocket,
+    tcp: TcpListener,
+}
+
+/// Binds UDP and TCP port `addr` (53 on the LAN address).
+///
+/// # Errors
+/// When the port is taken or the address is not this host's, naming the fix.
+pub(crate) async fn bind_lan(addr: SocketAddr) -> anyhow::Result<LanSockets> {
+    let explain = |proto: &str, e: std::io::Error| {
+        let fix = match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "another DNS server already listens there (`ss -lnp 'sport = :{port}'` names it): stop it, serve on another address with --dns-listen, or pass --no-dns",
+                port = addr.port()
+            ),
+            std::io::ErrorKind::AddrNotAvailable => {
+                "that address is not on any interface of this host (--dns-listen)".to_string()
+            }
+            std::io::ErrorKind::PermissionDenied => "ports below 1024 need root".to_string(),
+            _ => String::new(),
+        };
+        anyhow::anyhow!("cannot serve DNS on {proto} {addr}: {e}; {fix}")
+    };
+    let udp = UdpSocket::bind(addr).await.map_err(|e| explain("UDP", e))?;
+    let tcp = TcpListener::bind(addr)
+        .await
+        .map_err(|e| explain("TCP", e))?;
+    Ok(LanSockets { udp, tcp })
+}
+
+/// Serves DNS on the LAN sockets until `shutdown`.
+pub(crate) fn serve_lan(
+    sockets: LanSockets,
+    lan: Arc<LanDns>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let udp = Arc::new(sockets.udp);
+        let tcp = sockets.tcp;
+        let slots = Arc::new(Semaphore::new(MAX_INFLIGHT));
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = udp.recv_from(&mut buf) => {
+                    let Ok((n, from)) = r else { continue };
+                    let query = Bytes::copy_from_slice(&buf[..n]);
+                    if !lan.admit(from.ip()) {
+                        if let Some(reply) = split::refused(&query) {
+                            let _ = udp.send_to(&reply, from).await;
+                        }
+                        continue;
+                    }
+                    let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                    let (udp, lan) = (udp.clone(), lan.clone());
+                    tokio::spawn(async move {
+                        if let Some(reply) = lan.relay.answer(query).await {
+                            let _ = udp.send_to(&reply, from).await;
+                        }
+                        drop(permit);
+                    });
+                }
+                r = tcp.accept() => {
+                    let Ok((stream, from)) = r else { continue };
+                    if !lan.admit(from.ip()) {
+                        continue;
+                    }
+                    let lan = lan.clone();
+                    tokio::spawn(async move { lan.relay.serve_tcp(stream).await });
+                }
+            }
+        }
+    })
+}
+
+/// The host's resolvers from `resolv_conf` text (nameserver lines), minus `except`.
+pub(crate) fn resolvers_from(resolv_conf: &str, except: &[IpAddr]) -> Vec<IpAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver")).then(|| words.next())?
+        })
+        .filter_map(|w| w.split('%').next()?.parse::<IpAddr>().ok())
+        .filter(|ip| !except.contains(ip))
+        .collect()
+}
+
+/// Reads the host's resolvers from `path`.
+pub(crate) fn host_resolvers(
+    path: &std::path::Path,
+    except: &[IpAddr],
+) -> anyhow::Result<Vec<IpAddr>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading this host's resolvers from {}", path.display()))?;
+    Ok(resolvers_from(&text, except))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolvers_are_read_from_resolv_conf() {
+        let text = "# comment\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nsearch x\nnameserver  10.4.7.11\nnameserver bogus\n";
+        let got = resolvers_from(text, &["10.4.7.11".parse().unwrap()]);
+        assert_eq!(
+            got,
+            vec![
+                "10.0.0.2".parse::<IpAddr>().unwrap(),
+                "fe80::1".parse().unwrap()
+            ]
+        );
+    }
+}

@@ -1,0 +1,940 @@
+//! `kubelan doctor`: checks the path from this machine (a gateway, a node, a laptop with
+//! `connect`, or a LAN PC with `--via GATEWAY`) into the cluster step by step and prints
+//! each verdict with its fix.
+//!
+//! The checks, in order: the API server and permissions → the discovered prefixes and
+//! where they came from → this host's routes to them → on a gateway: forwarding, the SNAT
+//! rule and its counters → DNS (a cluster name and a non-cluster name) → one pod on each
+//! node, the cluster DNS ClusterIP and one Service → large packets (MTU) → the return-path
+//! fault of seed 001 (works to pods on one node, fails to pods on another). Exit code 0
+//! only when nothing failed.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::api::ListParams;
+use kubelan_cluster::discovery::{self, ClusterFacts, DiscoveryOverrides};
+use kubelan_cluster::preflight::Access;
+use nftables::types::NfFamily;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::Output;
+use crate::gateway;
+
+/// `kubelan doctor` flags.
+#[derive(Args, Debug)]
+pub(crate) struct DoctorArgs {
+    #[command(flatten)]
+    kube: kubelan_cluster::KubeArgs,
+    /// Run from a LAN host: the gateway's address (its DNS is checked, and failures are
+    /// read as the router's or the gateway's).
+    #[arg(long, value_name = "GATEWAY")]
+    via: Option<IpAddr>,
+    /// DNS server to check [default: --via, else the local gateway's, else this host's
+    /// first resolver].
+    #[arg(long, value_name = "IP")]
+    dns: Option<IpAddr>,
+    /// The cluster's Service CIDR, instead of discovering it (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    service_cidr: Vec<ipnet::IpNet>,
+    /// The cluster's Pod CIDR, instead of discovering it (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pod_cidr: Vec<ipnet::IpNet>,
+    /// The cluster DNS domain [default: discovered, else cluster.local].
+    #[arg(long, value_name = "DOMAIN")]
+    cluster_domain: Option<String>,
+    /// Seconds each connection attempt may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    timeout: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    output: Output,
+}
+
+/// How a check went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Verdict {
+    Pass,
+    Info,
+    Warn,
+    Fail,
+    Skip,
+}
+
+impl Verdict {
+    fn mark(self) -> &'static str {
+        match self {
+            Self::Pass => "✓",
+            Self::Info => "·",
+            Self::Warn => "!",
+            Self::Fail => "✗",
+            Self::Skip => "-",
+        }
+    }
+}
+
+/// One verdict.
+#[derive(Debug, Clone, Serialize)]
+struct Check {
+    step: &'static str,
+    verdict: Verdict,
+    what: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+}
+
+#[derive(Default)]
+struct Report {
+    checks: Vec<Check>,
+    json: bool,
+}
+
+impl Report {
+    fn add(&mut self, step: &'static str, verdict: Verdict, what: String, fix: Option<String>) {
+        let c = Check {
+            step,
+            verdict,
+            what,
+            fix,
+        };
+        if !self.json {
+            println!("{} {:<10} {}", c.verdict.mark(), c.step, c.what);
+            if let Some(fix) = &c.fix {
+                println!("  {:<10} fix: {fix}", "");
+            }
+        }
+        self.checks.push(c);
+    }
+
+    fn failed(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Fail)
+            .count()
+    }
+}
+
+/// The result of one TCP probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Probe {
+    /// Connected (or the far end answered with a reset: the path works).
+    Reached,
+    /// No answer in time.
+    Timeout,
+    /// An error such as "network unreachable" (an ICMP error from a router).
+    Error(String),
+}
+
+async fn probe_tcp(addr: SocketAddr, timeout: Duration) -> Probe {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Probe::Reached,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Probe::Reached,
+        Ok(Err(e)) => Probe::Error(e.to_string()),
+        Err(_) => Probe::Timeout,
+    }
+}
+
+fn describe(p: &Probe) -> String {
+    match p {
+        Probe::Reached => "reached".into(),
+        Probe::Timeout => "no answer".into(),
+        Probe::Error(e) => e.clone(),
+    }
+}
+
+/// A pod to probe: name, node, address and port.
+#[derive(Debug, Clone)]
+struct Target {
+    name: String,
+    node: String,
+    addr: SocketAddr,
+}
+
+/// Runs the checks.
+pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let mut r = Report {
+        json: args.output == Output::Json,
+        ..Report::default()
+    };
+    let timeout = Duration::from_secs(args.timeout.max(1));
+
+    // 1. API and permissions.
+    let cc = match kubelan_cluster::connect(&args.kube).await {
+        Ok(cc) => cc,
+        Err(e) => {
+            r.add(
+                "api",
+                Verdict::Fail,
+                format!("cannot reach the Kubernetes API: {e:#}"),
+                Some("check the kubeconfig (--kubeconfig, --context) and that this host reaches the API server".into()),
+            );
+            return finish(r);
+        }
+    };
+    match cc.client.apiserver_version().await {
+        Ok(v) => r.add(
+            "api",
+            Verdict::Pass,
+            format!(
+                "{} answers (Kubernetes {}.{}, context {})",
+                cc.server, v.major, v.minor, cc.context
+            ),
+            None,
+        ),
+        Err(e) => {
+            r.add(
+                "api",
+                Verdict::Fail,
+                format!("{} does not answer: {e}", cc.server),
+                Some("check that this host reaches the API server and that the kubeconfig's credentials are valid".into()),
+            );
+            return finish(r);
+        }
+    }
+    let wanted = [
+        Access::new("list", "", "nodes"),
+        Access::new("list", "", "pods"),
+        Access::new("list", "", "services"),
+        Access::new("list", "discovery.k8s.io", "endpointslices"),
+    ];
+    match kubelan_cluster::preflight::check(&cc.client, &wanted).await {
+        Ok(missing) if missing.is_empty() => r.add(
+            "access",
+            Verdict::Pass,
+            "may list nodes, pods, Services and EndpointSlices".into(),
+            None,
+        ),
+        Ok(missing) => r.add(
+            "access",
+            Verdict::Warn,
+            format!(
+                "missing: {}; some checks below are skipped",
+                missing
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some("`kubelan rbac discovery` prints a ClusterRole that grants them".into()),
+        ),
+        Err(e) => r.add(
+            "access",
+            Verdict::Warn,
+            format!("cannot check permissions: {e}"),
+            None,
+        ),
+    }
+
+    // 2. Prefixes.
+    let overrides = DiscoveryOverrides {
+        service_cidrs: args.service_cidr.clone(),
+        pod_cidrs: args.pod_cidr.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+        dns_server: None,
+    };
+    let facts = match discovery::discover(&cc, &overrides).await {
+        Ok(f) => f,
+        Err(e) => {
+            r.add(
+                "prefixes",
+                Verdict::Fail,
+                format!("discovery failed: {e:#}"),
+                Some("pass --pod-cidr and --service-cidr".into()),
+            );
+            return finish(r);
+        }
+    };
+    for (kind, f) in facts.prefixes() {
+        let verdict = if f.guessed {
+            Verdict::Warn
+        } else {
+            Verdict::Pass
+        };
+        r.add(
+            "prefixes",
+            verdict,
+            format!("{kind} {} ({})", f.value, f.source),
+            f.guessed.then(|| {
+                format!("confirm it and pass --{kind}-cidr, or grant what discovery needs (`kubelan rbac discovery`)")
+            }),
+        );
+    }
+    if facts.prefixes().next().is_none() {
+        r.add(
+            "prefixes",
+            Verdict::Fail,
+            "no Pod or Service prefix found".into(),
+            Some("pass --pod-cidr and --service-cidr".into()),
+        );
+    }
+
+    // 3. Routes of this host.
+    check_routes(&mut r, &facts, args.via).await;
+
+    // 4. A gateway on this host.
+    let gateway_here = kubelan_sys::nft::table_exists(NfFamily::IP, gateway::TABLE)
+        .await
+        .unwrap_or(false);
+    let before = if gateway_here {
+        check_gateway(&mut r).await
+    } else {
+        None
+    };
+
+    // 5. DNS.
+    let dns_server = args
+        .dns
+        .or(args.via)
+        .or(gateway_dns_listen().await.filter(|_| gateway_here))
+        .or_else(first_resolver);
+    check_dns(&mut r, &cc, &facts, dns_server, timeout).await;
+
+    // 6. Reachability, 7. MTU, 8. return path.
+    let targets = pod_targets(&cc.client).await;
+    let mut by_node: BTreeMap<String, Vec<(Target, Probe)>> = BTreeMap::new();
+    for t in first_per_node(&targets) {
+        let p = probe_tcp(t.addr, timeout).await;
+        by_node.entry(t.node.clone()).or_default().push((t, p));
+    }
+    if by_node.is_empty() {
+        r.add(
+            "pods",
+            Verdict::Skip,
+            "no ready pod with a TCP port to probe".into(),
+            None,
+        );
+    }
+    for (node, probes) in &by_node {
+        for (t, p) in probes {
+            let ok = *p == Probe::Reached;
+            r.add(
+                "pods",
+                if ok { Verdict::Pass } else { Verdict::Fail },
+                format!("pod {} on {node} at {}: {}", t.name, t.addr, describe(p)),
+                (!ok).then(|| unreachable_fix(p, args.via)),
+            );
+        }
+    }
+    if let Some(dns) = facts.dns_server.as_ref().map(|f| f.value) {
+        let p = probe_tcp(SocketAddr::new(dns, 53), timeout).await;
+        let ok = p == Probe::Reached;
+        r.add(
+            "services",
+            if ok { Verdict::Pass } else { Verdict::Fail },
+            format!("cluster DNS ClusterIP {dns}:53: {}", describe(&p)),
+            (!ok).then(|| unreachable_fix(&p, args.via)),
+        );
+    }
+    let spread = spread_service(&cc.client, &targets).await;
+    if let Some((svc, addr, _)) = &spread {
+        let p = probe_tcp(*addr, timeout).await;
+        let ok = p == Probe::Reached;
+        r.add(
+            "services",
+            if ok { Verdict::Pass } else { Verdict::Fail },
+            format!("Service {svc} at {addr}: {}", describe(&p)),
+            (!ok).then(|| unreachable_fix(&p, args.via)),
+        );
+    }
+    check_mtu(
+        &mut r,
+        by_node.values().flatten().map(|(t, _)| t.addr.ip()).next(),
+    )
+    .await;
+    check_return_path(&mut r, &by_node, spread.as_ref(), timeout).await;
+
+    if let Some(before) = before {
+        let after = kubelan_sys::nft::counters(NfFamily::IP, gateway::TABLE)
+            .await
+            .unwrap_or_default();
+        let moved = |name: &str| {
+            after.get(name).map(|c| c.0).unwrap_or(0) > before.get(name).map(|c| c.0).unwrap_or(0)
+        };
+        r.add(
+            "counters",
+            Verdict::Info,
+            format!(
+                "LAN → cluster packets {} during the check, SNAT {} (probes from this host itself do not pass the gateway's rules; run `kubelan doctor --via` on a LAN host to see them move)",
+                if moved("up") { "moved" } else { "did not move" },
+                if moved("snat") { "moved" } else { "did not move" },
+            ),
+            None,
+        );
+    }
+    finish(r)
+}
+
+fn finish(r: Report) -> anyhow::Result<ExitCode> {
+    let failed = r.failed();
+    if r.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"ok": failed == 0, "checks": r.checks}))?
+        );
+    } else if failed == 0 {
+        println!("\nall checks passed");
+    } else {
+        println!("\n{failed} check(s) failed");
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn unreachable_fix(p: &Probe, via: Option<IpAddr>) -> String {
+    match (p, via) {
+        (Probe::Error(e), Some(gw)) if e.contains("unreachable") => format!(
+            "a router between here and {gw} has no route to the cluster prefixes: add the routes `kubelan routes --gateway {gw}` prints on the office router"
+        ),
+        (Probe::Error(e), None) if e.contains("unreachable") => {
+            "this host has no route to the cluster prefixes: run `sudo kubelan connect`, or route them to a kubelan gateway".into()
+        }
+        (_, Some(gw)) => format!(
+            "packets leave but nothing comes back: is `kubelan gateway` running on {gw}, and does the cluster route replies back (see the return-path check)?"
+        ),
+        _ => "packets leave but nothing comes back: check the gateway, the node's firewall and the pod".into(),
+    }
+}
+
+async fn check_routes(r: &mut Report, facts: &ClusterFacts, via: Option<IpAddr>) {
+    let routes = match kubelan_sys::net::routes().await {
+        Ok(routes) => routes,
+        Err(e) => {
+            r.add(
+                "routes",
+                Verdict::Skip,
+                format!("cannot read routes: {e}"),
+                None,
+            );
+            return;
+        }
+    };
+    for (kind, f) in facts.prefixes() {
+        let probe = f.value.hosts().next().unwrap_or(f.value.addr());
+        let best = routes
+            .iter()
+            .filter(|rt| rt.table == 254 && rt.dst.contains(&probe))
+            .max_by_key(|rt| rt.dst.prefix_len());
+        let what = match best {
+            None => {
+                r.add(
+                    "routes",
+                    if via.is_some() {
+                        Verdict::Info
+                    } else {
+                        Verdict::Warn
+                    },
+                    format!("{kind} {}: no route on this host", f.value),
+                    None,
+                );
+                continue;
+            }
+            Some(rt) if rt.dst.prefix_len() == 0 => format!(
+                "{kind} {}: to the default gateway {}{}",
+                f.value,
+                rt.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                match via {
+                    Some(_) =>
+                        " (fine: that router must route it to the gateway; the probes below tell)",
+                    None =>
+                        " (fine on a node for Services — kube-proxy catches them — else the probes below tell)",
+                }
+            ),
+            Some(rt) => format!(
+                "{kind} {}: via {} {}",
+                f.value,
+                rt.dev.clone().unwrap_or_default(),
+                rt.gateway
+                    .map(|g| format!("gateway {g}"))
+                    .unwrap_or_default()
+            ),
+        };
+        r.add("routes", Verdict::Info, what, None);
+    }
+}
+
+/// Forwarding and the SNAT rule of a node-mode gateway on this host; returns its counters.
+async fn check_gateway(r: &mut Report) -> Option<BTreeMap<String, (u64, u64)>> {
+    match kubelan_sys::sysctl::get("net.ipv4.ip_forward") {
+        Ok(v) if v == "1" => r.add(
+            "forwarding",
+            Verdict::Pass,
+            "IPv4 forwarding is on".into(),
+            None,
+        ),
+        Ok(v) => r.add(
+            "forwarding",
+            Verdict::Fail,
+            format!("IPv4 forwarding is off (net.ipv4.ip_forward = {v})"),
+            Some(
+                "restart `kubelan gateway` (it turns it on), or something turned it off since"
+                    .into(),
+            ),
+        ),
+        Err(e) => r.add("forwarding", Verdict::Skip, e.to_string(), None),
+    }
+    let listing = tokio::process::Command::new("nft")
+        .args(["list", "chain", "ip", gateway::TABLE, "postrouting"])
+        .output()
+        .await;
+    match listing {
+        Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("masquerade") => {
+            r.add(
+                "snat",
+                Verdict::Pass,
+                format!("SNAT rule present in table ip {}", gateway::TABLE),
+                None,
+            )
+        }
+        _ => r.add(
+            "snat",
+            Verdict::Info,
+            "no SNAT (--no-snat): pods see LAN addresses, so every node needs a route back to the LAN; the return-path check below tells".into(),
+            None,
+        ),
+    }
+    let counters = kubelan_sys::nft::counters(NfFamily::IP, gateway::TABLE)
+        .await
+        .ok()?;
+    let (p, b) = counters.get("up").copied().unwrap_or((0, 0));
+    let (sp, _) = counters.get("snat").copied().unwrap_or((0, 0));
+    r.add(
+        "counters",
+        Verdict::Info,
+        format!("so far: {p} packets ({b} bytes) LAN → cluster, {sp} connections masqueraded"),
+        None,
+    );
+    Some(counters)
+}
+
+/// The DNS address a local node-mode gateway serves on: it is this host's address towards
+/// the LAN, which the gateway printed; we take the address its DNS socket is bound to.
+async fn gateway_dns_listen() -> Option<IpAddr> {
+    let text = std::fs::read_to_string("/proc/net/udp").ok()?;
+    // Local address column: hex IP:port in host byte order for IPv4.
+    text.lines().skip(1).find_map(|l| {
+        let local = l.split_whitespace().nth(1)?;
+        let (ip, port) = local.split_once(':')?;
+        if u16::from_str_radix(port, 16).ok()? != 53 {
+            return None;
+        }
+        let raw = u32::from_str_radix(ip, 16).ok()?;
+        let ip = std::net::Ipv4Addr::from(raw.swap_bytes());
+        (!ip.is_loopback() && !ip.is_unspecified()).then_some(IpAddr::V4(ip))
+    })
+}
+
+fn first_resolver() -> Option<IpAddr> {
+    crate::dnsrelay::host_resolvers(
+        std::path::Path::new(kubelan_sys::dns::DEFAULT_RESOLV_CONF),
+        &[],
+    )
+    .ok()?
+    .into_iter()
+    .next()
+}
+
+fn dns_query(name: &str, ty: RecordType) -> Option<Vec<u8>> {
+    let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).ok()?, ty));
+    m.to_vec().ok()
+}
+
+async fn ask(server: IpAddr, name: &str, timeout: Duration) -> Result<Message, String> {
+    let q = dns_query(name, RecordType::A).ok_or("cannot build the query")?;
+    let reply = kubelan_dns::forward_udp(&q, SocketAddr::new(server, 53), timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    Message::from_vec(&reply).map_err(|e| e.to_string())
+}
+
+async fn check_dns(
+    r: &mut Report,
+    cc: &kubelan_cluster::ClusterClient,
+    facts: &ClusterFacts,
+    server: Option<IpAddr>,
+    timeout: Duration,
+) {
+    let Some(server) = server else {
+        r.add(
+            "dns",
+            Verdict::Skip,
+            "no DNS server to check (pass --dns or --via)".into(),
+            None,
+        );
+        return;
+    };
+    let domain = facts.cluster_domain.value.trim_matches('.');
+    let name = format!("kubernetes.default.svc.{domain}.");
+    let expected: Option<IpAddr> = Api::<Service>::namespaced(cc.client.clone(), "default")
+        .get("kubernetes")
+        .await
+        .ok()
+        .and_then(|s| s.spec?.cluster_ip?.parse().ok());
+    match ask(server, &name, timeout).await {
+        Ok(m) if m.metadata.response_code == ResponseCode::NoError => {
+            let got: Vec<IpAddr> = m
+                .answers
+                .iter()
+                .filter_map(|a| match &a.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    _ => None,
+                })
+                .collect();
+            match expected {
+                Some(e) if !got.contains(&e) => r.add(
+                    "dns",
+                    Verdict::Fail,
+                    format!("{server} answers {name} with {got:?}, but its ClusterIP is {e}"),
+                    Some("the DNS server answers from another cluster or a stale cache; point the cluster domain at the gateway".into()),
+                ),
+                _ => r.add(
+                    "dns",
+                    Verdict::Pass,
+                    format!("{server} answers {name} → {got:?}"),
+                    None,
+                ),
+            }
+        }
+        Ok(m) if m.metadata.response_code == ResponseCode::Refused => r.add(
+            "dns",
+            Verdict::Fail,
+            format!("{server} refused {name}"),
+            Some("the gateway serves only its --lan networks: add this host's network with --lan".into()),
+        ),
+        Ok(m) => r.add(
+            "dns",
+            Verdict::Fail,
+            format!("{server} answers {name} with {}", m.metadata.response_code),
+            Some(format!("forward the zone {domain} to the kubelan gateway (`kubelan routes --format dnsmasq` and others print how)")),
+        ),
+        Err(e) => r.add(
+            "dns",
+            Verdict::Fail,
+            format!("no DNS answer from {server} for {name}: {e}"),
+            Some("is `kubelan gateway` running and is UDP/TCP 53 open to this host?".into()),
+        ),
+    }
+    // A name outside the cluster: any answer but SERVFAIL proves the upstream path.
+    match ask(server, "kubelan-doctor.example.", timeout).await {
+        Ok(m) if m.metadata.response_code == ResponseCode::Refused => r.add(
+            "dns",
+            Verdict::Warn,
+            format!("{server} answers names outside the cluster with REFUSED"),
+            Some("the resolvers in the gateway host's /etc/resolv.conf do not resolve other names for it; give it a resolver that does".into()),
+        ),
+        Ok(m) if m.metadata.response_code != ResponseCode::ServFail => r.add(
+            "dns",
+            Verdict::Pass,
+            format!(
+                "{server} answers names outside the cluster ({} for kubelan-doctor.example)",
+                m.metadata.response_code
+            ),
+            None,
+        ),
+        Ok(_) => r.add(
+            "dns",
+            Verdict::Warn,
+            format!("{server} fails names outside the cluster (SERVFAIL)"),
+            Some("the gateway's host has no working resolver in /etc/resolv.conf".into()),
+        ),
+        Err(e) => r.add(
+            "dns",
+            Verdict::Warn,
+            format!("{server} does not answer names outside the cluster: {e}"),
+            None,
+        ),
+    }
+}
+
+/// Ready pods with a TCP port (a declared container port, else a readiness probe's).
+async fn pod_targets(client: &kube::Client) -> Vec<Target> {
+    let Ok(pods) = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in pods.items {
+        let Some(spec) = &p.spec else { continue };
+        let Some(status) = &p.status else { continue };
+        if spec.host_network == Some(true) {
+            continue;
+        }
+        let ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let (Some(ip), Some(node)) = (
+            status
+                .pod_ip
+                .as_deref()
+                .and_then(|i| i.parse::<IpAddr>().ok()),
+            spec.node_name.clone(),
+        ) else {
+            continue;
+        };
+        let port = spec.containers.iter().find_map(|c| {
+            c.ports
+                .iter()
+                .flatten()
+                .find(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                .map(|p| p.container_port)
+        });
+        let (Some(port), true) = (port.and_then(|p| u16::try_from(p).ok()), ready) else {
+            continue;
+        };
+        out.push(Target {
+            name: format!(
+                "{}/{}",
+                p.metadata.namespace.unwrap_or_default(),
+                p.metadata.name.unwrap_or_default()
+            ),
+            node,
+            addr: SocketAddr::new(ip, port),
+        });
+    }
+    out
+}
+
+fn first_per_node(targets: &[Target]) -> Vec<Target> {
+    let mut seen = std::collections::BTreeSet::new();
+    // Prefer workload pods over kube-system ones.
+    let mut sorted: Vec<&Target> = targets.iter().collect();
+    sorted.sort_by_key(|t| (t.name.starts_with("kube-system/"), t.name.clone()));
+    sorted
+        .into_iter()
+        .filter(|t| seen.insert(t.node.clone()))
+        .cloned()
+        .collect()
+}
+
+/// A Service with a ClusterIP and TCP port whose ready endpoints are on at least two
+/// nodes (the return-path check needs one), else any such Service; with its node spread.
+async fn spread_service(
+    client: &kube::Client,
+    targets: &[Target],
+) -> Option<(String, SocketAddr, usize)> {
+    let services = Api::<Service>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .ok()?;
+    let slices = Api::<EndpointSlice>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .ok()?;
+    let _ = Api::<Node>::all(client.clone());
+    let mut best: Option<(String, SocketAddr, usize)> = None;
+    for s in services.items {
+        let ns = s.metadata.namespace.clone().unwrap_or_default();
+        let name = s.metadata.name.clone().unwrap_or_default();
+        if ns == "kube-system" || (ns == "default" && name == "kubernetes") {
+            continue;
+        }
+        let Some(spec) = &s.spec else { continue };
+        let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|i| i.parse::<IpAddr>().ok())
+        else {
+            continue;
+        };
+        let Some(port) = spec
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        else {
+            continue;
+        };
+        let Ok(port) = u16::try_from(port.port) else {
+            continue;
+        };
+        let nodes: std::collections::BTreeSet<String> = slices
+            .items
+            .iter()
+            .filter(|sl| {
+                sl.metadata.namespace.as_deref() == Some(ns.as_str())
+                    && sl
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("kubernetes.io/service-name"))
+                        == Some(&name)
+            })
+            .flat_map(|sl| sl.endpoints.iter())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .filter_map(|e| {
+                e.node_name.clone().or_else(|| {
+                    let ip: IpAddr = e.addresses.first()?.parse().ok()?;
+                    targets
+                        .iter()
+                        .find(|t| t.addr.ip() == ip)
+                        .map(|t| t.node.clone())
+                })
+            })
+            .collect();
+        if nodes.is_empty() {
+            continue;
+        }
+        let candidate = (
+            format!("{ns}/{name}"),
+            SocketAddr::new(ip, port),
+            nodes.len(),
+        );
+        if best.as_ref().is_none_or(|b| candidate.2 > b.2) {
+            best = Some(candidate);
+        }
+    }
+    best
+}
+
+/// Large packets with "don't fragment" to a pod (needs the `ping` program).
+async fn check_mtu(r: &mut Report, pod: Option<IpAddr>) {
+    let Some(pod) = pod else {
+        r.add("mtu", Verdict::Skip, "no pod to ping".into(), None);
+        return;
+    };
+    let ping = |size: u32| async move {
+        tokio::process::Command::new("ping")
+            .args(["-n", "-c", "1", "-W", "2", "-M", "do", "-s"])
+            .arg(size.to_string())
+            .arg(pod.to_string())
+            .output()
+            .await
+            .map(|o| o.status.success())
+    };
+    match ping(56).await {
+        Err(_) => {
+            r.add(
+                "mtu",
+                Verdict::Skip,
+                "the ping program is not installed".into(),
+                None,
+            );
+            return;
+        }
+        Ok(false) => {
+            r.add(
+                "mtu",
+                Verdict::Skip,
+                format!("{pod} does not answer pings; MTU not checked"),
+                None,
+            );
+            return;
+        }
+        Ok(true) => {}
+    }
+    for (size, packet) in [(1472u32, 1500u32), (1372, 1400), (1252, 1280)] {
+        if ping(size).await.unwrap_or(false) {
+            r.add(
+                "mtu",
+                if packet == 1500 {
+                    Verdict::Pass
+                } else {
+                    Verdict::Warn
+                },
+                format!("{packet}-byte packets reach {pod} unfragmented"),
+                (packet < 1500).then(|| {
+                    "the path's MTU is below 1500: make sure TCP MSS clamping or PMTU discovery works (ICMP 'fragmentation needed' must not be filtered)".to_string()
+                }),
+            );
+            return;
+        }
+    }
+    r.add(
+        "mtu",
+        Verdict::Fail,
+        format!("small pings reach {pod} but 1280-byte packets do not"),
+        Some("a link on the path has a tiny MTU or ICMP 'fragmentation needed' is filtered; lower the MTU on the gateway (--mtu in tunnel mode)".into()),
+    );
+}
+
+/// Seed 001: pods on one node reachable, on another not; or a Service that works only when
+/// the chosen pod sits on the node that did the Service NAT.
+async fn check_return_path(
+    r: &mut Report,
+    by_node: &BTreeMap<String, Vec<(Target, Probe)>>,
+    spread: Option<&(String, SocketAddr, usize)>,
+    timeout: Duration,
+) {
+    let ok_nodes: Vec<&String> = by_node
+        .iter()
+        .filter(|(_, ps)| ps.iter().all(|(_, p)| *p == Probe::Reached))
+        .map(|(n, _)| n)
+        .collect();
+    let bad_nodes: Vec<&String> = by_node
+        .iter()
+        .filter(|(_, ps)| ps.iter().any(|(_, p)| *p != Probe::Reached))
+        .map(|(n, _)| n)
+        .collect();
+    if !ok_nodes.is_empty() && !bad_nodes.is_empty() {
+        r.add(
+            "return",
+            Verdict::Fail,
+            format!(
+                "pods on {} answer, pods on {} do not: those nodes have no route back to this client",
+                join(&ok_nodes),
+                join(&bad_nodes)
+            ),
+            Some("run the gateway with SNAT (without --no-snat), or add a route to the LAN on every node".into()),
+        );
+        return;
+    }
+    let Some((svc, addr, nodes)) = spread else {
+        return;
+    };
+    if *nodes < 2 || bad_nodes.len() == by_node.len() {
+        r.add(
+            "return",
+            Verdict::Skip,
+            "needs a Service with ready pods on two nodes and reachable pods".into(),
+            None,
+        );
+        return;
+    }
+    // Several connections so that the Service picks pods on more than one node.
+    let started = Instant::now();
+    let attempts = 8;
+    let results = futures::future::join_all((0..attempts).map(|_| probe_tcp(*addr, timeout))).await;
+    let failed = results.iter().filter(|p| **p != Probe::Reached).count();
+    if failed == 0 {
+        r.add(
+            "return",
+            Verdict::Pass,
+            format!(
+                "{attempts} connections to Service {svc} ({addr}, pods on {nodes} nodes) all answered in {:.1} s",
+                started.elapsed().as_secs_f64()
+            ),
+            None,
+        );
+    } else {
+        r.add(
+            "return",
+            Verdict::Fail,
+            format!(
+                "{failed} of {attempts} connections to Service {svc} ({addr}) got no answer while every pod answers on its own IP: replies of pods on another node than the one that did the Service NAT go straight back to the client, which drops them (the seed-001 return-path fault)"
+            ),
+            Some("run the gateway with SNAT (without --no-snat), or set kube-proxy's masqueradeAll: true".into()),
+        );
+    }
+}
+
+fn join(v: &[&String]) -> String {
+    v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}

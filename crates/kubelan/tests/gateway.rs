@@ -1,0 +1,337 @@
+//! End-to-end tests of issue 5 on the lab: `kubelan gateway` in node mode on `node1` and in
+//! tunnel mode on the office PC `pc2`, serving the office LAN (`pc1`, `pc2`) which has
+//! nothing of kubelan: the office router gets the routes `kubelan routes --format linux`
+//! prints, the PCs' resolver is the gateway. With the lab's seed-001 fault on, `--no-snat`
+//! fails for pods behind the other node and `kubelan doctor` names the cause; SNAT works.
+//! Bad input changes nothing; `kill -9` + `kubelan reset` restores the node's nft ruleset,
+//! sysctls and routes. Needs root; CI runs them with `KUBELAN_E2E_REQUIRED=1`.
+
+mod support;
+
+use std::process::Output;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use support::{Background, Cluster, Lab, lab_available, root_snapshot};
+
+const NODE1: &str = "10.4.7.11";
+const PC2: &str = "172.16.1.12";
+const LAN: &str = "172.16.0.0/18";
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// HTTP status code of `url` fetched on `host` ("000" when the connection failed).
+fn http_code(lab: &Lab, host: &str, url: &str) -> String {
+    let out = lab.exec(
+        host,
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "3",
+            url,
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What a gateway may change on a host and must put back.
+fn host_state(lab: &Lab, host: &str) -> String {
+    let mut s = String::new();
+    for argv in [
+        &["nft", "-s", "list", "ruleset"][..],
+        &["sysctl", "-n", "net.ipv4.ip_forward"],
+        &["ip", "route"],
+        &["ip", "link"],
+        &["cat", "/etc/resolv.conf"],
+    ] {
+        s.push_str(&lab.exec_ok(host, argv));
+    }
+    s
+}
+
+fn pods(cluster: &Cluster, selector: &str) -> Vec<(String, String, String)> {
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let list = cluster
+        .rt
+        .block_on(api.list(&ListParams::default().labels(selector)))
+        .unwrap();
+    list.items
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.metadata.name.clone()?,
+                p.spec.as_ref()?.node_name.clone()?,
+                p.status.as_ref()?.pod_ip.clone()?,
+            ))
+        })
+        .collect()
+}
+
+/// The office router routes the cluster prefixes to `gateway`, as `kubelan routes` says.
+fn route_office_to(lab: &Lab, gateway: &str) {
+    let printed = lab.exec_ok(
+        "office-router",
+        &[
+            "kubelan",
+            "routes",
+            "--format",
+            "linux",
+            "--gateway",
+            gateway,
+        ],
+    );
+    let lines: Vec<&str> = printed
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("ip route "))
+        .collect();
+    assert!(lines.len() >= 2, "no routes printed:\n{printed}");
+    let _ = lab.exec(
+        "office-router",
+        &["ip", "route", "flush", "proto", "static"],
+    );
+    for l in lines {
+        let argv: Vec<&str> = l.split_whitespace().map(|w| w.trim_matches('\'')).collect();
+        // `replace` so that switching gateways works; the printed line says `add`.
+        let argv: Vec<&str> = argv
+            .iter()
+            .map(|w| if *w == "add" { "replace" } else { w })
+            .collect();
+        lab.exec_ok("office-router", &argv);
+    }
+}
+
+fn use_resolver(lab: &Lab, host: &str, ip: &str) {
+    lab.exec_ok(
+        host,
+        &[
+            "sh",
+            "-c",
+            &format!("printf 'nameserver {ip}\\nsearch default.svc.cluster.local\\noptions timeout:2 attempts:2\\n' > /etc/resolv.conf"),
+        ],
+    );
+}
+
+/// Every way a LAN PC names the cluster works from `host`.
+fn lan_reaches_cluster(lab: &Lab, cluster: &Cluster, host: &str) {
+    let web_svc = cluster.svc_ip("web");
+    let web = pods(cluster, "app=web");
+    let nodes: std::collections::BTreeSet<_> = web.iter().map(|p| p.1.clone()).collect();
+    assert!(
+        nodes.len() >= 2,
+        "web pods should spread over both nodes: {web:?}"
+    );
+    for (name, node, ip) in &web {
+        assert_eq!(
+            http_code(lab, host, &format!("http://{ip}/")),
+            "200",
+            "{host} → pod {name} on {node}"
+        );
+    }
+    for url in [
+        "http://web.default.svc.cluster.local/".to_string(),
+        format!("http://{web_svc}/"),
+    ] {
+        // Several times: the Service balances over pods on both nodes.
+        for i in 0..6 {
+            assert_eq!(
+                http_code(lab, host, &url),
+                "200",
+                "{host} → {url} (try {i})"
+            );
+        }
+    }
+    let db0 = pods(cluster, "app=db")
+        .into_iter()
+        .find(|p| p.0 == "db-0")
+        .expect("db-0");
+    let dug = lab.exec_ok(
+        host,
+        &[
+            "dig",
+            "+short",
+            "+time=3",
+            "db-0.db.default.svc.cluster.local",
+        ],
+    );
+    assert_eq!(dug.trim(), db0.2, "StatefulSet pod name from {host}");
+}
+
+#[test]
+fn gateway_serves_the_office_lan() {
+    if !lab_available() {
+        return;
+    }
+    let root_before = root_snapshot();
+    let dir = tempfile_dir();
+    let config = dir.join("lab.toml");
+    std::fs::write(&config, "[faults]\nseed001 = true\n").unwrap();
+    let lab = Lab::up("gw", &["--config", config.to_str().unwrap()]);
+    let cluster = Cluster::new(&lab);
+    let node1_before = host_state(&lab, "node1");
+    let pc2_before = host_state(&lab, "pc2");
+
+    // Bad input: clear errors, nothing changed.
+    for (args, needle) in [
+        (vec!["--lan", LAN, "--lan", "172.16.1.0/24"], "overlap"),
+        (
+            vec!["--lan", LAN, "--dns-listen", "10.9.9.9"],
+            "not an address of this host",
+        ),
+        (vec!["--lan", "172.17.32.0/24"], "overlaps the cluster"),
+    ] {
+        let mut argv = vec!["kubelan", "gateway", "--mode", "node"];
+        argv.extend(args.iter().copied());
+        let out = lab.exec("node1", &argv);
+        assert!(!out.status.success(), "{argv:?} succeeded");
+        assert!(text(&out).contains(needle), "{argv:?}: {}", text(&out));
+        assert_eq!(
+            host_state(&lab, "node1"),
+            node1_before,
+            "{argv:?} changed node1"
+        );
+    }
+    {
+        let squatter = Background::start(
+            &lab,
+            "node1",
+            "dns53",
+            60,
+            &format!("kubelan lab serve echo --udp {NODE1}:53"),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let out = lab.exec(
+            "node1",
+            &["kubelan", "gateway", "--mode", "node", "--lan", LAN],
+        );
+        assert!(!out.status.success());
+        assert!(
+            text(&out).contains("another DNS server already listens there"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(
+            host_state(&lab, "node1"),
+            node1_before,
+            "port 53 taken changed node1"
+        );
+        drop(squatter);
+    }
+
+    route_office_to(&lab, NODE1);
+    use_resolver(&lab, "pc1", NODE1);
+    use_resolver(&lab, "pc2", NODE1);
+
+    // --no-snat with the seed-001 fault: Service connections that land on the other
+    // node's pods lose their replies; doctor names the cause.
+    let gw = Background::start(
+        &lab,
+        "node1",
+        "gw-nosnat",
+        300,
+        &format!("kubelan gateway --mode node --lan {LAN} --no-snat"),
+    );
+    gw.wait_log("gateway ready", 30);
+    let web_svc = cluster.svc_ip("web");
+    let codes: Vec<String> = (0..10)
+        .map(|_| http_code(&lab, "pc1", &format!("http://{web_svc}/")))
+        .collect();
+    assert!(
+        codes.iter().any(|c| c != "200"),
+        "with seed001 and --no-snat some Service requests must fail: {codes:?}"
+    );
+    let doc = lab.exec("pc1", &["kubelan", "doctor", "--via", NODE1]);
+    let report = text(&doc);
+    assert!(!doc.status.success(), "doctor passed:\n{report}");
+    assert!(
+        report.contains("seed-001 return-path fault") && report.contains("masqueradeAll"),
+        "doctor did not name the cause:\n{report}"
+    );
+    drop(gw);
+    support::wait_for("the no-snat gateway to clean up", 15, || {
+        (host_state(&lab, "node1") == node1_before).then_some(())
+    });
+
+    // Default SNAT: everything works from both PCs; doctor passes.
+    let gw = Background::start(
+        &lab,
+        "node1",
+        "gw",
+        300,
+        &format!("kubelan gateway --mode node --lan {LAN}"),
+    );
+    gw.wait_log("gateway ready", 30);
+    lan_reaches_cluster(&lab, &cluster, "pc1");
+    lan_reaches_cluster(&lab, &cluster, "pc2");
+    let doc = lab.exec("pc1", &["kubelan", "doctor", "--via", NODE1]);
+    assert!(doc.status.success(), "doctor failed:\n{}", text(&doc));
+    let counters = lab.exec_ok(
+        "node1",
+        &["nft", "list", "counter", "ip", "kubelan", "snat"],
+    );
+    assert!(
+        !counters.contains("packets 0 "),
+        "SNAT counter did not move: {counters}"
+    );
+
+    // kill -9, then reset: ruleset, sysctls and routes as before.
+    let pid = gw.command_pid();
+    lab.exec_ok("node1", &["kill", "-9", &pid.to_string()]);
+    support::wait_for("the gateway to die", 10, || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    drop(gw);
+    assert!(
+        lab.exec_ok("node1", &["nft", "list", "tables"])
+            .contains("kubelan"),
+        "kill -9 should leave the table for reset"
+    );
+    let reset = lab.exec_ok("node1", &["kubelan", "reset"]);
+    assert!(
+        reset.contains("deleted nftables table ip kubelan"),
+        "{reset}"
+    );
+    assert_eq!(host_state(&lab, "node1"), node1_before);
+    let again = lab.exec_ok("node1", &["kubelan", "reset"]);
+    assert!(again.contains("nothing to reset"), "{again}");
+
+    // Tunnel mode on pc2, which has no route to the cluster: the agent carries it.
+    lab.exec_ok("node1", &["kubelan", "install"]);
+    route_office_to(&lab, PC2);
+    use_resolver(&lab, "pc1", PC2);
+    let gw = Background::start(
+        &lab,
+        "pc2",
+        "gw-tunnel",
+        300,
+        &format!("kubelan gateway --mode tunnel --lan {LAN}"),
+    );
+    gw.wait_log("gateway ready", 60);
+    gw.wait_log("✓ connected via", 60);
+    lan_reaches_cluster(&lab, &cluster, "pc1");
+    drop(gw);
+    support::wait_for("the tunnel gateway to clean up", 15, || {
+        (host_state(&lab, "pc2") == pc2_before).then_some(())
+    });
+
+    drop(cluster);
+    lab.down();
+    assert_eq!(root_snapshot(), root_before, "root namespace changed");
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kubelan-gw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
