@@ -887,15 +887,29 @@ pub(crate) async fn quit() -> anyhow::Result<()> {
 /// `kubelan reset`: undoes what crashed kubelan processes left on this machine.
 pub(crate) async fn reset(force: bool) -> anyhow::Result<std::process::ExitCode> {
     let state = StateDir::from_env();
+    // A persistent gateway first: stopping it makes it undo its own changes.
+    let unit = crate::gateway::persist::remove(Path::new(crate::gateway::persist::UNIT_DIR)).await;
+    let unit_failed = matches!(unit, Some(Err(_)));
+    match &unit {
+        Some(Ok(line)) => println!("{line}"),
+        Some(Err(e)) => println!("could not remove the persistent gateway: {e:#}"),
+        None => {}
+    }
     let report = kubelan_sys::journal::reset(&state, force).await;
     if report.nothing_to_do() {
-        println!("nothing to reset: no changes by kubelan are left on this machine");
-        return Ok(std::process::ExitCode::SUCCESS);
+        if unit.is_none() {
+            println!("nothing to reset: no changes by kubelan are left on this machine");
+        }
+        return Ok(if unit_failed {
+            std::process::ExitCode::FAILURE
+        } else {
+            std::process::ExitCode::SUCCESS
+        });
     }
     for line in report.lines() {
         println!("{line}");
     }
-    Ok(if report.is_clean() {
+    Ok(if report.is_clean() && !unit_failed {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE

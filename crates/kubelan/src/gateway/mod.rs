@@ -14,6 +14,7 @@
 //! cluster discovery → LAN checks against the cluster prefixes and this host's addresses →
 //! DNS sockets bound (port 53 taken is reported here) → host changes through the guard.
 
+pub(crate) mod persist;
 mod rules;
 
 use std::io::IsTerminal;
@@ -69,6 +70,11 @@ pub(crate) struct GatewayArgs {
     /// DNS port (53 is what LAN clients and DNS servers expect).
     #[arg(long, value_name = "PORT", default_value_t = 53)]
     dns_port: u16,
+    /// Install this gateway as the systemd unit `kubelan-gateway.service` (started now and
+    /// at every boot, which restores forwarding and the nft table) instead of running it
+    /// in the foreground. `kubelan reset` removes the unit.
+    #[arg(long)]
+    persist: bool,
     /// Everything `kubelan connect` takes (cluster, agent, prefixes, TUN); the TUN flags
     /// only apply to `--mode tunnel`.
     #[command(flatten)]
@@ -83,6 +89,9 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         );
     }
     let lan = checked_lans(&args.lan)?;
+    if args.persist {
+        return persist::install(Path::new(persist::UNIT_DIR)).await;
+    }
     match args.mode {
         Mode::Tunnel => {
             let listen = dns_listen(&args, &lan).await?;

@@ -1,0 +1,197 @@
+//! `kubelan gateway --persist`: the same gateway as a systemd service, so forwarding, the
+//! nft table and the DNS service come back at every boot; `kubelan reset` removes it.
+//!
+//! The unit runs the command line the user gave (minus `--persist`) with the binary's
+//! absolute path, so what runs at boot is exactly what was tried in the foreground.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+/// Where the unit goes.
+pub(crate) const UNIT_DIR: &str = "/etc/systemd/system";
+/// The unit's name.
+pub(crate) const UNIT: &str = "kubelan-gateway.service";
+
+/// Quotes one argument for a systemd `ExecStart=` line.
+fn quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@+".contains(&b));
+    if plain {
+        arg.to_string()
+    } else {
+        let escaped = arg
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('%', "%%")
+            .replace('$', "$$");
+        format!("\"{escaped}\"")
+    }
+}
+
+/// The unit file for `exe args…` (`--persist` removed), with the given environment.
+pub(crate) fn unit_file(exe: &Path, args: &[String], env: &[(String, String)]) -> String {
+    let mut cmd = vec![quote(&exe.to_string_lossy())];
+    cmd.extend(
+        args.iter()
+            .filter(|a| a.as_str() != "--persist")
+            .map(|a| quote(a)),
+    );
+    let mut out = String::from(
+        "# Written by `kubelan gateway --persist`; `sudo kubelan reset` removes it.\n\
+         [Unit]\n\
+         Description=kubelan gateway: the Kubernetes cluster's networks for the LAN\n\
+         Wants=network-online.target\n\
+         After=network-online.target\n\n\
+         [Service]\n",
+    );
+    for (k, v) in env {
+        out.push_str(&format!("Environment={}\n", quote(&format!("{k}={v}"))));
+    }
+    out.push_str(&format!(
+        "ExecStart={}\nRestart=on-failure\nRestartSec=5\n\n[Install]\nWantedBy=multi-user.target\n",
+        cmd.join(" ")
+    ));
+    out
+}
+
+async fn systemctl(args: &[&str]) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("systemctl")
+        .args(args)
+        .output()
+        .await
+        .context("cannot run systemctl: --persist needs systemd (run the gateway in the foreground, or from your own service manager)")?;
+    if !out.status.success() {
+        bail!(
+            "systemctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the unit for this process's command line and starts it.
+pub(crate) async fn install(dir: &Path) -> anyhow::Result<()> {
+    if which("systemctl").is_none() || !Path::new("/run/systemd/system").exists() {
+        bail!(
+            "--persist needs systemd, which does not run here; run `kubelan gateway` in the foreground or from your own service manager. Nothing was changed."
+        );
+    }
+    let exe = std::env::current_exe().context("finding the kubelan binary")?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env: Vec<(String, String)> = ["KUBECONFIG", "KUBELAN_STATE_DIR", "KUBELAN_LOG"]
+        .iter()
+        .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
+        .map(|(k, v)| {
+            // A relative KUBECONFIG would not resolve from the unit's working directory.
+            if k == "KUBECONFIG" {
+                let abs = std::env::split_paths(&v)
+                    .map(|p| std::path::absolute(&p).unwrap_or(p))
+                    .collect::<Vec<_>>();
+                let joined = std::env::join_paths(abs)
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or(v);
+                (k, joined)
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let path = dir.join(UNIT);
+    std::fs::write(&path, unit_file(&exe, &args, &env))
+        .with_context(|| format!("writing {}", path.display()))?;
+    systemctl(&["daemon-reload"]).await?;
+    systemctl(&["enable", "--now", UNIT]).await?;
+    println!(
+        "installed and started {} ({}); `systemctl status {UNIT}` shows it, `journalctl -u {UNIT}` its summary; `sudo kubelan reset` removes it",
+        UNIT,
+        path.display()
+    );
+    Ok(())
+}
+
+/// Stops, disables and removes the unit if `--persist` installed one; a line for
+/// `kubelan reset`, or `None` when there is none.
+pub(crate) async fn remove(dir: &Path) -> Option<anyhow::Result<String>> {
+    let path = dir.join(UNIT);
+    let ours = std::fs::read_to_string(&path)
+        .ok()?
+        .starts_with("# Written by `kubelan gateway --persist`");
+    if !ours {
+        return Some(Ok(format!(
+            "left {}: not written by kubelan",
+            path.display()
+        )));
+    }
+    Some(
+        async {
+            if which("systemctl").is_some() {
+                systemctl(&["disable", "--now", UNIT]).await?;
+            }
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            if which("systemctl").is_some() {
+                systemctl(&["daemon-reload"]).await?;
+            }
+            Ok(format!(
+                "stopped and removed the persistent gateway {}",
+                path.display()
+            ))
+        }
+        .await,
+    )
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_runs_the_same_command_without_persist() {
+        let unit = unit_file(
+            Path::new("/usr/local/bin/kubelan"),
+            &[
+                "gateway".into(),
+                "--mode".into(),
+                "node".into(),
+                "--lan".into(),
+                "172.16.0.0/18".into(),
+                "--persist".into(),
+                "--context".into(),
+                "my ctx$1%".into(),
+            ],
+            &[("KUBECONFIG".into(), "/root/.kube/config".into())],
+        );
+        assert!(unit.contains(
+            "ExecStart=/usr/local/bin/kubelan gateway --mode node --lan 172.16.0.0/18 --context \"my ctx$$1%%\"\n"
+        ), "{unit}");
+        assert!(
+            unit.contains("Environment=KUBECONFIG=/root/.kube/config\n"),
+            "{unit}"
+        );
+        assert!(unit.contains("WantedBy=multi-user.target"));
+        assert!(!unit.contains("--persist\n"));
+    }
+
+    #[tokio::test]
+    async fn remove_only_touches_our_unit() {
+        let dir = std::env::temp_dir().join(format!("kl-persist-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(remove(&dir).await.is_none());
+        std::fs::write(dir.join(UNIT), "[Unit]\nDescription=someone else's\n").unwrap();
+        let line = remove(&dir).await.unwrap().unwrap();
+        assert!(line.contains("not written by kubelan"), "{line}");
+        assert!(dir.join(UNIT).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
