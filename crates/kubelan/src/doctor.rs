@@ -303,7 +303,11 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let targets = pod_targets(&cc.client).await;
     let mut by_node: BTreeMap<String, Vec<(Target, Probe)>> = BTreeMap::new();
     for t in first_per_node(&targets) {
-        let p = probe_tcp(t.addr, timeout).await;
+        // One retry with twice the time, so a busy machine is not taken for a broken path.
+        let mut p = probe_tcp(t.addr, timeout).await;
+        if p != Probe::Reached {
+            p = probe_tcp(t.addr, timeout * 2).await;
+        }
         by_node.entry(t.node.clone()).or_default().push((t, p));
     }
     if by_node.is_empty() {
@@ -325,9 +329,12 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    // Service connections seen so far: (tried, failed), for the return-path check.
+    let mut service_tries = (0usize, 0usize);
     if let Some(dns) = facts.dns_server.as_ref().map(|f| f.value) {
         let p = probe_tcp(SocketAddr::new(dns, 53), timeout).await;
         let ok = p == Probe::Reached;
+        service_tries = (service_tries.0 + 1, service_tries.1 + usize::from(!ok));
         r.add(
             "services",
             if ok { Verdict::Pass } else { Verdict::Fail },
@@ -339,6 +346,7 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     if let Some((svc, addr, _)) = &spread {
         let p = probe_tcp(*addr, timeout).await;
         let ok = p == Probe::Reached;
+        service_tries = (service_tries.0 + 1, service_tries.1 + usize::from(!ok));
         r.add(
             "services",
             if ok { Verdict::Pass } else { Verdict::Fail },
@@ -351,7 +359,7 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         by_node.values().flatten().map(|(t, _)| t.addr.ip()).next(),
     )
     .await;
-    check_return_path(&mut r, &by_node, spread.as_ref(), timeout).await;
+    check_return_path(&mut r, &by_node, spread.as_ref(), service_tries, timeout).await;
 
     if let Some(before) = before {
         let after = kubelan_sys::nft::counters(NfFamily::IP, gateway::TABLE)
@@ -871,6 +879,7 @@ async fn check_return_path(
     r: &mut Report,
     by_node: &BTreeMap<String, Vec<(Target, Probe)>>,
     spread: Option<&(String, SocketAddr, usize)>,
+    earlier: (usize, usize),
     timeout: Duration,
 ) {
     let ok_nodes: Vec<&String> = by_node
@@ -908,17 +917,19 @@ async fn check_return_path(
         );
         return;
     }
-    // Several connections so that the Service picks pods on more than one node.
+    // Several connections so that the Service picks pods on more than one node; the
+    // Service probes above count too (a single lost reply is already the fault).
     let started = Instant::now();
     let attempts = 8;
     let results = futures::future::join_all((0..attempts).map(|_| probe_tcp(*addr, timeout))).await;
-    let failed = results.iter().filter(|p| **p != Probe::Reached).count();
+    let failed = results.iter().filter(|p| **p != Probe::Reached).count() + earlier.1;
+    let tried = attempts + earlier.0;
     if failed == 0 {
         r.add(
             "return",
             Verdict::Pass,
             format!(
-                "{attempts} connections to Service {svc} ({addr}, pods on {nodes} nodes) all answered in {:.1} s",
+                "{tried} connections to Services (8 to {svc} at {addr}, pods on {nodes} nodes) all answered in {:.1} s",
                 started.elapsed().as_secs_f64()
             ),
             None,
@@ -928,7 +939,7 @@ async fn check_return_path(
             "return",
             Verdict::Fail,
             format!(
-                "{failed} of {attempts} connections to Service {svc} ({addr}) got no answer while every pod answers on its own IP: replies of pods on another node than the one that did the Service NAT go straight back to the client, which drops them (the seed-001 return-path fault)"
+                "{failed} of {tried} connections to Services (8 to {svc} at {addr}) got no answer while every pod answers on its own IP: replies of pods on another node than the one that did the Service NAT go straight back to the client, which drops them (the seed-001 return-path fault)"
             ),
             Some("run the gateway with SNAT (without --no-snat), or set kube-proxy's masqueradeAll: true".into()),
         );

@@ -15,6 +15,7 @@ mod connect;
 mod dnsrelay;
 mod doctor;
 mod gateway;
+mod routes;
 mod tunnel;
 
 #[derive(Parser, Debug)]
@@ -41,6 +42,8 @@ enum Command {
     /// Check the path into the cluster step by step (API, prefixes, routes, gateway, DNS,
     /// pods on every node, MTU, return path) and say how to fix what fails.
     Doctor(doctor::DoctorArgs),
+    /// Print what to enter on the office router and DNS server so the LAN reaches the cluster.
+    Routes(routes::RoutesArgs),
     /// State of a running `connect` (carrier, routes and why, DNS, counters); without one,
     /// the cluster's discovered networks and what `connect` would route.
     Status(connect::StatusArgs),
@@ -441,6 +444,7 @@ fn main() -> ExitCode {
             Command::Connect(args) => connect::connect(args).await.map(|()| ExitCode::SUCCESS),
             Command::Gateway(args) => gateway::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Doctor(args) => doctor::run(args).await,
+            Command::Routes(args) => routes::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Status(args) => connect::status(args).await,
             Command::Quit => connect::quit().await.map(|()| ExitCode::SUCCESS),
             Command::Reset { force } => connect::reset(force).await,

@@ -1,7 +1,7 @@
 //! End-to-end tests of issue 5 on the lab: `kubelan gateway` in node mode on `node1` and in
 //! tunnel mode on the office PC `pc2`, serving the office LAN (`pc1`, `pc2`) which has
-//! nothing of kubelan: the office router routes the cluster prefixes to the gateway, the
-//! PCs' resolver is the gateway. With the lab's seed-001 fault on, `--no-snat`
+//! nothing of kubelan: the office router gets the routes `kubelan routes --format linux`
+//! prints, the PCs' resolver is the gateway. With the lab's seed-001 fault on, `--no-snat`
 //! fails for pods behind the other node and `kubelan doctor` names the cause; SNAT works.
 //! Bad input changes nothing; `kill -9` + `kubelan reset` restores the node's nft ruleset,
 //! sysctls and routes. Needs root; CI runs them with `KUBELAN_E2E_REQUIRED=1`.
@@ -78,14 +78,32 @@ fn pods(cluster: &Cluster, selector: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// The office router routes the lab's cluster prefixes to `gateway` (what an admin types
-/// from `kubelan routes --format linux`).
+/// The office router routes the cluster prefixes to `gateway`: the lines
+/// `kubelan routes --format linux` prints, applied as printed (`replace` instead of `add`
+/// so that moving to another gateway works).
 fn route_office_to(lab: &Lab, gateway: &str) {
-    for prefix in ["172.17.16.0/20", "172.17.32.0/23"] {
-        lab.exec_ok(
-            "office-router",
-            &["ip", "route", "replace", prefix, "via", gateway],
-        );
+    let printed = lab.exec_ok(
+        "office-router",
+        &[
+            "kubelan",
+            "routes",
+            "--format",
+            "linux",
+            "--gateway",
+            gateway,
+        ],
+    );
+    let lines: Vec<&str> = printed
+        .lines()
+        .filter(|l| l.starts_with("ip route add "))
+        .collect();
+    assert!(lines.len() >= 2, "no routes printed:\n{printed}");
+    for l in lines {
+        let argv: Vec<&str> = l
+            .split_whitespace()
+            .map(|w| if w == "add" { "replace" } else { w })
+            .collect();
+        lab.exec_ok("office-router", &argv);
     }
 }
 

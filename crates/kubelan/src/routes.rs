@@ -1,0 +1,871 @@
+//! `kubelan routes`: prints what to enter on the office router and DNS server so that the
+//! whole LAN reaches the cluster through a kubelan gateway (static routes and DNS
+//! conditional forwarders), or with `--bgp` the Calico manifests and the router's BGP
+//! configuration. It changes nothing anywhere.
+//!
+//! Order of work: formats and flags checked → cluster facts discovered (each with its
+//! source; with `--service-cidr`, `--pod-cidr` and `--cluster-domain` all given the API is
+//! not asked) → this host's addresses and routes read (for the gateway address and the
+//! overlap warnings; failing to read them is a note) → rendered by `kubelan-routes`.
+//! Facts, warnings and notes go to stderr and the blocks to stdout, so one format can be
+//! redirected into a file as it is.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use ipnet::IpNet;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kubelan_cluster::discovery::{
+    self, ClusterFacts, DiscoveryOverrides, Fact, PrefixKind as FactKind, Source,
+};
+use kubelan_routes::{
+    BgpFormat, BgpInput, BgpNeighbor, ClusterPrefix, DEFAULT_CLUSTER_AS, DEFAULT_ROUTER_AS, Format,
+    FormatKind, LocalRoute, PrefixKind, RoutesInput, Warning,
+};
+use serde_json::json;
+
+use crate::Output;
+
+/// `kubelan routes` flags.
+#[derive(Args, Debug)]
+pub(crate) struct RoutesArgs {
+    /// The cluster to read the facts from.
+    #[command(flatten)]
+    kube: kubelan_cluster::KubeArgs,
+    /// What to print (comma-separated or repeated): routes for linux, windows, macos,
+    /// cisco-ios, huawei-vrp, h3c-comware, mikrotik, junos; DNS for dnsmasq, bind, unbound,
+    /// coredns, windows-dns, systemd-resolved, mikrotik-dns; or all. With --bgp: calico,
+    /// cisco-ios, frr, mikrotik, junos [default: linux, cisco-ios, mikrotik, dnsmasq,
+    /// windows-dns; with --bgp: all of them].
+    #[arg(long, short = 'f', value_name = "FORMAT", value_delimiter = ',')]
+    format: Vec<String>,
+    /// The kubelan gateway's LAN address: where the routes point and DNS is forwarded to
+    /// (once per IP family) [default: this host's only address inside --lan].
+    #[arg(long, value_name = "IP")]
+    gateway: Vec<IpAddr>,
+    /// The office LAN (repeatable): a cluster prefix overlapping it is warned about, and
+    /// without --gateway this host's address in it is the gateway.
+    #[arg(long, value_name = "CIDR")]
+    lan: Vec<IpNet>,
+    /// Where the DNS forwarders point, e.g. the cluster DNS ClusterIP [default: the
+    /// gateway, which answers DNS on its LAN address].
+    #[arg(long, value_name = "IP")]
+    dns_target: Option<IpAddr>,
+    /// The cluster's Service CIDR, instead of discovering it (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    service_cidr: Vec<IpNet>,
+    /// The cluster's Pod CIDR, instead of discovering it (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pod_cidr: Vec<IpNet>,
+    /// The cluster DNS domain [default: cluster.local].
+    #[arg(long, value_name = "DOMAIN")]
+    cluster_domain: Option<String>,
+    /// The cluster DNS Service IP, instead of discovering it (shown in the facts).
+    #[arg(long, value_name = "IP")]
+    cluster_dns: Option<IpAddr>,
+    /// Instead of static routes: Calico BGPConfiguration/BGPPeer manifests and the
+    /// router's BGP configuration, so the router learns the pod routes from the nodes.
+    #[arg(long)]
+    bgp: bool,
+    /// With --bgp: the office router's address on the nodes' network (Calico's peerIP).
+    #[arg(long, value_name = "IP", requires = "bgp")]
+    router_ip: Option<IpAddr>,
+    /// With --bgp: the office router's AS number.
+    #[arg(long, value_name = "ASN", default_value_t = DEFAULT_ROUTER_AS)]
+    router_as: u32,
+    /// With --bgp: the nodes' AS number [default: the cluster's Calico BGPConfiguration,
+    /// else 64512].
+    #[arg(long, value_name = "ASN", requires = "bgp")]
+    cluster_as: Option<u32>,
+    /// With --bgp: only nodes matching this label selector peer with the router, e.g.
+    /// kubelan/bgp=true [default: every node].
+    #[arg(long, value_name = "SELECTOR", requires = "bgp")]
+    bgp_nodes: Option<String>,
+    /// With --bgp: a node address the router peers with (repeatable) [default: the
+    /// InternalIPs of the (selected) nodes].
+    #[arg(long, value_name = "IP", requires = "bgp")]
+    bgp_neighbor: Vec<IpAddr>,
+    /// Output: the blocks on stdout with facts and warnings on stderr, or one JSON object
+    /// with the facts, the renderer's input, the rendered text and the warnings.
+    #[arg(long, value_enum, default_value = "human")]
+    output: Output,
+}
+
+/// Which formats to print.
+enum Selection {
+    Static(Vec<Format>),
+    Bgp(Vec<BgpFormat>),
+}
+
+impl Selection {
+    fn parse(names: &[String], bgp: bool) -> anyhow::Result<(Self, bool)> {
+        let names: Vec<&str> = names
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let defaulted = names.is_empty();
+        let all = names.iter().any(|n| n.eq_ignore_ascii_case("all"));
+        if bgp {
+            let formats = if defaulted || all {
+                BgpFormat::all().to_vec()
+            } else {
+                let mut v = Vec::new();
+                for n in names {
+                    let f: BgpFormat = n
+                        .parse()
+                        .with_context(|| format!("--format {n} (with --bgp)"))?;
+                    if !v.contains(&f) {
+                        v.push(f);
+                    }
+                }
+                v
+            };
+            return Ok((Self::Bgp(formats), defaulted));
+        }
+        let formats = if all {
+            Format::all().to_vec()
+        } else if defaulted {
+            Format::defaults().to_vec()
+        } else {
+            let mut v = Vec::new();
+            for n in names {
+                if Format::from_name(n).is_none() && BgpFormat::from_name(n).is_some() {
+                    bail!(
+                        "--format {n} is a format of --bgp; add --bgp (or pick a static-route format)"
+                    );
+                }
+                let f: Format = n.parse().with_context(|| format!("--format {n}"))?;
+                if !v.contains(&f) {
+                    v.push(f);
+                }
+            }
+            v
+        };
+        Ok((Self::Static(formats), defaulted))
+    }
+}
+
+/// Where the facts came from.
+struct Origin {
+    /// `context X (server)`, or that only flags were used.
+    text: String,
+    client: Option<kube::Client>,
+    context: Option<String>,
+    server: Option<String>,
+}
+
+/// Runs `kubelan routes`.
+pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
+    let (selection, defaulted) = Selection::parse(&args.format, args.bgp)?;
+    check_flags(&args)?;
+    let json_out = args.output == Output::Json;
+    let needs_api_for_bgp = args.bgp && (args.bgp_neighbor.is_empty() || args.cluster_as.is_none());
+    let (mut facts, origin) = cluster_facts(&args, needs_api_for_bgp).await?;
+    if facts.prefixes().next().is_none() {
+        bail!(
+            "no Pod or Service CIDR of the cluster is known; pass --pod-cidr CIDR and --service-cidr CIDR"
+        );
+    }
+    // Discovery's note speaks of the agent, which `routes` does not ask.
+    facts.notes.retain(|n| !n.starts_with("cluster domain:"));
+    if facts.cluster_domain.source == Source::Default {
+        facts.notes.push(format!(
+            "cluster domain {} assumed (the API does not say); pass --cluster-domain if the cluster uses another",
+            facts.cluster_domain.value
+        ));
+    }
+    let prefixes = cluster_prefixes(&facts);
+    let mut notes = facts.notes.clone();
+    match selection {
+        Selection::Bgp(formats) => {
+            let input = bgp_input(&args, prefixes, &origin, &mut notes).await?;
+            if !json_out {
+                header(&facts, &origin, None, None);
+            }
+            let outputs: Vec<Rendered> = formats
+                .iter()
+                .map(|f| Rendered {
+                    format: f.name(),
+                    title: f.title(),
+                    text: kubelan_routes::render_bgp(*f, &input),
+                })
+                .collect();
+            let mut warnings = kubelan_routes::bgp_warnings(&input);
+            if !formats.contains(&BgpFormat::Calico) {
+                warnings.retain(|w| *w != Warning::BgpNoRouterIp);
+            }
+            if let Some(dns) = facts.dns_server.as_ref() {
+                notes.push(format!(
+                    "DNS: `kubelan routes --format dnsmasq --dns-target {}` (or another DNS format) prints the forwarders for {}",
+                    dns.value, facts.cluster_domain.value
+                ));
+            }
+            Report {
+                facts: &facts,
+                origin: &origin,
+                input: serde_json::to_value(&input)?,
+                outputs,
+                warnings,
+                notes: &notes,
+                more: None,
+            }
+            .print(json_out)
+        }
+        Selection::Static(formats) => {
+            let (routes, addrs) = local_network(&mut notes).await;
+            let node_ips = match &origin.client {
+                Some(c) => nodes(c, None)
+                    .await
+                    .map(|n| n.into_iter().flat_map(|n| n.internal).collect())
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let needs_gateway =
+                formats.iter().any(|f| f.kind() == FormatKind::Routes) || args.dns_target.is_none();
+            let (v4, v6, gw_origin) = gateway(&args, addrs.as_deref(), needs_gateway)?;
+            let other_routes =
+                other_routes(routes.as_deref().unwrap_or_default(), &prefixes, &node_ips);
+            let input = RoutesInput {
+                prefixes,
+                gateway_v4: v4,
+                gateway_v6: v6,
+                dns_target: args.dns_target,
+                cluster_domain: facts.cluster_domain.value.clone(),
+                lan: args.lan.iter().map(IpNet::trunc).collect(),
+                other_routes,
+            };
+            if !json_out {
+                header(&facts, &origin, Some(&gw_origin), Some(&input));
+            }
+            let outputs: Vec<Rendered> = formats
+                .iter()
+                .map(|f| Rendered {
+                    format: f.name(),
+                    title: f.title(),
+                    text: kubelan_routes::render(*f, &input),
+                })
+                .collect();
+            let warnings = kubelan_routes::warnings(&input);
+            let more: Vec<&str> = Format::all()
+                .iter()
+                .filter(|f| !formats.contains(f))
+                .map(|f| f.name())
+                .collect();
+            Report {
+                facts: &facts,
+                origin: &origin,
+                input: serde_json::to_value(&input)?,
+                outputs,
+                warnings,
+                notes: &notes,
+                more: (defaulted && !more.is_empty()).then(|| more.join(", ")),
+            }
+            .print(json_out)
+        }
+    }
+}
+
+/// Refuses flags that cannot work, before anything is asked.
+fn check_flags(args: &RoutesArgs) -> anyhow::Result<()> {
+    if let Some(d) = &args.cluster_domain
+        && !kubelan_routes::valid_domain(d)
+    {
+        bail!(
+            "--cluster-domain {d:?} is not a DNS name (labels of letters, digits and '-', separated by dots), e.g. cluster.local"
+        );
+    }
+    let mut v4 = 0;
+    let mut v6 = 0;
+    for gw in &args.gateway {
+        if gw.is_loopback() || gw.is_unspecified() || gw.is_multicast() {
+            bail!(
+                "--gateway {gw} cannot be a next hop; give the kubelan gateway's address on the LAN"
+            );
+        }
+        if gw.is_ipv4() {
+            v4 += 1;
+        } else {
+            v6 += 1;
+        }
+    }
+    if v4 > 1 || v6 > 1 {
+        bail!("--gateway takes one address per IP family (one IPv4, one IPv6)");
+    }
+    if args.bgp {
+        for asn in [Some(args.router_as), args.cluster_as]
+            .into_iter()
+            .flatten()
+        {
+            if !kubelan_routes::usable_as(asn) {
+                bail!(
+                    "AS {asn} cannot be used on a BGP session; pick one from 64512-65534 or 4200000000-4294967294 (--router-as / --cluster-as)"
+                );
+            }
+        }
+        if args.cluster_as == Some(args.router_as) {
+            bail!(
+                "--router-as and --cluster-as are both {}; the configurations printed are eBGP: give the router its own AS",
+                args.router_as
+            );
+        }
+        if let Some(sel) = &args.bgp_nodes {
+            kubelan_routes::calico_selector(sel).context("--bgp-nodes")?;
+        }
+    }
+    Ok(())
+}
+
+/// The facts: discovery through the API, or the flags alone when they say everything.
+async fn cluster_facts(
+    args: &RoutesArgs,
+    needs_api: bool,
+) -> anyhow::Result<(ClusterFacts, Origin)> {
+    let overrides = DiscoveryOverrides {
+        service_cidrs: args.service_cidr.clone(),
+        pod_cidrs: args.pod_cidr.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+        dns_server: args.cluster_dns,
+    };
+    let flags_only = !args.service_cidr.is_empty()
+        && !args.pod_cidr.is_empty()
+        && args.cluster_domain.is_some()
+        && !needs_api;
+    if flags_only {
+        let flag = |f: &str| Source::Flag { flag: f.into() };
+        let nets = |nets: &[IpNet], f: &str| {
+            let mut out: Vec<Fact<IpNet>> = Vec::new();
+            for n in nets.iter().map(IpNet::trunc) {
+                if !out.iter().any(|x| x.value == n) {
+                    out.push(Fact::new(n, flag(f)));
+                }
+            }
+            out
+        };
+        let facts = ClusterFacts {
+            service_cidrs: nets(&args.service_cidr, "--service-cidr"),
+            pod_cidrs: nets(&args.pod_cidr, "--pod-cidr"),
+            cluster_domain: Fact::new(
+                args.cluster_domain
+                    .clone()
+                    .unwrap_or_default()
+                    .trim_matches('.')
+                    .to_string(),
+                flag("--cluster-domain"),
+            ),
+            dns_server: args
+                .cluster_dns
+                .map(|ip| Fact::new(ip, flag("--cluster-dns"))),
+            notes: Vec::new(),
+        };
+        let origin = Origin {
+            text: "flags only (the API was not asked)".into(),
+            client: None,
+            context: None,
+            server: None,
+        };
+        return Ok((facts, origin));
+    }
+    let cc = kubelan_cluster::connect(&args.kube).await?;
+    let facts = discovery::discover(&cc, &overrides).await?;
+    let origin = Origin {
+        text: format!("context {} ({})", cc.context, cc.server),
+        client: Some(cc.client.clone()),
+        context: Some(cc.context.clone()),
+        server: Some(cc.server.clone()),
+    };
+    Ok((facts, origin))
+}
+
+fn cluster_prefixes(facts: &ClusterFacts) -> Vec<ClusterPrefix> {
+    facts
+        .prefixes()
+        .map(|(kind, f)| ClusterPrefix {
+            net: f.value.trunc(),
+            kind: match kind {
+                FactKind::Services => PrefixKind::Services,
+                FactKind::Pods => PrefixKind::Pods,
+            },
+            why: f.source.to_string(),
+            guessed: f.guessed,
+        })
+        .collect()
+}
+
+/// This host's main-table unicast routes and its addresses; each `None` (with a note)
+/// when it cannot be read.
+async fn local_network(
+    notes: &mut Vec<String>,
+) -> (
+    Option<Vec<kubelan_sys::net::RouteEntry>>,
+    Option<Vec<kubelan_sys::net::AddrEntry>>,
+) {
+    let routes = match kubelan_sys::net::routes().await {
+        Ok(r) => Some(
+            r.into_iter()
+                .filter(|r| r.table == 254 && r.kind == kubelan_sys::net::RouteKind::Unicast)
+                .collect(),
+        ),
+        Err(e) => {
+            notes.push(format!(
+                "this host's routes could not be read ({e}); overlaps with them are not checked"
+            ));
+            None
+        }
+    };
+    let addrs = match kubelan_sys::net::addresses().await {
+        Ok(a) => Some(a),
+        Err(e) => {
+            notes.push(format!("this host's addresses could not be read ({e})"));
+            None
+        }
+    };
+    (routes, addrs)
+}
+
+/// Devices of network plugins and of kubelan itself: their routes into the cluster's
+/// prefixes are the cluster's own, not a conflict.
+const CLUSTER_DEVICES: &[&str] = &[
+    "kubelan",
+    "cni",
+    "cali",
+    "flannel",
+    "vxlan.calico",
+    "tunl",
+    "cilium_",
+    "lxc",
+    "weave",
+    "kube-ipvs",
+];
+
+/// This host's routes worth comparing with the cluster prefixes: not the default route,
+/// not the cluster's own (inside a cluster prefix, through a network plugin's device or
+/// a node).
+fn other_routes(
+    routes: &[kubelan_sys::net::RouteEntry],
+    prefixes: &[ClusterPrefix],
+    node_ips: &[IpAddr],
+) -> Vec<LocalRoute> {
+    routes
+        .iter()
+        .filter(|r| r.dst.prefix_len() > 0)
+        .filter(|r| {
+            let inside = prefixes.iter().any(|p| p.net.contains(&r.dst));
+            let plugin = r
+                .dev
+                .as_deref()
+                .is_some_and(|d| CLUSTER_DEVICES.iter().any(|c| d.starts_with(c)));
+            let via_node = r.gateway.is_some_and(|g| node_ips.contains(&g));
+            !(inside && (plugin || via_node))
+        })
+        .map(|r| {
+            let mut detail = String::new();
+            if let Some(g) = r.gateway {
+                detail.push_str(&format!("via {g}"));
+            }
+            if let Some(d) = &r.dev {
+                if !detail.is_empty() {
+                    detail.push(' ');
+                }
+                detail.push_str(&format!("dev {d}"));
+            }
+            LocalRoute {
+                dst: r.dst.trunc(),
+                detail,
+            }
+        })
+        .collect()
+}
+
+/// The gateway addresses and how they were chosen.
+fn gateway(
+    args: &RoutesArgs,
+    addrs: Option<&[kubelan_sys::net::AddrEntry]>,
+    needed: bool,
+) -> anyhow::Result<(Option<Ipv4Addr>, Option<Ipv6Addr>, String)> {
+    let mut v4 = None;
+    let mut v6 = None;
+    if !args.gateway.is_empty() {
+        for gw in &args.gateway {
+            match gw {
+                IpAddr::V4(a) => v4 = Some(*a),
+                IpAddr::V6(a) => v6 = Some(*a),
+            }
+        }
+        return Ok((v4, v6, "--gateway".into()));
+    }
+    if args.lan.is_empty() {
+        if needed {
+            bail!(
+                "pass --gateway IP: the LAN address of the host that runs `kubelan gateway` (the routes point there), or --lan CIDR to use this host's address in that LAN"
+            );
+        }
+        return Ok((None, None, "none (DNS only)".into()));
+    }
+    let Some(addrs) = addrs else {
+        bail!(
+            "this host's addresses could not be read to find the gateway in --lan; pass --gateway IP"
+        );
+    };
+    let inside: Vec<IpAddr> = addrs
+        .iter()
+        .map(|a| a.net.addr())
+        .filter(|ip| !ip.is_loopback())
+        .filter(|ip| args.lan.iter().any(|l| l.contains(ip)))
+        .collect();
+    let lans = args
+        .lan
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if inside.is_empty() {
+        bail!(
+            "no address of this host lies in --lan {lans}, so it is not the gateway; pass --gateway IP (the LAN address of the host that runs `kubelan gateway`)"
+        );
+    }
+    for family_v4 in [true, false] {
+        let of: Vec<&IpAddr> = inside
+            .iter()
+            .filter(|ip| ip.is_ipv4() == family_v4)
+            .collect();
+        if of.len() > 1 {
+            bail!(
+                "several addresses of this host lie in --lan {lans} ({}); pass --gateway IP to pick one",
+                of.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        match of.first() {
+            Some(IpAddr::V4(a)) => v4 = Some(*a),
+            Some(IpAddr::V6(a)) => v6 = Some(*a),
+            None => {}
+        }
+    }
+    Ok((v4, v6, format!("this host's address in --lan {lans}")))
+}
+
+/// A node with its InternalIPs.
+struct NodeInfo {
+    name: String,
+    internal: Vec<IpAddr>,
+}
+
+/// The nodes (matching `selector`, a Kubernetes label selector).
+async fn nodes(
+    client: &kube::Client,
+    selector: Option<&str>,
+) -> Result<Vec<NodeInfo>, kube::Error> {
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Node"), "nodes");
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let mut lp = ListParams::default();
+    if let Some(s) = selector {
+        lp = lp.labels(s);
+    }
+    let list = api.list(&lp).await?;
+    Ok(list
+        .items
+        .iter()
+        .map(|n| NodeInfo {
+            name: n.metadata.name.clone().unwrap_or_default(),
+            internal: n.data["status"]["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["type"] == "InternalIP")
+                .filter_map(|a| a["address"].as_str()?.parse().ok())
+                .collect(),
+        })
+        .collect())
+}
+
+/// The cluster's Calico `BGPConfiguration` "default": (asNumber, nodeToNodeMeshEnabled).
+async fn calico_bgp_config(
+    client: &kube::Client,
+) -> Result<Option<(Option<u32>, Option<bool>)>, kube::Error> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("crd.projectcalico.org", "v1", "BGPConfiguration"),
+        "bgpconfigurations",
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    match api.get_opt("default").await {
+        Ok(Some(o)) => Ok(Some((
+            o.data["spec"]["asNumber"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok()),
+            o.data["spec"]["nodeToNodeMeshEnabled"].as_bool(),
+        ))),
+        Ok(None) => Ok(None),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn status_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+async fn bgp_input(
+    args: &RoutesArgs,
+    prefixes: Vec<ClusterPrefix>,
+    origin: &Origin,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<BgpInput> {
+    let node_selector = args
+        .bgp_nodes
+        .as_deref()
+        .map(kubelan_routes::calico_selector)
+        .transpose()
+        .context("--bgp-nodes")?;
+    let neighbors = if !args.bgp_neighbor.is_empty() {
+        args.bgp_neighbor
+            .iter()
+            .map(|ip| BgpNeighbor {
+                name: None,
+                ip: *ip,
+            })
+            .collect()
+    } else {
+        let Some(client) = &origin.client else {
+            bail!("--bgp needs the nodes' addresses: pass --bgp-neighbor IP for each node");
+        };
+        let found = match nodes(client, args.bgp_nodes.as_deref()).await {
+            Ok(n) => n,
+            Err(e) if status_code(&e) == Some(403) => bail!(
+                "listing nodes is forbidden (grant list on nodes), so their addresses are unknown; pass --bgp-neighbor IP for each node"
+            ),
+            Err(e) => return Err(anyhow::Error::from(e).context("listing the nodes")),
+        };
+        if found.is_empty() {
+            match &args.bgp_nodes {
+                Some(sel) => bail!(
+                    "no node matches --bgp-nodes {sel:?}; label the nodes that should peer with the router, or pass --bgp-neighbor IP"
+                ),
+                None => bail!("the cluster has no nodes; pass --bgp-neighbor IP"),
+            }
+        }
+        let mut out = Vec::new();
+        for n in found {
+            let ip = n
+                .internal
+                .iter()
+                .find(|ip| ip.is_ipv4())
+                .or(n.internal.first())
+                .copied();
+            match ip {
+                Some(ip) => out.push(BgpNeighbor {
+                    name: Some(n.name),
+                    ip,
+                }),
+                None => notes.push(format!(
+                    "node {} has no InternalIP; pass --bgp-neighbor with its address",
+                    n.name
+                )),
+            }
+        }
+        out
+    };
+    let cluster_as = match args.cluster_as {
+        Some(a) => a,
+        None => {
+            let found = match &origin.client {
+                Some(c) => calico_bgp_config(c).await,
+                None => Ok(None),
+            };
+            match found {
+                Ok(Some((asn, mesh))) => {
+                    if mesh == Some(false) {
+                        notes.push(
+                            "the cluster's BGPConfiguration has nodeToNodeMeshEnabled: false (route reflectors?); the manifest sets it to true: drop that line to keep your topology".into(),
+                        );
+                    }
+                    match asn {
+                        Some(a) => {
+                            notes.push(format!(
+                                "cluster AS {a} from the cluster's Calico BGPConfiguration \"default\""
+                            ));
+                            a
+                        }
+                        None => DEFAULT_CLUSTER_AS,
+                    }
+                }
+                Ok(None) => {
+                    notes.push(format!(
+                        "no Calico BGPConfiguration \"default\" found (--bgp needs Calico in BGP mode); cluster AS {DEFAULT_CLUSTER_AS} assumed (--cluster-as)"
+                    ));
+                    DEFAULT_CLUSTER_AS
+                }
+                Err(e) => {
+                    notes.push(format!(
+                        "the Calico BGPConfiguration could not be read ({e}); cluster AS {DEFAULT_CLUSTER_AS} assumed (--cluster-as)"
+                    ));
+                    DEFAULT_CLUSTER_AS
+                }
+            }
+        }
+    };
+    if cluster_as == args.router_as {
+        bail!(
+            "the cluster uses AS {cluster_as}, the same as --router-as; the configurations printed are eBGP: give the router its own AS with --router-as"
+        );
+    }
+    Ok(BgpInput {
+        prefixes,
+        cluster_as,
+        router_as: args.router_as,
+        router_ip: args.router_ip,
+        neighbors,
+        node_selector,
+    })
+}
+
+/// The discovered facts, on stderr.
+fn header(
+    facts: &ClusterFacts,
+    origin: &Origin,
+    gateway: Option<&str>,
+    input: Option<&RoutesInput>,
+) {
+    let mut rows: Vec<(String, String, String)> = facts
+        .prefixes()
+        .map(|(kind, f)| {
+            let mark = if f.guessed { " [guessed]" } else { "" };
+            (
+                f.value.to_string(),
+                kind.to_string(),
+                format!("{}{mark}", f.source),
+            )
+        })
+        .collect();
+    let guessed = |g: bool| if g { " [guessed]" } else { "" };
+    rows.push((
+        "cluster domain".into(),
+        facts.cluster_domain.value.clone(),
+        format!(
+            "{}{}",
+            facts.cluster_domain.source,
+            guessed(facts.cluster_domain.guessed)
+        ),
+    ));
+    match &facts.dns_server {
+        Some(d) => rows.push((
+            "cluster DNS".into(),
+            d.value.to_string(),
+            format!("{}{}", d.source, guessed(d.guessed)),
+        )),
+        None => rows.push(("cluster DNS".into(), "unknown".into(), String::new())),
+    }
+    if let (Some(how), Some(input)) = (gateway, input) {
+        let gws: Vec<String> = [
+            input.gateway_v4.map(IpAddr::V4),
+            input.gateway_v6.map(IpAddr::V6),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|g| g.to_string())
+        .collect();
+        rows.push((
+            "gateway".into(),
+            if gws.is_empty() {
+                "none".into()
+            } else {
+                gws.join(", ")
+            },
+            how.to_string(),
+        ));
+        if let Some(dns) = input.dns_server() {
+            let why = if input.dns_target.is_some() {
+                "--dns-target"
+            } else {
+                "the gateway answers DNS there (--dns-target changes it)"
+            };
+            rows.push(("DNS forwarders".into(), format!("→ {dns}"), why.into()));
+        }
+    }
+    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
+    eprintln!("cluster: {}", origin.text);
+    for (a, b, c) in &rows {
+        eprintln!("{}", format!("  {a:<w0$}  {b:<w1$}  {c}").trim_end());
+    }
+    eprintln!();
+}
+
+/// One rendered format.
+struct Rendered {
+    format: &'static str,
+    title: &'static str,
+    text: String,
+}
+
+/// Everything printed after the header.
+struct Report<'a> {
+    facts: &'a ClusterFacts,
+    origin: &'a Origin,
+    /// The renderer's input, for `--output json`.
+    input: serde_json::Value,
+    outputs: Vec<Rendered>,
+    warnings: Vec<Warning>,
+    notes: &'a [String],
+    /// Formats not printed, named when the default selection was used.
+    more: Option<String>,
+}
+
+impl Report<'_> {
+    /// Prints the blocks (stdout), then warnings and notes (stderr); or one JSON object.
+    fn print(self, json_out: bool) -> anyhow::Result<()> {
+        if json_out {
+            let warnings: Vec<serde_json::Value> = self
+                .warnings
+                .iter()
+                .map(|w| {
+                    let mut v = serde_json::to_value(w).unwrap_or_else(|_| json!({}));
+                    if let Some(m) = v.as_object_mut() {
+                        m.insert("message".into(), w.to_string().into());
+                    }
+                    v
+                })
+                .collect();
+            let doc = json!({
+                "context": self.origin.context,
+                "server": self.origin.server,
+                "facts": self.facts,
+                "input": self.input,
+                "outputs": self.outputs.iter().map(|r| json!({"format": r.format, "title": r.title, "text": r.text})).collect::<Vec<_>>(),
+                "warnings": warnings,
+                "notes": self.notes,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            return Ok(());
+        }
+        let headings = self.outputs.len() > 1;
+        for (i, r) in self.outputs.iter().enumerate() {
+            if headings {
+                if i > 0 {
+                    println!();
+                }
+                println!("### {}: {}", r.format, r.title);
+            }
+            print!("{}", r.text);
+        }
+        if let Some(more) = &self.more {
+            eprintln!("\nmore formats: --format {more} (or all)");
+        }
+        if !self.warnings.is_empty() || !self.notes.is_empty() {
+            eprintln!();
+        }
+        for w in &self.warnings {
+            eprintln!("warning: {w}");
+        }
+        for n in self.notes {
+            eprintln!("note: {n}");
+        }
+        Ok(())
+    }
+}

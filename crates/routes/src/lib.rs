@@ -1,0 +1,43 @@
+//! `kubelan routes`: what an admin enters on the office router and DNS server so that a
+//! whole LAN reaches a Kubernetes cluster through a kubelan gateway.
+//!
+//! This crate is the sans-IO renderer behind the command: it takes discovered facts
+//! ([`RoutesInput`]: the cluster's Pod and Service prefixes with their provenance, the
+//! gateway's LAN address, the DNS target and cluster domain, the LAN and this host's
+//! other routes) and returns text. Discovery, reading the host's routes and printing
+//! live in the CLI (`crates/kubelan/src/routes.rs`).
+//!
+//! - [`render`]: static routes for Linux, Windows, macOS, Cisco IOS, Huawei VRP, H3C
+//!   Comware, MikroTik RouterOS and Junos, each prefix pointing at the gateway; DNS
+//!   conditional forwarding for dnsmasq, BIND, Unbound, CoreDNS, Windows DNS Server,
+//!   systemd-resolved and MikroTik, for the cluster domain and the reverse zones of the
+//!   cluster's prefixes ([`zones`] explains which zones a prefix becomes).
+//! - [`render_bgp`]: `--bgp`, Calico `BGPConfiguration`/`BGPPeer` manifests that keep the
+//!   node-to-node mesh and add the office router as a peer, and the router's side for
+//!   Cisco IOS, FRR, MikroTik RouterOS v7 and Junos ([`bgp`]).
+//! - [`warnings`] / [`bgp_warnings`]: overlaps with the LAN and this host's routes,
+//!   prefixes inside others, guesses, prefixes without a gateway of their family.
+//!
+//! Each block starts with comments in the format's own syntax (what it does, each prefix
+//! and where it came from, where to enter it) followed by exactly the lines to enter.
+//! IPv6 prefixes get the IPv6 syntax of each static-route format and go to the IPv6
+//! gateway; without one they are left out and named in a comment. Rendering never
+//! panics: any input, however odd, yields text (at worst only comments).
+
+pub mod bgp;
+mod format;
+mod input;
+mod plan;
+mod render;
+mod warnings;
+pub mod zones;
+
+pub use bgp::{
+    BgpInput, BgpNeighbor, DEFAULT_CLUSTER_AS, DEFAULT_ROUTER_AS, SelectorError, bgp_warnings,
+    calico_selector, render_bgp, usable_as,
+};
+pub use format::{BgpFormat, Format, FormatKind, UnknownFormat};
+pub use input::{ClusterPrefix, LocalRoute, PrefixKind, RoutesInput, valid_domain};
+pub use render::render;
+pub use warnings::{Family, Warning, warnings};
+pub use zones::{ReverseZone, ReverseZones, reverse_zones};
