@@ -10,9 +10,7 @@ mod support;
 
 use std::process::Output;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
-use support::{Background, Cluster, Lab, lab_available, root_snapshot};
+use support::{Background, Cluster, Lab, http_code, lab_available, pods_of, root_snapshot};
 
 const NODE1: &str = "10.4.7.11";
 const PC2: &str = "172.16.1.12";
@@ -24,25 +22,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// HTTP status code of `url` fetched on `host` ("000" when the connection failed).
-fn http_code(lab: &Lab, host: &str, url: &str) -> String {
-    let out = lab.exec(
-        host,
-        &[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "3",
-            url,
-        ],
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// What a gateway may change on a host and must put back.
@@ -58,24 +37,6 @@ fn host_state(lab: &Lab, host: &str) -> String {
         s.push_str(&lab.exec_ok(host, argv));
     }
     s
-}
-
-fn pods(cluster: &Cluster, selector: &str) -> Vec<(String, String, String)> {
-    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
-    let list = cluster
-        .rt
-        .block_on(api.list(&ListParams::default().labels(selector)))
-        .unwrap();
-    list.items
-        .iter()
-        .filter_map(|p| {
-            Some((
-                p.metadata.name.clone()?,
-                p.spec.as_ref()?.node_name.clone()?,
-                p.status.as_ref()?.pod_ip.clone()?,
-            ))
-        })
-        .collect()
 }
 
 /// The office router routes the cluster prefixes to `gateway`: the lines
@@ -121,7 +82,7 @@ fn use_resolver(lab: &Lab, host: &str, ip: &str) {
 /// Every way a LAN PC names the cluster works from `host`.
 fn lan_reaches_cluster(lab: &Lab, cluster: &Cluster, host: &str) {
     let web_svc = cluster.svc_ip("web");
-    let web = pods(cluster, "app=web");
+    let web = pods_of(cluster, "app=web");
     let nodes: std::collections::BTreeSet<_> = web.iter().map(|p| p.1.clone()).collect();
     assert!(
         nodes.len() >= 2,
@@ -147,7 +108,7 @@ fn lan_reaches_cluster(lab: &Lab, cluster: &Cluster, host: &str) {
             );
         }
     }
-    let db0 = pods(cluster, "app=db")
+    let db0 = pods_of(cluster, "app=db")
         .into_iter()
         .find(|p| p.0 == "db-0")
         .expect("db-0");

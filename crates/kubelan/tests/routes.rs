@@ -13,9 +13,7 @@ mod support;
 
 use std::process::Output;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
-use support::{Background, Cluster, Lab, lab_available, root_snapshot};
+use support::{Background, Cluster, Lab, http_code, lab_available, pods_of, root_snapshot};
 
 const ROUTER: &str = "office-router";
 
@@ -41,44 +39,6 @@ fn routes(lab: &Lab, args: &[&str]) -> Output {
     out
 }
 
-/// HTTP status code of `url` fetched from `host` ("000" when it could not connect).
-fn http_code(lab: &Lab, host: &str, url: &str) -> String {
-    let out = lab.exec(
-        host,
-        &[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-            url,
-        ],
-    );
-    stdout(&out).trim().to_string()
-}
-
-/// (name, node, IP) of the web pods.
-fn web_pods(cluster: &Cluster) -> Vec<(String, String, String)> {
-    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
-    let list = cluster
-        .rt
-        .block_on(api.list(&ListParams::default().labels("app=web")))
-        .unwrap();
-    list.items
-        .iter()
-        .filter_map(|p| {
-            Some((
-                p.metadata.name.clone()?,
-                p.spec.as_ref()?.node_name.clone()?,
-                p.status.as_ref()?.pod_ip.clone()?,
-            ))
-        })
-        .collect()
-}
-
 fn dig(lab: &Lab, args: &[&str]) -> String {
     let mut argv = vec![
         "dig",
@@ -101,7 +61,7 @@ fn office_lan_reaches_the_cluster_with_the_printed_routes() {
     let root_before = root_snapshot();
     let lab = Lab::up("rt", &[]);
     let cluster = Cluster::new(&lab);
-    let web = web_pods(&cluster);
+    let web = pods_of(&cluster, "app=web");
     let nodes: std::collections::BTreeSet<&str> = web.iter().map(|p| p.1.as_str()).collect();
     assert!(
         nodes.len() >= 2,

@@ -466,3 +466,42 @@ impl Cluster {
             .collect()
     }
 }
+
+/// HTTP status code of `url` fetched on lab host `host` ("000" when it could not connect).
+pub(crate) fn http_code(lab: &Lab, host: &str, url: &str) -> String {
+    let out = lab.exec(
+        host,
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            url,
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Pods of `default` matching `selector`: (name, node, pod IP), scheduled and addressed
+/// ones only.
+pub(crate) fn pods_of(cluster: &Cluster, selector: &str) -> Vec<(String, String, String)> {
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let list = cluster
+        .rt
+        .block_on(api.list(&ListParams::default().labels(selector)))
+        .unwrap();
+    list.items
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.metadata.name.clone()?,
+                p.spec.as_ref()?.node_name.clone()?,
+                p.status.as_ref()?.pod_ip.clone()?,
+            ))
+        })
+        .collect()
+}
