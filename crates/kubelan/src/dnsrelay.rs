@@ -259,43 +259,16 @@ pub(crate) fn serve_lan(
     })
 }
 
-/// The host's resolvers from `resolv_conf` text (nameserver lines), minus `except`.
-pub(crate) fn resolvers_from(resolv_conf: &str, except: &[IpAddr]) -> Vec<IpAddr> {
-    resolv_conf
-        .lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            (words.next() == Some("nameserver")).then(|| words.next())?
-        })
-        .filter_map(|w| w.split('%').next()?.parse::<IpAddr>().ok())
-        .filter(|ip| !except.contains(ip))
-        .collect()
-}
-
 /// Reads the host's resolvers from `path`.
 pub(crate) fn host_resolvers(
     path: &std::path::Path,
     except: &[IpAddr],
 ) -> anyhow::Result<Vec<IpAddr>> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .with_context(|| format!("reading this host's resolvers from {}", path.display()))?;
-    Ok(resolvers_from(&text, except))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolvers_are_read_from_resolv_conf() {
-        let text = "# comment\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nsearch x\nnameserver  10.4.7.11\nnameserver bogus\n";
-        let got = resolvers_from(text, &["10.4.7.11".parse().unwrap()]);
-        assert_eq!(
-            got,
-            vec![
-                "10.0.0.2".parse::<IpAddr>().unwrap(),
-                "fe80::1".parse().unwrap()
-            ]
-        );
-    }
+    Ok(kubelan_sys::dns::ResolvConf::parse_bytes(&bytes)
+        .nameservers
+        .into_iter()
+        .filter(|ip| !except.contains(ip))
+        .collect())
 }
