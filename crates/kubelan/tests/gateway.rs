@@ -287,10 +287,25 @@ fn gateway_serves_the_office_lan() {
     gw.wait_log("✓ connected via", 60);
     lan_reaches_cluster(&lab, &cluster, "pc1");
     assert_eq!(forwarding().trim(), "1", "the tunnel gateway forwards");
-    drop(gw);
-    support::wait_for("the tunnel gateway to clean up", 15, || {
-        (host_state(&lab, "pc2") == pc2_before).then_some(())
+    // kill -9 here too: reset must put the sysctl back (the TUN and its routes die with
+    // the process).
+    let pid = gw.command_pid();
+    lab.exec_ok("pc2", &["kill", "-9", &pid.to_string()]);
+    support::wait_for("the tunnel gateway to die", 10, || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     });
+    drop(gw);
+    assert_eq!(
+        forwarding().trim(),
+        "1",
+        "kill -9 leaves forwarding on for reset"
+    );
+    let reset = lab.exec_ok("pc2", &["kubelan", "reset"]);
+    assert!(
+        reset.contains("set net.ipv4.ip_forward back to 0"),
+        "{reset}"
+    );
+    assert_eq!(host_state(&lab, "pc2"), pc2_before);
 
     drop(cluster);
     lab.down();
