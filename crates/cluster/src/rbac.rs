@@ -102,6 +102,7 @@ pub fn user_rbac_in(mode: RbacMode, namespace: &str) -> String {
                  # - pods/portforward create (get for API servers before 1.31): the tunnels.\n\
                  # - pods, services, endpointslices get/list/watch: resolve a Service to its\n\
                  #   ready pods and follow them as they are replaced.\n\
+                 # - deployments get (apps): resolve deploy/NAME to its pods' selector.\n\
                  {binding_note}"
             );
             out.push_str(FORWARD_YAML);
@@ -200,6 +201,9 @@ rules:
   - apiGroups: ["discovery.k8s.io"]
     resources: ["endpointslices"]
     verbs: ["get", "list", "watch"]
+  - apiGroups: ["apps"]
+    resources: ["deployments"]
+    verbs: ["get"]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding

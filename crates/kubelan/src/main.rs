@@ -14,6 +14,7 @@ use kubelan_lab::{clusterdns, lifecycle, serve};
 mod connect;
 mod dnsrelay;
 mod doctor;
+mod forward;
 mod gateway;
 mod routes;
 mod tunnel;
@@ -32,6 +33,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Port-forwards to Services, pods and Deployments that follow pod restarts; without
+    /// targets, every Service of the namespaces by name (no agent needed).
+    Forward(forward::ForwardArgs),
     /// SOCKS5 and HTTP proxy into the cluster through the agent (names resolve in the cluster).
     Proxy(tunnel::ProxyArgs),
     /// L3 VPN: Pod IPs, ClusterIPs and cluster DNS names reachable from this machine (root).
@@ -440,6 +444,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Lab(args) => lab(args).await,
+            Command::Forward(args) => forward::run(args).await,
             Command::Proxy(args) => tunnel::proxy(args).await.map(|()| ExitCode::SUCCESS),
             Command::Connect(args) => connect::connect(args).await.map(|()| ExitCode::SUCCESS),
             Command::Gateway(args) => gateway::run(args).await.map(|()| ExitCode::SUCCESS),

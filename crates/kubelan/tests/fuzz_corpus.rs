@@ -7,7 +7,7 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 13] = [
+const TARGETS: [Target; 14] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
@@ -31,6 +31,11 @@ const TARGETS: [Target; 13] = [
     (
         "prefix_split",
         kubelan_cluster::fuzz_entry::prefix_split,
+        10,
+    ),
+    (
+        "forward_spec",
+        kubelan_forward::fuzz_entry::forward_spec,
         10,
     ),
 ];

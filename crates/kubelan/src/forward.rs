@@ -1,0 +1,402 @@
+//! `kubelan forward`: arguments, the permission check, the hosts block, and the output (a
+//! live table on a terminal, plain lines otherwise, JSON lines with `--output json`). The
+//! forwarding itself is `kubelan_forward`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{ArgAction, Args, ValueEnum};
+use kubelan_cluster::{KubeArgs, KubeconfigArgs};
+use kubelan_forward::{Event, Events, Options, Running, access, render_table};
+use kubelan_sys::hosts::{self, HostsEntry, HostsError};
+use kubelan_sys::journal::{self, HostGuard, StateDir};
+use tokio::sync::watch;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub(crate) enum ForwardOutput {
+    /// A live table on a terminal, plain lines otherwise.
+    Human,
+    /// One JSON object per line: events, `stats` every 5 s, `stopped` at the end.
+    Json,
+}
+
+/// `kubelan forward`.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  kubelan forward svc/web 8080:80                 one Service (follows its pods)\n  kubelan forward svc/web 8080:80 svc/db 5432 pod/x :9000\n  kubelan forward deploy/api :http --address localhost,10.0.0.5\n  sudo kubelan forward -n default -n team         every Service, by name (hosts block)\n  kubelan forward -n default --no-hosts           every Service, address table only"
+)]
+pub(crate) struct ForwardArgs {
+    /// Targets and their ports: `svc/NAME`, `pod/NAME` (or a bare name) or `deploy/NAME`,
+    /// each followed by `LOCAL:REMOTE`, `REMOTE` or `:REMOTE` (a free local port); REMOTE
+    /// may be a port name. Without targets: every Service of the namespaces (bulk mode).
+    #[arg(value_name = "TARGET PORT...")]
+    targets: Vec<String>,
+    #[command(flatten)]
+    kube: KubeconfigArgs,
+    /// Namespace; repeat for several in bulk mode [default: the context's namespace].
+    #[arg(short = 'n', long, value_name = "NAMESPACE", action = ArgAction::Append)]
+    namespace: Vec<String>,
+    /// Bulk mode: only Services matching this label selector (e.g. `app=web,tier!=db`).
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    selector: Option<String>,
+    /// Local addresses to listen on (comma-separated; `localhost` is 127.0.0.1 and ::1).
+    #[arg(long, value_name = "ADDRESS", action = ArgAction::Append)]
+    address: Vec<String>,
+    /// Bulk mode: do not write names to the hosts file (no root needed); print the
+    /// address table instead.
+    #[arg(long)]
+    no_hosts: bool,
+    /// Bulk mode: the hosts file to put the names in.
+    #[arg(long, value_name = "FILE", default_value = hosts::DEFAULT_HOSTS)]
+    hosts_file: PathBuf,
+    /// Bulk mode: the cluster domain of the long names.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// How long a new connection waits for a ready pod before it is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pod_timeout: u64,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value = "human")]
+    output: ForwardOutput,
+}
+
+/// The kubelan-owned hosts block of this process, journaled so `kubelan reset` removes it
+/// after a crash.
+struct HostsBlock {
+    guard: HostGuard,
+    path: PathBuf,
+    marker: String,
+    added: bool,
+}
+
+impl HostsBlock {
+    async fn prepare(path: &Path) -> anyhow::Result<HostsBlock> {
+        if let Err(e) = std::fs::OpenOptions::new().append(true).open(path) {
+            match e.kind() {
+                std::io::ErrorKind::PermissionDenied => bail!(
+                    "writing names to {} needs root: run `sudo kubelan forward …`, or add --no-hosts to get the address table without names",
+                    path.display()
+                ),
+                std::io::ErrorKind::NotFound => bail!(
+                    "{} does not exist: pass --hosts-file FILE, or --no-hosts",
+                    path.display()
+                ),
+                _ => bail!("cannot open {} for writing: {e}", path.display()),
+            }
+        }
+        let state = StateDir::from_env();
+        // Blocks left by a kubelan that did not exit would shadow ours; remove them first.
+        let report = journal::reset(&state, false).await;
+        if !report.nothing_to_do() {
+            eprintln!("cleaned up after an earlier kubelan that did not exit:");
+            for l in report.lines() {
+                eprintln!("  {l}");
+            }
+        }
+        let guard = HostGuard::begin(&state, "forward")?;
+        Ok(HostsBlock {
+            guard,
+            path: path.to_path_buf(),
+            marker: format!("forward-{}", std::process::id()),
+            added: false,
+        })
+    }
+
+    fn write(&mut self, entries: &[HostsEntry]) -> Result<(), HostsError> {
+        if self.added {
+            match hosts::update_block(&self.guard, &self.path, &self.marker, entries) {
+                // Someone removed it by hand: put it back.
+                Err(HostsError::NotFound { .. }) => {}
+                r => return r,
+            }
+        }
+        hosts::add_block(&mut self.guard, &self.path, &self.marker, entries)?;
+        self.added = true;
+        Ok(())
+    }
+}
+
+enum Mode {
+    Table,
+    Lines,
+    Json,
+}
+
+/// What the user sees.
+struct Ui {
+    mode: Mode,
+    drawn: usize,
+    bulk_no_hosts: bool,
+}
+
+impl Ui {
+    fn clear(&mut self, out: &mut impl Write) {
+        if self.drawn > 0 {
+            let _ = write!(out, "\x1b[{}F\x1b[J", self.drawn);
+            self.drawn = 0;
+        }
+    }
+
+    fn draw(&mut self, running: &Running) {
+        if !matches!(self.mode, Mode::Table) {
+            return;
+        }
+        let width = usize::from(console::Term::stdout().size().1).max(40);
+        let table = render_table(&running.registry.rows(), &running.registry.totals(), width);
+        let mut out = std::io::stdout().lock();
+        self.clear(&mut out);
+        let _ = out.write_all(table.as_bytes());
+        let _ = out.flush();
+        self.drawn = table.lines().count();
+    }
+
+    fn event(&mut self, e: &Event, running: &Running) {
+        match self.mode {
+            Mode::Json => print_json(&serde_json::to_value(e).unwrap_or_default()),
+            Mode::Lines => println!("{e}"),
+            Mode::Table => {
+                if matches!(e, Event::Listening { note: None, .. }) {
+                    return;
+                }
+                let mut out = std::io::stdout().lock();
+                self.clear(&mut out);
+                let _ = writeln!(out, "{e}");
+                drop(out);
+                self.draw(running);
+            }
+        }
+        if self.bulk_no_hosts && matches!(e, Event::Ready { .. }) {
+            self.address_table(running);
+        }
+    }
+
+    /// Bulk mode without hosts: the lines a hosts file would need, with the ports.
+    fn address_table(&mut self, running: &Running) {
+        let Some(names) = &running.names else { return };
+        let entries = names.borrow().clone();
+        let rows = running.registry.rows();
+        let mut text =
+            String::from("# address table (add to a hosts file, or use the addresses directly):\n");
+        for e in &entries {
+            let ports: Vec<String> = rows
+                .iter()
+                .filter(|r| r.local.iter().any(|l| l.starts_with(&format!("{}:", e.ip))))
+                .flat_map(|r| r.ports.clone())
+                .collect();
+            text.push_str(&format!(
+                "{}\t{}\t# ports {}\n",
+                e.ip,
+                e.names.join(" "),
+                ports.join(",")
+            ));
+        }
+        match self.mode {
+            Mode::Json => print_json(
+                &serde_json::json!({"event": "addresses", "entries": entries.iter().map(|e| serde_json::json!({"ip": e.ip, "names": e.names})).collect::<Vec<_>>()}),
+            ),
+            Mode::Lines => print!("{text}"),
+            Mode::Table => {
+                let mut out = std::io::stdout().lock();
+                self.clear(&mut out);
+                let _ = out.write_all(text.as_bytes());
+                drop(out);
+                self.draw(running);
+            }
+        }
+    }
+
+    fn stats(&self, running: &Running, event: &str) {
+        if matches!(self.mode, Mode::Json) {
+            print_json(&serde_json::json!({
+                "event": event,
+                "totals": running.registry.totals(),
+                "forwards": running.registry.rows(),
+            }));
+        }
+    }
+}
+
+/// Waits for the next change of the names; `false` when the engine is gone. Never returns
+/// without names.
+async fn names_changed(names: &mut Option<watch::Receiver<Vec<HostsEntry>>>) -> bool {
+    match names {
+        Some(n) => n.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// Runs `kubelan forward` until Ctrl-C or SIGTERM.
+pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
+    let specs = kubelan_forward::parse_specs(&args.targets)?;
+    let bulk = specs.is_empty();
+    if bulk && !args.address.is_empty() {
+        bail!(
+            "--address is for named targets; in bulk mode (no targets) every Service gets its own 127.x.y.z address"
+        );
+    }
+    if !bulk && args.selector.is_some() {
+        bail!(
+            "-l/--selector chooses Services in bulk mode; drop it, or drop the targets to forward every matching Service"
+        );
+    }
+    if !bulk && args.no_hosts {
+        bail!("--no-hosts is for bulk mode (no targets); named targets never touch the hosts file");
+    }
+    let mut namespaces: Vec<String> = Vec::new();
+    for n in &args.namespace {
+        if !namespaces.contains(n) {
+            namespaces.push(n.clone());
+        }
+    }
+    if !bulk && namespaces.len() > 1 {
+        return Err(kubelan_forward::ForwardError::SeveralNamespaces {
+            count: namespaces.len(),
+        }
+        .into());
+    }
+    let addresses = kubelan_forward::parse_addresses(&args.address)?;
+    let cc = kubelan_cluster::connect(&KubeArgs {
+        kubeconfig: args.kube.kubeconfig.clone(),
+        context: args.kube.context.clone(),
+        namespace: namespaces.first().cloned(),
+    })
+    .await?;
+    if namespaces.is_empty() {
+        namespaces.push(cc.namespace.clone());
+    }
+    let wanted = if bulk {
+        access::bulk_access(&namespaces)
+    } else {
+        access::single_access(&namespaces[0], &specs)
+    };
+    kubelan_cluster::preflight::require(&cc.client, &wanted, access::RBAC_HINT)
+        .await
+        .with_context(|| {
+            format!(
+                "kubelan forward needs these permissions (context {:?})",
+                cc.context
+            )
+        })?;
+    let mut hosts_block = if bulk && !args.no_hosts {
+        Some(HostsBlock::prepare(&args.hosts_file).await?)
+    } else {
+        None
+    };
+    let (events, mut rx) = Events::channel(4096);
+    let opts = Options {
+        addresses,
+        pod_wait: Duration::from_secs(args.pod_timeout.max(1)),
+        open_timeout: Duration::from_secs(10),
+        cluster_domain: args.cluster_domain.clone(),
+    };
+    let started = if bulk {
+        kubelan_forward::start_bulk(
+            cc.client.clone(),
+            &namespaces,
+            args.selector.as_deref(),
+            opts,
+            events,
+        )
+        .await
+    } else {
+        kubelan_forward::start(cc.client.clone(), &namespaces[0], &specs, opts, events).await
+    };
+    let running = match started {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(h) = hosts_block {
+                h.guard.restore().await;
+            }
+            return Err(e.into());
+        }
+    };
+    let mut ui = Ui {
+        mode: match args.output {
+            ForwardOutput::Json => Mode::Json,
+            ForwardOutput::Human if std::io::stdout().is_terminal() => Mode::Table,
+            ForwardOutput::Human => Mode::Lines,
+        },
+        drawn: 0,
+        bulk_no_hosts: bulk && args.no_hosts,
+    };
+    let mut names: Option<watch::Receiver<Vec<HostsEntry>>> = running.names.clone();
+    let mut ready = false;
+    let mut redraw = tokio::time::interval(Duration::from_secs(1));
+    let mut stats = tokio::time::interval(Duration::from_secs(5));
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut exit = ExitCode::SUCCESS;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            e = rx.recv() => {
+                let Some(e) = e else { break };
+                if matches!(e, Event::Ready { .. }) {
+                    ready = true;
+                    if let (Some(h), Some(n)) = (hosts_block.as_mut(), names.as_mut()) {
+                        let entries = n.borrow_and_update().clone();
+                        if let Err(err) = h.write(&entries) {
+                            // Without names bulk mode is half done: stop and say why.
+                            eprintln!("error: cannot write names to {}: {err}", h.path.display());
+                            exit = ExitCode::FAILURE;
+                            break;
+                        }
+                        ui.event(&Event::Hosts { path: h.path.display().to_string(), entries: entries.len() }, &running);
+                    }
+                }
+                ui.event(&e, &running);
+            }
+            alive = names_changed(&mut names), if ready && hosts_block.is_some() => {
+                if !alive {
+                    names = None;
+                    continue;
+                }
+                // Let a burst of changes settle into one write.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let entries = names.as_mut().map(|n| n.borrow_and_update().clone()).unwrap_or_default();
+                if let Some(h) = hosts_block.as_mut() {
+                    match h.write(&entries) {
+                        Ok(()) => ui.event(&Event::Hosts { path: h.path.display().to_string(), entries: entries.len() }, &running),
+                        Err(err) => ui.event(&Event::Warning { message: format!("cannot update names in {}: {err}", h.path.display()) }, &running),
+                    }
+                }
+            }
+            _ = redraw.tick() => ui.draw(&running),
+            _ = stats.tick() => ui.stats(&running, "stats"),
+        }
+    }
+    ui.draw(&running);
+    ui.stats(&running, "stopped");
+    let totals = running.registry.totals();
+    running.stop().await;
+    if let Some(h) = hosts_block {
+        let path = h.path.clone();
+        let report = h.guard.restore().await;
+        if report.is_clean() {
+            if !matches!(ui.mode, Mode::Json) {
+                eprintln!("removed kubelan's names from {}", path.display());
+            }
+        } else {
+            eprintln!("{report}");
+            eprintln!("run `sudo kubelan reset` to retry");
+            exit = ExitCode::FAILURE;
+        }
+    }
+    if !matches!(ui.mode, Mode::Json) {
+        eprintln!(
+            "stopped: {} connection(s) over {} API connection(s)",
+            totals.connections, totals.api_connections
+        );
+    }
+    Ok(exit)
+}
