@@ -320,6 +320,12 @@ pub(crate) async fn run(args: ConnectArgs, lan: Option<LanService>) -> anyhow::R
     )
     .await;
     shutdown.cancel();
+    restore(guard, events).await;
+    result
+}
+
+/// Undoes the guard's changes and says what was restored (connect and gateway).
+pub(crate) async fn restore(guard: HostGuard, events: Events) {
     let report = guard.restore().await;
     for o in &report.outcomes {
         events.emit(
@@ -331,7 +337,6 @@ pub(crate) async fn run(args: ConnectArgs, lan: Option<LanService>) -> anyhow::R
     if !report.is_clean() {
         eprintln!("some changes could not be undone; `sudo kubelan reset` retries");
     }
-    result
 }
 
 /// Sets the machine up and serves until asked to stop.

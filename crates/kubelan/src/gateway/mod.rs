@@ -272,17 +272,7 @@ async fn node(args: GatewayArgs, lans: Vec<IpNet>) -> anyhow::Result<()> {
         &args, events, &mut guard, &facts, lan4, cluster4, lans, sockets, listen,
     )
     .await;
-    let report = guard.restore().await;
-    for o in &report.outcomes {
-        events.emit(
-            "restore",
-            json!({"message": o.to_string()}),
-            &format!("  restored: {o}"),
-        );
-    }
-    if !report.is_clean() {
-        eprintln!("some changes could not be undone; `sudo kubelan reset` retries");
-    }
+    connect::restore(guard, events).await;
     result
 }
 
