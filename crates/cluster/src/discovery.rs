@@ -406,7 +406,7 @@ pub async fn discover(
     };
 
     let dns_server = match overrides.dns_server {
-        Some(ip) => Some(Fact::new(ip, flag("--dns-server"))),
+        Some(ip) => Some(Fact::new(ip, flag("--cluster-dns"))),
         None => d.dns_service().await?,
     };
 
@@ -417,6 +417,35 @@ pub async fn discover(
         dns_server,
         notes: d.notes,
     })
+}
+
+/// The facts from flags alone, for commands that skip the API when the user gave what
+/// they need (`gateway` with both prefixes and the DNS address, `routes` with both
+/// prefixes and the domain). Missing prefixes stay empty; a missing domain is the default,
+/// marked as a guess.
+pub fn from_flags(overrides: &DiscoveryOverrides) -> ClusterFacts {
+    let mut notes = vec!["cluster facts from flags only: the Kubernetes API was not asked".into()];
+    let cluster_domain = match &overrides.cluster_domain {
+        Some(domain) => Fact::new(
+            domain.trim_end_matches('.').to_string(),
+            flag("--cluster-domain"),
+        ),
+        None => {
+            notes.push(format!(
+                "cluster domain: assuming {DEFAULT_CLUSTER_DOMAIN}; pass --cluster-domain if the cluster uses another"
+            ));
+            Fact::guess(DEFAULT_CLUSTER_DOMAIN.to_string(), Source::Default)
+        }
+    };
+    ClusterFacts {
+        service_cidrs: flag_facts(&overrides.service_cidrs, "--service-cidr"),
+        pod_cidrs: flag_facts(&overrides.pod_cidrs, "--pod-cidr"),
+        cluster_domain,
+        dns_server: overrides
+            .dns_server
+            .map(|ip| Fact::new(ip, flag("--cluster-dns"))),
+        notes,
+    }
 }
 
 fn flag(flag: &str) -> Source {

@@ -15,7 +15,7 @@ use kubelan_apisim::UserInfo;
 use kubelan_apisim::resources::find;
 use kubelan_apisim::store::Sub;
 use kubelan_apisim::testing::{TestCluster, TestClusterOptions};
-use kubelan_cluster::discovery::{DiscoveryOverrides, Fact, Source, discover, why};
+use kubelan_cluster::discovery::{DiscoveryOverrides, Fact, Source, discover, from_flags, why};
 use kubelan_cluster::rbac::{RbacMode, user_rbac_in};
 use kubelan_cluster::{ClusterClient, ClusterError};
 use serde_json::json;
@@ -456,7 +456,7 @@ async fn flags_replace_discovery() {
     );
     assert_eq!(
         facts.dns_server,
-        Some(Fact::new(ip("10.96.0.10"), flag("--dns-server")))
+        Some(Fact::new(ip("10.96.0.10"), flag("--cluster-dns")))
     );
     // Not given: still discovered.
     assert_eq!(facts.pod_cidrs[0].value, n("172.17.32.0/23"));
@@ -471,6 +471,39 @@ async fn flags_replace_discovery() {
     assert_eq!(
         facts.pod_cidrs,
         [Fact::new(n("10.244.0.0/16"), flag("--pod-cidr"))]
+    );
+}
+
+#[test]
+fn facts_from_flags_alone() {
+    let flag = |f: &str| Source::Flag { flag: f.into() };
+    let o = DiscoveryOverrides {
+        service_cidrs: vec![n("10.212.0.5/16"), n("10.212.0.0/16")],
+        pod_cidrs: vec![n("10.211.0.0/16")],
+        cluster_domain: None,
+        dns_server: Some(ip("10.212.0.53")),
+    };
+    let facts = from_flags(&o);
+    // Host bits dropped, duplicates merged, every fact says it came from its flag.
+    assert_eq!(
+        facts.service_cidrs,
+        [Fact::new(n("10.212.0.0/16"), flag("--service-cidr"))]
+    );
+    assert_eq!(
+        facts.pod_cidrs,
+        [Fact::new(n("10.211.0.0/16"), flag("--pod-cidr"))]
+    );
+    assert_eq!(
+        facts.dns_server,
+        Some(Fact::new(ip("10.212.0.53"), flag("--cluster-dns")))
+    );
+    // The domain was not given: the default, marked as a guess and noted.
+    assert_eq!(facts.cluster_domain.value, "cluster.local");
+    assert!(facts.cluster_domain.guessed);
+    assert!(
+        facts.notes.iter().any(|n| n.contains("--cluster-domain")),
+        "{:?}",
+        facts.notes
     );
 }
 

@@ -17,7 +17,7 @@ use clap::Args;
 use ipnet::IpNet;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kubelan_cluster::discovery::{
-    self, ClusterFacts, DiscoveryOverrides, Fact, PrefixKind as FactKind, Source,
+    self, ClusterFacts, DiscoveryOverrides, PrefixKind as FactKind, Source,
 };
 use kubelan_routes::{
     BgpFormat, BgpInput, BgpNeighbor, ClusterPrefix, DEFAULT_CLUSTER_AS, DEFAULT_ROUTER_AS, Format,
@@ -333,32 +333,7 @@ async fn cluster_facts(
         && args.cluster_domain.is_some()
         && !needs_api;
     if flags_only {
-        let flag = |f: &str| Source::Flag { flag: f.into() };
-        let nets = |nets: &[IpNet], f: &str| {
-            let mut out: Vec<Fact<IpNet>> = Vec::new();
-            for n in nets.iter().map(IpNet::trunc) {
-                if !out.iter().any(|x| x.value == n) {
-                    out.push(Fact::new(n, flag(f)));
-                }
-            }
-            out
-        };
-        let facts = ClusterFacts {
-            service_cidrs: nets(&args.service_cidr, "--service-cidr"),
-            pod_cidrs: nets(&args.pod_cidr, "--pod-cidr"),
-            cluster_domain: Fact::new(
-                args.cluster_domain
-                    .clone()
-                    .unwrap_or_default()
-                    .trim_matches('.')
-                    .to_string(),
-                flag("--cluster-domain"),
-            ),
-            dns_server: args
-                .cluster_dns
-                .map(|ip| Fact::new(ip, flag("--cluster-dns"))),
-            notes: Vec::new(),
-        };
+        let facts = discovery::from_flags(&overrides);
         let origin = Origin {
             text: "flags only (the API was not asked)".into(),
             client: None,

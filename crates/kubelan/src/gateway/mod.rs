@@ -219,13 +219,15 @@ async fn node(args: GatewayArgs, lans: Vec<IpNet>) -> anyhow::Result<()> {
         "… discovering the cluster",
     );
     let overrides = args.connect.overrides();
-    let mut facts = match facts_from_flags(&overrides) {
-        // Everything given: the API is not needed (a gateway host without a kubeconfig).
-        Some(f) => f,
-        None => {
-            let cc = kubelan_cluster::connect(&args.connect.tunnel.kube).await?;
-            discovery::discover(&cc, &overrides).await?
-        }
+    let everything_given = !overrides.service_cidrs.is_empty()
+        && !overrides.pod_cidrs.is_empty()
+        && overrides.dns_server.is_some();
+    let mut facts = if everything_given {
+        // A gateway host without a kubeconfig.
+        discovery::from_flags(&overrides)
+    } else {
+        let cc = kubelan_cluster::connect(&args.connect.tunnel.kube).await?;
+        discovery::discover(&cc, &overrides).await?
     };
     if facts.cluster_domain.source == kubelan_cluster::Source::Default {
         // No agent in node mode to confirm it.
@@ -494,37 +496,6 @@ async fn summarise(
     }
 }
 
-/// The facts when --service-cidr, --pod-cidr and --cluster-dns are all given.
-fn facts_from_flags(o: &DiscoveryOverrides) -> Option<ClusterFacts> {
-    use kubelan_cluster::{Fact, Source};
-    if o.service_cidrs.is_empty() || o.pod_cidrs.is_empty() {
-        return None;
-    }
-    let dns = o.dns_server?;
-    let flag = |f: &str| Source::Flag { flag: f.into() };
-    Some(ClusterFacts {
-        service_cidrs: o
-            .service_cidrs
-            .iter()
-            .map(|n| Fact::new(*n, flag("--service-cidr")))
-            .collect(),
-        pod_cidrs: o
-            .pod_cidrs
-            .iter()
-            .map(|n| Fact::new(*n, flag("--pod-cidr")))
-            .collect(),
-        cluster_domain: match &o.cluster_domain {
-            Some(d) => Fact::new(d.clone(), flag("--cluster-domain")),
-            None => Fact::new(
-                discovery::DEFAULT_CLUSTER_DOMAIN.to_string(),
-                Source::Default,
-            ),
-        },
-        dns_server: Some(Fact::new(dns, flag("--cluster-dns"))),
-        notes: vec!["all cluster facts given by flags: the Kubernetes API is not used".into()],
-    })
-}
-
 impl ConnectArgs {
     /// The discovery overrides these flags give.
     pub(crate) fn overrides(&self) -> DiscoveryOverrides {
@@ -549,21 +520,6 @@ mod tests {
         assert!(checked_lans(&nets(&["172.16.0.0/18", "172.16.0.0/18"])).is_err());
         let ok = checked_lans(&nets(&["172.16.0.5/18", "192.168.1.0/24"])).unwrap();
         assert_eq!(ok[0].to_string(), "172.16.0.0/18");
-    }
-
-    #[test]
-    fn flags_alone_are_enough_only_when_complete() {
-        let mut o = DiscoveryOverrides {
-            service_cidrs: vec!["10.212.0.0/16".parse().unwrap()],
-            pod_cidrs: vec!["10.211.0.0/16".parse().unwrap()],
-            cluster_domain: None,
-            dns_server: None,
-        };
-        assert!(facts_from_flags(&o).is_none());
-        o.dns_server = Some("10.212.0.53".parse().unwrap());
-        let f = facts_from_flags(&o).unwrap();
-        assert_eq!(f.cluster_domain.value, "cluster.local");
-        assert_eq!(f.prefixes().count(), 2);
     }
 
     #[test]
