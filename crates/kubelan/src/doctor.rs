@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::ListParams;
@@ -746,7 +746,6 @@ async fn spread_service(
         .list(&ListParams::default())
         .await
         .ok()?;
-    let _ = Api::<Node>::all(client.clone());
     let mut best: Option<(String, SocketAddr, usize)> = None;
     for s in services.items {
         let ns = s.metadata.namespace.clone().unwrap_or_default();

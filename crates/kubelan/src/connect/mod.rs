@@ -302,16 +302,7 @@ pub(crate) async fn run(args: ConnectArgs, lan: Option<LanService>) -> anyhow::R
 
     // Host changes: every one journalled first, undone on exit or by `kubelan reset`.
     if let Some(lan) = &lan {
-        for l in &lan.allowed {
-            if facts
-                .prefixes()
-                .any(|(_, f)| f.value.contains(l) || l.contains(&f.value))
-            {
-                bail!(
-                    "--lan {l} overlaps a cluster prefix; a LAN must not share addresses with the cluster. Nothing was changed."
-                );
-            }
-        }
+        check_lan_vs_cluster(&lan.allowed, &facts)?;
     }
     let purpose = if lan.is_some() { "gateway" } else { "connect" };
     let mut guard = HostGuard::begin(&state, purpose)?;
@@ -868,6 +859,23 @@ fn print_running(st: &serde_json::Value) {
         "  dns:      {} cluster queries, {} other, {} failed",
         c["dns_cluster"], c["dns_upstream"], c["dns_failed"]
     );
+}
+
+/// Refuses LANs that overlap a cluster prefix (their traffic would be taken for the
+/// cluster's own, and pod-to-pod traffic for the LAN's).
+pub(crate) fn check_lan_vs_cluster(lans: &[IpNet], facts: &ClusterFacts) -> anyhow::Result<()> {
+    for l in lans {
+        for (kind, f) in facts.prefixes() {
+            let c = f.value;
+            if l.contains(&c) || c.contains(l) {
+                bail!(
+                    "--lan {l} overlaps the cluster's {kind} prefix {c} ({}); a LAN must not share addresses with the cluster. Nothing was changed.",
+                    f.source
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `kubelan quit`: asks a running connect to disconnect and waits until it has.

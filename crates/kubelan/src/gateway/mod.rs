@@ -125,23 +125,6 @@ fn checked_lans(lans: &[IpNet]) -> anyhow::Result<Vec<IpNet>> {
     Ok(lans)
 }
 
-/// Refuses LANs that overlap a cluster prefix (their traffic would be taken for the
-/// cluster's own, and pod-to-pod traffic for the LAN's).
-fn check_lan_vs_cluster(lans: &[IpNet], facts: &ClusterFacts) -> anyhow::Result<()> {
-    for l in lans {
-        for (kind, f) in facts.prefixes() {
-            let c = f.value;
-            if l.contains(&c) || c.contains(l) {
-                bail!(
-                    "--lan {l} overlaps the cluster's {kind} prefix {c} ({}); a LAN must not share addresses with the cluster. Nothing was changed.",
-                    f.source
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The DNS address: `--dns-listen` (must be this host's), else this host's source address
 /// towards the first LAN.
 async fn dns_listen(args: &GatewayArgs, lans: &[IpNet]) -> anyhow::Result<SocketAddr> {
@@ -240,7 +223,7 @@ async fn node(args: GatewayArgs, lans: Vec<IpNet>) -> anyhow::Result<()> {
     for note in &facts.notes {
         events.emit("note", json!({"message": note}), &format!("  note: {note}"));
     }
-    check_lan_vs_cluster(&lans, &facts)?;
+    connect::check_lan_vs_cluster(&lans, &facts)?;
     let (lan4, lan_other) = v4_only(lans.iter().copied());
     let (cluster4, cluster_other) = v4_only(facts.prefixes().map(|(_, f)| f.value));
     for n in lan_other.iter().chain(&cluster_other) {
