@@ -19,7 +19,7 @@ m_setup() {
   kl_agent || return 1
   local agent=$KL_AGENT_PID
   spawn $LAP kubelan-proxy "${KL_ENV[@]}" "$KL_BIN" proxy --listen 127.0.0.1:1081 \
-    --agent $GW_LAP_IP:7443 --credentials "$STATE/kubelan-creds"
+    --agent $GW_LAP_IP:7443 --credentials "$STATE/kubelan-creds" "${KL_THREAD_ARGS[@]}"
   CPU_PIDS="$agent $LAST_PID"
   wait_listen $LAP 1081 || return 1
   SOCKS=127.0.0.1:1081

@@ -33,10 +33,18 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mux, mut inbound) = mux::spawn(io, Side::Agent);
-    let Ok(Some(control)) = tokio::time::timeout(OPEN_WAIT, inbound.recv()).await else {
-        tracing::warn!(%peer, "carrier opened no control stream within 10 s; closing");
-        mux.close();
-        return;
+    let control = match tokio::time::timeout(OPEN_WAIT, inbound.recv()).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            let reason = mux.close_reason().unwrap_or_default();
+            tracing::warn!(%peer, %reason, "refused a carrier");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "carrier opened no control stream within 10 s; closing");
+            mux.close();
+            return;
+        }
     };
     let (rd, mut wr) = tokio::io::split(control);
     let mut reader = FrameReader::new(rd);
@@ -165,8 +173,9 @@ where
         mux.close();
     }
     let _ = flows.await;
+    let reason = mux.close_reason().unwrap_or_default();
     mux.close();
-    tracing::info!(%peer, "session ended");
+    tracing::info!(%peer, %reason, "session ended");
 }
 
 async fn flow(agent: Arc<Agent>, stream: MuxStream) {

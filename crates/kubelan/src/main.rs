@@ -431,36 +431,63 @@ fn main() -> ExitCode {
     init_tracing(default_log);
     kubelan_sys::raise_fd_limit();
     kubelan_sys::tune_allocator();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The proxy and the agent run on one thread unless told otherwise: measured, a
+    // multi-threaded runtime spends a third more CPU per connection on waking its other
+    // workers (docs/benchmarks.md).
+    let threads = match &cli.command {
+        Command::Proxy(a) => Some(a.threads),
+        Command::Agent(a) => Some(a.threads),
+        _ => None,
+    };
+    let rt = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(n))
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    // The command runs as a task, on the runtime's worker threads: an accept loop on the
+    // main thread would hand every new connection to a worker (a wake-up per connection).
     let result = rt.block_on(async {
-        match cli.command {
-            Command::Lab(args) => lab(args).await,
-            Command::Forward(args) => forward::run(args).await,
-            Command::Proxy(args) => tunnel::proxy(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Connect(args) => connect::connect(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Gateway(args) => gateway::run(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Doctor(args) => doctor::run(args).await,
-            Command::Routes(args) => routes::run(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Status(args) => connect::status(args).await,
-            Command::Quit => connect::quit().await.map(|()| ExitCode::SUCCESS),
-            Command::Reset { force } => connect::reset(force).await,
-            Command::Install(args) => kubelan_cluster::cli::run_install(args)
-                .await
-                .map(|()| ExitCode::SUCCESS),
-            Command::Uninstall(args) => kubelan_cluster::cli::run_uninstall(args)
-                .await
-                .map(|()| ExitCode::SUCCESS),
-            Command::Rbac(args) => kubelan_cluster::cli::run_rbac(args).map(|()| ExitCode::SUCCESS),
-            Command::Agent(args) => kubelan_agent::run(args).await.map(|()| ExitCode::SUCCESS),
+        let task = tokio::spawn(async move {
+            match cli.command {
+                Command::Lab(args) => lab(args).await,
+                Command::Forward(args) => forward::run(args).await,
+                Command::Proxy(args) => tunnel::proxy(args).await.map(|()| ExitCode::SUCCESS),
+                Command::Connect(args) => connect::connect(args).await.map(|()| ExitCode::SUCCESS),
+                Command::Gateway(args) => gateway::run(args).await.map(|()| ExitCode::SUCCESS),
+                Command::Doctor(args) => doctor::run(args).await,
+                Command::Routes(args) => routes::run(args).await.map(|()| ExitCode::SUCCESS),
+                Command::Status(args) => connect::status(args).await,
+                Command::Quit => connect::quit().await.map(|()| ExitCode::SUCCESS),
+                Command::Reset { force } => connect::reset(force).await,
+                Command::Install(args) => kubelan_cluster::cli::run_install(args)
+                    .await
+                    .map(|()| ExitCode::SUCCESS),
+                Command::Uninstall(args) => kubelan_cluster::cli::run_uninstall(args)
+                    .await
+                    .map(|()| ExitCode::SUCCESS),
+                Command::Rbac(args) => {
+                    kubelan_cluster::cli::run_rbac(args).map(|()| ExitCode::SUCCESS)
+                }
+                Command::Agent(args) => kubelan_agent::run(args).await.map(|()| ExitCode::SUCCESS),
+            }
+        });
+        match task.await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("internal error: {e}")),
         }
     });
     match result {

@@ -7,13 +7,14 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 14] = [
+const TARGETS: [Target; 15] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
     ("dns_answer", kubelan_lab::fuzz_entry::dns_answer, 1),
     ("protobuf", kubelan_lab::fuzz_entry::protobuf, 1),
     ("proto_frames", kubelan_proto::fuzz_entry::frames, 10),
+    ("mux_frames", kubelan_proto::fuzz_entry::mux_frames, 10),
     ("socks5", kubelan_proxy::fuzz_entry::socks5, 10),
     ("dns_query", kubelan_dns::fuzz_entry::dns_query, 10),
     (

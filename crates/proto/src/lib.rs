@@ -21,7 +21,8 @@
 //!
 //! # Wire format
 //!
-//! Every frame is a 4-byte header — frame type (1 byte) and body length (3 bytes, big
+//! Streams are carried by the multiplexer of [`mux`] (its own wire format and preface).
+//! Inside a stream, every frame is a 4-byte header — frame type (1 byte) and body length (3 bytes, big
 //! endian) — and the body. Lengths are checked against a per-type limit *before* any body
 //! is buffered, so a peer cannot make the decoder hold more than [`MAX_DATA`] bytes plus a
 //! header per stream. Integers are big endian; strings are UTF-8 with a 2-byte length.
@@ -30,6 +31,9 @@
 //!
 //! The agent and the client are released separately, so:
 //!
+//! 0. Beneath the frames, the carrier starts with the multiplexer's preface
+//!    ([`mux::PREFACE`], which names its version). A side that receives a preface it does not
+//!    know closes the carrier; the client then tells the user to upgrade the agent.
 //! 1. The frame header (type + 24-bit length) never changes in any version.
 //! 2. [`Frame::Hello`] carries the range of versions the client speaks; the agent picks
 //!    the highest version both speak and names it in [`Frame::Welcome`]. With no common
@@ -48,6 +52,7 @@
 //!    ([`Capabilities::ECHO`]).
 
 mod frame;
+pub mod mux;
 mod types;
 mod version;
 
@@ -64,6 +69,8 @@ pub mod fuzz_entry {
     use bytes::BytesMut;
 
     use crate::{Decoder, Frame};
+
+    pub use crate::mux::fuzz_entry as mux_frames;
 
     /// Decodes `data` (fed whole and in small chunks); never panics for any input.
     pub fn frames(data: &[u8]) {

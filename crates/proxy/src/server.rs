@@ -322,7 +322,9 @@ async fn connect(
     {
         return;
     }
-    if !early_data.is_empty() && flow.write_all(&early_data).await.is_err() {
+    if !early_data.is_empty()
+        && (flow.write_all(&early_data).await.is_err() || flow.flush().await.is_err())
+    {
         return;
     }
     match kubelan_session::relay::copy_bidirectional(&mut client, &mut flow).await {

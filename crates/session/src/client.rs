@@ -607,7 +607,8 @@ async fn run_carrier(
         }
         None => {
             return Err(CarrierError::retry(format!(
-                "{peer}: the agent closed the tunnel during the handshake"
+                "{peer}: the agent closed the tunnel during the handshake (an agent older \
+                 than this kubelan does that; upgrade it with `kubelan install`)"
             )));
         }
     };

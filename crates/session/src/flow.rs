@@ -86,6 +86,23 @@ pub async fn write_frame<S: AsyncWrite + Unpin>(io: &mut S, frame: &Frame) -> io
     io.flush().await
 }
 
+/// Writes `data[*pos..]` to `io`, advancing `pos`, until all of it is written.
+fn poll_write_out<W: AsyncWrite + Unpin + ?Sized>(
+    io: &mut W,
+    cx: &mut Context<'_>,
+    data: &[u8],
+    pos: &mut usize,
+) -> Poll<io::Result<()>> {
+    while *pos < data.len() {
+        let n = ready!(Pin::new(&mut *io).poll_write(cx, &data[*pos..]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        *pos += n;
+    }
+    Poll::Ready(Ok(()))
+}
+
 /// Turns a frame-level failure into an `io::Error` whose message carries the reason.
 pub fn flow_io_error(e: &FlowError) -> io::Error {
     let kind = match e.kind {
@@ -153,7 +170,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FlowConn<S> {
 
     fn poll_flush_wbuf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut written = 0;
-        let result = crate::coalesce::poll_write_out(&mut self.io, cx, &self.wbuf, &mut written);
+        let result = poll_write_out(&mut self.io, cx, &self.wbuf, &mut written);
         self.wbuf.advance(written);
         result
     }
@@ -267,8 +284,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FlowConn<S> {
             Frame::Fin.encode(&mut this.wbuf);
             ready!(this.poll_flush_wbuf(cx))?;
         }
-        ready!(Pin::new(&mut this.io).poll_flush(cx))?;
-        // Closing the stream's write side (yamux FIN) after our Fin frame; reading goes on.
+        // Closing the stream's write side (mux FIN) after our Fin frame; reading goes on.
+        // The shutdown flushes: Fin and FIN leave together.
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }

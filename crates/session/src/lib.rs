@@ -2,7 +2,7 @@
 //!
 //! A *carrier* is a byte stream to the in-cluster agent: an API-server port-forward
 //! ([`carrier::PortForwardDialer`]) or direct mutual TLS ([`carrier::DirectDialer`]). Each
-//! carrier runs yamux ([`mux`]); its first stream is the control stream (hello, pings,
+//! carrier runs kubelan's multiplexer ([`mux`]); its first stream is the control stream (hello, pings,
 //! facts) and every flow gets a stream of its own, framed by [`kubelan_proto`].
 //!
 //! [`Session`] keeps one carrier per dialer alive: it pings every second, declares a
@@ -13,7 +13,6 @@
 
 pub mod carrier;
 mod client;
-pub mod coalesce;
 pub mod flow;
 pub mod mux;
 pub mod relay;

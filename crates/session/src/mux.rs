@@ -1,157 +1,762 @@
-//! yamux over any byte stream, driven by one task per carrier.
+//! The carrier multiplexer: many streams over one byte stream (wire format in
+//! [`kubelan_proto::mux`]).
 //!
-//! yamux's `Connection` makes progress only while someone polls it, so [`spawn`] moves it
-//! into a task that polls it continuously, hands inbound streams to a channel and opens
-//! outbound streams on request.
+//! Built for latency and few system calls. A stream's `poll_write` encodes its frame into
+//! the carrier's one output buffer; its `poll_flush` (or `poll_shutdown`, or 64 KiB of
+//! buffered output) writes the buffer to the carrier itself, on the writing task, when
+//! nobody else is writing — no hand-off to another task, no channel, and a response, its
+//! end and the stream's FIN leave in one `send` (and one TLS record). Writers must flush,
+//! as with any buffered writer. Only when
+//! the carrier's socket is full does the buffer go to the carrier's driver task, which
+//! writes it out as the socket drains (frames of all streams, in order, coalesced) while
+//! writers keep appending up to [`HIGH_WATER`] bytes. The driver also reads: it decodes
+//! frames and hands payload to the streams' queues, waking their readers.
+//!
+//! Flow control is per stream (credit in WINDOW frames): a stream's window starts at
+//! [`INITIAL_WINDOW`] and doubles each time its reader has consumed a whole window, up to
+//! [`MAX_WINDOW`] — bulk streams get room for long, fast paths, idle ones stay cheap.
+//!
+//! Measured against yamux (which this replaced): see `docs/benchmarks.md`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
-use std::task::Poll;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use bytes::{Buf, Bytes, BytesMut};
+use kubelan_proto::mux::{
+    self as wire, FIN, INITIAL_WINDOW, MAX_PAYLOAD, MAX_WINDOW, MuxFrame, MuxKind, PREFACE, RST,
+    SYN,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// One multiplexed stream, with tokio's I/O traits.
-pub type MuxStream = Compat<yamux::Stream>;
 
 /// Most streams a carrier may hold at once (flows plus the control stream).
 pub const MAX_STREAMS: usize = 32_768;
+/// Output bytes buffered for a busy carrier before writers wait.
+pub const HIGH_WATER: usize = 1024 * 1024;
+/// Buffered output bytes at which a write goes to the carrier without waiting for a flush.
+const WRITE_THROUGH: usize = 64 * 1024;
+/// Bytes the driver asks of the carrier per read.
+const READ_CHUNK: usize = 64 * 1024;
 
-/// Which end of the carrier this is (yamux numbers streams differently per side).
+/// Which end of the carrier this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
-    /// The kubelan client (opens the streams).
+    /// The kubelan client (opens the streams, sends the preface).
     Client,
     /// The agent (accepts them).
     Agent,
 }
 
-/// Opens streams on a carrier; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct MuxHandle {
-    open_tx: mpsc::Sender<oneshot::Sender<Result<yamux::Stream, yamux::ConnectionError>>>,
+/// Why a stream could not be opened.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MuxError {
+    /// The carrier has ended.
+    #[error("the carrier is closed{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Closed(Option<String>),
+    /// [`MAX_STREAMS`] streams are open.
+    #[error("{MAX_STREAMS} streams are already open on this carrier")]
+    TooManyStreams,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; carry on.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// The carrier's sending side.
+struct Out {
+    io: Option<Writer>,
+    buf: BytesMut,
+    /// Bytes went to `io` since its last successful flush (TLS holds records until then).
+    unflushed: bool,
+    /// The driver owns `io` until `buf` is drained; nobody else writes meanwhile.
+    driver_owns: bool,
+    driver: Option<Waker>,
+    /// Writers waiting for `buf` to drop below [`HIGH_WATER`].
+    blocked: Vec<Waker>,
+}
+
+impl Out {
+    fn data(&mut self, flags: u8, stream: u32, payload: &[u8]) {
+        wire::put_header(
+            &mut self.buf,
+            MuxKind::Data,
+            flags,
+            stream,
+            payload.len() as u32,
+        );
+        self.buf.extend_from_slice(payload);
+    }
+
+    fn window(&mut self, stream: u32, increment: u32) {
+        wire::put_header(&mut self.buf, MuxKind::Window, 0, stream, increment);
+    }
+
+    /// Writes what is buffered, with `cx`'s task as the one to wake. Unless it all went
+    /// out, the driver takes over (it polls again, so its waker replaces this one).
+    /// Returns the write error, if the carrier failed.
+    fn push(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        if self.driver_owns || self.io.is_none() {
+            return None;
+        }
+        match self.poll_drain(cx) {
+            Poll::Ready(Ok(())) => None,
+            Poll::Ready(Err(e)) => Some(e),
+            Poll::Pending => {
+                self.driver_owns = true;
+                if let Some(w) = self.driver.take() {
+                    w.wake();
+                }
+                None
+            }
+        }
+    }
+
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        while !self.buf.is_empty() {
+            let n = ready!(Pin::new(&mut *io).poll_write(cx, &self.buf))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.buf.advance(n);
+            self.unflushed = true;
+        }
+        if self.unflushed {
+            ready!(Pin::new(&mut *io).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[derive(Default)]
+struct StreamState {
+    queue: VecDeque<Bytes>,
+    /// Credit granted to the peer and not yet used by it.
+    recv_credit: u32,
+    /// Current receive window.
+    window: u32,
+    /// Payload read by the application since the last WINDOW frame.
+    consumed: u32,
+    /// Payload read in the current window (for growing it).
+    read_in_window: u32,
+    fin_recv: bool,
+    reset_recv: bool,
+    read_waker: Option<Waker>,
+    send_credit: u32,
+    /// The peer knows this stream (we sent SYN, or the peer opened it).
+    known: bool,
+    fin_sent: bool,
+    write_waker: Option<Waker>,
+    carrier_closed: bool,
+}
+
+impl StreamState {
+    fn new(known: bool) -> StreamState {
+        StreamState {
+            recv_credit: INITIAL_WINDOW,
+            window: INITIAL_WINDOW,
+            send_credit: INITIAL_WINDOW,
+            known,
+            ..StreamState::default()
+        }
+    }
+
+    fn wake_all(&mut self) {
+        if let Some(w) = self.read_waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.write_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+struct Cell {
+    id: u32,
+    state: Mutex<StreamState>,
+}
+
+struct Streams {
+    map: HashMap<u32, Arc<Cell>>,
+    next_id: u32,
+    closed: bool,
+}
+
+struct Shared {
+    out: Mutex<Out>,
+    streams: Mutex<Streams>,
     closed: CancellationToken,
+    reason: Mutex<Option<String>>,
+    side: Side,
+}
+
+impl Shared {
+    /// Ends the carrier with `reason` (the first reason wins).
+    fn fail(&self, reason: String) {
+        lock(&self.reason).get_or_insert(reason);
+        self.closed.cancel();
+    }
+
+    fn peer_opens(&self, id: u32) -> bool {
+        match self.side {
+            Side::Agent => !id.is_multiple_of(2),
+            Side::Client => id.is_multiple_of(2),
+        }
+    }
+}
+
+/// Opens streams on a carrier; cheap to clone.
+#[derive(Clone)]
+pub struct MuxHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MuxHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MuxHandle")
+            .field("side", &self.shared.side)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
 }
 
 impl MuxHandle {
-    /// Opens a new stream.
+    /// Opens a new stream. Nothing is sent until the first write (its frame carries SYN),
+    /// so opening costs no round trip and no task hand-off.
     ///
     /// # Errors
     ///
-    /// The yamux error when the carrier is closed or broken.
-    pub async fn open(&self) -> Result<MuxStream, yamux::ConnectionError> {
-        let (tx, rx) = oneshot::channel();
-        self.open_tx
-            .send(tx)
-            .await
-            .map_err(|_| yamux::ConnectionError::Closed)?;
-        let s = rx.await.map_err(|_| yamux::ConnectionError::Closed)??;
-        Ok(s.compat())
+    /// [`MuxError::Closed`] once the carrier ended, [`MuxError::TooManyStreams`].
+    pub async fn open(&self) -> Result<MuxStream, MuxError> {
+        self.open_now()
+    }
+
+    fn open_now(&self) -> Result<MuxStream, MuxError> {
+        let mut s = lock(&self.shared.streams);
+        if s.closed || self.shared.closed.is_cancelled() {
+            return Err(MuxError::Closed(self.close_reason()));
+        }
+        if s.map.len() >= MAX_STREAMS || s.next_id > u32::MAX - 2 {
+            return Err(MuxError::TooManyStreams);
+        }
+        let id = s.next_id;
+        s.next_id += 2;
+        let cell = Arc::new(Cell {
+            id,
+            state: Mutex::new(StreamState::new(false)),
+        });
+        s.map.insert(id, cell.clone());
+        Ok(MuxStream {
+            cell,
+            shared: self.shared.clone(),
+        })
     }
 
     /// Whether the carrier has ended.
     pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.shared.closed.is_cancelled()
     }
 
     /// Resolves when the carrier has ended.
     pub async fn closed(&self) {
-        self.closed.cancelled().await;
+        self.shared.closed.cancelled().await;
     }
 
-    /// Tears the carrier down: every stream on it fails.
+    /// Tears the carrier down: every stream on it ends.
     pub fn close(&self) {
-        self.closed.cancel();
+        self.shared.fail("closed by this side".into());
+    }
+
+    /// Why the carrier ended (`None` while it runs).
+    pub fn close_reason(&self) -> Option<String> {
+        if !self.is_closed() {
+            return None;
+        }
+        lock(&self.shared.reason).clone()
     }
 }
 
-fn config() -> yamux::Config {
-    let mut cfg = yamux::Config::default();
-    // Each stream's window starts at 256 KiB and grows only while the application reads,
-    // so memory follows real use; the limit on streams is what bounds a peer.
-    cfg.set_max_connection_receive_window(None);
-    cfg.set_max_num_streams(MAX_STREAMS);
-    cfg.set_split_send_size(64 * 1024);
-    cfg
-}
-
-/// Runs yamux over `io` in a new task. Returns the handle for outbound streams and the
-/// channel of inbound ones. The task ends when the carrier fails, the peer closes it, or
-/// [`MuxHandle::close`] is called; the handle's `closed()` then resolves.
+/// Runs the multiplexer over `io` with a driver task. Returns the handle for outbound
+/// streams and the channel of inbound ones. The carrier ends when it fails, the peer
+/// closes it, breaks the protocol, or [`MuxHandle::close`] is called; the handle's
+/// `closed()` then resolves and every stream reads EOF (or fails writing).
 pub fn spawn<T>(io: T, side: Side) -> (MuxHandle, mpsc::UnboundedReceiver<MuxStream>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mode = match side {
-        Side::Client => yamux::Mode::Client,
-        Side::Agent => yamux::Mode::Server,
-    };
-    let io = crate::coalesce::Coalesce::new(io);
-    let mut conn = yamux::Connection::new(io.compat(), config(), mode);
-    let (open_tx, mut open_rx) =
-        mpsc::channel::<oneshot::Sender<Result<yamux::Stream, yamux::ConnectionError>>>(64);
+    let (rd, wr) = tokio::io::split(io);
+    let mut buf = BytesMut::new();
+    if side == Side::Client {
+        buf.extend_from_slice(&PREFACE);
+    }
+    let shared = Arc::new(Shared {
+        out: Mutex::new(Out {
+            io: Some(Box::new(wr)),
+            buf,
+            unflushed: false,
+            // The driver sends the preface (with whatever follows it).
+            driver_owns: side == Side::Client,
+            driver: None,
+            blocked: Vec::new(),
+        }),
+        streams: Mutex::new(Streams {
+            map: HashMap::new(),
+            next_id: if side == Side::Client { 1 } else { 2 },
+            closed: false,
+        }),
+        closed: CancellationToken::new(),
+        reason: Mutex::new(None),
+        side,
+    });
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
-    let closed = CancellationToken::new();
-    let handle = MuxHandle {
-        open_tx,
-        closed: closed.clone(),
-    };
-    tokio::spawn(async move {
-        let mut waiting: VecDeque<oneshot::Sender<_>> = VecDeque::new();
-        let drive = poll_fn(|cx| {
-            while let Poll::Ready(Some(req)) = open_rx.poll_recv(cx) {
-                waiting.push_back(req);
+    tokio::spawn(drive(shared.clone(), rd, inbound_tx));
+    (MuxHandle { shared }, inbound_rx)
+}
+
+async fn drive<R: AsyncRead + Unpin>(
+    shared: Arc<Shared>,
+    mut rd: R,
+    inbound: mpsc::UnboundedSender<MuxStream>,
+) {
+    let mut rbuf = BytesMut::new();
+    let mut preface = shared.side == Side::Client;
+    let ended = poll_fn(|cx| {
+        loop {
+            if shared.closed.is_cancelled() {
+                return Poll::Ready(());
             }
-            while !waiting.is_empty() {
-                match conn.poll_new_outbound(cx) {
-                    Poll::Ready(Ok(s)) => {
-                        if let Some(req) = waiting.pop_front() {
-                            let _ = req.send(Ok(s));
+            // Sending: drain the output buffer while the driver owns it.
+            let woke = {
+                let mut out = lock(&shared.out);
+                out.driver = Some(cx.waker().clone());
+                if out.driver_owns {
+                    match out.poll_drain(cx) {
+                        Poll::Ready(Ok(())) => {
+                            out.driver_owns = false;
+                            std::mem::take(&mut out.blocked)
                         }
+                        Poll::Ready(Err(e)) => {
+                            drop(out);
+                            shared.fail(format!("writing to the carrier: {e}"));
+                            return Poll::Ready(());
+                        }
+                        Poll::Pending => Vec::new(),
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => break,
+                } else {
+                    Vec::new()
+                }
+            };
+            for w in woke {
+                w.wake();
+            }
+            // Receiving.
+            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+                rbuf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut rd), cx, &mut rbuf) {
+                Poll::Ready(Ok(0)) => {
+                    shared.fail("the peer closed the carrier".into());
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    shared.fail(format!("reading from the carrier: {e}"));
+                    return Poll::Ready(());
+                }
+                // A writer handing the buffer over wakes the waker stored above.
+                Poll::Pending => return Poll::Pending,
+            }
+            if !preface {
+                match wire::take_preface(&mut rbuf) {
+                    Ok(true) => preface = true,
+                    Ok(false) => continue,
+                    Err(e) => {
+                        shared.fail(e.to_string());
+                        return Poll::Ready(());
+                    }
                 }
             }
             loop {
-                match conn.poll_next_inbound(cx) {
-                    Poll::Ready(Some(Ok(s))) => {
-                        // A dropped receiver means nobody accepts: the stream is reset.
-                        let _ = inbound_tx.send(s.compat());
+                match wire::decode(&mut rbuf) {
+                    Ok(Some(frame)) => {
+                        if let Err(e) = dispatch(&shared, frame, &inbound) {
+                            shared.fail(e);
+                            return Poll::Ready(());
+                        }
                     }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                    Poll::Ready(None) => return Poll::Ready(Ok(())),
-                    Poll::Pending => return Poll::Pending,
+                    Ok(None) => break,
+                    Err(e) => {
+                        shared.fail(e.to_string());
+                        return Poll::Ready(());
+                    }
                 }
             }
-        });
-        let result = tokio::select! {
-            r = drive => r,
-            () = closed.cancelled() => Ok(()),
-        };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "carrier multiplexer ended");
         }
-        for req in waiting {
-            let _ = req.send(Err(yamux::ConnectionError::Closed));
-        }
-        closed.cancel();
     });
-    (handle, inbound_rx)
+    tokio::select! {
+        () = ended => {}
+        () = shared.closed.cancelled() => {}
+    }
+    teardown(&shared).await;
+}
+
+/// Applies one frame from the peer.
+fn dispatch(
+    shared: &Arc<Shared>,
+    frame: MuxFrame,
+    inbound: &mpsc::UnboundedSender<MuxStream>,
+) -> Result<(), String> {
+    match frame {
+        MuxFrame::Window { stream, increment } => {
+            let cell = lock(&shared.streams).map.get(&stream).cloned();
+            if let Some(cell) = cell {
+                let mut st = lock(&cell.state);
+                let credit = u64::from(st.send_credit) + u64::from(increment);
+                if credit > u64::from(MAX_WINDOW) + u64::from(INITIAL_WINDOW) {
+                    return Err(format!(
+                        "the peer granted stream {stream} {credit} bytes, beyond any window"
+                    ));
+                }
+                st.send_credit = credit as u32;
+                if let Some(w) = st.write_waker.take() {
+                    w.wake();
+                }
+            }
+            Ok(())
+        }
+        MuxFrame::Data {
+            stream,
+            flags,
+            payload,
+        } => {
+            let (cell, new) = {
+                let mut s = lock(&shared.streams);
+                match s.map.get(&stream) {
+                    Some(c) => (c.clone(), false),
+                    None if flags & SYN != 0 && shared.peer_opens(stream) => {
+                        if s.map.len() >= MAX_STREAMS || s.closed {
+                            drop(s);
+                            refuse(shared, stream);
+                            return Ok(());
+                        }
+                        let cell = Arc::new(Cell {
+                            id: stream,
+                            state: Mutex::new(StreamState::new(true)),
+                        });
+                        s.map.insert(stream, cell.clone());
+                        (cell, true)
+                    }
+                    // A stream this side already dropped (it sent RST): late frames.
+                    None => return Ok(()),
+                }
+            };
+            {
+                let mut st = lock(&cell.state);
+                let len = payload.len() as u32;
+                if len > st.recv_credit {
+                    return Err(format!(
+                        "the peer sent {len} bytes on stream {stream} with {} granted",
+                        st.recv_credit
+                    ));
+                }
+                st.recv_credit -= len;
+                if !payload.is_empty() {
+                    st.queue.push_back(payload);
+                }
+                if flags & FIN != 0 {
+                    st.fin_recv = true;
+                }
+                if flags & RST != 0 {
+                    st.reset_recv = true;
+                    if let Some(w) = st.write_waker.take() {
+                        w.wake();
+                    }
+                }
+                if let Some(w) = st.read_waker.take() {
+                    w.wake();
+                }
+            }
+            if new {
+                // A dropped receiver means nobody accepts: dropping the stream resets it.
+                let _ = inbound.send(MuxStream {
+                    cell,
+                    shared: shared.clone(),
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Resets a stream the peer opened that this side will not take.
+fn refuse(shared: &Shared, stream: u32) {
+    let mut out = lock(&shared.out);
+    out.data(RST, stream, &[]);
+    out.driver_owns = true;
+}
+
+async fn teardown(shared: &Shared) {
+    shared.closed.cancel();
+    let cells: Vec<Arc<Cell>> = {
+        let mut s = lock(&shared.streams);
+        s.closed = true;
+        s.map.drain().map(|(_, c)| c).collect()
+    };
+    for cell in cells {
+        let mut st = lock(&cell.state);
+        st.carrier_closed = true;
+        st.wake_all();
+    }
+    // What is already buffered (a refusal, a last Fin) still goes out, briefly.
+    let mut io = {
+        let mut out = lock(&shared.out);
+        out.driver_owns = true;
+        for w in out.blocked.drain(..) {
+            w.wake();
+        }
+        out.io.take().map(|io| (io, std::mem::take(&mut out.buf)))
+    };
+    if let Some((io, buf)) = io.as_mut() {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            io.write_all(buf).await?;
+            io.shutdown().await
+        })
+        .await;
+    }
+    if let Some(reason) = lock(&shared.reason).as_deref() {
+        tracing::debug!(reason, "carrier multiplexer ended");
+    }
+}
+
+/// One multiplexed stream, with tokio's I/O traits. Dropping it before both directions
+/// finished resets it at the peer.
+pub struct MuxStream {
+    cell: Arc<Cell>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MuxStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MuxStream")
+            .field("id", &self.cell.id)
+            .finish()
+    }
+}
+
+impl MuxStream {
+    fn closed_error(&self) -> io::Error {
+        let reason = lock(&self.shared.reason).clone().unwrap_or_default();
+        io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            format!("the tunnel to the agent is closed: {reason}"),
+        )
+    }
+
+    /// Queues an empty DATA frame with `flags` and writes it out from this task if the
+    /// carrier is free.
+    fn send_flags(&self, cx: &mut Context<'_>, flags: u8) {
+        let mut out = lock(&self.shared.out);
+        if out.io.is_none() {
+            return;
+        }
+        out.data(flags, self.cell.id, &[]);
+        if let Some(e) = out.push(cx) {
+            drop(out);
+            self.shared.fail(format!("writing to the carrier: {e}"));
+        }
+    }
+}
+
+impl AsyncRead for MuxStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut st = lock(&this.cell.state);
+        if st.queue.is_empty() {
+            if st.fin_recv || st.carrier_closed {
+                return Poll::Ready(Ok(()));
+            }
+            if st.reset_recv {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "the other end abandoned this stream",
+                )));
+            }
+            st.read_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let mut n = 0usize;
+        while out.remaining() > 0 {
+            let Some(front) = st.queue.front_mut() else {
+                break;
+            };
+            let k = front.len().min(out.remaining());
+            out.put_slice(&front[..k]);
+            front.advance(k);
+            if front.is_empty() {
+                st.queue.pop_front();
+            }
+            n += k;
+        }
+        st.consumed += n as u32;
+        st.read_in_window += n as u32;
+        let mut grant = 0;
+        if st.consumed >= st.window / 2 && !st.reset_recv && !st.fin_recv && !st.carrier_closed {
+            grant = st.consumed;
+            if st.read_in_window >= st.window && st.window < MAX_WINDOW {
+                // This stream streams: double its window.
+                grant += st.window;
+                st.window *= 2;
+                st.read_in_window = 0;
+            }
+            st.consumed = 0;
+            st.recv_credit += grant;
+        }
+        drop(st);
+        if grant > 0 {
+            let mut out = lock(&this.shared.out);
+            if out.io.is_some() {
+                out.window(this.cell.id, grant);
+                out.push(cx);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for MuxStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let mut st = lock(&this.cell.state);
+        if st.carrier_closed {
+            drop(st);
+            return Poll::Ready(Err(this.closed_error()));
+        }
+        if st.reset_recv {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the other end abandoned this stream",
+            )));
+        }
+        if st.fin_sent {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after shutdown",
+            )));
+        }
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if st.send_credit == 0 {
+            st.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = data.len().min(st.send_credit as usize).min(MAX_PAYLOAD);
+        let mut out = lock(&this.shared.out);
+        if out.io.is_none() {
+            drop(out);
+            drop(st);
+            return Poll::Ready(Err(this.closed_error()));
+        }
+        if out.buf.len() >= HIGH_WATER {
+            out.blocked.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let flags = if st.known { 0 } else { SYN };
+        st.known = true;
+        st.send_credit -= n as u32;
+        drop(st);
+        out.data(flags, this.cell.id, &data[..n]);
+        if out.buf.len() >= WRITE_THROUGH
+            && let Some(e) = out.push(cx)
+        {
+            drop(out);
+            this.shared.fail(format!("writing to the carrier: {e}"));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Sends what was written (with anything other streams left in the carrier's buffer)
+    /// from this task, or hands it to the driver when the carrier is busy. Frames that are
+    /// then in the carrier's buffer are its business: there is nothing to wait for.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut out = lock(&this.shared.out);
+        if let Some(e) = out.push(cx) {
+            drop(out);
+            this.shared.fail(format!("writing to the carrier: {e}"));
+            return Poll::Ready(Err(this.closed_error()));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends FIN: the peer reads EOF after the data written before it; reading goes on.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut st = lock(&this.cell.state);
+        if st.fin_sent || st.reset_recv || st.carrier_closed {
+            return Poll::Ready(Ok(()));
+        }
+        let flags = if st.known { FIN } else { SYN | FIN };
+        st.known = true;
+        st.fin_sent = true;
+        drop(st);
+        this.send_flags(cx, flags);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for MuxStream {
+    fn drop(&mut self) {
+        let reset = {
+            let st = lock(&self.cell.state);
+            let finished = st.fin_sent && st.fin_recv;
+            st.known && !st.carrier_closed && !st.reset_recv && !finished
+        };
+        lock(&self.shared.streams).map.remove(&self.cell.id);
+        if reset {
+            let mut cx = Context::from_waker(Waker::noop());
+            self.send_flags(&mut cx, RST);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pair() -> (
+        (MuxHandle, mpsc::UnboundedReceiver<MuxStream>),
+        (MuxHandle, mpsc::UnboundedReceiver<MuxStream>),
+    ) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        (spawn(a, Side::Client), spawn(b, Side::Agent))
+    }
 
     #[tokio::test]
     async fn streams_both_ways_and_close_ends_them() {
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let (client, _in_c) = spawn(a, Side::Client);
-        let (agent, mut in_a) = spawn(b, Side::Agent);
+        let ((client, _in_c), (agent, mut in_a)) = pair();
         let mut s = client.open().await.unwrap();
         s.write_all(b"ping").await.unwrap();
         s.flush().await.unwrap();
@@ -166,6 +771,138 @@ mod tests {
         agent.close();
         client.closed().await;
         assert!(client.open().await.is_err());
-        assert!(s.read(&mut buf).await.map(|n| n == 0).unwrap_or(true));
+        assert_eq!(s.read(&mut buf).await.unwrap(), 0);
+        assert!(s.write_all(b"x").await.is_err());
+        assert!(client.close_reason().unwrap().contains("closed"));
+    }
+
+    #[tokio::test]
+    async fn bulk_beyond_the_window_with_many_streams_and_half_close() {
+        let ((client, _in_c), (_agent, mut in_a)) = pair();
+        // An echo server on the agent side.
+        tokio::spawn(async move {
+            while let Some(mut t) = in_a.recv().await {
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    t.read_to_end(&mut got).await.unwrap();
+                    t.write_all(&got).await.unwrap();
+                    t.shutdown().await.unwrap();
+                });
+            }
+        });
+        let mut tasks = Vec::new();
+        for i in 0..8u32 {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let size = if i == 0 { 5_000_000 } else { 1000 * i as usize };
+                let data: Vec<u8> = (0..size).map(|k| (k as u32 ^ i) as u8).collect();
+                let s = client.open().await.unwrap();
+                let (mut rd, mut wr) = tokio::io::split(s);
+                let sent = data.clone();
+                let w = tokio::spawn(async move {
+                    wr.write_all(&sent).await.unwrap();
+                    wr.shutdown().await.unwrap();
+                    wr
+                });
+                let mut back = Vec::new();
+                rd.read_to_end(&mut back).await.unwrap();
+                let _ = w.await.unwrap();
+                assert_eq!(back, data, "stream {i}");
+            }));
+        }
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_may_start_in_any_order() {
+        let ((client, _in_c), (_agent, mut in_a)) = pair();
+        let mut first = client.open().await.unwrap();
+        let mut second = client.open().await.unwrap();
+        second.write_all(b"2").await.unwrap();
+        second.flush().await.unwrap();
+        first.write_all(b"1").await.unwrap();
+        first.flush().await.unwrap();
+        let mut buf = [0u8; 1];
+        for want in [b"2", b"1"] {
+            let mut t = in_a.recv().await.unwrap();
+            t.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, want);
+        }
+        assert!(!client.is_closed());
+    }
+
+    #[tokio::test]
+    async fn dropping_a_stream_resets_it_after_its_data() {
+        let ((client, _in_c), (_agent, mut in_a)) = pair();
+        let mut s = client.open().await.unwrap();
+        s.write_all(b"last words").await.unwrap();
+        drop(s);
+        let mut t = in_a.recv().await.unwrap();
+        let mut buf = [0u8; 10];
+        t.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"last words");
+        let e = t.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            t.write_all(b"x").await.unwrap_err().kind(),
+            io::ErrorKind::ConnectionReset
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_holds_at_most_its_window() {
+        let ((client, _in_c), (_agent, mut in_a)) = pair();
+        let mut s = client.open().await.unwrap();
+        let big = vec![1u8; 4 * INITIAL_WINDOW as usize];
+        let sent = tokio::time::timeout(Duration::from_millis(300), s.write_all(&big)).await;
+        assert!(sent.is_err(), "the writer must wait for credit");
+        let t = in_a.recv().await.unwrap();
+        let queued: usize = lock(&t.cell.state).queue.iter().map(Bytes::len).sum();
+        assert_eq!(queued, INITIAL_WINDOW as usize);
+    }
+
+    #[tokio::test]
+    async fn garbage_and_wrong_preface_close_the_carrier() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let (agent, mut inbound) = spawn(a, Side::Agent);
+        // A yamux client: version 0, then a SYN for stream 1.
+        b.write_all(&[0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        agent.closed().await;
+        assert!(inbound.recv().await.is_none());
+        assert!(agent.close_reason().unwrap().contains("preface"));
+
+        let (a, mut b) = tokio::io::duplex(1024);
+        let (agent, _inbound) = spawn(a, Side::Agent);
+        b.write_all(&PREFACE).await.unwrap();
+        let mut frame = BytesMut::new();
+        wire::put_header(&mut frame, MuxKind::Data, SYN, 1, 1 << 30);
+        b.write_all(&frame).await.unwrap();
+        agent.closed().await;
+        assert!(agent.close_reason().unwrap().contains("exceeds"));
+    }
+
+    #[tokio::test]
+    async fn a_peer_ignoring_flow_control_is_cut_off() {
+        let (a, mut b) = tokio::io::duplex(4 << 20);
+        let (agent, _inbound) = spawn(a, Side::Agent);
+        let mut wire_bytes = BytesMut::from(&PREFACE[..]);
+        let chunk = vec![0u8; MAX_PAYLOAD];
+        for i in 0..2 {
+            let flags = if i == 0 { SYN } else { 0 };
+            wire::put_header(&mut wire_bytes, MuxKind::Data, flags, 1, chunk.len() as u32);
+            wire_bytes.extend_from_slice(&chunk);
+        }
+        b.write_all(&wire_bytes).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), agent.closed())
+            .await
+            .unwrap();
+        assert!(agent.close_reason().unwrap().contains("granted"));
     }
 }
