@@ -1318,6 +1318,19 @@ mod tests {
     }
 
     /// Polls `dig` until it answers `want`, for at most `within`.
+    /// A loopback port free right now for UDP *and* TCP: dnsmasq binds both, and a port
+    /// picked for UDP alone was sometimes taken for TCP (CI failure: dnsmasq never came up).
+    fn free_dns_port() -> u16 {
+        for _ in 0..100 {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = udp.local_addr().unwrap().port();
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+        panic!("no loopback port is free for both UDP and TCP");
+    }
+
     async fn wait_answer(port: u16, args: &[&str], want: &str, within: Duration) -> String {
         let deadline = std::time::Instant::now() + within;
         loop {
@@ -1361,10 +1374,7 @@ mod tests {
         let mut attempt = 0;
         let (mut sup, port) = loop {
             attempt += 1;
-            let port = {
-                let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-                probe.local_addr().unwrap().port()
-            };
+            let port = free_dns_port();
             let opts = ClusterDnsOptions {
                 hosts_dir: dir.clone(),
                 port,
@@ -1594,11 +1604,7 @@ mod tests {
         let config = kube::Config::new(format!("http://{}", api.addr).parse().unwrap());
         let client = Client::try_from(config).unwrap();
         let dir = temp_dir("run");
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_dns_port();
         let opts = ClusterDnsOptions {
             hosts_dir: dir.clone(),
             port,
@@ -1614,7 +1620,7 @@ mod tests {
             port,
             &["kubernetes.default.svc.cluster.local"],
             "10.96.0.1",
-            Duration::from_secs(5),
+            Duration::from_secs(10),
         )
         .await;
         assert_eq!(first, "10.96.0.1");
