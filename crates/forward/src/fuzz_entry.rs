@@ -2,7 +2,7 @@
 //! and of its corpus replay (`crates/kubelan/tests/fuzz_corpus.rs`). Pure; must return
 //! normally for any input.
 
-use crate::spec::{parse_addresses, parse_specs};
+use crate::spec::{parse_addresses, parse_specs, spec_words};
 
 /// The command line of `kubelan forward`: the input is split into arguments at NUL, newline
 /// and space bytes (lossy UTF-8). Whatever parses must print back (`Display`) to arguments
@@ -17,15 +17,7 @@ pub fn forward_spec(data: &[u8]) {
     match parse_specs(&args) {
         Ok(specs) => {
             assert!(!specs.is_empty() || args.is_empty());
-            let printed: Vec<String> = specs
-                .iter()
-                .flat_map(|s| {
-                    s.to_string()
-                        .split(' ')
-                        .map(String::from)
-                        .collect::<Vec<_>>()
-                })
-                .collect();
+            let printed = spec_words(&specs);
             let again = parse_specs(&printed).unwrap_or_else(|e| {
                 panic!("{printed:?} (printed from {args:?}) does not parse: {e}")
             });

@@ -363,6 +363,19 @@ fn parse_target(arg: &str) -> Result<TargetRef, SpecError> {
     })
 }
 
+/// The command-line words that print `specs` back (each spec's `Display`, split at spaces).
+pub(crate) fn spec_words(specs: &[ForwardSpec]) -> Vec<String> {
+    specs
+        .iter()
+        .flat_map(|s| {
+            s.to_string()
+                .split(' ')
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Parses the positional arguments of `kubelan forward` into specs.
 ///
 /// Rules, in order: an argument with a digit or `:` first, or any `:`, is a port of the
@@ -636,15 +649,7 @@ mod tests {
             "web-0", "80", "svc/web", ":http", "7070:7", "deploy/x", "0:1",
         ])
         .unwrap();
-        let text: Vec<String> = v
-            .iter()
-            .flat_map(|s| {
-                s.to_string()
-                    .split(' ')
-                    .map(String::from)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let text = spec_words(&v);
         assert_eq!(
             text.join(" "),
             "pod/web-0 80 svc/web :http 7070:7 deploy/x :1"
