@@ -11,7 +11,7 @@ use kubelan_proto::{
     Capabilities, ErrorKind, FlowError, FlowKind, Frame, PROTOCOL_VERSION, RefuseReason, Target,
     VersionRange, negotiate,
 };
-use kubelan_session::flow::{FlowConn, FrameReader, write_frame};
+use kubelan_session::flow::{FlowConn, FrameReader, buffer_frame, write_frame};
 use kubelan_session::mux::{self, MuxStream, Side};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
@@ -181,12 +181,16 @@ where
 async fn flow(agent: Arc<Agent>, stream: MuxStream) {
     let mut reader = FrameReader::new(stream);
     let open = match tokio::time::timeout(OPEN_WAIT, reader.next()).await {
-        Ok(Ok(Some(Frame::Open { kind, target }))) => Some((kind, target)),
+        Ok(Ok(Some(Frame::Open {
+            kind,
+            target,
+            optimistic,
+        }))) => Some((kind, target, optimistic)),
         _ => None,
     };
     let (stream, leftover) = reader.into_parts();
     let mut stream = stream;
-    let Some((kind, target)) = open else {
+    let Some((kind, target, optimistic)) = open else {
         let _ = write_frame(
             &mut stream,
             &Frame::Failed(FlowError::new(
@@ -199,7 +203,7 @@ async fn flow(agent: Arc<Agent>, stream: MuxStream) {
     };
     let _active = agent.stats.flow_guard();
     match kind {
-        FlowKind::Tcp => tcp_flow(&agent, stream, leftover, target).await,
+        FlowKind::Tcp => tcp_flow(&agent, stream, leftover, target, optimistic).await,
         FlowKind::Udp => udp_flow(&agent, stream, leftover, target, false).await,
         FlowKind::Dns => udp_flow(&agent, stream, leftover, target, true).await,
         FlowKind::Echo => match destinations(&agent, &target).await {
@@ -267,7 +271,16 @@ async fn destinations(agent: &Agent, target: &Target) -> Result<Vec<SocketAddr>,
     }
 }
 
-async fn tcp_flow(agent: &Agent, mut stream: MuxStream, leftover: bytes::BytesMut, target: Target) {
+/// Dials `target` and relays. An `optimistic` client does not wait for `Opened`, so it
+/// is not flushed on its own: it leaves with the first data from the target (or its
+/// close), one carrier message instead of two.
+async fn tcp_flow(
+    agent: &Agent,
+    mut stream: MuxStream,
+    leftover: bytes::BytesMut,
+    target: Target,
+    optimistic: bool,
+) {
     let result = async {
         let addrs = destinations(agent, &target).await?;
         let mut last = None;
@@ -296,10 +309,13 @@ async fn tcp_flow(agent: &Agent, mut stream: MuxStream, leftover: bytes::BytesMu
         }
     };
     let _ = tcp.set_nodelay(true);
-    if write_frame(&mut stream, &Frame::Opened { peer: addr })
-        .await
-        .is_err()
-    {
+    let opened = Frame::Opened { peer: addr };
+    let sent = if optimistic {
+        buffer_frame(&mut stream, &opened).await
+    } else {
+        write_frame(&mut stream, &opened).await
+    };
+    if sent.is_err() {
         return;
     }
     let mut conn = FlowConn::new(stream, leftover);
@@ -542,6 +558,7 @@ mod tests {
             &Frame::Open {
                 kind: FlowKind::Tcp,
                 target,
+                optimistic: false,
             },
         )
         .await

@@ -282,6 +282,12 @@ pub enum Frame {
         kind: FlowKind,
         /// Where it goes.
         target: Target,
+        /// The client sends data without waiting for [`Frame::Opened`] and reads it only
+        /// before the first data: the agent may hold `Opened` back and send it together
+        /// with its first data or `Fin`, saving a message per flow. A `Failed` answer is
+        /// never held. (Encoded as bit 0 of a flags byte after the target; older agents
+        /// ignore it and answer at once, older clients omit it and get the prompt answer.)
+        optimistic: bool,
     },
     /// Agent → client: the flow is open (for TCP: connected to `peer`).
     Opened {
@@ -359,9 +365,18 @@ impl Frame {
                 put_str(out, message, MAX_MESSAGE_LEN);
                 ty::GOAWAY
             }
-            Frame::Open { kind, target } => {
+            Frame::Open {
+                kind,
+                target,
+                optimistic,
+            } => {
                 out.put_u8(kind.code());
                 put_target(out, target);
+                out.put_u8(if *optimistic {
+                    open_flags::OPTIMISTIC
+                } else {
+                    0
+                });
                 ty::OPEN
             }
             Frame::Opened { peer } => {
@@ -583,9 +598,13 @@ fn parse(ty: u8, kind: &'static str, body: BytesMut) -> Result<Frame, DecodeErro
                 4 => FlowKind::Echo,
                 _ => return Err(r.bad("unknown flow kind")),
             };
+            let target = r.target()?;
+            // The flags byte came later in version 1: absent means none (rule 3).
+            let flags = r.opt_u8().unwrap_or(0);
             Frame::Open {
                 kind,
-                target: r.target()?,
+                target,
+                optimistic: flags & open_flags::OPTIMISTIC != 0,
             }
         }
         ty::OPENED => Frame::Opened {
@@ -596,6 +615,12 @@ fn parse(ty: u8, kind: &'static str, body: BytesMut) -> Result<Frame, DecodeErro
         ty::RESET => Frame::Reset(r.error()?),
         t => return Err(DecodeError::UnknownType(t)),
     })
+}
+
+/// Bits of the flags byte of [`Frame::Open`].
+mod open_flags {
+    /// [`super::Frame::Open::optimistic`].
+    pub(super) const OPTIMISTIC: u8 = 1;
 }
 
 struct Reader {
@@ -622,6 +647,11 @@ impl Reader {
     fn u8(&mut self) -> Result<u8, DecodeError> {
         self.need(1)?;
         Ok(self.buf.get_u8())
+    }
+
+    /// A field appended in a later release: `None` when the body ends before it.
+    fn opt_u8(&mut self) -> Option<u8> {
+        self.buf.has_remaining().then(|| self.buf.get_u8())
     }
 
     fn u16(&mut self) -> Result<u16, DecodeError> {
@@ -864,14 +894,17 @@ mod tests {
                     host: "web.default.svc.cluster.local".into(),
                     port: 80,
                 },
+                optimistic: true,
             },
             Frame::Open {
                 kind: FlowKind::Udp,
                 target: Target::Addr("[fd00::1]:7".parse().unwrap()),
+                optimistic: false,
             },
             Frame::Open {
                 kind: FlowKind::Echo,
                 target: Target::Addr("172.17.32.4:0".parse().unwrap()),
+                optimistic: false,
             },
             Frame::Opened {
                 peer: "172.17.32.4:80".parse().unwrap(),
@@ -956,6 +989,28 @@ mod tests {
     }
 
     #[test]
+    fn open_from_a_client_without_the_flags_byte_is_not_optimistic() {
+        let open = Frame::Open {
+            kind: FlowKind::Tcp,
+            target: Target::Addr("10.0.0.1:80".parse().unwrap()),
+            optimistic: true,
+        };
+        let mut buf = BytesMut::new();
+        open.encode(&mut buf);
+        // Drop the flags byte, as a client from before it existed sends the frame.
+        buf.truncate(buf.len() - 1);
+        buf[3] -= 1;
+        assert_eq!(
+            Decoder::new().decode(&mut buf).unwrap(),
+            Some(Frame::Open {
+                kind: FlowKind::Tcp,
+                target: Target::Addr("10.0.0.1:80".parse().unwrap()),
+                optimistic: false,
+            })
+        );
+    }
+
+    #[test]
     fn unknown_error_codes_decode_as_other() {
         let mut buf = BytesMut::new();
         Frame::Failed(FlowError::new(ErrorKind::Timeout, "x")).encode(&mut buf);
@@ -992,6 +1047,7 @@ mod tests {
                 host: "a".repeat(400),
                 port: 1,
             },
+            optimistic: false,
         }
         .encode(&mut buf);
         assert!(Decoder::new().decode(&mut buf).unwrap().is_some());

@@ -49,7 +49,8 @@
 //!    are refused with [`ErrorKind::Protocol`], never dropped silently.
 //! 6. Version 1 is this document. Each later version lists its additions here.
 //!    Additions inside version 1, behind capability bits: [`FlowKind::Echo`]
-//!    ([`Capabilities::ECHO`]).
+//!    ([`Capabilities::ECHO`]). Appended fields inside version 1: the flags byte of
+//!    [`Frame::Open`] ([`Frame::Open::optimistic`]).
 
 mod frame;
 pub mod mux;

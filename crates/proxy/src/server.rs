@@ -1,7 +1,7 @@
 //! The accept loop, protocol detection and the SOCKS5 TCP side.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +51,10 @@ impl ProxyServer {
     /// Serves clients from `listener` until `shutdown` is cancelled, then closes every
     /// client and returns once their tasks have ended.
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) {
+        // Accepted sockets inherit it (Linux), saving a system call per client.
+        if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+            debug!("proxy: cannot set TCP_NODELAY on the listener: {e}");
+        }
         let tracker = TaskTracker::new();
         loop {
             let accepted = tokio::select! {
@@ -109,22 +113,20 @@ async fn handle_client(
     peer: SocketAddr,
     cancel: CancellationToken,
 ) {
-    // Small writes (handshakes, interactive protocols) must not wait for Nagle.
-    if let Err(e) = stream.set_nodelay(true) {
+    // Small writes (handshakes, interactive protocols) must not wait for Nagle. Linux
+    // accepted sockets inherit TCP_NODELAY from the listener (set in `serve`).
+    if !cfg!(target_os = "linux")
+        && let Err(e) = stream.set_nodelay(true)
+    {
         debug!(%peer, "proxy: cannot set TCP_NODELAY: {e}");
     }
-    let local_ip = match stream.local_addr() {
-        Ok(a) => a.ip(),
-        Err(e) => {
-            debug!(%peer, "proxy: client socket has no local address: {e}");
-            return;
-        }
-    };
     // One deadline for the whole handshake, from accept to the parsed request.
     let deadline = Instant::now() + shared.config.handshake_timeout;
-    let mut first = [0u8; 1];
-    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
-        Ok(Ok(1..)) => {}
+    let mut stream = Counted::new(stream, shared.clone());
+    // The first bytes decide the protocol; they stay in `first` for its parser.
+    let mut first = vec![0u8; FIRST_READ];
+    match tokio::time::timeout_at(deadline, stream.read(&mut first)).await {
+        Ok(Ok(n @ 1..)) => first.truncate(n),
         Ok(Ok(_)) | Ok(Err(_)) => return,
         Err(_) => {
             shared.counters.bad_client();
@@ -132,10 +134,12 @@ async fn handle_client(
             return;
         }
     }
-    let stream = Counted::new(stream, shared.clone());
     match first[0] {
-        socks5::VERSION => serve_socks5(shared, stream, peer, local_ip, deadline, cancel).await,
-        b if b.is_ascii_alphabetic() => crate::http::serve_http(shared, stream, peer, cancel).await,
+        socks5::VERSION => serve_socks5(shared, stream, first, peer, deadline, cancel).await,
+        b if b.is_ascii_alphabetic() => {
+            stream.unread(first);
+            crate::http::serve_http(shared, stream, peer, cancel).await
+        }
         other => {
             shared.counters.bad_client();
             info!(
@@ -145,6 +149,10 @@ async fn handle_client(
         }
     }
 }
+
+/// Size of the first read from a client (a SOCKS5 greeting and request fit; an HTTP
+/// request line usually does, the rest is read by the HTTP server).
+const FIRST_READ: usize = 512;
 
 /// Why a SOCKS5 handshake ended early.
 #[derive(Debug, thiserror::Error)]
@@ -254,12 +262,11 @@ async fn send_reply<S: tokio::io::AsyncWrite + Unpin>(
 async fn serve_socks5(
     shared: Arc<Shared>,
     mut client: Counted<TcpStream>,
+    mut buf: Vec<u8>,
     peer: SocketAddr,
-    local_ip: IpAddr,
     deadline: Instant,
     cancel: CancellationToken,
 ) {
-    let mut buf = Vec::with_capacity(512);
     let timeout = shared.config.handshake_timeout;
     let handshake = socks5_handshake(&shared, &mut client, &mut buf, peer);
     let err = match tokio::time::timeout_at(deadline, handshake).await {
@@ -267,6 +274,12 @@ async fn serve_socks5(
             return match request.command {
                 Command::Connect => connect(shared, client, peer, request.addr, buf).await,
                 Command::UdpAssociate => {
+                    let local_ip = match client.get_ref().local_addr() {
+                        Ok(a) => a.ip(),
+                        Err(e) => {
+                            return debug!(%peer, "proxy: client socket has no local address: {e}");
+                        }
+                    };
                     let addr = request.addr;
                     crate::udp::associate(shared, client, peer, local_ip, addr, cancel).await
                 }
@@ -327,6 +340,10 @@ async fn connect(
     {
         return;
     }
+    // Let other clients run first: a client that sends as soon as it has the reply
+    // (most protocols) usually has by then, so its first bytes leave with the `Open`
+    // of an optimistic flow in one message. With nothing else to do this returns at once.
+    tokio::task::yield_now().await;
     match kubelan_session::relay::copy_bidirectional(&mut client, &mut flow).await {
         Ok((up, down)) => debug!(%peer, %target, up, down, "SOCKS5 flow closed"),
         Err(e) => debug!(%peer, %target, "SOCKS5 flow ended: {e}"),

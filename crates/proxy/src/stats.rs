@@ -132,11 +132,27 @@ impl Drop for FlowGuard {
 pub(crate) struct Counted<S> {
     inner: S,
     shared: Arc<super::server::Shared>,
+    /// Bytes already read (and counted) that reads return again first.
+    unread: Vec<u8>,
 }
 
 impl<S> Counted<S> {
     pub(crate) fn new(inner: S, shared: Arc<super::server::Shared>) -> Counted<S> {
-        Counted { inner, shared }
+        Counted {
+            inner,
+            shared,
+            unread: Vec::new(),
+        }
+    }
+
+    /// Puts `bytes` back: the next reads return them before anything new.
+    pub(crate) fn unread(&mut self, bytes: Vec<u8>) {
+        debug_assert!(self.unread.is_empty());
+        self.unread = bytes;
+    }
+
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.inner
     }
 }
 
@@ -146,6 +162,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            buf.put_slice(&self.unread[..n]);
+            self.unread.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len().saturating_sub(before);

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::carrier::{CarrierDialer, CarrierKind};
-use crate::flow::{FlowConn, FrameReader, write_frame};
+use crate::flow::{FlowConn, FrameReader, buffer_frame, write_frame};
 use crate::mux::{self, MuxHandle, MuxStream, Side};
 
 /// Timing of a session.
@@ -278,7 +278,12 @@ impl Session {
             )
         };
         let mut stream = carrier.mux.open().await.map_err(|e| lost(&e))?;
-        write_frame(&mut stream, &Frame::Open { kind, target })
+        let open = Frame::Open {
+            kind,
+            target,
+            optimistic: false,
+        };
+        write_frame(&mut stream, &open)
             .await
             .map_err(|e| lost(&e))?;
         let mut reader = FrameReader::new(stream);
@@ -327,8 +332,10 @@ impl Session {
     }
 
     /// Opens a TCP flow without waiting for the agent's answer (saves one round trip
-    /// through the tunnel): the `Open` frame is sent and the stream returned at once. If
-    /// the agent then cannot reach the target, the first read fails with its reason.
+    /// through the tunnel): the stream is returned at once, its `Open` frame buffered to
+    /// leave with the first data written, or at the first flush or read. The agent may
+    /// send its `Opened` along with its first data. If the agent then cannot reach the
+    /// target, the first read fails with its reason.
     /// Use only where the caller cannot report a typed refusal anyway, or for targets the
     /// agent advertised as dialable ([`Session::advertised`]).
     ///
@@ -347,11 +354,14 @@ impl Session {
             )
         };
         let mut stream = carrier.mux.open().await.map_err(|e| lost(&e))?;
-        write_frame(
+        // Not flushed: the `Open` leaves with the first data the caller writes, or when
+        // it first reads (see `FlowConn::opening`).
+        buffer_frame(
             &mut stream,
             &Frame::Open {
                 kind: FlowKind::Tcp,
                 target,
+                optimistic: true,
             },
         )
         .await

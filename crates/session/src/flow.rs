@@ -80,10 +80,20 @@ impl<S: AsyncRead + Unpin> FrameReader<S> {
 ///
 /// I/O errors of the stream.
 pub async fn write_frame<S: AsyncWrite + Unpin>(io: &mut S, frame: &Frame) -> io::Result<()> {
+    buffer_frame(io, frame).await?;
+    io.flush().await
+}
+
+/// Encodes and writes one frame without flushing: on a buffered stream (a multiplexer
+/// stream) it leaves with the next flush, together with whatever follows it.
+///
+/// # Errors
+///
+/// I/O errors of the stream.
+pub async fn buffer_frame<S: AsyncWrite + Unpin>(io: &mut S, frame: &Frame) -> io::Result<()> {
     let mut buf = BytesMut::new();
     frame.encode(&mut buf);
-    io.write_all(&buf).await?;
-    io.flush().await
+    io.write_all(&buf).await
 }
 
 /// Writes `data[*pos..]` to `io`, advancing `pos`, until all of it is written.
@@ -133,6 +143,9 @@ pub struct FlowConn<S> {
     fin_sent: bool,
     /// The agent's `Opened`/`Failed` has not been read yet (optimistic open).
     awaiting_open: bool,
+    /// `io` holds an unflushed `Open`: reading flushes it first (the answer cannot come
+    /// before the question is sent), writing lets it ride with the first data.
+    open_unflushed: bool,
 }
 
 impl<S> FlowConn<S> {
@@ -148,15 +161,19 @@ impl<S> FlowConn<S> {
             wbuf: BytesMut::new(),
             fin_sent: false,
             awaiting_open: false,
+            open_unflushed: false,
         }
     }
 
-    /// Wraps a stream on which `Open` was sent but the agent's answer not yet read: data
-    /// may be written at once (the agent buffers it until it has dialled); reading first
-    /// consumes the answer, and a `Failed` answer surfaces as the read error.
+    /// Wraps a stream on which `Open` was written (perhaps not yet flushed) but the agent's
+    /// answer not yet read: data may be written at once (the agent buffers it until it has
+    /// dialled) and leaves in one message with the `Open`; the first read (or flush)
+    /// sends the `Open` if nothing did yet, then consumes the answer, and a `Failed`
+    /// answer surfaces as the read error.
     pub fn opening(io: S) -> FlowConn<S> {
         let mut c = FlowConn::new(io, BytesMut::new());
         c.awaiting_open = true;
+        c.open_unflushed = true;
         c
     }
 }
@@ -166,6 +183,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FlowConn<S> {
     pub async fn reset(mut self, reason: FlowError) {
         let _ = write_frame(&mut self.io, &Frame::Reset(reason)).await;
         let _ = self.io.shutdown().await;
+    }
+
+    fn poll_flush_all(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_flush_wbuf(cx))?;
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        self.open_unflushed = false;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_flush_wbuf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -183,6 +207,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlowConn<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.open_unflushed {
+            ready!(this.poll_flush_all(cx))?;
+        }
         loop {
             if !this.rdata.is_empty() {
                 let n = this.rdata.len().min(out.remaining());
@@ -271,9 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FlowConn<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_flush_wbuf(cx))?;
-        Pin::new(&mut this.io).poll_flush(cx)
+        self.get_mut().poll_flush_all(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -287,5 +312,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FlowConn<S> {
         // Closing the stream's write side (mux FIN) after our Fin frame; reading goes on.
         // The shutdown flushes: Fin and FIN leave together.
         Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mux::{self, Side};
+    use kubelan_proto::{FlowKind, Target};
+    use std::time::Duration;
+
+    fn open_frame() -> Frame {
+        Frame::Open {
+            kind: FlowKind::Tcp,
+            target: Target::Addr("192.0.2.1:80".parse().unwrap()),
+            optimistic: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn optimistic_open_rides_with_the_first_data_and_a_read_sends_it_alone() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (client, _) = mux::spawn(a, Side::Client);
+        let (_agent, mut incoming) = mux::spawn(b, Side::Agent);
+
+        // Open buffered, data written and flushed: both arrive, in order.
+        let mut s = client.open().await.unwrap();
+        buffer_frame(&mut s, &open_frame()).await.unwrap();
+        let mut conn = FlowConn::opening(s);
+        conn.write_all(b"GET /").await.unwrap();
+        conn.flush().await.unwrap();
+        let mut r = FrameReader::new(incoming.recv().await.unwrap());
+        assert_eq!(r.next().await.unwrap(), Some(open_frame()));
+        assert_eq!(
+            r.next().await.unwrap(),
+            Some(Frame::Data(Bytes::from_static(b"GET /")))
+        );
+
+        // Open buffered and nothing written: nothing leaves until the flow is read.
+        let mut s = client.open().await.unwrap();
+        buffer_frame(&mut s, &open_frame()).await.unwrap();
+        let mut conn = FlowConn::opening(s);
+        let early = tokio::time::timeout(Duration::from_millis(100), incoming.recv()).await;
+        assert!(early.is_err(), "an unflushed Open reached the agent");
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            conn.read(&mut buf).await.map(|n| buf[..n].to_vec())
+        });
+        let sent = tokio::time::timeout(Duration::from_secs(5), incoming.recv()).await;
+        let mut r = FrameReader::new(sent.expect("reading sends the Open").unwrap());
+        assert_eq!(r.next().await.unwrap(), Some(open_frame()));
+        // The agent answers with Opened and data in one go; the reader gets the data.
+        let (mut t, _) = r.into_parts();
+        buffer_frame(
+            &mut t,
+            &Frame::Opened {
+                peer: "192.0.2.1:80".parse().unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+        write_frame(&mut t, &Frame::Data(Bytes::from_static(b"banner")))
+            .await
+            .unwrap();
+        assert_eq!(reader.await.unwrap().unwrap(), b"banner");
     }
 }
