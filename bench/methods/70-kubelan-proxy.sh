@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # kubelan proxy (SOCKS5 on the laptop) -> kubelan agent (the "in-cluster" side, on the
-# gateway) over the direct carrier: TCP + mutual TLS 1.3 (rustls, ring) + yamux. The
+# gateway) over the direct carrier: TCP + mutual TLS 1.3 (rustls, ring) + kubelan's multiplexer. The
 # agent runs standalone (no Kubernetes API) with the harness's CIDRs and cluster DNS, so
 # this measures exactly the data path `kubelan proxy` uses against a real cluster.
 # Clients speak SOCKS5 (pbclient --socks, curl --socks5-hostname), like ss-local.
@@ -8,14 +8,14 @@
 # Run from the peer harness with PB_EXTRA_METHODS=/abs/path/to/kubelan/bench/methods.
 # KUBELAN_BIN picks the binary (default: this repo's target/release/kubelan).
 M_NAME=kubelan-proxy
-M_DESC="kubelan proxy SOCKS5 -> kubelan agent (direct mTLS + yamux)"
+M_DESC="kubelan proxy SOCKS5 -> kubelan agent (direct mTLS + kubelan mux)"
 # shellcheck source=kubelan-common.inc
 source "$(dirname "${BASH_SOURCE[0]}")/kubelan-common.inc"
 
 m_available() { kl_available; }
 
 m_setup() {
-  M_VERSION="$("$KL_BIN" --version), TLS 1.3 AES-256-GCM/ChaCha20 (rustls ring), yamux"
+  M_VERSION="$("$KL_BIN" --version), TLS 1.3 AES-256-GCM/ChaCha20 (rustls ring), kubelan mux"
   kl_agent || return 1
   local agent=$KL_AGENT_PID
   spawn $LAP kubelan-proxy "${KL_ENV[@]}" "$KL_BIN" proxy --listen 127.0.0.1:1081 \

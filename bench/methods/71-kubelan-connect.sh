@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # kubelan connect (L3: TUN + userspace TCP/IP stack on the laptop) -> kubelan agent on the
-# gateway over the direct carrier (TCP + mutual TLS 1.3 + yamux). Transparent: clients
+# gateway over the direct carrier (TCP + mutual TLS 1.3 + kubelan's multiplexer). Transparent: clients
 # connect to Pod/Service IPs directly, like boringtun or sshuttle. The agent runs
 # standalone with the harness's CIDRs; connect gets the same CIDRs by flag.
 #
@@ -8,7 +8,7 @@
 # connect runs with --no-dns; it still answers DNS to that IP through the tunnel. Its
 # journal goes to the harness's state folder, not the machine's /run/kubelan.
 M_NAME=kubelan-connect
-M_DESC="kubelan connect TUN + smoltcp -> kubelan agent (direct mTLS + yamux)"
+M_DESC="kubelan connect TUN + smoltcp -> kubelan agent (direct mTLS + kubelan mux)"
 # shellcheck source=kubelan-common.inc
 source "$(dirname "${BASH_SOURCE[0]}")/kubelan-common.inc"
 
@@ -17,7 +17,7 @@ m_available() { kl_available; }
 kl_tun_routed() { ip -n $LAP route show dev pbkl0 2>/dev/null | grep -q "$POD_CIDR"; }
 
 m_setup() {
-  M_VERSION="$("$KL_BIN" --version), TUN mtu 1400, smoltcp, TLS 1.3 (rustls ring), yamux"
+  M_VERSION="$("$KL_BIN" --version), TUN mtu 1400, smoltcp, TLS 1.3 (rustls ring), kubelan mux"
   kl_agent || return 1
   local agent=$KL_AGENT_PID
   mkdir -p "$STATE/kubelan-state"

@@ -377,4 +377,44 @@ mod tests {
             .unwrap();
         assert_eq!(reader.await.unwrap().unwrap(), b"banner");
     }
+
+    #[tokio::test]
+    async fn bulk_through_flow_conns_beyond_the_window_arrives_whole() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (client, _) = mux::spawn(a, Side::Client);
+        let (_agent, mut incoming) = mux::spawn(b, Side::Agent);
+        let mut s = client.open().await.unwrap();
+        s.write_all(b"x").await.unwrap(); // the stream's first byte opens it
+        s.flush().await.unwrap();
+        let mut t = incoming.recv().await.unwrap();
+        let mut one = [0u8; 1];
+        t.read_exact(&mut one).await.unwrap();
+        let (mut near, mut far) = (
+            FlowConn::new(s, BytesMut::new()),
+            FlowConn::new(t, BytesMut::new()),
+        );
+        // Writes of odd sizes: frames straddle the stream's credit, so some are taken
+        // in part and finished from the write buffer.
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            for chunk in sent.chunks(70_001) {
+                near.write_all(chunk).await.unwrap();
+            }
+            near.shutdown().await.unwrap();
+            near
+        });
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), far.read_to_end(&mut got))
+            .await
+            .expect("bulk transfer finishes")
+            .unwrap();
+        assert!(
+            got == data,
+            "{} bytes arrived, {} sent",
+            got.len(),
+            data.len()
+        );
+        writer.await.unwrap();
+    }
 }
