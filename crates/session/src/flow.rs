@@ -322,6 +322,19 @@ mod tests {
     use kubelan_proto::{FlowKind, Target};
     use std::time::Duration;
 
+    /// Both ends of an in-memory carrier: the client's handle, the agent's handle and the
+    /// agent's incoming streams.
+    fn carrier() -> (
+        mux::MuxHandle,
+        mux::MuxHandle,
+        tokio::sync::mpsc::UnboundedReceiver<mux::MuxStream>,
+    ) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (client, _) = mux::spawn(a, Side::Client);
+        let (agent, incoming) = mux::spawn(b, Side::Agent);
+        (client, agent, incoming)
+    }
+
     fn open_frame() -> Frame {
         Frame::Open {
             kind: FlowKind::Tcp,
@@ -332,9 +345,7 @@ mod tests {
 
     #[tokio::test]
     async fn optimistic_open_rides_with_the_first_data_and_a_read_sends_it_alone() {
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let (client, _) = mux::spawn(a, Side::Client);
-        let (_agent, mut incoming) = mux::spawn(b, Side::Agent);
+        let (client, _agent, mut incoming) = carrier();
 
         // Open buffered, data written and flushed: both arrive, in order.
         let mut s = client.open().await.unwrap();
@@ -380,9 +391,7 @@ mod tests {
 
     #[tokio::test]
     async fn bulk_through_flow_conns_beyond_the_window_arrives_whole() {
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let (client, _) = mux::spawn(a, Side::Client);
-        let (_agent, mut incoming) = mux::spawn(b, Side::Agent);
+        let (client, _agent, mut incoming) = carrier();
         let mut s = client.open().await.unwrap();
         s.write_all(b"x").await.unwrap(); // the stream's first byte opens it
         s.flush().await.unwrap();
