@@ -141,11 +141,10 @@ pub struct FlowConn<S> {
     /// An encoded frame not yet fully written to `io`.
     wbuf: BytesMut,
     fin_sent: bool,
-    /// The agent's `Opened`/`Failed` has not been read yet (optimistic open).
+    /// The agent's `Opened`/`Failed` has not been read yet (optimistic open). Until it
+    /// is, a read flushes first: the `Open` may still be buffered in `io`, and the answer
+    /// cannot come before the question is sent.
     awaiting_open: bool,
-    /// `io` holds an unflushed `Open`: reading flushes it first (the answer cannot come
-    /// before the question is sent), writing lets it ride with the first data.
-    open_unflushed: bool,
 }
 
 impl<S> FlowConn<S> {
@@ -161,7 +160,6 @@ impl<S> FlowConn<S> {
             wbuf: BytesMut::new(),
             fin_sent: false,
             awaiting_open: false,
-            open_unflushed: false,
         }
     }
 
@@ -173,7 +171,6 @@ impl<S> FlowConn<S> {
     pub fn opening(io: S) -> FlowConn<S> {
         let mut c = FlowConn::new(io, BytesMut::new());
         c.awaiting_open = true;
-        c.open_unflushed = true;
         c
     }
 }
@@ -187,9 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FlowConn<S> {
 
     fn poll_flush_all(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_flush_wbuf(cx))?;
-        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-        self.open_unflushed = false;
-        Poll::Ready(Ok(()))
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_flush_wbuf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -207,7 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlowConn<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.open_unflushed {
+        if this.awaiting_open {
             ready!(this.poll_flush_all(cx))?;
         }
         loop {
