@@ -22,11 +22,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use netstack_smoltcp::StackBuilder;
 use tokio::sync::mpsc;
 use tokio::task::{Id, JoinError, JoinSet};
-use tun_rs::AsyncDevice;
+use tun_rs::{AsyncDevice, GROTable, VIRTIO_NET_HDR_LEN};
 
 use crate::frag::{Reassembler, Reassembly};
 use crate::portmap::{self, PortMap};
@@ -39,8 +39,15 @@ use crate::{EchoRequest, Handler, NetstackError, Stats, TcpFlow, Tun, UdpFlow, U
 const EGRESS_QUEUE: usize = 1024;
 /// Packets read from the TUN device in one go before other work gets a turn.
 const READ_BATCH: usize = 64;
-/// Largest IPv4 packet; TUN reads never return more.
+/// Largest IPv4 packet; TUN reads never return more (plus the offload header).
 const MAX_PACKET: usize = 65535;
+/// Segments one offloaded read may split into: 64 KiB at the smallest MSS the stack
+/// announces (MTU 1280) is 53; a UDP super-packet with smaller segments than 512 bytes
+/// is dropped (the application's UDP_SEGMENT size, QUIC uses ~1200).
+const READ_SEGMENTS: usize = 128;
+/// Packets written to the TUN device with one `send_multiple`: consecutive segments of one
+/// TCP flow among them leave as one super-packet (64 KiB is 45 segments at MSS 1460).
+const WRITE_BATCH: usize = 64;
 /// How long a SYN is remembered to recognise its retransmissions.
 const SYN_MEMORY_MS: u64 = 75_000;
 /// SYNs remembered at most.
@@ -220,6 +227,7 @@ pub async fn run(
     let ingress = Ingress {
         device: device.clone(),
         name: name.clone(),
+        mtu: cfg.mtu,
         stack_sink,
         udp: UdpFlows::new(UdpLimits {
             max_flows: cfg.max_udp_flows,
@@ -331,6 +339,7 @@ impl Drop for ActiveFlow {
 struct Ingress {
     device: Arc<AsyncDevice>,
     name: String,
+    mtu: u16,
     stack_sink: SplitSink<netstack_smoltcp::Stack, Vec<u8>>,
     udp: UdpFlows,
     syns: SynFilter,
@@ -357,24 +366,31 @@ impl Ingress {
     }
 
     async fn run_inner(&mut self) -> Result<std::convert::Infallible, NetstackError> {
-        let mut buf = vec![0u8; MAX_PACKET];
+        // With offload, one read is up to 64 KiB of one flow plus the virtio header, split
+        // into `segments`; without, the packet lands in `segments[0]` as it is.
+        let mut raw = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET];
+        let segment_len = usize::from(self.mtu).max(1500) + 64;
+        let mut segments: Vec<Vec<u8>> = (0..READ_SEGMENTS)
+            .map(|i| vec![0u8; if i == 0 { MAX_PACKET } else { segment_len }])
+            .collect();
+        let mut sizes = vec![0usize; READ_SEGMENTS];
         let mut sweep = tokio::time::interval(self.sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                received = self.device.recv(&mut buf) => {
-                    let len = match received {
-                        Ok(len) => len,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(source) => return Err(NetstackError::TunRead { name: self.name.clone(), source }),
-                    };
-                    self.on_packet(&buf[..len]).await?;
+                received = self.device.recv_multiple(&mut raw, &mut segments, &mut sizes, 0) => {
+                    if let Some(n) = self.read_result(received)? {
+                        self.on_segments(&segments, &sizes[..n]).await?;
+                    }
                     // Drain what else is ready without going back to the reactor.
                     for _ in 1..READ_BATCH {
-                        match self.device.try_recv(&mut buf) {
-                            Ok(len) => self.on_packet(&buf[..len]).await?,
-                            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => break,
-                            Err(source) => return Err(NetstackError::TunRead { name: self.name.clone(), source }),
+                        match self.device.try_recv_multiple(&mut raw, &mut segments, &mut sizes, 0) {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            received => {
+                                if let Some(n) = self.read_result(received)? {
+                                    self.on_segments(&segments, &sizes[..n]).await?;
+                                }
+                            }
                         }
                     }
                 }
@@ -393,6 +409,38 @@ impl Ingress {
                 Some(done) = self.echo_handlers.join_next() => log_handler_end(done, "ICMP echo"),
             }
         }
+    }
+
+    /// How many segments a read produced; `None` when there is nothing to process (an
+    /// interrupted read, or an offloaded packet that could not be split, which is dropped
+    /// and counted like any other malformed packet). Errors of the device itself end the
+    /// stack.
+    fn read_result(&self, received: io::Result<usize>) -> Result<Option<usize>, NetstackError> {
+        match received {
+            Ok(n) => Ok(Some(n.min(READ_SEGMENTS))),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+            // tun-rs's own checks of the virtio header and the super-packet carry no errno.
+            Err(e) if e.raw_os_error().is_none() => {
+                tracing::debug!("dropping an offloaded packet that cannot be split: {e}");
+                bump(&self.stats.dropped);
+                Ok(None)
+            }
+            Err(source) => Err(NetstackError::TunRead {
+                name: self.name.clone(),
+                source,
+            }),
+        }
+    }
+
+    async fn on_segments(
+        &mut self,
+        segments: &[Vec<u8>],
+        sizes: &[usize],
+    ) -> Result<(), NetstackError> {
+        for (segment, &len) in segments.iter().zip(sizes) {
+            self.on_packet(&segment[..len.min(segment.len())]).await?;
+        }
+        Ok(())
     }
 
     async fn on_packet(&mut self, packet: &[u8]) -> Result<(), NetstackError> {
@@ -537,7 +585,9 @@ fn lock(m: &std::sync::Mutex<PortMap>) -> std::sync::MutexGuard<'_, PortMap> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Writes smoltcp's output and our own replies into the TUN device.
+/// Writes smoltcp's output and our own replies into the TUN device, in batches: what is
+/// ready when the first packet arrives goes out with it, and on an offloading device
+/// consecutive segments of one TCP flow in a batch become one super-packet.
 async fn egress_loop(
     device: Arc<AsyncDevice>,
     name: String,
@@ -546,35 +596,137 @@ async fn egress_loop(
     stats: Arc<Stats>,
     (ports, clock): (Arc<std::sync::Mutex<PortMap>>, Clock),
 ) -> NetstackError {
+    let offload = device.tcp_gso();
+    let mut batch = WriteBatch::new(offload);
+    let mut gro = GROTable::default();
+    // smoltcp's packets go back to the application's own port (see `portmap`).
+    let restore_port = |mut packet: Vec<u8>| {
+        if let Some((from, to)) = portmap::tcp_addrs(&packet) {
+            let mut map = lock(&ports);
+            if portmap::is_closing(&packet) {
+                map.closed_by_stack(to, from, clock.now_ms());
+            }
+            if let Some(port) = map.outbound(to, from) {
+                portmap::set_dst_port(&mut packet, port);
+            }
+        }
+        packet
+    };
+    let output_failed = |source| NetstackError::TcpStack {
+        what: "smoltcp's output failed",
+        source: Some(source),
+    };
+    let output_closed = || NetstackError::TcpStack {
+        what: "smoltcp's output closed",
+        source: None,
+    };
     loop {
-        let packet = tokio::select! {
+        tokio::select! {
             out = stack_stream.next() => match out {
-                Some(Ok(mut packet)) => {
-                    // Back to the application's own port (see `portmap`).
-                    if let Some((from, to)) = portmap::tcp_addrs(&packet) {
-                        let mut map = lock(&ports);
-                        if portmap::is_closing(&packet) {
-                            map.closed_by_stack(to, from, clock.now_ms());
-                        }
-                        if let Some(port) = map.outbound(to, from) {
-                            portmap::set_dst_port(&mut packet, port);
-                        }
-                    }
-                    packet
-                }
-                Some(Err(source)) => return NetstackError::TcpStack { what: "smoltcp's output failed", source: Some(source) },
-                None => return NetstackError::TcpStack { what: "smoltcp's output closed", source: None },
+                Some(Ok(packet)) => batch.push(&restore_port(packet)),
+                Some(Err(source)) => return output_failed(source),
+                None => return output_closed(),
             },
-            Some(packet) = packets_rx.recv() => packet,
-        };
-        match device.send(&packet).await {
-            Ok(_) => bump(&stats.packets_out),
+            Some(packet) = packets_rx.recv() => batch.push(&packet),
+        }
+        // Whatever else is ready joins the batch. smoltcp emits one segment per connection
+        // each time its runner polls, and the runner yields between polls, so on an
+        // offloading device this task yields too for as long as each turn brings more:
+        // a bulk transfer then leaves in runs of segments that become one super-packet,
+        // and a lone packet leaves after one turn without new output.
+        let mut turns = 0;
+        loop {
+            let before = batch.len();
+            while batch.len() < WRITE_BATCH {
+                match stack_stream.next().now_or_never() {
+                    Some(Some(Ok(packet))) => batch.push(&restore_port(packet)),
+                    Some(Some(Err(source))) => return output_failed(source),
+                    Some(None) => return output_closed(),
+                    None => break,
+                }
+            }
+            while batch.len() < WRITE_BATCH {
+                match packets_rx.try_recv() {
+                    Ok(packet) => batch.push(&packet),
+                    Err(_) => break,
+                }
+            }
+            if !offload || batch.len() >= WRITE_BATCH || (turns > 0 && batch.len() == before) {
+                break;
+            }
+            turns += 1;
+            tokio::task::yield_now().await;
+        }
+        let packets = batch.len() as u64;
+        match device
+            .send_multiple(&mut gro, batch.packets(), VIRTIO_NET_HDR_LEN)
+            .await
+        {
+            Ok(_) => {
+                stats.packets_out.fetch_add(packets, Ordering::Relaxed);
+            }
+            // tun-rs writes every packet of the batch and reports the last error.
             Err(e) if is_transient_write_error(&e) => {
-                tracing::debug!(len = packet.len(), "TUN device refused a packet: {e}");
+                tracing::debug!(packets, "TUN device refused a packet: {e}");
                 bump(&stats.dropped);
+            }
+            // tun-rs refused to coalesce the batch (its checks carry no errno): nothing was
+            // written; TCP sends again, and the device is fine.
+            Err(e) if e.raw_os_error().is_none() => {
+                tracing::debug!(packets, "dropping a batch tun-rs could not coalesce: {e}");
+                stats.dropped.fetch_add(packets, Ordering::Relaxed);
             }
             Err(source) => return NetstackError::TunWrite { name, source },
         }
+        batch.clear();
+    }
+}
+
+/// Packets waiting to be written, each after room for the virtio header. The buffers are
+/// kept between batches.
+struct WriteBatch {
+    buffers: Vec<Vec<u8>>,
+    len: usize,
+    /// Capacity of a new buffer: tun-rs appends the segments that follow to the first one
+    /// of a run in place and never grows a buffer, so with offload every buffer has room
+    /// for a whole super-packet (64 KiB each, in memory only as far as a batch fills it).
+    capacity: usize,
+}
+
+impl WriteBatch {
+    fn new(offload: bool) -> Self {
+        Self {
+            buffers: Vec::new(),
+            len: 0,
+            capacity: if offload {
+                MAX_PACKET + 2 * VIRTIO_NET_HDR_LEN
+            } else {
+                0
+            },
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, packet: &[u8]) {
+        if self.len == self.buffers.len() {
+            self.buffers.push(Vec::with_capacity(self.capacity));
+        }
+        let buffer = &mut self.buffers[self.len];
+        buffer.clear();
+        buffer.resize(VIRTIO_NET_HDR_LEN, 0);
+        buffer.extend_from_slice(packet);
+        self.len += 1;
+    }
+
+    fn packets(&mut self) -> &mut [Vec<u8>] {
+        &mut self.buffers[..self.len]
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
     }
 }
 

@@ -18,6 +18,13 @@ pub struct TunConfig {
     pub name: String,
     /// MTU of the interface.
     pub mtu: u16,
+    /// Ask the kernel for TCP segmentation offload on the device (`IFF_VNET_HDR` with
+    /// `TSO4`/`TSO6`/checksum offload, and UDP segmentation where the kernel has it): the
+    /// kernel then hands the stack up to 64 KiB of one TCP flow in one read, and the stack
+    /// writes runs of consecutive segments of one flow as one packet that the kernel
+    /// segments only if and where it has to (a forwarded super-packet crosses veth and
+    /// bridges whole). Default on; when the kernel refuses, the device is opened without.
+    pub offload: bool,
 }
 
 impl TunConfig {
@@ -26,6 +33,7 @@ impl TunConfig {
         Self {
             name: name.into(),
             mtu,
+            offload: true,
         }
     }
 }
@@ -38,6 +46,7 @@ pub struct Tun {
     name: String,
     index: u32,
     mtu: u16,
+    offload: bool,
 }
 
 impl std::fmt::Debug for Tun {
@@ -46,6 +55,7 @@ impl std::fmt::Debug for Tun {
             .field("name", &self.name)
             .field("index", &self.index)
             .field("mtu", &self.mtu)
+            .field("offload", &self.offload)
             .finish_non_exhaustive()
     }
 }
@@ -65,6 +75,11 @@ impl Tun {
     /// The MTU the device was created with.
     pub fn mtu(&self) -> u16 {
         self.mtu
+    }
+
+    /// Whether the device has TCP segmentation offload (see [`TunConfig::offload`]).
+    pub fn offload(&self) -> bool {
+        self.offload
     }
 }
 
@@ -91,20 +106,17 @@ pub fn open_tun(cfg: &TunConfig) -> Result<Tun, NetstackError> {
         }
     }
 
-    let mut builder = DeviceBuilder::new()
-        .layer(Layer::L3)
-        .mtu(cfg.mtu)
-        .with(|b| {
-            b.packet_information(false);
-        })
-        // Leave the link state alone: no addresses are set here (tun-rs needs none when
-        // `ipv4`/`ipv6` are not called), and the caller brings the link up when its
-        // addresses and routes are in place.
-        .inherit_enable_state();
-    if !name.is_empty() {
-        builder = builder.name(name);
+    let device = match build(name, cfg.mtu, cfg.offload) {
+        // A kernel without `IFF_VNET_HDR` or the TCP offloads refuses the flags (EINVAL);
+        // the device then works as before, one packet per read and write.
+        Err(e) if cfg.offload && e.raw_os_error() == Some(libc_errno::EINVAL) => {
+            tracing::debug!("TUN offload refused ({e}); opening the device without it");
+            build(name, cfg.mtu, false)
+        }
+        other => other,
     }
-    let device = builder.build_sync().map_err(|e| create_error(name, e))?;
+    .map_err(|e| create_error(name, e))?;
+    let offload = device.tcp_gso();
 
     let actual_name = device.name().map_err(|source| NetstackError::TunCreate {
         name: name.into(),
@@ -116,13 +128,32 @@ pub fn open_tun(cfg: &TunConfig) -> Result<Tun, NetstackError> {
             name: actual_name.clone(),
             source,
         })?;
-    tracing::debug!(name = %actual_name, index, mtu = cfg.mtu, "created TUN device");
+    tracing::debug!(name = %actual_name, index, mtu = cfg.mtu, offload, "created TUN device");
     Ok(Tun {
         device,
         name: actual_name,
         index,
         mtu: cfg.mtu,
+        offload,
     })
+}
+
+/// Asks the kernel for the device.
+fn build(name: &str, mtu: u16, offload: bool) -> io::Result<SyncDevice> {
+    let mut builder = DeviceBuilder::new()
+        .layer(Layer::L3)
+        .mtu(mtu)
+        .with(|b| {
+            b.packet_information(false).offload(offload);
+        })
+        // Leave the link state alone: no addresses are set here (tun-rs needs none when
+        // `ipv4`/`ipv6` are not called), and the caller brings the link up when its
+        // addresses and routes are in place.
+        .inherit_enable_state();
+    if !name.is_empty() {
+        builder = builder.name(name);
+    }
+    builder.build_sync()
 }
 
 /// Linux's `dev_valid_name`, so that a bad name gets a clear error instead of `EINVAL`.

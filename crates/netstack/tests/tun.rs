@@ -213,6 +213,8 @@ impl Handler for EchoHandler {
 
 struct Env {
     ns: String,
+    /// Whether the TUN device got segmentation offload.
+    offload: bool,
     stats: Arc<Stats>,
     rec: Arc<Recorder>,
     stack: AbortHandle,
@@ -239,6 +241,16 @@ where
     F: FnOnce(Env) -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
+    scenario_on(TunConfig::new(TUN, link_mtu), cfg, body);
+}
+
+/// [`scenario`] on a TUN device opened with `tun_cfg` (named [`TUN`]).
+fn scenario_on<F, Fut>(tun_cfg: TunConfig, cfg: StackConfig, body: F)
+where
+    F: FnOnce(Env) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let link_mtu = tun_cfg.mtu;
     if !available() {
         return;
     }
@@ -246,7 +258,8 @@ where
     ip_in(&ns.name, &["link", "set", "lo", "up"]);
     let ns_name = ns.name.clone();
     ns.run_inside(move || {
-        let tun = open_tun(&TunConfig::new(TUN, link_mtu)).expect("open TUN");
+        let tun = open_tun(&tun_cfg).expect("open TUN");
+        let offload = tun.offload();
         assert_eq!(tun.name(), TUN);
         assert!(tun.index() > 0);
         let mtu = link_mtu.to_string();
@@ -273,6 +286,7 @@ where
             ));
             let env = Env {
                 ns: ns_name,
+                offload,
                 stats,
                 rec,
                 stack: stack.abort_handle(),
@@ -352,20 +366,55 @@ async fn tcp_echo(len: usize, limit: Duration) -> Duration {
     started.elapsed()
 }
 
-/// 1 byte and 16 MiB through the echo at `mtu`.
-fn tcp_echo_at(mtu: u16) {
-    scenario(mtu, config(mtu), move |env| async move {
+/// 1 byte and 16 MiB through the echo at `mtu`, on a TUN device with or without offload.
+fn tcp_echo_at(mtu: u16, offload: bool) {
+    let mut tun_cfg = TunConfig::new(TUN, mtu);
+    tun_cfg.offload = offload;
+    scenario_on(tun_cfg, config(mtu), move |env| async move {
         tcp_echo(1, IO).await;
+        let before = tun_counters(&env.ns);
         let len = 16 << 20;
         let took = tcp_echo(len, Duration::from_secs(180)).await;
         let mbps = len as f64 / took.as_secs_f64() / 1e6;
+        let after = tun_counters(&env.ns);
+        // What the stack wrote (the device's rx) and read (its tx), per packet.
+        let written = (after.0 - before.0) / (after.1 - before.1).max(1);
+        let read = (after.2 - before.2) / (after.3 - before.3).max(1);
         println!(
-            "MTU {mtu}: 16 MiB echoed (both directions at once) in {took:.2?}: {mbps:.1} MB/s each way"
+            "MTU {mtu}, offload {}: 16 MiB echoed (both directions at once) in {took:.2?}: \
+             {mbps:.1} MB/s each way; average packet written {written} B, read {read} B",
+            env.offload
         );
         let s = env.stats.snapshot();
         assert_eq!(s.tcp_flows, 2);
         assert!(s.packets_in > 16 * 1024 * 1024 / u64::from(mtu), "{s:?}");
+        assert_eq!(env.offload, offload, "this kernel has TUN offload");
+        if offload {
+            // Runs of segments left as super-packets, and the kernel handed its TCP
+            // output over unsegmented: both averages exceed what one packet can carry.
+            assert!(written > u64::from(mtu), "written {written} B per packet");
+            assert!(read > u64::from(mtu), "read {read} B per packet");
+        } else {
+            assert!(written <= u64::from(mtu) && read <= u64::from(mtu));
+        }
     });
+}
+
+/// The TUN device's byte and packet counters in `ns`: (rx bytes, rx packets, tx bytes,
+/// tx packets). Its rx is what the stack wrote, its tx what the kernel gave the stack.
+fn tun_counters(ns: &str) -> (u64, u64, u64, u64) {
+    let out = exec_in(ns, &["cat", "/proc/net/dev"]);
+    let dev = String::from_utf8_lossy(&out.stdout);
+    let line = dev
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(n, _)| n.trim() == TUN))
+        .unwrap_or_else(|| panic!("{TUN} missing from /proc/net/dev:\n{dev}"))
+        .1;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(|v| v.parse().expect("counter"))
+        .collect();
+    (f[0], f[1], f[8], f[9])
 }
 
 // ---------------------------------------------------------------------------------------
@@ -373,12 +422,17 @@ fn tcp_echo_at(mtu: u16) {
 
 #[test]
 fn tcp_echo_mtu_1500() {
-    tcp_echo_at(1500);
+    tcp_echo_at(1500, true);
+}
+
+#[test]
+fn tcp_echo_mtu_1500_without_offload() {
+    tcp_echo_at(1500, false);
 }
 
 #[test]
 fn tcp_echo_mtu_1280() {
-    tcp_echo_at(1280);
+    tcp_echo_at(1280, true);
 }
 
 /// smoltcp announces an MSS that fits the stack's MTU even when the link's is larger.
