@@ -37,6 +37,9 @@ use crate::{EchoRequest, Handler, NetstackError, Stats, TcpFlow, Tun, UdpFlow, U
 
 /// Packets queued toward the TUN device from UDP replies and echo replies.
 const EGRESS_QUEUE: usize = 1024;
+/// RSTs for smoltcp's TIME-WAIT sockets waiting to be fed to it; more are not sent (the
+/// socket then just lives its 10 s).
+const RESET_QUEUE: usize = 1024;
 /// Packets read from the TUN device in one go before other work gets a turn.
 const READ_BATCH: usize = 64;
 /// Largest IPv4 packet; TUN reads never return more (plus the offload header).
@@ -198,6 +201,7 @@ pub async fn run(
     let (stack_sink, stack_stream) = stack.split();
 
     let (packets_tx, packets_rx) = mpsc::channel(EGRESS_QUEUE);
+    let (resets_tx, resets_rx) = mpsc::channel(RESET_QUEUE);
     let egress = Egress {
         packets_tx,
         ip_ident: Arc::new(AtomicU16::new(initial_ip_ident())),
@@ -241,6 +245,7 @@ pub async fn run(
         handler: handler.clone(),
         stats: stats.clone(),
         egress,
+        resets_rx,
         udp_handlers: JoinSet::new(),
         echo_handlers: JoinSet::new(),
         tcp_active: tcp_active.clone(),
@@ -257,6 +262,7 @@ pub async fn run(
             name,
             stack_stream,
             packets_rx,
+            resets_tx,
             stats.clone(),
             (ports.clone(), clock),
         ))
@@ -349,6 +355,8 @@ struct Ingress {
     handler: Arc<dyn Handler>,
     stats: Arc<Stats>,
     egress: Egress,
+    /// RSTs from the writer for smoltcp sockets entering TIME-WAIT (see `egress_loop`).
+    resets_rx: mpsc::Receiver<Vec<u8>>,
     udp_handlers: JoinSet<()>,
     echo_handlers: JoinSet<()>,
     tcp_active: Arc<AtomicUsize>,
@@ -405,6 +413,7 @@ impl Ingress {
                     let incomplete = self.fragments.expire(now);
                     self.stats.dropped.fetch_add(incomplete as u64, Ordering::Relaxed);
                 }
+                Some(reset) = self.resets_rx.recv() => self.feed_smoltcp(reset).await?,
                 Some(done) = self.udp_handlers.join_next() => log_handler_end(done, "UDP"),
                 Some(done) = self.echo_handlers.join_next() => log_handler_end(done, "ICMP echo"),
             }
@@ -441,6 +450,23 @@ impl Ingress {
             self.on_packet(&segment[..len.min(segment.len())]).await?;
         }
         Ok(())
+    }
+
+    /// Hands a TCP segment (ports as smoltcp knows them) to smoltcp.
+    async fn feed_smoltcp(&mut self, packet: Vec<u8>) -> Result<(), NetstackError> {
+        match self.stack_sink.send(packet).await {
+            Ok(()) => Ok(()),
+            // Cannot happen for packets `classify` accepted; drop rather than stop.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                tracing::debug!("smoltcp refused a packet: {e}");
+                bump(&self.stats.dropped);
+                Ok(())
+            }
+            Err(source) => Err(NetstackError::TcpStack {
+                what: "smoltcp's input closed",
+                source: Some(source),
+            }),
+        }
     }
 
     async fn on_packet(&mut self, packet: &[u8]) -> Result<(), NetstackError> {
@@ -492,24 +518,17 @@ impl Ingress {
                 }
                 let now = self.clock.now_ms();
                 let closing = portmap::is_closing(&packet);
-                let mapped = lock(&self.ports).inbound(src, dst, syn, closing, now);
+                let mapped = {
+                    let mut ports = lock(&self.ports);
+                    if let Some(end) = portmap::fin_end(&packet) {
+                        ports.app_fin(src, dst, end);
+                    }
+                    ports.inbound(src, dst, syn, closing, now)
+                };
                 if let Some(port) = mapped {
                     portmap::set_src_port(&mut packet, port);
                 }
-                match self.stack_sink.send(packet).await {
-                    Ok(()) => {}
-                    // Cannot happen for packets `classify` accepted; drop rather than stop.
-                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                        tracing::debug!("smoltcp refused a packet: {e}");
-                        bump(&self.stats.dropped);
-                    }
-                    Err(source) => {
-                        return Err(NetstackError::TcpStack {
-                            what: "smoltcp's input closed",
-                            source: Some(source),
-                        });
-                    }
-                }
+                self.feed_smoltcp(packet).await?;
             }
             Inbound::Udp { src, dst, payload } => {
                 let now = self.clock.now_ms();
@@ -593,18 +612,30 @@ async fn egress_loop(
     name: String,
     mut stack_stream: SplitStream<netstack_smoltcp::Stack>,
     mut packets_rx: mpsc::Receiver<Vec<u8>>,
+    resets_tx: mpsc::Sender<Vec<u8>>,
     stats: Arc<Stats>,
     (ports, clock): (Arc<std::sync::Mutex<PortMap>>, Clock),
 ) -> NetstackError {
     let offload = device.tcp_gso();
     let mut batch = WriteBatch::new(offload);
     let mut gro = GROTable::default();
-    // smoltcp's packets go back to the application's own port (see `portmap`).
-    let restore_port = |mut packet: Vec<u8>| {
+    let mut ident = initial_ip_ident();
+    // smoltcp's packets go back to the application's own port (see `portmap`). A pure ACK
+    // that puts a smoltcp socket into TIME-WAIT is followed by an RST to smoltcp, as if
+    // from the application, which frees the socket (see `PortMap::enters_time_wait`).
+    let mut restore_port = |mut packet: Vec<u8>| {
         if let Some((from, to)) = portmap::tcp_addrs(&packet) {
             let mut map = lock(&ports);
             if portmap::is_closing(&packet) {
-                map.closed_by_stack(to, from, clock.now_ms());
+                map.closed_by_stack(to, from, portmap::is_fin(&packet), clock.now_ms());
+            } else if let Some(ack) = portmap::pure_ack(&packet)
+                && map.enters_time_wait(to, from, ack)
+                && let Some(reset) = wire::tcp_reset(to, from, ack, ident)
+            {
+                ident = ident.wrapping_add(1);
+                if resets_tx.try_send(reset).is_ok() {
+                    bump(&stats.tcp_time_wait_reset);
+                }
             }
             if let Some(port) = map.outbound(to, from) {
                 portmap::set_dst_port(&mut packet, port);

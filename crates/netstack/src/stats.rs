@@ -15,6 +15,9 @@ pub struct Stats {
     pub tcp_flows: AtomicU64,
     /// TCP connections whose handler is still running (a gauge).
     pub tcp_open: AtomicU64,
+    /// smoltcp sockets reset as they entered TIME-WAIT (the stack closed first; see the
+    /// stack's documentation), instead of being kept for 10 s.
+    pub tcp_time_wait_reset: AtomicU64,
     /// UDP flows handed to the handler.
     pub udp_flows: AtomicU64,
     /// UDP datagrams dropped because their flow's queue was full.
@@ -42,6 +45,8 @@ pub struct StatsSnapshot {
     pub tcp_flows: u64,
     /// See [`Stats::tcp_open`].
     pub tcp_open: u64,
+    /// See [`Stats::tcp_time_wait_reset`].
+    pub tcp_time_wait_reset: u64,
     /// See [`Stats::udp_flows`].
     pub udp_flows: u64,
     /// See [`Stats::udp_dropped`].
@@ -63,6 +68,7 @@ impl Stats {
             packets_out: get(&self.packets_out),
             tcp_flows: get(&self.tcp_flows),
             tcp_open: get(&self.tcp_open),
+            tcp_time_wait_reset: get(&self.tcp_time_wait_reset),
             udp_flows: get(&self.udp_flows),
             udp_dropped: get(&self.udp_dropped),
             icmp_requests: get(&self.icmp_requests),

@@ -357,6 +357,27 @@ pub(crate) fn udp_datagram(
     Ok(packet)
 }
 
+/// A bare TCP RST from `src` to `dst` (IPv4 only) with sequence number `seq`: no ACK, no
+/// options, no payload. `None` for IPv6 addresses.
+pub(crate) fn tcp_reset(src: SocketAddr, dst: SocketAddr, seq: u32, ident: u16) -> Option<Vec<u8>> {
+    let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (src, dst) else {
+        return None;
+    };
+    const TCP_HEADER_LEN: usize = 20;
+    let mut packet = ipv4_header(*src.ip(), *dst.ip(), 6, TCP_HEADER_LEN, ident);
+    let tcp_start = packet.len();
+    packet.extend_from_slice(&src.port().to_be_bytes());
+    packet.extend_from_slice(&dst.port().to_be_bytes());
+    packet.extend_from_slice(&seq.to_be_bytes());
+    // Acknowledgment 0, data offset 5 words, flags RST, window 0, checksum, urgent 0.
+    packet.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x04, 0, 0, 0, 0, 0, 0]);
+    let sum = finish(
+        pseudo_header_v4(*src.ip(), *dst.ip(), 6, TCP_HEADER_LEN) + sum_words(&packet[tcp_start..]),
+    );
+    packet[tcp_start + 16..tcp_start + 18].copy_from_slice(&sum.to_be_bytes());
+    Some(packet)
+}
+
 /// An IPv4 header without options, followed by nothing yet; `payload_len` must leave the
 /// total length within 16 bits (the callers check).
 fn ipv4_header(
@@ -432,6 +453,35 @@ mod tests {
         let sum = checksum(&p[start..]);
         p[start + 2..start + 4].copy_from_slice(&sum.to_be_bytes());
         p
+    }
+
+    #[test]
+    fn tcp_reset_is_a_valid_rst() {
+        let (src, dst) = (SocketAddr::from((A, 40000)), SocketAddr::from((B, 80)));
+        let p = tcp_reset(src, dst, 0xdead_beef, 3).expect("IPv4");
+        assert_eq!(p.len(), 40);
+        assert_eq!(checksum(&p[..20]), 0, "IP header checksum");
+        let tcp = &p[20..];
+        assert_eq!(
+            finish(pseudo_header_v4(A, B, PROTO_TCP, 20) + sum_words(tcp)),
+            0,
+            "TCP checksum"
+        );
+        assert_eq!(&tcp[..4], &[0x9c, 0x40, 0, 80]);
+        assert_eq!(&tcp[4..8], &0xdead_beef_u32.to_be_bytes());
+        assert_eq!(tcp[13], 0x04, "RST only");
+        match classify(&p) {
+            Inbound::Tcp {
+                src: s,
+                dst: d,
+                syn,
+                ..
+            } => {
+                assert_eq!((s, d, syn), (src, dst, None));
+            }
+            other => panic!("not TCP: {other:?}"),
+        }
+        assert!(tcp_reset("[::1]:1".parse().unwrap(), dst, 1, 1).is_none());
     }
 
     fn tcp_syn() -> Vec<u8> {

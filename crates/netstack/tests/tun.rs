@@ -29,6 +29,10 @@ const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 250, 255, 1);
 const ECHO: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 5);
 const SILENT: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 6);
 const ECHO_PORT: u16 = 7;
+/// On this port the handler speaks first and closes first (like an HTTP/1.0 server), so
+/// the stack's side of the connection is the one that would enter TIME-WAIT.
+const CLOSE_FIRST_PORT: u16 = 13;
+const CLOSE_FIRST_GREETING: &[u8] = b"bye\n";
 /// An upper bound for any one scenario.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(240);
 /// An upper bound for one small network exchange.
@@ -179,9 +183,16 @@ impl Handler for EchoHandler {
     fn tcp(&self, flow: TcpFlow) -> BoxFuture<'static, ()> {
         self.0.tcp.lock().unwrap().push((flow.src, flow.dst));
         let live = Live::new(&self.0);
+        let close_first = flow.dst.port() == CLOSE_FIRST_PORT;
         Box::pin(async move {
             let _live = live;
             let (mut r, mut w) = tokio::io::split(flow.stream);
+            if close_first {
+                let _ = w.write_all(CLOSE_FIRST_GREETING).await;
+                let _ = w.shutdown().await;
+                let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+                return;
+            }
             let _ = tokio::io::copy(&mut r, &mut w).await;
             let _ = w.shutdown().await;
         })
@@ -433,6 +444,47 @@ fn tcp_echo_mtu_1500_without_offload() {
 #[test]
 fn tcp_echo_mtu_1280() {
     tcp_echo_at(1280, true);
+}
+
+/// Connections the stack closes first do not leave smoltcp sockets in TIME-WAIT: each is
+/// reset as it enters it (a burst of such sockets slowed every other connection), the
+/// application still sees a clean close, and the next connections work.
+#[test]
+fn time_wait_sockets_are_reset() {
+    scenario(1500, config(1500), |env| async move {
+        const N: u64 = 200;
+        for i in 0..N {
+            let mut s = timeout(
+                IO,
+                tokio::net::TcpStream::connect(SocketAddr::from((ECHO, CLOSE_FIRST_PORT))),
+            )
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+            let mut got = Vec::new();
+            timeout(IO, s.read_to_end(&mut got))
+                .await
+                .unwrap_or_else(|_| panic!("connection {i}: no close from the stack"))
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            assert_eq!(got, CLOSE_FIRST_GREETING, "connection {i}");
+            s.shutdown().await.expect("shutdown");
+        }
+        // The last RSTs are fed to smoltcp right after the last ACKs.
+        let deadline = Instant::now() + IO;
+        while env.stats.snapshot().tcp_time_wait_reset < N && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let s = env.stats.snapshot();
+        assert_eq!(s.tcp_time_wait_reset, N, "{s:?}");
+        // The application's side closed cleanly: nothing of these connections is left
+        // in the namespace's kernel (no RST reached it, which would show as errors above).
+        let ss = env
+            .exec(&["ss", "-Htn", "state", "all", "dport", "= :13"])
+            .await;
+        let left = String::from_utf8_lossy(&ss.stdout).lines().count();
+        assert!(left <= 1, "kernel sockets left: {left}");
+        tcp_echo(64 * 1024, IO).await;
+    });
 }
 
 /// smoltcp announces an MSS that fits the stack's MTU even when the link's is larger.
