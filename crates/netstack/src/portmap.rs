@@ -32,10 +32,11 @@ struct Entry {
     isn: u32,
     last_ms: u64,
     closed_ms: Option<u64>,
-    /// smoltcp sent FIN (it closed first, or second).
-    stack_fin: bool,
-    /// Sequence number just after the application's FIN, once seen.
-    app_fin_end: Option<u32>,
+    /// Sequence number just after smoltcp's FIN, once sent.
+    stack_fin_end: Option<u32>,
+    /// The application's FIN, once seen: the sequence number just after it, and what it
+    /// acknowledged.
+    app_fin: Option<Fin>,
     /// Whether smoltcp's TIME-WAIT socket of this connection was already reset.
     reaped: bool,
 }
@@ -126,8 +127,8 @@ impl PortMap {
                 isn,
                 last_ms: now_ms,
                 closed_ms: None,
-                stack_fin: false,
-                app_fin_end: None,
+                stack_fin_end: None,
+                app_fin: None,
                 reaped: false,
             },
         );
@@ -144,30 +145,35 @@ impl PortMap {
         self.by_stack.get(&(to, from)).map(|(port, _)| *port)
     }
 
-    /// Notes that smoltcp sent FIN (`fin`) or RST on the connection it sees as `to` ↔ `from`.
+    /// Notes that smoltcp sent FIN (`fin`) or RST (`None`) on the connection it sees as
+    /// `to` ↔ `from`.
     pub(crate) fn closed_by_stack(
         &mut self,
         to: SocketAddr,
         from: SocketAddr,
-        fin: bool,
+        fin: Option<Fin>,
         now_ms: u64,
     ) {
         if let Some(e) = self.stack_entry(to, from) {
-            e.stack_fin |= fin;
+            if let Some(fin) = fin {
+                e.stack_fin_end = Some(fin.end);
+            }
             e.closed_ms.get_or_insert(now_ms);
         }
     }
 
-    /// Notes the end of the FIN the application sent on `src` → `dst` (its own addresses).
-    pub(crate) fn app_fin(&mut self, src: SocketAddr, dst: SocketAddr, fin_end: u32) {
+    /// Notes the FIN the application sent on `src` → `dst` (its own addresses).
+    pub(crate) fn app_fin(&mut self, src: SocketAddr, dst: SocketAddr, fin: Fin) {
         if let Some(e) = self.by_app.get_mut(&(src, dst)) {
-            e.app_fin_end = Some(fin_end);
+            e.app_fin = Some(fin);
         }
     }
 
     /// Whether a pure ACK smoltcp sends from `from` to `to` (mapped port) with
-    /// acknowledgment number `ack` puts its socket into TIME-WAIT: smoltcp sent its FIN
-    /// and this acknowledges the application's FIN. Answers `true` once per connection.
+    /// acknowledgment number `ack` puts its socket into TIME-WAIT: smoltcp sent its FIN,
+    /// the application's FIN acknowledged it (so everything smoltcp sent has arrived; a
+    /// simultaneous close, where that is not known, keeps its TIME-WAIT), and this
+    /// acknowledges the application's FIN. Answers `true` once per connection.
     ///
     /// Why it matters: smoltcp keeps such a socket for 10 s and netstack-smoltcp visits
     /// every socket on every poll, so after a burst of connections the stack closed first
@@ -177,7 +183,12 @@ impl PortMap {
     /// TIME-WAIT protects, so the caller resets the socket instead.
     pub(crate) fn enters_time_wait(&mut self, to: SocketAddr, from: SocketAddr, ack: u32) -> bool {
         match self.stack_entry(to, from) {
-            Some(e) if e.stack_fin && !e.reaped && e.app_fin_end == Some(ack) => {
+            Some(e)
+                if !e.reaped
+                    && e.app_fin.is_some_and(|fin| {
+                        fin.end == ack && e.stack_fin_end == Some(fin.acked)
+                    }) =>
+            {
                 e.reaped = true;
                 true
             }
@@ -253,17 +264,20 @@ pub(crate) fn is_closing(packet: &[u8]) -> bool {
     tcp_offset(packet).is_some_and(|o| packet[o + 13] & 0x05 != 0)
 }
 
-/// Whether an IPv4 TCP packet carries FIN.
-pub(crate) fn is_fin(packet: &[u8]) -> bool {
-    tcp_offset(packet).is_some_and(|o| packet[o + 13] & FIN != 0)
-}
-
 const FIN: u8 = 0x01;
 const ACK: u8 = 0x10;
 
-/// For an IPv4 TCP packet with FIN: the sequence number just after it (what the ACK of
-/// the FIN acknowledges).
-pub(crate) fn fin_end(packet: &[u8]) -> Option<u32> {
+/// A FIN segment, as far as TIME-WAIT is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fin {
+    /// The sequence number just after the FIN (what its ACK acknowledges).
+    pub(crate) end: u32,
+    /// The segment's acknowledgment number.
+    pub(crate) acked: u32,
+}
+
+/// The FIN of an IPv4 TCP packet, if it carries one.
+pub(crate) fn fin(packet: &[u8]) -> Option<Fin> {
     let o = tcp_offset(packet)?;
     if packet[o + 13] & FIN == 0 {
         return None;
@@ -271,8 +285,13 @@ pub(crate) fn fin_end(packet: &[u8]) -> Option<u32> {
     let data_offset = usize::from(packet[o + 12] >> 4) * 4;
     let total = usize::from(u16::from_be_bytes([packet[2], packet[3]])).min(packet.len());
     let payload = total.checked_sub(o + data_offset)?;
-    let seq = u32::from_be_bytes([packet[o + 4], packet[o + 5], packet[o + 6], packet[o + 7]]);
-    Some(seq.wrapping_add(payload as u32).wrapping_add(1))
+    let word = |at: usize| {
+        u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]])
+    };
+    Some(Fin {
+        end: word(o + 4).wrapping_add(payload as u32).wrapping_add(1),
+        acked: word(o + 8),
+    })
 }
 
 /// For a pure ACK (ACK the only flag, no payload): its acknowledgment number.
@@ -373,11 +392,12 @@ mod tests {
     }
 
     #[test]
-    fn fin_end_and_pure_ack_read_the_segment() {
+    fn fin_and_pure_ack_read_the_segment() {
         let (x, y) = (a("10.0.0.2:40000"), a("10.211.0.2:80"));
-        assert_eq!(fin_end(&segment(x, y, 100, 5, true, 0)), Some(101));
-        assert_eq!(fin_end(&segment(x, y, u32::MAX, 5, true, 10)), Some(10));
-        assert_eq!(fin_end(&segment(x, y, 100, 5, false, 0)), None);
+        let f = |end, acked| Some(Fin { end, acked });
+        assert_eq!(fin(&segment(x, y, 100, 5, true, 0)), f(101, 5));
+        assert_eq!(fin(&segment(x, y, u32::MAX, 5, true, 10)), f(10, 5));
+        assert_eq!(fin(&segment(x, y, 100, 5, false, 0)), None);
         assert_eq!(pure_ack(&segment(x, y, 100, 5, false, 0)), Some(5));
         assert_eq!(
             pure_ack(&segment(x, y, 100, 5, false, 1)),
@@ -389,25 +409,40 @@ mod tests {
             None,
             "carries FIN"
         );
-        assert!(is_fin(&segment(x, y, 1, 1, true, 0)));
-        assert_eq!(fin_end(&[0x45, 0, 0]), None);
+        assert_eq!(fin(&[0x45, 0, 0]), None);
         assert_eq!(pure_ack(&[]), None);
     }
 
     #[test]
     fn time_wait_is_recognised_only_when_the_stack_closed_first() {
         let mut m = PortMap::new(100);
-        let (app, dst) = (a("10.0.0.2:40000"), a("10.211.0.2:80"));
-        let p = m.inbound(app, dst, Some(1000), false, 0).unwrap();
-        let seen = SocketAddr::new(app.ip(), p);
-        // The stack closes first, the application's FIN ends at 5001; the ACK of it
-        // enters TIME-WAIT, once.
-        m.closed_by_stack(seen, dst, true, 1);
+        let dst = a("10.211.0.2:80");
+        let mut open = |port: u16, isn: u32| {
+            let app = SocketAddr::new("10.0.0.2".parse().unwrap(), port);
+            let p = m.inbound(app, dst, Some(isn), false, 0).unwrap();
+            (app, SocketAddr::new(app.ip(), p))
+        };
+        let (app, seen) = open(40000, 1000);
+        let (app2, seen2) = open(40001, 7);
+        let (app3, seen3) = open(40002, 9);
+        let (app4, seen4) = open(40003, 11);
+        let fin = |end, acked| Some(Fin { end, acked });
+
+        // The stack closes first (its FIN ends at 300); the application's FIN ends at
+        // 5001 and acknowledges 300; the ACK of it enters TIME-WAIT, once.
+        m.closed_by_stack(seen, dst, fin(300, 1), 1);
         assert!(
             !m.enters_time_wait(seen, dst, 5001),
             "no FIN from the application yet"
         );
-        m.app_fin(app, dst, 5001);
+        m.app_fin(
+            app,
+            dst,
+            Fin {
+                end: 5001,
+                acked: 300,
+            },
+        );
         assert!(
             !m.enters_time_wait(seen, dst, 5000),
             "acknowledges less than the FIN"
@@ -417,19 +452,34 @@ mod tests {
 
         // The application closes first: the stack's ACK of its FIN comes before the
         // stack's own FIN, so nothing is in TIME-WAIT on the stack's side.
-        let app2 = a("10.0.0.2:40001");
-        let p2 = m.inbound(app2, dst, Some(7), false, 2).unwrap();
-        let seen2 = SocketAddr::new(app2.ip(), p2);
-        m.app_fin(app2, dst, 900);
+        m.app_fin(
+            app2,
+            dst,
+            Fin {
+                end: 900,
+                acked: 50,
+            },
+        );
         assert!(!m.enters_time_wait(seen2, dst, 900));
-        m.closed_by_stack(seen2, dst, true, 3);
-        // A stack RST is not a FIN.
-        let app3 = a("10.0.0.2:40002");
-        let p3 = m.inbound(app3, dst, Some(9), false, 4).unwrap();
-        let seen3 = SocketAddr::new(app3.ip(), p3);
-        m.closed_by_stack(seen3, dst, false, 5);
-        m.app_fin(app3, dst, 10);
+        m.closed_by_stack(seen2, dst, fin(51, 901), 3);
+
+        // Simultaneous close: the application's FIN did not acknowledge the stack's, so
+        // what the stack sent may still need retransmitting; TIME-WAIT stays.
+        m.closed_by_stack(seen3, dst, fin(400, 1), 4);
+        m.app_fin(
+            app3,
+            dst,
+            Fin {
+                end: 10,
+                acked: 399,
+            },
+        );
         assert!(!m.enters_time_wait(seen3, dst, 10));
+
+        // A stack RST is not a FIN.
+        m.closed_by_stack(seen4, dst, None, 5);
+        m.app_fin(app4, dst, Fin { end: 10, acked: 0 });
+        assert!(!m.enters_time_wait(seen4, dst, 10));
         // Unknown connections are never in TIME-WAIT.
         assert!(!m.enters_time_wait(a("10.0.0.9:1"), dst, 1));
     }

@@ -520,8 +520,8 @@ impl Ingress {
                 let closing = portmap::is_closing(&packet);
                 let mapped = {
                     let mut ports = lock(&self.ports);
-                    if let Some(end) = portmap::fin_end(&packet) {
-                        ports.app_fin(src, dst, end);
+                    if let Some(fin) = portmap::fin(&packet) {
+                        ports.app_fin(src, dst, fin);
                     }
                     ports.inbound(src, dst, syn, closing, now)
                 };
@@ -627,7 +627,7 @@ async fn egress_loop(
         if let Some((from, to)) = portmap::tcp_addrs(&packet) {
             let mut map = lock(&ports);
             if portmap::is_closing(&packet) {
-                map.closed_by_stack(to, from, portmap::is_fin(&packet), clock.now_ms());
+                map.closed_by_stack(to, from, portmap::fin(&packet), clock.now_ms());
             } else if let Some(ack) = portmap::pure_ack(&packet)
                 && map.enters_time_wait(to, from, ack)
                 && let Some(reset) = wire::tcp_reset(to, from, ack, ident)
