@@ -613,9 +613,13 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
-/// Largest allocation glibc serves from its heap; larger ones are mapped and unmapped
-/// on their own (see [`tune_allocator`]).
-const MMAP_THRESHOLD: i32 = 128 * 1024;
+/// Allocations of this size or more are mapped and unmapped on their own by glibc (see
+/// [`tune_allocator`]); smaller ones come from its heap. It must not exceed the userspace
+/// TCP stack's per-connection buffers (256 KiB, `kubelan_netstack::StackConfig`), which
+/// have to stay mapped. It must not be lower either: at 128 KiB the carrier's receive
+/// buffers (a 64 KiB read plus a partial frame, doubled by `BytesMut`: 132 KiB) were
+/// mapped, faulted in page by page and unmapped for every 128 KiB a flow received.
+const MMAP_THRESHOLD: i32 = 256 * 1024;
 
 /// Makes freed buffers go back to the system. glibc raises its mmap threshold each time
 /// a mapped block is freed, after which the userspace TCP stack's per-connection buffers
