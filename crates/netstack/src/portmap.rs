@@ -34,11 +34,9 @@ struct Entry {
     closed_ms: Option<u64>,
     /// Sequence number just after smoltcp's FIN, once sent.
     stack_fin_end: Option<u32>,
-    /// The application's FIN, once seen: the sequence number just after it, and what it
-    /// acknowledged.
+    /// The application's FIN, once seen and until smoltcp acknowledged it in TIME-WAIT:
+    /// the sequence number just after it, and what it acknowledged.
     app_fin: Option<Fin>,
-    /// Whether smoltcp's TIME-WAIT socket of this connection was already reset.
-    reaped: bool,
 }
 
 /// The port map (sans-IO; the caller supplies the clock).
@@ -129,7 +127,6 @@ impl PortMap {
                 closed_ms: None,
                 stack_fin_end: None,
                 app_fin: None,
-                reaped: false,
             },
         );
         self.by_stack.insert(
@@ -182,18 +179,16 @@ impl PortMap {
     /// port map already keeps a new connection off an old four-tuple, which is what
     /// TIME-WAIT protects, so the caller resets the socket instead.
     pub(crate) fn enters_time_wait(&mut self, to: SocketAddr, from: SocketAddr, ack: u32) -> bool {
-        match self.stack_entry(to, from) {
-            Some(e)
-                if !e.reaped
-                    && e.app_fin.is_some_and(|fin| {
-                        fin.end == ack && e.stack_fin_end == Some(fin.acked)
-                    }) =>
-            {
-                e.reaped = true;
-                true
-            }
-            _ => false,
+        let Some(e) = self.stack_entry(to, from) else {
+            return false;
+        };
+        let time_wait = e
+            .app_fin
+            .is_some_and(|fin| fin.end == ack && e.stack_fin_end == Some(fin.acked));
+        if time_wait {
+            e.app_fin = None;
         }
+        time_wait
     }
 
     /// The live entry of the connection smoltcp sees as `to` ↔ `from`.
@@ -276,31 +271,32 @@ pub(crate) struct Fin {
     pub(crate) acked: u32,
 }
 
-/// The FIN of an IPv4 TCP packet, if it carries one.
-pub(crate) fn fin(packet: &[u8]) -> Option<Fin> {
+/// The flags, sequence number, acknowledgment number and payload length of an IPv4 TCP
+/// packet.
+fn segment(packet: &[u8]) -> Option<(u8, u32, u32, usize)> {
     let o = tcp_offset(packet)?;
-    if packet[o + 13] & FIN == 0 {
-        return None;
-    }
     let data_offset = usize::from(packet[o + 12] >> 4) * 4;
     let total = usize::from(u16::from_be_bytes([packet[2], packet[3]])).min(packet.len());
     let payload = total.checked_sub(o + data_offset)?;
     let word = |at: usize| {
         u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]])
     };
-    Some(Fin {
-        end: word(o + 4).wrapping_add(payload as u32).wrapping_add(1),
-        acked: word(o + 8),
+    Some((packet[o + 13], word(o + 4), word(o + 8), payload))
+}
+
+/// The FIN of an IPv4 TCP packet, if it carries one.
+pub(crate) fn fin(packet: &[u8]) -> Option<Fin> {
+    let (flags, seq, ack, payload) = segment(packet)?;
+    (flags & FIN != 0).then(|| Fin {
+        end: seq.wrapping_add(payload as u32).wrapping_add(1),
+        acked: ack,
     })
 }
 
 /// For a pure ACK (ACK the only flag, no payload): its acknowledgment number.
 pub(crate) fn pure_ack(packet: &[u8]) -> Option<u32> {
-    let o = tcp_offset(packet)?;
-    let data_offset = usize::from(packet[o + 12] >> 4) * 4;
-    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
-    (packet[o + 13] == ACK && total == o + data_offset)
-        .then(|| u32::from_be_bytes([packet[o + 8], packet[o + 9], packet[o + 10], packet[o + 11]]))
+    let (flags, _, ack, payload) = segment(packet)?;
+    (flags == ACK && payload == 0).then_some(ack)
 }
 
 /// Rewrites the 16-bit field at `at` to `value`, updating the TCP checksum at `sum`.
@@ -352,60 +348,51 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// A FIN (or pure ACK when `fin` is false) from `src` to `dst` with sequence `seq`,
-    /// acknowledgment `ack` and `payload` bytes.
-    fn segment(
+    /// An IPv4 TCP packet from `src` to `dst` with sequence `seq`, acknowledgment `ack`,
+    /// TCP `flags` and `payload` bytes (checksum left zero).
+    fn tcp_packet(
         src: SocketAddr,
         dst: SocketAddr,
         seq: u32,
         ack: u32,
-        fin: bool,
+        flags: u8,
         payload: usize,
     ) -> Vec<u8> {
         let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else {
             unreachable!()
         };
         let total = 40 + payload;
-        let mut p = vec![
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0,
-            0,
-            0x40,
-            0,
-            64,
-            6,
-            0,
-            0,
-        ];
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&(total as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0]);
         p.extend_from_slice(&s.ip().octets());
         p.extend_from_slice(&d.ip().octets());
         p.extend_from_slice(&src.port().to_be_bytes());
         p.extend_from_slice(&dst.port().to_be_bytes());
         p.extend_from_slice(&seq.to_be_bytes());
         p.extend_from_slice(&ack.to_be_bytes());
-        p.extend_from_slice(&[0x50, if fin { 0x11 } else { 0x10 }, 0xff, 0xff, 0, 0, 0, 0]);
+        p.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
         p.resize(total, 7);
         p
     }
+
+    const FIN_ACK: u8 = FIN | ACK;
 
     #[test]
     fn fin_and_pure_ack_read_the_segment() {
         let (x, y) = (a("10.0.0.2:40000"), a("10.211.0.2:80"));
         let f = |end, acked| Some(Fin { end, acked });
-        assert_eq!(fin(&segment(x, y, 100, 5, true, 0)), f(101, 5));
-        assert_eq!(fin(&segment(x, y, u32::MAX, 5, true, 10)), f(10, 5));
-        assert_eq!(fin(&segment(x, y, 100, 5, false, 0)), None);
-        assert_eq!(pure_ack(&segment(x, y, 100, 5, false, 0)), Some(5));
+        assert_eq!(fin(&tcp_packet(x, y, 100, 5, FIN_ACK, 0)), f(101, 5));
+        assert_eq!(fin(&tcp_packet(x, y, u32::MAX, 5, FIN_ACK, 10)), f(10, 5));
+        assert_eq!(fin(&tcp_packet(x, y, 100, 5, ACK, 0)), None);
+        assert_eq!(pure_ack(&tcp_packet(x, y, 100, 5, ACK, 0)), Some(5));
         assert_eq!(
-            pure_ack(&segment(x, y, 100, 5, false, 1)),
+            pure_ack(&tcp_packet(x, y, 100, 5, ACK, 1)),
             None,
             "carries data"
         );
         assert_eq!(
-            pure_ack(&segment(x, y, 100, 5, true, 0)),
+            pure_ack(&tcp_packet(x, y, 100, 5, FIN_ACK, 0)),
             None,
             "carries FIN"
         );
@@ -557,10 +544,7 @@ mod tests {
     #[test]
     fn rewriting_keeps_the_checksum_valid() {
         // IPv4 + TCP SYN 10.0.0.2:40000 -> 10.211.0.2:80 with a correct checksum.
-        let mut p = vec![
-            0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 2, 10, 211, 0, 2, // IP
-            0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
-        ];
+        let mut p = tcp_packet(a("10.0.0.2:40000"), a("10.211.0.2:80"), 1, 0, 0x02, 0);
         let sum = tcp_checksum(&p);
         p[36..38].copy_from_slice(&sum.to_be_bytes());
         assert_eq!(tcp_checksum(&p), 0, "valid before");

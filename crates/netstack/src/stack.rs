@@ -619,23 +619,20 @@ async fn egress_loop(
     let offload = device.tcp_gso();
     let mut batch = WriteBatch::new(offload);
     let mut gro = GROTable::default();
-    let mut ident = initial_ip_ident();
     // smoltcp's packets go back to the application's own port (see `portmap`). A pure ACK
     // that puts a smoltcp socket into TIME-WAIT is followed by an RST to smoltcp, as if
     // from the application, which frees the socket (see `PortMap::enters_time_wait`).
-    let mut restore_port = |mut packet: Vec<u8>| {
+    let from_stack = |mut packet: Vec<u8>| {
         if let Some((from, to)) = portmap::tcp_addrs(&packet) {
             let mut map = lock(&ports);
             if portmap::is_closing(&packet) {
                 map.closed_by_stack(to, from, portmap::fin(&packet), clock.now_ms());
             } else if let Some(ack) = portmap::pure_ack(&packet)
                 && map.enters_time_wait(to, from, ack)
-                && let Some(reset) = wire::tcp_reset(to, from, ack, ident)
+                && let Some(reset) = wire::tcp_reset(to, from, ack)
+                && resets_tx.try_send(reset).is_ok()
             {
-                ident = ident.wrapping_add(1);
-                if resets_tx.try_send(reset).is_ok() {
-                    bump(&stats.tcp_time_wait_reset);
-                }
+                bump(&stats.tcp_time_wait_reset);
             }
             if let Some(port) = map.outbound(to, from) {
                 portmap::set_dst_port(&mut packet, port);
@@ -654,7 +651,7 @@ async fn egress_loop(
     loop {
         tokio::select! {
             out = stack_stream.next() => match out {
-                Some(Ok(packet)) => batch.push(&restore_port(packet)),
+                Some(Ok(packet)) => batch.push(&from_stack(packet)),
                 Some(Err(source)) => return output_failed(source),
                 None => return output_closed(),
             },
@@ -670,7 +667,7 @@ async fn egress_loop(
             let before = batch.len();
             while batch.len() < WRITE_BATCH {
                 match stack_stream.next().now_or_never() {
-                    Some(Some(Ok(packet))) => batch.push(&restore_port(packet)),
+                    Some(Some(Ok(packet))) => batch.push(&from_stack(packet)),
                     Some(Some(Err(source))) => return output_failed(source),
                     Some(None) => return output_closed(),
                     None => break,

@@ -358,13 +358,14 @@ pub(crate) fn udp_datagram(
 }
 
 /// A bare TCP RST from `src` to `dst` (IPv4 only) with sequence number `seq`: no ACK, no
-/// options, no payload. `None` for IPv6 addresses.
-pub(crate) fn tcp_reset(src: SocketAddr, dst: SocketAddr, seq: u32, ident: u16) -> Option<Vec<u8>> {
+/// options, no payload, IPv4 identification 0 (it is fed to smoltcp and never leaves the
+/// process). `None` for IPv6 addresses.
+pub(crate) fn tcp_reset(src: SocketAddr, dst: SocketAddr, seq: u32) -> Option<Vec<u8>> {
     let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (src, dst) else {
         return None;
     };
     const TCP_HEADER_LEN: usize = 20;
-    let mut packet = ipv4_header(*src.ip(), *dst.ip(), 6, TCP_HEADER_LEN, ident);
+    let mut packet = ipv4_header(*src.ip(), *dst.ip(), 6, TCP_HEADER_LEN, 0);
     let tcp_start = packet.len();
     packet.extend_from_slice(&src.port().to_be_bytes());
     packet.extend_from_slice(&dst.port().to_be_bytes());
@@ -458,7 +459,7 @@ mod tests {
     #[test]
     fn tcp_reset_is_a_valid_rst() {
         let (src, dst) = (SocketAddr::from((A, 40000)), SocketAddr::from((B, 80)));
-        let p = tcp_reset(src, dst, 0xdead_beef, 3).expect("IPv4");
+        let p = tcp_reset(src, dst, 0xdead_beef).expect("IPv4");
         assert_eq!(p.len(), 40);
         assert_eq!(checksum(&p[..20]), 0, "IP header checksum");
         let tcp = &p[20..];
@@ -481,7 +482,7 @@ mod tests {
             }
             other => panic!("not TCP: {other:?}"),
         }
-        assert!(tcp_reset("[::1]:1".parse().unwrap(), dst, 1, 1).is_none());
+        assert!(tcp_reset("[::1]:1".parse().unwrap(), dst, 1).is_none());
     }
 
     fn tcp_syn() -> Vec<u8> {
