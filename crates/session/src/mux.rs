@@ -2,15 +2,16 @@
 //! [`kubelan_proto::mux`]).
 //!
 //! Built for latency and few system calls. A stream's `poll_write` encodes its frame into
-//! the carrier's one output buffer; its `poll_flush` (or `poll_shutdown`, or 64 KiB of
-//! buffered output) writes the buffer to the carrier itself, on the writing task, when
-//! nobody else is writing — no hand-off to another task, no channel, and a response, its
-//! end and the stream's FIN leave in one `send` (and one TLS record). Writers must flush,
-//! as with any buffered writer. Only when
-//! the carrier's socket is full does the buffer go to the carrier's driver task, which
-//! writes it out as the socket drains (frames of all streams, in order, coalesced) while
-//! writers keep appending up to [`HIGH_WATER`] bytes. The driver also reads: it decodes
-//! frames and hands payload to the streams' queues, waking their readers.
+//! the carrier's one output buffer — no channel, no copy per stream. Its `poll_flush` (or
+//! `poll_shutdown`) hands the buffer to the carrier's driver task, which is woken at once
+//! but runs after the tasks that are already ready: when one batch of socket events wakes
+//! many streams, the frames they all flush leave in one `send` (and one TLS record), and a
+//! response, its end and the stream's FIN always do. Writers must flush, as with any
+//! buffered writer. Only a stream writing 64 KiB or more writes the buffer to the carrier
+//! itself, on its own task, so bulk data does not wait for a hand-off; when the
+//! carrier's socket is full the driver takes over and writers keep appending up to
+//! [`HIGH_WATER`] bytes. The driver also reads: it decodes frames and hands payload to
+//! the streams' queues, waking their readers.
 //!
 //! Flow control is per stream (credit in WINDOW frames): a stream's window starts at
 //! [`INITIAL_WINDOW`] and doubles each time its reader has consumed a whole window, up to
@@ -116,6 +117,19 @@ impl Out {
                 }
                 None
             }
+        }
+    }
+
+    /// Asks the driver to write what is buffered. The driver is woken now but runs after
+    /// the tasks that are already ready, so the frames those tasks flush in the meantime
+    /// (many streams woken by one batch of socket events) leave in the same write.
+    fn hand_off(&mut self) {
+        if self.driver_owns || self.io.is_none() || self.buf.is_empty() {
+            return;
+        }
+        self.driver_owns = true;
+        if let Some(w) = self.driver.take() {
+            w.wake();
         }
     }
 
@@ -564,18 +578,14 @@ impl MuxStream {
         )
     }
 
-    /// Queues an empty DATA frame with `flags` and writes it out from this task if the
-    /// carrier is free.
-    fn send_flags(&self, cx: &mut Context<'_>, flags: u8) {
+    /// Queues an empty DATA frame with `flags` for the driver to send.
+    fn send_flags(&self, flags: u8) {
         let mut out = lock(&self.shared.out);
         if out.io.is_none() {
             return;
         }
         out.data(flags, self.cell.id, &[]);
-        if let Some(e) = out.push(cx) {
-            drop(out);
-            self.shared.fail(format!("writing to the carrier: {e}"));
-        }
+        out.hand_off();
     }
 }
 
@@ -632,7 +642,7 @@ impl AsyncRead for MuxStream {
             let mut out = lock(&this.shared.out);
             if out.io.is_some() {
                 out.window(this.cell.id, grant);
-                out.push(cx);
+                out.hand_off();
             }
         }
         Poll::Ready(Ok(()))
@@ -695,22 +705,17 @@ impl AsyncWrite for MuxStream {
         Poll::Ready(Ok(n))
     }
 
-    /// Sends what was written (with anything other streams left in the carrier's buffer)
-    /// from this task, or hands it to the driver when the carrier is busy. Frames that are
-    /// then in the carrier's buffer are its business: there is nothing to wait for.
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Hands what was written to the driver, which sends it with whatever other streams
+    /// flush before it runs. Frames in the carrier's buffer are its business: there is
+    /// nothing to wait for.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let mut out = lock(&this.shared.out);
-        if let Some(e) = out.push(cx) {
-            drop(out);
-            this.shared.fail(format!("writing to the carrier: {e}"));
-            return Poll::Ready(Err(this.closed_error()));
-        }
+        lock(&this.shared.out).hand_off();
         Poll::Ready(Ok(()))
     }
 
     /// Sends FIN: the peer reads EOF after the data written before it; reading goes on.
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let mut st = lock(&this.cell.state);
         if st.fin_sent || st.reset_recv || st.carrier_closed {
@@ -720,7 +725,7 @@ impl AsyncWrite for MuxStream {
         st.known = true;
         st.fin_sent = true;
         drop(st);
-        this.send_flags(cx, flags);
+        this.send_flags(flags);
         Poll::Ready(Ok(()))
     }
 }
@@ -734,8 +739,7 @@ impl Drop for MuxStream {
         };
         lock(&self.shared.streams).map.remove(&self.cell.id);
         if reset {
-            let mut cx = Context::from_waker(Waker::noop());
-            self.send_flags(&mut cx, RST);
+            self.send_flags(RST);
         }
     }
 }
@@ -774,6 +778,97 @@ mod tests {
         assert_eq!(s.read(&mut buf).await.unwrap(), 0);
         assert!(s.write_all(b"x").await.is_err());
         assert!(client.close_reason().unwrap().contains("closed"));
+    }
+
+    /// A carrier end that counts the writes reaching it.
+    struct CountWrites<T> {
+        io: T,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl<T: AsyncRead + Unpin> AsyncRead for CountWrites<T> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl<T: AsyncWrite + Unpin> AsyncWrite for CountWrites<T> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let r = Pin::new(&mut self.io).poll_write(cx, data);
+            if let Poll::Ready(Ok(n)) = r
+                && n > 0
+            {
+                self.writes
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            r
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_flushing_in_one_tick_share_one_carrier_write() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = CountWrites {
+            io: a,
+            writes: writes.clone(),
+        };
+        let (client, _in_c) = spawn(counted, Side::Client);
+        let (_agent, mut in_a) = spawn(b, Side::Agent);
+        // The preface and a first stream, so the carrier is idle afterwards.
+        let mut first = client.open().await.unwrap();
+        first.write_all(b"0").await.unwrap();
+        first.flush().await.unwrap();
+        let mut t = in_a.recv().await.unwrap();
+        t.read_exact(&mut [0u8; 1]).await.unwrap();
+        let before = writes.load(SeqCst);
+        // Eight streams become ready together (as after one batch of socket events) and
+        // each writes, flushes and half-closes.
+        let tasks: Vec<_> = (0..8u8)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let mut s = client.open().await.unwrap();
+                    s.write_all(&[i]).await.unwrap();
+                    s.flush().await.unwrap();
+                    s.shutdown().await.unwrap();
+                    s
+                })
+            })
+            .collect();
+        let mut streams = Vec::new();
+        for t in tasks {
+            streams.push(t.await.unwrap());
+        }
+        let mut got = Vec::new();
+        for _ in 0..8 {
+            let mut t = in_a.recv().await.unwrap();
+            let mut v = Vec::new();
+            t.read_to_end(&mut v).await.unwrap();
+            got.extend(v);
+        }
+        got.sort();
+        assert_eq!(got, (0..8u8).collect::<Vec<_>>());
+        assert_eq!(
+            writes.load(SeqCst) - before,
+            1,
+            "one write for all eight streams"
+        );
     }
 
     #[tokio::test]
