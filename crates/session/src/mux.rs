@@ -7,10 +7,10 @@
 //! but runs after the tasks that are already ready: when one batch of socket events wakes
 //! many streams, the frames they all flush leave in one `send` (and one TLS record), and a
 //! response, its end and the stream's FIN always do. Writers must flush, as with any
-//! buffered writer. Only a stream writing 64 KiB or more writes the buffer to the carrier
-//! itself, on its own task, so bulk data does not wait for a hand-off; when the
-//! carrier's socket is full the driver takes over and writers keep appending up to
-//! [`HIGH_WATER`] bytes. The driver also reads: it decodes frames and hands payload to
+//! buffered writer. A flush of 16 KiB or more, or 64 KiB written, goes to the carrier from
+//! the writing task itself, so bulk data does not wait for a hand-off; when the carrier's
+//! socket is full the driver takes over and writers keep appending up to [`HIGH_WATER`]
+//! bytes. The driver also reads: it decodes frames and hands payload to
 //! the streams' queues, waking their readers.
 //!
 //! Flow control is per stream (credit in WINDOW frames): a stream's window starts at
@@ -41,6 +41,9 @@ pub const MAX_STREAMS: usize = 32_768;
 pub const HIGH_WATER: usize = 1024 * 1024;
 /// Buffered output bytes at which a write goes to the carrier without waiting for a flush.
 const WRITE_THROUGH: usize = 64 * 1024;
+/// Buffered output bytes from which a flush writes from the flushing task instead of
+/// handing off to the driver: waiting for other streams pays only for small frames.
+const FLUSH_INLINE: usize = 16 * 1024;
 /// Bytes the driver asks of the carrier per read.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -706,11 +709,19 @@ impl AsyncWrite for MuxStream {
     }
 
     /// Hands what was written to the driver, which sends it with whatever other streams
-    /// flush before it runs. Frames in the carrier's buffer are its business: there is
-    /// nothing to wait for.
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// flush before it runs; from [`FLUSH_INLINE`] buffered bytes on (bulk data) writes it
+    /// from this task. Frames in the carrier's buffer are its business: there is nothing
+    /// to wait for.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        lock(&this.shared.out).hand_off();
+        let mut out = lock(&this.shared.out);
+        if out.buf.len() < FLUSH_INLINE {
+            out.hand_off();
+        } else if let Some(e) = out.push(cx) {
+            drop(out);
+            this.shared.fail(format!("writing to the carrier: {e}"));
+            return Poll::Ready(Err(this.closed_error()));
+        }
         Poll::Ready(Ok(()))
     }
 
