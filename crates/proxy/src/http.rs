@@ -128,8 +128,21 @@ async fn tunnel(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<Body>
                 Ok(u) => u,
                 Err(e) => return debug!(%peer, %target, "HTTP CONNECT upgrade failed: {e}"),
             };
-            let mut upgraded = TokioIo::new(upgraded);
-            match kubelan_session::relay::copy_bidirectional(&mut upgraded, &mut flow).await {
+            // Back to the client's own socket (and the bytes hyper read past the
+            // request): the relay then writes to the kernel socket directly.
+            let mut client = match upgraded.downcast::<TokioIo<Counted<TcpStream>>>() {
+                Ok(parts) => {
+                    let mut client = parts.io.into_inner();
+                    if !parts.read_buf.is_empty() {
+                        client.unread(parts.read_buf.to_vec());
+                    }
+                    client
+                }
+                Err(_) => {
+                    return warn!(%peer, %target, "HTTP CONNECT: upgraded connection of an unexpected type; closing");
+                }
+            };
+            match kubelan_session::relay::copy_bidirectional(&mut client, &mut flow).await {
                 Ok((up, down)) => debug!(%peer, %target, up, down, "HTTP CONNECT flow closed"),
                 Err(e) => debug!(%peer, %target, "HTTP CONNECT flow ended: {e}"),
             }

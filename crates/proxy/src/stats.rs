@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
 use kubelan_proto::ErrorKind;
+use kubelan_session::relay::RelayEnd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Every [`ErrorKind`], in the order [`Stats::errors`] lists them.
@@ -154,6 +155,14 @@ impl<S> Counted<S> {
     pub(crate) fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// Counts the bytes a write to the client reports written.
+    fn count_down(&self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = r {
+            self.shared.counters.down(n);
+        }
+        r
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
@@ -185,10 +194,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.shared.counters.down(n);
-        }
-        r
+        self.count_down(r)
     }
 
     fn poll_write_vectored(
@@ -197,10 +203,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r {
-            self.shared.counters.down(n);
-        }
-        r
+        self.count_down(r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -213,6 +216,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: RelayEnd> RelayEnd for Counted<S> {
+    fn poll_write_last(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_last(cx, buf);
+        self.count_down(r)
     }
 }
 

@@ -514,6 +514,37 @@ async fn early_data_after_the_request_reaches_the_target() {
 }
 
 #[tokio::test]
+async fn http_connect_passes_bytes_sent_behind_the_request_and_the_end() {
+    let proxy = start(ProxyConfig::default()).await;
+    let echo = echo_server().await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    // The request and the tunnel's first bytes in one write: hyper reads both, and the
+    // bytes past the request must still reach the target, ahead of everything later.
+    let req = format!(
+        "CONNECT echo.cluster:{0} HTTP/1.1\r\nHost: echo.cluster:{0}\r\n\r\nearly ",
+        echo.port()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        timeout(T, s.read_exact(&mut b)).await.unwrap().unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(
+        head.starts_with("HTTP/1.1 200 Connection established\r\n"),
+        "{head}"
+    );
+    s.write_all(b"late").await.unwrap();
+    s.shutdown().await.unwrap();
+    // The echo server closes once it has echoed everything: the end passed both ways.
+    let mut rest = Vec::new();
+    timeout(T, s.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert_eq!(rest, b"early late");
+}
+
+#[tokio::test]
 async fn socks5_auth_required_wrong_and_right() {
     let proxy = start(with_auth()).await;
     let echo = echo_server().await;

@@ -262,6 +262,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlowConn<S> {
     }
 }
 
+/// A flow's `Fin` already follows its last data in the same carrier write.
+impl<S: AsyncRead + AsyncWrite + Unpin> crate::relay::RelayEnd for FlowConn<S> {}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FlowConn<S> {
     fn poll_write(
         self: Pin<&mut Self>,

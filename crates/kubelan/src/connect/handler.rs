@@ -65,8 +65,8 @@ impl Handler for TunHandler {
                     return;
                 }
             };
-            match kubelan_session::relay::copy_bidirectional(&mut local, &mut remote).await {
-                Ok((up, down)) => {
+            match kubelan_session::relay::copy_bidirectional(&mut remote, &mut local).await {
+                Ok((down, up)) => {
                     stats.bytes_up.fetch_add(up, Ordering::Relaxed);
                     stats.bytes_down.fetch_add(down, Ordering::Relaxed);
                 }
