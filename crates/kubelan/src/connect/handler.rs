@@ -65,6 +65,8 @@ impl Handler for TunHandler {
                     return;
                 }
             };
+            // The flow is the relay's `RelayEnd` side; the local stack's stream takes no
+            // last-bytes hint and sends its FIN after the queued bytes on its own.
             match kubelan_session::relay::copy_bidirectional(&mut remote, &mut local).await {
                 Ok((down, up)) => {
                     stats.bytes_up.fetch_add(up, Ordering::Relaxed);
