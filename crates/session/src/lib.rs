@@ -16,6 +16,8 @@ mod client;
 pub mod flow;
 pub mod mux;
 pub mod relay;
+#[cfg(test)]
+mod testio;
 
 pub use carrier::{CarrierDialer, CarrierError, CarrierKind, Dialed};
 pub use client::{CarrierInfo, Session, SessionConfig, SessionState, SessionStats};

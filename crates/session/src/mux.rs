@@ -791,55 +791,12 @@ mod tests {
         assert!(client.close_reason().unwrap().contains("closed"));
     }
 
-    /// A carrier end that counts the writes reaching it.
-    struct CountWrites<T> {
-        io: T,
-        writes: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    impl<T: AsyncRead + Unpin> AsyncRead for CountWrites<T> {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.io).poll_read(cx, buf)
-        }
-    }
-
-    impl<T: AsyncWrite + Unpin> AsyncWrite for CountWrites<T> {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            data: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let r = Pin::new(&mut self.io).poll_write(cx, data);
-            if let Poll::Ready(Ok(n)) = r
-                && n > 0
-            {
-                self.writes
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-            r
-        }
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.io).poll_flush(cx)
-        }
-        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.io).poll_shutdown(cx)
-        }
-    }
-
     #[tokio::test]
     async fn streams_flushing_in_one_tick_share_one_carrier_write() {
-        use std::sync::atomic::Ordering::SeqCst;
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = CountWrites {
-            io: a,
-            writes: writes.clone(),
-        };
-        let (client, _in_c) = spawn(counted, Side::Client);
+        let (logged, log) = crate::testio::Logged::new(a);
+        let writes = || log.lock().unwrap().len();
+        let (client, _in_c) = spawn(logged, Side::Client);
         let (_agent, mut in_a) = spawn(b, Side::Agent);
         // The preface and a first stream, so the carrier is idle afterwards.
         let mut first = client.open().await.unwrap();
@@ -847,7 +804,7 @@ mod tests {
         first.flush().await.unwrap();
         let mut t = in_a.recv().await.unwrap();
         t.read_exact(&mut [0u8; 1]).await.unwrap();
-        let before = writes.load(SeqCst);
+        let before = writes();
         // Eight streams become ready together (as after one batch of socket events) and
         // each writes, flushes and half-closes.
         let tasks: Vec<_> = (0..8u8)
@@ -876,11 +833,7 @@ mod tests {
         }
         got.sort();
         assert_eq!(got, (0..8u8).collect::<Vec<_>>());
-        assert_eq!(
-            writes.load(SeqCst) - before,
-            1,
-            "one write for all eight streams"
-        );
+        assert_eq!(writes() - before, 1, "one write for all eight streams");
     }
 
     #[tokio::test]

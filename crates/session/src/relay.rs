@@ -242,90 +242,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use crate::testio::{Call, Log, Logged};
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// What a relay end was asked to do, in order.
-    #[derive(Debug, PartialEq)]
-    enum Call {
-        Write(Vec<u8>),
-        Last(Vec<u8>),
-        Shutdown,
-    }
-
-    /// A duplex end that logs its writes and shutdowns.
-    struct Logged {
-        io: DuplexStream,
-        log: Arc<Mutex<Vec<Call>>>,
-    }
-
-    impl Logged {
-        fn write(
-            &mut self,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-            as_: fn(Vec<u8>) -> Call,
-        ) -> Poll<io::Result<usize>> {
-            self.log.lock().unwrap().push(as_(buf.to_vec()));
-            Pin::new(&mut self.io).poll_write(cx, buf)
-        }
-    }
-
-    impl AsyncRead for Logged {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.io).poll_read(cx, buf)
-        }
-    }
-
-    impl AsyncWrite for Logged {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            self.get_mut().write(cx, buf, Call::Write)
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.io).poll_flush(cx)
-        }
-
-        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.log.lock().unwrap().push(Call::Shutdown);
-            Pin::new(&mut self.io).poll_shutdown(cx)
-        }
-    }
-
-    impl RelayEnd for Logged {
-        fn poll_write_last(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            self.get_mut().write(cx, buf, Call::Last)
-        }
-    }
-
     /// The relay's two ends (`a` logged) and the programs at their far sides, plus the log.
     fn logged_pair() -> (
-        Logged,
+        Logged<DuplexStream>,
         DuplexStream,
         DuplexStream,
         DuplexStream,
-        Arc<Mutex<Vec<Call>>>,
+        Log,
     ) {
-        let log = Arc::new(Mutex::new(Vec::new()));
         let (io, a_app) = tokio::io::duplex(4096);
         let (b, b_app) = tokio::io::duplex(4096);
-        let a = Logged {
-            io,
-            log: log.clone(),
-        };
+        let (a, log) = Logged::new(io);
         (a, a_app, b, b_app, log)
     }
 

@@ -1,0 +1,96 @@
+//! Test helper: a stream wrapper that logs the writes and shutdowns reaching it.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::relay::RelayEnd;
+
+/// What the wrapped stream was asked to do, in order. Writes are logged with the bytes
+/// they actually took, and only when they took some.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Call {
+    Write(Vec<u8>),
+    /// A [`RelayEnd::poll_write_last`].
+    Last(Vec<u8>),
+    Shutdown,
+}
+
+/// The shared log of a [`Logged`].
+pub(crate) type Log = Arc<Mutex<Vec<Call>>>;
+
+/// `io` with every write and shutdown logged; the log is shared with the test.
+pub(crate) struct Logged<T> {
+    io: T,
+    log: Log,
+}
+
+impl<T: AsyncWrite + Unpin> Logged<T> {
+    pub(crate) fn new(io: T) -> (Logged<T>, Log) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        (
+            Logged {
+                io,
+                log: log.clone(),
+            },
+            log,
+        )
+    }
+
+    fn write(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        as_: fn(Vec<u8>) -> Call,
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.log.lock().unwrap().push(as_(buf[..n].to_vec()));
+        }
+        r
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Logged<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Logged<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().write(cx, buf, Call::Write)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.log.lock().unwrap().push(Call::Shutdown);
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> RelayEnd for Logged<T> {
+    fn poll_write_last(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().write(cx, buf, Call::Last)
+    }
+}
