@@ -6,8 +6,10 @@
 //! [`HostGuard`] owns one journal: [`HostGuard::restore`] undoes its changes in reverse order
 //! and deletes the journal, and dropping the guard does the same on a best-effort basis. When
 //! the process dies without either (`kill -9`, a panic with `panic = "abort"`, a power cut of
-//! the process but not the machine), the journal stays behind and [`reset`] (`kubelan reset`,
-//! and the start of the next `kubelan connect`) replays it once its owner is gone.
+//! the process but not the machine), the journal stays behind: the session's crash watcher
+//! ([`crate::watch`]) replays it as soon as its owner is gone, and [`reset`]
+//! (`kubelan reset`, and the start of the next `kubelan connect`) does when no watcher did.
+//! Replays take the state directory's replay lock, so they never overlap.
 //!
 //! Undo is idempotent: something that is already gone (a route that vanished with its TUN
 //! link, a hosts block someone removed) counts as undone. Files that someone else rewrote
@@ -257,6 +259,19 @@ pub enum Change {
         /// Table name.
         name: String,
     },
+    /// A Unix socket file we bound (the control socket of `kubelan connect`). Undo removes
+    /// it if it is still a socket and still ours.
+    UnixSocket {
+        /// The socket file.
+        path: PathBuf,
+        /// Its inode and change time (nanoseconds since the epoch) once bound, so a later
+        /// kubelan's socket at the same path is left alone even when it reuses the inode.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inode: Option<u64>,
+        /// See `inode`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ctime_ns: Option<i64>,
+    },
 }
 
 fn is_false(b: &bool) -> bool {
@@ -286,6 +301,7 @@ impl fmt::Display for Change {
                 value,
             } => write!(f, "kernel parameter {key} = {value} (was {previous})"),
             Self::NftTable { family, name } => write!(f, "nftables table {family} {name}"),
+            Self::UnixSocket { path, .. } => write!(f, "socket {}", path.display()),
         }
     }
 }
@@ -601,6 +617,11 @@ impl HostGuard {
         &self.state_dir
     }
 
+    /// The process owning the journal (this one).
+    pub fn owner(&self) -> Owner {
+        self.journal.owner
+    }
+
     /// The purpose given to [`begin`](Self::begin).
     pub fn purpose(&self) -> &str {
         &self.journal.purpose
@@ -672,6 +693,10 @@ impl HostGuard {
                 change: change.to_string(),
                 instead: "kubelan_sys::nft::create_table",
             }),
+            change @ Change::UnixSocket { .. } => Err(ApplyError::NotApplicable {
+                change: change.to_string(),
+                instead: "kubelan_sys::socket::bind",
+            }),
         }
     }
 
@@ -683,6 +708,19 @@ impl HostGuard {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Replaces the newest entry equal to `old` by `new` (a detail learnt once the change
+    /// was made, such as a socket's inode). When the journal cannot be rewritten, the old
+    /// entry stays, which still undoes the change.
+    pub(crate) fn amend(&mut self, old: &Change, new: Change) {
+        if let Some(i) = self.journal.changes.iter().rposition(|c| c == old) {
+            let previous = std::mem::replace(&mut self.journal.changes[i], new);
+            if let Err(e) = self.journal.store(&self.path) {
+                tracing::warn!(error = %e, "cannot amend a journal entry");
+                self.journal.changes[i] = previous;
+            }
+        }
     }
 
     /// Withdraws the newest entry equal to `change` (the change could not be made).
@@ -757,7 +795,7 @@ impl Drop for HostGuard {
 }
 
 /// Deletes the journal after a clean undo, or keeps only the failed changes in it.
-fn finish(path: &Path, journal: &mut Journal, report: &Report) {
+pub(crate) fn finish(path: &Path, journal: &mut Journal, report: &Report) {
     journal.changes = report.failed_changes();
     if journal.changes.is_empty() {
         match std::fs::remove_file(path) {
@@ -776,7 +814,7 @@ fn finish(path: &Path, journal: &mut Journal, report: &Report) {
     }
 }
 
-async fn undo_all(changes: Vec<Change>, state_dir: &Path) -> Report {
+pub(crate) async fn undo_all(changes: Vec<Change>, state_dir: &Path) -> Report {
     let mut outcomes = Vec::with_capacity(changes.len());
     for change in changes.into_iter().rev() {
         outcomes.push(undo(change, state_dir).await);
@@ -827,6 +865,29 @@ async fn undo(change: Change, state_dir: &Path) -> Outcome {
             reason: "not supported on this operating system".into(),
             change,
         },
+        Change::UnixSocket {
+            path,
+            inode,
+            ctime_ns,
+        } => crate::socket::undo(path, *inode, *ctime_ns, &change),
+    }
+}
+
+/// The lock file serialising journal replays in a state directory.
+const REPLAY_LOCK: &str = "replay.lock";
+
+/// Takes the replay lock of `state_dir` (blocking). `None` when the directory does not exist
+/// (there is nothing to replay) or the lock cannot be taken (replaying without it is what
+/// kubelan did before the lock existed: undo is idempotent, only the report may double).
+pub(crate) fn replay_lock(state_dir: &Path) -> Option<fsutil::StateLock> {
+    match fsutil::StateLock::take(state_dir, REPLAY_LOCK) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            // Missing directory: nothing to replay. Not ours (a user's `kubelan reset` of
+            // root's directory): listing it fails next and says so.
+            tracing::debug!(dir = %state_dir.display(), error = %e, "no replay lock");
+            None
+        }
     }
 }
 
@@ -928,6 +989,9 @@ impl fmt::Display for ResetReport {
 /// as in use and left alone. Running it twice is harmless: the second run has nothing to do.
 pub async fn reset(state_dir: &StateDir, force: bool) -> ResetReport {
     let mut report = ResetReport::default();
+    // One replay at a time: the crash watcher of a dead session, `kubelan reset` and the
+    // start of the next session may all find the same journal.
+    let _lock = replay_lock(state_dir.path());
     let files = match journals(state_dir) {
         Ok(f) => f,
         Err(e) => {

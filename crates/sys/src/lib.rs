@@ -5,9 +5,11 @@
 //! Every change kubelan makes to the host (a TUN link, routes, resolver configuration, a
 //! hosts-file block) goes through a [`journal::HostGuard`]: the change is written to a journal
 //! in the state directory first, then made, and undone when the guard is restored or dropped.
-//! After a crash, [`journal::reset`] replays the journals of dead owners. The changes
+//! After a crash, the session's crash watcher ([`watch`]) replays its journal at once, and
+//! [`journal::reset`] replays whatever journals of dead owners remain. The changes
 //! themselves live in [`net`] (routes, links and addresses over rtnetlink), [`dns`] (split DNS
-//! through systemd-resolved or `resolv.conf`) and [`hosts`] (a marked block in a hosts file).
+//! through systemd-resolved or `resolv.conf`), [`hosts`] (a marked block in a hosts file),
+//! `sysctl`, `nft` and [`socket`] (a control socket file).
 //!
 //! This is the only crate of the workspace that may use `unsafe`: `pre_exec` hooks and raw
 //! namespace system calls live here behind safe functions. Namespace and process helpers are
@@ -33,10 +35,12 @@ pub mod journal;
 pub mod net;
 #[cfg(target_os = "linux")]
 pub mod nft;
+pub mod socket;
 #[cfg(target_os = "linux")]
 pub mod sysctl;
 #[cfg(test)]
 mod testutil;
+pub mod watch;
 
 use std::path::PathBuf;
 

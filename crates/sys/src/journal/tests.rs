@@ -82,6 +82,22 @@ fn change_json_is_stable() {
             },
             r#"{"kind":"hosts_block","path":"/etc/hosts","marker":"forward-12"}"#,
         ),
+        (
+            Change::UnixSocket {
+                path: "/run/kubelan/connect.sock".into(),
+                inode: Some(42),
+                ctime_ns: Some(1_700_000_000_000_000_001),
+            },
+            r#"{"kind":"unix_socket","path":"/run/kubelan/connect.sock","inode":42,"ctime_ns":1700000000000000001}"#,
+        ),
+        (
+            Change::UnixSocket {
+                path: "/run/kubelan/connect.sock".into(),
+                inode: None,
+                ctime_ns: None,
+            },
+            r#"{"kind":"unix_socket","path":"/run/kubelan/connect.sock"}"#,
+        ),
     ];
     for (change, json) in cases {
         assert_eq!(serde_json::to_string(&change).unwrap(), json);
