@@ -18,6 +18,7 @@ mod forward;
 mod gateway;
 mod routes;
 mod tunnel;
+mod watcher;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -69,6 +70,10 @@ enum Command {
     Agent(kubelan_agent::AgentArgs),
     /// A simulated cluster in Linux network namespaces, to try kubelan without one (root).
     Lab(LabArgs),
+    /// Undo a session's host changes when its process dies without doing so (started by
+    /// `connect` and `gateway`, one per session).
+    #[command(hide = true)]
+    CrashWatcher(watcher::WatcherArgs),
 }
 
 #[derive(Args, Debug)]
@@ -437,6 +442,8 @@ fn main() -> ExitCode {
     let threads = match &cli.command {
         Command::Proxy(a) => Some(a.threads),
         Command::Agent(a) => Some(a.threads),
+        // Waits on one descriptor, then undoes a few changes: one thread is plenty.
+        Command::CrashWatcher(_) => Some(1),
         _ => None,
     };
     let rt = match threads {
@@ -483,6 +490,7 @@ fn main() -> ExitCode {
                     kubelan_cluster::cli::run_rbac(args).map(|()| ExitCode::SUCCESS)
                 }
                 Command::Agent(args) => kubelan_agent::run(args).await.map(|()| ExitCode::SUCCESS),
+                Command::CrashWatcher(args) => watcher::run(args).await,
             }
         });
         match task.await {

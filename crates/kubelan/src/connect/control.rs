@@ -2,13 +2,16 @@
 //! `kubelan quit` stops it. One request line in (`status` or `quit`), one JSON line out.
 //!
 //! The socket lives in kubelan's state directory, so only whoever may change the
-//! machine's network (root) can reach it.
+//! machine's network (root) can reach it. It is bound through the session's host guard:
+//! the socket file goes with the session's other changes on exit, and after a crash the
+//! crash watcher (or `kubelan reset`) removes it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use kubelan_sys::journal::HostGuard;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
@@ -21,15 +24,17 @@ pub(crate) fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SOCKET)
 }
 
-/// Serves the control socket until `stop` is cancelled; `quit` requests cancel `stop`.
-/// A stale socket file (no one listening) is replaced; a live one is an error, since a
-/// second `connect` would fight the first over routes and DNS.
+/// Serves the control socket (in `guard`'s state directory, recorded in its journal) until
+/// `stop` is cancelled; `quit` requests cancel `stop`. A stale socket file (no one
+/// listening) is replaced; a live one is an error, since a second `connect` would fight the
+/// first over routes and DNS. The guard removes the file when it restores.
 pub(crate) async fn serve(
-    path: PathBuf,
+    guard: &mut HostGuard,
     status: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    if path.exists() {
+    let path = socket_path(guard.state_dir().path());
+    if std::fs::symlink_metadata(&path).is_ok() {
         if UnixStream::connect(&path).await.is_ok() {
             anyhow::bail!(
                 "another `kubelan connect` is running (control socket {}); stop it with `sudo kubelan quit`",
@@ -38,7 +43,10 @@ pub(crate) async fn serve(
         }
         let _ = std::fs::remove_file(&path);
     }
-    let listener = UnixListener::bind(&path)
+    let listener = kubelan_sys::socket::bind(guard, &path)?;
+    let listener = listener
+        .set_nonblocking(true)
+        .and_then(|()| UnixListener::from_std(listener))
         .with_context(|| format!("cannot listen on {}", path.display()))?;
     Ok(tokio::spawn(async move {
         loop {
@@ -72,7 +80,6 @@ pub(crate) async fn serve(
                 let _ = wr.write_all(out.as_bytes()).await;
             });
         }
-        let _ = std::fs::remove_file(&path);
     }))
 }
 
@@ -122,15 +129,15 @@ mod tests {
     async fn status_quit_and_a_second_instance() {
         let dir = std::env::temp_dir().join(format!("kl-control-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let state = kubelan_sys::journal::StateDir::new(&dir);
+        let mut guard = HostGuard::begin(&state, "connect").unwrap();
         let stop = CancellationToken::new();
         let status: Arc<dyn Fn() -> serde_json::Value + Send + Sync> =
             Arc::new(|| serde_json::json!({"state": "connected"}));
-        let task = serve(socket_path(&dir), status.clone(), stop.clone())
+        let task = serve(&mut guard, status.clone(), stop.clone())
             .await
             .unwrap();
-        let err = serve(socket_path(&dir), status, stop.clone())
-            .await
-            .unwrap_err();
+        let err = serve(&mut guard, status, stop.clone()).await.unwrap_err();
         assert!(
             err.to_string().contains("another `kubelan connect`"),
             "{err}"
@@ -144,6 +151,13 @@ mod tests {
         assert!(stop.is_cancelled());
         task.await.unwrap();
         assert!(request(&dir, "status").await.unwrap().is_none());
+        // The socket file is the guard's to remove, with the session's other changes.
+        let report = guard.restore().await;
+        assert_eq!(
+            report.to_string(),
+            format!("removed socket {}", socket_path(&dir).display())
+        );
+        assert!(!socket_path(&dir).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -306,6 +306,8 @@ pub(crate) async fn run(args: ConnectArgs, lan: Option<LanService>) -> anyhow::R
     }
     let purpose = if lan.is_some() { "gateway" } else { "connect" };
     let mut guard = HostGuard::begin(&state, purpose)?;
+    // Undoes the changes below if this process dies without doing so (kill -9, OOM).
+    let _watcher = crate::watcher::start(&guard);
     let result = serve(
         &args, events, &mut guard, &session, facts, plan, lan, &shutdown,
     )
@@ -550,12 +552,8 @@ async fn serve(
     });
     let quit = CancellationToken::new();
     let status_live = live.clone();
-    let control = control::serve(
-        control::socket_path(guard.state_dir().path()),
-        Arc::new(move || status_live.status()),
-        quit.clone(),
-    )
-    .await?;
+    let control =
+        control::serve(guard, Arc::new(move || status_live.status()), quit.clone()).await?;
     report_states(session, events, shutdown.clone());
 
     let result = tokio::select! {

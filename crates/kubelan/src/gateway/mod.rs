@@ -253,6 +253,8 @@ async fn node(args: GatewayArgs, lans: Vec<IpNet>) -> anyhow::Result<()> {
 
     // Host changes, each journalled first.
     let mut guard = HostGuard::begin(&state, "gateway")?;
+    // Undoes the changes below if this process dies without doing so (kill -9, OOM).
+    let _watcher = crate::watcher::start(&guard);
     let result = serve_node(
         &args, events, &mut guard, &facts, lan4, cluster4, lans, sockets, listen,
     )
