@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
-use support::{Background, Cluster, Lab, curl, lab_available, on_host, root_snapshot, wait_for};
+use support::{
+    Background, Cluster, Lab, crash_watcher_of, curl, host_snapshot, kill_9_and_time,
+    lab_available, on_host, root_snapshot, wait_for,
+};
 
 /// `kubelan connect` on the laptop.
 fn connect(lab: &Lab, extra: &str) -> Background {
@@ -103,6 +106,7 @@ fn connect_end_to_end() {
     let cluster = Cluster::new(&lab);
     laptop(&lab, &["kubelan", "install"]);
     let resolv_before = laptop(&lab, &["cat", "/etc/resolv.conf"]);
+    let laptop_before = host_snapshot(&lab, "laptop");
     let routes_before = laptop(&lab, &["ip", "route"]);
     let wan_before = laptop(&lab, &["getent", "hosts", "www.wan.example"]);
     assert!(wan_before.starts_with("198.51.100.1 "), "{wan_before}");
@@ -279,31 +283,86 @@ fn connect_end_to_end() {
     );
     assert_eq!(tun_routes(&lab), routes);
 
-    // kill -9: the machine keeps the changes until `kubelan reset` restores it exactly.
+    // kill -9: with nobody running anything, the crash watcher puts the machine back
+    // within 2 s: names outside the cluster resolve again, and links, routes, nft,
+    // sysctls, resolver and hosts file are as before connect; no socket or journal is left.
     let pid = conn.command_pid();
-    lab.exec_ok("laptop", &["kill", "-9", &pid.to_string()]);
+    let watcher = crash_watcher_of(pid).expect("connect runs a crash watcher");
+    let took = kill_9_and_time(
+        &lab,
+        "laptop",
+        pid,
+        &[
+            "! grep -q 'managed by kubelan' /etc/resolv.conf",
+            "! ls /run/kubelan/journal-* >/dev/null 2>&1",
+        ],
+        2,
+    );
+    eprintln!(
+        "kill -9 of connect: resolver restored after {:?}, every change undone after {:?}",
+        took[0], took[1]
+    );
+    assert!(took[1] < Duration::from_secs(2), "{took:?}");
+    assert_eq!(
+        laptop(&lab, &["getent", "hosts", "www.wan.example"]),
+        wan_before
+    );
+    assert_eq!(host_snapshot(&lab, "laptop"), laptop_before);
+    let state = laptop(&lab, &["ls", "-A", "/run/kubelan"]);
+    assert!(
+        !state.contains("connect.sock") && !state.contains("journal-"),
+        "left in the state directory: {state}"
+    );
+    conn.wait_log("its crash watcher undid them", 5);
+    wait_for("the crash watcher to exit", 5, || {
+        (!kubelan_sys::process_alive(watcher)).then_some(())
+    });
     let mut conn = conn;
     conn.wait_exit(10);
-    assert_ne!(laptop(&lab, &["cat", "/etc/resolv.conf"]), resolv_before);
+    drop(conn);
     let reset = laptop(&lab, &["kubelan", "reset"]);
-    assert!(reset.contains("restored /etc/resolv.conf"), "{reset}");
-    assert_eq!(laptop(&lab, &["cat", "/etc/resolv.conf"]), resolv_before);
-    assert_eq!(laptop(&lab, &["ip", "route"]), routes_before);
-    assert!(laptop(&lab, &["kubelan", "reset"]).contains("nothing to reset"));
+    assert!(reset.contains("nothing to reset"), "{reset}");
 
-    // The next connect also cleans up after a crash by itself.
+    // The watcher dies too (killed with the session): the next connect cleans up first.
     let again = connect(&lab, "");
     again.wait_log("✓ connected via", 30);
-    lab.exec_ok("laptop", &["kill", "-9", &again.command_pid().to_string()]);
+    let pid = again.command_pid();
+    let watcher = crash_watcher_of(pid).expect("connect runs a crash watcher");
+    lab.exec_ok(
+        "laptop",
+        &["kill", "-9", &watcher.to_string(), &pid.to_string()],
+    );
+    wait_for("connect to die", 10, || {
+        (!kubelan_sys::process_alive(pid)).then_some(())
+    });
     drop(again);
+    assert_ne!(laptop(&lab, &["cat", "/etc/resolv.conf"]), resolv_before);
     let third = connect(&lab, "");
     third.wait_log("left by an earlier run", 30);
     third.wait_log("✓ connected via", 30);
     http_200(&lab, "http://web/");
     laptop(&lab, &["kubelan", "quit"]);
     drop(third);
-    assert_eq!(laptop(&lab, &["cat", "/etc/resolv.conf"]), resolv_before);
-    assert_eq!(laptop(&lab, &["ip", "route"]), routes_before);
+    assert_eq!(host_snapshot(&lab, "laptop"), laptop_before);
+    assert!(laptop(&lab, &["kubelan", "reset"]).contains("nothing to reset"));
+    // And `kubelan reset` alone does it too, as before there was a watcher.
+    let fourth = connect(&lab, "");
+    fourth.wait_log("✓ connected via", 30);
+    let pid = fourth.command_pid();
+    let watcher = crash_watcher_of(pid).expect("connect runs a crash watcher");
+    lab.exec_ok(
+        "laptop",
+        &["kill", "-9", &watcher.to_string(), &pid.to_string()],
+    );
+    wait_for("connect to die", 10, || {
+        (!kubelan_sys::process_alive(pid)).then_some(())
+    });
+    drop(fourth);
+    let reset = laptop(&lab, &["kubelan", "reset"]);
+    assert!(reset.contains("restored /etc/resolv.conf"), "{reset}");
+    assert!(reset.contains("removed socket"), "{reset}");
+    assert_eq!(host_snapshot(&lab, "laptop"), laptop_before);
+    assert!(laptop(&lab, &["kubelan", "reset"]).contains("nothing to reset"));
 
     lab.down();
     assert_eq!(root_snapshot(), root_before, "root namespace changed");

@@ -3,14 +3,17 @@
 //! nothing of kubelan: the office router gets the routes `kubelan routes --format linux`
 //! prints, the PCs' resolver is the gateway. With the lab's seed-001 fault on, `--no-snat`
 //! fails for pods behind the other node and `kubelan doctor` names the cause; SNAT works.
-//! Bad input changes nothing; `kill -9` + `kubelan reset` restores the node's nft ruleset,
-//! sysctls and routes. Needs root; CI runs them with `KUBELAN_E2E_REQUIRED=1`.
+//! Bad input changes nothing; after `kill -9` the gateway's crash watcher restores the
+//! host's nft ruleset, sysctls and routes within 2 s. Needs root; CI runs them with `KUBELAN_E2E_REQUIRED=1`.
 
 mod support;
 
 use std::process::Output;
 
-use support::{Background, Cluster, Lab, http_code, lab_available, pods_of, root_snapshot};
+use support::{
+    Background, Cluster, Lab, crash_watcher_of, host_snapshot, http_code, kill_9_and_time,
+    lab_available, pods_of, root_snapshot,
+};
 
 const NODE1: &str = "10.4.7.11";
 const PC2: &str = "172.16.1.12";
@@ -219,6 +222,7 @@ fn gateway_serves_the_office_lan() {
     });
 
     // Default SNAT: everything works from both PCs; doctor passes.
+    let node1_snapshot = host_snapshot(&lab, "node1");
     let gw = Background::start(
         &lab,
         "node1",
@@ -248,24 +252,22 @@ fn gateway_serves_the_office_lan() {
         "SNAT counter did not move: {counters}"
     );
 
-    // kill -9, then reset: ruleset, sysctls and routes as before.
+    // kill -9: the crash watcher deletes the table and restores forwarding within 2 s,
+    // with nobody running anything; `kubelan reset` then has nothing left to do.
     let pid = gw.command_pid();
-    lab.exec_ok("node1", &["kill", "-9", &pid.to_string()]);
-    support::wait_for("the gateway to die", 10, || {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-    });
-    drop(gw);
-    assert!(
-        lab.exec_ok("node1", &["nft", "list", "tables"])
-            .contains("kubelan"),
-        "kill -9 should leave the table for reset"
+    assert!(crash_watcher_of(pid).is_some(), "no crash watcher");
+    let took = kill_9_and_time(
+        &lab,
+        "node1",
+        pid,
+        &["! ls /run/kubelan/journal-* >/dev/null 2>&1"],
+        2,
     );
-    let reset = lab.exec_ok("node1", &["kubelan", "reset"]);
-    assert!(
-        reset.contains("deleted nftables table ip kubelan"),
-        "{reset}"
-    );
+    eprintln!("kill -9 of the node gateway: restored after {:?}", took[0]);
     assert_eq!(host_state(&lab, "node1"), node1_before);
+    assert_eq!(host_snapshot(&lab, "node1"), node1_snapshot);
+    gw.wait_log("its crash watcher undid them", 5);
+    drop(gw);
     let again = lab.exec_ok("node1", &["kubelan", "reset"]);
     assert!(again.contains("nothing to reset"), "{again}");
 
@@ -274,6 +276,7 @@ fn gateway_serves_the_office_lan() {
     route_office_to(&lab, PC2);
     use_resolver(&lab, "pc1", PC2);
     let pc2_before = host_state(&lab, "pc2");
+    let pc2_snapshot = host_snapshot(&lab, "pc2");
     let forwarding = || lab.exec_ok("pc2", &["sysctl", "-n", "net.ipv4.ip_forward"]);
     assert_eq!(forwarding().trim(), "0", "a PC does not forward before");
     let gw = Background::start(
@@ -287,25 +290,30 @@ fn gateway_serves_the_office_lan() {
     gw.wait_log("✓ connected via", 60);
     lan_reaches_cluster(&lab, &cluster, "pc1");
     assert_eq!(forwarding().trim(), "1", "the tunnel gateway forwards");
-    // kill -9 here too: reset must put the sysctl back (the TUN and its routes die with
-    // the process).
+    // kill -9 here too: the watcher puts the sysctl back (the TUN and its routes die with
+    // the process; the pinned routes and the journal go with the watcher's replay).
     let pid = gw.command_pid();
-    lab.exec_ok("pc2", &["kill", "-9", &pid.to_string()]);
-    support::wait_for("the tunnel gateway to die", 10, || {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-    });
-    drop(gw);
-    assert_eq!(
-        forwarding().trim(),
-        "1",
-        "kill -9 leaves forwarding on for reset"
+    assert!(crash_watcher_of(pid).is_some(), "no crash watcher");
+    let took = kill_9_and_time(
+        &lab,
+        "pc2",
+        pid,
+        &["! ls /run/kubelan/journal-* >/dev/null 2>&1"],
+        2,
     );
-    let reset = lab.exec_ok("pc2", &["kubelan", "reset"]);
-    assert!(
-        reset.contains("set net.ipv4.ip_forward back to 0"),
-        "{reset}"
+    eprintln!(
+        "kill -9 of the tunnel gateway: restored after {:?}",
+        took[0]
     );
+    assert_eq!(forwarding().trim(), "0", "forwarding is off again");
     assert_eq!(host_state(&lab, "pc2"), pc2_before);
+    assert_eq!(host_snapshot(&lab, "pc2"), pc2_snapshot);
+    gw.wait_log("its crash watcher undid them", 5);
+    drop(gw);
+    let reset = lab.exec_ok("pc2", &["kubelan", "reset"]);
+    assert!(reset.contains("nothing to reset"), "{reset}");
+    let sockets = lab.exec_ok("pc2", &["ls", "-A", "/run/kubelan"]);
+    assert!(!sockets.contains(".sock"), "left behind: {sockets}");
 
     drop(cluster);
     lab.down();

@@ -505,3 +505,73 @@ pub(crate) fn pods_of(cluster: &Cluster, selector: &str) -> Vec<(String, String,
         })
         .collect()
 }
+
+/// What a session may change on a lab host and must put back byte for byte: links, routes
+/// (every table, both families), the nft ruleset, forwarding and per-interface sysctls,
+/// the resolver configuration and hosts file.
+pub(crate) fn host_snapshot(lab: &Lab, host: &str) -> String {
+    let mut s = String::new();
+    for argv in [
+        &["ip", "link"][..],
+        &["ip", "-4", "route", "show", "table", "all"],
+        &["ip", "-6", "route", "show", "table", "all"],
+        &["ip", "rule"],
+        &["nft", "-s", "list", "ruleset"],
+        &[
+            "sh",
+            "-c",
+            "sysctl -a 2>/dev/null | grep -E '^net\\.ipv4\\.ip_forward|^net\\.ipv(4|6)\\.conf\\.(all|default)\\.'",
+        ],
+        &["cat", "/etc/resolv.conf"],
+        &["cat", "/etc/hosts"],
+    ] {
+        s.push_str(&format!(
+            "== {}\n{}",
+            argv.join(" "),
+            lab.exec_ok(host, argv)
+        ));
+    }
+    s
+}
+
+/// The crash watcher of the kubelan process `owner` (its PID), if one runs.
+pub(crate) fn crash_watcher_of(owner: u32) -> Option<u32> {
+    let needle = "crash-watcher\0--journal\0";
+    let owner_arg = format!("\0--owner-pid\0{owner}\0");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmdline);
+        (cmd.contains(needle) && cmd.contains(&owner_arg)).then_some(pid)
+    })
+}
+
+/// `kill -9 PID` on `host`, then, measured on the host itself from the kill, how long until
+/// each shell condition in `restored` holds (in order, polled every 5 ms, each for at most
+/// `secs` seconds). Nothing else runs meanwhile: the host must restore itself.
+pub(crate) fn kill_9_and_time(
+    lab: &Lab,
+    host: &str,
+    pid: u32,
+    restored: &[&str],
+    secs: u32,
+) -> Vec<Duration> {
+    let mut script = format!("kill -9 {pid}; s=$(date +%s%N)");
+    for cond in restored {
+        script.push_str(&format!(
+            "; i=0; until {cond}; do i=$((i+1)); if [ $i -gt {} ]; then echo 'timed out: {}'; exit 1; fi; sleep 0.005; done; echo $(( ($(date +%s%N) - s) / 1000 ))",
+            secs * 200,
+            cond.replace('\'', "")
+        ));
+    }
+    let out = lab.exec_ok(host, &["sh", "-c", &script]);
+    out.lines()
+        .map(|l| {
+            Duration::from_micros(
+                l.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("restore timing: {out}")),
+            )
+        })
+        .collect()
+}
