@@ -324,7 +324,7 @@ pub(crate) async fn restore(guard: HostGuard, events: Events) {
         events.emit(
             "restore",
             json!({"message": o.to_string()}),
-            &format!("  restored: {o}"),
+            &format!("  {o}"),
         );
     }
     if !report.is_clean() {
