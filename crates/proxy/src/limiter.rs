@@ -26,8 +26,9 @@
 //! (at most [`LoginLimits::max_trusted`] of them) are not held back by that overflow
 //! entry, so known clients keep working during such an attack.
 //!
-//! Failures are logged in aggregate: [`LoginOutcome::Rejected::announce`] marks the first
-//! failure since the last [`Report`], which the caller takes every few seconds.
+//! Failures are logged in aggregate: the `announce` flag of [`LoginOutcome::Rejected`]
+//! marks the first failure since the last [`Report`], which the caller takes every few
+//! seconds.
 
 use std::collections::HashMap;
 use std::fmt;
