@@ -1,4 +1,5 @@
-//! Proxy credentials (`--auth user:password`) and their constant-time check.
+//! Proxy credentials (`--auth-file`, `KUBELAN_PROXY_AUTH`, `--auth user:password`) and
+//! their constant-time check.
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +19,9 @@ pub enum CredentialsError {
     /// No `:` between username and password.
     #[error("proxy credentials must look like user:password (no ':' found)")]
     MissingColon,
+    /// A credentials file whose first line is empty (or an empty file).
+    #[error("the first line must be user:password, but it is empty")]
+    EmptyFile,
     /// The username or password is empty.
     #[error("proxy credentials need a non-empty username and password")]
     Empty,
@@ -57,8 +61,29 @@ impl Credentials {
         &self.username
     }
 
-    /// Whether `username`/`password` match, in time that does not depend on where they
-    /// differ.
+    /// The password (for the fuzz checks; never logged).
+    pub(crate) fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// Credentials from the text of a credentials file: its first line is
+    /// `user:password` (a trailing `\r` is dropped; nothing else is trimmed, so a password
+    /// may start or end with spaces). Later lines are ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`CredentialsError::EmptyFile`] for an empty first line, else as [`str::parse`].
+    pub fn from_file_text(text: &str) -> Result<Credentials, CredentialsError> {
+        let line = text.split('\n').next().unwrap_or("");
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            return Err(CredentialsError::EmptyFile);
+        }
+        line.parse()
+    }
+
+    /// Whether `username`/`password` match, in time that depends on neither their
+    /// lengths nor the position of the first differing byte.
     pub(crate) fn matches(&self, username: &[u8], password: &[u8]) -> bool {
         // `&`, not `&&`: always compare both.
         ct_eq(self.username.as_bytes(), username) & ct_eq(self.password.as_bytes(), password)
@@ -66,15 +91,7 @@ impl Credentials {
 
     /// Checks an HTTP `Proxy-Authorization` value (`Basic base64(user:password)`).
     pub(crate) fn matches_basic(&self, header: &[u8]) -> bool {
-        let Some(rest) = header
-            .get(..6)
-            .filter(|s| s.eq_ignore_ascii_case(b"basic "))
-            .and_then(|_| header.get(6..))
-        else {
-            return false;
-        };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim_ascii())
-        else {
+        let Some(decoded) = decode_basic(header) else {
             return false;
         };
         match decoded.iter().position(|&b| b == b':') {
@@ -82,6 +99,30 @@ impl Credentials {
             None => false,
         }
     }
+}
+
+/// The `user:password` bytes of a `Basic` authorization value, if it is one.
+fn decode_basic(header: &[u8]) -> Option<Vec<u8>> {
+    let rest = header
+        .get(..6)
+        .filter(|s| s.eq_ignore_ascii_case(b"basic "))
+        .and_then(|_| header.get(6..))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(rest.trim_ascii())
+        .ok()
+}
+
+/// The username of a `Basic` authorization value, for the log (empty when it does not
+/// decode).
+pub(crate) fn basic_username(header: &[u8]) -> Vec<u8> {
+    let mut decoded = decode_basic(header).unwrap_or_default();
+    decoded.truncate(
+        decoded
+            .iter()
+            .position(|&b| b == b':')
+            .unwrap_or(decoded.len()),
+    );
+    decoded
 }
 
 impl FromStr for Credentials {
@@ -103,15 +144,36 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// Equality whose running time depends only on the lengths.
+/// Bytes [`ct_eq`] always compares: the longest username or password there is.
+const CT_LEN: usize = 255;
+
+/// Equality of two byte strings whose running time is the same for every input: it
+/// always walks [`CT_LEN`] bytes (so neither the secret's length nor the first
+/// differing byte shows) and folds the length difference in without a branch. Inputs
+/// longer than [`CT_LEN`] never equal a credential, whose parts are at most that long.
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
+    let mut diff = (a.len() ^ b.len()) as u64 | u64::from(a.len() > CT_LEN);
+    for i in 0..CT_LEN {
         let x = a.get(i).copied().unwrap_or(0);
         let y = b.get(i).copied().unwrap_or(0);
-        diff |= std::hint::black_box(x ^ y);
+        // black_box keeps the optimiser from turning the fold into an early exit.
+        diff |= u64::from(std::hint::black_box(x ^ y));
     }
-    diff == 0
+    std::hint::black_box(diff) == 0
+}
+
+/// Why a credentials file may not be used, from its Unix permission bits: anyone else on
+/// the machine could read (or replace) the password. `None` when the mode is private.
+pub fn file_mode_problem(mode: u32) -> Option<String> {
+    let open = mode & 0o077;
+    (open != 0).then(|| {
+        let who = match (open & 0o070 != 0, open & 0o007 != 0) {
+            (true, true) => "group and others",
+            (true, false) => "its group",
+            _ => "other users",
+        };
+        format!("it is accessible to {who} (mode {:04o})", mode & 0o7777)
+    })
 }
 
 #[cfg(test)]
@@ -138,6 +200,60 @@ mod tests {
     }
 
     #[test]
+    fn ct_eq_compares_everything() {
+        assert!(ct_eq(b"", b""));
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(
+            !ct_eq(b"abc", b"abc\0"),
+            "a zero byte past the end still counts"
+        );
+        assert!(!ct_eq(b"abc\0", b"abc"));
+        assert!(!ct_eq(b"", b"\0"));
+        let long = [b'x'; 300];
+        assert!(!ct_eq(&long, &long), "longer than any credential");
+        assert!(ct_eq(&long[..255], &long[..255]));
+        assert!(!ct_eq(&long[..255], &long[..256]));
+        // Length differences far apart must not cancel out in the fold.
+        assert!(!ct_eq(&[0u8; 1], &[0u8; 257]));
+    }
+
+    #[test]
+    fn credentials_files() {
+        let c = Credentials::from_file_text("alice: pw with spaces \r\nignored\n").unwrap();
+        assert!(c.matches(b"alice", b" pw with spaces "));
+        for text in ["alice:pw", "alice:pw\r", "alice:pw\n"] {
+            let c = Credentials::from_file_text(text).unwrap();
+            assert!(c.matches(b"alice", b"pw"), "{text:?}");
+        }
+        for bad in ["", "\n", "\nalice:pw\n", "\r\n"] {
+            assert_eq!(
+                Credentials::from_file_text(bad),
+                Err(CredentialsError::EmptyFile),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Credentials::from_file_text("alice\n"),
+            Err(CredentialsError::MissingColon)
+        );
+        assert_eq!(file_mode_problem(0o100600), None);
+        assert_eq!(file_mode_problem(0o400), None);
+        assert_eq!(
+            file_mode_problem(0o100644).unwrap(),
+            "it is accessible to group and others (mode 0644)"
+        );
+        assert_eq!(
+            file_mode_problem(0o640).unwrap(),
+            "it is accessible to its group (mode 0640)"
+        );
+        assert_eq!(
+            file_mode_problem(0o602).unwrap(),
+            "it is accessible to other users (mode 0602)"
+        );
+    }
+
+    #[test]
     fn basic_header() {
         let c = Credentials::new("alice", "pw").unwrap();
         let b64 = base64::engine::general_purpose::STANDARD.encode("alice:pw");
@@ -148,5 +264,10 @@ mod tests {
         assert!(!c.matches_basic(b"Basic"));
         let wrong = base64::engine::general_purpose::STANDARD.encode("alice:pW");
         assert!(!c.matches_basic(format!("Basic {wrong}").as_bytes()));
+        assert_eq!(
+            basic_username(format!("Basic {wrong}").as_bytes()),
+            b"alice"
+        );
+        assert_eq!(basic_username(b"Basic !!!"), b"");
     }
 }

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::limiter::LoginOutcome;
 use crate::server::Shared;
 use crate::stats::{Counted, FlowGuard};
 use crate::{ErrorKind, FlowError, Target};
@@ -73,25 +74,31 @@ pub(crate) async fn serve_http(
 }
 
 async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<Body> {
-    if let Some(creds) = &conn.shared.config.auth {
-        let presented = req.headers().get(header::PROXY_AUTHORIZATION);
-        if !presented.is_some_and(|v| creds.matches_basic(v.as_bytes())) {
-            conn.shared.counters.auth_failure();
-            let why = if presented.is_some() {
-                "wrong credentials"
-            } else {
-                "no Proxy-Authorization header"
-            };
-            warn!(peer = %conn.peer, "HTTP proxy: authentication failed ({why})");
-            let mut resp = text(
-                StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-                "kubelan proxy: credentials required (curl: --proxy-user USER:PASSWORD)\n",
-            );
-            resp.headers_mut().insert(
-                header::PROXY_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"kubelan\""),
-            );
-            return resp;
+    if conn.shared.config.auth.is_some() {
+        match req.headers().get(header::PROXY_AUTHORIZATION) {
+            // No credentials tried (browsers ask first): not a guess, not throttled —
+            // unless the source is already blocked.
+            None if conn.shared.admit(conn.peer) => {
+                conn.shared.counters.auth_failure();
+                debug!(peer = %conn.peer, "HTTP proxy: no Proxy-Authorization header; answering 407");
+                return auth_required();
+            }
+            None => return throttled(),
+            Some(presented) => {
+                let value = presented.as_bytes();
+                let user = crate::auth::basic_username(value);
+                match conn
+                    .shared
+                    .login(conn.peer, &user, |c| c.matches_basic(value))
+                {
+                    LoginOutcome::Accepted => {}
+                    LoginOutcome::Rejected { hold, .. } => {
+                        conn.shared.hold_failure(hold).await;
+                        return auth_required();
+                    }
+                    LoginOutcome::Throttled { .. } => return throttled(),
+                }
+            }
         }
     }
     if req.method() == Method::CONNECT {
@@ -330,6 +337,30 @@ fn flow_error(conn: &ClientConn, target: &Target, e: &FlowError) -> Response<Bod
         format!(" ({})", e.message)
     };
     text(status, format!("kubelan proxy: {what}: {target}{detail}\n"))
+}
+
+/// 407 with the challenge clients answer with Basic credentials.
+fn auth_required() -> Response<Body> {
+    let mut resp = text(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "kubelan proxy: credentials required (curl: --proxy-user USER:PASSWORD)\n",
+    );
+    resp.headers_mut().insert(
+        header::PROXY_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"kubelan\""),
+    );
+    resp
+}
+
+/// 429 for a source blocked after failed logins; the connection is closed after it.
+fn throttled() -> Response<Body> {
+    let mut resp = text(
+        StatusCode::TOO_MANY_REQUESTS,
+        "kubelan proxy: too many failed logins from this address; try again later\n",
+    );
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {

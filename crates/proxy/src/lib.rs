@@ -18,11 +18,14 @@
 //!   (`GET http://web.default.svc/…`) are forwarded in origin form.
 //! * SOCKS5 UDP ASSOCIATE relays datagrams through [`Connector::open_udp`], one flow per
 //!   destination.
+//! * With credentials configured, failed logins are throttled per source address
+//!   ([`LoginLimits`]): growing delays, then a lockout, logged in aggregate.
 //! * Host names are never resolved here: they travel as [`Target::Name`] and resolve on
 //!   the far side, so cluster DNS names work without touching the machine's resolver.
 
 mod auth;
 mod http;
+mod limiter;
 mod server;
 pub mod socks5;
 mod stats;
@@ -34,7 +37,8 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 pub use kubelan_proto::{ErrorKind, FlowError, Target};
 
-pub use auth::{Credentials, CredentialsError};
+pub use auth::{Credentials, CredentialsError, file_mode_problem};
+pub use limiter::LoginLimits;
 pub use server::{ProxyServer, serve};
 pub use stats::Stats;
 
@@ -76,6 +80,8 @@ pub struct ProxyConfig {
     /// Credentials clients must present (SOCKS5 username/password, HTTP Basic
     /// `Proxy-Authorization`); `None` lets every local client in.
     pub auth: Option<Credentials>,
+    /// How failed logins are throttled per source address (only with `auth`).
+    pub login_limits: LoginLimits,
     /// How long a client may take to send its SOCKS5 handshake or HTTP request head.
     pub handshake_timeout: Duration,
     /// Most clients served at once; connections above it are closed at once.
@@ -91,6 +97,7 @@ impl Default for ProxyConfig {
     fn default() -> ProxyConfig {
         ProxyConfig {
             auth: None,
+            login_limits: LoginLimits::default(),
             handshake_timeout: Duration::from_secs(10),
             max_clients: 20_000,
             udp_idle_timeout: Duration::from_secs(60),
@@ -99,9 +106,39 @@ impl Default for ProxyConfig {
     }
 }
 
-/// Fuzzing entry points (used by `fuzz/fuzz_targets/socks5.rs` and the corpus replay test).
+/// Fuzzing entry points (used by `fuzz/fuzz_targets/socks5.rs`,
+/// `fuzz/fuzz_targets/proxy_auth.rs` and the corpus replay test).
 pub mod fuzz_entry {
+    use base64::Engine as _;
+
+    use crate::Credentials;
     use crate::socks5::{self, ParseResult};
+
+    /// Parses `data` as a credentials file, a `user:password` argument and an HTTP
+    /// `Proxy-Authorization` value; whatever parses must accept exactly itself, in both
+    /// the SOCKS5 and the HTTP Basic form, and never show its password in `Debug`.
+    pub fn proxy_auth(data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        for parsed in [Credentials::from_file_text(&text), text.parse()] {
+            let Ok(c) = parsed else { continue };
+            let (user, pass) = (c.username().as_bytes(), c.password().as_bytes());
+            assert!(c.matches(user, pass));
+            let mut longer = pass.to_vec();
+            longer.push(b'x');
+            assert!(!c.matches(user, &longer));
+            assert!(!c.matches(user, &pass[..pass.len() - 1]));
+            let b64 = base64::engine::general_purpose::STANDARD.encode([user, b":", pass].concat());
+            assert!(c.matches_basic(format!("Basic {b64}").as_bytes()));
+            let shown = format!("{c:?}");
+            let hidden = format!(
+                "Credentials {{ username: {:?}, password: \"<hidden>\" }}",
+                c.username()
+            );
+            assert_eq!(shown, hidden, "Debug must not show the password");
+        }
+        let c = Credentials::new("fuzz", "secret").expect("valid");
+        let _ = c.matches_basic(data);
+    }
 
     type Parser<T> = fn(&[u8]) -> ParseResult<T>;
 

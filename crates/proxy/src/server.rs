@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -12,15 +12,105 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::limiter::{Admission, LoginLimiter, LoginOutcome};
 use crate::socks5::{self, Command, ReplyCode, Socks5Error, SocksAddr};
 use crate::stats::{ClientGuard, Counted, Counters, FlowGuard};
-use crate::{Connector, ProxyConfig, Stats};
+use crate::{Connector, Credentials, ProxyConfig, Stats};
+
+/// How often failed logins are summarised in the log (one line per interval at most,
+/// plus the first failure of an interval on its own).
+const AUTH_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What every client task shares.
 pub(crate) struct Shared {
     pub(crate) connector: Arc<dyn Connector>,
     pub(crate) config: ProxyConfig,
     pub(crate) counters: Counters,
+    /// Failed-login throttling (consulted only when credentials are required).
+    limiter: Mutex<LoginLimiter>,
+    /// Failed logins whose answer is being held back (bounded, so that holding answers
+    /// cannot pin an unbounded number of sockets).
+    held: tokio::sync::Semaphore,
+}
+
+/// The clock the limiter runs on (tokio's, so paused-time tests control it).
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl Shared {
+    fn limiter(&self) -> MutexGuard<'_, LoginLimiter> {
+        self.limiter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a connection from `peer` may be served at all (no: its source failed to
+    /// log in too often and is waiting out a delay or a lockout).
+    pub(crate) fn admit(&self, peer: SocketAddr) -> bool {
+        if self.config.auth.is_none() {
+            return true;
+        }
+        let admission = self.limiter().admit(peer.ip(), now());
+        match admission {
+            Admission::Allowed => true,
+            Admission::Throttled { .. } => {
+                self.counters.throttled();
+                false
+            }
+        }
+    }
+
+    /// Checks credentials presented by `peer` through the limiter: unevaluated while
+    /// the source is blocked, and failures recorded, counted and logged in aggregate.
+    /// With no credentials configured every login is accepted.
+    pub(crate) fn login(
+        &self,
+        peer: SocketAddr,
+        username: &[u8],
+        check: impl FnOnce(&Credentials) -> bool,
+    ) -> LoginOutcome {
+        let Some(creds) = self.config.auth.as_ref() else {
+            return LoginOutcome::Accepted;
+        };
+        let outcome = self.limiter().try_login(peer.ip(), now(), || check(creds));
+        match outcome {
+            LoginOutcome::Accepted => {}
+            LoginOutcome::Throttled { .. } => self.counters.throttled(),
+            LoginOutcome::Rejected { announce, .. } => {
+                self.counters.auth_failure();
+                if announce {
+                    // The username is the client's text: Debug-escape it for the log.
+                    let user = String::from_utf8_lossy(username);
+                    let user: String = user.chars().take(64).collect();
+                    warn!(
+                        %peer,
+                        user = ?user,
+                        "proxy: failed login (wrong username or password); further failures are summarised every {} s",
+                        AUTH_REPORT_INTERVAL.as_secs()
+                    );
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Waits `hold` before a failure is answered, when few answers are held already (a
+    /// client that waits for its answer is slowed; the source is blocked either way).
+    pub(crate) async fn hold_failure(&self, hold: Duration) {
+        if hold.is_zero() {
+            return;
+        }
+        if let Ok(_permit) = self.held.try_acquire() {
+            tokio::time::sleep(hold).await;
+        }
+    }
+
+    /// Logs what the limiter saw since the last report.
+    fn report_logins(&self) {
+        let report = self.limiter().take_report(now());
+        if let Some(report) = report {
+            warn!("proxy: {report}");
+        }
+    }
 }
 
 /// The proxy: accepts clients on a listener and serves SOCKS5 and HTTP on it.
@@ -34,11 +124,16 @@ pub struct ProxyServer {
 impl ProxyServer {
     /// A proxy that opens flows through `connector`.
     pub fn new(connector: Arc<dyn Connector>, config: ProxyConfig) -> ProxyServer {
+        let limits = config.login_limits.clone();
+        let held = tokio::sync::Semaphore::new(limits.max_held);
+        let limiter = Mutex::new(LoginLimiter::new(limits, now()));
         ProxyServer {
             shared: Arc::new(Shared {
                 connector,
                 config,
                 counters: Counters::default(),
+                limiter,
+                held,
             }),
         }
     }
@@ -56,6 +151,18 @@ impl ProxyServer {
             debug!("proxy: cannot set TCP_NODELAY on the listener: {e}");
         }
         let tracker = TaskTracker::new();
+        if self.shared.config.auth.is_some() {
+            let (shared, stop) = (self.shared.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(AUTH_REPORT_INTERVAL) => shared.report_logins(),
+                    }
+                }
+                shared.report_logins();
+            });
+        }
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -72,6 +179,12 @@ impl ProxyServer {
                     }
                 }
             };
+            // A source that failed to log in too often is closed before anything is
+            // spent on it: no task, no buffer, no log line (the limiter counts it).
+            if !self.shared.admit(peer) {
+                drop(stream);
+                continue;
+            }
             let max = self.shared.config.max_clients;
             if self.shared.counters.clients() >= max as u64 {
                 self.shared.counters.rejected_client();
@@ -206,25 +319,33 @@ where
     let method = greeting.choose(auth.is_some());
     client.write_all(&socks5::method_reply(method)).await?;
     if method == socks5::METHOD_NOT_ACCEPTABLE {
+        // Not a guess (no credentials were tried): counted, not throttled; the client
+        // says "no acceptable authentication method" by itself.
         if auth.is_some() {
             shared.counters.auth_failure();
-            warn!(%peer, "SOCKS5: client offers no username/password method but the proxy requires credentials");
+            debug!(%peer, "SOCKS5: client offers no username/password method but the proxy requires credentials");
+        } else {
+            shared.counters.bad_client();
+            debug!(%peer, "SOCKS5: client offers only username/password but the proxy has no credentials configured");
         }
         return Err(HandshakeError::NoMethod);
     }
     if method == socks5::METHOD_USER_PASS {
         let up = read_message(client, buf, socks5::parse_user_pass).await?;
-        if auth.is_some_and(|c| !c.matches(up.username(), up.password())) {
-            client.write_all(&socks5::AUTH_FAILURE).await?;
-            shared.counters.auth_failure();
-            warn!(
-                %peer,
-                user = %String::from_utf8_lossy(up.username()),
-                "SOCKS5: authentication failed (wrong username or password)"
-            );
-            return Err(HandshakeError::AuthFailed);
+        match shared.login(peer, up.username(), |c| {
+            c.matches(up.username(), up.password())
+        }) {
+            LoginOutcome::Accepted => client.write_all(&socks5::AUTH_SUCCESS).await?,
+            LoginOutcome::Rejected { hold, .. } => {
+                shared.hold_failure(hold).await;
+                client.write_all(&socks5::AUTH_FAILURE).await?;
+                return Err(HandshakeError::AuthFailed);
+            }
+            LoginOutcome::Throttled { .. } => {
+                client.write_all(&socks5::AUTH_FAILURE).await?;
+                return Err(HandshakeError::AuthFailed);
+            }
         }
-        client.write_all(&socks5::AUTH_SUCCESS).await?;
     }
     read_message(client, buf, socks5::parse_request).await
 }

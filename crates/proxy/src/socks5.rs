@@ -416,20 +416,19 @@ impl Greeting {
         self.methods.contains(&method)
     }
 
-    /// The method to select: username/password when the server requires it; otherwise
-    /// no-auth, or username/password (any credentials pass) for clients that only offer
-    /// that. [`METHOD_NOT_ACCEPTABLE`] when nothing fits.
+    /// The method to select: username/password when the server requires credentials,
+    /// no-auth when it does not; [`METHOD_NOT_ACCEPTABLE`] (`05 FF`, then the server
+    /// closes) when the client does not offer that method. A client offering only
+    /// username/password to a server without credentials is refused too rather than
+    /// waved through with any password: it expects its credentials to be checked.
     pub fn choose(&self, auth_required: bool) -> u8 {
-        if auth_required {
-            if self.offers(METHOD_USER_PASS) {
-                METHOD_USER_PASS
-            } else {
-                METHOD_NOT_ACCEPTABLE
-            }
-        } else if self.offers(METHOD_NO_AUTH) {
-            METHOD_NO_AUTH
-        } else if self.offers(METHOD_USER_PASS) {
+        let wanted = if auth_required {
             METHOD_USER_PASS
+        } else {
+            METHOD_NO_AUTH
+        };
+        if self.offers(wanted) {
+            wanted
         } else {
             METHOD_NOT_ACCEPTABLE
         }
@@ -698,7 +697,8 @@ mod tests {
         let (g, _) = parse_greeting(&[5, 1, 0]).unwrap().unwrap();
         assert_eq!(g.choose(true), METHOD_NOT_ACCEPTABLE);
         let (g, _) = parse_greeting(&[5, 1, 2]).unwrap().unwrap();
-        assert_eq!(g.choose(false), METHOD_USER_PASS);
+        assert_eq!(g.choose(false), METHOD_NOT_ACCEPTABLE);
+        assert_eq!(g.choose(true), METHOD_USER_PASS);
         let (g, _) = parse_greeting(&[5, 1, 0x80]).unwrap().unwrap();
         assert_eq!(g.choose(false), METHOD_NOT_ACCEPTABLE);
         assert_eq!(method_reply(METHOD_NOT_ACCEPTABLE), [5, 0xFF]);

@@ -44,6 +44,7 @@ pub(crate) struct Counters {
     auth_failures: AtomicU64,
     bad_clients: AtomicU64,
     rejected_clients: AtomicU64,
+    throttled: AtomicU64,
 }
 
 impl Counters {
@@ -61,6 +62,10 @@ impl Counters {
 
     pub(crate) fn bad_client(&self) {
         self.bad_clients.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn throttled(&self) {
+        self.throttled.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn rejected_client(&self) {
@@ -91,6 +96,7 @@ impl Counters {
             auth_failures: self.auth_failures.load(Relaxed),
             bad_clients: self.bad_clients.load(Relaxed),
             rejected_clients: self.rejected_clients.load(Relaxed),
+            throttled: self.throttled.load(Relaxed),
         }
     }
 }
@@ -252,6 +258,9 @@ pub struct Stats {
     pub bad_clients: u64,
     /// Clients closed because `max_clients` were already connected.
     pub rejected_clients: u64,
+    /// Connections and logins refused unevaluated because their source failed to log in
+    /// too often (see [`LoginLimits`](crate::LoginLimits)).
+    pub throttled: u64,
 }
 
 impl fmt::Display for Stats {
@@ -272,6 +281,7 @@ impl fmt::Display for Stats {
             (self.auth_failures, "auth failures"),
             (self.bad_clients, "bad clients"),
             (self.rejected_clients, "clients over the limit"),
+            (self.throttled, "refused after failed logins"),
         ] {
             if n > 0 {
                 write!(f, ", {n} {what}")?;
@@ -313,12 +323,13 @@ mod tests {
         c.flow_error(ErrorKind::Policy);
         c.flow_error(ErrorKind::Policy);
         c.bad_client();
+        c.throttled();
         let s = c.snapshot();
         assert_eq!(s.errors, vec![(ErrorKind::Policy, 2)]);
         assert_eq!(
             s.to_string(),
             "0 clients, 0 flows open (0 total), up 10 B, down 3.0 MiB, \
-             2 refused by policy, 1 bad clients"
+             2 refused by policy, 1 bad clients, 1 refused after failed logins"
         );
     }
 }

@@ -769,3 +769,230 @@ async fn shutdown_closes_clients_and_returns() {
     timeout(T, serving).await.unwrap().unwrap();
     assert_eq!(read_until_close(&mut s).await, b"");
 }
+
+/// A connection to the proxy from the loopback address `from` (the limiter tells
+/// sources apart by address; all of 127/8 is local on Linux).
+async fn connect_from(proxy: SocketAddr, from: std::net::IpAddr) -> std::io::Result<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(from, 0))?;
+    sock.connect(proxy).await
+}
+
+/// A SOCKS5 username/password login from `from`: `Some(true)` accepted, `Some(false)`
+/// answered `01 01`, `None` closed without an answer (refused at accept). An accepted
+/// login goes on to a CONNECT to `echo`, which must echo.
+async fn socks_login(
+    proxy: SocketAddr,
+    from: std::net::IpAddr,
+    pass: &str,
+    echo: SocketAddr,
+) -> Option<bool> {
+    let mut s = connect_from(proxy, from).await.ok()?;
+    let hello = [
+        &[5u8, 1, 2, 1, 5][..],
+        b"alice",
+        &[pass.len() as u8],
+        pass.as_bytes(),
+    ]
+    .concat();
+    s.write_all(&hello).await.ok()?;
+    let mut m = [0u8; 4];
+    timeout(T, s.read_exact(&mut m))
+        .await
+        .expect("the proxy answers or closes")
+        .ok()?;
+    assert_eq!(m[..3], [5, 2, 1]);
+    if m[3] != 0 {
+        return Some(false);
+    }
+    s.write_all(&connect_request(&SocksAddr::Ip(echo)))
+        .await
+        .unwrap();
+    assert_eq!(read_reply(&mut s).await.code, ReplyCode::Succeeded);
+    s.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 4];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"ping");
+    Some(true)
+}
+
+/// One HTTP proxy request from `from` with `Proxy-Authorization: Basic b64`; `None`
+/// when the proxy closed without answering.
+async fn http_login(
+    proxy: SocketAddr,
+    from: std::net::IpAddr,
+    basic: &str,
+    url: &str,
+) -> Option<Response<String>> {
+    let s = connect_from(proxy, from).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = Request::get(url)
+        .header("proxy-authorization", format!("Basic {basic}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = timeout(T, sender.send_request(req)).await.unwrap().ok()?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.ok()?.to_bytes();
+    Some(Response::from_parts(
+        parts,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn socks5_without_a_common_method_gets_ff() {
+    // No credentials configured, the client offers only username/password.
+    let open = start(ProxyConfig::default()).await;
+    assert_eq!(exchange(open.addr, &[5, 1, 2]).await, [5, 0xFF]);
+    // Credentials configured, the client offers only no-auth (and GSSAPI).
+    let closed = start(with_auth()).await;
+    assert_eq!(exchange(closed.addr, &[5, 2, 0, 1]).await, [5, 0xFF]);
+    // Neither counts as a guess: the same source still has all its free failures.
+    let echo = echo_server().await;
+    let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        assert_eq!(
+            socks_login(closed.addr, lo, "wrong", echo).await,
+            Some(false)
+        );
+        assert!(
+            t.elapsed() < Duration::from_millis(200),
+            "a free failure was held"
+        );
+    }
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_source_and_others_keep_working() {
+    let mut config = with_auth();
+    let limits = &mut config.login_limits;
+    limits.first_delay = Duration::from_millis(100);
+    limits.max_delay = Duration::from_millis(200);
+    limits.lockout_after = 6;
+    limits.lockout = Duration::from_secs(60);
+    let proxy = start(config).await;
+    let (p, echo) = (proxy.addr, echo_server().await);
+    let attacker = std::net::IpAddr::from([127, 0, 0, 1]);
+    let user = std::net::IpAddr::from([127, 0, 0, 2]);
+
+    // 300 wrong passwords, one after the other as a guessing script sends them, with a
+    // right login from another address every tenth attempt.
+    let started = std::time::Instant::now();
+    let (mut answered, mut refused, mut held) = (0, 0, Duration::ZERO);
+    for i in 0..300 {
+        let t = std::time::Instant::now();
+        match socks_login(p, attacker, &format!("guess{i}"), echo).await {
+            Some(false) => answered += 1,
+            None => refused += 1,
+            Some(true) => panic!("a wrong password was accepted"),
+        }
+        if i == 3 {
+            held = t.elapsed();
+        }
+        if i % 10 == 0 {
+            assert_eq!(
+                socks_login(p, user, "s3cret", echo).await,
+                Some(true),
+                "the right client failed during the attack (attempt {i})"
+            );
+        }
+    }
+    let took = started.elapsed();
+    eprintln!("300 wrong SOCKS5 passwords: {answered} answered, {refused} refused, {took:?}");
+    // Three free failures, then held answers (100, 200, 200 ms), then the sixth failure
+    // locks the source out: everything after it is closed at accept, unevaluated.
+    assert!(
+        held >= Duration::from_millis(100),
+        "4th failure answered after {held:?}"
+    );
+    assert_eq!(answered, 6, "{answered} answered");
+    assert_eq!(refused, 294);
+    let stats = proxy.server.stats();
+    assert_eq!(stats.auth_failures, 6, "{stats}");
+    assert!(stats.throttled >= 294, "{stats}");
+
+    // HTTP goes through the same limiter: the locked source gets nothing, right
+    // password or not; another source is throttled on its own and gets 407s.
+    let web = http_server().await;
+    let url = format!("http://web.cluster:{}/", web.port());
+    assert!(
+        http_login(p, attacker, "YWxpY2U6czNjcmV0", &url)
+            .await
+            .is_none(),
+        "a locked-out source was served over HTTP"
+    );
+    let other = std::net::IpAddr::from([127, 0, 0, 3]);
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        codes.push(match http_login(p, other, "YWxpY2U6bm9wZQ==", &url).await {
+            Some(r) => {
+                if r.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+                    assert_eq!(r.headers()["proxy-authenticate"], "Basic realm=\"kubelan\"");
+                }
+                r.status().as_u16()
+            }
+            None => 0,
+        });
+    }
+    assert_eq!(codes, [407, 407, 407, 407, 407, 407, 0, 0, 0, 0]);
+    let resp = http_login(p, user, "YWxpY2U6czNjcmV0", &url).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn http_failures_are_held_and_block_the_source_meanwhile() {
+    let mut config = with_auth();
+    config.login_limits.first_delay = Duration::from_millis(500);
+    let proxy = start(config).await;
+    let web = http_server().await;
+    let url = format!("http://web.cluster:{}/", web.port());
+    let request = |basic: &str| {
+        Request::get(&url)
+            .header("proxy-authorization", format!("Basic {basic}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let open = || async {
+        let s = TcpStream::connect(proxy.addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        sender
+    };
+    let (mut a, mut b) = (open().await, open().await);
+    // Three free failures on one keep-alive connection, answered at once.
+    for _ in 0..3 {
+        let resp = a.send_request(request("YWxpY2U6bm9wZQ==")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PROXY_AUTHENTICATION_REQUIRED);
+    }
+    // The fourth is held; meanwhile the source is blocked, even with the right password
+    // on a connection it opened before: 429, and the connection is closed.
+    let t = std::time::Instant::now();
+    let fourth = tokio::spawn(a.send_request(request("YWxpY2U6bm9wZQ==")));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let resp = b.send_request(request("YWxpY2U6czNjcmV0")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["connection"], "close");
+    let resp = fourth.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::PROXY_AUTHENTICATION_REQUIRED);
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "the fourth failure was answered after {:?}",
+        t.elapsed()
+    );
+    // Once the delay is over the right password works again.
+    let resp = via_http_proxy(
+        proxy.addr,
+        Request::get(&url)
+            .header("proxy-authorization", "Basic YWxpY2U6czNjcmV0")
+            .body(Empty::new())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
