@@ -68,6 +68,8 @@ pub(crate) struct ForwardArgs {
 /// after a crash.
 struct HostsBlock {
     guard: HostGuard,
+    /// Removes the block if this process dies without doing so (`kill -9`).
+    _watcher: Option<kubelan_sys::watch::Watcher>,
     path: PathBuf,
     marker: String,
     added: bool,
@@ -98,8 +100,10 @@ impl HostsBlock {
             }
         }
         let guard = HostGuard::begin(&state, "forward")?;
+        let watcher = crate::watcher::start(&guard);
         Ok(HostsBlock {
             guard,
+            _watcher: watcher,
             path: path.to_path_buf(),
             marker: format!("forward-{}", std::process::id()),
             added: false,

@@ -204,12 +204,23 @@ fn hostname() -> String {
 }
 
 pub(crate) async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(t) => t,
-        Err(_) => return std::future::pending().await,
+    use tokio::signal::unix::{SignalKind, signal};
+    // SIGHUP too: a closed terminal should end a session as cleanly as Ctrl-C does.
+    let (term, hup) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    );
+    let next = |s: Option<tokio::signal::unix::Signal>| async move {
+        match s {
+            Some(mut s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
     };
     tokio::select! {
-        _ = term.recv() => {}
+        () = next(term.ok()) => {}
+        () = next(hup.ok()) => {}
         _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -1,4 +1,4 @@
-//! The crash watcher of `connect` and `gateway`: a small `kubelan crash-watcher` process
+//! The crash watcher of `connect`, `gateway` and `forward` (its hosts block): a small `kubelan crash-watcher` process
 //! started right after the session opens its journal, which undoes the session's changes
 //! when the session dies without doing so (`kill -9`, the OOM killer). The judgement and the
 //! OS work live in `kubelan_sys::watch`; this file starts it and prints what it did.
