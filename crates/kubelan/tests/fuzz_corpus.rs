@@ -7,7 +7,7 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 15] = [
+const TARGETS: [Target; 16] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
@@ -17,6 +17,7 @@ const TARGETS: [Target; 15] = [
     ("mux_frames", kubelan_proto::fuzz_entry::mux_frames, 10),
     ("socks5", kubelan_proxy::fuzz_entry::socks5, 10),
     ("dns_query", kubelan_dns::fuzz_entry::dns_query, 10),
+    ("dns_screen", kubelan_dns::fuzz_entry::dns_screen, 10),
     (
         "netstack_packets",
         kubelan_netstack::fuzz_entry::packets,
