@@ -46,10 +46,11 @@ pub(crate) async fn serve(listener: TcpListener, agent: Arc<Agent>) {
                 "/stats" => (
                     "200 OK",
                     format!(
-                        "{{\"carriers\":{},\"active_flows\":{},\"refused\":{},\"bytes_up\":{},\"bytes_down\":{}}}\n",
+                        "{{\"carriers\":{},\"active_flows\":{},\"refused\":{},\"policy_refused\":{},\"bytes_up\":{},\"bytes_down\":{}}}\n",
                         s.carriers.load(Ordering::Relaxed),
                         s.active_flows.load(Ordering::Relaxed),
                         s.refused.load(Ordering::Relaxed),
+                        s.policy_refused.load(Ordering::Relaxed),
                         s.bytes_up.load(Ordering::Relaxed),
                         s.bytes_down.load(Ordering::Relaxed),
                     ),

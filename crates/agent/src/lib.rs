@@ -13,24 +13,28 @@
 mod echo;
 mod health;
 pub mod policy;
+mod refusals;
 mod serve;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::api::{Api, ListParams};
 use kubelan_dns::ClusterNames;
 use kubelan_proto::{Cidr, ErrorKind, Facts, FlowError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::policy::Policy;
+use crate::policy::{Known, Policy};
+use crate::refusals::RefusalLog;
 
 /// `kubelan agent` flags.
 #[derive(Args, Debug, Clone)]
@@ -65,9 +69,15 @@ pub struct AgentArgs {
     /// Service network prefix the agent may dial (repeatable).
     #[arg(long, value_name = "CIDR")]
     pub service_cidr: Vec<Cidr>,
-    /// Also allow this prefix (repeatable). Loopback and link-local stay forbidden.
+    /// Also allow this prefix (repeatable), node addresses in it included. Loopback and
+    /// link-local stay forbidden.
     #[arg(long, value_name = "CIDR")]
     pub allow: Vec<Cidr>,
+    /// Also dial node addresses: Node objects' addresses, hostNetwork pods' IPs and the API
+    /// server's endpoints (Service default/kubernetes), on every port. Off by default:
+    /// nodes serve SSH, the kubelet and etcd, not the cluster's workloads.
+    #[arg(long)]
+    pub allow_node_addresses: bool,
     /// The cluster DNS server (default: the pod's resolv.conf nameserver).
     #[arg(long, value_name = "ADDR")]
     pub dns_server: Option<SocketAddr>,
@@ -92,6 +102,8 @@ pub struct AgentStats {
     pub active_flows: AtomicU64,
     /// Flows refused or failed to open.
     pub refused: AtomicU64,
+    /// Of those, flows the destination policy refused.
+    pub policy_refused: AtomicU64,
     /// Bytes client → destination.
     pub bytes_up: AtomicU64,
     /// Bytes destination → client.
@@ -123,6 +135,8 @@ pub(crate) struct Agent {
     pub(crate) dns_server: Option<SocketAddr>,
     pub(crate) facts: RwLock<Facts>,
     pub(crate) stats: AgentStats,
+    /// Which policy refusals get a log line.
+    pub(crate) refusals: Mutex<RefusalLog>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) drain: Duration,
     pub(crate) ready: AtomicBool,
@@ -278,11 +292,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         cluster_cidrs,
         args.allow.clone(),
         dns_server.map(|a| a.ip()),
-    );
+    )
+    .allow_node_addresses(args.allow_node_addresses);
     if let Some(n) = &names {
         let n = n.clone();
         policy = policy.with_known(Arc::new(move |ip| {
-            n.read().expect("names lock").is_cluster_address(ip)
+            Known::from(n.read().expect("names lock").classify(ip))
         }));
     }
     let agent_name = match (std::env::var("POD_NAMESPACE"), std::env::var("POD_NAME")) {
@@ -307,6 +322,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         dns_server,
         facts: RwLock::new(facts),
         stats: AgentStats::default(),
+        refusals: Mutex::new(RefusalLog::default()),
         shutdown: shutdown.clone(),
         drain: Duration::from_secs(args.drain_seconds),
         ready: AtomicBool::new(false),
@@ -379,6 +395,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     {
         let a = agent.clone();
+        tasks.spawn(async move { summarise_refusals(a).await });
+    }
+    {
+        let a = agent.clone();
         tokio::spawn(async move {
             while !*cache_ready_rx.borrow_and_update() {
                 if cache_ready_rx.changed().await.is_err() {
@@ -409,6 +429,26 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     );
     tasks.abort_all();
     Ok(())
+}
+
+/// Logs, once per window, how many policy refusals were not logged one by one.
+async fn summarise_refusals(agent: Arc<Agent>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let held = agent
+            .refusals
+            .lock()
+            .map(|mut r| r.summary(std::time::Instant::now()))
+            .unwrap_or_default();
+        if let Some(n) = held {
+            tracing::warn!(
+                not_logged = n,
+                total = agent.stats.policy_refused.load(Ordering::Relaxed),
+                "{n} more flows refused by policy were not logged one by one (at most one line per client and destination per minute; /stats counts every refusal)"
+            );
+        }
+    }
 }
 
 async fn wait_for_signal() {
@@ -446,7 +486,12 @@ where
 
 async fn accept_plain(listener: TcpListener, agent: Arc<Agent>, shutdown: CancellationToken) {
     accept_loop(listener, shutdown, |tcp, peer| {
-        serve::carrier(agent.clone(), tcp, format!("port-forward {peer}"))
+        serve::carrier(
+            agent.clone(),
+            tcp,
+            format!("port-forward {peer}"),
+            peer.ip(),
+        )
     })
     .await;
 }
@@ -461,7 +506,9 @@ async fn accept_tls(
         let (acceptor, agent) = (acceptor.clone(), agent.clone());
         async move {
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => serve::carrier(agent, tls, format!("direct {peer}")).await,
+                Ok(Ok(tls)) => {
+                    serve::carrier(agent, tls, format!("direct {peer}"), peer.ip()).await
+                }
                 Ok(Err(e)) => tracing::warn!(
                     %peer, error = %e,
                     "refused a direct carrier: TLS handshake failed (wrong or missing client certificate?)"
@@ -473,15 +520,40 @@ async fn accept_tls(
     .await;
 }
 
-/// Keeps the policy's Pod prefixes in step with the nodes' `spec.podCIDRs`.
+/// Keeps the policy's Pod and Service prefixes and node addresses in step with the
+/// cluster: nodes' `spec.podCIDRs` and status addresses, and ServiceCIDR objects (where
+/// the API serves them), every 30 s.
 async fn discover_cidrs(
     client: kube::Client,
     agent: Arc<Agent>,
     flags: AgentArgs,
     shutdown: CancellationToken,
 ) {
-    let nodes: Api<Node> = Api::all(client);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let service_cidrs: Api<ServiceCIDR> = Api::all(client);
+    let mut service_cidrs_served = true;
     loop {
+        let mut services = flags.service_cidr.clone();
+        if service_cidrs_served {
+            match service_cidrs.list(&ListParams::default()).await {
+                Ok(list) => services.extend(
+                    list.items
+                        .iter()
+                        .filter_map(|o| o.spec.as_ref()?.cidrs.clone())
+                        .flatten()
+                        .filter_map(|c| c.parse::<Cidr>().ok()),
+                ),
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    tracing::debug!(
+                        "no ServiceCIDR API (cluster older than 1.33); Service prefixes from --service-cidr only"
+                    );
+                    service_cidrs_served = false;
+                }
+                Err(e) => tracing::debug!(error = %e, "listing ServiceCIDRs failed"),
+            }
+        }
+        services.sort_by_key(|c| c.to_string());
+        services.dedup();
         match nodes.list(&ListParams::default()).await {
             Ok(list) => {
                 let mut pods: Vec<Cidr> = list
@@ -495,9 +567,12 @@ async fn discover_cidrs(
                 pods.sort_by_key(|c| c.to_string());
                 pods.dedup();
                 let mut all = pods.clone();
-                all.extend(flags.service_cidr.iter().copied());
+                all.extend(services.iter().copied());
                 agent.policy.set_cluster(all);
-                agent.facts.write().expect("facts lock").pod_cidrs = pods;
+                agent.policy.set_nodes(node_addresses(&list.items));
+                let mut facts = agent.facts.write().expect("facts lock");
+                facts.pod_cidrs = pods;
+                facts.service_cidrs = services;
             }
             Err(e) => tracing::warn!(error = %e, "listing nodes for their Pod CIDRs failed"),
         }
@@ -506,4 +581,18 @@ async fn discover_cidrs(
             () = shutdown.cancelled() => return,
         }
     }
+}
+
+/// The IP addresses in the nodes' status (InternalIP, ExternalIP), with their node's name.
+fn node_addresses(nodes: &[Node]) -> HashMap<IpAddr, String> {
+    nodes
+        .iter()
+        .flat_map(|n| {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            n.status
+                .iter()
+                .flat_map(|s| s.addresses.iter().flatten())
+                .filter_map(move |a| Some((a.address.trim().parse().ok()?, name.clone())))
+        })
+        .collect()
 }

@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::Agent;
+use crate::refusals::Verdict;
 
 /// How long a client may take to send its hello or a flow's `Open`.
 const OPEN_WAIT: Duration = Duration::from_secs(10);
@@ -27,8 +28,9 @@ const CLIENT_SILENCE: Duration = Duration::from_secs(15);
 /// UDP flows idle this long end.
 const UDP_IDLE: Duration = Duration::from_secs(60);
 
-/// Serves one carrier until it ends.
-pub(crate) async fn carrier<T>(agent: Arc<Agent>, io: T, peer: String)
+/// Serves one carrier until it ends. `client` is the address it came from (loopback for
+/// port-forward carriers), which bounds the logging of its refused flows.
+pub(crate) async fn carrier<T>(agent: Arc<Agent>, io: T, peer: String, client: IpAddr)
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -127,7 +129,7 @@ where
                 .await;
                 continue;
             }
-            tokio::spawn(flow(flows_agent.clone(), stream));
+            tokio::spawn(flow(flows_agent.clone(), stream, client));
         }
         flows_mux.close();
     });
@@ -178,7 +180,7 @@ where
     tracing::info!(%peer, %reason, "session ended");
 }
 
-async fn flow(agent: Arc<Agent>, stream: MuxStream) {
+async fn flow(agent: Arc<Agent>, stream: MuxStream, client: IpAddr) {
     let mut reader = FrameReader::new(stream);
     let open = match tokio::time::timeout(OPEN_WAIT, reader.next()).await {
         Ok(Ok(Some(Frame::Open {
@@ -203,25 +205,41 @@ async fn flow(agent: Arc<Agent>, stream: MuxStream) {
     };
     let _active = agent.stats.flow_guard();
     match kind {
-        FlowKind::Tcp => tcp_flow(&agent, stream, leftover, target, optimistic).await,
-        FlowKind::Udp => udp_flow(&agent, stream, leftover, target, false).await,
-        FlowKind::Dns => udp_flow(&agent, stream, leftover, target, true).await,
+        FlowKind::Tcp => tcp_flow(&agent, client, stream, leftover, target, optimistic).await,
+        FlowKind::Udp => udp_flow(&agent, client, stream, leftover, target, false).await,
+        FlowKind::Dns => udp_flow(&agent, client, stream, leftover, target, true).await,
         FlowKind::Echo => match destinations(&agent, &target).await {
             Ok(addrs) => crate::echo::echo_flow(stream, leftover, addrs[0].ip()).await,
             Err(e) => {
-                refused(&agent, &target, &e);
+                refused(&agent, client, &target, &e);
                 let _ = write_frame(&mut stream, &Frame::Failed(e)).await;
             }
         },
     }
 }
 
-pub(crate) fn refused(agent: &Agent, target: &Target, e: &FlowError) {
+/// Counts a flow that failed to open; logs policy refusals within the bounds of
+/// [`crate::refusals`] (one line per client and destination per minute, a few lines per
+/// minute in all).
+pub(crate) fn refused(agent: &Agent, client: IpAddr, target: &Target, e: &FlowError) {
     agent.stats.refused.fetch_add(1, Ordering::Relaxed);
-    if e.kind == ErrorKind::Policy {
-        tracing::warn!(%target, reason = %e.message, "flow refused by policy");
-    } else {
+    if e.kind != ErrorKind::Policy {
         tracing::debug!(%target, error = %e, "flow failed");
+        return;
+    }
+    agent.stats.policy_refused.fetch_add(1, Ordering::Relaxed);
+    let now = Instant::now();
+    let mut log = agent
+        .refusals
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let verdict = match target {
+        Target::Addr(a) => log.refusal(client, a.ip(), now),
+        Target::Name { host, .. } => log.refusal(client, host, now),
+    };
+    drop(log);
+    if verdict == Verdict::Log {
+        tracing::warn!(%client, %target, reason = %e.message, "flow refused by policy");
     }
 }
 
@@ -251,7 +269,7 @@ async fn destinations(agent: &Agent, target: &Target) -> Result<Vec<SocketAddr>,
     let mut allowed = Vec::new();
     let mut first_refusal = None;
     for a in addrs {
-        match agent.policy.check(a.ip()) {
+        match agent.policy.check(a) {
             Ok(()) => allowed.push(a),
             Err(e) => {
                 first_refusal.get_or_insert(e);
@@ -276,6 +294,7 @@ async fn destinations(agent: &Agent, target: &Target) -> Result<Vec<SocketAddr>,
 /// close), one carrier message instead of two.
 async fn tcp_flow(
     agent: &Agent,
+    client: IpAddr,
     mut stream: MuxStream,
     leftover: bytes::BytesMut,
     target: Target,
@@ -302,7 +321,7 @@ async fn tcp_flow(
     let (mut tcp, addr) = match result {
         Ok(x) => x,
         Err(e) => {
-            refused(agent, &target, &e);
+            refused(agent, client, &target, &e);
             let _ = write_frame(&mut stream, &Frame::Failed(e)).await;
             let _ = stream.shutdown().await;
             return;
@@ -335,6 +354,7 @@ async fn tcp_flow(
 
 async fn udp_flow(
     agent: &Agent,
+    client: IpAddr,
     mut stream: MuxStream,
     leftover: bytes::BytesMut,
     target: Target,
@@ -343,7 +363,7 @@ async fn udp_flow(
     let dest = match destinations(agent, &target).await {
         Ok(a) => a[0],
         Err(e) => {
-            refused(agent, &target, &e);
+            refused(agent, client, &target, &e);
             let _ = write_frame(&mut stream, &Frame::Failed(e)).await;
             return;
         }
@@ -364,26 +384,36 @@ async fn udp_flow(
             return;
         }
     };
-    let answer_dns = |d: &Bytes| {
-        if dns {
-            agent.answer_dns(d).map(Bytes::from)
-        } else {
-            None
-        }
-    };
     relay_datagrams(
         stream,
         leftover,
         &sock,
         dest,
         UDP_IDLE,
-        |d| match answer_dns(&d) {
-            Some(reply) => Outgoing::Reply(reply),
-            None => Outgoing::Send(d),
+        |d| {
+            if dns {
+                dns_outgoing(agent, d)
+            } else {
+                Outgoing::Send(d)
+            }
         },
         |d| Some(Bytes::copy_from_slice(d)),
     )
     .await;
+}
+
+/// One DNS query from a client: FORMERR at once when it fails the screen (never relayed,
+/// so no client can make the cluster DNS server or this flow wait on it), an answer from
+/// the watch cache, or on to the cluster DNS server.
+fn dns_outgoing(agent: &Agent, query: Bytes) -> Outgoing {
+    match kubelan_dns::screen(&query) {
+        kubelan_dns::Screen::Query(_) => match agent.answer_dns(&query) {
+            Some(reply) => Outgoing::Reply(Bytes::from(reply)),
+            None => Outgoing::Send(query),
+        },
+        kubelan_dns::Screen::FormErr(reply) => Outgoing::Reply(Bytes::from(reply)),
+        kubelan_dns::Screen::Drop => Outgoing::Skip,
+    }
 }
 
 /// What to do with one datagram from the client.
@@ -490,6 +520,7 @@ mod tests {
                 ..Facts::default()
             }),
             stats: AgentStats::default(),
+            refusals: std::sync::Mutex::new(crate::refusals::RefusalLog::default()),
             shutdown: CancellationToken::new(),
             drain: Duration::from_secs(1),
             ready: AtomicBool::new(true),
@@ -498,7 +529,7 @@ mod tests {
 
     async fn client_mux(agent: Arc<Agent>) -> kubelan_session::mux::MuxHandle {
         let (a, b) = tokio::io::duplex(256 * 1024);
-        tokio::spawn(carrier(agent, b, "test".into()));
+        tokio::spawn(carrier(agent, b, "test".into(), [10, 0, 0, 1].into()));
         mux::spawn(a, Side::Client).0
     }
 
@@ -595,6 +626,58 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(a.stats.refused.load(Ordering::Relaxed), 4);
+        assert_eq!(a.stats.policy_refused.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn policy_refusals_are_logged_within_bounds_and_all_counted() {
+        let a = agent();
+        let m = welcomed(a.clone()).await;
+        for _ in 0..50 {
+            match open(&m, Target::Addr("10.9.9.9:80".parse().unwrap())).await {
+                Some(Frame::Failed(e)) => {
+                    assert!(e.message.contains("--allow CIDR"), "{e}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(a.stats.policy_refused.load(Ordering::Relaxed), 50);
+        let mut log = a.refusals.lock().unwrap();
+        assert_eq!(
+            log.summary(Instant::now()),
+            Some(49),
+            "one line, 49 held back"
+        );
+    }
+
+    #[test]
+    fn bad_dns_queries_get_formerr_and_are_never_relayed() {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+        use hickory_proto::rr::{Name, RecordType};
+        let a = agent();
+        let mut q = Message::new(0x0bad, MessageType::Query, OpCode::Query);
+        for i in 0..50 {
+            let name = Name::from_ascii(format!("n{i}.default.svc.cluster.local.")).unwrap();
+            q.add_query(Query::query(name, RecordType::A));
+        }
+        let many = Bytes::from(q.to_vec().unwrap());
+        match dns_outgoing(&a, many) {
+            Outgoing::Reply(r) => {
+                let r = Message::from_vec(&r).unwrap();
+                assert_eq!(r.metadata.id, 0x0bad);
+                assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+            }
+            _ => panic!("a 50-question query must be answered FORMERR here"),
+        }
+        assert!(matches!(
+            dns_outgoing(&a, Bytes::from_static(&[0x0b, 0xad, 1, 0, 0, 1])),
+            Outgoing::Skip
+        ));
+        q.queries.truncate(1);
+        assert!(matches!(
+            dns_outgoing(&a, Bytes::from(q.to_vec().unwrap())),
+            Outgoing::Send(_)
+        ));
     }
 
     /// Dials in-memory carriers served by a test agent; counts dials.
@@ -605,7 +688,12 @@ mod tests {
             Box::pin(async move {
                 self.1.fetch_add(1, Ordering::Relaxed);
                 let (a, b) = tokio::io::duplex(64 * 1024);
-                tokio::spawn(carrier(self.0.clone(), b, "mem".into()));
+                tokio::spawn(carrier(
+                    self.0.clone(),
+                    b,
+                    "mem".into(),
+                    [10, 0, 0, 2].into(),
+                ));
                 Ok(Dialed {
                     io: Box::new(a),
                     kind: CarrierKind::Direct,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use ipnet::IpNet;
 
 use crate::install::{
     self, InstallEvent, InstallOptions, InstallReport, ObjectOutcome, Outcome, ServiceType,
@@ -45,6 +46,14 @@ pub struct InstallArgs {
     /// How long to wait for the agent to become ready (seconds, or e.g. `2m`).
     #[arg(long, value_name = "DURATION", default_value = "120", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Let the agent also dial this prefix (repeatable; node addresses in it included).
+    /// By default it dials only the cluster's pods, Services and DNS.
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<IpNet>,
+    /// Let the agent dial node addresses (nodes' IPs, hostNetwork pods, the API server's
+    /// endpoints) on every port. Installing again without it takes it away.
+    #[arg(long)]
+    pub allow_node_addresses: bool,
 }
 
 impl InstallArgs {
@@ -61,6 +70,8 @@ impl InstallArgs {
                 .cloned()
                 .collect::<BTreeMap<_, _>>(),
             timeout: self.timeout,
+            allow: self.allow.iter().map(IpNet::trunc).collect(),
+            allow_node_addresses: self.allow_node_addresses,
         }
     }
 }

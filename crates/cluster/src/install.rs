@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -72,6 +74,10 @@ pub struct InstallOptions {
     pub node_selector: BTreeMap<String, String>,
     /// How long to wait for the agent to become available.
     pub timeout: Duration,
+    /// Extra prefixes the agent may dial (its `--allow`).
+    pub allow: Vec<IpNet>,
+    /// Whether the agent may dial node addresses (its `--allow-node-addresses`).
+    pub allow_node_addresses: bool,
 }
 
 impl Default for InstallOptions {
@@ -83,6 +89,8 @@ impl Default for InstallOptions {
             service_type: ServiceType::NodePort,
             node_selector: BTreeMap::new(),
             timeout: Duration::from_secs(120),
+            allow: Vec::new(),
+            allow_node_addresses: false,
         }
     }
 }
@@ -283,6 +291,16 @@ fn deployment(opts: &InstallOptions) -> Deployment {
     });
     if !opts.node_selector.is_empty() {
         pod_spec["nodeSelector"] = json!(opts.node_selector);
+    }
+    // The agent's destination policy beyond its defaults.
+    let args = &mut pod_spec["containers"][0]["args"];
+    if let Some(args) = args.as_array_mut() {
+        for net in &opts.allow {
+            args.extend([json!("--allow"), json!(net.to_string())]);
+        }
+        if opts.allow_node_addresses {
+            args.push(json!("--allow-node-addresses"));
+        }
     }
     typed(json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(AGENT, Some(ns)),

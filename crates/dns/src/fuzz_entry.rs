@@ -1,5 +1,5 @@
-//! Entry points shared by the cargo-fuzz target (`fuzz/fuzz_targets/dns_query.rs`) and the
-//! corpus replay test. Each must return normally for any input; a panic is a bug.
+//! Entry points shared by the cargo-fuzz targets (`fuzz/fuzz_targets/dns_query.rs`,
+//! `dns_screen.rs`) and the corpus replay test. Each must return normally for any input; a panic is a bug.
 
 use std::sync::OnceLock;
 
@@ -92,4 +92,52 @@ pub fn dns_query(data: &[u8]) {
         let _ = names.lookup(text, QueryType::Ptr);
         let _ = names.resolve_host(text, Some("default"));
     }
+}
+
+/// The query screen every DNS front end runs first ([`crate::query::screen`]): never
+/// panics; drops exactly what is too short or a response; a FORMERR reply is a 12-byte
+/// header with the query's ID that parses back as FORMERR; a passed query has one question
+/// whose name and type agree with a full parse when hickory can parse it; and the split
+/// router calls invalid exactly what the screen does not pass.
+pub fn dns_screen(data: &[u8]) {
+    use crate::query::{Screen, screen};
+    let screened = screen(data);
+    let not_a_query = data.len() < 12 || data[2] & 0x80 != 0;
+    match &screened {
+        Screen::Drop => assert!(not_a_query, "dropped a query"),
+        Screen::FormErr(reply) => {
+            assert!(!not_a_query);
+            assert_eq!(reply.len(), 12);
+            assert_eq!(reply[..2], data[..2], "FORMERR ID");
+            let parsed = Message::from_vec(reply).expect("FORMERR parses");
+            assert_eq!(
+                parsed.metadata.response_code,
+                hickory_proto::op::ResponseCode::FormErr
+            );
+        }
+        Screen::Query(q) => {
+            assert!(!not_a_query);
+            assert_eq!(u16::from_be_bytes([data[4], data[5]]), 1, "one question");
+            let text = q.name_text();
+            assert!(text.len() <= 4 * 255);
+            assert!(q.labels().all(|l| !l.is_empty() && l.len() <= 63));
+            if let Ok(m) = Message::from_vec(data) {
+                assert_eq!(m.queries.len(), 1);
+                assert_eq!(u16::from(m.queries[0].query_type()), q.qtype);
+                let theirs = m.queries[0].name().to_ascii().to_ascii_lowercase();
+                if text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                {
+                    assert_eq!(theirs.trim_end_matches('.'), text, "question name");
+                }
+            }
+        }
+    }
+    let zones = crate::split::SplitZones::new("cluster.local", [([10, 244, 0, 0].into(), 16)]);
+    assert_eq!(
+        zones.route(data) == crate::split::Route::Invalid,
+        !matches!(screened, Screen::Query(_)),
+        "the router and the screen agree"
+    );
 }

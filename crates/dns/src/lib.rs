@@ -11,6 +11,12 @@
 //!   [`forward_udp`] to relay what the cache cannot answer.
 //! * [`watch`]: [`run_watchers`], the task that keeps a shared cache current from the API.
 //!
+//! Every DNS front end of kubelan (the relay of `connect` and the gateways, the agent's DNS
+//! flows and [`answer`]) first passes each query through [`query::screen`]: malformed
+//! queries and queries with more than one question get FORMERR at once and are never
+//! relayed. [`throttle::Tally`] keeps the logging of repeated upstream failures to one line
+//! per interval.
+//!
 //! In the data path: the in-cluster agent answers DNS queries that clients send through the
 //! tunnel with [`answer`], relaying [`Answer::Forward`] to the cluster DNS server, and resolves
 //! `Target::Name` hosts of TCP/UDP flows with [`ClusterNames::resolve_host`]. The local DNS
@@ -19,11 +25,16 @@
 
 pub mod fuzz_entry;
 pub mod names;
+pub mod query;
 pub mod server;
 pub mod split;
+pub mod throttle;
 pub mod watch;
 
-pub use names::{ClusterNames, DEFAULT_DOMAIN, Lookup, QueryType, Record, RecordData, TTL};
+pub use names::{
+    AddressKind, ClusterNames, DEFAULT_DOMAIN, Lookup, QueryType, Record, RecordData, TTL,
+};
+pub use query::{Question, Screen, screen};
 pub use server::{Answer, answer, answer_tcp, forward_udp};
 pub use split::{Route, SplitZones};
 pub use watch::{WatchError, run_watchers};

@@ -68,6 +68,40 @@ const TOLERATE_UNREADY_ANNOTATION: &str = "service.alpha.kubernetes.io/tolerate-
 /// How many CNAMEs (ExternalName Services pointing at each other) are followed.
 const MAX_CNAME_CHAIN: usize = 8;
 
+/// The namespace and name of the Service whose endpoints are the API server's.
+const API_SERVER_NAMESPACE: &str = "default";
+const API_SERVER_SERVICE: &str = "kubernetes";
+
+/// What an address is, as far as the watch cache knows ([`ClusterNames::classify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressKind<'a> {
+    /// A Service's ClusterIP.
+    ServiceIp,
+    /// The IP of a pod with its own network namespace (not `hostNetwork`).
+    Pod,
+    /// The IP of a `hostNetwork` pod: its node's address.
+    HostNetworkPod {
+        /// The pod's namespace.
+        namespace: &'a str,
+        /// The pod's name.
+        name: &'a str,
+    },
+    /// An endpoint of the `default/kubernetes` Service: the API server, usually on a
+    /// control-plane node.
+    ApiServerEndpoint,
+    /// An EndpointSlice address that no pod owns (a selector-less Service's, typically).
+    Endpoint {
+        /// The slice's namespace.
+        namespace: &'a str,
+        /// The slice's name.
+        slice: &'a str,
+        /// The Service the slice belongs to.
+        service: &'a str,
+    },
+    /// Nothing in the cache uses it.
+    Unknown,
+}
+
 /// The type asked for in a lookup. Types we never serve are kept as [`QueryType::Other`] so
 /// that an existing name still gets NODATA rather than NXDOMAIN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -480,18 +514,20 @@ impl SliceEntry {
     }
 }
 
-/// What is kept of a Pod: its own addresses (host-network and finished pods have none).
+/// What is kept of a Pod: its addresses, and whether they are its node's (`hostNetwork`).
+///
+/// A host-network pod's addresses are its node's: they get no DNS name and are indexed
+/// apart, so that the agent's policy can tell node addresses from pod addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PodEntry {
     ips: Box<[IpAddr]>,
+    host_network: bool,
 }
 
 impl PodEntry {
-    /// `None` for pods that own no address.
+    /// `None` for pods that have no address (pending or finished).
     fn from_pod(pod: &Pod) -> Option<Self> {
-        if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
-            return None;
-        }
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
         let status = pod.status.as_ref()?;
         if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
             return None;
@@ -509,7 +545,15 @@ impl PodEntry {
                 .collect(),
         };
         ips.dedup();
-        (!ips.is_empty()).then(|| Self { ips: ips.into() })
+        (!ips.is_empty()).then(|| Self {
+            ips: ips.into(),
+            host_network,
+        })
+    }
+
+    /// The index this pod's addresses belong in.
+    fn index<'a>(&self, pods: &'a mut IpIndex, host: &'a mut IpIndex) -> &'a mut IpIndex {
+        if self.host_network { host } else { pods }
     }
 }
 
@@ -675,8 +719,10 @@ pub struct ClusterNames {
     /// Endpoint address → slices.
     by_endpoint_ip: IpIndex,
     pods: Nested<PodEntry>,
-    /// Pod IP → pods.
+    /// Pod IP → pods (pods with their own network namespace only).
     by_pod_ip: IpIndex,
+    /// Node address → host-network pods on it.
+    by_host_ip: IpIndex,
 }
 
 impl Default for ClusterNames {
@@ -699,6 +745,7 @@ impl ClusterNames {
             by_endpoint_ip: HashMap::new(),
             pods: Nested::default(),
             by_pod_ip: HashMap::new(),
+            by_host_ip: HashMap::new(),
         }
     }
 
@@ -718,8 +765,8 @@ impl ClusterNames {
         self.complete = complete;
     }
 
-    /// How many Services, EndpointSlices and Pods are kept (objects that contribute no
-    /// records, such as host-network pods, are not).
+    /// How many Services, EndpointSlices and Pods are kept (pods without an address and
+    /// slices without a Service are not).
     pub fn counts(&self) -> (usize, usize, usize) {
         (self.services.len(), self.slices.len(), self.pods.len())
     }
@@ -803,8 +850,9 @@ impl ClusterNames {
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
         let (ns, name) = (namespace.to_ascii_lowercase(), name.to_ascii_lowercase());
         if let Some(old) = self.pods.remove(&ns, &name) {
+            let index = old.index(&mut self.by_pod_ip, &mut self.by_host_ip);
             for ip in &old.ips {
-                index_remove(&mut self.by_pod_ip, *ip, &ns, &name);
+                index_remove(index, *ip, &ns, &name);
             }
         }
     }
@@ -813,8 +861,9 @@ impl ClusterNames {
         let key = reduced.key;
         self.delete_pod(&key.0, &key.1);
         if let Some(entry) = reduced.entry {
+            let index = entry.index(&mut self.by_pod_ip, &mut self.by_host_ip);
             for ip in &entry.ips {
-                index_add(&mut self.by_pod_ip, *ip, &key);
+                index_add(index, *ip, &key);
             }
             self.pods.insert(&key, entry);
         }
@@ -863,6 +912,7 @@ impl ClusterNames {
     pub(crate) fn replace_pods(&mut self, listing: impl IntoIterator<Item = Reduced<PodEntry>>) {
         self.pods = Nested::default();
         self.by_pod_ip.clear();
+        self.by_host_ip.clear();
         for reduced in listing {
             self.put_pod(reduced);
         }
@@ -1191,12 +1241,45 @@ impl ClusterNames {
         )
     }
 
-    /// Whether `ip` is an address the cluster uses: a Service ClusterIP, an endpoint
-    /// address, or a pod IP (the agent's destination policy allows these).
-    pub fn is_cluster_address(&self, ip: IpAddr) -> bool {
-        [&self.by_cluster_ip, &self.by_endpoint_ip, &self.by_pod_ip]
-            .iter()
-            .any(|index| index.get(&ip).is_some_and(|keys| !keys.is_empty()))
+    /// What the API says `ip` is, for the agent's destination policy.
+    ///
+    /// Node addresses come first: an address a host-network pod or the `kubernetes`
+    /// Service's endpoints use is a node's (or the control plane's), whatever else refers
+    /// to it. EndpointSlice addresses prove nothing by themselves (anyone who may write a
+    /// slice can list any address, and a `targetRef` is just as freely written): an
+    /// endpoint counts as a pod only when a pod with its own network namespace owns that
+    /// address, which is what [`AddressKind::Pod`] already says; other endpoint addresses
+    /// are [`AddressKind::Endpoint`].
+    pub fn classify(&self, ip: IpAddr) -> AddressKind<'_> {
+        let has = |index: &IpIndex| index.get(&ip).is_some_and(|keys| !keys.is_empty());
+        if let Some((ns, name)) = self.by_host_ip.get(&ip).and_then(|k| k.first()) {
+            return AddressKind::HostNetworkPod {
+                namespace: ns,
+                name,
+            };
+        }
+        let api_server = self
+            .slices_of_service(API_SERVER_NAMESPACE, API_SERVER_SERVICE)
+            .any(|slice| slice.addresses().any(|a| a == ip));
+        if api_server {
+            return AddressKind::ApiServerEndpoint;
+        }
+        if has(&self.by_cluster_ip) {
+            return AddressKind::ServiceIp;
+        }
+        if has(&self.by_pod_ip) {
+            return AddressKind::Pod;
+        }
+        if let Some((ns, slice_name)) = self.by_endpoint_ip.get(&ip).and_then(|k| k.first())
+            && let Some(slice) = self.slices.get(ns, slice_name)
+        {
+            return AddressKind::Endpoint {
+                namespace: ns,
+                slice: slice_name,
+                service: &slice.service,
+            };
+        }
+        AddressKind::Unknown
     }
 
     /// The addresses of a flow target such as `web`, `web.shop`, `web.shop.svc`, a full

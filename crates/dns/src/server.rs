@@ -24,9 +24,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
 use crate::names::{self, ClusterNames, Lookup, QueryType, Record, RecordData, TTL};
-
-/// The length of a DNS header.
-const HEADER_LEN: usize = 12;
+use crate::query::{HEADER_LEN, Screen, screen};
 
 /// The UDP payload size we advertise and send at most (the DNS Flag Day 2020 value).
 const EDNS_PAYLOAD: u16 = 1232;
@@ -61,17 +59,13 @@ pub fn answer_tcp(query: &[u8], names: &ClusterNames, domain: &str) -> Answer {
 }
 
 fn respond(query: &[u8], names: &ClusterNames, domain: &str, tcp: bool) -> Answer {
-    let Some(header) = query.get(..HEADER_LEN) else {
-        return Answer::Drop;
+    let (id, opcode) = match screen(query) {
+        Screen::Query(q) => (q.id, q.opcode),
+        Screen::FormErr(reply) => return Answer::Reply(reply),
+        // Too short, or a response: answering it could start a loop between two servers.
+        Screen::Drop => return Answer::Drop,
     };
-    let id = u16::from_be_bytes([header[0], header[1]]);
-    let flags = header[2];
-    if flags & 0x80 != 0 {
-        // A response: answering it could start a loop between two servers.
-        return Answer::Drop;
-    }
-    let opcode = (flags >> 3) & 0x0f;
-    let rd = flags & 0x01 != 0;
+    let rd = query[2] & 0x01 != 0;
     if opcode != 0 {
         return Answer::Reply(header_only(id, opcode, rd, ResponseCode::NotImp));
     }

@@ -11,6 +11,8 @@ use std::net::IpAddr;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 
+use crate::query::{Question, Screen, screen};
+
 /// Where one query goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -18,8 +20,8 @@ pub enum Route {
     Cluster,
     /// Anything else: the machine's own resolvers.
     Upstream,
-    /// Not a query we can route (no question, a response, unparseable): answer FORMERR
-    /// with [`formerr`] or drop it.
+    /// Not a query we can route (it fails [`screen`]: malformed, not exactly one question,
+    /// a response): answer FORMERR with [`formerr`] or drop it.
     Invalid,
 }
 
@@ -45,19 +47,19 @@ impl SplitZones {
         &self.domain
     }
 
-    /// Routes one raw query. Never panics, whatever the input.
+    /// Routes one raw query: [`Route::Invalid`] for anything that does not pass
+    /// [`screen`] (malformed, not one question, a response). Never panics, whatever the
+    /// input.
     pub fn route(&self, query: &[u8]) -> Route {
-        let Ok(msg) = Message::from_vec(query) else {
-            return Route::Invalid;
-        };
-        if msg.metadata.message_type != MessageType::Query {
-            return Route::Invalid;
+        match screen(query) {
+            Screen::Query(question) => self.route_question(&question),
+            Screen::FormErr(_) | Screen::Drop => Route::Invalid,
         }
-        let Some(q) = msg.queries.first() else {
-            return Route::Invalid;
-        };
-        let name = q.name().to_ascii().to_ascii_lowercase();
-        if self.is_cluster_name(name.trim_end_matches('.')) {
+    }
+
+    /// Routes the question of a query that passed [`screen`].
+    pub fn route_question(&self, question: &Question<'_>) -> Route {
+        if self.is_cluster_name(&question.name_text()) {
             Route::Cluster
         } else {
             Route::Upstream
@@ -152,17 +154,10 @@ pub fn refused(query: &[u8]) -> Option<Vec<u8>> {
     error_reply(query, ResponseCode::Refused)
 }
 
-/// A FORMERR reply to `query` when its header can be read at all.
+/// A FORMERR reply to `query` when its header can be read at all (see
+/// [`crate::query::formerr`]).
 pub fn formerr(query: &[u8]) -> Option<Vec<u8>> {
-    if query.len() < 12 || query[2] & 0x80 != 0 {
-        return None;
-    }
-    // Header only: ID, QR + opcode + RD from the query, RCODE 1.
-    let mut reply = vec![0u8; 12];
-    reply[..2].copy_from_slice(&query[..2]);
-    reply[2] = 0x80 | (query[2] & 0x79);
-    reply[3] = 0x80 | ResponseCode::FormErr.low();
-    Some(reply)
+    crate::query::formerr(query)
 }
 
 fn error_reply(query: &[u8], code: ResponseCode) -> Option<Vec<u8>> {

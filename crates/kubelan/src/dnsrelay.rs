@@ -9,12 +9,14 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
 use ipnet::IpNet;
+use kubelan_dns::Screen;
 use kubelan_dns::split::{self, Route, SplitZones};
+use kubelan_dns::throttle::Tally;
 use kubelan_session::Session;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -26,12 +28,87 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// A DNS-over-TCP client that sends nothing for this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(30);
 
+/// Repeated failures of one kind are logged at most once per this interval, with a count.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Query counters, for `kubelan status`.
 #[derive(Debug, Default)]
 pub(crate) struct DnsStats {
     pub cluster: AtomicU64,
     pub upstream: AtomicU64,
     pub failed: AtomicU64,
+    /// Malformed queries and queries with more than one question, answered FORMERR here.
+    pub malformed: AtomicU64,
+}
+
+/// One kind of failure, logged through a [`Tally`]: the first at once, then one line per
+/// [`FAILURE_LOG_INTERVAL`] with the count and the last reason.
+struct FailureLog {
+    what: &'static str,
+    tally: Tally,
+    last_error: String,
+    flush_scheduled: bool,
+}
+
+/// The relay's failure logs, shared with the task that reports the end of a burst.
+#[derive(Clone)]
+pub(crate) struct FailureLogs {
+    cluster: Arc<Mutex<FailureLog>>,
+    upstream: Arc<Mutex<FailureLog>>,
+}
+
+impl Default for FailureLogs {
+    fn default() -> Self {
+        let log = |what| {
+            Arc::new(Mutex::new(FailureLog {
+                what,
+                tally: Tally::new(FAILURE_LOG_INTERVAL),
+                last_error: String::new(),
+                flush_scheduled: false,
+            }))
+        };
+        Self {
+            cluster: log("cluster DNS queries"),
+            upstream: log("queries to this host's resolvers"),
+        }
+    }
+}
+
+/// Records one failure in `log`; logs it, or holds it back and makes sure the held-back
+/// count is logged when the interval ends.
+fn record_failure(log: &Arc<Mutex<FailureLog>>, error: String) {
+    let now = Instant::now();
+    let Ok(mut l) = log.lock() else { return };
+    match l.tally.record(now) {
+        Some(1) => tracing::warn!("{} failed: {error}", l.what),
+        Some(n) => tracing::warn!(
+            "{n} {} failed in the last {} s; the last: {error}",
+            l.what,
+            FAILURE_LOG_INTERVAL.as_secs()
+        ),
+        None => {
+            l.last_error = error;
+            if !l.flush_scheduled
+                && let Some(due) = l.tally.due()
+            {
+                l.flush_scheduled = true;
+                let log = log.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(due.into()).await;
+                    let Ok(mut l) = log.lock() else { return };
+                    l.flush_scheduled = false;
+                    if let Some(n) = l.tally.flush(Instant::now()) {
+                        tracing::warn!(
+                            "{n} more {} failed in the last {} s; the last: {}",
+                            l.what,
+                            FAILURE_LOG_INTERVAL.as_secs(),
+                            l.last_error
+                        );
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// How cluster names reach the cluster DNS.
@@ -52,12 +129,23 @@ pub(crate) struct DnsRelay {
     /// The machine's own resolvers (from before `connect`).
     pub upstreams: Vec<SocketAddr>,
     pub stats: Arc<DnsStats>,
+    /// Failures, logged once per interval.
+    pub failures: FailureLogs,
 }
 
 impl DnsRelay {
-    /// The reply to one query, or `None` when the query deserves no answer.
+    /// The reply to one query, or `None` when the query deserves no answer. Queries that
+    /// fail [`kubelan_dns::screen`] are answered FORMERR here, without asking anyone.
     pub(crate) async fn answer(&self, query: Bytes) -> Option<Bytes> {
-        match self.zones.route(&query) {
+        let question = match kubelan_dns::screen(&query) {
+            Screen::Query(q) => q,
+            Screen::FormErr(reply) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                return Some(Bytes::from(reply));
+            }
+            Screen::Drop => return None,
+        };
+        match self.zones.route_question(&question) {
             Route::Invalid => split::formerr(&query).map(Bytes::from),
             Route::Cluster => {
                 self.stats.cluster.fetch_add(1, Ordering::Relaxed);
@@ -76,7 +164,7 @@ impl DnsRelay {
                 match reply {
                     Ok(reply) => Some(reply),
                     Err(e) => {
-                        tracing::warn!("cluster DNS query failed: {e}");
+                        record_failure(&self.failures.cluster, e);
                         self.stats.failed.fetch_add(1, Ordering::Relaxed);
                         split::servfail(&query).map(Bytes::from)
                     }
@@ -84,11 +172,16 @@ impl DnsRelay {
             }
             Route::Upstream => {
                 self.stats.upstream.fetch_add(1, Ordering::Relaxed);
+                let mut errors = Vec::new();
                 for up in &self.upstreams {
                     match kubelan_dns::forward_udp(&query, *up, UPSTREAM_TIMEOUT).await {
                         Ok(reply) => return Some(Bytes::from(reply)),
-                        Err(e) => tracing::debug!(upstream = %up, "DNS upstream failed: {e}"),
+                        Err(e) => errors.push(format!("{up}: {e}")),
                     }
+                }
+                // Without resolvers SERVFAIL is the plan (said at start), not a failure.
+                if !errors.is_empty() {
+                    record_failure(&self.failures.upstream, errors.join("; "));
                 }
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 split::servfail(&query).map(Bytes::from)
@@ -236,6 +329,16 @@ pub(crate) fn serve_lan(
                             let _ = udp.send_to(&reply, from).await;
                         }
                         continue;
+                    }
+                    // Malformed queries are answered here and never take a slot.
+                    match kubelan_dns::screen(&query) {
+                        Screen::Query(_) => {}
+                        Screen::FormErr(reply) => {
+                            lan.relay.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                            let _ = udp.send_to(&reply, from).await;
+                            continue;
+                        }
+                        Screen::Drop => continue,
                     }
                     let Ok(permit) = slots.clone().acquire_owned().await else { return };
                     let (udp, lan) = (udp.clone(), lan.clone());

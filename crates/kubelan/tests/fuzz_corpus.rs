@@ -18,6 +18,7 @@ const TARGETS: [Target; 16] = [
     ("socks5", kubelan_proxy::fuzz_entry::socks5, 10),
     ("proxy_auth", kubelan_proxy::fuzz_entry::proxy_auth, 10),
     ("dns_query", kubelan_dns::fuzz_entry::dns_query, 10),
+    ("dns_screen", kubelan_dns::fuzz_entry::dns_screen, 10),
     (
         "netstack_packets",
         kubelan_netstack::fuzz_entry::packets,

@@ -128,6 +128,27 @@ fn pod_security_restricted() {
 }
 
 #[test]
+fn policy_flags_reach_the_agent() {
+    let creds = AgentCredentials::generate("kubelan-system").unwrap();
+    let o = InstallOptions {
+        allow: vec![
+            "192.0.2.0/24".parse().unwrap(),
+            "10.4.7.11/32".parse().unwrap(),
+        ],
+        allow_node_addresses: true,
+        ..opts()
+    };
+    let spec = pod_spec(&manifests(&o, &creds));
+    let args = spec.containers[0].args.as_ref().unwrap().join(" ");
+    assert!(
+        args.ends_with(
+            "--credentials /var/run/kubelan/credentials --allow 192.0.2.0/24 --allow 10.4.7.11/32 --allow-node-addresses"
+        ),
+        "{args}"
+    );
+}
+
+#[test]
 fn labels_names_and_rbac() {
     let creds = AgentCredentials::generate("team").unwrap();
     let o = InstallOptions {

@@ -409,7 +409,20 @@ fn host_network_and_finished_pods_have_no_names() {
             pod(json!({"metadata": {"name": "p", "namespace": "default"}, "status": {"phase": "Pending"}})),
         ],
     );
-    assert_eq!(names.counts(), (0, 0, 0));
+    // The host-network pod is kept (its address is a node's) but has no name.
+    assert_eq!(names.counts(), (0, 0, 1));
+    assert_eq!(
+        names.lookup("10-0-0-1.default.pod.cluster.local", QueryType::A),
+        Lookup::Unknown
+    );
+    assert_eq!(
+        names.classify(ip("10.0.0.1")),
+        AddressKind::HostNetworkPod {
+            namespace: "default",
+            name: "h"
+        }
+    );
+    assert_eq!(names.classify(ip("10.244.0.2")), AddressKind::Unknown);
 }
 
 #[test]
@@ -781,14 +794,95 @@ fn reverse_and_dashed_parsers() {
 }
 
 #[test]
-fn cluster_addresses_are_cluster_ips_endpoints_and_pods() {
+fn addresses_are_classified_by_what_the_api_proves() {
     let mut names = populated();
-    for addr in ["10.96.0.10", "fd00::10", "10.244.1.6", "10.244.2.9"] {
-        assert!(names.is_cluster_address(ip(addr)), "{addr}");
+    for addr in ["10.96.0.10", "fd00::10"] {
+        assert_eq!(names.classify(ip(addr)), AddressKind::ServiceIp, "{addr}");
     }
+    // Pod IPs; an endpoint address owned by a pod is a pod's.
+    for addr in ["10.244.1.5", "10.244.2.9", "fd00:244::9"] {
+        assert_eq!(names.classify(ip(addr)), AddressKind::Pod, "{addr}");
+    }
+    // An endpoint address no pod owns proves nothing.
+    assert_eq!(
+        names.classify(ip("10.244.1.6")),
+        AddressKind::Endpoint {
+            namespace: "default",
+            slice: "db-x1",
+            service: "db"
+        }
+    );
     for addr in ["10.96.0.11", "192.0.2.1", "169.254.169.254"] {
-        assert!(!names.is_cluster_address(ip(addr)), "{addr}");
+        assert_eq!(names.classify(ip(addr)), AddressKind::Unknown, "{addr}");
     }
     names.delete_service("default", "web");
-    assert!(!names.is_cluster_address(ip("10.96.0.10")));
+    assert_eq!(names.classify(ip("10.96.0.10")), AddressKind::Unknown);
+}
+
+#[test]
+fn selector_less_endpoints_and_node_addresses_are_not_pods() {
+    let mut names = populated();
+    // A selector-less Service whose slice lists an office PC, with a targetRef naming a real
+    // pod: the pod does not own that address, so it stays an endpoint address.
+    names.apply_service(&cluster_ip_service("evil", "office", &["10.96.0.99"]));
+    names.apply_endpoint_slice(&slice(json!({
+        "metadata": {"name": "office-1", "namespace": "evil",
+            "labels": {"kubernetes.io/service-name": "office"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["172.16.1.11"],
+            "targetRef": {"kind": "Pod", "namespace": "default", "name": "db-0"}}],
+        "ports": [{"name": "ssh", "port": 22}]
+    })));
+    assert_eq!(
+        names.classify(ip("172.16.1.11")),
+        AddressKind::Endpoint {
+            namespace: "evil",
+            slice: "office-1",
+            service: "office"
+        }
+    );
+    // The API server's endpoints are the control plane's node address.
+    names.apply_service(&cluster_ip_service("default", "kubernetes", &["10.96.0.1"]));
+    names.apply_endpoint_slice(&endpoint_slice(
+        "default",
+        "kubernetes",
+        "kubernetes",
+        &[("10.4.7.11", None, Some(true))],
+    ));
+    assert_eq!(
+        names.classify(ip("10.4.7.11")),
+        AddressKind::ApiServerEndpoint
+    );
+    assert_eq!(names.classify(ip("10.96.0.1")), AddressKind::ServiceIp);
+    // A host-network pod behind a Service: its node's address, even though a slice lists it.
+    names.apply_pod(&pod(json!({
+        "metadata": {"name": "exporter-x", "namespace": "monitoring"},
+        "spec": {"hostNetwork": true, "containers": []},
+        "status": {"phase": "Running", "podIP": "10.4.7.12", "podIPs": [{"ip": "10.4.7.12"}]}
+    })));
+    names.apply_endpoint_slice(&endpoint_slice(
+        "monitoring",
+        "exporter-1",
+        "exporter",
+        &[("10.4.7.12", None, Some(true))],
+    ));
+    assert_eq!(
+        names.classify(ip("10.4.7.12")),
+        AddressKind::HostNetworkPod {
+            namespace: "monitoring",
+            name: "exporter-x"
+        }
+    );
+    // It moves off host networking (same name, new spec): the index follows.
+    names.apply_pod(&running_pod("monitoring", "exporter-x", &["10.244.3.3"]));
+    assert_eq!(names.classify(ip("10.244.3.3")), AddressKind::Pod);
+    assert!(matches!(
+        names.classify(ip("10.4.7.12")),
+        AddressKind::Endpoint { .. }
+    ));
+    names.delete_pod("monitoring", "exporter-x");
+    assert!(matches!(
+        names.classify(ip("10.244.3.3")),
+        AddressKind::Unknown
+    ));
 }

@@ -168,6 +168,7 @@ impl Live {
                 "dns_cluster": get(&d.cluster),
                 "dns_upstream": get(&d.upstream),
                 "dns_failed": get(&d.failed),
+                "dns_malformed": get(&d.malformed),
                 "session_flows_opened": get(&self.session.stats().flows_opened),
                 "session_flows_failed": get(&self.session.stats().flows_failed),
                 "carriers_up": get(&self.session.stats().carriers_up),
@@ -477,6 +478,7 @@ async fn serve(
         cluster_dns: SocketAddr::new(dns_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), 53),
         upstreams: upstreams.iter().map(|u| SocketAddr::new(*u, 53)).collect(),
         stats: dns_stats.clone(),
+        failures: Default::default(),
     });
     let mut lan_task = None;
     if let Some(lan) = lan {

@@ -336,6 +336,7 @@ async fn serve_node(
             cluster_dns: SocketAddr::new(dns_ip, 53),
             upstreams: upstreams.iter().map(|u| SocketAddr::new(*u, 53)).collect(),
             stats: dns_stats.clone(),
+            failures: Default::default(),
         });
         // The LANs, and this host itself (its tools and `kubelan doctor` ask too).
         let mut allowed = lans.clone();
@@ -393,19 +394,21 @@ struct Summary {
     dns_cluster: u64,
     dns_other: u64,
     dns_refused: u64,
+    dns_malformed: u64,
 }
 
 impl Summary {
     fn line(&self) -> String {
         format!(
-            "clients {} · flows {} · ↑ {} ↓ {} · DNS {} cluster, {} other, {} refused",
+            "clients {} · flows {} · ↑ {} ↓ {} · DNS {} cluster, {} other, {} refused, {} malformed",
             self.clients,
             self.flows,
             human_bytes(self.bytes_up),
             human_bytes(self.bytes_down),
             self.dns_cluster,
             self.dns_other,
-            self.dns_refused
+            self.dns_refused,
+            self.dns_malformed
         )
     }
 }
@@ -441,6 +444,7 @@ async fn read_summary(dns: &DnsStats, lan: Option<&LanDns>) -> Summary {
         dns_cluster: dns.cluster.load(Ordering::Relaxed),
         dns_other: dns.upstream.load(Ordering::Relaxed),
         dns_refused: lan.map_or(0, |l| l.refused.load(Ordering::Relaxed)),
+        dns_malformed: dns.malformed.load(Ordering::Relaxed),
     }
 }
 
@@ -470,7 +474,7 @@ async fn summarise(
         } else if now != last {
             events.emit(
                 "summary",
-                json!({"clients": now.clients, "flows": now.flows, "bytes_up": now.bytes_up, "bytes_down": now.bytes_down, "dns_cluster": now.dns_cluster, "dns_other": now.dns_other, "dns_refused": now.dns_refused}),
+                json!({"clients": now.clients, "flows": now.flows, "bytes_up": now.bytes_up, "bytes_down": now.bytes_down, "dns_cluster": now.dns_cluster, "dns_other": now.dns_other, "dns_refused": now.dns_refused, "dns_malformed": now.dns_malformed}),
                 &now.line(),
             );
         }
