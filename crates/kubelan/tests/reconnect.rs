@@ -150,8 +150,9 @@ fn reconnects_without_the_control_plane_and_back_to_direct() {
         }
     }
 
-    // Forced fall-back: only the direct carrier's port blocked on the laptop, so the
-    // sessions move to the port-forward carrier; unblocked, they come back to direct.
+    // Forced fall-back: only the direct carrier's ports blocked on the laptop (the
+    // NodePort, and the agent pod's port, which the proxy reaches through connect's TUN),
+    // so the sessions move to the port-forward carrier; unblocked, they come back.
     proxy.clear_log();
     conn.clear_log();
     let port = node_port.to_string();
@@ -163,7 +164,7 @@ fn reconnects_without_the_control_plane_and_back_to_direct() {
             &format!(
                 "nft add table inet kltest && \
                  nft add chain inet kltest out '{{ type filter hook output priority 0; }}' && \
-                 nft add rule inet kltest out tcp dport {port} drop"
+                 nft add rule inet kltest out tcp dport '{{ {port}, 7443 }}' drop"
             ),
         ],
     );
@@ -172,6 +173,9 @@ fn reconnects_without_the_control_plane_and_back_to_direct() {
     conn.wait_log("✓ connected via API-server port-forward", 40);
     assert!(via_proxy("http://web/"), "through the port-forward carrier");
     assert!(curl(&lab, &["-m", "3", "http://web/"]).0);
+    // Long enough on port-forward for the probes of direct to reach their longest
+    // interval (5 s, 10 s, then 15 s), so the time back is not a lucky early probe.
+    std::thread::sleep(Duration::from_secs(20));
     // A download running on the port-forward carrier while the session moves back.
     let long = Background::start(
         &lab,

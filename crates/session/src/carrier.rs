@@ -118,6 +118,11 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long after starting one candidate address the next starts alongside it.
 const STAGGER: Duration = Duration::from_millis(250);
 
+/// Most direct attempts overlapping while earlier ones hang (see `DirectDialer::dial_for`).
+const OVERLAP: usize = 3;
+/// How often an overlapping direct attempt starts.
+const OVERLAP_EVERY: Duration = Duration::from_secs(1);
+
 type Answer<A> = watch::Receiver<Option<Result<Vec<A>, String>>>;
 
 struct LookupInner<A> {
@@ -270,6 +275,36 @@ where
     }
 }
 
+/// Runs `attempt` up to `n` times, a new one every `every` while earlier ones are still
+/// running; the first success wins, and when every attempt started so far has failed the
+/// last failure is the answer.
+async fn overlapping<'a, F>(
+    n: usize,
+    every: Duration,
+    mut attempt: F,
+) -> Result<Dialed, CarrierError>
+where
+    F: FnMut() -> BoxFuture<'a, Result<Dialed, CarrierError>>,
+{
+    let mut running = FuturesUnordered::new();
+    running.push(attempt());
+    let mut started = 1;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            Some(r) = running.next() => match r {
+                Ok(d) => return Ok(d),
+                Err(e) if running.is_empty() => return Err(e),
+                Err(_) => {}
+            },
+            _ = tick.tick(), if started < n => {
+                running.push(attempt());
+                started += 1;
+            }
+        }
+    }
+}
+
 /// TCP + mutual TLS to the agent.
 pub struct DirectDialer {
     endpoints: Lookup<SocketAddr>,
@@ -300,12 +335,26 @@ impl DirectDialer {
     }
 
     /// Connects to the first endpoint that answers; for `purpose` see [`Purpose`].
+    ///
+    /// To reconnect, a new attempt starts every [`OVERLAP_EVERY`] while the earlier ones
+    /// still hang (at most [`OVERLAP`]): a path that swallowed packets and comes back is
+    /// then found by a fresh SYN within about a second, not at the kernel's next
+    /// retransmission of an old one (1 s, then 3 s after the first). Attempts that fail
+    /// outright end the dial at once. A probe makes one attempt.
     async fn dial_for(&self, purpose: Purpose) -> Result<Dialed, CarrierError> {
-        dial_candidates(&self.endpoints, purpose, |addr| {
-            Box::pin(self.dial_one(addr))
+        let attempts = if purpose == Purpose::Dial { OVERLAP } else { 1 };
+        overlapping(attempts, OVERLAP_EVERY, || self.attempt(purpose)).await
+    }
+
+    /// One pass over the endpoints.
+    fn attempt(&self, purpose: Purpose) -> BoxFuture<'_, Result<Dialed, CarrierError>> {
+        Box::pin(async move {
+            dial_candidates(&self.endpoints, purpose, |addr| {
+                Box::pin(self.dial_one(addr))
+            })
+            .await
+            .map_err(|g| CarrierError::retry(direct_give_up(g)))
         })
-        .await
-        .map_err(|g| CarrierError::retry(direct_give_up(g)))
     }
 
     async fn dial_one(&self, addr: SocketAddr) -> Result<Dialed, String> {
@@ -445,7 +494,7 @@ impl CarrierDialer for PortForwardDialer {
 
 /// How long the auto dialer waits after a failed direct attempt before trying direct
 /// again while the port-forward is still being set up.
-const DIRECT_RETRY: Duration = Duration::from_secs(1);
+const DIRECT_RETRY: Duration = Duration::from_millis(500);
 
 /// Direct when it answers, else port-forward.
 pub struct AutoDialer {
@@ -641,6 +690,55 @@ mod tests {
             direct_give_up(g),
             "direct carrier: 3: refused; 4: refused (no newer addresses: the Kubernetes API did not answer within 0.2 s)"
         );
+    }
+
+    #[tokio::test]
+    async fn a_path_that_swallowed_packets_is_found_by_a_fresh_attempt() {
+        // The first attempt's packets were lost (it hangs); the path is back for the
+        // second, started a second later alongside it.
+        let n = AtomicUsize::new(0);
+        let t = Instant::now();
+        let d = overlapping(3, Duration::from_millis(200), || {
+            let i = n.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if i == 0 {
+                    std::future::pending().await
+                } else {
+                    Ok(dialed(u16::try_from(i).unwrap()))
+                }
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(d.peer, "1");
+        assert!(
+            t.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            t.elapsed()
+        );
+        // An attempt that fails outright ends the dial at once: no overlapping retries.
+        let n = AtomicUsize::new(0);
+        let e = overlapping(3, Duration::from_millis(200), || {
+            n.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Err(CarrierError::retry("refused")) })
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.message, "refused");
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        // Attempts that all hang, then fail: at most `n`, the last failure reported.
+        let n = AtomicUsize::new(0);
+        let e = overlapping(3, Duration::from_millis(50), || {
+            let i = n.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Err(CarrierError::retry(format!("timeout {i}")))
+            })
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.message, "timeout 2");
+        assert_eq!(n.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
