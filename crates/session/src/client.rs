@@ -1306,10 +1306,16 @@ mod tests {
             .await
             .map(|r| r.unwrap())
             .unwrap_or_default();
+        // Nothing is published for a shutdown: no "reconnecting", no carrier "down".
         assert!(
-            !states
-                .iter()
-                .any(|st| matches!(st, SessionState::Reconnecting { .. })),
+            states.iter().all(|st| matches!(
+                st,
+                SessionState::Connecting | SessionState::Connected { down: None, .. }
+            )),
+            "{states:?}"
+        );
+        assert!(
+            matches!(states.last(), Some(SessionState::Connected { .. })),
             "{states:?}"
         );
     }
