@@ -84,6 +84,10 @@ fn reconnects_without_the_control_plane_and_back_to_direct() {
         .and_then(|s| s.ports?.first()?.node_port)
         .expect("the agent's NodePort");
 
+    // Both run on the laptop, where connect routes the pod network into its TUN: the
+    // proxy's direct carrier could then reach the agent's pod IP through connect's own
+    // carrier. Not the path this test measures, so the laptop drops that (until the end).
+    let _no_nesting = Block::add(&lab, "klnest", "ip daddr 172.17.32.0/19 tcp dport 7443");
     let proxy = Background::start(
         &lab,
         "laptop",
@@ -150,25 +154,11 @@ fn reconnects_without_the_control_plane_and_back_to_direct() {
         }
     }
 
-    // Forced fall-back: only the direct carrier's ports blocked on the laptop (the
-    // NodePort, and the agent pod's port, which the proxy reaches through connect's TUN),
-    // so the sessions move to the port-forward carrier; unblocked, they come back.
+    // Forced fall-back: only the direct carrier's port (the NodePort) blocked on the
+    // laptop, so the sessions move to the port-forward carrier; unblocked, they come back.
     proxy.clear_log();
     conn.clear_log();
-    let port = node_port.to_string();
-    lab.exec_ok(
-        "laptop",
-        &[
-            "sh",
-            "-c",
-            &format!(
-                "nft add table inet kltest && \
-                 nft add chain inet kltest out '{{ type filter hook output priority 0; }}' && \
-                 nft add rule inet kltest out tcp dport '{{ {port}, 7443 }}' drop"
-            ),
-        ],
-    );
-    let unblock = Unblock(&lab);
+    let unblock = Block::add(&lab, "kltest", &format!("tcp dport {node_port}"));
     proxy.wait_log("✓ connected via API-server port-forward", 40);
     conn.wait_log("✓ connected via API-server port-forward", 40);
     assert!(via_proxy("http://web/"), "through the port-forward carrier");
@@ -237,14 +227,34 @@ fn reconnects_without_the_control_plane_and_back_to_direct() {
     assert_eq!(root_snapshot(), root_before, "root namespace changed");
 }
 
-/// Removes the test's nft table on the laptop when dropped (also on a panic).
-struct Unblock<'a>(&'a Lab);
+/// Packets the laptop sends that match an nft expression, dropped (in a table of the
+/// test's own, inside the lab's laptop namespace) until this is dropped, also on a panic.
+struct Block<'a>(&'a Lab, &'static str);
 
-impl Drop for Unblock<'_> {
+impl<'a> Block<'a> {
+    fn add(lab: &'a Lab, table: &'static str, matching: &str) -> Block<'a> {
+        let block = Block(lab, table);
+        lab.exec_ok(
+            "laptop",
+            &[
+                "sh",
+                "-c",
+                &format!(
+                    "nft add table inet {table} && \
+                     nft add chain inet {table} out '{{ type filter hook output priority 0; }}' && \
+                     nft add rule inet {table} out {matching} drop"
+                ),
+            ],
+        );
+        block
+    }
+}
+
+impl Drop for Block<'_> {
     fn drop(&mut self) {
         let _ = self
             .0
-            .exec("laptop", &["nft", "delete", "table", "inet", "kltest"]);
+            .exec("laptop", &["nft", "delete", "table", "inet", self.1]);
     }
 }
 
