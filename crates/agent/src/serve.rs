@@ -719,7 +719,10 @@ mod tests {
             stop.clone(),
         );
         s.wait_connected(Duration::from_secs(5)).await.unwrap();
-        assert!(matches!(*s.state().borrow(), SessionState::Connected(_)));
+        assert!(matches!(
+            *s.state().borrow(),
+            SessionState::Connected { .. }
+        ));
         assert_eq!(s.facts().unwrap().agent, "test/agent");
         let e = s
             .connect(Target::Addr("127.0.0.1:9".parse().unwrap()))
@@ -749,7 +752,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(dials.load(Ordering::Relaxed) >= 2, "the session redials");
         // A draining agent refuses new sessions, so the state never claims "connected".
-        assert!(!matches!(*s.state().borrow(), SessionState::Connected(_)));
+        assert!(!matches!(
+            *s.state().borrow(),
+            SessionState::Connected { .. }
+        ));
         stop.cancel();
     }
 

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use futures::future::BoxFuture;
+use ipnet::IpNet;
 use kubelan_cluster::{Credentials, KubeArgs};
 use kubelan_proto::{FlowError, Target};
 use kubelan_proxy::{Connector, FlowIo, ProxyConfig, UdpFlow};
 use kubelan_session::carrier::{
-    AutoDialer, CarrierDialer, DirectDialer, EndpointSource, PodSource, PortForwardDialer,
+    AutoDialer, CarrierDialer, DirectDialer, EndpointSource, LOOKUP_TIMEOUT, Lookup, PodSource,
+    PortForwardDialer,
 };
 use kubelan_session::{CarrierError, Session, SessionConfig, SessionState};
 use tokio_util::sync::CancellationToken;
@@ -67,10 +69,22 @@ pub(crate) struct Tunnel {
     pub namespace: String,
 }
 
-/// Builds the carriers the flags ask for and starts the session.
+/// The agent's direct addresses a carrier may dial: not those inside `routed` (prefixes
+/// the caller routes into the tunnel itself, where a "direct" carrier would run inside
+/// another carrier).
+fn dialable(info: &kubelan_cluster::AgentInfo, routed: &[IpNet]) -> Vec<SocketAddr> {
+    kubelan_cluster::direct_endpoints(info)
+        .into_iter()
+        .filter(|a| !routed.iter().any(|n| n.contains(&a.ip())))
+        .collect()
+}
+
+/// Builds the carriers the flags ask for and starts the session. `routed`: prefixes the
+/// caller routes into the tunnel (`connect`), never dialed directly.
 pub(crate) async fn start(
     args: &TunnelArgs,
     shutdown: CancellationToken,
+    routed: &[IpNet],
 ) -> anyhow::Result<Tunnel> {
     let config = SessionConfig::default();
     if let Some(addr) = args.agent {
@@ -108,11 +122,13 @@ pub(crate) async fn start(
     }
     let cc = kubelan_cluster::connect(&args.kube).await?;
     let ns = args.agent_namespace.clone();
-    let replicas = match kubelan_cluster::find_agent(&cc.client, &ns).await {
-        Ok(info) => info.pods.len().max(1),
+    // What the API says now seeds the carriers; afterwards they reconnect from what they
+    // know and ask the API only in parallel.
+    let agent = match kubelan_cluster::find_agent(&cc.client, &ns).await {
+        Ok(info) => Some(info),
         Err(kubelan_cluster::ClusterError::AgentNotReady { .. }) => {
             eprintln!("… the agent in {ns} is not ready yet; the tunnel connects when it is");
-            1
+            None
         }
         Err(kubelan_cluster::ClusterError::NotInstalled { .. })
             if args.install || confirm_install(&ns)? =>
@@ -127,14 +143,16 @@ pub(crate) async fn start(
             })
             .await?;
             eprintln!("{}", kubelan_cluster::cli::install_summary(&report));
-            kubelan_cluster::find_agent(&cc.client, &ns)
-                .await?
-                .pods
-                .len()
-                .max(1)
+            Some(kubelan_cluster::find_agent(&cc.client, &ns).await?)
         }
         Err(e) => return Err(e.into()),
     };
+    let mut pods: Vec<String> = agent
+        .iter()
+        .flat_map(|a| a.pods.iter().map(|p| p.name.clone()))
+        .collect();
+    pods.sort();
+    let replicas = pods.len().max(1);
     let n = args.carriers.unwrap_or(replicas.min(4)).clamp(1, 16);
     let direct = if args.carrier == CarrierChoice::PortForward {
         None
@@ -148,15 +166,21 @@ pub(crate) async fn start(
                 );
                 let client = cc.client.clone();
                 let ns2 = ns.clone();
-                let endpoints: EndpointSource = Arc::new(move || {
-                    let (client, ns) = (client.clone(), ns2.clone());
+                let routed2 = routed.to_vec();
+                let source: EndpointSource = Arc::new(move || {
+                    let (client, ns, routed) = (client.clone(), ns2.clone(), routed2.clone());
                     Box::pin(async move {
                         let info = kubelan_cluster::find_agent(&client, &ns)
                             .await
                             .map_err(|e| CarrierError::retry(e.to_string()))?;
-                        Ok(kubelan_cluster::direct_endpoints(&info))
+                        Ok(dialable(&info, &routed))
                     })
                 });
+                // One lookup shared by every carrier: reconnecting together, they ask once.
+                let endpoints = Lookup::new(source, LOOKUP_TIMEOUT);
+                if let Some(info) = &agent {
+                    endpoints.seed(dialable(info, routed));
+                }
                 Some((endpoints, tls))
             }
             Err(e) if args.carrier == CarrierChoice::Direct => return Err(e.into()),
@@ -170,7 +194,7 @@ pub(crate) async fn start(
         .map(|i| -> Arc<dyn CarrierDialer> {
             // Carrier i prefers the i-th ready replica, so carriers spread over replicas.
             let (client, ns2) = (cc.client.clone(), ns.clone());
-            let pod: PodSource = Arc::new(move || {
+            let source: PodSource = Arc::new(move || {
                 let (client, ns) = (client.clone(), ns2.clone());
                 Box::pin(async move {
                     let mut info = kubelan_cluster::find_agent(&client, &ns)
@@ -180,10 +204,14 @@ pub(crate) async fn start(
                     let n = info.pods.len().max(1);
                     info.pods
                         .get(i % n)
-                        .map(|p| p.name.clone())
+                        .map(|p| vec![p.name.clone()])
                         .ok_or_else(|| CarrierError::retry(format!("no ready agent pod in {ns}")))
                 })
             });
+            let pod = Lookup::new(source, LOOKUP_TIMEOUT);
+            if !pods.is_empty() {
+                pod.seed(vec![pods[i % pods.len()].clone()]);
+            }
             let pf = PortForwardDialer::new(cc.client.clone(), &ns, pod);
             match (&direct, args.carrier) {
                 (Some((ep, tls)), CarrierChoice::Direct) => {
@@ -215,19 +243,23 @@ fn confirm_install(ns: &str) -> anyhow::Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
-/// Prints session state changes (to stderr) until shutdown.
-pub(crate) fn report_state(session: &Session, shutdown: CancellationToken) {
-    on_state_change(session, shutdown, |now, line| {
-        let mark = match now {
-            SessionState::Connected(_) => "✓",
-            SessionState::Failed(_) => "✗",
-            _ => "…",
-        };
-        eprintln!("{mark} {line}");
-    });
+/// A state change as printed: a mark and the state's one line.
+fn state_line(state: &SessionState) -> String {
+    let mark = match state {
+        SessionState::Connected { .. } => "✓",
+        SessionState::Failed(_) => "✗",
+        _ => "…",
+    };
+    format!("{mark} {state}")
 }
 
-/// Calls `f` with each new session state (and its one-line text) until shutdown.
+/// Prints session state changes (to stderr) until shutdown.
+pub(crate) fn report_state(session: &Session, shutdown: CancellationToken) {
+    on_state_change(session, shutdown, |now, _| eprintln!("{}", state_line(now)));
+}
+
+/// Calls `f` with each new session state (and its one-line text) until shutdown; nothing
+/// after shutdown began (stopping is not a state change of the tunnel).
 pub(crate) fn on_state_change(
     session: &Session,
     shutdown: CancellationToken,
@@ -239,13 +271,17 @@ pub(crate) fn on_state_change(
         loop {
             let now = rx.borrow_and_update().clone();
             let line = now.to_string();
+            if shutdown.is_cancelled() {
+                return;
+            }
             if line != last {
                 f(&now, &line);
                 last = line;
             }
             tokio::select! {
-                r = rx.changed() => if r.is_err() { return },
+                biased;
                 () = shutdown.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
             }
         }
     });
@@ -426,7 +462,7 @@ pub(crate) async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
             format!("cannot listen on {listen} (in use? pick another with --listen)")
         })?;
     let shutdown = CancellationToken::new();
-    let tunnel = start(&args.tunnel, shutdown.clone()).await?;
+    let tunnel = start(&args.tunnel, shutdown.clone(), &[]).await?;
     report_state(&tunnel.session, shutdown.clone());
     let mut config = ProxyConfig::default();
     config.auth = auth.clone();
@@ -463,6 +499,9 @@ pub(crate) async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
+
+    use kubelan_cluster::{AgentInfo, AgentPod, AgentService, NodeAddresses};
+    use kubelan_session::{CarrierInfo, CarrierKind};
 
     use super::*;
 
@@ -511,5 +550,72 @@ mod tests {
         for p in [good, open, group, empty] {
             let _ = std::fs::remove_dir_all(p.parent().unwrap());
         }
+    }
+
+    #[test]
+    fn each_state_change_is_one_line_with_a_mark() {
+        let direct = CarrierInfo {
+            kind: CarrierKind::Direct,
+            peer: "10.4.7.11:30443".into(),
+            agent: "kubelan-system/kubelan-agent-x on node1".into(),
+            version: 1,
+        };
+        let why = "direct mTLS to 10.4.7.11:30443 (agent kubelan-system/kubelan-agent-x on node1): no answer to pings for 3.0 s";
+        for (state, line) in [
+            (SessionState::Connecting, "… connecting".to_string()),
+            (
+                SessionState::Connected {
+                    carriers: vec![direct],
+                    down: None,
+                },
+                "✓ connected via direct mTLS to 10.4.7.11:30443 (agent kubelan-system/kubelan-agent-x on node1)"
+                    .to_string(),
+            ),
+            (
+                SessionState::Reconnecting { error: why.into() },
+                format!("… reconnecting: {why}"),
+            ),
+            (
+                SessionState::Failed("the agent refused the session".into()),
+                "✗ failed: the agent refused the session".to_string(),
+            ),
+        ] {
+            assert_eq!(state_line(&state), line);
+        }
+    }
+
+    #[test]
+    fn addresses_routed_into_the_tunnel_are_not_dialed_directly() {
+        let info = AgentInfo {
+            namespace: "kubelan-system".into(),
+            pods: vec![AgentPod {
+                name: "kubelan-agent-x".into(),
+                ip: Some("172.17.32.5".parse().unwrap()),
+                node: Some("node1".into()),
+            }],
+            service: Some(AgentService {
+                service_type: "NodePort".into(),
+                port: 7443,
+                cluster_ip: Some("172.17.16.77".parse().unwrap()),
+                node_port: Some(30443),
+                load_balancer_ips: vec![],
+                load_balancer_hostnames: vec![],
+            }),
+            nodes: vec![NodeAddresses {
+                name: "node1".into(),
+                ready: true,
+                internal: vec!["10.4.7.11".parse().unwrap()],
+                external: vec![],
+            }],
+            notes: vec![],
+        };
+        let all: Vec<String> = dialable(&info, &[]).iter().map(|a| a.to_string()).collect();
+        assert_eq!(all, ["10.4.7.11:30443", "172.17.32.5:7443"]);
+        let routed: Vec<IpNet> = vec!["172.17.32.0/19".parse().unwrap()];
+        let some: Vec<String> = dialable(&info, &routed)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(some, ["10.4.7.11:30443"]);
     }
 }

@@ -4,18 +4,29 @@
 //!   pod IP), with the CA and client certificate from the install's Secret pinned.
 //! * [`PortForwardDialer`]: a port-forward through the Kubernetes API server to the
 //!   agent pod's loopback-only port, authorised by RBAC `pods/portforward`.
-//! * [`AutoDialer`]: direct when it answers, else port-forward.
+//! * [`AutoDialer`]: direct when it answers, else port-forward; while on port-forward it
+//!   offers the direct carrier again ([`CarrierDialer::upgrade`]).
+//!
+//! Where to dial (the agent's addresses, its pod) comes from a [`Lookup`]: the last answer
+//! of the Kubernetes API, used at once, while the API is asked again in parallel with
+//! bounded patience. A reconnect therefore needs only the agent and the credentials the
+//! session already holds, not the API server.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::reconnect::{DialPlan, GiveUp, LookupCache, Purpose, Step};
 
 /// A carrier's byte stream.
 pub trait CarrierIo: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -84,16 +95,219 @@ impl CarrierError {
 pub trait CarrierDialer: Send + Sync {
     /// Connects once.
     fn dial(&self) -> BoxFuture<'_, Result<Dialed, CarrierError>>;
+
+    /// A carrier preferred over one of kind `current`, to try while `current` runs: the
+    /// session calls it now and then and, when it connects, moves new flows to it and
+    /// retires `current` once idle. `None` (the default): nothing is preferred.
+    fn upgrade(&self, current: CarrierKind) -> Option<BoxFuture<'_, Result<Dialed, CarrierError>>> {
+        let _ = current;
+        None
+    }
 }
 
-/// Where the direct carrier may connect, looked up again before every dial (pod IPs
-/// change when the agent restarts).
-pub type EndpointSource =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<SocketAddr>, CarrierError>> + Send + Sync>;
+/// A lookup through the Kubernetes API: what to dial, best first.
+pub type Source<A> =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<A>, CarrierError>> + Send + Sync>;
+
+/// Where the direct carrier may connect (pod IPs change when the agent restarts).
+pub type EndpointSource = Source<SocketAddr>;
+
+/// How long a lookup through the API may take before a dial goes on without it.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long after starting one candidate address the next starts alongside it.
+const STAGGER: Duration = Duration::from_millis(250);
+
+/// Most direct attempts overlapping while earlier ones hang (see `DirectDialer::dial_for`).
+const OVERLAP: usize = 3;
+/// How often an overlapping direct attempt starts.
+const OVERLAP_EVERY: Duration = Duration::from_secs(1);
+
+type Answer<A> = watch::Receiver<Option<Result<Vec<A>, String>>>;
+
+struct LookupInner<A> {
+    source: Option<Source<A>>,
+    timeout: Duration,
+    state: Mutex<(LookupCache<A>, Option<Answer<A>>)>,
+}
+
+/// The last answer of a lookup through the Kubernetes API, handed out at once while the
+/// API is asked again in the background (at most one question at a time, each bounded by
+/// a timeout; see `reconnect::LookupCache` for when). Cheap to clone; clones share the
+/// answer, so several carriers reconnecting at once ask the API once.
+pub struct Lookup<A> {
+    inner: Arc<LookupInner<A>>,
+}
+
+impl<A> Clone for Lookup<A> {
+    fn clone(&self) -> Lookup<A> {
+        Lookup {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<A: Clone + Send + Sync + 'static> Lookup<A> {
+    /// Asks `source`, waiting at most `timeout` for each answer.
+    pub fn new(source: Source<A>, timeout: Duration) -> Lookup<A> {
+        Lookup {
+            inner: Arc::new(LookupInner {
+                source: Some(source),
+                timeout,
+                state: Mutex::new((LookupCache::new(), None)),
+            }),
+        }
+    }
+
+    /// Always `entries`; never asks anything.
+    pub fn fixed(entries: Vec<A>) -> Lookup<A> {
+        let mut cache = LookupCache::new();
+        cache.seed(entries, Instant::now());
+        Lookup {
+            inner: Arc::new(LookupInner {
+                source: None,
+                timeout: Duration::ZERO,
+                state: Mutex::new((cache, None)),
+            }),
+        }
+    }
+
+    /// Takes an answer the caller already has (from its own lookup at start-up).
+    pub fn seed(&self, entries: Vec<A>) {
+        let mut st = self.inner.state.lock().expect("lookup lock");
+        st.0.seed(entries, Instant::now());
+    }
+
+    /// The last answer, and the API's next answer when one is on its way.
+    fn begin(&self, purpose: Purpose) -> (Vec<A>, Option<Answer<A>>) {
+        let mut st = self.inner.state.lock().expect("lookup lock");
+        let cached = st.0.entries().to_vec();
+        let Some(source) = self.inner.source.clone() else {
+            return (cached, None);
+        };
+        if st.0.start(purpose, Instant::now()) {
+            let (tx, rx) = watch::channel(None);
+            st.1 = Some(rx.clone());
+            let inner = self.inner.clone();
+            // A task of its own: the answer refreshes the cache even when the dial that
+            // asked has already succeeded (or was dropped).
+            tokio::spawn(async move {
+                let result = match tokio::time::timeout(inner.timeout, source()).await {
+                    Ok(Ok(list)) => Ok(list),
+                    Ok(Err(e)) => Err(e.message),
+                    Err(_) => Err(format!(
+                        "the Kubernetes API did not answer within {} s",
+                        inner.timeout.as_secs_f64()
+                    )),
+                };
+                {
+                    let mut st = inner.state.lock().expect("lookup lock");
+                    match &result {
+                        Ok(list) => st.0.answered(list.clone(), Instant::now()),
+                        Err(_) => st.0.failed(),
+                    }
+                    st.1 = None;
+                }
+                let _ = tx.send(Some(result));
+            });
+            return (cached, Some(rx));
+        }
+        let pending = if st.0.in_flight() { st.1.clone() } else { None };
+        (cached, pending)
+    }
+}
+
+async fn answer<A: Clone>(rx: &mut Answer<A>) -> Result<Vec<A>, String> {
+    match rx.wait_for(Option::is_some).await {
+        Ok(v) => v.clone().expect("checked"),
+        Err(_) => Err("the lookup through the Kubernetes API ended without an answer".into()),
+    }
+}
+
+/// Dials the candidates `lookup` gives (cached ones at once, the API's answer as soon as
+/// it arrives), staggered, first success wins.
+async fn dial_candidates<'a, A, F>(
+    lookup: &Lookup<A>,
+    purpose: Purpose,
+    mut dial: F,
+) -> Result<Dialed, GiveUp>
+where
+    A: Clone + PartialEq + Send + Sync + 'static,
+    F: FnMut(A) -> BoxFuture<'a, Result<Dialed, String>>,
+{
+    let (cached, mut pending) = lookup.begin(purpose);
+    let mut plan = DialPlan::new(&cached, pending.is_some(), STAGGER);
+    let mut dials = FuturesUnordered::new();
+    loop {
+        let wait = loop {
+            match plan.poll(Instant::now()) {
+                Step::Dial(a) => dials.push(dial(a)),
+                Step::Wait(until) => break until,
+                Step::GiveUp(g) => return Err(g),
+            }
+        };
+        let api = async {
+            match pending.as_mut() {
+                Some(rx) => answer(rx).await,
+                None => std::future::pending().await,
+            }
+        };
+        let stagger = async {
+            match wait {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(r) = dials.next(), if !dials.is_empty() => match r {
+                Ok(d) => return Ok(d),
+                Err(e) => plan.dial_failed(e),
+            },
+            r = api => {
+                pending = None;
+                match r {
+                    Ok(list) => plan.lookup_answered(&list),
+                    Err(e) => plan.lookup_failed(e),
+                }
+            }
+            () = stagger => {}
+        }
+    }
+}
+
+/// Runs `attempt` up to `n` times, a new one every `every` while earlier ones are still
+/// running; the first success wins, and when every attempt started so far has failed the
+/// last failure is the answer.
+async fn overlapping<'a, F>(
+    n: usize,
+    every: Duration,
+    mut attempt: F,
+) -> Result<Dialed, CarrierError>
+where
+    F: FnMut() -> BoxFuture<'a, Result<Dialed, CarrierError>>,
+{
+    let mut running = FuturesUnordered::new();
+    running.push(attempt());
+    let mut started = 1;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            Some(r) = running.next() => match r {
+                Ok(d) => return Ok(d),
+                Err(e) if running.is_empty() => return Err(e),
+                Err(_) => {}
+            },
+            _ = tick.tick(), if started < n => {
+                running.push(attempt());
+                started += 1;
+            }
+        }
+    }
+}
 
 /// TCP + mutual TLS to the agent.
 pub struct DirectDialer {
-    endpoints: EndpointSource,
+    endpoints: Lookup<SocketAddr>,
     tls: tokio_rustls::TlsConnector,
     server_name: rustls::pki_types::ServerName<'static>,
     connect_timeout: Duration,
@@ -103,9 +317,9 @@ pub struct DirectDialer {
 pub const AGENT_TLS_NAME: &str = "kubelan-agent";
 
 impl DirectDialer {
-    /// A dialer trying `endpoints` in order with the given client TLS configuration (which
-    /// must pin the agent CA and carry the client certificate).
-    pub fn new(endpoints: EndpointSource, tls: Arc<rustls::ClientConfig>) -> DirectDialer {
+    /// A dialer trying `endpoints` (best first, staggered) with the given client TLS
+    /// configuration (which must pin the agent CA and carry the client certificate).
+    pub fn new(endpoints: Lookup<SocketAddr>, tls: Arc<rustls::ClientConfig>) -> DirectDialer {
         DirectDialer {
             endpoints,
             tls: tokio_rustls::TlsConnector::from(tls),
@@ -116,10 +330,30 @@ impl DirectDialer {
     }
 
     /// Static endpoints.
-    pub fn fixed(endpoints: Vec<SocketAddr>) -> EndpointSource {
-        Arc::new(move || {
-            let e = endpoints.clone();
-            Box::pin(async move { Ok(e) })
+    pub fn fixed(endpoints: Vec<SocketAddr>) -> Lookup<SocketAddr> {
+        Lookup::fixed(endpoints)
+    }
+
+    /// Connects to the first endpoint that answers; for `purpose` see [`Purpose`].
+    ///
+    /// To reconnect, a new attempt starts every [`OVERLAP_EVERY`] while the earlier ones
+    /// still hang (at most [`OVERLAP`]): a path that swallowed packets and comes back is
+    /// then found by a fresh SYN within about a second, not at the kernel's next
+    /// retransmission of an old one (1 s, then 3 s after the first). Attempts that fail
+    /// outright end the dial at once. A probe makes one attempt.
+    async fn dial_for(&self, purpose: Purpose) -> Result<Dialed, CarrierError> {
+        let attempts = if purpose == Purpose::Dial { OVERLAP } else { 1 };
+        overlapping(attempts, OVERLAP_EVERY, || self.attempt(purpose)).await
+    }
+
+    /// One pass over the endpoints.
+    fn attempt(&self, purpose: Purpose) -> BoxFuture<'_, Result<Dialed, CarrierError>> {
+        Box::pin(async move {
+            dial_candidates(&self.endpoints, purpose, |addr| {
+                Box::pin(self.dial_one(addr))
+            })
+            .await
+            .map_err(|g| CarrierError::retry(direct_give_up(g)))
         })
     }
 
@@ -149,53 +383,86 @@ impl DirectDialer {
     }
 }
 
+/// Why the direct carrier could not connect, in one sentence.
+fn direct_give_up(g: GiveUp) -> String {
+    match (g.dial_errors.is_empty(), g.lookup_error) {
+        (true, None) => {
+            "the agent has no reachable direct address (no NodePort, LoadBalancer or ready pod)"
+                .into()
+        }
+        (true, Some(e)) => format!("direct carrier: no known address of the agent and {e}"),
+        (false, None) => format!("direct carrier: {}", g.dial_errors.join("; ")),
+        (false, Some(e)) => format!(
+            "direct carrier: {} (no newer addresses: {e})",
+            g.dial_errors.join("; ")
+        ),
+    }
+}
+
 impl CarrierDialer for DirectDialer {
     fn dial(&self) -> BoxFuture<'_, Result<Dialed, CarrierError>> {
-        Box::pin(async move {
-            let endpoints = (self.endpoints)().await?;
-            if endpoints.is_empty() {
-                return Err(CarrierError::retry(
-                    "the agent has no reachable direct address (no NodePort, LoadBalancer or ready pod)",
-                ));
-            }
-            let mut errors = Vec::new();
-            for addr in endpoints {
-                match self.dial_one(addr).await {
-                    Ok(d) => return Ok(d),
-                    Err(e) => errors.push(e),
-                }
-            }
-            Err(CarrierError::retry(format!(
-                "direct carrier: {}",
-                errors.join("; ")
-            )))
-        })
+        Box::pin(self.dial_for(Purpose::Dial))
     }
 }
 
 /// The agent pod port the port-forward carrier reaches (loopback-only inside the pod).
 pub const AGENT_PLAIN_PORT: u16 = 7444;
 
-/// Names the agent pod a port-forward should reach, looked up again before every dial
-/// (the agent restarts under a new name).
-pub type PodSource =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<String, CarrierError>> + Send + Sync>;
+/// Names the agent pod(s) a port-forward should reach, best first (the agent restarts
+/// under a new name).
+pub type PodSource = Source<String>;
 
 /// Port-forward through the API server to a ready agent pod.
 pub struct PortForwardDialer {
     client: kube::Client,
     namespace: String,
-    pod: PodSource,
+    pods: Lookup<String>,
 }
 
 impl PortForwardDialer {
-    /// A dialer for the pod `pod` names in `namespace`.
-    pub fn new(client: kube::Client, namespace: &str, pod: PodSource) -> PortForwardDialer {
+    /// A dialer for the pods `pods` names in `namespace` (the last known name is tried at
+    /// once while the API is asked again).
+    pub fn new(client: kube::Client, namespace: &str, pods: Lookup<String>) -> PortForwardDialer {
         PortForwardDialer {
             client,
             namespace: namespace.to_string(),
-            pod,
+            pods,
         }
+    }
+
+    async fn dial_one(&self, pod: String) -> Result<Dialed, String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut pf = tokio::time::timeout(
+            Duration::from_secs(10),
+            pods.portforward(&pod, &[AGENT_PLAIN_PORT]),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "port-forward to {}/{pod}: the API server did not answer in 10 s",
+                self.namespace
+            )
+        })?
+        .map_err(|e| {
+            let hint = if e.to_string().contains("403") || e.to_string().contains("forbidden") {
+                format!(
+                    " — you need `create pods/portforward` in {} (`kubelan rbac proxy`)",
+                    self.namespace
+                )
+            } else {
+                String::new()
+            };
+            format!("port-forward to {}/{pod}: {e}{hint}", self.namespace)
+        })?;
+        let io = pf
+            .take_stream(AGENT_PLAIN_PORT)
+            .ok_or_else(|| "port-forward returned no stream".to_string())?;
+        Ok(Dialed {
+            io: Box::new(io),
+            kind: CarrierKind::PortForward,
+            peer: format!("pod {}/{pod}", self.namespace),
+            keepalive: Some(Box::new(AbortOnDrop(pf))),
+        })
     }
 }
 
@@ -210,42 +477,24 @@ impl Drop for AbortOnDrop {
 impl CarrierDialer for PortForwardDialer {
     fn dial(&self) -> BoxFuture<'_, Result<Dialed, CarrierError>> {
         Box::pin(async move {
-            let pod = (self.pod)().await?;
-            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-            let mut pf = tokio::time::timeout(
-                Duration::from_secs(10),
-                pods.portforward(&pod, &[AGENT_PLAIN_PORT]),
-            )
+            dial_candidates(&self.pods, Purpose::Dial, |pod| {
+                Box::pin(self.dial_one(pod))
+            })
             .await
-            .map_err(|_| {
-                CarrierError::retry("port-forward: the API server did not answer in 10 s")
-            })?
-            .map_err(|e| {
-                let hint = if e.to_string().contains("403") || e.to_string().contains("forbidden") {
-                    format!(
-                        " — you need `create pods/portforward` in {} (`kubelan rbac proxy`)",
-                        self.namespace
-                    )
-                } else {
-                    String::new()
-                };
-                CarrierError::retry(format!(
-                    "port-forward to {}/{pod}: {e}{hint}",
-                    self.namespace
-                ))
-            })?;
-            let io = pf
-                .take_stream(AGENT_PLAIN_PORT)
-                .ok_or_else(|| CarrierError::retry("port-forward returned no stream"))?;
-            Ok(Dialed {
-                io: Box::new(io),
-                kind: CarrierKind::PortForward,
-                peer: format!("pod {}/{pod}", self.namespace),
-                keepalive: Some(Box::new(AbortOnDrop(pf))),
+            .map_err(|g| {
+                CarrierError::retry(match (g.dial_errors.is_empty(), g.lookup_error) {
+                    (true, Some(e)) => e,
+                    (true, None) => format!("no ready agent pod in {}", self.namespace),
+                    (false, _) => g.dial_errors.join("; "),
+                })
             })
         })
     }
 }
+
+/// How long the auto dialer waits after a failed direct attempt before trying direct
+/// again while the port-forward is still being set up.
+const DIRECT_RETRY: Duration = Duration::from_millis(500);
 
 /// Direct when it answers, else port-forward.
 pub struct AutoDialer {
@@ -263,15 +512,250 @@ impl AutoDialer {
 impl CarrierDialer for AutoDialer {
     fn dial(&self) -> BoxFuture<'_, Result<Dialed, CarrierError>> {
         Box::pin(async move {
-            match self.direct.dial().await {
-                Ok(d) => Ok(d),
-                Err(direct_err) => {
-                    tracing::debug!(error = %direct_err, "direct carrier unavailable; using port-forward");
-                    self.fallback.dial().await.map_err(|e| {
-                        CarrierError::retry(format!("{direct_err}; and {}", e.message))
-                    })
+            let mut direct_err = match self.direct.dial_for(Purpose::Dial).await {
+                Ok(d) => return Ok(d),
+                Err(e) => e,
+            };
+            tracing::debug!(error = %direct_err, "direct carrier unavailable; trying port-forward");
+            // The port-forward goes through the API server, which may be slow or frozen:
+            // keep trying direct meanwhile, so a returning path wins at once.
+            let mut fallback = self.fallback.dial();
+            loop {
+                let retry = async {
+                    tokio::time::sleep(DIRECT_RETRY).await;
+                    self.direct.dial_for(Purpose::Dial).await
+                };
+                tokio::select! {
+                    r = &mut fallback => {
+                        return r.map_err(|e| {
+                            CarrierError::retry(format!("{}; and {}", direct_err.message, e.message))
+                        });
+                    }
+                    r = retry => match r {
+                        Ok(d) => return Ok(d),
+                        Err(e) => direct_err = e,
+                    },
                 }
             }
         })
+    }
+
+    fn upgrade(&self, current: CarrierKind) -> Option<BoxFuture<'_, Result<Dialed, CarrierError>>> {
+        (current == CarrierKind::PortForward)
+            .then(|| Box::pin(self.direct.dial_for(Purpose::Probe)) as BoxFuture<'_, _>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn dialed(peer: u16) -> Dialed {
+        let (a, _b) = tokio::io::duplex(64);
+        Dialed {
+            io: Box::new(a),
+            kind: CarrierKind::Direct,
+            peer: peer.to_string(),
+            keepalive: None,
+        }
+    }
+
+    /// A lookup answering `answer` after `delay` (never, when `None`); counts questions.
+    fn source(answer: Option<(Duration, Vec<u16>)>, asked: Arc<AtomicUsize>) -> Source<u16> {
+        Arc::new(move || {
+            asked.fetch_add(1, Ordering::SeqCst);
+            let answer = answer.clone();
+            Box::pin(async move {
+                match answer {
+                    Some((delay, list)) => {
+                        tokio::time::sleep(delay).await;
+                        Ok(list)
+                    }
+                    None => std::future::pending().await,
+                }
+            })
+        })
+    }
+
+    /// Dials: `good` connects, everything else is refused after `fail_after` (never
+    /// answers when `None`).
+    fn dial_to(
+        good: u16,
+        fail_after: Option<Duration>,
+    ) -> impl FnMut(u16) -> BoxFuture<'static, Result<Dialed, String>> {
+        move |a| {
+            Box::pin(async move {
+                if a == good {
+                    return Ok(dialed(a));
+                }
+                match fail_after {
+                    Some(d) => {
+                        tokio::time::sleep(d).await;
+                        Err(format!("{a}: refused"))
+                    }
+                    None => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frozen_api_does_not_hold_a_dial_to_a_known_address() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let lookup = Lookup::new(source(None, asked.clone()), Duration::from_secs(5));
+        lookup.seed(vec![1, 2]);
+        // Seeded moments ago: no question. The first address swallows packets; the
+        // second starts after the stagger and wins.
+        let t = Instant::now();
+        let d = dial_candidates(&lookup, Purpose::Dial, dial_to(2, None))
+            .await
+            .unwrap();
+        assert_eq!(d.peer, "2");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // Later (a reconnect), the API is asked in parallel, but the dial does not wait.
+        tokio::time::sleep(DIAL_REFRESH_AFTER_TEST).await;
+        let t = Instant::now();
+        let d = dial_candidates(&lookup, Purpose::Dial, dial_to(1, None))
+            .await
+            .unwrap();
+        assert_eq!(d.peer, "1");
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "asked in the background");
+        // A second reconnect while that question hangs does not ask again.
+        let _ = dial_candidates(&lookup, Purpose::Dial, dial_to(1, None)).await;
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+    }
+
+    const DIAL_REFRESH_AFTER_TEST: Duration = Duration::from_millis(1100);
+
+    #[tokio::test]
+    async fn addresses_from_the_api_are_dialed_as_soon_as_they_arrive() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let lookup = Lookup::new(
+            source(Some((Duration::from_millis(100), vec![7])), asked.clone()),
+            Duration::from_secs(5),
+        );
+        // Nothing cached: waits for the API, then dials what it said.
+        let d = dial_candidates(&lookup, Purpose::Dial, dial_to(7, None))
+            .await
+            .unwrap();
+        assert_eq!(d.peer, "7");
+        // The agent moved: the cached address hangs, the API's new one is dialed when it
+        // arrives, without waiting for the old one to time out.
+        let lookup = Lookup::new(
+            source(Some((Duration::from_millis(100), vec![8])), asked.clone()),
+            Duration::from_secs(5),
+        );
+        lookup.seed(vec![7]);
+        tokio::time::sleep(DIAL_REFRESH_AFTER_TEST).await;
+        let t = Instant::now();
+        let d = dial_candidates(&lookup, Purpose::Dial, dial_to(8, None))
+            .await
+            .unwrap();
+        assert_eq!(d.peer, "8");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    #[tokio::test]
+    async fn with_nothing_known_and_a_frozen_api_a_dial_gives_up_after_the_timeout() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let lookup = Lookup::new(source(None, asked.clone()), Duration::from_millis(200));
+        let t = Instant::now();
+        let g = dial_candidates(&lookup, Purpose::Dial, dial_to(1, None))
+            .await
+            .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            direct_give_up(g),
+            "direct carrier: no known address of the agent and the Kubernetes API did not answer within 0.2 s"
+        );
+        // Known addresses that fail, and the API down: both said once.
+        lookup.seed(vec![3, 4]);
+        tokio::time::sleep(DIAL_REFRESH_AFTER_TEST).await;
+        let g = dial_candidates(
+            &lookup,
+            Purpose::Dial,
+            dial_to(1, Some(Duration::from_millis(10))),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            direct_give_up(g),
+            "direct carrier: 3: refused; 4: refused (no newer addresses: the Kubernetes API did not answer within 0.2 s)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_path_that_swallowed_packets_is_found_by_a_fresh_attempt() {
+        // The first attempt's packets were lost (it hangs); the path is back for the
+        // second, started a second later alongside it.
+        let n = AtomicUsize::new(0);
+        let t = Instant::now();
+        let d = overlapping(3, Duration::from_millis(200), || {
+            let i = n.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if i == 0 {
+                    std::future::pending().await
+                } else {
+                    Ok(dialed(u16::try_from(i).unwrap()))
+                }
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(d.peer, "1");
+        assert!(
+            t.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            t.elapsed()
+        );
+        // An attempt that fails outright ends the dial at once: no overlapping retries.
+        let n = AtomicUsize::new(0);
+        let e = overlapping(3, Duration::from_millis(200), || {
+            n.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Err(CarrierError::retry("refused")) })
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.message, "refused");
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        // Attempts that all hang, then fail: at most `n`, the last failure reported.
+        let n = AtomicUsize::new(0);
+        let e = overlapping(3, Duration::from_millis(50), || {
+            let i = n.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Err(CarrierError::retry(format!("timeout {i}")))
+            })
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.message, "timeout 2");
+        assert_eq!(n.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_probe_does_not_ask_the_api_while_its_answer_is_recent() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let lookup = Lookup::new(
+            source(Some((Duration::ZERO, vec![5])), asked.clone()),
+            Duration::from_secs(5),
+        );
+        lookup.seed(vec![5]);
+        tokio::time::sleep(DIAL_REFRESH_AFTER_TEST).await;
+        for _ in 0..3 {
+            let d = dial_candidates(&lookup, Purpose::Probe, dial_to(5, None))
+                .await
+                .unwrap();
+            assert_eq!(d.peer, "5");
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), 0);
     }
 }

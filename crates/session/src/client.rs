@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::carrier::{CarrierDialer, CarrierKind};
 use crate::flow::{FlowConn, FrameReader, buffer_frame, write_frame};
 use crate::mux::{self, MuxHandle, MuxStream, Side};
+use crate::reconnect::ProbeSchedule;
 
 /// Timing of a session.
 #[derive(Clone, Debug)]
@@ -33,6 +34,11 @@ pub struct SessionConfig {
     pub backoff_min: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
+    /// While a carrier runs on a fallback (port-forward), the preferred carrier (direct) is
+    /// probed first after this long, then at doubling intervals up to `probe_max`.
+    pub probe_min: Duration,
+    /// Longest interval between probes of the preferred carrier.
+    pub probe_max: Duration,
 }
 
 impl Default for SessionConfig {
@@ -44,6 +50,8 @@ impl Default for SessionConfig {
             open_timeout: Duration::from_secs(15),
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(2),
+            probe_min: Duration::from_secs(5),
+            probe_max: Duration::from_secs(15),
         }
     }
 }
@@ -68,12 +76,20 @@ impl fmt::Display for CarrierInfo {
 }
 
 /// What the session is doing; never claims "connected" without a live, answering carrier.
+/// Its text ([`fmt::Display`]) is the one line a user sees for each change, with the
+/// reason once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionState {
     /// Dialing for the first time.
     Connecting,
     /// At least one carrier answers pings.
-    Connected(Vec<CarrierInfo>),
+    Connected {
+        /// The carriers that answer.
+        carriers: Vec<CarrierInfo>,
+        /// When some of the session's other carriers are down: how many, and why the
+        /// latest of them failed.
+        down: Option<(usize, String)>,
+    },
     /// Every carrier is down; retrying.
     Reconnecting {
         /// Why the last attempt or carrier failed.
@@ -87,19 +103,60 @@ impl fmt::Display for SessionState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SessionState::Connecting => write!(f, "connecting"),
-            SessionState::Connected(c) => {
+            SessionState::Connected { carriers, down } => {
                 write!(f, "connected via ")?;
-                for (i, c) in c.iter().enumerate() {
+                for (i, c) in carriers.iter().enumerate() {
                     if i > 0 {
                         write!(f, ", ")?;
                     }
                     write!(f, "{c}")?;
+                }
+                if let Some((n, why)) = down {
+                    let s = if *n == 1 { "" } else { "s" };
+                    write!(f, "; {n} more carrier{s} reconnecting: {why}")?;
                 }
                 Ok(())
             }
             SessionState::Reconnecting { error } => write!(f, "reconnecting: {error}"),
             SessionState::Failed(e) => write!(f, "failed: {e}"),
         }
+    }
+}
+
+/// One supervised carrier's standing, for the session state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Slot {
+    /// Dialing for the first time.
+    #[default]
+    Starting,
+    /// Its carrier answers.
+    Up,
+    /// Down and retrying: the failure's sequence number (latest wins) and reason.
+    Down(u64, String),
+}
+
+/// The session state from the live carriers and each slot's standing.
+fn state_of(carriers: Vec<CarrierInfo>, slots: &[Slot]) -> SessionState {
+    let mut down = 0;
+    let mut latest: Option<(u64, &str)> = None;
+    for s in slots {
+        if let Slot::Down(seq, why) = s {
+            down += 1;
+            if latest.is_none_or(|(l, _)| *seq > l) {
+                latest = Some((*seq, why));
+            }
+        }
+    }
+    let why = latest.map(|(_, w)| w.to_string());
+    if !carriers.is_empty() {
+        SessionState::Connected {
+            carriers,
+            down: why.map(|w| (down, w)),
+        }
+    } else if let Some(error) = why {
+        SessionState::Reconnecting { error }
+    } else {
+        SessionState::Connecting
     }
 }
 
@@ -127,34 +184,71 @@ struct Shared {
     live: Mutex<Vec<Arc<Live>>>,
     next: AtomicUsize,
     state_tx: watch::Sender<SessionState>,
-    last_error: Mutex<String>,
+    /// Lock order: `live`, then `slots`.
+    slots: Mutex<Vec<Slot>>,
+    failures: AtomicU64,
     stats: SessionStats,
 }
 
 impl Shared {
     fn publish(&self) {
         let live = self.live.lock().expect("live lock");
-        let state = if !live.is_empty() {
-            SessionState::Connected(live.iter().map(|l| l.info.clone()).collect())
-        } else {
-            let e = self.last_error.lock().expect("error lock").clone();
-            if matches!(*self.state_tx.borrow(), SessionState::Failed(_)) {
-                return;
-            }
-            if self.stats.carriers_up.load(Ordering::Relaxed) == 0 && e.is_empty() {
-                SessionState::Connecting
-            } else {
-                SessionState::Reconnecting { error: e }
-            }
-        };
+        let slots = self.slots.lock().expect("slots lock");
+        let state = state_of(live.iter().map(|l| l.info.clone()).collect(), &slots);
+        drop(slots);
+        drop(live);
         self.state_tx.send_if_modified(|s| {
-            if *s != state {
+            // Failed is final; an unchanged state is not news.
+            if matches!(s, SessionState::Failed(_)) || *s == state {
+                false
+            } else {
                 *s = state;
                 true
-            } else {
-                false
             }
         });
+    }
+
+    fn set_slot(&self, slot: usize, to: Slot) {
+        if let Some(s) = self.slots.lock().expect("slots lock").get_mut(slot) {
+            *s = to;
+        }
+    }
+
+    /// Why the latest carrier failed (empty when none has).
+    fn last_error(&self) -> String {
+        let slots = self.slots.lock().expect("slots lock");
+        slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Down(seq, why) => Some((*seq, why)),
+                _ => None,
+            })
+            .max_by_key(|(seq, _)| *seq)
+            .map(|(_, why)| why.clone())
+            .unwrap_or_default()
+    }
+
+    /// A slot's carrier failed with `why`; the slot retries.
+    fn slot_down(&self, slot: usize, why: String) {
+        let seq = self.failures.fetch_add(1, Ordering::Relaxed);
+        self.set_slot(slot, Slot::Down(seq, why));
+        self.publish();
+    }
+
+    /// `live` answers: new flows may use it.
+    fn add_live(&self, slot: usize, live: &Arc<Live>) {
+        self.stats.carriers_up.fetch_add(1, Ordering::Relaxed);
+        self.live.lock().expect("live lock").push(live.clone());
+        self.set_slot(slot, Slot::Up);
+        self.publish();
+    }
+
+    /// No new flows on `live`.
+    fn remove_live(&self, live: &Arc<Live>) {
+        self.live
+            .lock()
+            .expect("live lock")
+            .retain(|l| !Arc::ptr_eq(l, live));
     }
 }
 
@@ -185,7 +279,8 @@ impl Session {
             live: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             state_tx,
-            last_error: Mutex::new(String::new()),
+            slots: Mutex::new(vec![Slot::Starting; dialers.len()]),
+            failures: AtomicU64::new(0),
             stats: SessionStats::default(),
         });
         for (slot, dialer) in dialers.into_iter().enumerate() {
@@ -237,15 +332,7 @@ impl Session {
                 .await
                 .is_err()
             {
-                let e = self.shared.last_error.lock().expect("error lock").clone();
-                return Err(FlowError::new(
-                    ErrorKind::CarrierLost,
-                    if e.is_empty() {
-                        format!("no tunnel to the agent within {timeout:?} (still connecting)")
-                    } else {
-                        format!("no tunnel to the agent within {timeout:?}; reconnecting: {e}")
-                    },
-                ));
+                return Err(no_tunnel(timeout, &self.shared.last_error()));
             }
         }
     }
@@ -469,6 +556,20 @@ impl Session {
     }
 }
 
+/// A flow's error when no carrier came up in time: the reason once, not wrapped in the
+/// session state's own words (the state line says "reconnecting" already).
+fn no_tunnel(timeout: Duration, last_error: &str) -> FlowError {
+    let waited = timeout.as_secs_f64();
+    FlowError::new(
+        ErrorKind::CarrierLost,
+        if last_error.is_empty() {
+            format!("no tunnel to the agent within {waited} s (still connecting)")
+        } else {
+            format!("no tunnel to the agent within {waited} s: {last_error}")
+        },
+    )
+}
+
 /// Bridges a datagram flow to channels with one task.
 fn datagram_channels(
     reader: FrameReader<MuxStream>,
@@ -519,28 +620,30 @@ async fn supervise(
     let cfg = shared.config.clone();
     let mut backoff = cfg.backoff_min;
     loop {
-        if shutdown.is_cancelled() {
-            return;
-        }
         let started = Instant::now();
+        // Shutdown first: stopping is not a carrier failure and must not read as one.
         let outcome = tokio::select! {
-            r = run_carrier(slot, dialer.as_ref(), &shared, &shutdown) => r,
+            biased;
             () = shutdown.cancelled() => return,
+            r = run_slot(slot, dialer.as_ref(), &shared, &shutdown) => r,
         };
         match outcome {
             Ok(()) => return,
+            // The state line says it; a log line would say it twice.
             Err(e) if e.fatal => {
-                tracing::error!(slot, error = %e.message, "session cannot continue");
-                *shared.last_error.lock().expect("error lock") = e.message.clone();
+                tracing::debug!(slot, error = %e.message, "session cannot continue");
+                shared.set_slot(slot, Slot::Down(u64::MAX, e.message.clone()));
                 shared
                     .state_tx
                     .send_replace(SessionState::Failed(e.message));
                 return;
             }
             Err(e) => {
-                tracing::warn!(slot, error = %e.message, "carrier down; reconnecting");
-                *shared.last_error.lock().expect("error lock") = e.message;
-                shared.publish();
+                tracing::debug!(slot, error = %e.message, "carrier down; reconnecting");
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                shared.slot_down(slot, e.message);
             }
         }
         // A carrier that lived a while resets the backoff.
@@ -548,28 +651,136 @@ async fn supervise(
             backoff = cfg.backoff_min;
         }
         tokio::select! {
-            () = tokio::time::sleep(jitter(backoff)) => {}
+            biased;
             () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(jitter(backoff)) => {}
         }
         backoff = (backoff * 2).min(cfg.backoff_max);
     }
 }
 
-/// Dials, handshakes and keeps one carrier alive until it dies (`Err`) or shutdown (`Ok`).
-async fn run_carrier(
+/// A carrier after its handshake: its control stream is served by a task of its own.
+struct Up {
+    live: Arc<Live>,
+    /// The control task: `Ok` at shutdown, `Err(why)` when the carrier died.
+    control: tokio::task::JoinHandle<Result<(), String>>,
+    /// Whatever must live as long as the carrier (the port-forward).
+    _keepalive: Option<Box<dyn Send + Sync>>,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.live.mux.close();
+        self.control.abort();
+    }
+}
+
+impl Up {
+    /// Waits until the carrier ends; the reason it died, or `Ok` at shutdown.
+    async fn ended(&mut self) -> Result<(), String> {
+        match (&mut self.control).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("control task ended: {e}")),
+        }
+    }
+}
+
+/// Keeps one slot's carrier up until it dies (`Err`) or shutdown (`Ok`): dials, and while
+/// on a fallback carrier probes the preferred one, moving to it when it answers.
+async fn run_slot(
     slot: usize,
     dialer: &dyn CarrierDialer,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
 ) -> Result<(), crate::CarrierError> {
-    use crate::CarrierError;
     let cfg = &shared.config;
     let dialed = dialer.dial().await?;
+    let mut current = establish(dialed, shared, shutdown).await?;
+    shared.add_live(slot, &current.live);
+    tracing::debug!(slot, carrier = %current.live.info, "carrier up");
+    let mut probes = ProbeSchedule::new(Instant::now(), cfg.probe_min, cfg.probe_max);
+    loop {
+        let upgrade = dialer.upgrade(current.live.info.kind);
+        let due = probes.due();
+        let probe = async {
+            match upgrade {
+                Some(dial) => {
+                    tokio::time::sleep_until(due.into()).await;
+                    dial.await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = current.ended() => {
+                shared.remove_live(&current.live);
+                return r.map_err(|e| crate::CarrierError::retry(format!("{}: {e}", current.live.info)));
+            }
+            r = probe => {
+                let better = match r {
+                    Ok(dialed) => establish(dialed, shared, shutdown).await,
+                    Err(e) => Err(e),
+                };
+                match better {
+                    Ok(better) => {
+                        tracing::debug!(slot, from = %current.live.info, to = %better.live.info, "moving to the preferred carrier");
+                        let old = std::mem::replace(&mut current, better);
+                        // New flows go to the new carrier from now on; the old one stays
+                        // up until the flows on it end.
+                        shared.remove_live(&old.live);
+                        shared.add_live(slot, &current.live);
+                        tokio::spawn(retire(old));
+                        probes.reset(Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::debug!(slot, error = %e.message, "the preferred carrier does not answer yet");
+                        probes.failed(Instant::now(), rand::rng().random_range(0.75..1.25));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How often a retired carrier is checked for flows still running on it.
+const RETIRE_CHECK: Duration = Duration::from_secs(1);
+
+/// Keeps a carrier that no longer takes new flows until its last flow ends (or it dies),
+/// then closes it.
+async fn retire(mut old: Up) {
+    let mut tick = tokio::time::interval(RETIRE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = old.ended() => {
+                tracing::debug!(carrier = %old.live.info, "retired carrier ended: {r:?}");
+                return;
+            }
+            _ = tick.tick() => {
+                // Only the control stream left: idle.
+                if old.live.mux.open_streams() <= 1 {
+                    tracing::debug!(carrier = %old.live.info, "retired carrier idle; closing it");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Handshakes on a dialed carrier and starts its control task.
+async fn establish(
+    dialed: crate::Dialed,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+) -> Result<Up, crate::CarrierError> {
+    use crate::CarrierError;
+    let cfg = &shared.config;
     let kind = dialed.kind;
     let peer = dialed.peer.clone();
-    let _keepalive = dialed.keepalive;
-    let (mux, _inbound) = mux::spawn(dialed.io, Side::Client);
-    let _close = CloseOnDrop(mux.clone());
+    let keepalive = dialed.keepalive;
+    let (mux, inbound) = mux::spawn(dialed.io, Side::Client);
+    // Closes the carrier if the handshake fails; the `Up` closes it afterwards.
+    let close = CloseOnDrop(Some(mux.clone()));
     let mut control = mux
         .open()
         .await
@@ -584,7 +795,7 @@ async fn run_carrier(
     )
     .await
     .map_err(|e| CarrierError::retry(format!("{peer}: sending hello: {e}")))?;
-    let (rd, mut wr) = tokio::io::split(control);
+    let (rd, wr) = tokio::io::split(control);
     let mut reader = FrameReader::new(rd);
     let first = tokio::time::timeout(Duration::from_secs(10), reader.next())
         .await
@@ -631,33 +842,31 @@ async fn run_carrier(
         mux: mux.clone(),
         info: CarrierInfo {
             kind,
-            peer: peer.clone(),
+            peer,
             agent,
             version,
         },
         facts,
         caps,
     });
-    shared.stats.carriers_up.fetch_add(1, Ordering::Relaxed);
-    shared.live.lock().expect("live lock").push(live.clone());
-    shared.publish();
-    tracing::info!(slot, carrier = %live.info, "carrier up");
-
-    let result = keep_alive(&live, &mut reader, &mut wr, cfg, shutdown).await;
-
-    shared
-        .live
-        .lock()
-        .expect("live lock")
-        .retain(|l| !Arc::ptr_eq(l, &live));
-    mux.close();
-    match result {
-        Ok(()) => {
-            shared.publish();
-            Ok(())
-        }
-        Err(e) => Err(CarrierError::retry(format!("{}: {e}", live.info))),
-    }
+    let task_live = live.clone();
+    let cfg = cfg.clone();
+    let shutdown = shutdown.clone();
+    let control = tokio::spawn(async move {
+        // Held for the carrier's life: the mux's inbound streams end with the carrier.
+        let _inbound = inbound;
+        let mut reader = reader;
+        let mut wr = wr;
+        let r = keep_alive(&task_live, &mut reader, &mut wr, &cfg, &shutdown).await;
+        task_live.mux.close();
+        r
+    });
+    close.disarm();
+    Ok(Up {
+        live,
+        control,
+        _keepalive: keepalive,
+    })
 }
 
 async fn keep_alive<R, W>(
@@ -715,10 +924,399 @@ where
     }
 }
 
-struct CloseOnDrop(MuxHandle);
+struct CloseOnDrop(Option<MuxHandle>);
+
+impl CloseOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0.close();
+        if let Some(m) = &self.0 {
+            m.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use kubelan_proto::Facts;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::{CarrierError, Dialed};
+
+    fn info(kind: CarrierKind, peer: &str) -> CarrierInfo {
+        CarrierInfo {
+            kind,
+            peer: peer.into(),
+            agent: "kubelan-system/kubelan-agent-x on node1".into(),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn each_state_is_one_line_with_its_reason_once() {
+        let direct = info(CarrierKind::Direct, "10.4.7.11:30443");
+        let pf = info(
+            CarrierKind::PortForward,
+            "pod kubelan-system/kubelan-agent-x",
+        );
+        let why = "direct mTLS to 10.4.7.11:30443 (agent a): no answer to pings for 3.1 s";
+        let cases = [
+            (SessionState::Connecting, "connecting".to_string()),
+            (
+                SessionState::Connected {
+                    carriers: vec![direct.clone()],
+                    down: None,
+                },
+                "connected via direct mTLS to 10.4.7.11:30443 (agent kubelan-system/kubelan-agent-x on node1)".to_string(),
+            ),
+            (
+                SessionState::Connected {
+                    carriers: vec![direct.clone(), pf.clone()],
+                    down: Some((1, why.into())),
+                },
+                format!(
+                    "connected via direct mTLS to 10.4.7.11:30443 (agent kubelan-system/kubelan-agent-x on node1), \
+                     API-server port-forward to pod kubelan-system/kubelan-agent-x (agent kubelan-system/kubelan-agent-x on node1); \
+                     1 more carrier reconnecting: {why}"
+                ),
+            ),
+            (
+                SessionState::Connected {
+                    carriers: vec![pf],
+                    down: Some((2, why.into())),
+                },
+                format!(
+                    "connected via API-server port-forward to pod kubelan-system/kubelan-agent-x (agent kubelan-system/kubelan-agent-x on node1); \
+                     2 more carriers reconnecting: {why}"
+                ),
+            ),
+            (
+                SessionState::Reconnecting { error: why.into() },
+                format!("reconnecting: {why}"),
+            ),
+            (
+                SessionState::Failed("the agent refused the session: versions 1–1".into()),
+                "failed: the agent refused the session: versions 1–1".to_string(),
+            ),
+        ];
+        for (state, text) in cases {
+            let shown = state.to_string();
+            assert_eq!(shown, text);
+            assert!(!shown.contains('\n'), "one line: {shown}");
+            assert!(shown.matches(why).count() <= 1, "reason once: {shown}");
+            assert!(shown.matches("reconnecting").count() <= 1, "{shown}");
+        }
+    }
+
+    #[test]
+    fn the_state_follows_live_carriers_and_the_latest_failure() {
+        let c = info(CarrierKind::Direct, "a:1");
+        assert_eq!(
+            state_of(vec![], &[Slot::Starting, Slot::Starting]),
+            SessionState::Connecting
+        );
+        assert_eq!(
+            state_of(
+                vec![],
+                &[Slot::Down(3, "late".into()), Slot::Down(1, "early".into())]
+            ),
+            SessionState::Reconnecting {
+                error: "late".into()
+            }
+        );
+        assert_eq!(
+            state_of(vec![c.clone()], &[Slot::Up, Slot::Starting]),
+            SessionState::Connected {
+                carriers: vec![c.clone()],
+                down: None
+            }
+        );
+        assert_eq!(
+            state_of(
+                vec![c.clone()],
+                &[
+                    Slot::Up,
+                    Slot::Down(7, "x".into()),
+                    Slot::Down(2, "y".into())
+                ]
+            ),
+            SessionState::Connected {
+                carriers: vec![c],
+                down: Some((2, "x".into()))
+            }
+        );
+    }
+
+    #[test]
+    fn a_flow_without_a_tunnel_names_the_reason_without_the_state_word() {
+        let e = no_tunnel(
+            Duration::from_secs(15),
+            "direct carrier: 10.4.7.11:30443: no answer within 3s",
+        );
+        assert_eq!(
+            e.message,
+            "no tunnel to the agent within 15 s: direct carrier: 10.4.7.11:30443: no answer within 3s"
+        );
+        assert!(!e.message.contains("reconnecting"));
+        let e = no_tunnel(Duration::from_millis(1500), "");
+        assert_eq!(
+            e.message,
+            "no tunnel to the agent within 1.5 s (still connecting)"
+        );
+    }
+
+    /// What a fake agent saw.
+    #[derive(Default)]
+    struct Seen {
+        flows: AtomicUsize,
+        carriers_open: AtomicUsize,
+    }
+
+    /// A minimal agent: welcome, pongs, and TCP flows that echo.
+    async fn fake_agent(io: tokio::io::DuplexStream, seen: Arc<Seen>) {
+        seen.carriers_open.fetch_add(1, Ordering::SeqCst);
+        let (handle, mut inbound) = mux::spawn(io, Side::Agent);
+        if let Some(control) = inbound.recv().await {
+            let (rd, mut wr) = tokio::io::split(control);
+            let mut r = FrameReader::new(rd);
+            if let Ok(Some(Frame::Hello { .. })) = r.next().await {
+                let welcome = Frame::Welcome {
+                    version: 1,
+                    caps: Capabilities::ALL,
+                    software: "fake".into(),
+                    facts: Facts {
+                        agent: "fake".into(),
+                        ..Facts::default()
+                    },
+                };
+                if write_frame(&mut wr, &welcome).await.is_ok() {
+                    let pongs = async {
+                        while let Ok(Some(f)) = r.next().await {
+                            if let Frame::Ping { nonce } = f
+                                && write_frame(&mut wr, &Frame::Pong { nonce }).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                    };
+                    let flows = async {
+                        while let Some(s) = inbound.recv().await {
+                            seen.flows.fetch_add(1, Ordering::SeqCst);
+                            tokio::spawn(async move {
+                                let mut r = FrameReader::new(s);
+                                let Ok(Some(Frame::Open { .. })) = r.next().await else {
+                                    return;
+                                };
+                                let (mut s, _) = r.into_parts();
+                                let opened = Frame::Opened {
+                                    peer: "192.0.2.1:80".parse().unwrap(),
+                                };
+                                if write_frame(&mut s, &opened).await.is_err() {
+                                    return;
+                                }
+                                let mut r = FrameReader::new(s);
+                                while let Ok(Some(Frame::Data(d))) = r.next().await {
+                                    let (mut s, left) = r.into_parts();
+                                    if write_frame(&mut s, &Frame::Data(d)).await.is_err() {
+                                        return;
+                                    }
+                                    r = FrameReader::with_buffer(s, left);
+                                }
+                            });
+                        }
+                    };
+                    tokio::select! {
+                        () = pongs => {}
+                        () = flows => {}
+                        () = handle.closed() => {}
+                    }
+                }
+            }
+        }
+        seen.carriers_open.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Port-forward carriers always; a direct carrier as the upgrade once `direct_ok`.
+    struct TwoPaths {
+        direct_ok: AtomicBool,
+        pf: Arc<Seen>,
+        direct: Arc<Seen>,
+    }
+
+    fn carrier(kind: CarrierKind, seen: &Arc<Seen>) -> Dialed {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(fake_agent(b, seen.clone()));
+        Dialed {
+            io: Box::new(a),
+            kind,
+            peer: format!("{kind:?}"),
+            keepalive: None,
+        }
+    }
+
+    impl CarrierDialer for TwoPaths {
+        fn dial(&self) -> futures::future::BoxFuture<'_, Result<Dialed, CarrierError>> {
+            Box::pin(async move { Ok(carrier(CarrierKind::PortForward, &self.pf)) })
+        }
+
+        fn upgrade(
+            &self,
+            current: CarrierKind,
+        ) -> Option<futures::future::BoxFuture<'_, Result<Dialed, CarrierError>>> {
+            (current == CarrierKind::PortForward).then(|| {
+                Box::pin(async move {
+                    if self.direct_ok.load(Ordering::SeqCst) {
+                        Ok(carrier(CarrierKind::Direct, &self.direct))
+                    } else {
+                        Err(CarrierError::retry("direct: no answer"))
+                    }
+                }) as futures::future::BoxFuture<'_, _>
+            })
+        }
+    }
+
+    fn kinds(s: &Session) -> Vec<CarrierKind> {
+        match &*s.state().borrow() {
+            SessionState::Connected { carriers, .. } => carriers.iter().map(|c| c.kind).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    async fn echo(c: &mut FlowConn<MuxStream>, msg: &[u8]) {
+        c.write_all(msg).await.unwrap();
+        c.flush().await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut buf))
+            .await
+            .expect("echo in time")
+            .unwrap();
+        assert_eq!(buf, msg);
+    }
+
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !f() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    #[tokio::test]
+    async fn moves_new_flows_to_the_preferred_carrier_and_retires_the_old_one_when_idle() {
+        let paths = Arc::new(TwoPaths {
+            direct_ok: AtomicBool::new(false),
+            pf: Arc::new(Seen::default()),
+            direct: Arc::new(Seen::default()),
+        });
+        let stop = CancellationToken::new();
+        let cfg = SessionConfig {
+            probe_min: Duration::from_millis(50),
+            probe_max: Duration::from_millis(100),
+            ..SessionConfig::default()
+        };
+        let s = Session::start(
+            vec![paths.clone() as Arc<dyn CarrierDialer>],
+            cfg,
+            stop.clone(),
+        );
+        s.wait_connected(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(kinds(&s), [CarrierKind::PortForward]);
+        let target = Target::Addr("192.0.2.1:80".parse().unwrap());
+        let mut old_flow = s.connect(target.clone()).await.unwrap();
+        echo(&mut old_flow, b"before").await;
+        // Direct does not answer: probes fail, the session stays where it is.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(kinds(&s), [CarrierKind::PortForward]);
+
+        paths.direct_ok.store(true, Ordering::SeqCst);
+        until("the session on direct", || {
+            kinds(&s) == [CarrierKind::Direct]
+        })
+        .await;
+        // New flows use direct; the flow on the old carrier keeps running.
+        let mut new_flow = s.connect(target).await.unwrap();
+        echo(&mut new_flow, b"new").await;
+        assert_eq!(paths.direct.flows.load(Ordering::SeqCst), 1, "the new flow");
+        assert_eq!(
+            paths.pf.flows.load(Ordering::SeqCst),
+            1,
+            "the old flow only"
+        );
+        echo(&mut old_flow, b"still there").await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            paths.pf.carriers_open.load(Ordering::SeqCst),
+            1,
+            "the old carrier stays while a flow runs on it"
+        );
+        echo(&mut old_flow, b"after 1.5 s").await;
+        // Its last flow ends: the old carrier closes.
+        drop(old_flow);
+        until("the old carrier closed", || {
+            paths.pf.carriers_open.load(Ordering::SeqCst) == 0
+        })
+        .await;
+        assert_eq!(kinds(&s), [CarrierKind::Direct]);
+        echo(&mut new_flow, b"direct unaffected").await;
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_is_not_a_reconnect() {
+        let paths = Arc::new(TwoPaths {
+            direct_ok: AtomicBool::new(true),
+            pf: Arc::new(Seen::default()),
+            direct: Arc::new(Seen::default()),
+        });
+        let stop = CancellationToken::new();
+        let s = Session::start(
+            vec![paths.clone() as Arc<dyn CarrierDialer>],
+            SessionConfig::default(),
+            stop.clone(),
+        );
+        let mut rx = s.state();
+        let seen = tokio::spawn(async move {
+            let mut states = vec![rx.borrow_and_update().clone()];
+            while rx.changed().await.is_ok() {
+                states.push(rx.borrow_and_update().clone());
+                if states.len() > 10 {
+                    break;
+                }
+            }
+            states
+        });
+        s.wait_connected(Duration::from_secs(5)).await.unwrap();
+        stop.cancel();
+        until("the carrier closed", || {
+            paths.pf.carriers_open.load(Ordering::SeqCst) == 0
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(s);
+        let states = tokio::time::timeout(Duration::from_secs(1), seen)
+            .await
+            .map(|r| r.unwrap())
+            .unwrap_or_default();
+        // Nothing is published for a shutdown: no "reconnecting", no carrier "down".
+        assert!(
+            states.iter().all(|st| matches!(
+                st,
+                SessionState::Connecting | SessionState::Connected { down: None, .. }
+            )),
+            "{states:?}"
+        );
+        assert!(
+            matches!(states.last(), Some(SessionState::Connected { .. })),
+            "{states:?}"
+        );
     }
 }

@@ -6,7 +6,10 @@
 //! facts) and every flow gets a stream of its own, framed by [`kubelan_proto`].
 //!
 //! [`Session`] keeps one carrier per dialer alive: it pings every second, declares a
-//! carrier dead after 3 s of silence, and redials with exponential backoff and jitter.
+//! carrier dead after 3 s of silence, and redials with exponential backoff and jitter,
+//! from the agent addresses it knows (the Kubernetes API is asked in parallel, not
+//! first). A session on its fallback carrier (port-forward) probes the preferred one
+//! (direct) and moves new flows to it when it answers; the old carrier closes once idle.
 //! Flows on a dead carrier fail with [`kubelan_proto::ErrorKind::CarrierLost`]; new flows
 //! wait (up to their open timeout) for a carrier to come back. The agent side uses the same
 //! [`mux`] and [`flow`] pieces.
@@ -15,6 +18,7 @@ pub mod carrier;
 mod client;
 pub mod flow;
 pub mod mux;
+mod reconnect;
 pub mod relay;
 #[cfg(test)]
 mod testio;

@@ -295,6 +295,13 @@ impl MuxHandle {
         self.shared.fail("closed by this side".into());
     }
 
+    /// Streams open on this carrier (the control stream included); a carrier being
+    /// retired closes when only its control stream is left. Takes the stream table's lock:
+    /// for occasional checks, not for every flow.
+    pub fn open_streams(&self) -> usize {
+        lock(&self.shared.streams).map.len()
+    }
+
     /// Why the carrier ended (`None` while it runs).
     pub fn close_reason(&self) -> Option<String> {
         if !self.is_closed() {

@@ -137,7 +137,10 @@ impl Live {
     fn status(&self) -> serde_json::Value {
         let state = self.session.state().borrow().clone();
         let (name, carriers) = match &state {
-            SessionState::Connected(c) => ("connected", c.iter().map(|c| c.to_string()).collect()),
+            SessionState::Connected { carriers, .. } => (
+                "connected",
+                carriers.iter().map(|c| c.to_string()).collect(),
+            ),
             SessionState::Connecting => ("connecting", Vec::new()),
             SessionState::Reconnecting { .. } => ("reconnecting", Vec::new()),
             SessionState::Failed(_) => ("failed", Vec::new()),
@@ -244,7 +247,7 @@ pub(crate) async fn run(args: ConnectArgs, lan: Option<LanService>) -> anyhow::R
     let (facts, tunnel) = if let Some(agent) = args.tunnel.agent {
         // A standalone agent: no Kubernetes API; facts come from flags, else the agent.
         never_route.push(agent.ip());
-        let tunnel = tunnel::start(&args.tunnel, shutdown.clone()).await?;
+        let tunnel = tunnel::start(&args.tunnel, shutdown.clone(), &[]).await?;
         let facts = facts_from_agent(&tunnel.session, &overrides).await?;
         (facts, tunnel)
     } else {
@@ -263,7 +266,9 @@ pub(crate) async fn run(args: ConnectArgs, lan: Option<LanService>) -> anyhow::R
                     .filter(|ip| !facts.prefixes().any(|(_, f)| f.value.contains(ip))),
             );
         }
-        let tunnel = tunnel::start(&args.tunnel, shutdown.clone()).await?;
+        // Addresses inside the cluster prefixes go into the TUN: never a direct carrier's.
+        let routed: Vec<IpNet> = facts.prefixes().map(|(_, f)| f.value).collect();
+        let tunnel = tunnel::start(&args.tunnel, shutdown.clone(), &routed).await?;
         (facts, tunnel)
     };
     let session = tunnel.session.clone();
@@ -593,7 +598,7 @@ fn report_states(session: &Session, events: Events, shutdown: CancellationToken)
     tunnel::on_state_change(session, shutdown, move |now, line| {
         let state = match now {
             SessionState::Connecting => "connecting",
-            SessionState::Connected(_) => "connected",
+            SessionState::Connected { .. } => "connected",
             SessionState::Reconnecting { .. } => "reconnecting",
             SessionState::Failed(_) => "failed",
         };
