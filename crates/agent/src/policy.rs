@@ -3,22 +3,24 @@
 //! The agent dials what the Kubernetes API proves is a pod or a Service, and nothing a
 //! namespace user can point it at. Decided in this order, first match wins:
 //!
+//! 0. **The cluster DNS server**, on port 53 only: the agent's own resolver (its
+//!    `--dns-server` or the kubelet's resolv.conf, never a client's choice), even when it
+//!    is link-local as NodeLocal DNSCache's 169.254.20.10 is; never on loopback.
 //! 1. **Never**, whatever the flags: loopback (the agent's own ports), link-local (cloud
 //!    metadata at 169.254.169.254 and fe80::/10), the AWS IPv6 metadata address,
 //!    unspecified, multicast and broadcast addresses.
 //! 2. **`--allow CIDR`**: an admin's explicit choice wins over everything below, node
 //!    addresses included.
-//! 3. **The cluster DNS server**, on port 53 only (it is the agent's own resolver).
-//! 4. **Node addresses** — the addresses in Node objects' status, the IPs of `hostNetwork`
+//! 3. **Node addresses** — the addresses in Node objects' status, the IPs of `hostNetwork`
 //!    pods (their node's), and the endpoints of the `default/kubernetes` Service (the API
 //!    server on the control plane) — only with `--allow-node-addresses`, and refused
 //!    without it even when they fall inside a Pod or Service prefix. Nodes serve SSH, the
 //!    kubelet (10250), etcd: reaching them is not reaching the cluster's workloads.
-//! 5. **ClusterIPs and the IPs of pods with their own network namespace**, as the watch
+//! 4. **ClusterIPs and the IPs of pods with their own network namespace**, as the watch
 //!    cache knows them.
-//! 6. **The cluster's Pod and Service prefixes** (discovered, or from flags).
-//! 7. Everything else is refused. An EndpointSlice address counts only as the pod that
-//!    owns it (rule 5): anyone who may create a selector-less Service and its slice in
+//! 5. **The cluster's Pod and Service prefixes** (discovered, or from flags).
+//! 6. Everything else is refused. An EndpointSlice address counts only as the pod that
+//!    owns it (rule 4): anyone who may create a selector-less Service and its slice in
 //!    any namespace can list any address there (an office PC, a database outside the
 //!    cluster), so a slice by itself proves nothing.
 //!
@@ -190,15 +192,18 @@ impl Policy {
     pub fn check(&self, dest: SocketAddr) -> Result<(), FlowError> {
         let ip = dest.ip().to_canonical();
         let refuse = |message: String| Err(FlowError::new(ErrorKind::Policy, message));
+        // The agent's own resolver comes from its flags or the kubelet, never from a
+        // client, and may be link-local: NodeLocal DNSCache listens on 169.254.20.10.
+        // Port 53 only, and never loopback (the agent's own ports live there).
+        if Some(ip) == self.dns && dest.port() == 53 && !ip.is_loopback() {
+            return Ok(());
+        }
         if let Some(why) = forbidden(ip) {
             return refuse(format!(
                 "{ip} is {why}; the agent never dials it, whatever its flags"
             ));
         }
         if self.extra.iter().any(|c| c.contains(ip)) {
-            return Ok(());
-        }
-        if Some(ip) == self.dns && dest.port() == 53 {
             return Ok(());
         }
         let known = self.known.as_ref().map_or(Known::Unknown, |k| k(ip));
@@ -390,5 +395,17 @@ mod tests {
         )]));
         assert!(p.check(at("10.4.7.11", 53)).is_ok());
         assert!(refusal(&p, at("10.4.7.11", 22)).contains("--allow-node-addresses"));
+    }
+
+    #[test]
+    fn a_link_local_dns_server_is_allowed_on_port_53_only() {
+        // NodeLocal DNSCache: the pods' resolver is link-local.
+        let p = Policy::new(vec![], vec![], Some("169.254.20.10".parse().unwrap()));
+        assert!(p.check(at("169.254.20.10", 53)).is_ok());
+        assert!(refusal(&p, at("169.254.20.10", 80)).contains("link-local"));
+        assert!(refusal(&p, at("169.254.169.254", 53)).contains("link-local"));
+        // A loopback resolver is never dialled for clients.
+        let p = Policy::new(vec![], vec![], Some("127.0.0.53".parse().unwrap()));
+        assert!(refusal(&p, at("127.0.0.53", 53)).contains("loopback"));
     }
 }
