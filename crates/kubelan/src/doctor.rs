@@ -21,8 +21,9 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::ListParams;
+use kubelan_cluster::ClusterError;
 use kubelan_cluster::discovery::{self, ClusterFacts, DiscoveryOverrides};
-use kubelan_cluster::preflight::Access;
+use kubelan_cluster::preflight::{Access, DISCOVERY_HINT};
 use nftables::types::NfFamily;
 use serde::Serialize;
 use serde_json::json;
@@ -116,6 +117,16 @@ impl Report {
         self.checks.push(c);
     }
 
+    /// A failed step whose error names its own fix: the cause, then the fix on its line.
+    fn fail_with(&mut self, step: &'static str, e: &ClusterError) {
+        let text = e.to_string();
+        let (what, fix) = match text.split_once("; ") {
+            Some((what, fix)) => (what.to_string(), Some(fix.to_string())),
+            None => (text, None),
+        };
+        self.add(step, Verdict::Fail, what, fix);
+    }
+
     fn failed(&self) -> usize {
         self.checks
             .iter()
@@ -168,16 +179,11 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     };
     let timeout = Duration::from_secs(args.timeout.max(1));
 
-    // 1. API and permissions.
+    // 1. API, credentials and permissions.
     let cc = match kubelan_cluster::connect(&args.kube).await {
         Ok(cc) => cc,
         Err(e) => {
-            r.add(
-                "api",
-                Verdict::Fail,
-                format!("cannot reach the Kubernetes API: {e:#}"),
-                Some("check the kubeconfig (--kubeconfig, --context) and that this host reaches the API server".into()),
-            );
+            r.fail_with("kubeconfig", &e);
             return finish(r);
         }
     };
@@ -192,15 +198,13 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             None,
         ),
         Err(e) => {
-            r.add(
-                "api",
-                Verdict::Fail,
-                format!("{} does not answer: {e}", cc.server),
-                Some("check that this host reaches the API server and that the kubeconfig's credentials are valid".into()),
-            );
+            let e = ClusterError::from_api("get /version", e, &cc.target(), DISCOVERY_HINT);
+            r.fail_with("api", &e);
             return finish(r);
         }
     }
+    // `/version` answers anyone; an access review needs credentials the server accepts,
+    // so rejected credentials are told apart here, before discovery.
     let wanted = [
         Access::new("list", "", "nodes"),
         Access::new("list", "", "pods"),
@@ -208,31 +212,52 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         Access::new("list", "discovery.k8s.io", "endpointslices"),
     ];
     match kubelan_cluster::preflight::check(&cc.client, &wanted).await {
-        Ok(missing) if missing.is_empty() => r.add(
-            "access",
-            Verdict::Pass,
-            "may list nodes, pods, Services and EndpointSlices".into(),
-            None,
-        ),
-        Ok(missing) => r.add(
-            "access",
-            Verdict::Warn,
-            format!(
-                "missing: {}; some checks below are skipped",
-                missing
-                    .iter()
-                    .map(|m| m.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+        Ok(missing) => {
+            r.add(
+                "credentials",
+                Verdict::Pass,
+                format!("accepted (user {}, context {})", cc.user, cc.context),
+                None,
+            );
+            if missing.is_empty() {
+                r.add(
+                    "access",
+                    Verdict::Pass,
+                    "may list nodes, pods, Services and EndpointSlices".into(),
+                    None,
+                );
+            } else {
+                r.add(
+                    "access",
+                    Verdict::Warn,
+                    format!(
+                        "missing: {}; some checks below are skipped",
+                        missing
+                            .iter()
+                            .map(|m| m.access.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Some("`kubelan rbac discovery` prints a ClusterRole that grants them".into()),
+                );
+            }
+        }
+        Err(e) => match cc.explain(e, DISCOVERY_HINT) {
+            e @ ClusterError::Unauthorized { .. } => {
+                r.fail_with("credentials", &e);
+                return finish(r);
+            }
+            e @ ClusterError::Unreachable { .. } => {
+                r.fail_with("api", &e);
+                return finish(r);
+            }
+            e => r.add(
+                "access",
+                Verdict::Warn,
+                format!("cannot check permissions: {e}"),
+                None,
             ),
-            Some("`kubelan rbac discovery` prints a ClusterRole that grants them".into()),
-        ),
-        Err(e) => r.add(
-            "access",
-            Verdict::Warn,
-            format!("cannot check permissions: {e}"),
-            None,
-        ),
+        },
     }
 
     // 2. Prefixes.
@@ -244,11 +269,15 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     };
     let facts = match discovery::discover(&cc, &overrides).await {
         Ok(f) => f,
+        Err(e) if e.is_fatal_for_kubeconfig() => {
+            r.fail_with("prefixes", &e);
+            return finish(r);
+        }
         Err(e) => {
             r.add(
                 "prefixes",
                 Verdict::Fail,
-                format!("discovery failed: {e:#}"),
+                format!("discovery failed: {e}"),
                 Some("pass --pod-cidr and --service-cidr".into()),
             );
             return finish(r);
