@@ -275,7 +275,7 @@ fn bad_kubeconfigs_get_one_line_that_names_the_fix() {
     );
     assert!(
         failures.is_empty(),
-        "{} of {} combinations are wrong:\n{}",
+        "{} problems in {} combinations:\n{}",
         failures.len(),
         results.len(),
         failures.join("\n")
