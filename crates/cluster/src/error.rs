@@ -26,7 +26,7 @@ pub enum ClusterError {
         searched: Vec<PathBuf>,
     },
     /// A kubeconfig file exists but cannot be read or parsed.
-    #[error("cannot read kubeconfig {}: {source}; fix the file or pass another one with --kubeconfig", .path.display())]
+    #[error("cannot read kubeconfig {}: {}; fix the file or pass another one with --kubeconfig", .path.display(), first_line(.source))]
     ReadKubeconfig {
         /// The file.
         path: PathBuf,
@@ -50,7 +50,7 @@ pub enum ClusterError {
     },
     /// The selected context cannot be turned into a client configuration (missing
     /// cluster or user entry, unreadable certificate files, ...).
-    #[error("cannot use context {context:?}: {source}; check its cluster and user entries")]
+    #[error("cannot use context {context:?}: {}; check its cluster and user entries", first_line(.source))]
     Context {
         /// The context.
         context: String,
@@ -450,6 +450,17 @@ pub(crate) fn api(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Clus
     move |source| ClusterError::Api { action, source }
 }
 
+/// The first line of an error's message: YAML parsers add a multi-line excerpt of the
+/// file, which would break the one-line rule (the line and column are on the first line).
+fn first_line(e: &dyn std::error::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
+}
+
 fn display_paths(p: &[PathBuf]) -> String {
     if p.is_empty() {
         return "nothing".into();
@@ -619,6 +630,25 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "context \"gone\" is not in the kubeconfig (it has: a, b); pass --context with one of those, or set current-context"
+        );
+    }
+
+    #[test]
+    fn a_broken_kubeconfig_is_one_line_with_its_position() {
+        let source =
+            kube::config::Kubeconfig::from_yaml("apiVersion: v1\nclusters: [this is: not\n")
+                .unwrap_err();
+        let e = ClusterError::ReadKubeconfig {
+            path: "/home/jane/.kube/config".into(),
+            source,
+        };
+        let msg = e.to_string();
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        assert!(
+            msg.starts_with("cannot read kubeconfig /home/jane/.kube/config: ")
+                && msg.contains("line 2")
+                && msg.ends_with("; fix the file or pass another one with --kubeconfig"),
+            "{msg}"
         );
     }
 

@@ -1,5 +1,6 @@
 //! End-to-end tests of issue 17's diagnostics on the lab:
-//! - bad kubeconfigs (closed port, wrong token, missing context, unreachable address) ×
+//! - bad kubeconfigs (closed port, wrong token, missing context, unreachable address, an
+//!   unparsable file) ×
 //!   every mode that talks to the API: one clear line each, no debug dump, no line twice,
 //!   a non-zero exit code, and the host left as it was;
 //! - the ICMP-redirect pitfall of a tunnel gateway on the LAN it serves: the gateway warns,
@@ -82,6 +83,10 @@ fn broken_kubeconfig(good: &str, what: &str) -> String {
             )
         }
         "missing context" => good.replace("current-context: kubelan-lab", "current-context: gone"),
+        "unparsable file" => good.replace(
+            "current-context: kubelan-lab",
+            "current-context: [kubelan-lab",
+        ),
         // An unused address of the lab's node network: the edge router finds no neighbour
         // there and answers "no route to host" after its ARP attempts (about 3 s). The
         // packets never leave the lab.
@@ -101,6 +106,7 @@ fn expected(what: &str) -> &'static str {
             "the Kubernetes API at https://10.4.7.11:6443/ rejected the credentials of user \"admin\" (context \"kubelan-lab\")"
         }
         "missing context" => "context \"gone\" is not in the kubeconfig (it has: kubelan-lab, ",
+        "unparsable file" => "unparsable-file.yaml: failed to parse kubeconfig YAML: ",
         "unreachable address" => {
             "cannot reach the Kubernetes API at https://10.4.7.99:6443/ (context \"kubelan-lab\"): no route to host"
         }
@@ -114,6 +120,7 @@ fn fix(what: &str) -> &'static str {
         "closed port" | "unreachable address" => "check that this machine reaches that address",
         "wrong token" => "log in again, or refresh that user's token or certificate",
         "missing context" => "pass --context with one of those",
+        "unparsable file" => "fix the file or pass another one with --kubeconfig",
         other => panic!("unknown breakage {other}"),
     }
 }
@@ -217,6 +224,7 @@ fn bad_kubeconfigs_get_one_line_that_names_the_fix() {
         "wrong token",
         "missing context",
         "unreachable address",
+        "unparsable file",
     ];
     let modes = [
         "proxy",
@@ -232,6 +240,14 @@ fn bad_kubeconfigs_get_one_line_that_names_the_fix() {
         std::fs::write(&path, broken_kubeconfig(&good, what)).unwrap();
         files.push((what, path.to_string_lossy().into_owned()));
     }
+    // A just-created link's IPv6 link-local address gets its local route when duplicate
+    // address detection ends: wait for that, so the snapshot only sees our commands.
+    support::wait_for("IPv6 duplicate address detection on the laptop", 10, || {
+        lab.exec_ok("laptop", &["ip", "-6", "addr", "show", "tentative"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
     let laptop_before = host_state(&lab, "laptop");
 
     // Every combination at once: the unreachable address costs ~3 s of ARP each.
