@@ -446,7 +446,7 @@ fn unreachable_fix(p: &Probe, via: Option<IpAddr>) -> String {
 }
 
 /// How to stop routers from redirecting LAN hosts to a gateway on their own subnet.
-const REDIRECT_FIX: &str = "set send_redirects=0 on the office router's LAN interface (Linux: `sysctl -w net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.<LAN interface>.send_redirects=0`; Cisco and H3C: `no ip redirects`; Huawei: `undo icmp redirect send`), put the gateway on a segment of its own, or route the cluster prefixes to the gateway on the PCs themselves";
+const REDIRECT_FIX: &str = "set send_redirects=0 on the office router's LAN interface (Linux: `sysctl -w net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.<LAN interface>.send_redirects=0`; Cisco IOS: `no ip redirects` on the interface; H3C: `undo ip redirects enable`; Huawei: `undo icmp redirect send`), put the gateway on a segment of its own, or route the cluster prefixes to the gateway on the PCs themselves";
 
 /// Findings about next hops this host learned from ICMP redirects, for destinations inside
 /// the cluster prefixes: one per redirected next hop. `table_gateway` is the routing

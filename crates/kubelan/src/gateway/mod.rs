@@ -204,7 +204,7 @@ fn same_subnet_warning(found: &[(IpNet, String, IpNet)]) -> Option<String> {
     let first = found.first()?;
     let (lan, link, subnet) = first;
     Some(format!(
-        "this gateway serves clients on its own subnet (--lan {lan}, {subnet} on {link}): the office router sends their cluster traffic back out the interface it came in on, so it also sends them ICMP redirects, and the PCs then send straight to this host and keep doing so for minutes after the router is pointed at another gateway (failover, maintenance). Fix one of: send_redirects=0 on the router's LAN interface (Linux: net.ipv4.conf.all.send_redirects=0 and net.ipv4.conf.<LAN interface>.send_redirects=0; Cisco, H3C: `no ip redirects`; Huawei: `undo icmp redirect send`), a separate segment for the gateway, or a route to the cluster prefixes via this host on the PCs. `kubelan doctor --via GATEWAY` on a PC names a cached redirect."
+        "this gateway serves clients on its own subnet (--lan {lan}, {subnet} on {link}): the office router sends their cluster traffic back out the interface it came in on, so it also sends them ICMP redirects, and the PCs then send straight to this host and keep doing so for minutes after the router is pointed at another gateway (failover, maintenance). Fix one of: send_redirects=0 on the router's LAN interface (Linux: net.ipv4.conf.all.send_redirects=0 and net.ipv4.conf.<LAN interface>.send_redirects=0; Cisco IOS: `no ip redirects` on the interface; H3C: `undo ip redirects enable`; Huawei: `undo icmp redirect send`), a separate segment for the gateway, or a route to the cluster prefixes via this host on the PCs. `kubelan doctor --via GATEWAY` on a PC names a cached redirect."
     ))
 }
 
