@@ -16,6 +16,7 @@ use crate::install::{
 };
 use crate::kubeconfig::{KubeconfigArgs, connect};
 use crate::names::{DEFAULT_IMAGE, DEFAULT_NAMESPACE};
+use crate::preflight;
 use crate::rbac::{self, RbacMode};
 
 /// `kubelan install`: install or update the in-cluster agent.
@@ -256,7 +257,8 @@ pub async fn run_install(args: InstallArgs) -> anyhow::Result<()> {
     let display = Display::new();
     let result = install::install(&cluster.client, &opts, &|e| display.event(e)).await;
     display.finish();
-    println!("{}", install_summary(&result?));
+    let report = result.map_err(|e| cluster.explain(e, preflight::INSTALL_HINT))?;
+    println!("{}", install_summary(&report));
     Ok(())
 }
 
@@ -276,7 +278,8 @@ pub async fn run_uninstall(args: UninstallArgs) -> anyhow::Result<()> {
     })
     .await;
     display.finish();
-    println!("{}", uninstall_summary(&result?));
+    let report = result.map_err(|e| cluster.explain(e, preflight::INSTALL_HINT))?;
+    println!("{}", uninstall_summary(&report));
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 
-use crate::error::ClusterError;
+use crate::error::{ApiTarget, ClusterError};
 
 /// Which cluster to talk to, and the namespace to work in.
 #[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
@@ -56,6 +56,26 @@ pub struct ClusterClient {
     pub context: String,
     /// The API server URL.
     pub server: String,
+    /// The kubeconfig user entry of the context (`service account` in a pod).
+    pub user: String,
+}
+
+impl ClusterClient {
+    /// Where this client's requests go, and as whom, for messages.
+    pub fn target(&self) -> ApiTarget {
+        ApiTarget {
+            context: self.context.clone(),
+            server: self.server.clone(),
+            user: self.user.clone(),
+        }
+    }
+
+    /// `e` (from a request made with this client) as the error that names its fix: see
+    /// [`ClusterError::explain`]. `rbac_hint` names the `kubelan rbac MODE` of the caller.
+    #[must_use]
+    pub fn explain(&self, e: ClusterError, rbac_hint: &str) -> ClusterError {
+        e.explain(&self.target(), rbac_hint)
+    }
 }
 
 impl std::fmt::Debug for ClusterClient {
@@ -64,6 +84,7 @@ impl std::fmt::Debug for ClusterClient {
             .field("namespace", &self.namespace)
             .field("context", &self.context)
             .field("server", &self.server)
+            .field("user", &self.user)
             .finish_non_exhaustive()
     }
 }
@@ -78,9 +99,16 @@ impl std::fmt::Debug for ClusterClient {
 pub async fn connect(args: &KubeArgs) -> Result<ClusterClient, ClusterError> {
     let Some(kubeconfig) = load_kubeconfig(args.kubeconfig.as_deref())? else {
         let config = kube::Config::incluster().map_err(ClusterError::InCluster)?;
-        return finish(config, args, "in-cluster".into());
+        return finish(config, args, "in-cluster".into(), "service account".into());
     };
     let context = select_context(&kubeconfig, args.context.as_deref())?;
+    let user = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.user.clone())
+        .unwrap_or_default();
     let options = KubeConfigOptions {
         context: Some(context.clone()),
         ..KubeConfigOptions::default()
@@ -91,13 +119,14 @@ pub async fn connect(args: &KubeArgs) -> Result<ClusterClient, ClusterError> {
             context: context.clone(),
             source,
         })?;
-    finish(config, args, context)
+    finish(config, args, context, user)
 }
 
 fn finish(
     config: kube::Config,
     args: &KubeArgs,
     context: String,
+    user: String,
 ) -> Result<ClusterClient, ClusterError> {
     let namespace = args
         .namespace
@@ -111,6 +140,7 @@ fn finish(
         namespace,
         context,
         server,
+        user,
     })
 }
 
@@ -223,6 +253,7 @@ mod tests {
         let c = connect(&args(&p, None, None)).await.unwrap();
         assert_eq!((c.context.as_str(), c.namespace.as_str()), ("one", "team"));
         assert_eq!(c.server, "https://10.0.0.1:6443/");
+        assert_eq!(c.user, "u");
         let c = connect(&args(&p, Some("two"), None)).await.unwrap();
         assert_eq!(
             (c.context.as_str(), c.namespace.as_str()),

@@ -176,10 +176,13 @@ pub async fn require(
 }
 
 /// Hint for install/uninstall permission errors.
-pub const INSTALL_HINT: &str = "hint: `kubelan rbac install` prints a ClusterRole with what install and uninstall need; ask a cluster admin to bind it to you (or to run `kubelan install` for you)";
+pub const INSTALL_HINT: &str = "`kubelan rbac install` prints a ClusterRole with what install and uninstall need; ask a cluster admin to bind it to you (or to run `kubelan install` for you)";
 
 /// Hint for permission errors of agent clients.
-pub const AGENT_HINT: &str = "hint: `kubelan rbac proxy` prints a Role granting what using the agent needs; ask an admin of the agent's namespace to bind it to you";
+pub const AGENT_HINT: &str = "`kubelan rbac proxy` (or `kubelan rbac connect`, the same rules) prints a Role granting what using the agent needs; ask an admin of the agent's namespace to bind it to you";
+
+/// Hint for permission errors of cluster discovery.
+pub const DISCOVERY_HINT: &str = "`kubelan rbac discovery` prints a read-only ClusterRole granting what discovery reads; ask a cluster admin to bind it to you";
 
 const RBAC: &str = "rbac.authorization.k8s.io";
 

@@ -48,6 +48,7 @@ impl Sim {
             namespace: "default".into(),
             context: "lab".into(),
             server: format!("https://{}", cluster.addr),
+            user: "tester".into(),
         }
     }
 
@@ -515,6 +516,7 @@ fn unreachable() -> ClusterClient {
         namespace: "default".into(),
         context: "gone".into(),
         server: "https://127.0.0.1:1/".into(),
+        user: "nobody".into(),
     }
 }
 
@@ -524,7 +526,9 @@ async fn an_unreachable_api_or_bad_credentials_end_discovery() {
     assert!(matches!(e, ClusterError::Unreachable { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(
-        msg.contains("context \"gone\"") && msg.contains("https://127.0.0.1:1/"),
+        msg.contains("context \"gone\"")
+            && msg.contains("https://127.0.0.1:1/")
+            && msg.contains("connection refused"),
         "{msg}"
     );
 
@@ -532,7 +536,13 @@ async fn an_unreachable_api_or_bad_credentials_end_discovery() {
     let stale = Sim::connect(&sim.cluster, "not-a-token").await;
     let e = discover(&stale, &none()).await.unwrap_err();
     assert!(matches!(e, ClusterError::Unauthorized { .. }), "{e:?}");
-    assert!(e.to_string().contains("context \"lab\""), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("context \"lab\"")
+            && msg.contains("user \"tester\"")
+            && msg.contains("log in again"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

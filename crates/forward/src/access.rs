@@ -6,7 +6,7 @@ use kubelan_cluster::Access;
 use crate::spec::{ForwardSpec, Kind};
 
 /// What to tell a user who lacks some of them.
-pub const RBAC_HINT: &str = "hint: `kubelan rbac forward` prints a ClusterRole granting exactly these; ask an admin to bind it to you with a RoleBinding in each namespace you forward from";
+pub const RBAC_HINT: &str = "`kubelan rbac forward` prints a ClusterRole granting exactly these; ask an admin to bind it to you with a RoleBinding in each namespace you forward from";
 
 fn portforward(namespace: &str) -> Access {
     Access::new("create", "", "pods")

@@ -298,7 +298,10 @@ impl WatchHealth {
                 mirror.apply(change)
             }
             Some(Err(e)) => {
-                let msg = format!("watching {what}: {e} (retrying)");
+                let msg = format!(
+                    "watching {what}: {} (retrying)",
+                    kubelan_cluster::error::one_line(&e)
+                );
                 if self.last.as_deref() != Some(msg.as_str()) {
                     events.emit(Event::Warning {
                         message: msg.clone(),

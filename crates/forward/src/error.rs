@@ -57,7 +57,8 @@ pub enum ForwardError {
     },
     /// An API request failed (other than a missing object).
     #[error(
-        "{action}: {source}; check that the API server is reachable and your credentials are valid"
+        "{action}: {}; check that the API server is reachable and your credentials are valid",
+        kubelan_cluster::error::describe(.source)
     )]
     Api {
         /// What was being done.

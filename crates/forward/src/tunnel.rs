@@ -80,7 +80,7 @@ pub enum OpenError {
     #[error("the API server did not answer the port-forward request within {0:?}")]
     Timeout(Duration),
     /// Anything else (network, TLS, the API server's 5xx).
-    #[error("port-forward to pod {pod}: {source}")]
+    #[error("port-forward to pod {pod}: {}", kubelan_cluster::error::describe(.source))]
     Other {
         /// The pod.
         pod: String,

@@ -21,8 +21,9 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::ListParams;
+use kubelan_cluster::ClusterError;
 use kubelan_cluster::discovery::{self, ClusterFacts, DiscoveryOverrides};
-use kubelan_cluster::preflight::Access;
+use kubelan_cluster::preflight::{Access, DISCOVERY_HINT};
 use nftables::types::NfFamily;
 use serde::Serialize;
 use serde_json::json;
@@ -116,6 +117,16 @@ impl Report {
         self.checks.push(c);
     }
 
+    /// A failed step whose error names its own fix: the cause, then the fix on its line.
+    fn fail_with(&mut self, step: &'static str, e: &ClusterError) {
+        let text = e.to_string();
+        let (what, fix) = match text.split_once("; ") {
+            Some((what, fix)) => (what.to_string(), Some(fix.to_string())),
+            None => (text, None),
+        };
+        self.add(step, Verdict::Fail, what, fix);
+    }
+
     fn failed(&self) -> usize {
         self.checks
             .iter()
@@ -168,16 +179,11 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     };
     let timeout = Duration::from_secs(args.timeout.max(1));
 
-    // 1. API and permissions.
+    // 1. API, credentials and permissions.
     let cc = match kubelan_cluster::connect(&args.kube).await {
         Ok(cc) => cc,
         Err(e) => {
-            r.add(
-                "api",
-                Verdict::Fail,
-                format!("cannot reach the Kubernetes API: {e:#}"),
-                Some("check the kubeconfig (--kubeconfig, --context) and that this host reaches the API server".into()),
-            );
+            r.fail_with("kubeconfig", &e);
             return finish(r);
         }
     };
@@ -192,15 +198,13 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             None,
         ),
         Err(e) => {
-            r.add(
-                "api",
-                Verdict::Fail,
-                format!("{} does not answer: {e}", cc.server),
-                Some("check that this host reaches the API server and that the kubeconfig's credentials are valid".into()),
-            );
+            let e = ClusterError::from_api("get /version", e, &cc.target(), DISCOVERY_HINT);
+            r.fail_with("api", &e);
             return finish(r);
         }
     }
+    // `/version` answers anyone; an access review needs credentials the server accepts,
+    // so rejected credentials are told apart here, before discovery.
     let wanted = [
         Access::new("list", "", "nodes"),
         Access::new("list", "", "pods"),
@@ -208,31 +212,52 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         Access::new("list", "discovery.k8s.io", "endpointslices"),
     ];
     match kubelan_cluster::preflight::check(&cc.client, &wanted).await {
-        Ok(missing) if missing.is_empty() => r.add(
-            "access",
-            Verdict::Pass,
-            "may list nodes, pods, Services and EndpointSlices".into(),
-            None,
-        ),
-        Ok(missing) => r.add(
-            "access",
-            Verdict::Warn,
-            format!(
-                "missing: {}; some checks below are skipped",
-                missing
-                    .iter()
-                    .map(|m| m.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+        Ok(missing) => {
+            r.add(
+                "credentials",
+                Verdict::Pass,
+                format!("accepted (user {}, context {})", cc.user, cc.context),
+                None,
+            );
+            if missing.is_empty() {
+                r.add(
+                    "access",
+                    Verdict::Pass,
+                    "may list nodes, pods, Services and EndpointSlices".into(),
+                    None,
+                );
+            } else {
+                r.add(
+                    "access",
+                    Verdict::Warn,
+                    format!(
+                        "missing: {}; some checks below are skipped",
+                        missing
+                            .iter()
+                            .map(|m| m.access.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Some("`kubelan rbac discovery` prints a ClusterRole that grants them".into()),
+                );
+            }
+        }
+        Err(e) => match cc.explain(e, DISCOVERY_HINT) {
+            e @ ClusterError::Unauthorized { .. } => {
+                r.fail_with("credentials", &e);
+                return finish(r);
+            }
+            e @ ClusterError::Unreachable { .. } => {
+                r.fail_with("api", &e);
+                return finish(r);
+            }
+            e => r.add(
+                "access",
+                Verdict::Warn,
+                format!("cannot check permissions: {e}"),
+                None,
             ),
-            Some("`kubelan rbac discovery` prints a ClusterRole that grants them".into()),
-        ),
-        Err(e) => r.add(
-            "access",
-            Verdict::Warn,
-            format!("cannot check permissions: {e}"),
-            None,
-        ),
+        },
     }
 
     // 2. Prefixes.
@@ -244,11 +269,15 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     };
     let facts = match discovery::discover(&cc, &overrides).await {
         Ok(f) => f,
+        Err(e) if e.is_fatal_for_kubeconfig() => {
+            r.fail_with("prefixes", &e);
+            return finish(r);
+        }
         Err(e) => {
             r.add(
                 "prefixes",
                 Verdict::Fail,
-                format!("discovery failed: {e:#}"),
+                format!("discovery failed: {e}"),
                 Some("pass --pod-cidr and --service-cidr".into()),
             );
             return finish(r);
@@ -416,6 +445,71 @@ fn unreachable_fix(p: &Probe, via: Option<IpAddr>) -> String {
     }
 }
 
+/// How to stop routers from redirecting LAN hosts to a gateway on their own subnet.
+const REDIRECT_FIX: &str = "set send_redirects=0 on the office router's LAN interface (Linux: `sysctl -w net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.<LAN interface>.send_redirects=0`; Cisco IOS: `no ip redirects` on the interface; H3C: `undo ip redirects enable`; Huawei: `undo icmp redirect send`), put the gateway on a segment of its own, or route the cluster prefixes to the gateway on the PCs themselves";
+
+/// Findings about next hops this host learned from ICMP redirects, for destinations inside
+/// the cluster prefixes: one per redirected next hop. `table_gateway` is the routing
+/// table's next hop for an address; `via` the gateway the user expects (`--via`).
+fn redirect_findings(
+    redirects: &[kubelan_sys::net::Redirect],
+    prefixes: &[ipnet::IpNet],
+    table_gateway: &dyn Fn(IpAddr) -> Option<IpAddr>,
+    via: Option<IpAddr>,
+) -> Vec<(Verdict, String, String)> {
+    // Next hop → (destinations, routing table's next hops, longest expiry).
+    let mut by_hop: BTreeMap<IpAddr, (Vec<IpAddr>, Vec<IpAddr>, u32)> = BTreeMap::new();
+    for rd in redirects {
+        if !prefixes.iter().any(|p| p.contains(&rd.dst)) {
+            continue;
+        }
+        let e = by_hop.entry(rd.gateway).or_default();
+        e.0.push(rd.dst);
+        if let Some(t) = table_gateway(rd.dst).filter(|t| *t != rd.gateway && !e.1.contains(t)) {
+            e.1.push(t);
+        }
+        e.2 = e.2.max(rd.expires_secs);
+    }
+    by_hop
+        .into_iter()
+        .map(|(hop, (mut dsts, table, secs))| {
+            dsts.sort();
+            let n = dsts.len();
+            let mut list: Vec<String> = dsts.iter().take(4).map(IpAddr::to_string).collect();
+            if n > 4 {
+                list.push(format!("and {} more", n - 4));
+            }
+            let router = if table.is_empty() {
+                "the routing table's next hop".to_string()
+            } else {
+                table.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
+            };
+            let what = format!(
+                "cached ICMP redirect: {} {} straight to {hop} instead of through {router}, for up to {secs} s more",
+                list.join(", "),
+                if n == 1 { "goes" } else { "go" },
+            );
+            match via {
+                Some(gw) if gw == hop => (
+                    Verdict::Warn,
+                    format!("{what}; that is the gateway, so it works now, but this host keeps using it for minutes after the router moves to another gateway"),
+                    format!("to stop the router's redirects: {REDIRECT_FIX}"),
+                ),
+                Some(gw) => (
+                    Verdict::Fail,
+                    format!("{what}, not to the gateway {gw}: the router once redirected this host to a gateway on its own subnet and the host still uses that one"),
+                    format!("`sudo ip route flush cache` on this host forgets it now; for good, {REDIRECT_FIX}"),
+                ),
+                None => (
+                    Verdict::Warn,
+                    format!("{what}: a router redirected this host to a gateway on its own subnet, and the host keeps that next hop even after the router changes"),
+                    format!("`sudo ip route flush cache` forgets it; for good, {REDIRECT_FIX}"),
+                ),
+            }
+        })
+        .collect()
+}
+
 async fn check_routes(r: &mut Report, facts: &ClusterFacts, via: Option<IpAddr>) {
     let routes = match kubelan_sys::net::routes().await {
         Ok(routes) => routes,
@@ -470,6 +564,33 @@ async fn check_routes(r: &mut Report, facts: &ClusterFacts, via: Option<IpAddr>)
             ),
         };
         r.add("routes", Verdict::Info, what, None);
+    }
+    // A router that forwards a packet back out the interface it came in on tells the
+    // sender (ICMP redirect) to use the next hop directly, and Linux hosts keep that for
+    // minutes (`ip route show cache` marks it `<redirected>`): the route above is then not
+    // the one in use.
+    let redirects = match kubelan_sys::net::redirects().await {
+        Ok(v) => v,
+        Err(e) => {
+            r.add(
+                "routes",
+                Verdict::Skip,
+                format!("cannot read cached redirects: {e}"),
+                None,
+            );
+            return;
+        }
+    };
+    let prefixes: Vec<ipnet::IpNet> = facts.prefixes().map(|(_, f)| f.value).collect();
+    let table_gateway = |dst: IpAddr| {
+        routes
+            .iter()
+            .filter(|rt| rt.table == 254 && rt.dst.contains(&dst))
+            .max_by_key(|rt| rt.dst.prefix_len())
+            .and_then(|rt| rt.gateway)
+    };
+    for (verdict, what, fix) in redirect_findings(&redirects, &prefixes, &table_gateway, via) {
+        r.add("routes", verdict, what, Some(fix));
     }
 }
 
@@ -947,4 +1068,66 @@ async fn check_return_path(
 
 fn join(v: &[&String]) -> String {
     v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubelan_sys::net::Redirect;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn redirect(dst: &str, gw: &str, secs: u32) -> Redirect {
+        Redirect {
+            dst: ip(dst),
+            gateway: ip(gw),
+            dev: Some("eth0".into()),
+            expires_secs: secs,
+        }
+    }
+
+    #[test]
+    fn a_redirect_to_an_old_gateway_fails_and_names_it() {
+        let redirects = [
+            redirect("172.17.32.2", "172.16.1.12", 280),
+            redirect("172.17.33.4", "172.16.1.12", 290),
+            // Outside the cluster prefixes: not ours to judge.
+            redirect("192.0.2.7", "172.16.1.12", 100),
+        ];
+        let prefixes = ["172.17.32.0/19".parse().unwrap()];
+        let table = |_: IpAddr| Some(ip("172.16.0.1"));
+        let f = redirect_findings(&redirects, &prefixes, &table, Some(ip("172.16.1.30")));
+        assert_eq!(f.len(), 1, "{f:?}");
+        let (verdict, what, fix) = &f[0];
+        assert_eq!(*verdict, Verdict::Fail);
+        assert_eq!(
+            what,
+            "cached ICMP redirect: 172.17.32.2, 172.17.33.4 go straight to 172.16.1.12 instead of through 172.16.0.1, for up to 290 s more, not to the gateway 172.16.1.30: the router once redirected this host to a gateway on its own subnet and the host still uses that one"
+        );
+        assert!(fix.contains("ip route flush cache"), "{fix}");
+        assert!(fix.contains("send_redirects=0"), "{fix}");
+        assert!(
+            fix.contains("segment") && fix.contains("on the PCs"),
+            "{fix}"
+        );
+    }
+
+    #[test]
+    fn a_redirect_to_the_gateway_itself_is_a_warning() {
+        let redirects = [redirect("172.17.32.2", "172.16.1.12", 30)];
+        let prefixes = ["172.17.32.0/19".parse().unwrap()];
+        let table = |_: IpAddr| Some(ip("172.16.0.1"));
+        let f = redirect_findings(&redirects, &prefixes, &table, Some(ip("172.16.1.12")));
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].0, Verdict::Warn);
+        assert!(
+            f[0].1.contains("minutes after the router moves"),
+            "{}",
+            f[0].1
+        );
+        let none = redirect_findings(&[], &prefixes, &table, Some(ip("172.16.1.12")));
+        assert!(none.is_empty());
+    }
 }

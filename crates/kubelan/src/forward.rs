@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{ArgAction, Args, ValueEnum};
-use kubelan_cluster::{KubeArgs, KubeconfigArgs};
+use kubelan_cluster::{ClusterError, KubeArgs, KubeconfigArgs};
 use kubelan_forward::{Event, Events, Options, Running, access, render_table};
 use kubelan_sys::hosts::{self, HostsEntry, HostsError};
 use kubelan_sys::journal::{self, HostGuard, StateDir};
@@ -283,14 +283,16 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     } else {
         access::single_access(&namespaces[0], &specs)
     };
-    kubelan_cluster::preflight::require(&cc.client, &wanted, access::RBAC_HINT)
-        .await
-        .with_context(|| {
-            format!(
+    match kubelan_cluster::preflight::require(&cc.client, &wanted, access::RBAC_HINT).await {
+        Ok(()) => {}
+        Err(e @ ClusterError::Forbidden { .. }) => {
+            return Err(anyhow::Error::new(e).context(format!(
                 "kubelan forward needs these permissions (context {:?})",
                 cc.context
-            )
-        })?;
+            )));
+        }
+        Err(e) => return Err(cc.explain(e, access::RBAC_HINT).into()),
+    }
     let mut hosts_block = if bulk && !args.no_hosts {
         Some(HostsBlock::prepare(&args.hosts_file).await?)
     } else {
@@ -321,7 +323,13 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
             if let Some(h) = hosts_block {
                 h.guard.restore().await;
             }
-            return Err(e.into());
+            // API failures name the context, server and user like every other mode's.
+            return Err(match e {
+                kubelan_forward::ForwardError::Api { action, source } => {
+                    ClusterError::from_api(action, source, &cc.target(), access::RBAC_HINT).into()
+                }
+                e => e.into(),
+            });
         }
     };
     let mut ui = Ui {

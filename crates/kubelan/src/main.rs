@@ -28,6 +28,10 @@ mod watcher;
     long_about = "kubelan opens a Kubernetes cluster's inner networks (Pod IPs, Service ClusterIPs and cluster DNS names) to a developer machine and to a whole office LAN.\n\nThe built-in lab (`kubelan lab`) simulates a cluster in network namespaces so every mode can be tried without one."
 )]
 struct Cli {
+    /// Show more log lines: `-v` adds progress and the Kubernetes client's and HTTP
+    /// libraries' own messages, `-vv` debug, `-vvv` everything (KUBELAN_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -178,6 +182,38 @@ enum ServeCommand {
         #[arg(long)]
         udp: Option<SocketAddr>,
     },
+}
+
+/// Libraries whose log lines repeat, in their own words, a failure kubelan reports itself
+/// in one sentence (kube-rs logs every failed request at ERROR, before our message).
+const QUIET_LIBRARIES: &[&str] = &[
+    "kube_client",
+    "kube_runtime",
+    "kube",
+    "hyper",
+    "hyper_util",
+    "tower",
+    "tower_http",
+    "rustls",
+    "tungstenite",
+    "tokio_tungstenite",
+];
+
+/// The log filter of a command: `daemon` (agent, lab daemon) logs at info with every
+/// library; the commands a user types log only kubelan's warnings, unless `-v`.
+fn log_filter(daemon: bool, verbose: u8) -> String {
+    match (daemon, verbose) {
+        (_, 3..) => "trace".into(),
+        (_, 2) => "debug".into(),
+        (true, _) | (false, 1) => "info".into(),
+        (false, 0) => {
+            let mut f = String::from("warn");
+            for l in QUIET_LIBRARIES {
+                f.push_str(&format!(",{l}=off"));
+            }
+            f
+        }
+    }
 }
 
 fn init_tracing(default: &str) {
@@ -436,15 +472,14 @@ async fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_log = match &cli.command {
+    let daemon = matches!(
+        &cli.command,
         Command::Lab(LabArgs {
             command: LabCommand::Daemon | LabCommand::ClusterDns { .. } | LabCommand::Serve { .. },
             ..
-        })
-        | Command::Agent(_) => "info",
-        _ => "warn",
-    };
-    init_tracing(default_log);
+        }) | Command::Agent(_)
+    );
+    init_tracing(&log_filter(daemon, cli.verbose));
     kubelan_sys::raise_fd_limit();
     kubelan_sys::tune_allocator();
     // The proxy and the agent run on one thread unless told otherwise: measured, a
@@ -512,8 +547,54 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render_error(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The message of an error that ends a command: the outermost context, then its causes,
+/// each once, stopping at the first error that is already a sentence naming the fix
+/// (kubelan's typed errors of the cluster and forward layers), never kube-rs' debug output.
+fn render_error(e: &anyhow::Error) -> String {
+    kubelan_cluster::error::one_line_with(e.as_ref(), &|layer| {
+        layer.is::<kubelan_forward::ForwardError>()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_logs_stay_below_our_messages_unless_verbose() {
+        let quiet = log_filter(false, 0);
+        assert!(quiet.starts_with("warn,"), "{quiet}");
+        for l in ["kube_client=off", "hyper_util=off", "tower=off"] {
+            assert!(quiet.contains(l), "{l}: {quiet}");
+        }
+        assert_eq!(log_filter(false, 1), "info");
+        assert_eq!(log_filter(false, 2), "debug");
+        assert_eq!(log_filter(true, 0), "info");
+        // Every directive parses.
+        tracing_subscriber::EnvFilter::try_new(&quiet).unwrap();
+    }
+
+    #[test]
+    fn errors_render_as_one_line_without_repeats() {
+        let cluster = kubelan_cluster::ClusterError::NotInstalled {
+            namespace: "ns".into(),
+        };
+        let e = anyhow::Error::new(cluster).context("starting the tunnel");
+        assert_eq!(
+            render_error(&e),
+            "starting the tunnel: no kubelan agent in namespace ns: run `kubelan install --namespace ns` (or pass the namespace it was installed in)"
+        );
+        let forward = kubelan_forward::ForwardError::SeveralNamespaces { count: 2 };
+        let e = anyhow::Error::new(forward);
+        assert!(render_error(&e).starts_with("-n was given 2 times"));
+        let io = std::io::Error::other("disk full");
+        let e = anyhow::Error::new(io).context("writing /etc/hosts: disk full");
+        assert_eq!(render_error(&e), "writing /etc/hosts: disk full");
     }
 }

@@ -10,7 +10,9 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use futures::future::BoxFuture;
 use ipnet::IpNet;
-use kubelan_cluster::{Credentials, KubeArgs};
+use kubelan_cluster::error::ApiTarget;
+use kubelan_cluster::preflight::{AGENT_HINT, INSTALL_HINT};
+use kubelan_cluster::{ClusterError, Credentials, KubeArgs};
 use kubelan_proto::{FlowError, Target};
 use kubelan_proxy::{Connector, FlowIo, ProxyConfig, UdpFlow};
 use kubelan_session::carrier::{
@@ -122,17 +124,18 @@ pub(crate) async fn start(
     }
     let cc = kubelan_cluster::connect(&args.kube).await?;
     let ns = args.agent_namespace.clone();
+    // Every API failure below becomes the sentence that names its fix.
+    let target = cc.target();
+    let explain = |e: ClusterError| e.explain(&target, AGENT_HINT);
     // What the API says now seeds the carriers; afterwards they reconnect from what they
     // know and ask the API only in parallel.
     let agent = match kubelan_cluster::find_agent(&cc.client, &ns).await {
         Ok(info) => Some(info),
-        Err(kubelan_cluster::ClusterError::AgentNotReady { .. }) => {
+        Err(ClusterError::AgentNotReady { .. }) => {
             eprintln!("… the agent in {ns} is not ready yet; the tunnel connects when it is");
             None
         }
-        Err(kubelan_cluster::ClusterError::NotInstalled { .. })
-            if args.install || confirm_install(&ns)? =>
-        {
+        Err(ClusterError::NotInstalled { .. }) if args.install || confirm_install(&ns)? => {
             let opts = kubelan_cluster::InstallOptions {
                 namespace: ns.clone(),
                 ..Default::default()
@@ -141,11 +144,16 @@ pub(crate) async fn start(
             let report = kubelan_cluster::install(&cc.client, &opts, &|e| {
                 eprintln!("  {e}");
             })
-            .await?;
+            .await
+            .map_err(|e| e.explain(&target, INSTALL_HINT))?;
             eprintln!("{}", kubelan_cluster::cli::install_summary(&report));
-            Some(kubelan_cluster::find_agent(&cc.client, &ns).await?)
+            Some(
+                kubelan_cluster::find_agent(&cc.client, &ns)
+                    .await
+                    .map_err(explain)?,
+            )
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(explain(e).into()),
     };
     let mut pods: Vec<String> = agent
         .iter()
@@ -167,12 +175,14 @@ pub(crate) async fn start(
                 let client = cc.client.clone();
                 let ns2 = ns.clone();
                 let routed2 = routed.to_vec();
+                let target2 = target.clone();
                 let source: EndpointSource = Arc::new(move || {
-                    let (client, ns, routed) = (client.clone(), ns2.clone(), routed2.clone());
+                    let (client, ns, routed, target) =
+                        (client.clone(), ns2.clone(), routed2.clone(), target2.clone());
                     Box::pin(async move {
                         let info = kubelan_cluster::find_agent(&client, &ns)
                             .await
-                            .map_err(|e| CarrierError::retry(e.to_string()))?;
+                            .map_err(|e| retry(e, &target))?;
                         Ok(dialable(&info, &routed))
                     })
                 });
@@ -183,8 +193,9 @@ pub(crate) async fn start(
                 }
                 Some((endpoints, tls))
             }
-            Err(e) if args.carrier == CarrierChoice::Direct => return Err(e.into()),
+            Err(e) if args.carrier == CarrierChoice::Direct => return Err(explain(e).into()),
             Err(e) => {
+                let e = explain(e);
                 eprintln!("note: direct carrier unavailable ({e}); using port-forward");
                 None
             }
@@ -193,13 +204,13 @@ pub(crate) async fn start(
     let dialers: Vec<Arc<dyn CarrierDialer>> = (0..n)
         .map(|i| -> Arc<dyn CarrierDialer> {
             // Carrier i prefers the i-th ready replica, so carriers spread over replicas.
-            let (client, ns2) = (cc.client.clone(), ns.clone());
+            let (client, ns2, target2) = (cc.client.clone(), ns.clone(), target.clone());
             let source: PodSource = Arc::new(move || {
-                let (client, ns) = (client.clone(), ns2.clone());
+                let (client, ns, target) = (client.clone(), ns2.clone(), target2.clone());
                 Box::pin(async move {
                     let mut info = kubelan_cluster::find_agent(&client, &ns)
                         .await
-                        .map_err(|e| CarrierError::retry(e.to_string()))?;
+                        .map_err(|e| retry(e, &target))?;
                     info.pods.sort_by(|a, b| a.name.cmp(&b.name));
                     let n = info.pods.len().max(1);
                     info.pods
@@ -229,6 +240,11 @@ pub(crate) async fn start(
         session: Session::start(dialers, config, shutdown),
         namespace: cc.namespace,
     })
+}
+
+/// A failure to find the agent while (re)connecting, as the carrier's retryable error.
+fn retry(e: ClusterError, target: &ApiTarget) -> CarrierError {
+    CarrierError::retry(e.explain(target, AGENT_HINT).to_string())
 }
 
 fn confirm_install(ns: &str) -> anyhow::Result<bool> {

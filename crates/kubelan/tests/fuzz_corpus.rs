@@ -7,7 +7,7 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 17] = [
+const TARGETS: [Target; 19] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
@@ -41,6 +41,8 @@ const TARGETS: [Target; 17] = [
         kubelan_forward::fuzz_entry::forward_spec,
         10,
     ),
+    ("route_cache", kubelan_sys::fuzz_entry::route_cache, 10),
+    ("proc_stat", kubelan_lab::fuzz_entry::proc_stat, 10),
 ];
 
 #[test]

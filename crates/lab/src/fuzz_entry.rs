@@ -89,3 +89,17 @@ pub fn dns_answer(data: &[u8]) {
 pub fn protobuf(data: &[u8]) {
     let _ = kubelan_apisim::protobuf::decode(data);
 }
+
+/// `/proc/<pid>/stat` lines, whose command name may hold spaces and parentheses, as
+/// `lab exec` reads its own to tell whether a Ctrl-C came from its terminal.
+pub fn proc_stat(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Some(fg) = crate::lifecycle::foreground_from_stat(&text) {
+        // The verdict depends only on the fields after the command name.
+        let rest = &text[text.rfind(')').expect("fields follow a name") + 1..];
+        assert_eq!(
+            crate::lifecycle::foreground_from_stat(&format!("1 (renamed) {rest}")),
+            Some(fg)
+        );
+    }
+}

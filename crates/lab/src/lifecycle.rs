@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use kubelan_apisim::pki::ClusterPki;
+use nix::sys::signal::Signal;
 use serde::Serialize;
 
 use crate::config::{LabConfig, validate_lab_name};
@@ -784,7 +785,7 @@ pub async fn exec(name: &str, target: &ExecTarget, argv: &[String]) -> anyhow::R
         );
     }
     let ns = std::sync::Arc::new(kubelan_sys::Namespaces::of_process(pid)?);
-    let mut cmd = std::process::Command::new(program);
+    let mut cmd = tokio::process::Command::new(program);
     cmd.args(args);
     if is_host {
         cmd.env("KUBECONFIG", "/etc/kubelan/kubeconfig");
@@ -794,21 +795,82 @@ pub async fn exec(name: &str, target: &ExecTarget, argv: &[String]) -> anyhow::R
     // one): use it where it exists, else `/`.
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     kubelan_sys::enter_on_spawn(&mut cmd, ns, kubelan_sys::Cwd::Prefer(&cwd), None)?;
+    // Signals are caught before the command starts, so none arriving in between is lost
+    // (nor kills this process and leaves the command behind).
+    let mut signals = ForwardedSignals::new()?;
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot run {program:?} in {target:?}"))?;
-    // The terminal's Ctrl-C reaches the child; this process only waits for it.
-    let ignore_int = tokio::spawn(async {
-        loop {
-            let _ = tokio::signal::ctrl_c().await;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            sig = signals.next() => {
+                // The command stays in this process group so that it can use the terminal;
+                // a Ctrl-C typed there already reached it.
+                if sig == Signal::SIGINT && terminal_foreground() {
+                    continue;
+                }
+                // `id()` is `None` once the command has been reaped, so a reused PID is
+                // never signalled.
+                if let Some(id) = child.id().and_then(|id| i32::try_from(id).ok()) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(id), sig);
+                }
+            }
         }
-    });
-    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
-    ignore_int.abort();
+    };
     use std::os::unix::process::ExitStatusExt;
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(1)))
+}
+
+/// The signals `lab exec` passes on to its command: SIGINT, SIGTERM and SIGHUP.
+struct ForwardedSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl ForwardedSignals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+            hup: signal(SignalKind::hangup()).context("cannot catch SIGHUP")?,
+        })
+    }
+
+    /// The next signal received.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.int.recv() => Signal::SIGINT,
+            _ = self.term.recv() => Signal::SIGTERM,
+            _ = self.hup.recv() => Signal::SIGHUP,
+        }
+    }
+}
+
+/// Whether this process is in the foreground process group of a controlling terminal, where
+/// the terminal's own signals (Ctrl-C) reach every process of the group.
+fn terminal_foreground() -> bool {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| foreground_from_stat(&s))
+        .unwrap_or(false)
+}
+
+/// From `/proc/<pid>/stat`: a terminal is attached (`tty_nr` ≠ 0) and its foreground process
+/// group (`tpgid`) is the process's own group (`pgrp`).
+pub(crate) fn foreground_from_stat(stat: &str) -> Option<bool> {
+    // The command name (field 2) may contain spaces and parentheses: fields after it
+    // start behind the last `)`. Then: state, ppid, pgrp, session, tty_nr, tpgid.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().take(6).collect();
+    let pgrp: i64 = f.get(2)?.parse().ok()?;
+    let tty: i64 = f.get(4)?.parse().ok()?;
+    let tpgid: i64 = f.get(5)?.parse().ok()?;
+    Some(tty != 0 && tpgid == pgrp)
 }
 
 /// Path of a lab's kubeconfig (`lab_view`: as seen from lab hosts).
@@ -835,4 +897,24 @@ pub fn kubeconfig(name: &str, lab_view: bool) -> anyhow::Result<PathBuf> {
 /// Every lab with state on this machine.
 pub fn list() -> Vec<String> {
     state::list_labs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::foreground_from_stat;
+
+    #[test]
+    fn foreground_needs_a_terminal_whose_group_is_ours() {
+        // pid (comm) state ppid pgrp session tty_nr tpgid ...
+        let fg = "4242 (kubelan) S 100 4242 100 34816 4242 4194560 0 0";
+        assert_eq!(foreground_from_stat(fg), Some(true));
+        let bg = "4242 (kubelan) S 100 4242 100 34816 4300 4194560 0 0";
+        assert_eq!(foreground_from_stat(bg), Some(false));
+        let no_tty = "4242 (kubelan) S 100 4242 4242 0 -1 4194560 0 0";
+        assert_eq!(foreground_from_stat(no_tty), Some(false));
+        // A command name with spaces and a parenthesis does not shift the fields.
+        let odd = "4242 (a) b (c) S 100 4242 100 34816 4242 0";
+        assert_eq!(foreground_from_stat(odd), Some(true));
+        assert_eq!(foreground_from_stat("garbage"), None);
+    }
 }

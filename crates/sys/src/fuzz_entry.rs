@@ -154,3 +154,21 @@ pub fn hosts_block(data: &[u8]) {
         "lines after the block were not kept"
     );
 }
+
+/// A route message from the kernel's route cache dump (`ip route show cache`), as
+/// [`crate::net::redirects`] reads it: any bytes either fail to parse or map to at most
+/// one redirect, which exists only for messages flagged `RTCF_REDIRECTED` and names the
+/// message's own gateway.
+#[cfg(target_os = "linux")]
+pub fn route_cache(data: &[u8]) {
+    use netlink_packet_route::route::RouteMessage;
+    use rtnetlink::packet_core::Parseable;
+    let Ok(msg) = RouteMessage::parse(data) else {
+        return;
+    };
+    crate::net::check_redirect_of(&msg);
+}
+
+/// Nothing to check where there is no netlink.
+#[cfg(not(target_os = "linux"))]
+pub fn route_cache(_data: &[u8]) {}

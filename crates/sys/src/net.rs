@@ -19,8 +19,8 @@ use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
-    RouteVia,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType, RouteVia,
 };
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 use serde::Serialize;
@@ -638,6 +638,11 @@ pub async fn routes() -> Result<Vec<RouteEntry>, NetError> {
             .await
             .map_err(|e| NetError::from_rtnl("list routes".into(), e))?
         {
+            // Without strict checking the kernel adds its cached exceptions (redirects,
+            // learned MTUs: `ip route show cache`) to the dump; they are not routes.
+            if msg.header.flags.contains(RouteFlags::Cloned) {
+                continue;
+            }
             out.extend(route_entry(&msg, &names));
         }
     }
@@ -685,6 +690,84 @@ pub async fn route_get(dst: IpAddr) -> Result<RouteLookup, NetError> {
         source,
         table: entry.table,
         kind: entry.kind,
+    })
+}
+
+/// A next hop this host learned from an ICMP redirect and keeps for a while (what
+/// `ip route show cache` marks `<redirected>`): packets to `dst` go to `gateway` instead
+/// of the next hop of the routing table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Redirect {
+    /// The destination the redirect is for (one address: redirects are per host).
+    pub dst: IpAddr,
+    /// The next hop the redirect named.
+    pub gateway: IpAddr,
+    /// Output interface.
+    pub dev: Option<String>,
+    /// Seconds until the kernel forgets it.
+    pub expires_secs: u32,
+}
+
+/// `RTCF_REDIRECTED` in `rtm_flags` of a cached route (`include/uapi/linux/in_route.h`).
+const RTCF_REDIRECTED: u32 = 0x0004_0000;
+
+/// Clock ticks per second of `rta_expires` (`USER_HZ`, 100 on Linux).
+const USER_HZ: u32 = 100;
+
+/// The IPv4 next hops learned from ICMP redirects that this host still uses (the
+/// `<redirected>` entries of `ip route show cache`).
+///
+/// # Errors
+/// When the kernel cannot be asked.
+pub async fn redirects() -> Result<Vec<Redirect>, NetError> {
+    let conn = Conn::open()?;
+    let names = link_names(&conn.handle).await?;
+    // A dump with RTM_F_CLONED lists the cached exceptions (redirects, learned MTUs)
+    // instead of the routes (Linux 5.3 and later; older kernels list nothing).
+    let mut request = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    request.header.flags = RouteFlags::Cloned;
+    let mut dump = conn.handle.route().get(request).execute();
+    let mut out = Vec::new();
+    while let Some(msg) = dump
+        .try_next()
+        .await
+        .map_err(|e| NetError::from_rtnl("list cached routes".into(), e))?
+    {
+        out.extend(redirect_of(&msg, &names));
+    }
+    Ok(out)
+}
+
+/// For the fuzz target: [`redirect_of`] on any parsed message keeps its invariants.
+pub(crate) fn check_redirect_of(msg: &RouteMessage) {
+    let names = HashMap::from([(2, "eth0".to_string())]);
+    if let Some(r) = redirect_of(msg, &names) {
+        assert_ne!(msg.header.flags.bits() & RTCF_REDIRECTED, 0, "not flagged");
+        assert_eq!(Some(r.gateway), gateway_of(&msg.attributes), "gateway");
+    } else if msg.header.flags.bits() & RTCF_REDIRECTED != 0 {
+        // Flagged but unusable: no gateway, or a family other than IPv4/IPv6.
+        assert!(
+            gateway_of(&msg.attributes).is_none() || route_entry(msg, &names).is_none(),
+            "a flagged message with a gateway was dropped"
+        );
+    }
+}
+
+/// The redirect a cached route records, if it is one.
+fn redirect_of(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<Redirect> {
+    if msg.header.flags.bits() & RTCF_REDIRECTED == 0 {
+        return None;
+    }
+    let entry = route_entry(msg, names)?;
+    let expires = msg.attributes.iter().find_map(|a| match a {
+        RouteAttribute::CacheInfo(c) => Some(c.expires),
+        _ => None,
+    });
+    Some(Redirect {
+        dst: entry.dst.addr(),
+        gateway: entry.gateway?,
+        dev: entry.dev,
+        expires_secs: expires.unwrap_or(0).div_ceil(USER_HZ),
     })
 }
 
@@ -806,6 +889,44 @@ mod tests {
         )
         .unwrap();
         assert_eq!(via.header.scope, RouteScope::Universe);
+    }
+
+    #[test]
+    fn redirected_cache_entries_become_redirects() {
+        use netlink_packet_route::route::RouteCacheInfo;
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = 32;
+        msg.header.table = 254;
+        msg.header.flags = RouteFlags::Cloned | RouteFlags::from_bits_retain(RTCF_REDIRECTED);
+        let v4 = |s: &str| RouteAddress::Inet(s.parse().unwrap());
+        // clntref, last_use, expires (in 1/100 s), error, used, id, ts, ts_age.
+        let raw: Vec<u8> = [0u32, 0, 29_750, 0, 0, 0, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let cache = RouteCacheInfo::parse(&raw).unwrap();
+        msg.attributes = vec![
+            RouteAttribute::Destination(v4("172.17.32.2")),
+            RouteAttribute::Oif(2),
+            RouteAttribute::Gateway(v4("172.16.1.12")),
+            RouteAttribute::CacheInfo(cache),
+        ];
+        let names = HashMap::from([(2, "eth0".to_string())]);
+        assert_eq!(
+            redirect_of(&msg, &names),
+            Some(Redirect {
+                dst: "172.17.32.2".parse().unwrap(),
+                gateway: "172.16.1.12".parse().unwrap(),
+                dev: Some("eth0".into()),
+                expires_secs: 298,
+            })
+        );
+        check_redirect_of(&msg);
+        // A cached route that is only a learned MTU, not a redirect.
+        msg.header.flags = RouteFlags::Cloned;
+        assert_eq!(redirect_of(&msg, &names), None);
+        check_redirect_of(&msg);
     }
 
     #[test]

@@ -15,9 +15,9 @@ use serde_json::Value;
 use super::parse;
 use super::prefix::{self, Bounds, POD_BOUNDS, SERVICE_BOUNDS};
 use super::{Fact, Source};
-use crate::error::ClusterError;
+use crate::error::{ApiFailure, ClusterError, classify};
 use crate::kubeconfig::ClusterClient;
-use crate::preflight::Access;
+use crate::preflight::{Access, DISCOVERY_HINT};
 
 /// The addresses the invalid-ClusterIP probe asks for: in no sane Service range (0.0.0.0/8
 /// is "this network", 100::/64 the IPv6 discard prefix).
@@ -68,25 +68,18 @@ impl<'a> Discoverer<'a> {
     /// Sorts an error into a reason to skip the source, or the end of discovery when the
     /// API cannot be reached or refuses the credentials.
     fn skip(&self, e: kube::Error) -> Result<Skip, ClusterError> {
-        match e {
-            kube::Error::Api(s) => match s.code {
-                401 => Err(ClusterError::Unauthorized {
-                    context: self.cluster.context.clone(),
-                    server: self.cluster.server.clone(),
-                    message: s.message.clone(),
-                }),
-                403 => Ok(Skip::Forbidden),
-                404 => Ok(Skip::NotFound),
-                code => Ok(Skip::Other(format!("{} ({code})", s.message))),
-            },
-            e @ (kube::Error::SerdeError(_)
-            | kube::Error::FromUtf8(_)
-            | kube::Error::BuildRequest(_)) => Ok(Skip::Other(e.to_string())),
-            source => Err(ClusterError::Unreachable {
-                context: self.cluster.context.clone(),
-                server: self.cluster.server.clone(),
-                source,
-            }),
+        match classify(&e) {
+            ApiFailure::Forbidden(_) => Ok(Skip::Forbidden),
+            ApiFailure::NotFound(_) => Ok(Skip::NotFound),
+            ApiFailure::Other(m) => Ok(Skip::Other(m)),
+            ApiFailure::Unreachable(_) | ApiFailure::Unauthorized(_) => {
+                Err(ClusterError::from_api(
+                    "discover the cluster",
+                    e,
+                    &self.cluster.target(),
+                    DISCOVERY_HINT,
+                ))
+            }
         }
     }
 

@@ -92,6 +92,15 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     if args.persist {
         return persist::install(Path::new(persist::UNIT_DIR)).await;
     }
+    if let Ok(local) = kubelan_sys::net::addresses().await
+        && let Some(w) = same_subnet_warning(&lans_on_own_subnet(&lan, &local))
+    {
+        Events::new(args.connect.output == Output::Json).emit(
+            "warning",
+            json!({"message": w}),
+            &format!("  warning: {w}"),
+        );
+    }
     match args.mode {
         Mode::Tunnel => {
             let listen = dns_listen(&args, &lan).await?;
@@ -163,6 +172,40 @@ async fn dns_listen(args: &GatewayArgs, lans: &[IpNet]) -> anyhow::Result<Socket
         }
     };
     Ok(SocketAddr::new(ip, args.dns_port))
+}
+
+/// The `--lan` prefixes this host has an address in, with the interface and its subnet:
+/// clients there share a subnet with the gateway.
+fn lans_on_own_subnet(
+    lans: &[IpNet],
+    local: &[kubelan_sys::net::AddrEntry],
+) -> Vec<(IpNet, String, IpNet)> {
+    let mut out = Vec::new();
+    for a in local {
+        let subnet = a.net.trunc();
+        // A host address (/32, /128) has no neighbours to redirect.
+        if a.net.addr().is_loopback() || subnet.prefix_len() == subnet.max_prefix_len() {
+            continue;
+        }
+        for lan in lans {
+            if lan.contains(&subnet.network()) || subnet.contains(&lan.network()) {
+                out.push((*lan, a.link.clone(), subnet));
+            }
+        }
+    }
+    out
+}
+
+/// The warning for LAN clients on the gateway's own subnet: the office router forwards
+/// their packets back out the interface they came in on, so it sends them ICMP redirects,
+/// and the PCs then use this host directly and keep it as next hop for minutes, also
+/// after the router has been pointed at another gateway.
+fn same_subnet_warning(found: &[(IpNet, String, IpNet)]) -> Option<String> {
+    let first = found.first()?;
+    let (lan, link, subnet) = first;
+    Some(format!(
+        "this gateway serves clients on its own subnet (--lan {lan}, {subnet} on {link}): the office router sends their cluster traffic back out the interface it came in on, so it also sends them ICMP redirects, and the PCs then send straight to this host and keep doing so for minutes after the router is pointed at another gateway (failover, maintenance). Fix one of: send_redirects=0 on the router's LAN interface (Linux: net.ipv4.conf.all.send_redirects=0 and net.ipv4.conf.<LAN interface>.send_redirects=0; Cisco IOS: `no ip redirects` on the interface; H3C: `undo ip redirects enable`; Huawei: `undo icmp redirect send`), a separate segment for the gateway, or a route to the cluster prefixes via this host on the PCs. `kubelan doctor --via GATEWAY` on a PC names a cached redirect."
+    ))
 }
 
 fn v4_only(nets: impl Iterator<Item = IpNet>) -> (Vec<Ipv4Net>, Vec<IpNet>) {
@@ -509,6 +552,41 @@ mod tests {
         assert!(checked_lans(&nets(&["172.16.0.0/18", "172.16.0.0/18"])).is_err());
         let ok = checked_lans(&nets(&["172.16.0.5/18", "192.168.1.0/24"])).unwrap();
         assert_eq!(ok[0].to_string(), "172.16.0.0/18");
+    }
+
+    #[test]
+    fn clients_on_the_gateways_own_subnet_get_the_redirect_warning() {
+        use kubelan_sys::net::AddrEntry;
+        let addr = |link: &str, net: &str| AddrEntry {
+            link: link.into(),
+            net: net.parse().unwrap(),
+        };
+        let local = [
+            addr("lo", "127.0.0.1/8"),
+            addr("eth0", "172.16.1.12/18"),
+            addr("kubelan0", "10.250.0.1/32"),
+        ];
+        let lan = |s: &str| vec![s.parse::<IpNet>().unwrap()];
+        // The README's setup: the gateway is a PC of the LAN it serves.
+        let found = lans_on_own_subnet(&lan("172.16.0.0/18"), &local);
+        assert_eq!(found.len(), 1);
+        let w = same_subnet_warning(&found).unwrap();
+        assert!(
+            w.starts_with(
+                "this gateway serves clients on its own subnet (--lan 172.16.0.0/18, 172.16.0.0/18 on eth0): the office router"
+            ),
+            "{w}"
+        );
+        for fix in ["send_redirects=0", "separate segment", "on the PCs"] {
+            assert!(w.contains(fix), "{fix}: {w}");
+        }
+        // A smaller or larger --lan around the same subnet is the same situation.
+        assert_eq!(lans_on_own_subnet(&lan("172.16.1.0/24"), &local).len(), 1);
+        assert_eq!(lans_on_own_subnet(&lan("172.16.0.0/12"), &local).len(), 1);
+        // A gateway on another segment (a node, or a DMZ) is not warned about.
+        assert!(lans_on_own_subnet(&lan("192.168.10.0/24"), &local).is_empty());
+        assert!(lans_on_own_subnet(&lan("10.250.0.0/24"), &local).is_empty());
+        assert!(same_subnet_warning(&[]).is_none());
     }
 
     #[test]
