@@ -177,8 +177,12 @@ pub(crate) async fn start(
                 let routed2 = routed.to_vec();
                 let target2 = target.clone();
                 let source: EndpointSource = Arc::new(move || {
-                    let (client, ns, routed, target) =
-                        (client.clone(), ns2.clone(), routed2.clone(), target2.clone());
+                    let (client, ns, routed, target) = (
+                        client.clone(),
+                        ns2.clone(),
+                        routed2.clone(),
+                        target2.clone(),
+                    );
                     Box::pin(async move {
                         let info = kubelan_cluster::find_agent(&client, &ns)
                             .await
