@@ -344,8 +344,48 @@ async fn connect(
     // (most protocols) usually has by then, so its first bytes leave with the `Open`
     // of an optimistic flow in one message. With nothing else to do this returns at once.
     tokio::task::yield_now().await;
-    match kubelan_session::relay::copy_bidirectional(&mut client, &mut flow).await {
+    match relay(client, &mut flow).await {
         Ok((up, down)) => debug!(%peer, %target, up, down, "SOCKS5 flow closed"),
-        Err(e) => debug!(%peer, %target, "SOCKS5 flow ended: {e}"),
+        Err(e) => debug!(%peer, %target, "SOCKS5 flow cut, client reset: {e}"),
+    }
+}
+
+/// Relays a client's connection and its flow until both ended. Only the flow's real end
+/// (the agent's `Fin`) reaches the client as a FIN. When the relay fails (the tunnel
+/// died, the destination or the client reset) or is dropped (the proxy stops), the
+/// client's connection is reset instead, so that nothing takes the cut for the end of
+/// the stream (a close-delimited download would look complete); the flow, dropped too,
+/// is reset at the agent.
+///
+/// # Errors
+///
+/// The relay's first I/O error.
+pub(crate) async fn relay(
+    client: Counted<TcpStream>,
+    flow: &mut Box<dyn crate::FlowIo>,
+) -> io::Result<(u64, u64)> {
+    let mut client = ResetUnlessDone {
+        client,
+        done: false,
+    };
+    let result = kubelan_session::relay::copy_bidirectional(&mut client.client, flow).await;
+    client.done = result.is_ok();
+    result
+}
+
+/// A client's socket that is reset when dropped, unless `done`: SO_LINGER 0, then the
+/// close sends an RST and discards what was still queued. The normal end costs nothing.
+struct ResetUnlessDone {
+    client: Counted<TcpStream>,
+    done: bool,
+}
+
+impl Drop for ResetUnlessDone {
+    fn drop(&mut self) {
+        if !self.done
+            && let Err(e) = self.client.get_ref().set_zero_linger()
+        {
+            debug!("proxy: cannot reset a cut client connection: {e}");
+        }
     }
 }
