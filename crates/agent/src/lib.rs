@@ -125,9 +125,6 @@ pub(crate) struct Agent {
     pub(crate) stats: AgentStats,
     pub(crate) shutdown: CancellationToken,
     pub(crate) drain: Duration,
-    /// Cancelled when the drain is over: flows still running are cut (a `Reset` to the
-    /// client, an RST to the destination), never ended as if their destination had.
-    pub(crate) cut: CancellationToken,
     pub(crate) ready: AtomicBool,
 }
 
@@ -312,7 +309,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         stats: AgentStats::default(),
         shutdown: shutdown.clone(),
         drain: Duration::from_secs(args.drain_seconds),
-        cut: CancellationToken::new(),
         ready: AtomicBool::new(false),
     });
 
@@ -407,21 +403,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let left = agent.stats.active_flows.load(Ordering::Relaxed);
-    if left > 0 {
-        // Flows still running are cut, not closed: each tells its client with a `Reset`
-        // and resets its destination, so that neither side takes the stop for the end
-        // of the stream. A moment for those frames to leave.
-        agent.cut.cancel();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        while agent.stats.active_flows.load(Ordering::Relaxed) > 0
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tracing::info!(cut = left, "stopped");
+    // Flows still running are cut when this returns: the runtime drops their tasks, and
+    // each resets its destination (see `serve::ResetUnlessDone`) and its mux stream; the
+    // clients see their carrier end without the flows' `Fin`. Never a clean end.
+    tracing::info!(
+        cut = agent.stats.active_flows.load(Ordering::Relaxed),
+        "stopped"
+    );
     tasks.abort_all();
     Ok(())
 }
