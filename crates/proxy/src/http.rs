@@ -142,7 +142,10 @@ async fn tunnel(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<Body>
                     return warn!(%peer, %target, "HTTP CONNECT: upgraded connection of an unexpected type; closing");
                 }
             };
-            match crate::server::relay(client, &mut flow).await {
+            match crate::server::ResetUnlessDone::new(client)
+                .relay(&mut flow)
+                .await
+            {
                 Ok((up, down)) => debug!(%peer, %target, up, down, "HTTP CONNECT flow closed"),
                 Err(e) => debug!(%peer, %target, "HTTP CONNECT flow cut, client reset: {e}"),
             }
