@@ -423,8 +423,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Flows still running are cut when this returns: the runtime drops their tasks, and
+    // each resets its destination (see `serve::ResetUnlessDone`) and its mux stream; the
+    // clients see their carrier end without the flows' `Fin`. Never a clean end.
     tracing::info!(
-        left = agent.stats.active_flows.load(Ordering::Relaxed),
+        cut = agent.stats.active_flows.load(Ordering::Relaxed),
         "stopped"
     );
     tasks.abort_all();

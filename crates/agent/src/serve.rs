@@ -318,7 +318,7 @@ async fn tcp_flow(
         Err(last.unwrap_or_else(|| FlowError::new(ErrorKind::NoSuchHost, "no address")))
     }
     .await;
-    let (mut tcp, addr) = match result {
+    let (tcp, addr) = match result {
         Ok(x) => x,
         Err(e) => {
             refused(agent, client, &target, &e);
@@ -335,19 +335,53 @@ async fn tcp_flow(
         write_frame(&mut stream, &opened).await
     };
     if sent.is_err() {
+        let _ = tcp.set_zero_linger();
         return;
     }
-    let mut conn = FlowConn::new(stream, leftover);
-    match kubelan_session::relay::copy_bidirectional(&mut tcp, &mut conn).await {
+    relay_tcp(agent, tcp, addr, FlowConn::new(stream, leftover)).await;
+}
+
+/// Relays an opened flow and its destination's socket until both ended. Only a clean end
+/// of both directions closes the destination's socket normally; a flow cut on either side
+/// resets the other.
+async fn relay_tcp<S>(agent: &Agent, tcp: TcpStream, addr: SocketAddr, mut conn: FlowConn<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut tcp = ResetUnlessDone { tcp, done: false };
+    match kubelan_session::relay::copy_bidirectional(&mut tcp.tcp, &mut conn).await {
         Ok((up, down)) => {
+            tcp.done = true;
             agent.stats.bytes_up.fetch_add(down, Ordering::Relaxed);
             agent.stats.bytes_down.fetch_add(up, Ordering::Relaxed);
         }
         Err(e) => {
-            tracing::debug!(%addr, error = %e, "flow ended with an error");
-            // The pod side reset or the carrier died: tell the client (best effort).
+            tracing::debug!(%addr, error = %e, "flow cut");
+            // The destination reset or the client vanished (carrier lost, its `Reset`):
+            // tell the client (best effort); dropping `tcp` resets the destination.
             let reason = FlowError::new(ErrorKind::Reset, e.to_string());
             conn.reset(reason).await;
+        }
+    }
+}
+
+/// The destination's socket of a flow: reset when dropped unless `done` (the flow ended
+/// cleanly both ways). A flow cut on the client's side (the carrier died, the client's
+/// application reset) then reaches the destination as an RST, never as a FIN that would
+/// make a truncated upload look complete. This also holds when the task is dropped: the
+/// agent's drain is over and the process exits with flows still running. The normal end
+/// costs nothing.
+struct ResetUnlessDone {
+    tcp: TcpStream,
+    done: bool,
+}
+
+impl Drop for ResetUnlessDone {
+    fn drop(&mut self) {
+        if !self.done
+            && let Err(e) = self.tcp.set_zero_linger()
+        {
+            tracing::debug!("cannot reset a cut flow's destination: {e}");
         }
     }
 }
@@ -595,6 +629,87 @@ mod tests {
         .await
         .unwrap();
         FrameReader::new(s).next().await.unwrap()
+    }
+
+    /// How a test cuts a relayed flow.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Cut {
+        /// The carrier dies (the client's machine lost its link).
+        CarrierLost,
+        /// The client drops the flow (its application reset).
+        ClientReset,
+        /// The agent's drain time is over: the process exits, its runtime drops the task.
+        DrainOver,
+        /// Nothing: both sides end cleanly.
+        None,
+    }
+
+    /// A flow cut on the client's side or by the agent's stop resets the destination
+    /// (never a FIN, which would end a truncated upload cleanly); the client hears of a
+    /// stop as a reset. A clean end stays a FIN.
+    #[tokio::test]
+    async fn a_cut_flow_resets_the_destination() {
+        for cut in [
+            Cut::CarrierLost,
+            Cut::ClientReset,
+            Cut::DrainOver,
+            Cut::None,
+        ] {
+            let a = agent();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (mut dest, _) = listener.accept().await.unwrap();
+            let (c, b) = tokio::io::duplex(256 * 1024);
+            let (client_mux, _) = mux::spawn(c, Side::Client);
+            let (_agent_mux, mut incoming) = mux::spawn(b, Side::Agent);
+            let mut s = client_mux.open().await.unwrap();
+            s.write_all(b"x").await.unwrap(); // the stream's first byte opens it
+            s.flush().await.unwrap();
+            let mut t = incoming.recv().await.unwrap();
+            t.read_exact(&mut [0u8; 1]).await.unwrap();
+            let mut client = Some(FlowConn::new(s, BytesMut::new()));
+            let conn = client.as_mut().unwrap();
+            let relay = {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    relay_tcp(&a, tcp, addr, FlowConn::new(t, BytesMut::new())).await;
+                })
+            };
+            dest.write_all(b"hello").await.unwrap();
+            let mut got = [0u8; 5];
+            conn.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"hello");
+            conn.write_all(b"upload").await.unwrap();
+            conn.flush().await.unwrap();
+            let mut up = [0u8; 6];
+            dest.read_exact(&mut up).await.unwrap();
+            match cut {
+                Cut::CarrierLost => client_mux.close(),
+                Cut::ClientReset => client = None,
+                Cut::DrainOver => relay.abort(),
+                Cut::None => {
+                    conn.shutdown().await.unwrap();
+                    dest.shutdown().await.unwrap();
+                    let mut rest = Vec::new();
+                    conn.read_to_end(&mut rest).await.unwrap();
+                }
+            }
+            let ended = tokio::time::timeout(Duration::from_secs(5), relay)
+                .await
+                .unwrap_or_else(|_| panic!("{cut:?}: the relay did not end"));
+            assert_eq!(ended.is_err(), cut == Cut::DrainOver, "{cut:?}: {ended:?}");
+            let end = dest.read(&mut [0u8; 16]).await.map_err(|e| e.kind());
+            if cut == Cut::None {
+                assert_eq!(end, Ok(0), "a clean end is a FIN");
+                continue;
+            }
+            assert_eq!(end, Err(io::ErrorKind::ConnectionReset), "{cut:?}");
+            if let (Cut::DrainOver, Some(conn)) = (cut, client.as_mut()) {
+                let e = conn.read(&mut [0u8; 16]).await.unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+            }
+        }
     }
 
     #[tokio::test]

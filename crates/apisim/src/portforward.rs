@@ -3,6 +3,11 @@
 //! `v5.channel.k8s.io` which adds close signals). Port `i` of the `ports` query uses data
 //! channel `2i` and error channel `2i+1`; each channel first carries the port number
 //! (little-endian u16). Every port gets one TCP connection into the pod.
+//!
+//! As with the kubelet and containerd, a connection into the pod that fails (reset, or a
+//! write into it fails) is reported on its error channel before the WebSocket closes; one
+//! that ends with a FIN just closes it. That is how a client tells a cut stream from one
+//! that ended.
 
 use std::sync::Arc;
 
@@ -134,6 +139,11 @@ pub(crate) fn handle(
     Ok(r)
 }
 
+/// How the kubelet starts the errors it reports on a port's error channel.
+fn forwarding_error_prefix(port: u16, ns: &str, name: &str, uid: &str) -> String {
+    format!("error forwarding port {port} to pod {name}_{ns}, uid {uid}")
+}
+
 fn frame(ch: u8, data: &[u8]) -> Message {
     let mut b = BytesMut::with_capacity(data.len() + 1);
     b.put_u8(ch);
@@ -178,15 +188,23 @@ async fn relay<S>(
                 live += 1;
                 let tx = out_tx.clone();
                 let ch = 2 * i as u8;
+                let who = forwarding_error_prefix(*port, &ns, &name, &uid);
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; CHUNK];
                     loop {
                         match rd.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
+                            Ok(0) => break,
                             Ok(n) => {
                                 if tx.send(Out::Frame(frame(ch, &buf[..n]))).await.is_err() {
                                     return;
                                 }
+                            }
+                            Err(e) => {
+                                let msg = format!(
+                                    "{who}: error copying from local connection to remote stream: {e}"
+                                );
+                                let _ = tx.send(Out::Frame(frame(ch + 1, msg.as_bytes()))).await;
+                                break;
                             }
                         }
                     }
@@ -195,8 +213,9 @@ async fn relay<S>(
             }
             Err(e) => {
                 writers.push(None);
+                let who = forwarding_error_prefix(*port, &ns, &name, &uid);
                 let msg = format!(
-                    "error forwarding port {port} to pod {name}_{ns}, uid {uid}: failed to connect to localhost:{port} inside the pod's network namespace: {e}"
+                    "{who}: failed to connect to localhost:{port} inside the pod's network namespace: {e}"
                 );
                 tracing::info!(pod = %format!("{ns}/{name}"), port, error = %e, "port-forward dial failed");
                 if sink
@@ -245,10 +264,18 @@ async fn relay<S>(
                     if ch % 2 == 1 {
                         continue;
                     }
-                    if let Some(Some(w)) = writers.get_mut(usize::from(ch) / 2)
-                        && w.write_all(payload).await.is_err()
+                    let i = usize::from(ch) / 2;
+                    if let Some(Some(w)) = writers.get_mut(i)
+                        && let Err(e) = w.write_all(payload).await
                     {
-                        writers[usize::from(ch) / 2] = None;
+                        writers[i] = None;
+                        let who = forwarding_error_prefix(ports[i], &ns, &name, &uid);
+                        let msg = format!(
+                            "{who}: error copying from remote stream to local connection: {e}"
+                        );
+                        if sink.send(frame(ch + 1, msg.as_bytes())).await.is_err() {
+                            break;
+                        }
                     }
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {

@@ -20,7 +20,11 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-struct EchoBackend(SocketAddr);
+/// Port 1 is refused, port 2 goes to a server that sends [`CUT_GREETING`] and resets,
+/// every other port to an echo server.
+struct EchoBackend(SocketAddr, SocketAddr);
+
+const CUT_GREETING: &[u8] = b"partial";
 
 impl PodBackend for EchoBackend {
     fn dial(
@@ -29,13 +33,16 @@ impl PodBackend for EchoBackend {
         _pod: &str,
         port: u16,
     ) -> futures::future::BoxFuture<'static, std::io::Result<TcpStream>> {
-        let addr = self.0;
+        let (addr, cut) = (self.0, self.1);
         Box::pin(async move {
             if port == 1 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::ConnectionRefused,
                     "connection refused",
                 ));
+            }
+            if port == 2 {
+                return TcpStream::connect(cut).await;
             }
             TcpStream::connect(addr).await
         })
@@ -59,8 +66,17 @@ async fn start() -> TestCluster {
             });
         }
     });
+    let cut = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cut_addr = cut.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = cut.accept().await {
+            let _ = s.write_all(CUT_GREETING).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = s.set_zero_linger();
+        }
+    });
     TestCluster::start(TestClusterOptions {
-        backend: Arc::new(EchoBackend(echo_addr)),
+        backend: Arc::new(EchoBackend(echo_addr, cut_addr)),
         ..TestClusterOptions::default()
     })
     .await
@@ -331,6 +347,19 @@ async fn kube_rs_end_to_end() {
     let mut refused = pods.portforward(&target, &[1]).await.unwrap();
     let err = refused.take_error(1).unwrap().await.unwrap();
     assert!(err.contains("connection refused"), "{err}");
+    // A pod connection that is reset (not closed) is reported too, after its data, as
+    // the kubelet does: that is how a client tells a cut stream from a finished one.
+    let mut cut = pods.portforward(&target, &[2]).await.unwrap();
+    let mut stream = cut.take_stream(2).unwrap();
+    let errors = cut.take_error(2).unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got)).await;
+    assert_eq!(got, CUT_GREETING);
+    let err = tokio::time::timeout(Duration::from_secs(10), errors)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(err.to_lowercase().contains("connection reset"), "{err}");
 
     // Authentication and authorization.
     let nobody = c.client("not-a-token").await;

@@ -12,6 +12,14 @@
 //! told, so the WebSocket is closed once the pod has been silent for [`LINGER`] since the
 //! client's EOF or its own last bytes — about the grace containerd gives a half-closed
 //! port-forward stream before it closes the pod connection.
+//!
+//! Only a clean end from the pod side reaches the local client as a FIN: the WebSocket
+//! closed normally with nothing on the error channel (the kubelet closes it that way when
+//! the pod's connection ended with a FIN), or a v5 close signal. When the port-forward
+//! ends any other way — the kubelet reports an error (the pod's connection was reset, its
+//! network namespace went away), the WebSocket or the API server connection breaks, the
+//! forward stops — the local connection is reset, so that a close-delimited download
+//! never looks complete when it was cut.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -172,6 +180,26 @@ pub struct RelayEnd {
     pub pod_error: Option<String>,
     /// A protocol or WebSocket error, if the relay ended because of one.
     pub broken: Option<String>,
+    /// The local connection was reset (the port-forward ended uncleanly) rather than
+    /// closed with a FIN.
+    pub reset: bool,
+}
+
+/// How the pod side of a relay ended, as far as the local client is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PodEnd {
+    /// The WebSocket closed normally and nothing was reported on the error channel: the
+    /// pod's connection ended with a FIN, and so does the local one.
+    Clean,
+    /// Anything else: the local connection is reset.
+    Cut,
+}
+
+/// Whether a WebSocket close frame is a normal close (no frame at all counts as one:
+/// the API server and the lab's simulator send none).
+fn normal_close(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> bool {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    frame.is_none_or(|f| f.code == CloseCode::Normal)
 }
 
 /// Relays `local` over `pf` (slot 0) until either side is done, `cancel` fires, or the
@@ -237,6 +265,8 @@ pub async fn relay(
     let down = async {
         let mut pod_error: Option<String> = None;
         let mut broken = None;
+        let mut end = PodEnd::Cut;
+        let mut local_gone = false;
         while let Some(msg) = stream.next().await {
             match msg {
                 Ok(Message::Binary(b)) => match channels.receive(&b) {
@@ -244,6 +274,7 @@ pub async fn relay(
                         last_from_pod.store(since_start(), Ordering::Relaxed);
                         if local_wr.write_all(data).await.is_err() {
                             // The local client is gone.
+                            local_gone = true;
                             break;
                         }
                         down_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -265,7 +296,17 @@ pub async fn relay(
                         break;
                     }
                 },
-                Ok(Message::Close(_)) => break,
+                Ok(Message::Close(frame)) => {
+                    if normal_close(frame.as_ref()) {
+                        end = PodEnd::Clean;
+                    } else {
+                        broken = Some(format!(
+                            "the API server closed the port-forward: {}",
+                            frame.map(|f| f.to_string()).unwrap_or_default()
+                        ));
+                    }
+                    break;
+                }
                 Ok(_) => {}
                 Err(e) => {
                     broken = Some(format!("the WebSocket to the API server failed: {e}"));
@@ -273,20 +314,46 @@ pub async fn relay(
                 }
             }
         }
-        let _ = local_wr.shutdown().await;
-        (pod_error, broken)
+        if broken.is_none() && end == PodEnd::Cut && !local_gone {
+            broken = Some("the WebSocket to the API server ended without a close".into());
+        }
+        if pod_error.is_some() {
+            end = PodEnd::Cut;
+        }
+        (pod_error, broken, end)
     };
 
-    let (pod_error, broken) = tokio::select! {
-        b = up => (None, b),
+    let (pod_error, broken, end) = tokio::select! {
+        // The client finished and the pod fell silent (or the WebSocket failed).
+        b = up => {
+            let end = if b.is_none() { PodEnd::Clean } else { PodEnd::Cut };
+            (None, b, end)
+        }
         r = down => r,
-        _ = cancel.cancelled() => (None, None),
+        _ = cancel.cancelled() => (None, None, PodEnd::Cut),
+    };
+    // A clean end passes on as a FIN; anything else resets the local connection:
+    // SO_LINGER 0, no shutdown (the write half would send a FIN when dropped), and the
+    // close when the read half is dropped sends the RST.
+    let reset = match end {
+        PodEnd::Clean => {
+            let _ = local_wr.shutdown().await;
+            false
+        }
+        PodEnd::Cut => {
+            if let Err(e) = local_wr.as_ref().set_zero_linger() {
+                tracing::debug!("cannot reset the local connection: {e}");
+            }
+            local_wr.forget();
+            true
+        }
     };
     RelayEnd {
         up: up_bytes.load(Ordering::Relaxed),
         down: down_bytes.load(Ordering::Relaxed),
         pod_error: pod_error.map(|e| e.trim().to_string()),
         broken,
+        reset,
     }
 }
 
@@ -493,7 +560,8 @@ mod tests {
         assert!(got.is_empty() && end.up == 0);
     }
 
-    /// The kubelet's dial failed: the error channel's text is reported and the client sees EOF.
+    /// The kubelet's dial failed: the error channel's text is reported and the client's
+    /// connection is reset (as a refused connection would be).
     #[tokio::test]
     async fn pod_error_is_reported() {
         let (local, mut client) = local_pair().await;
@@ -512,14 +580,103 @@ mod tests {
             server.send(bin(e)).await.unwrap();
             server.send(Message::Close(None)).await.unwrap();
         };
-        let user = async {
-            let mut all = Vec::new();
-            client.read_to_end(&mut all).await.unwrap();
-            all
-        };
+        let user = read_until_end(&mut client);
         let (end, (), got) = tokio::join!(relay(local, pf, &counters, &cancel), kubelet, user);
-        assert!(got.is_empty());
+        assert_eq!(got, (0, Some(std::io::ErrorKind::ConnectionReset)));
+        assert!(end.reset);
         assert!(end.pod_error.unwrap().contains("connection refused"));
+    }
+
+    /// Reads until the end of stream or an error: the bytes, and the error if any.
+    async fn read_until_end(client: &mut TcpStream) -> (usize, Option<std::io::ErrorKind>) {
+        let mut total = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+                .await
+                .expect("neither an end nor an error")
+            {
+                Ok(0) => return (total, None),
+                Ok(n) => total += n,
+                Err(e) => return (total, Some(e.kind())),
+            }
+        }
+    }
+
+    /// How the pod side ends decides how the local connection does: a normal close with
+    /// no error is a FIN; an error on the error channel (the pod's connection was reset,
+    /// its sandbox went away), an abnormal close, a WebSocket that just stops, or the
+    /// forward stopping reset it, after the bytes that came before.
+    #[tokio::test]
+    async fn only_a_clean_pod_end_is_a_fin() {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        #[derive(Debug, Clone, Copy)]
+        enum Ending {
+            Close,
+            ErrorThenClose,
+            AbnormalClose,
+            Vanish,
+            Cancel,
+        }
+        for ending in [
+            Ending::Close,
+            Ending::ErrorThenClose,
+            Ending::AbnormalClose,
+            Ending::Vanish,
+            Ending::Cancel,
+        ] {
+            let (local, mut client) = local_pair().await;
+            let (ws, mut server) = ws_pair().await;
+            let pf = PortForward {
+                ws,
+                channels: Channels::new(&[80], false),
+            };
+            let counters = ByteCounters::default();
+            let cancel = CancellationToken::new();
+            let kubelet = async {
+                server.send(bin(vec![0, 80, 0])).await.unwrap();
+                server.send(bin(vec![1, 80, 0])).await.unwrap();
+                let mut data = vec![0u8];
+                data.extend_from_slice(&[7u8; 1000]);
+                server.send(bin(data)).await.unwrap();
+                // Let the data reach the client before the end.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match ending {
+                    Ending::Close => server.send(Message::Close(None)).await.unwrap(),
+                    Ending::ErrorThenClose => {
+                        let mut e = vec![1];
+                        e.extend_from_slice(b"error forwarding port 80 to pod web_default: read: connection reset by peer");
+                        server.send(bin(e)).await.unwrap();
+                        server.send(Message::Close(None)).await.unwrap();
+                    }
+                    Ending::AbnormalClose => server
+                        .send(Message::Close(Some(CloseFrame {
+                            code: CloseCode::Error,
+                            reason: "internal error".into(),
+                        })))
+                        .await
+                        .unwrap(),
+                    Ending::Vanish => drop(server),
+                    Ending::Cancel => {
+                        cancel.cancel();
+                        // Stay open: the cancel ends the relay.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            };
+            let user = read_until_end(&mut client);
+            let (end, (), got) = tokio::join!(relay(local, pf, &counters, &cancel), kubelet, user);
+            let clean = matches!(ending, Ending::Close);
+            let want = if clean {
+                None
+            } else {
+                Some(std::io::ErrorKind::ConnectionReset)
+            };
+            assert_eq!(got, (1000, want), "{ending:?}");
+            assert_eq!(end.reset, !clean, "{ending:?}");
+            assert_eq!(end.down, 1000, "{ending:?}");
+        }
     }
 
     /// A server that breaks the protocol ends the relay with a reason, not a panic.

@@ -4,13 +4,15 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::UdpFlow;
+use crate::stack::Resets;
 
 /// Receives the flows the stack accepts. Each method returns a future the stack spawns on
 /// the current tokio runtime; the futures are aborted when the stack stops.
@@ -48,23 +50,51 @@ impl TcpFlow {
         src: SocketAddr,
         dst: SocketAddr,
         stream: netstack_smoltcp::TcpStream,
+        resets: Arc<Resets>,
     ) -> Self {
         Self {
             src,
             dst,
-            stream: TcpStream { inner: stream },
+            stream: TcpStream {
+                inner: stream,
+                resets,
+            },
         }
     }
 }
 
 /// The stack's end of a TCP connection.
 ///
-/// Dropping it closes the connection gracefully (FIN after the data written so far).
-/// `shutdown` queues a FIN after the data written so far and returns at once, like a
-/// kernel socket's `shutdown(SHUT_WR)`; reading continues until the application closes
-/// its side.
+/// Dropping it closes the connection gracefully (FIN after the data written so far):
+/// the application reads a clean end of stream. [`TcpStream::abort`] resets it instead,
+/// for a flow that was cut. `shutdown` queues a FIN after the data written so far and
+/// returns at once, like a kernel socket's `shutdown(SHUT_WR)`; reading continues until
+/// the application closes its side. Reading returns `ConnectionReset` when the
+/// application reset the connection, and end of stream only after its FIN.
 pub struct TcpStream {
     inner: netstack_smoltcp::TcpStream,
+    resets: Arc<Resets>,
+}
+
+impl TcpStream {
+    /// Ends the connection with a reset instead of a FIN: the application's next read
+    /// fails with `ECONNRESET` once it has read what reached it before, and data still
+    /// queued toward it is discarded. For a flow whose other end failed (the tunnel
+    /// died, the destination reset), so that the application never takes the cut for
+    /// the end of the stream.
+    ///
+    /// When the stack cannot reset the connection (smoltcp has not answered the
+    /// application's SYN yet, or the stack tracks too many connections to follow this
+    /// one) it is closed as on drop.
+    pub async fn abort(self) {
+        let Self { inner, resets } = self;
+        resets
+            .abort(*inner.local_addr(), *inner.remote_addr())
+            .await;
+        // netstack-smoltcp closes its socket with a FIN on drop; the stack drops that FIN
+        // (and anything else smoltcp still sends) since `abort` marked the connection.
+        drop(inner);
+    }
 }
 
 impl std::fmt::Debug for TcpStream {
@@ -82,7 +112,22 @@ impl AsyncRead for TcpStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        // netstack-smoltcp reports the application's RST as an end of stream; the stack
+        // saw which it was (once per connection, at its end).
+        if buf.filled().len() == before
+            && buf.remaining() > 0
+            && self
+                .resets
+                .reset_by_app(*self.inner.local_addr(), *self.inner.remote_addr())
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the application reset the connection",
+            )));
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

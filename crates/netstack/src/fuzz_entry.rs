@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
 
 use crate::frag::{Reassembler, Reassembly};
+use crate::portmap::{self, PortMap};
 use crate::wire::{self, DropReason, Inbound, Ipv4Packet};
 
 const PROTO_ICMP: u8 = 1;
@@ -75,7 +76,7 @@ fn check_packet(data: &[u8]) -> Option<DropReason> {
             packet,
             src,
             dst,
-            syn: _,
+            syn,
         } => {
             assert!(inside(packet), "TCP packet outside the input");
             assert!(packet.len() >= 40, "TCP packet of {} bytes", packet.len());
@@ -83,6 +84,7 @@ fn check_packet(data: &[u8]) -> Option<DropReason> {
             let ip = Ipv4Packet::new_checked(packet).expect("a TCP packet is valid IPv4");
             assert_eq!(ip.protocol(), PROTO_TCP);
             assert!(!ip.is_fragment());
+            port_map(packet, src, dst, syn);
             None
         }
         Inbound::Udp { src, dst, payload } => {
@@ -144,6 +146,76 @@ fn check_packet(data: &[u8]) -> Option<DropReason> {
             None
         }
         Inbound::Drop(reason) => Some(reason),
+    }
+}
+
+/// A TCP packet from the application through the port map, as the stack's reader and
+/// writer use it: its segment is readable and agrees with the packet, and a connection it
+/// opens (or whatever it does to one) can be answered by smoltcp, aborted, and then
+/// silenced, with resets at the sequence numbers each side reached.
+fn port_map(packet: &[u8], src: SocketAddr, dst: SocketAddr, syn: Option<u32>) {
+    const SYN_ACK: u8 = 0x12;
+    const ACK: u8 = 0x10;
+    const RST: u8 = 0x04;
+    let seg = portmap::segment(packet).expect("the port map reads every TCP packet");
+    let ip = Ipv4Packet::new_checked(packet).expect("valid");
+    let tcp = ip.payload();
+    let header = usize::from(tcp[12] >> 4) * 4;
+    assert_eq!(seg.len as usize, tcp.len() - header, "payload length");
+    assert_eq!(seg.flags, tcp[13]);
+    let mut map = PortMap::new(4);
+    // The packet opens a connection (as a SYN, or as the retransmission of one).
+    let isn = syn.unwrap_or(seg.seq.wrapping_sub(1));
+    let opening = portmap::Segment {
+        flags: 0x02,
+        seq: isn,
+        ack: 0,
+        len: 0,
+    };
+    let Some(port) = map.inbound(src, dst, Some(isn), &opening, 0) else {
+        panic!("an empty map maps a SYN");
+    };
+    let seen = SocketAddr::new(src.ip(), port);
+    assert_eq!(map.original(seen, dst), src);
+    let answer = portmap::Segment {
+        flags: SYN_ACK,
+        seq: seg.ack,
+        ack: isn.wrapping_add(1),
+        len: 0,
+    };
+    assert!(matches!(
+        map.stack_segment(seen, dst, &answer, 1),
+        portmap::FromStack::Pass { .. }
+    ));
+    map.inbound(src, dst, syn, &seg, 2);
+    if syn.is_none() && seg.flags & RST != 0 {
+        assert!(map.reset_by_app(seen, dst), "an RST from the application");
+    }
+    let plan = map
+        .abort(seen, dst, 3)
+        .expect("a synchronised connection aborts");
+    assert_eq!(plan.app, src);
+    assert_eq!(
+        plan.app_seq,
+        answer.end(),
+        "the RST follows smoltcp's SYN-ACK"
+    );
+    assert!(plan.stack_seqs[0].is_some());
+    for flags in [ACK, ACK | 0x01, SYN_ACK] {
+        let late = portmap::Segment { flags, ..answer };
+        assert_eq!(
+            map.stack_segment(seen, dst, &late, 4),
+            portmap::FromStack::Drop,
+            "smoltcp's segments after the abort"
+        );
+    }
+    assert!(map.abort(seen, dst, 5).is_none(), "aborted once");
+    for seq in plan.stack_seqs.into_iter().flatten() {
+        let rst = wire::tcp_reset(seen, dst, seq).expect("IPv4");
+        assert_eq!(
+            portmap::segment(&rst).map(|s| (s.flags, s.seq)),
+            Some((RST, seq))
+        );
     }
 }
 

@@ -13,6 +13,12 @@
 //! back only after tens of thousands of connections, long after TIME-WAIT. Packets are
 //! rewritten in place with an incremental checksum update (RFC 1624); the flow reported
 //! to the handler carries the application's real port.
+//!
+//! Since the map sees every segment both ways, it also keeps what a reset needs: the next
+//! sequence number of each side. [`PortMap::abort`] plans the resets of a connection the
+//! caller abandons (smoltcp itself can only close with a FIN), and from then on
+//! [`PortMap::stack_segment`] drops what smoltcp still sends on it, so the application never
+//! takes a FIN for the end of a stream that was cut.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +43,63 @@ struct Entry {
     /// The application's FIN, once seen and until smoltcp acknowledged it in TIME-WAIT:
     /// the sequence number just after it, and what it acknowledged.
     app_fin: Option<Fin>,
+    /// The sequence number after the last byte (or SYN, FIN) the application sent.
+    app_next: u32,
+    /// The application sent an RST.
+    app_reset: bool,
+}
+
+/// The reverse mapping of a connection, with what smoltcp's segments on it tell.
+#[derive(Debug, Clone, Copy)]
+struct Reverse {
+    /// The application's port.
+    port: u16,
+    last_ms: u64,
+    /// The sequence number after the last byte (or SYN, FIN) smoltcp sent; `None` until
+    /// its SYN-ACK went out.
+    stack_next: Option<u32>,
+    /// smoltcp's latest acknowledgment number (its receive-next as far as it told).
+    stack_ack: Option<u32>,
+    /// The caller aborted the connection: smoltcp's segments are dropped, RSTs excepted.
+    aborted: bool,
+}
+
+impl Reverse {
+    fn new(port: u16, now_ms: u64) -> Reverse {
+        Reverse {
+            port,
+            last_ms: now_ms,
+            stack_next: None,
+            stack_ack: None,
+            aborted: false,
+        }
+    }
+}
+
+/// What to do with a segment smoltcp sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FromStack {
+    /// Not a connection the map knows: pass it unchanged.
+    Unmapped,
+    /// Pass it with the application's `port` as destination; with `time_wait`, also
+    /// feed smoltcp an RST at that sequence number (see [`PortMap::enters_time_wait`]).
+    Pass { port: u16, time_wait: Option<u32> },
+    /// The connection was aborted: the application must not get it.
+    Drop,
+}
+
+/// The resets that end an aborted connection (see [`PortMap::abort`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Abort {
+    /// The application's address (its real port).
+    pub(crate) app: SocketAddr,
+    /// Sequence number of the RST to the application: after everything smoltcp sent it.
+    pub(crate) app_seq: u32,
+    /// Sequence numbers of the RSTs to smoltcp, as if from the application: after
+    /// everything the application sent, and smoltcp's last acknowledgment when that
+    /// differs (one of them is in smoltcp's receive window, which is all it asks of an
+    /// RST; the other then draws at most a duplicate ACK, which is dropped).
+    pub(crate) stack_seqs: [Option<u32>; 2],
 }
 
 /// The port map (sans-IO; the caller supplies the clock).
@@ -44,8 +107,9 @@ struct Entry {
 pub(crate) struct PortMap {
     /// (application address, destination) → mapping.
     by_app: HashMap<(SocketAddr, SocketAddr), Entry>,
-    /// (address smoltcp sees, destination) → the application's port.
-    by_stack: HashMap<(SocketAddr, SocketAddr), (u16, u64)>,
+    /// (address smoltcp sees, destination) → the application's port and what smoltcp
+    /// sent on the connection.
+    by_stack: HashMap<(SocketAddr, SocketAddr), Reverse>,
     /// Next port to try, per application address.
     next: HashMap<IpAddr, u16>,
     max_entries: usize,
@@ -71,15 +135,16 @@ impl PortMap {
         self.by_app.len()
     }
 
-    /// The port smoltcp should see for a segment from `src` to `dst`. `syn` is the initial
-    /// sequence number of a connection-opening SYN; `closing` is set for FIN or RST.
-    /// `None` when the map is full (the caller passes the segment through unchanged).
+    /// The port smoltcp should see for a segment `seg` from `src` to `dst`. `syn` is the
+    /// initial sequence number of a connection-opening SYN. Notes the application's FIN,
+    /// RST and next sequence number. `None` when the map is full (the caller passes the
+    /// segment through unchanged).
     pub(crate) fn inbound(
         &mut self,
         src: SocketAddr,
         dst: SocketAddr,
         syn: Option<u32>,
-        closing: bool,
+        seg: &Segment,
         now_ms: u64,
     ) -> Option<u16> {
         let key = (src, dst);
@@ -87,15 +152,23 @@ impl PortMap {
             // A segment of a known connection, or a retransmitted SYN.
             (Some(e), None) => {
                 e.last_ms = now_ms;
-                if closing && e.closed_ms.is_none() {
+                if seg.is_closing() && e.closed_ms.is_none() {
                     e.closed_ms = Some(now_ms);
+                }
+                if let Some(fin) = seg.fin() {
+                    e.app_fin = Some(fin);
+                }
+                if seg.flags & RST != 0 {
+                    e.app_reset = true;
+                } else if seq_after(seg.end(), e.app_next) {
+                    e.app_next = seg.end();
                 }
                 let mapped = e.mapped;
                 if let Some(r) = self
                     .by_stack
                     .get_mut(&(SocketAddr::new(src.ip(), mapped), dst))
                 {
-                    r.1 = now_ms;
+                    r.last_ms = now_ms;
                 }
                 return Some(mapped);
             }
@@ -127,19 +200,108 @@ impl PortMap {
                 closed_ms: None,
                 stack_fin_end: None,
                 app_fin: None,
+                app_next: isn.wrapping_add(1),
+                app_reset: false,
             },
         );
         self.by_stack.insert(
             (SocketAddr::new(src.ip(), mapped), dst),
-            (src.port(), now_ms),
+            Reverse::new(src.port(), now_ms),
         );
         Some(mapped)
+    }
+
+    /// What to do with segment `seg` smoltcp sends from `from` to `to` (`to` carries the
+    /// mapped port): the application's port to put back, whether the segment puts its
+    /// socket into TIME-WAIT, or nothing for an aborted connection. Notes smoltcp's next
+    /// sequence number and acknowledgment, and its FIN or RST.
+    pub(crate) fn stack_segment(
+        &mut self,
+        to: SocketAddr,
+        from: SocketAddr,
+        seg: &Segment,
+        now_ms: u64,
+    ) -> FromStack {
+        let Some(r) = self.by_stack.get_mut(&(to, from)) else {
+            return FromStack::Unmapped;
+        };
+        if r.aborted && seg.flags & RST == 0 {
+            return FromStack::Drop;
+        }
+        let end = seg.end();
+        if r.stack_next.is_none_or(|n| seq_after(end, n)) {
+            r.stack_next = Some(end);
+        }
+        if seg.flags & ACK != 0 {
+            r.stack_ack = Some(seg.ack);
+        }
+        let port = r.port;
+        let mut time_wait = None;
+        if seg.is_closing() {
+            self.closed_by_stack(to, from, seg.fin(), now_ms);
+        } else if let Some(ack) = seg.pure_ack()
+            && self.enters_time_wait(to, from, ack)
+        {
+            time_wait = Some(ack);
+        }
+        FromStack::Pass { port, time_wait }
+    }
+
+    /// Plans the end of the connection smoltcp sees as `stack_src` ↔ `dst`, which the
+    /// caller abandons without a FIN: from now on smoltcp's segments on it are dropped
+    /// (RSTs excepted) and the caller sends the returned resets. `None` when there is
+    /// nothing to reset that way: the map does not know the connection (it was full),
+    /// smoltcp has not answered the SYN yet, or it was aborted already.
+    pub(crate) fn abort(
+        &mut self,
+        stack_src: SocketAddr,
+        dst: SocketAddr,
+        now_ms: u64,
+    ) -> Option<Abort> {
+        let r = self.by_stack.get_mut(&(stack_src, dst))?;
+        if r.aborted {
+            return None;
+        }
+        let app_seq = r.stack_next?;
+        r.aborted = true;
+        let app = SocketAddr::new(stack_src.ip(), r.port);
+        let stack_ack = r.stack_ack;
+        let e = self
+            .by_app
+            .get_mut(&(app, dst))
+            .filter(|e| e.mapped == stack_src.port());
+        let app_next = e.as_ref().map(|e| e.app_next);
+        if let Some(e) = e {
+            e.closed_ms.get_or_insert(now_ms);
+        }
+        let stack_seqs = match (app_next, stack_ack) {
+            (Some(next), Some(ack)) if next != ack => [Some(next), Some(ack)],
+            (Some(next), _) => [Some(next), None],
+            (None, ack) => [ack, None],
+        };
+        Some(Abort {
+            app,
+            app_seq,
+            stack_seqs,
+        })
+    }
+
+    /// Whether the application reset the connection smoltcp sees as `stack_src` ↔ `dst`
+    /// (smoltcp reports that as an end of stream, like a FIN).
+    pub(crate) fn reset_by_app(&self, stack_src: SocketAddr, dst: SocketAddr) -> bool {
+        self.by_stack
+            .get(&(stack_src, dst))
+            .and_then(|r| {
+                self.by_app
+                    .get(&(SocketAddr::new(stack_src.ip(), r.port), dst))
+            })
+            .is_some_and(|e| e.mapped == stack_src.port() && e.app_reset)
     }
 
     /// The application's port for a segment smoltcp sends from `from` to `to` (where `to`
     /// carries the mapped port).
     pub(crate) fn outbound(&self, to: SocketAddr, from: SocketAddr) -> Option<u16> {
-        self.by_stack.get(&(to, from)).map(|(port, _)| *port)
+        self.by_stack.get(&(to, from)).map(|r| r.port)
     }
 
     /// Notes that smoltcp sent FIN (`fin`) or RST (`None`) on the connection it sees as
@@ -159,7 +321,9 @@ impl PortMap {
         }
     }
 
-    /// Notes the FIN the application sent on `src` → `dst` (its own addresses).
+    /// Notes the FIN the application sent on `src` → `dst` (its own addresses); `inbound`
+    /// does this for every segment.
+    #[cfg(test)]
     pub(crate) fn app_fin(&mut self, src: SocketAddr, dst: SocketAddr, fin: Fin) {
         if let Some(e) = self.by_app.get_mut(&(src, dst)) {
             e.app_fin = Some(fin);
@@ -193,9 +357,9 @@ impl PortMap {
 
     /// The live entry of the connection smoltcp sees as `to` ↔ `from`.
     fn stack_entry(&mut self, to: SocketAddr, from: SocketAddr) -> Option<&mut Entry> {
-        let (port, _) = self.by_stack.get(&(to, from))?;
+        let port = self.by_stack.get(&(to, from))?.port;
         self.by_app
-            .get_mut(&(SocketAddr::new(to.ip(), *port), from))
+            .get_mut(&(SocketAddr::new(to.ip(), port), from))
             .filter(|e| e.mapped == to.port())
     }
 
@@ -240,9 +404,8 @@ impl PortMap {
             .map(|((src, dst), e)| (SocketAddr::new(src.ip(), e.mapped), *dst))
             .collect();
         // Reverse mappings of replaced or expired connections linger for CLOSED_KEEP_MS.
-        self.by_stack.retain(|k, (_, last)| {
-            live.contains(k) || now_ms.saturating_sub(*last) < CLOSED_KEEP_MS
-        });
+        self.by_stack
+            .retain(|k, r| live.contains(k) || now_ms.saturating_sub(r.last_ms) < CLOSED_KEEP_MS);
         before - self.by_stack.len()
     }
 }
@@ -254,13 +417,15 @@ fn tcp_offset(packet: &[u8]) -> Option<usize> {
     (packet.len() >= ihl + 20 && packet[0] >> 4 == 4 && packet.get(9) == Some(&6)).then_some(ihl)
 }
 
-/// The TCP flags of an IPv4 TCP packet (FIN or RST set → `true`).
-pub(crate) fn is_closing(packet: &[u8]) -> bool {
-    tcp_offset(packet).is_some_and(|o| packet[o + 13] & 0x05 != 0)
-}
-
 const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
+
+/// Whether sequence number `a` comes after `b` (RFC 1982 serial arithmetic).
+fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
 
 /// A FIN segment, as far as TIME-WAIT is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,32 +436,57 @@ pub(crate) struct Fin {
     pub(crate) acked: u32,
 }
 
-/// The flags, sequence number, acknowledgment number and payload length of an IPv4 TCP
-/// packet.
-fn segment(packet: &[u8]) -> Option<(u8, u32, u32, usize)> {
+/// What the map reads of a TCP segment: its flags, sequence and acknowledgment numbers
+/// and payload length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub(crate) flags: u8,
+    pub(crate) seq: u32,
+    pub(crate) ack: u32,
+    pub(crate) len: u32,
+}
+
+impl Segment {
+    /// The sequence number after this segment (its payload, SYN and FIN).
+    pub(crate) fn end(&self) -> u32 {
+        let controls = u32::from(self.flags & SYN != 0) + u32::from(self.flags & FIN != 0);
+        self.seq.wrapping_add(self.len).wrapping_add(controls)
+    }
+
+    /// FIN or RST set.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.flags & (FIN | RST) != 0
+    }
+
+    /// Its FIN, if it carries one.
+    pub(crate) fn fin(&self) -> Option<Fin> {
+        (self.flags & FIN != 0).then(|| Fin {
+            end: self.seq.wrapping_add(self.len).wrapping_add(1),
+            acked: self.ack,
+        })
+    }
+
+    /// For a pure ACK (ACK the only flag, no payload): its acknowledgment number.
+    pub(crate) fn pure_ack(&self) -> Option<u32> {
+        (self.flags == ACK && self.len == 0).then_some(self.ack)
+    }
+}
+
+/// The segment of an IPv4 TCP packet.
+pub(crate) fn segment(packet: &[u8]) -> Option<Segment> {
     let o = tcp_offset(packet)?;
     let data_offset = usize::from(packet[o + 12] >> 4) * 4;
     let total = usize::from(u16::from_be_bytes([packet[2], packet[3]])).min(packet.len());
-    let payload = total.checked_sub(o + data_offset)?;
+    let len = total.checked_sub(o + data_offset)?;
     let word = |at: usize| {
         u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]])
     };
-    Some((packet[o + 13], word(o + 4), word(o + 8), payload))
-}
-
-/// The FIN of an IPv4 TCP packet, if it carries one.
-pub(crate) fn fin(packet: &[u8]) -> Option<Fin> {
-    let (flags, seq, ack, payload) = segment(packet)?;
-    (flags & FIN != 0).then(|| Fin {
-        end: seq.wrapping_add(payload as u32).wrapping_add(1),
-        acked: ack,
+    Some(Segment {
+        flags: packet[o + 13],
+        seq: word(o + 4),
+        ack: word(o + 8),
+        len: u32::try_from(len).ok()?,
     })
-}
-
-/// For a pure ACK (ACK the only flag, no payload): its acknowledgment number.
-pub(crate) fn pure_ack(packet: &[u8]) -> Option<u32> {
-    let (flags, _, ack, payload) = segment(packet)?;
-    (flags == ACK && payload == 0).then_some(ack)
 }
 
 /// Rewrites the 16-bit field at `at` to `value`, updating the TCP checksum at `sum`.
@@ -378,26 +568,59 @@ mod tests {
 
     const FIN_ACK: u8 = FIN | ACK;
 
+    /// A segment without FIN or RST, and one with FIN (what the map's `closing` is about).
+    const OTHER: Segment = Segment {
+        flags: ACK,
+        seq: 0,
+        ack: 0,
+        len: 0,
+    };
+    const CLOSE: Segment = Segment {
+        flags: FIN_ACK,
+        seq: 0,
+        ack: 0,
+        len: 0,
+    };
+
+    fn seg(seq: u32, ack: u32, flags: u8, len: u32) -> Segment {
+        Segment {
+            flags,
+            seq,
+            ack,
+            len,
+        }
+    }
+
     #[test]
-    fn fin_and_pure_ack_read_the_segment() {
+    fn segments_are_read_from_packets() {
         let (x, y) = (a("10.0.0.2:40000"), a("10.211.0.2:80"));
+        let read = |seq, ack, flags, payload| segment(&tcp_packet(x, y, seq, ack, flags, payload));
         let f = |end, acked| Some(Fin { end, acked });
-        assert_eq!(fin(&tcp_packet(x, y, 100, 5, FIN_ACK, 0)), f(101, 5));
-        assert_eq!(fin(&tcp_packet(x, y, u32::MAX, 5, FIN_ACK, 10)), f(10, 5));
-        assert_eq!(fin(&tcp_packet(x, y, 100, 5, ACK, 0)), None);
-        assert_eq!(pure_ack(&tcp_packet(x, y, 100, 5, ACK, 0)), Some(5));
+        assert_eq!(read(100, 5, FIN_ACK, 0).unwrap().fin(), f(101, 5));
+        assert_eq!(read(u32::MAX, 5, FIN_ACK, 10).unwrap().fin(), f(10, 5));
+        assert_eq!(read(100, 5, ACK, 0).unwrap().fin(), None);
+        assert_eq!(read(100, 5, ACK, 0).unwrap().pure_ack(), Some(5));
         assert_eq!(
-            pure_ack(&tcp_packet(x, y, 100, 5, ACK, 1)),
+            read(100, 5, ACK, 1).unwrap().pure_ack(),
             None,
             "carries data"
         );
         assert_eq!(
-            pure_ack(&tcp_packet(x, y, 100, 5, FIN_ACK, 0)),
+            read(100, 5, FIN_ACK, 0).unwrap().pure_ack(),
             None,
             "carries FIN"
         );
-        assert_eq!(fin(&[0x45, 0, 0]), None);
-        assert_eq!(pure_ack(&[]), None);
+        assert_eq!(read(100, 5, ACK, 7).unwrap().end(), 107);
+        assert_eq!(read(100, 0, SYN, 0).unwrap().end(), 101, "SYN counts");
+        assert_eq!(
+            read(u32::MAX, 5, FIN_ACK, 1).unwrap().end(),
+            1,
+            "FIN counts, wraps"
+        );
+        assert!(read(100, 5, RST, 0).unwrap().is_closing());
+        assert!(!read(100, 5, ACK, 0).unwrap().is_closing());
+        assert_eq!(segment(&[0x45, 0, 0]), None);
+        assert_eq!(segment(&[]), None);
     }
 
     #[test]
@@ -406,7 +629,7 @@ mod tests {
         let dst = a("10.211.0.2:80");
         let mut open = |port: u16, isn: u32| {
             let app = SocketAddr::new("10.0.0.2".parse().unwrap(), port);
-            let p = m.inbound(app, dst, Some(isn), false, 0).unwrap();
+            let p = m.inbound(app, dst, Some(isn), &OTHER, 0).unwrap();
             (app, SocketAddr::new(app.ip(), p))
         };
         let (app, seen) = open(40000, 1000);
@@ -471,22 +694,141 @@ mod tests {
         assert!(!m.enters_time_wait(a("10.0.0.9:1"), dst, 1));
     }
 
+    /// An aborted connection: the resets sit right after what each side sent, and from
+    /// then on nothing smoltcp sends reaches the application but RSTs.
+    #[test]
+    fn abort_plans_exact_resets_and_silences_the_stack() {
+        let mut m = PortMap::new(100);
+        let (app, dst) = (a("10.0.0.2:40000"), a("10.211.0.2:80"));
+        let port = m
+            .inbound(app, dst, Some(1000), &seg(1000, 0, SYN, 0), 0)
+            .unwrap();
+        let seen = SocketAddr::new(app.ip(), port);
+        // Before smoltcp answered the SYN there is nothing to reset with.
+        assert_eq!(m.abort(seen, dst, 1), None);
+        let pass = FromStack::Pass {
+            port: 40000,
+            time_wait: None,
+        };
+        assert_eq!(
+            m.stack_segment(seen, dst, &seg(5000, 1001, SYN | ACK, 0), 1),
+            pass
+        );
+        m.inbound(app, dst, None, &seg(1001, 5001, ACK, 10), 2);
+        assert_eq!(
+            m.stack_segment(seen, dst, &seg(5001, 1011, ACK, 100), 3),
+            pass
+        );
+        // A retransmission does not move smoltcp's next sequence number back.
+        assert_eq!(
+            m.stack_segment(seen, dst, &seg(5001, 1011, ACK, 50), 4),
+            pass
+        );
+        assert!(!m.reset_by_app(seen, dst));
+
+        let plan = m
+            .abort(seen, dst, 5)
+            .expect("a known, synchronised connection");
+        assert_eq!(
+            plan,
+            Abort {
+                app,
+                app_seq: 5101,
+                stack_seqs: [Some(1011), None],
+            }
+        );
+        assert_eq!(m.abort(seen, dst, 6), None, "only once");
+        // What smoltcp sends afterwards (its FIN when the stream is dropped, data, ACKs)
+        // is dropped; its RSTs (answers once its socket is gone) pass.
+        for s in [
+            seg(5101, 1011, FIN_ACK, 0),
+            seg(5101, 1011, ACK, 10),
+            seg(5101, 1011, ACK, 0),
+        ] {
+            assert_eq!(m.stack_segment(seen, dst, &s, 7), FromStack::Drop, "{s:?}");
+        }
+        assert_eq!(m.stack_segment(seen, dst, &seg(1011, 0, RST, 0), 7), pass);
+        // The mapping is closed: it expires like any closed connection.
+        m.expire(5 + CLOSED_KEEP_MS);
+        assert_eq!(m.outbound(seen, dst), None);
+
+        // smoltcp has not acknowledged all the application sent: RSTs at both.
+        let app2 = a("10.0.0.2:40001");
+        let p2 = m
+            .inbound(app2, dst, Some(7), &seg(7, 0, SYN, 0), 0)
+            .unwrap();
+        let seen2 = SocketAddr::new(app2.ip(), p2);
+        m.stack_segment(seen2, dst, &seg(90, 8, SYN | ACK, 0), 1);
+        m.inbound(app2, dst, None, &seg(8, 91, ACK, 100), 2);
+        m.inbound(app2, dst, None, &seg(108, 91, ACK, 100), 2);
+        let plan = m.abort(seen2, dst, 3).unwrap();
+        assert_eq!((plan.app_seq, plan.stack_seqs), (91, [Some(208), Some(8)]));
+
+        // Unknown connections have nothing to abort.
+        assert_eq!(m.abort(a("10.0.0.9:1"), dst, 3), None);
+    }
+
+    #[test]
+    fn resets_from_the_application_are_remembered() {
+        let mut m = PortMap::new(100);
+        let dst = a("10.211.0.2:80");
+        let (app, other) = (a("10.0.0.2:40000"), a("10.0.0.2:40001"));
+        let p = m.inbound(app, dst, Some(1), &seg(1, 0, SYN, 0), 0).unwrap();
+        let q = m
+            .inbound(other, dst, Some(1), &seg(1, 0, SYN, 0), 0)
+            .unwrap();
+        m.inbound(app, dst, None, &seg(2, 0, RST, 0), 1);
+        m.inbound(other, dst, None, &seg(2, 0, FIN_ACK, 0), 1);
+        assert!(m.reset_by_app(SocketAddr::new(app.ip(), p), dst));
+        assert!(
+            !m.reset_by_app(SocketAddr::new(other.ip(), q), dst),
+            "a FIN is no reset"
+        );
+        assert!(!m.reset_by_app(a("10.0.0.9:1"), dst));
+    }
+
+    /// The writer's one call per smoltcp segment says when to free a TIME-WAIT socket.
+    #[test]
+    fn stack_segments_report_time_wait() {
+        let mut m = PortMap::new(100);
+        let (app, dst) = (a("10.0.0.2:40000"), a("10.211.0.2:80"));
+        let p = m
+            .inbound(app, dst, Some(1000), &seg(1000, 0, SYN, 0), 0)
+            .unwrap();
+        let seen = SocketAddr::new(app.ip(), p);
+        m.stack_segment(seen, dst, &seg(99, 1001, SYN | ACK, 0), 1);
+        // smoltcp closes first (FIN ends at 300), the application's FIN acknowledges it.
+        m.stack_segment(seen, dst, &seg(100, 1001, FIN_ACK, 199), 2);
+        m.inbound(app, dst, None, &seg(1001, 300, FIN_ACK, 0), 3);
+        assert_eq!(
+            m.stack_segment(seen, dst, &seg(300, 1002, ACK, 0), 4),
+            FromStack::Pass {
+                port: 40000,
+                time_wait: Some(1002)
+            }
+        );
+        assert_eq!(
+            m.stack_segment(a("10.0.0.9:1"), dst, &seg(1, 1, ACK, 0), 4),
+            FromStack::Unmapped
+        );
+    }
+
     #[test]
     fn reused_ports_get_fresh_stack_ports() {
         let mut m = PortMap::new(100);
         let (app, dst) = (a("10.0.0.2:40000"), a("10.211.0.2:80"));
-        let p1 = m.inbound(app, dst, Some(1000), false, 0).unwrap();
+        let p1 = m.inbound(app, dst, Some(1000), &OTHER, 0).unwrap();
         assert_eq!(
-            m.inbound(app, dst, Some(1000), false, 1),
+            m.inbound(app, dst, Some(1000), &OTHER, 1),
             Some(p1),
             "SYN retransmission"
         );
-        assert_eq!(m.inbound(app, dst, None, false, 2), Some(p1));
+        assert_eq!(m.inbound(app, dst, None, &OTHER, 2), Some(p1));
         assert_eq!(m.outbound(SocketAddr::new(app.ip(), p1), dst), Some(40000));
         assert_eq!(m.original(SocketAddr::new(app.ip(), p1), dst), app);
-        m.inbound(app, dst, None, true, 3);
+        m.inbound(app, dst, None, &CLOSE, 3);
         // The application reuses the port at once: a new stack-side port.
-        let p2 = m.inbound(app, dst, Some(555), false, 4).unwrap();
+        let p2 = m.inbound(app, dst, Some(555), &OTHER, 4).unwrap();
         assert_ne!(p1, p2);
         // Late segments of the old connection still map back until it expires.
         assert_eq!(m.outbound(SocketAddr::new(app.ip(), p1), dst), Some(40000));
@@ -494,23 +836,24 @@ mod tests {
         assert_eq!(m.outbound(SocketAddr::new(app.ip(), p1), dst), None);
         assert_eq!(m.outbound(SocketAddr::new(app.ip(), p2), dst), Some(40000));
         // Unknown connections pass unchanged.
-        assert_eq!(m.inbound(a("10.0.0.3:1"), dst, None, false, 5), None);
+        assert_eq!(m.inbound(a("10.0.0.3:1"), dst, None, &OTHER, 5), None);
     }
 
     #[test]
     fn closed_and_idle_connections_expire_and_the_map_is_bounded() {
         let mut m = PortMap::new(2);
         let dst = a("10.211.0.2:80");
-        m.inbound(a("10.0.0.2:1"), dst, Some(1), false, 0).unwrap();
-        m.inbound(a("10.0.0.2:2"), dst, Some(1), false, 0).unwrap();
+        m.inbound(a("10.0.0.2:1"), dst, Some(1), &OTHER, 0).unwrap();
+        m.inbound(a("10.0.0.2:2"), dst, Some(1), &OTHER, 0).unwrap();
         assert!(
-            m.inbound(a("10.0.0.2:3"), dst, Some(1), false, 1).is_none(),
+            m.inbound(a("10.0.0.2:3"), dst, Some(1), &OTHER, 1)
+                .is_none(),
             "full"
         );
-        m.inbound(a("10.0.0.2:1"), dst, None, true, 2);
+        m.inbound(a("10.0.0.2:1"), dst, None, &CLOSE, 2);
         assert_eq!(m.len(), 2);
         assert!(
-            m.inbound(a("10.0.0.2:3"), dst, Some(1), false, 2 + CLOSED_KEEP_MS)
+            m.inbound(a("10.0.0.2:3"), dst, Some(1), &OTHER, 2 + CLOSED_KEEP_MS)
                 .is_some()
         );
         assert_eq!(m.len(), 2);
@@ -530,7 +873,7 @@ mod tests {
                 SocketAddr::new([10, 0, 0, 2].into(), port),
                 dst,
                 Some(i),
-                false,
+                &OTHER,
                 0,
             ) {
                 seen.insert(p);
@@ -557,9 +900,9 @@ mod tests {
             0,
             "valid after the destination port changed"
         );
-        assert!(!is_closing(&p));
+        assert!(!segment(&p).unwrap().is_closing());
         p[33] = 0x11; // FIN+ACK
-        assert!(is_closing(&p));
+        assert!(segment(&p).unwrap().is_closing());
         // Anything else is left alone.
         let mut short = vec![0x45, 0, 0, 20];
         set_src_port(&mut short, 1);

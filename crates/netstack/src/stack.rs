@@ -29,7 +29,7 @@ use tokio::task::{Id, JoinError, JoinSet};
 use tun_rs::{AsyncDevice, GROTable, VIRTIO_NET_HDR_LEN};
 
 use crate::frag::{Reassembler, Reassembly};
-use crate::portmap::{self, PortMap};
+use crate::portmap::{self, FromStack, PortMap};
 use crate::stats::bump;
 use crate::udp::{Clock, Delivery, UdpFlows, UdpLimits};
 use crate::wire::{self, DropReason, Inbound};
@@ -128,6 +128,50 @@ impl Egress {
     }
 }
 
+/// What a [`TcpStream`](crate::TcpStream) needs from the stack to end its connection with
+/// a reset, and to tell an application's reset from its FIN. One per stack, shared by
+/// every stream (one pointer per connection).
+#[derive(Debug)]
+pub(crate) struct Resets {
+    ports: Arc<std::sync::Mutex<PortMap>>,
+    egress: Egress,
+    /// RSTs for smoltcp, fed to it by the TUN reader.
+    to_stack: mpsc::Sender<Vec<u8>>,
+    stats: Arc<Stats>,
+    clock: Clock,
+}
+
+impl Resets {
+    /// Resets the connection smoltcp sees as `stack_src` ↔ `dst` on both sides: an RST to
+    /// the application right after what smoltcp sent it, RSTs to smoltcp as if from the
+    /// application (which frees its socket without a FIN); from the moment this is called
+    /// nothing else smoltcp sends on the connection reaches the application. Returns
+    /// `false` when the connection cannot be reset that way (see [`PortMap::abort`]).
+    pub(crate) async fn abort(&self, stack_src: SocketAddr, dst: SocketAddr) -> bool {
+        let plan = lock(&self.ports).abort(stack_src, dst, self.clock.now_ms());
+        let Some(plan) = plan else {
+            return false;
+        };
+        bump(&self.stats.tcp_aborted);
+        tracing::debug!(app = %plan.app, %dst, "resetting an aborted TCP flow");
+        // The application's RST joins the writer's queue behind what smoltcp sent before.
+        if let Some(rst) = wire::tcp_reset(dst, plan.app, plan.app_seq) {
+            let _ = self.egress.send(rst).await;
+        }
+        for seq in plan.stack_seqs.into_iter().flatten() {
+            if let Some(rst) = wire::tcp_reset(stack_src, dst, seq) {
+                let _ = self.to_stack.send(rst).await;
+            }
+        }
+        true
+    }
+
+    /// Whether the application reset the connection smoltcp sees as `stack_src` ↔ `dst`.
+    pub(crate) fn reset_by_app(&self, stack_src: SocketAddr, dst: SocketAddr) -> bool {
+        lock(&self.ports).reset_by_app(stack_src, dst)
+    }
+}
+
 /// The userspace network stack. See [`run`] (this is the same as [`Stack::run`]).
 #[derive(Debug)]
 #[non_exhaustive]
@@ -209,6 +253,13 @@ pub async fn run(
     let tcp_active = Arc::new(AtomicUsize::new(0));
     let ports = Arc::new(std::sync::Mutex::new(PortMap::new(PORTMAP_ENTRIES)));
     let clock = Clock::new();
+    let resets = Arc::new(Resets {
+        ports: ports.clone(),
+        egress: egress.clone(),
+        to_stack: resets_tx.clone(),
+        stats: stats.clone(),
+        clock,
+    });
 
     // The long-lived tasks; each returns why it stopped.
     let mut core: JoinSet<NetstackError> = JoinSet::new();
@@ -280,7 +331,7 @@ pub async fn run(
                 let src = lock(&ports).original(src, dst);
                 tracing::debug!(%src, %dst, "new TCP flow");
                 let active = ActiveFlow::new(tcp_active.clone(), stats.clone());
-                let flow = handler.tcp(TcpFlow::new(src, dst, stream));
+                let flow = handler.tcp(TcpFlow::new(src, dst, stream, resets.clone()));
                 tcp_handlers.spawn(async move {
                     let _active = active;
                     flow.await;
@@ -517,14 +568,8 @@ impl Ingress {
                     }
                 }
                 let now = self.clock.now_ms();
-                let closing = portmap::is_closing(&packet);
-                let mapped = {
-                    let mut ports = lock(&self.ports);
-                    if let Some(fin) = portmap::fin(&packet) {
-                        ports.app_fin(src, dst, fin);
-                    }
-                    ports.inbound(src, dst, syn, closing, now)
-                };
+                let mapped = portmap::segment(&packet)
+                    .and_then(|seg| lock(&self.ports).inbound(src, dst, syn, &seg, now));
                 if let Some(port) = mapped {
                     portmap::set_src_port(&mut packet, port);
                 }
@@ -622,23 +667,28 @@ async fn egress_loop(
     // smoltcp's packets go back to the application's own port (see `portmap`). A pure ACK
     // that puts a smoltcp socket into TIME-WAIT is followed by an RST to smoltcp, as if
     // from the application, which frees the socket (see `PortMap::enters_time_wait`).
-    let from_stack = |mut packet: Vec<u8>| {
-        if let Some((from, to)) = portmap::tcp_addrs(&packet) {
-            let mut map = lock(&ports);
-            if portmap::is_closing(&packet) {
-                map.closed_by_stack(to, from, portmap::fin(&packet), clock.now_ms());
-            } else if let Some(ack) = portmap::pure_ack(&packet)
-                && map.enters_time_wait(to, from, ack)
-                && let Some(reset) = wire::tcp_reset(to, from, ack)
-                && resets_tx.try_send(reset).is_ok()
-            {
-                bump(&stats.tcp_time_wait_reset);
-            }
-            if let Some(port) = map.outbound(to, from) {
-                portmap::set_dst_port(&mut packet, port);
+    // Segments of a connection the handler aborted (`TcpStream::abort`) are dropped: the
+    // application got an RST instead.
+    let from_stack = |batch: &mut WriteBatch, mut packet: Vec<u8>| {
+        if let Some((from, to)) = portmap::tcp_addrs(&packet)
+            && let Some(seg) = portmap::segment(&packet)
+        {
+            let verdict = lock(&ports).stack_segment(to, from, &seg, clock.now_ms());
+            match verdict {
+                FromStack::Unmapped => {}
+                FromStack::Drop => return,
+                FromStack::Pass { port, time_wait } => {
+                    if let Some(ack) = time_wait
+                        && let Some(reset) = wire::tcp_reset(to, from, ack)
+                        && resets_tx.try_send(reset).is_ok()
+                    {
+                        bump(&stats.tcp_time_wait_reset);
+                    }
+                    portmap::set_dst_port(&mut packet, port);
+                }
             }
         }
-        packet
+        batch.push(&packet);
     };
     let output_failed = |source| NetstackError::TcpStack {
         what: "smoltcp's output failed",
@@ -651,7 +701,7 @@ async fn egress_loop(
     loop {
         tokio::select! {
             out = stack_stream.next() => match out {
-                Some(Ok(packet)) => batch.push(&from_stack(packet)),
+                Some(Ok(packet)) => from_stack(&mut batch, packet),
                 Some(Err(source)) => return output_failed(source),
                 None => return output_closed(),
             },
@@ -667,7 +717,7 @@ async fn egress_loop(
             let before = batch.len();
             while batch.len() < WRITE_BATCH {
                 match stack_stream.next().now_or_never() {
-                    Some(Some(Ok(packet))) => batch.push(&from_stack(packet)),
+                    Some(Some(Ok(packet))) => from_stack(&mut batch, packet),
                     Some(Some(Err(source))) => return output_failed(source),
                     Some(None) => return output_closed(),
                     None => break,

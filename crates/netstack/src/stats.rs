@@ -18,6 +18,9 @@ pub struct Stats {
     /// smoltcp sockets reset as they entered TIME-WAIT (the stack closed first; see the
     /// stack's documentation), instead of being kept for 10 s.
     pub tcp_time_wait_reset: AtomicU64,
+    /// TCP connections the handler aborted (`TcpStream::abort`): reset on both sides
+    /// instead of closed with a FIN.
+    pub tcp_aborted: AtomicU64,
     /// UDP flows handed to the handler.
     pub udp_flows: AtomicU64,
     /// UDP datagrams dropped because their flow's queue was full.
@@ -47,6 +50,8 @@ pub struct StatsSnapshot {
     pub tcp_open: u64,
     /// See [`Stats::tcp_time_wait_reset`].
     pub tcp_time_wait_reset: u64,
+    /// See [`Stats::tcp_aborted`].
+    pub tcp_aborted: u64,
     /// See [`Stats::udp_flows`].
     pub udp_flows: u64,
     /// See [`Stats::udp_dropped`].
@@ -69,6 +74,7 @@ impl Stats {
             tcp_flows: get(&self.tcp_flows),
             tcp_open: get(&self.tcp_open),
             tcp_time_wait_reset: get(&self.tcp_time_wait_reset),
+            tcp_aborted: get(&self.tcp_aborted),
             udp_flows: get(&self.udp_flows),
             udp_dropped: get(&self.udp_dropped),
             icmp_requests: get(&self.icmp_requests),

@@ -33,6 +33,14 @@ const ECHO_PORT: u16 = 7;
 /// the stack's side of the connection is the one that would enter TIME-WAIT.
 const CLOSE_FIRST_PORT: u16 = 13;
 const CLOSE_FIRST_GREETING: &[u8] = b"bye\n";
+/// On this port the handler sends [`ABORT_FIRST`] bytes, waits for one byte from the
+/// application, then sends [`ABORT_SECOND`] bytes and aborts at once (a flow whose
+/// tunnel died mid-stream).
+const ABORT_PORT: u16 = 14;
+const ABORT_FIRST: usize = 64 * 1024;
+const ABORT_SECOND: usize = 4 << 20;
+/// On this port the handler reads until the end and records how that end looked.
+const READ_END_PORT: u16 = 15;
 /// An upper bound for any one scenario.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(240);
 /// An upper bound for one small network exchange.
@@ -157,6 +165,9 @@ struct Recorder {
     udp: Mutex<Vec<(SocketAddr, SocketAddr)>>,
     udp_ended: AtomicUsize,
     echo: Mutex<Vec<EchoRequest>>,
+    /// How reads on [`READ_END_PORT`] ended: bytes read, then end of stream (`None`) or
+    /// the error.
+    read_ends: Mutex<Vec<(usize, Option<std::io::ErrorKind>)>>,
     /// Handler futures not dropped yet.
     live: AtomicUsize,
 }
@@ -184,8 +195,34 @@ impl Handler for EchoHandler {
         self.0.tcp.lock().unwrap().push((flow.src, flow.dst));
         let live = Live::new(&self.0);
         let close_first = flow.dst.port() == CLOSE_FIRST_PORT;
+        let rec = self.0.clone();
         Box::pin(async move {
             let _live = live;
+            match flow.dst.port() {
+                ABORT_PORT => {
+                    let mut stream = flow.stream;
+                    let _ = stream.write_all(&pattern(ABORT_FIRST, 1)).await;
+                    let _ = stream.read_exact(&mut [0u8; 1]).await;
+                    let _ = stream.write_all(&pattern(ABORT_SECOND, 2)).await;
+                    stream.abort().await;
+                    return;
+                }
+                READ_END_PORT => {
+                    let mut stream = flow.stream;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut total = 0;
+                    let end = loop {
+                        match stream.read(&mut buf).await {
+                            Ok(0) => break None,
+                            Ok(n) => total += n,
+                            Err(e) => break Some(e.kind()),
+                        }
+                    };
+                    rec.read_ends.lock().unwrap().push((total, end));
+                    return;
+                }
+                _ => {}
+            }
             let (mut r, mut w) = tokio::io::split(flow.stream);
             if close_first {
                 let _ = w.write_all(CLOSE_FIRST_GREETING).await;
@@ -485,6 +522,125 @@ fn time_wait_sockets_are_reset() {
         assert!(left <= 1, "kernel sockets left: {left}");
         tcp_echo(64 * 1024, IO).await;
     });
+}
+
+/// A flow the handler aborts ends in a reset at the application, never in a clean end
+/// of stream: it reads what reached it, then `ECONNRESET`. Nothing of the connection is
+/// left on either side, and the stack goes on serving.
+#[test]
+fn aborted_flows_reset_the_application() {
+    scenario(1500, config(1500), |env| async move {
+        for round in 0..3 {
+            let mut s = timeout(
+                IO,
+                tokio::net::TcpStream::connect(SocketAddr::from((ECHO, ABORT_PORT))),
+            )
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+            let mut first = vec![0u8; ABORT_FIRST];
+            timeout(IO, s.read_exact(&mut first))
+                .await
+                .expect("first part timed out")
+                .expect("first part");
+            assert!(
+                first == pattern(ABORT_FIRST, 1),
+                "round {round}: first part"
+            );
+            s.write_all(b"k").await.expect("write");
+            // The second part is cut wherever the abort found it: a prefix arrives, then
+            // the reset (the abort discards what was still queued toward us).
+            let second = pattern(ABORT_SECOND, 2);
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            let end = timeout(IO, async {
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) => break Err(e),
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "round {round}: neither end nor reset after {} bytes",
+                    got.len()
+                )
+            });
+            let err = end.expect_err(&format!(
+                "round {round}: a clean end of stream after {} of {ABORT_SECOND} bytes",
+                got.len()
+            ));
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "round {round}"
+            );
+            assert!(
+                got.len() < ABORT_SECOND,
+                "round {round}: all {} bytes",
+                got.len()
+            );
+            assert!(second.starts_with(&got), "round {round}: not a prefix");
+        }
+        let deadline = Instant::now() + IO;
+        while env.stats.snapshot().tcp_aborted < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(env.stats.snapshot().tcp_aborted, 3);
+        let ss = env
+            .exec(&[
+                "ss",
+                "-Htn",
+                "state",
+                "all",
+                "dport",
+                &format!("= :{ABORT_PORT}"),
+            ])
+            .await;
+        let left = String::from_utf8_lossy(&ss.stdout).into_owned();
+        assert!(left.trim().is_empty(), "kernel sockets left: {left}");
+        tcp_echo(64 * 1024, IO).await;
+    });
+}
+
+/// The handler tells an application's reset (an error) from its FIN (end of stream);
+/// netstack-smoltcp alone reports both as the end of stream.
+#[test]
+fn resets_from_the_application_are_errors() {
+    scenario(1500, config(1500), |env| async move {
+        let dst = SocketAddr::from((ECHO, READ_END_PORT));
+        // Closed with a FIN.
+        let mut s = connect_to(dst).await;
+        s.write_all(b"0123456789").await.expect("write");
+        s.shutdown().await.expect("shutdown");
+        // Reset: SO_LINGER 0, then close.
+        let mut s2 = connect_to(dst).await;
+        s2.write_all(b"01234").await.expect("write");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s2.set_zero_linger().expect("SO_LINGER");
+        drop(s2);
+        let deadline = Instant::now() + IO;
+        while env.rec.read_ends.lock().unwrap().len() < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut ends = env.rec.read_ends.lock().unwrap().clone();
+        ends.sort();
+        assert_eq!(
+            ends,
+            vec![(5, Some(std::io::ErrorKind::ConnectionReset)), (10, None)]
+        );
+        drop(s);
+    });
+}
+
+async fn connect_to(dst: SocketAddr) -> tokio::net::TcpStream {
+    timeout(IO, tokio::net::TcpStream::connect(dst))
+        .await
+        .expect("connect timed out")
+        .expect("connect")
 }
 
 /// smoltcp announces an MSS that fits the stack's MTU even when the link's is larger.

@@ -137,7 +137,7 @@ async fn tunnel(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<Body>
             };
             // Back to the client's own socket (and the bytes hyper read past the
             // request): the relay then writes to the kernel socket directly.
-            let mut client = match upgraded.downcast::<TokioIo<Counted<TcpStream>>>() {
+            let client = match upgraded.downcast::<TokioIo<Counted<TcpStream>>>() {
                 Ok(parts) => {
                     let mut client = parts.io.into_inner();
                     if !parts.read_buf.is_empty() {
@@ -149,9 +149,12 @@ async fn tunnel(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<Body>
                     return warn!(%peer, %target, "HTTP CONNECT: upgraded connection of an unexpected type; closing");
                 }
             };
-            match kubelan_session::relay::copy_bidirectional(&mut client, &mut flow).await {
+            match crate::server::ResetUnlessDone::new(client)
+                .relay(&mut flow)
+                .await
+            {
                 Ok((up, down)) => debug!(%peer, %target, up, down, "HTTP CONNECT flow closed"),
-                Err(e) => debug!(%peer, %target, "HTTP CONNECT flow ended: {e}"),
+                Err(e) => debug!(%peer, %target, "HTTP CONNECT flow cut, client reset: {e}"),
             }
         };
         tokio::select! {

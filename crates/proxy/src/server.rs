@@ -449,10 +449,17 @@ async fn connect(
         }
     };
     let _flow = FlowGuard::new(shared.clone());
+    // From the success reply on, the client takes the connection for the flow's: it ends
+    // with a FIN only when the flow does.
+    let mut client = ResetUnlessDone::new(client);
     // The bound address is the agent's business; clients ignore it for CONNECT.
-    if send_reply(&mut client, ReplyCode::Succeeded, &SocksAddr::UNSPECIFIED)
-        .await
-        .is_err()
+    if send_reply(
+        client.get_mut(),
+        ReplyCode::Succeeded,
+        &SocksAddr::UNSPECIFIED,
+    )
+    .await
+    .is_err()
     {
         return;
     }
@@ -465,8 +472,58 @@ async fn connect(
     // (most protocols) usually has by then, so its first bytes leave with the `Open`
     // of an optimistic flow in one message. With nothing else to do this returns at once.
     tokio::task::yield_now().await;
-    match kubelan_session::relay::copy_bidirectional(&mut client, &mut flow).await {
+    match client.relay(&mut flow).await {
         Ok((up, down)) => debug!(%peer, %target, up, down, "SOCKS5 flow closed"),
-        Err(e) => debug!(%peer, %target, "SOCKS5 flow ended: {e}"),
+        Err(e) => debug!(%peer, %target, "SOCKS5 flow cut, client reset: {e}"),
+    }
+}
+
+/// A client's connection carrying a flow: reset when dropped (SO_LINGER 0, then the
+/// close sends an RST and discards what was still queued) unless [`relay`](Self::relay)
+/// ended cleanly. Only the flow's real end (the agent's `Fin`) thus reaches the client as
+/// a FIN; a relay that fails (the tunnel died, the destination or the client reset) or is
+/// dropped (the proxy stops), or a flow that breaks before it, resets the client's
+/// connection, so that nothing takes the cut for the end of the stream (a close-delimited
+/// download would look complete). The normal end costs nothing.
+pub(crate) struct ResetUnlessDone {
+    client: Counted<TcpStream>,
+    done: bool,
+}
+
+impl ResetUnlessDone {
+    pub(crate) fn new(client: Counted<TcpStream>) -> ResetUnlessDone {
+        ResetUnlessDone {
+            client,
+            done: false,
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut Counted<TcpStream> {
+        &mut self.client
+    }
+
+    /// Relays the connection and `flow` until both ended; the flow, dropped by the caller
+    /// after an error, is reset at the agent.
+    ///
+    /// # Errors
+    ///
+    /// The relay's first I/O error.
+    pub(crate) async fn relay(
+        &mut self,
+        flow: &mut Box<dyn crate::FlowIo>,
+    ) -> io::Result<(u64, u64)> {
+        let result = kubelan_session::relay::copy_bidirectional(&mut self.client, flow).await;
+        self.done = result.is_ok();
+        result
+    }
+}
+
+impl Drop for ResetUnlessDone {
+    fn drop(&mut self) {
+        if !self.done
+            && let Err(e) = self.client.get_ref().set_zero_linger()
+        {
+            debug!("proxy: cannot reset a cut client connection: {e}");
+        }
     }
 }

@@ -57,9 +57,67 @@ fn io_error(e: std::io::Error) -> FlowError {
     FlowError::new(kind, e.to_string())
 }
 
+/// The target whose flow is cut: [`CUT_AFTER`] bytes arrive, then the flow fails as
+/// when the tunnel to the agent dies.
+const CUT_HOST: &str = "cut.cluster";
+const CUT_AFTER: usize = 100_000;
+
+/// A flow that yields `left` bytes, then fails with `ConnectionAborted`; takes writes.
+struct CutFlow {
+    left: usize,
+}
+
+impl tokio::io::AsyncRead for CutFlow {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the tunnel to the agent closed before the flow ended",
+            )));
+        }
+        let n = self.left.min(buf.remaining());
+        buf.put_slice(&vec![b'x'; n]);
+        self.left -= n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for CutFlow {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 impl Connector for LocalConnector {
     fn connect(&self, target: Target) -> BoxFuture<'static, Result<Box<dyn FlowIo>, FlowError>> {
         self.seen.lock().unwrap().push(target.clone());
+        if matches!(&target, Target::Name { host, .. } if host == CUT_HOST) {
+            return Box::pin(async {
+                Ok(Box::new(CutFlow { left: CUT_AFTER }) as Box<dyn FlowIo>)
+            });
+        }
         Box::pin(async move {
             let addr = resolve(&target)?;
             let s = TcpStream::connect(addr).await.map_err(io_error)?;
@@ -767,7 +825,74 @@ async fn shutdown_closes_clients_and_returns() {
     assert_eq!(reply.code, ReplyCode::Succeeded);
     stop.cancel();
     timeout(T, serving).await.unwrap().unwrap();
-    assert_eq!(read_until_close(&mut s).await, b"");
+    // The flow was cut by the stop, not ended by its target: a reset, not a clean end.
+    let end = timeout(T, s.read(&mut [0u8; 16])).await.unwrap();
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
+}
+
+/// Reads until the end of stream or an error: the bytes, and the error if there was one.
+async fn read_to_end_or_error(s: &mut TcpStream) -> (usize, Option<std::io::ErrorKind>) {
+    let mut total = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match timeout(T, s.read(&mut buf))
+            .await
+            .expect("neither end nor error")
+        {
+            Ok(0) => return (total, None),
+            Ok(n) => total += n,
+            Err(e) => return (total, Some(e.kind())),
+        }
+    }
+}
+
+/// A read that ended in a reset, after at most the bytes before the cut (the reset
+/// discards what the proxy's socket still had queued).
+fn assert_cut((bytes, end): (usize, Option<std::io::ErrorKind>), what: &str) {
+    assert_eq!(
+        end,
+        Some(std::io::ErrorKind::ConnectionReset),
+        "{what}: a clean end of stream after {bytes} bytes"
+    );
+    assert!(bytes <= CUT_AFTER, "{what}: {bytes} bytes");
+}
+
+/// A flow cut mid-stream (the tunnel died) reaches the client as a reset, through SOCKS5
+/// and HTTP CONNECT: never as a clean end of stream, which a close-delimited download
+/// would take for its end.
+#[tokio::test]
+async fn a_cut_flow_resets_the_client() {
+    let proxy = start(ProxyConfig::default()).await;
+    let (mut s, reply) = socks_session(proxy.addr, &connect_request(&name(CUT_HOST, 1))).await;
+    assert_eq!(reply.code, ReplyCode::Succeeded);
+    assert_cut(read_to_end_or_error(&mut s).await, "SOCKS5");
+
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let req = format!("CONNECT {CUT_HOST}:1 HTTP/1.1\r\nHost: {CUT_HOST}:1\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        timeout(T, s.read_exact(&mut b)).await.unwrap().unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200 "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    assert_cut(read_to_end_or_error(&mut s).await, "HTTP CONNECT");
+
+    // A flow that ends cleanly still ends with a FIN after all its bytes.
+    let echo = echo_server().await;
+    let (mut s, reply) = socks_session(proxy.addr, &connect_request(&SocksAddr::Ip(echo))).await;
+    assert_eq!(reply.code, ReplyCode::Succeeded);
+    s.write_all(b"bye").await.unwrap();
+    s.shutdown().await.unwrap();
+    assert_eq!(read_to_end_or_error(&mut s).await, (3, None));
 }
 
 /// A connection to the proxy from the loopback address `from` (the limiter tells

@@ -177,8 +177,15 @@ impl<S> FlowConn<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FlowConn<S> {
     /// Aborts the flow: sends `Reset` with `reason` (best effort) and closes the stream.
+    /// A `Data` frame begun before (a write that left part of it for later) is finished
+    /// first: the `Reset` must not land inside it.
     pub async fn reset(mut self, reason: FlowError) {
-        let _ = write_frame(&mut self.io, &Frame::Reset(reason)).await;
+        if std::future::poll_fn(|cx| self.poll_flush_wbuf(cx))
+            .await
+            .is_ok()
+        {
+            let _ = write_frame(&mut self.io, &Frame::Reset(reason)).await;
+        }
         let _ = self.io.shutdown().await;
     }
 
@@ -385,6 +392,119 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reader.await.unwrap().unwrap(), b"banner");
+    }
+
+    /// Both ends of one open flow over an in-memory carrier: (client, agent), plus the
+    /// carrier handles (dropping them would not end it; `close` does).
+    async fn flow_pair() -> (
+        FlowConn<mux::MuxStream>,
+        FlowConn<mux::MuxStream>,
+        mux::MuxHandle,
+        mux::MuxHandle,
+    ) {
+        let (client, agent, mut incoming) = carrier();
+        let mut s = client.open().await.unwrap();
+        s.write_all(b"x").await.unwrap(); // the stream's first byte opens it
+        s.flush().await.unwrap();
+        let mut t = incoming.recv().await.unwrap();
+        t.read_exact(&mut [0u8; 1]).await.unwrap();
+        (
+            FlowConn::new(s, BytesMut::new()),
+            FlowConn::new(t, BytesMut::new()),
+            client,
+            agent,
+        )
+    }
+
+    /// Reads until the end: the bytes, and how it ended (`Ok` at `Fin`, else the error).
+    async fn read_all(c: &mut FlowConn<mux::MuxStream>) -> (Vec<u8>, io::Result<()>) {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+                .await
+                .expect("neither an end nor an error")
+            {
+                Ok(0) => return (got, Ok(())),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return (got, Err(e)),
+            }
+        }
+    }
+
+    /// A carrier that dies mid-flow is an error for both ends' readers (after the bytes
+    /// that came before), never an end of stream: only `Fin` is one.
+    #[tokio::test]
+    async fn a_carrier_lost_mid_flow_is_an_error_not_an_end() {
+        for close_side in ["agent", "client"] {
+            let (mut near, mut far, client, agent) = flow_pair().await;
+            far.write_all(b"part of a stream").await.unwrap();
+            far.flush().await.unwrap();
+            let mut got = vec![0u8; 16];
+            near.read_exact(&mut got).await.unwrap();
+            if close_side == "agent" {
+                agent.close();
+            } else {
+                client.close();
+            }
+            for (who, c) in [("client", &mut near), ("agent", &mut far)] {
+                let (rest, end) = read_all(c).await;
+                assert!(rest.is_empty(), "{close_side} closed: {who}");
+                assert_eq!(
+                    end.map_err(|e| e.kind()),
+                    Err(io::ErrorKind::ConnectionAborted),
+                    "{close_side} closed the carrier: {who}'s read"
+                );
+            }
+            assert!(near.write_all(b"more").await.is_err());
+        }
+        // The clean end, for contrast.
+        let (mut near, mut far, _c, _a) = flow_pair().await;
+        far.write_all(b"all of it").await.unwrap();
+        far.shutdown().await.unwrap();
+        let (got, end) = read_all(&mut near).await;
+        assert_eq!(got, b"all of it");
+        assert!(end.is_ok());
+    }
+
+    /// The peer dropping its stream (mux RST) and its `Reset` frame are resets.
+    #[tokio::test]
+    async fn resets_from_the_peer_are_connection_reset() {
+        let (mut near, far, _c, _a) = flow_pair().await;
+        drop(far);
+        assert_eq!(
+            read_all(&mut near).await.1.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionReset)
+        );
+        let (mut near, far, _c, _a) = flow_pair().await;
+        far.reset(FlowError::new(ErrorKind::Reset, "the destination reset"))
+            .await;
+        let end = read_all(&mut near).await.1.unwrap_err();
+        assert_eq!(end.kind(), io::ErrorKind::ConnectionReset);
+        assert!(end.to_string().contains("the destination reset"), "{end}");
+    }
+
+    /// A reset while a `Data` frame is half written (the peer's window is full) comes
+    /// after that frame: the reader gets a prefix of the data, then the reset, never
+    /// bytes of the `Reset` frame as data.
+    #[tokio::test]
+    async fn a_reset_waits_for_the_frame_it_interrupts() {
+        let (mut near, mut far, _c, _a) = flow_pair().await;
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+        // Fills the window (256 KiB) and leaves part of a frame in the write buffer.
+        let stalled = tokio::time::timeout(Duration::from_millis(200), far.write_all(&data)).await;
+        assert!(stalled.is_err(), "the writer must wait for the reader");
+        assert!(!far.wbuf.is_empty(), "part of a frame is waiting");
+        let reset = tokio::spawn(far.reset(FlowError::new(ErrorKind::Reset, "cut")));
+        let (got, end) = read_all(&mut near).await;
+        assert_eq!(
+            end.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionReset),
+            "after {} bytes",
+            got.len()
+        );
+        assert!(data.starts_with(&got), "{} bytes, not a prefix", got.len());
+        reset.await.unwrap();
     }
 
     #[tokio::test]

@@ -327,6 +327,49 @@ mod tests {
         assert_eq!(got, b"abc");
     }
 
+    /// A flow (as `FlowConn` on a dead carrier) that yields its bytes, then fails; takes
+    /// every write.
+    struct CutFlow(FailsAfter);
+
+    impl AsyncRead for CutFlow {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CutFlow {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A flow that fails is the relay's error, and the other end gets its bytes but no
+    /// shutdown: the caller decides how that end is cut (a reset), never a FIN.
+    #[tokio::test]
+    async fn a_failing_flow_is_an_error_and_never_a_shutdown() {
+        let (mut a, _a_app, _b, _b_app, log) = logged_pair();
+        let mut flow = CutFlow(FailsAfter(Some(b"partial")));
+        let e = copy_bidirectional(&mut a, &mut flow).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(*log.lock().unwrap(), [Call::Write(b"partial".to_vec())]);
+    }
+
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_tcp_socket_holds_its_last_bytes_for_the_fin() {

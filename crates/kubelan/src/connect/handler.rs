@@ -62,6 +62,7 @@ impl Handler for TunHandler {
                 Err(e) => {
                     stats.tcp_failed.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(src = %flow.src, dst = %flow.dst, "TCP flow failed: {e}");
+                    local.abort().await;
                     return;
                 }
             };
@@ -73,7 +74,12 @@ impl Handler for TunHandler {
                     stats.bytes_down.fetch_add(down, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    tracing::debug!(src = %flow.src, dst = %flow.dst, "TCP flow ended: {e}");
+                    // Only the agent's `Fin` ends a flow cleanly. A cut (carrier lost, the
+                    // destination or the application reset, the agent refused) resets the
+                    // application's connection, so nothing takes it for the end of the
+                    // stream; dropping `remote` resets the flow at the agent.
+                    tracing::debug!(src = %flow.src, dst = %flow.dst, "TCP flow cut: {e}");
+                    local.abort().await;
                 }
             }
         })
