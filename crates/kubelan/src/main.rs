@@ -186,10 +186,11 @@ enum ServeCommand {
 
 /// Libraries whose log lines repeat, in their own words, a failure kubelan reports itself
 /// in one sentence (kube-rs logs every failed request at ERROR, before our message).
+/// A directive matches every target that starts with it, so none may be a prefix of
+/// `kubelan` (`kube` would silence all of kubelan's own warnings).
 const QUIET_LIBRARIES: &[&str] = &[
     "kube_client",
     "kube_runtime",
-    "kube",
     "hyper",
     "hyper_util",
     "tower",
@@ -578,6 +579,52 @@ mod tests {
         assert_eq!(log_filter(true, 0), "info");
         // Every directive parses.
         tracing_subscriber::EnvFilter::try_new(&quiet).unwrap();
+    }
+
+    /// Log lines written through the default filter of a user's command.
+    fn logged_quietly(emit: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter(false, 0)))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let out = buf.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_quiet_filter_silences_the_libraries_and_never_kubelan() {
+        let out = logged_quietly(|| {
+            tracing::warn!(target: "kube_client::client", "library");
+            tracing::error!(target: "kube_runtime::watcher", "library");
+            tracing::warn!(target: "hyper_util::client::legacy", "library");
+            tracing::warn!(target: "tower::buffer", "library");
+            tracing::warn!(target: "rustls::conn", "library");
+            tracing::warn!(target: "kubelan", "ours");
+            tracing::warn!(target: "kubelan_proxy::server", "ours");
+            tracing::warn!(target: "kubelan_agent::serve", "ours");
+            tracing::warn!(target: "kubelan_session::client", "ours");
+            tracing::info!(target: "kubelan_proxy::server", "info stays below");
+        });
+        assert_eq!(out.matches("ours").count(), 4, "{out}");
+        assert!(
+            !out.contains("library") && !out.contains("info stays"),
+            "{out}"
+        );
     }
 
     #[test]
