@@ -659,11 +659,21 @@ async fn supervise(
     }
 }
 
+/// How a carrier's control stream ended without the carrier dying.
+#[derive(Debug)]
+enum ControlEnd {
+    /// The session is stopping.
+    Shutdown,
+    /// The agent is stopping (`GoAway`): flows running on the carrier may finish within
+    /// `drain`; new flows must go elsewhere.
+    GoingAway { drain: Duration, message: String },
+}
+
 /// A carrier after its handshake: its control stream is served by a task of its own.
 struct Up {
     live: Arc<Live>,
-    /// The control task: `Ok` at shutdown, `Err(why)` when the carrier died.
-    control: tokio::task::JoinHandle<Result<(), String>>,
+    /// The control task: how it ended, or `Err(why)` when the carrier died.
+    control: tokio::task::JoinHandle<Result<ControlEnd, String>>,
     /// Whatever must live as long as the carrier (the port-forward).
     _keepalive: Option<Box<dyn Send + Sync>>,
 }
@@ -676,8 +686,9 @@ impl Drop for Up {
 }
 
 impl Up {
-    /// Waits until the carrier ends; the reason it died, or `Ok` at shutdown.
-    async fn ended(&mut self) -> Result<(), String> {
+    /// Waits until the control stream ends: how, or the reason the carrier died. Call it
+    /// until it returns, not after.
+    async fn ended(&mut self) -> Result<ControlEnd, String> {
         match (&mut self.control).await {
             Ok(r) => r,
             Err(e) => Err(format!("control task ended: {e}")),
@@ -714,7 +725,33 @@ async fn run_slot(
         tokio::select! {
             r = current.ended() => {
                 shared.remove_live(&current.live);
-                return r.map_err(|e| crate::CarrierError::retry(format!("{}: {e}", current.live.info)));
+                let (drain, message) = match r {
+                    Ok(ControlEnd::Shutdown) => return Ok(()),
+                    Err(e) => {
+                        return Err(crate::CarrierError::retry(format!("{}: {e}", current.live.info)));
+                    }
+                    Ok(ControlEnd::GoingAway { drain, message }) => (drain, message),
+                };
+                // The agent is stopping: flows on this carrier get its drain time, new
+                // flows wait for the carrier dialled now (another replica, or the agent's
+                // replacement once it is ready).
+                let why = format!("{}: the agent is going away: {message}", current.live.info);
+                tracing::debug!(slot, "{why}; draining its flows for {drain:?}");
+                shared.slot_down(slot, why.clone());
+                let next = match dialer.dial().await {
+                    Ok(dialed) => establish(dialed, shared, shutdown).await,
+                    Err(e) => Err(e),
+                };
+                let old = match next {
+                    Ok(next) => std::mem::replace(&mut current, next),
+                    Err(e) => {
+                        tokio::spawn(drain_then_close(current, drain));
+                        return Err(crate::CarrierError { message: format!("{why}; {}", e.message), ..e });
+                    }
+                };
+                tokio::spawn(drain_then_close(old, drain));
+                shared.add_live(slot, &current.live);
+                probes.reset(Instant::now());
             }
             r = probe => {
                 let better = match r {
@@ -754,12 +791,38 @@ async fn retire(mut old: Up) {
         tokio::select! {
             r = old.ended() => {
                 tracing::debug!(carrier = %old.live.info, "retired carrier ended: {r:?}");
+                if let Ok(ControlEnd::GoingAway { drain, .. }) = r {
+                    drain_then_close(old, drain).await;
+                }
                 return;
             }
             _ = tick.tick() => {
                 // Only the control stream left: idle.
                 if old.live.mux.open_streams() <= 1 {
                     tracing::debug!(carrier = %old.live.info, "retired carrier idle; closing it");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a carrier whose agent said it is going away until its flows end, its drain time
+/// is over or it dies, then closes it (flows still running then are cut, as the agent's
+/// exit would cut them).
+async fn drain_then_close(old: Up, drain: Duration) {
+    let deadline = tokio::time::sleep(drain);
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(RETIRE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut deadline => return,
+            () = old.live.mux.closed() => return,
+            _ = tick.tick() => {
+                // The control stream was dropped when the GoAway ended it: no stream
+                // left means no flow left.
+                if old.live.mux.open_streams() == 0 {
                     return;
                 }
             }
@@ -858,7 +921,10 @@ async fn establish(
         let mut reader = reader;
         let mut wr = wr;
         let r = keep_alive(&task_live, &mut reader, &mut wr, &cfg, &shutdown).await;
-        task_live.mux.close();
+        // A draining carrier stays open for its flows; `drain_then_close` closes it.
+        if !matches!(r, Ok(ControlEnd::GoingAway { .. })) {
+            task_live.mux.close();
+        }
         r
     });
     close.disarm();
@@ -875,7 +941,7 @@ async fn keep_alive<R, W>(
     wr: &mut W,
     cfg: &SessionConfig,
     shutdown: &CancellationToken,
-) -> Result<(), String>
+) -> Result<ControlEnd, String>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -909,8 +975,11 @@ where
                     let _ = write_frame(wr, &Frame::Pong { nonce }).await;
                 }
                 Ok(Some(Frame::Facts(_))) => last_heard = Instant::now(),
-                Ok(Some(Frame::GoAway { message, .. })) => {
-                    return Err(format!("the agent is going away: {message}"));
+                Ok(Some(Frame::GoAway { drain_ms, message })) => {
+                    return Ok(ControlEnd::GoingAway {
+                        drain: Duration::from_millis(u64::from(drain_ms)),
+                        message,
+                    });
                 }
                 Ok(Some(other)) => {
                     return Err(format!("unexpected {} frame on the control stream", other.name()));
@@ -919,7 +988,7 @@ where
                 Err(e) => return Err(format!("control stream: {e}")),
             },
             () = live.mux.closed() => return Err("the carrier closed".into()),
-            () = shutdown.cancelled() => return Ok(()),
+            () = shutdown.cancelled() => return Ok(ControlEnd::Shutdown),
         }
     }
 }
@@ -1077,6 +1146,8 @@ mod tests {
     struct Seen {
         flows: AtomicUsize,
         carriers_open: AtomicUsize,
+        /// Makes the agent of one carrier say `GoAway` (and stop answering pings).
+        go_away: tokio::sync::Notify,
     }
 
     /// A minimal agent: welcome, pongs, and TCP flows that echo.
@@ -1098,11 +1169,26 @@ mod tests {
                 };
                 if write_frame(&mut wr, &welcome).await.is_ok() {
                     let pongs = async {
-                        while let Ok(Some(f)) = r.next().await {
-                            if let Frame::Ping { nonce } = f
-                                && write_frame(&mut wr, &Frame::Pong { nonce }).await.is_err()
-                            {
-                                break;
+                        loop {
+                            tokio::select! {
+                                f = r.next() => match f {
+                                    Ok(Some(Frame::Ping { nonce })) => {
+                                        if write_frame(&mut wr, &Frame::Pong { nonce }).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                    Ok(Some(_)) => {}
+                                    _ => break,
+                                },
+                                () = seen.go_away.notified() => {
+                                    let bye = Frame::GoAway {
+                                        drain_ms: 60_000,
+                                        message: "the agent is shutting down".into(),
+                                    };
+                                    let _ = write_frame(&mut wr, &bye).await;
+                                    // Stopping: the control stream is done, flows go on.
+                                    std::future::pending::<()>().await;
+                                }
                             }
                         }
                     };
@@ -1268,6 +1354,60 @@ mod tests {
         assert_eq!(kinds(&s), [CarrierKind::Direct]);
         echo(&mut new_flow, b"direct unaffected").await;
         stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_going_away_agent_drains_its_flows_while_new_ones_use_a_new_carrier() {
+        let paths = Arc::new(TwoPaths {
+            direct_ok: AtomicBool::new(false),
+            pf: Arc::new(Seen::default()),
+            direct: Arc::new(Seen::default()),
+        });
+        let stop = CancellationToken::new();
+        let s = Session::start(
+            vec![paths.clone() as Arc<dyn CarrierDialer>],
+            SessionConfig::default(),
+            stop.clone(),
+        );
+        let mut states = s.state();
+        let said = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let said2 = said.clone();
+        tokio::spawn(async move {
+            while states.changed().await.is_ok() {
+                let line = states.borrow_and_update().to_string();
+                said2.lock().unwrap().push(line);
+            }
+        });
+        s.wait_connected(Duration::from_secs(5)).await.unwrap();
+        let target = Target::Addr("192.0.2.1:80".parse().unwrap());
+        let mut old_flow = s.connect(target.clone()).await.unwrap();
+        echo(&mut old_flow, b"before").await;
+
+        paths.pf.go_away.notify_one();
+        until("a second carrier", || {
+            paths.pf.carriers_open.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        s.wait_connected(Duration::from_secs(5)).await.unwrap();
+        // The flow on the draining carrier goes on; new flows take the new carrier.
+        echo(&mut old_flow, b"during the drain").await;
+        let mut new_flow = s.connect(target).await.unwrap();
+        echo(&mut new_flow, b"new").await;
+        assert_eq!(paths.pf.flows.load(Ordering::SeqCst), 2);
+        // Its last flow ended: the draining carrier closes before its drain time is over.
+        drop(old_flow);
+        until("the draining carrier closed", || {
+            paths.pf.carriers_open.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        echo(&mut new_flow, b"unaffected").await;
+        stop.cancel();
+        let said = said.lock().unwrap().clone();
+        assert!(
+            said.iter()
+                .any(|l| l.starts_with("reconnecting:") && l.contains("the agent is going away")),
+            "{said:?}"
+        );
     }
 
     #[tokio::test]
