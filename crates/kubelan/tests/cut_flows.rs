@@ -245,28 +245,6 @@ fn fetch(
     })
 }
 
-/// The office router routes the cluster prefixes to `gateway`, as `kubelan routes` says.
-fn route_office_to(lab: &Lab, gateway: &str) {
-    let printed = lab.exec_ok(
-        "office-router",
-        &[
-            "kubelan",
-            "routes",
-            "--format",
-            "linux",
-            "--gateway",
-            gateway,
-        ],
-    );
-    for l in printed.lines().filter(|l| l.starts_with("ip route add ")) {
-        let argv: Vec<&str> = l
-            .split_whitespace()
-            .map(|w| if w == "add" { "replace" } else { w })
-            .collect();
-        lab.exec_ok("office-router", &argv);
-    }
-}
-
 /// Clients of `modes` at the pace, all at once; once each has read [`FAULT_AFTER`] bytes,
 /// `fault` runs. Returns what each got.
 fn cut_mid_stream(
@@ -349,7 +327,7 @@ fn cut_flows_are_resets_in_every_mode() {
         &format!("kubelan proxy --listen 127.0.0.1:{PROXY_PORT}"),
     );
     let connect = Background::start(&lab, "laptop", "connect", 600, "kubelan connect");
-    route_office_to(&lab, PC2);
+    lab.route_office_to(PC2);
     let gateway = Background::start(
         &lab,
         "pc2",

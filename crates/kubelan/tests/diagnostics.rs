@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Background, Cluster, Lab, http_code, kubelan, lab_available, root_snapshot};
+use support::{
+    Background, Cluster, Lab, host_snapshot, http_code, kubelan, lab_available, root_snapshot,
+};
 
 const NODE1: &str = "10.4.7.11";
 const PC2: &str = "172.16.1.12";
@@ -46,25 +48,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// What a failed command may have touched on a lab host.
-fn host_state(lab: &Lab, host: &str) -> String {
-    let mut s = String::new();
-    for argv in [
-        &["ip", "link"][..],
-        &["ip", "-4", "route", "show", "table", "all"],
-        &["ip", "-6", "route", "show", "table", "all"],
-        &["ip", "rule"],
-        &["nft", "-s", "list", "ruleset"],
-        &["sysctl", "-n", "net.ipv4.ip_forward"],
-        &["cat", "/etc/resolv.conf"],
-        &["cat", "/etc/hosts"],
-    ] {
-        s.push_str(&format!("== {}\n", argv.join(" ")));
-        s.push_str(&lab.exec_ok(host, argv));
-    }
-    s
 }
 
 /// The lab-view kubeconfig with one thing broken.
@@ -248,7 +231,7 @@ fn bad_kubeconfigs_get_one_line_that_names_the_fix() {
             .is_empty()
             .then_some(())
     });
-    let laptop_before = host_state(&lab, "laptop");
+    let laptop_before = host_snapshot(&lab, "laptop");
 
     // Every combination at once: the unreachable address costs ~3 s of ARP each.
     let started = Instant::now();
@@ -297,7 +280,7 @@ fn bad_kubeconfigs_get_one_line_that_names_the_fix() {
         failures.join("\n")
     );
     assert_eq!(
-        host_state(&lab, "laptop"),
+        host_snapshot(&lab, "laptop"),
         laptop_before,
         "a failed command changed the laptop"
     );
@@ -370,34 +353,6 @@ fn bad_kubeconfigs_get_one_line_that_names_the_fix() {
     assert_eq!(root_snapshot(), root_before, "root namespace changed");
 }
 
-/// The office router routes the cluster prefixes to `gateway`, as `kubelan routes --format
-/// linux` prints them (`replace` so that moving to another gateway works).
-fn route_office_to(lab: &Lab, gateway: &str) {
-    let printed = lab.exec_ok(
-        "office-router",
-        &[
-            "kubelan",
-            "routes",
-            "--format",
-            "linux",
-            "--gateway",
-            gateway,
-        ],
-    );
-    let lines: Vec<&str> = printed
-        .lines()
-        .filter(|l| l.starts_with("ip route add "))
-        .collect();
-    assert!(lines.len() >= 2, "no routes printed:\n{printed}");
-    for l in lines {
-        let argv: Vec<&str> = l
-            .split_whitespace()
-            .map(|w| if w == "add" { "replace" } else { w })
-            .collect();
-        lab.exec_ok("office-router", &argv);
-    }
-}
-
 #[test]
 fn redirect_pitfall_is_warned_about_and_named() {
     if !lab_available() {
@@ -409,7 +364,7 @@ fn redirect_pitfall_is_warned_about_and_named() {
     lab.exec_ok("node1", &["kubelan", "install"]);
 
     // The README's setup: a tunnel gateway on pc2, a PC of the LAN it serves.
-    route_office_to(&lab, PC2);
+    lab.route_office_to(PC2);
     let gw = Background::start(
         &lab,
         "pc2",
@@ -448,7 +403,7 @@ fn redirect_pitfall_is_warned_about_and_named() {
 
     // The office moves to another gateway (the old one is gone): pc1 still sends to pc2.
     drop(gw);
-    route_office_to(&lab, NODE1);
+    lab.route_office_to(NODE1);
     let doc = lab.exec("pc1", &["kubelan", "doctor", "--via", NODE1]);
     let report = text(&doc);
     eprintln!("{report}");

@@ -42,35 +42,6 @@ fn host_state(lab: &Lab, host: &str) -> String {
     s
 }
 
-/// The office router routes the cluster prefixes to `gateway`: the lines
-/// `kubelan routes --format linux` prints, applied as printed (`replace` instead of `add`
-/// so that moving to another gateway works).
-fn route_office_to(lab: &Lab, gateway: &str) {
-    let printed = lab.exec_ok(
-        "office-router",
-        &[
-            "kubelan",
-            "routes",
-            "--format",
-            "linux",
-            "--gateway",
-            gateway,
-        ],
-    );
-    let lines: Vec<&str> = printed
-        .lines()
-        .filter(|l| l.starts_with("ip route add "))
-        .collect();
-    assert!(lines.len() >= 2, "no routes printed:\n{printed}");
-    for l in lines {
-        let argv: Vec<&str> = l
-            .split_whitespace()
-            .map(|w| if w == "add" { "replace" } else { w })
-            .collect();
-        lab.exec_ok("office-router", &argv);
-    }
-}
-
 fn use_resolver(lab: &Lab, host: &str, ip: &str) {
     lab.exec_ok(
         host,
@@ -187,7 +158,7 @@ fn gateway_serves_the_office_lan() {
         drop(squatter);
     }
 
-    route_office_to(&lab, NODE1);
+    lab.route_office_to(NODE1);
     use_resolver(&lab, "pc1", NODE1);
     use_resolver(&lab, "pc2", NODE1);
 
@@ -273,7 +244,7 @@ fn gateway_serves_the_office_lan() {
 
     // Tunnel mode on pc2, which has no route to the cluster: the agent carries it.
     lab.exec_ok("node1", &["kubelan", "install"]);
-    route_office_to(&lab, PC2);
+    lab.route_office_to(PC2);
     use_resolver(&lab, "pc1", PC2);
     let pc2_before = host_state(&lab, "pc2");
     let pc2_snapshot = host_snapshot(&lab, "pc2");

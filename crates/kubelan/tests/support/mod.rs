@@ -92,6 +92,35 @@ pub(crate) struct Lab {
 }
 
 impl Lab {
+    /// The office router routes the cluster prefixes to `gateway`: the lines
+    /// `kubelan routes --format linux` prints, applied as printed (`replace` instead of
+    /// `add`, so that moving to another gateway works).
+    pub(crate) fn route_office_to(&self, gateway: &str) {
+        let printed = self.exec_ok(
+            "office-router",
+            &[
+                "kubelan",
+                "routes",
+                "--format",
+                "linux",
+                "--gateway",
+                gateway,
+            ],
+        );
+        let lines: Vec<&str> = printed
+            .lines()
+            .filter(|l| l.starts_with("ip route add "))
+            .collect();
+        assert!(lines.len() >= 2, "no routes printed:\n{printed}");
+        for l in lines {
+            let argv: Vec<&str> = l
+                .split_whitespace()
+                .map(|w| if w == "add" { "replace" } else { w })
+                .collect();
+            self.exec_ok("office-router", &argv);
+        }
+    }
+
     /// Brings a lab up with extra `up` arguments.
     pub(crate) fn up(tag: &str, extra: &[&str]) -> Self {
         let name = unique_name(tag);
