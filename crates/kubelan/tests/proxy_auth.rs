@@ -46,6 +46,28 @@ for i in range(min(n, 300)):
 print("answered=%d refused=%d accepted=%d seconds=%.3f" % (answered, refused, accepted, time.monotonic() - t0))
 "#;
 
+/// Silent connections, as a slow-handshake attack opens them: `n` connections that send
+/// nothing, held for `hold` seconds. Prints `open=N closed=N` (closed by the proxy within
+/// a second of opening). Bounded to 200 connections.
+const SILENT_PY: &str = r#"
+import socket, sys, time
+host, port, n, hold = sys.argv[1], int(sys.argv[2]), min(int(sys.argv[3]), 200), float(sys.argv[4])
+socks = [socket.create_connection((host, port), timeout=5) for _ in range(n)]
+time.sleep(1.0)
+closed = 0
+for s in socks:
+    s.setblocking(False)
+    try:
+        if s.recv(1) == b"":
+            closed += 1
+    except BlockingIOError:
+        pass
+    except OSError:
+        closed += 1
+print("open=%d closed=%d" % (n - closed, closed), flush=True)
+time.sleep(max(0.0, hold - 1.0))
+"#;
+
 /// The value of `key=` in a `k=v k=v` line.
 fn field(line: &str, key: &str) -> f64 {
     line.split_whitespace()
@@ -353,6 +375,37 @@ fn lan_auth_resists_guessing() {
     let auth_lines = log.lines().filter(|l| l.contains("failed login")).count();
     eprintln!("{auth_lines} log lines about failed logins");
     assert!(auth_lines <= 10, "{auth_lines} lines:\n{log}");
+
+    // Silent connections: pc1 opens 100 that never send their handshake. The proxy keeps
+    // 64 of them (the per-source limit) and closes the rest at accept; pc2 is unaffected.
+    let silent = std::thread::scope(|scope| {
+        let attack = scope.spawn(|| {
+            lab.exec_ok(
+                "pc1",
+                &["python3", "-c", SILENT_PY, ROUTER_LAN, "1081", "100", "4"],
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(2000));
+        let (good, out) = curl(
+            "pc2",
+            &["-x", &format!("socks5h://{right}@{ROUTER_LAN}:1081"), WEB],
+        );
+        assert!(
+            good && out == "200",
+            "pc2 during the silent connections: {out}"
+        );
+        attack.join().unwrap()
+    });
+    eprintln!("100 silent connections from pc1: {}", silent.trim());
+    assert_eq!(field(&silent, "open"), 64.0, "{silent}");
+    assert_eq!(field(&silent, "closed"), 36.0, "{silent}");
+    env_proxy.wait_log("connections in their handshake already (the limit)", 15);
+    let lines = env_proxy
+        .log()
+        .lines()
+        .filter(|l| l.contains("in their handshake already"))
+        .count();
+    assert!(lines <= 2, "{lines} lines about 36 closed connections");
 
     drop(file_proxy);
     drop(env_proxy);

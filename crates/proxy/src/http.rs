@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::limiter::LoginOutcome;
+use crate::pending::Handshake;
 use crate::server::Shared;
 use crate::stats::{Counted, FlowGuard};
 use crate::{ErrorKind, FlowError, Target};
@@ -41,12 +42,15 @@ struct ClientConn {
     cancel: CancellationToken,
     /// The last upstream connection, kept for the next request to the same target.
     upstream: Mutex<Option<(Target, SendRequest<Incoming>)>>,
+    /// The source's handshake slot, held until the first request head is read.
+    handshake: Mutex<Option<Handshake>>,
 }
 
 pub(crate) async fn serve_http(
     shared: Arc<Shared>,
     client: Counted<TcpStream>,
     peer: SocketAddr,
+    handshake: Handshake,
     cancel: CancellationToken,
 ) {
     let timeout = shared.config.handshake_timeout;
@@ -55,6 +59,7 @@ pub(crate) async fn serve_http(
         peer,
         cancel: cancel.clone(),
         upstream: Mutex::new(None),
+        handshake: Mutex::new(Some(handshake)),
     });
     let service = hyper::service::service_fn(move |req| {
         let conn_state = conn_state.clone();
@@ -74,6 +79,13 @@ pub(crate) async fn serve_http(
 }
 
 async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<Body> {
+    // A request head arrived: the handshake is over.
+    drop(
+        conn.handshake
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(),
+    );
     if conn.shared.config.auth.is_some() {
         match req.headers().get(header::PROXY_AUTHORIZATION) {
             // No credentials tried (browsers ask first): not a guess, not throttled —

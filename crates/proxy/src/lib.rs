@@ -26,6 +26,7 @@
 mod auth;
 mod http;
 mod limiter;
+mod pending;
 mod server;
 pub mod socks5;
 mod stats;
@@ -86,6 +87,10 @@ pub struct ProxyConfig {
     pub handshake_timeout: Duration,
     /// Most clients served at once; connections above it are closed at once.
     pub max_clients: usize,
+    /// Most connections one source (an IPv4 address or IPv6 /64; loopback is not
+    /// counted) may have in their handshake at once; more are closed at accept, so that
+    /// one LAN machine cannot hold the proxy's client slots with silent connections.
+    pub max_handshakes_per_source: usize,
     /// A UDP destination with no datagram either way for this long is closed.
     pub udp_idle_timeout: Duration,
     /// Most destinations one UDP association keeps open (the idlest one is closed to
@@ -100,6 +105,7 @@ impl Default for ProxyConfig {
             login_limits: LoginLimits::default(),
             handshake_timeout: Duration::from_secs(10),
             max_clients: 20_000,
+            max_handshakes_per_source: 64,
             udp_idle_timeout: Duration::from_secs(60),
             udp_max_destinations: 256,
         }

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::limiter::{Admission, LoginLimiter, LoginOutcome};
+use crate::pending::{Every, Handshake, Pending};
 use crate::socks5::{self, Command, ReplyCode, Socks5Error, SocksAddr};
 use crate::stats::{ClientGuard, Counted, Counters, FlowGuard};
 use crate::{Connector, Credentials, ProxyConfig, Stats};
@@ -20,6 +21,9 @@ use crate::{Connector, Credentials, ProxyConfig, Stats};
 /// How often failed logins are summarised in the log (one line per interval at most,
 /// plus the first failure of an interval on its own).
 const AUTH_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often connections closed at accept for a client limit are reported.
+const BUSY_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What every client task shares.
 pub(crate) struct Shared {
@@ -31,6 +35,10 @@ pub(crate) struct Shared {
     /// Failed logins whose answer is being held back (bounded, so that holding answers
     /// cannot pin an unbounded number of sockets).
     held: tokio::sync::Semaphore,
+    /// Handshakes open per source.
+    pending: Arc<Pending>,
+    /// The warning about connections closed at accept (client limits), once per interval.
+    busy_log: Every,
 }
 
 /// The clock the limiter runs on (tokio's, so paused-time tests control it).
@@ -127,6 +135,7 @@ impl ProxyServer {
         let limits = config.login_limits.clone();
         let held = tokio::sync::Semaphore::new(limits.max_held);
         let limiter = Mutex::new(LoginLimiter::new(limits, now()));
+        let pending = Pending::new(config.max_handshakes_per_source);
         ProxyServer {
             shared: Arc::new(Shared {
                 connector,
@@ -134,6 +143,8 @@ impl ProxyServer {
                 counters: Counters::default(),
                 limiter,
                 held,
+                pending,
+                busy_log: Every::new(BUSY_LOG_INTERVAL),
             }),
         }
     }
@@ -188,16 +199,26 @@ impl ProxyServer {
             let max = self.shared.config.max_clients;
             if self.shared.counters.clients() >= max as u64 {
                 self.shared.counters.rejected_client();
-                warn!(%peer, "proxy: {max} clients already connected (the limit); closing the new one");
+                if let Some(more) = self.shared.busy_log.check(now()) {
+                    warn!(%peer, "proxy: {max} clients already connected (the limit); closing new ones ({more} more since the last line)");
+                }
                 continue;
             }
+            let Some(handshake) = self.shared.pending.begin(peer.ip()) else {
+                self.shared.counters.rejected_client();
+                if let Some(more) = self.shared.busy_log.check(now()) {
+                    let per = self.shared.config.max_handshakes_per_source;
+                    warn!(%peer, "proxy: this source has {per} connections in their handshake already (the limit); closing new ones ({more} more since the last line)");
+                }
+                continue;
+            };
             let guard = ClientGuard::new(self.shared.clone());
             let shared = self.shared.clone();
             let cancel = shutdown.child_token();
             tracker.spawn(async move {
                 tokio::select! {
                     _ = cancel.cancelled() => {}
-                    _ = handle_client(shared, stream, peer, cancel.clone()) => {}
+                    _ = handle_client(shared, stream, peer, handshake, cancel.clone()) => {}
                 }
                 drop(guard);
             });
@@ -224,6 +245,7 @@ async fn handle_client(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
+    handshake: Handshake,
     cancel: CancellationToken,
 ) {
     // Small writes (handshakes, interactive protocols) must not wait for Nagle. Linux
@@ -248,10 +270,12 @@ async fn handle_client(
         }
     }
     match first[0] {
-        socks5::VERSION => serve_socks5(shared, stream, first, peer, deadline, cancel).await,
+        socks5::VERSION => {
+            serve_socks5(shared, stream, first, peer, deadline, handshake, cancel).await
+        }
         b if b.is_ascii_alphabetic() => {
             stream.unread(first);
-            crate::http::serve_http(shared, stream, peer, cancel).await
+            crate::http::serve_http(shared, stream, peer, handshake, cancel).await
         }
         other => {
             shared.counters.bad_client();
@@ -386,12 +410,15 @@ async fn serve_socks5(
     mut buf: Vec<u8>,
     peer: SocketAddr,
     deadline: Instant,
+    pending: Handshake,
     cancel: CancellationToken,
 ) {
     let timeout = shared.config.handshake_timeout;
     let handshake = socks5_handshake(&shared, &mut client, &mut buf, peer);
     let err = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(request)) => {
+            // The request is read: the source's handshake slot is free again.
+            drop(pending);
             return match request.command {
                 Command::Connect => connect(shared, client, peer, request.addr, buf).await,
                 Command::UdpAssociate => {
