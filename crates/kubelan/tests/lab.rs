@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
-use support::{Lab, kubelan, lab_available, leftovers, ok, root_snapshot, wait_for};
+use support::{Background, Lab, kubelan, lab_available, leftovers, ok, root_snapshot, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn dig(lab: &Lab, from: &str, name: &str) -> Vec<String> {
@@ -139,6 +139,8 @@ fn lab_acceptance() {
         }
     }
 
+    laptop_nat_checks(&lab, &rt, &client, true);
+
     rt.block_on(kube_checks(&lab, client.clone()));
 
     // kubectl, where installed.
@@ -225,6 +227,128 @@ fn lab_acceptance() {
     );
     // A second down is a no-op.
     assert!(lab.down().contains("does not exist"));
+}
+
+/// The laptop behind the edge router's NAT (`[edge] nat`, on by default) or not: whether a
+/// pod reaches a listener on the laptop, and which source address a node sees for the
+/// laptop. Either way the laptop reaches the API server and a NodePort.
+fn laptop_nat_checks(
+    lab: &Lab,
+    rt: &tokio::runtime::Runtime,
+    client: &kube::Client,
+    behind_nat: bool,
+) {
+    let seen_as = if behind_nat {
+        "10.4.7.254"
+    } else {
+        "198.51.100.10"
+    };
+    let st: serde_json::Value = serde_json::from_str(&ok(
+        kubelan().args(["lab", "status", "--name", &lab.name, "--output", "json"])
+    ))
+    .unwrap();
+    assert_eq!(st["laptop"]["behind_nat"], behind_nat, "{st}");
+    assert_eq!(st["laptop"]["seen_as"], seen_as, "{st}");
+    // The NAT's rules live in the edge router's namespace (the root namespace is compared
+    // with its snapshot at the end).
+    let table = lab.exec(
+        "edge-router",
+        &["nft", "list", "table", "ip", "kubelan-lab"],
+    );
+    assert_eq!(
+        table.status.success(),
+        behind_nat,
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+
+    let _laptop_http = Background::start(
+        lab,
+        "laptop",
+        "laptop-http",
+        120,
+        "kubelan lab serve http --listen 0.0.0.0:18080",
+    );
+    let _node_http = Background::start(
+        lab,
+        "node1",
+        "node1-http",
+        120,
+        "kubelan lab serve http --listen 10.4.7.11:18081",
+    );
+    for (host, url) in [
+        ("laptop", "http://127.0.0.1:18080/healthz"),
+        ("node1", "http://10.4.7.11:18081/healthz"),
+    ] {
+        wait_for(&format!("{url} on {host}"), 10, || {
+            lab.exec(host, &["curl", "-sf", "-m", "1", url])
+                .status
+                .success()
+                .then_some(())
+        });
+    }
+
+    // A pod dials the laptop's listener: refused at once behind the NAT; answered, from
+    // the pod's node (Flannel's masquerade), without it.
+    let started = Instant::now();
+    let out = lab.exec(
+        "default/db-0",
+        &["curl", "-sS", "-m", "10", "http://198.51.100.10:18080/ip"],
+    );
+    let took = started.elapsed();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if behind_nat {
+        assert!(!out.status.success(), "a pod reached the laptop: {said}");
+        assert!(
+            took < Duration::from_secs(3),
+            "pod -> laptop failed fast (took {took:?}): {said}"
+        );
+    } else {
+        assert!(
+            out.status.success()
+                && (said.starts_with("10.4.7.11:") || said.starts_with("10.4.7.12:")),
+            "without the NAT a pod reaches the laptop: {said}"
+        );
+    }
+
+    // The laptop reaches a node, which sees it as `seen_as`; the API server; a NodePort.
+    let ip = lab.exec_ok(
+        "laptop",
+        &["curl", "-sS", "-m", "5", "http://10.4.7.11:18081/ip"],
+    );
+    assert!(
+        ip.starts_with(&format!("{seen_as}:")),
+        "node1 sees the laptop as {seen_as}: {ip}"
+    );
+    let version = lab.exec_ok(
+        "laptop",
+        &["curl", "-sSk", "-m", "5", "https://10.4.7.11:6443/version"],
+    );
+    assert!(version.contains("gitVersion"), "{version}");
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-np"},
+        "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let svc = rt
+        .block_on(svcs.create(&PostParams::default(), &svc))
+        .unwrap();
+    let node_port = svc.spec.unwrap().ports.unwrap()[0].node_port.unwrap();
+    let url = format!("http://10.4.7.12:{node_port}/");
+    let body = wait_for("the NodePort from the laptop", 10, || {
+        let out = lab.exec("laptop", &["curl", "-sS", "-m", "2", &url]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert!(body.starts_with("web-"), "{body}");
+    rt.block_on(svcs.delete("web-np", &DeleteParams::default()))
+        .unwrap();
 }
 
 async fn kube_checks(lab: &Lab, client: kube::Client) {
@@ -480,8 +604,12 @@ fn lab_bad_input_and_crash_cleanup() {
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Bad_Name"));
 
-    // `up` of a name that exists: a clear error, and the first lab is untouched.
-    let lab = Lab::up("dup", &[]);
+    // `up` of a name that exists: a clear error, and the first lab is untouched. This lab
+    // has the laptop out of the NAT (`[edge] nat = false`): pods reach it again.
+    let no_nat = std::env::temp_dir().join(format!("kubelan-nonat-{}.toml", std::process::id()));
+    std::fs::write(&no_nat, "[edge]\nnat = false\n").unwrap();
+    let lab = Lab::up("dup", &["--config", no_nat.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&no_nat);
     let out = kubelan()
         .args(["lab", "up", "--name", &lab.name])
         .output()
@@ -496,6 +624,9 @@ fn lab_bad_input_and_crash_cleanup() {
     ))
     .unwrap();
     assert_eq!(st["state"], "running");
+    let rt = rt();
+    let client = rt.block_on(lab.client());
+    laptop_nat_checks(&lab, &rt, &client, false);
 
     // SIGKILL of the daemon (and so of nothing else): down still removes everything.
     let daemon = st["daemon"]["pid"].as_u64().unwrap();

@@ -62,6 +62,7 @@
 //! [edge]
 //! node_address = "10.4.7.254"
 //! wan_address = "198.51.100.1"
+//! nat = true
 //!
 //! [laptop]
 //! address = "198.51.100.10"
@@ -234,6 +235,11 @@ pub struct EdgeConfig {
     /// The edge router's leg on the WAN (`network.wan_cidr`).
     #[serde(deserialize_with = "deserialize_addr")]
     pub wan_address: Ipv4Addr,
+    /// Whether the laptop sits behind the edge router's NAT, as a laptop at home or in a
+    /// café does: its connections leave with `node_address` as their source, and nothing
+    /// on the node network can open a connection to the WAN. Off, the edge router only
+    /// routes, and pods reach the laptop's own address.
+    pub nat: bool,
 }
 
 /// `[laptop]`: a machine out on the WAN.
@@ -380,6 +386,7 @@ impl Default for EdgeConfig {
         EdgeConfig {
             node_address: Ipv4Addr::new(10, 4, 7, 254),
             wan_address: Ipv4Addr::new(198, 51, 100, 1),
+            nat: true,
         }
     }
 }
@@ -683,6 +690,17 @@ impl LabConfig {
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&NodeConfig> {
         self.nodes.iter().find(|node| node.name == name)
+    }
+
+    /// The laptop's address as the cluster (API server, nodes, NodePorts, the agent)
+    /// sees it: the edge router's node-network address when the laptop is behind its NAT
+    /// (`edge.nat`), the laptop's own otherwise.
+    pub fn laptop_address_in_cluster(&self) -> Ipv4Addr {
+        if self.edge.nat {
+            self.edge.node_address
+        } else {
+            self.laptop.address
+        }
     }
 
     /// Checks the whole configuration and reports every problem found.
@@ -1234,7 +1252,9 @@ mod tests {
         assert!(c.office.nodes_route_back);
         assert_eq!(c.edge.node_address, v4("10.4.7.254"));
         assert_eq!(c.edge.wan_address, v4("198.51.100.1"));
+        assert!(c.edge.nat, "the laptop is behind a NAT by default");
         assert_eq!(c.laptop.address, v4("198.51.100.10"));
+        assert_eq!(c.laptop_address_in_cluster(), v4("10.4.7.254"));
         assert!(!c.faults.seed001);
         assert!(c.workloads.defaults);
         assert_eq!(c.users.len(), 1);
@@ -1252,6 +1272,7 @@ mod tests {
 
         let mut changed = LabConfig::default();
         changed.faults.seed001 = true;
+        changed.edge.nat = false;
         changed.workloads.defaults = false;
         changed.office.pcs.clear();
         changed.users.push(UserConfig {
@@ -1276,6 +1297,20 @@ mod tests {
         assert_eq!(config.users.len(), 1);
         assert_eq!(config.users[0].name, "alice");
         assert_eq!(config.nodes, LabConfig::default().nodes);
+    }
+
+    #[test]
+    fn config_edge_nat_switch() {
+        let config = LabConfig::from_toml_str("[edge]\nnat = false\n").unwrap();
+        assert!(!config.edge.nat);
+        assert_eq!(config.edge.node_address, v4("10.4.7.254"));
+        assert_eq!(config.laptop_address_in_cluster(), v4("198.51.100.10"));
+        // A record written before the switch existed reads as behind the NAT.
+        let old = "[edge]\nnode_address = \"10.4.7.254\"\nwan_address = \"198.51.100.1\"\n";
+        assert!(LabConfig::from_toml_str(old).unwrap().edge.nat);
+        let message = parse_err("[edge]\nnat = \"yes\"\n");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(message.contains("bool"), "{message}");
     }
 
     #[test]

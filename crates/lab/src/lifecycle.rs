@@ -522,6 +522,16 @@ pub struct PodStatus {
     pub restarts: u64,
 }
 
+/// How the cluster sees the laptop, in `lab status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LaptopStatus {
+    /// Whether the laptop sits behind the edge router's NAT (`edge.nat`), so that pods
+    /// cannot reach it.
+    pub behind_nat: bool,
+    /// Its address as the API server, nodes, NodePorts and the agent see it.
+    pub seen_as: std::net::Ipv4Addr,
+}
+
 /// `lab status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LabStatus {
@@ -545,6 +555,8 @@ pub struct LabStatus {
     pub kubeconfig: Option<PathBuf>,
     /// Hosts.
     pub hosts: Vec<HostStatus>,
+    /// How the cluster sees the laptop (absent when the lab has no record).
+    pub laptop: Option<LaptopStatus>,
     /// Pods (from the API).
     pub pods: Vec<PodStatus>,
     /// Why pods are missing, if the API could not be asked.
@@ -594,6 +606,7 @@ pub async fn status(name: &str) -> anyhow::Result<LabStatus> {
         api_on_machine: None,
         kubeconfig: None,
         hosts: vec![],
+        laptop: None,
         pods: vec![],
         api_error: None,
         failure: std::fs::read_to_string(paths.failed_file()).ok(),
@@ -628,6 +641,10 @@ pub async fn status(name: &str) -> anyhow::Result<LabStatus> {
     }
     .into();
     let plan = topology::plan(&record.config);
+    st.laptop = Some(LaptopStatus {
+        behind_nat: record.config.edge.nat,
+        seen_as: record.config.laptop_address_in_cluster(),
+    });
     let holders = runtime
         .as_ref()
         .map(|r| r.holders.clone())

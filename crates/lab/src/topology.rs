@@ -92,6 +92,10 @@ pub struct Host {
     pub pod_cidr: Option<Ipv4Net>,
     /// `/etc/resolv.conf` of the host.
     pub resolv_conf: String,
+    /// nftables script loaded (atomically, as one transaction) into the host's namespace
+    /// when it is built: the CNI masquerade table on nodes, the NAT table on the edge
+    /// router.
+    pub nft: Option<String>,
 }
 
 impl Host {
@@ -108,8 +112,6 @@ pub struct Plan {
     pub hosts: Vec<Host>,
     /// MTU of every link.
     pub mtu: u32,
-    /// The cluster Pod CIDR (for the CNI masquerade rule).
-    pub cluster_pod_cidr: Ipv4Net,
 }
 
 fn with_prefix(a: Ipv4Addr, net: Ipv4Net) -> Ipv4Net {
@@ -123,6 +125,12 @@ pub fn plan(cfg: &LabConfig) -> Plan {
     let dns = cfg.cluster.dns_service_ip();
     let node_resolv = format!(
         "# kubelan lab node: resolves through the cluster DNS, as many on-premises nodes do.\nnameserver {dns}\noptions ndots:1 timeout:2 attempts:2\n"
+    );
+    // Like Flannel's ipMasq: pods reaching beyond the Pod CIDR leave with the node's
+    // address; pod-to-pod traffic keeps its source.
+    let cni = cfg.cluster.pod_cidr;
+    let cni_script = format!(
+        "table ip lab-cni {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat + 10; policy accept;\n    ip saddr {cni} ip daddr != {cni} ip daddr != 224.0.0.0/4 masquerade\n  }}\n}}\n"
     );
     let mut hosts = Vec::new();
     for node in &cfg.nodes {
@@ -154,6 +162,7 @@ pub fn plan(cfg: &LabConfig) -> Plan {
             forwarding: true,
             pod_cidr: Some(node.pod_cidr),
             resolv_conf: node_resolv.clone(),
+            nft: Some(cni_script.clone()),
         });
     }
     hosts.push(Host {
@@ -175,18 +184,20 @@ pub fn plan(cfg: &LabConfig) -> Plan {
         forwarding: true,
         pod_cidr: None,
         resolv_conf: "# office router: no resolver configured\n".into(),
+        nft: None,
     });
+    let (edge_nodes_if, edge_wan_if) = ("eth0", "eth1");
     hosts.push(Host {
         name: EDGE_ROUTER_NAME.into(),
         role: Role::Router,
         ifaces: vec![
             Iface {
-                name: "eth0".into(),
+                name: edge_nodes_if.into(),
                 segment: Segment::Nodes,
                 addr: with_prefix(cfg.edge.node_address, n.node_cidr),
             },
             Iface {
-                name: "eth1".into(),
+                name: edge_wan_if.into(),
                 segment: Segment::Wan,
                 addr: with_prefix(cfg.edge.wan_address, n.wan_cidr),
             },
@@ -195,6 +206,14 @@ pub fn plan(cfg: &LabConfig) -> Plan {
         forwarding: true,
         pod_cidr: None,
         resolv_conf: "# edge router: no resolver configured\n".into(),
+        nft: cfg.edge.nat.then(|| {
+            edge_nat_script(
+                edge_nodes_if,
+                edge_wan_if,
+                n.wan_cidr,
+                cfg.edge.node_address,
+            )
+        }),
     });
     for pc in &cfg.office.pcs {
         hosts.push(Host {
@@ -215,6 +234,7 @@ pub fn plan(cfg: &LabConfig) -> Plan {
                 "# {}: office PC; no resolver configured yet (point it at a kubelan gateway)\n",
                 pc.name
             ),
+            nft: None,
         });
     }
     hosts.push(Host {
@@ -235,12 +255,49 @@ pub fn plan(cfg: &LabConfig) -> Plan {
             "# laptop: its ISP's resolver (dnsmasq on the edge router)\nnameserver {}\nsearch {WAN_DNS_ZONE}\noptions timeout:2 attempts:2\n",
             cfg.edge.wan_address
         ),
+        nft: None,
     });
-    Plan {
-        hosts,
-        mtu: n.mtu,
-        cluster_pod_cidr: cfg.cluster.pod_cidr,
-    }
+    Plan { hosts, mtu: n.mtu }
+}
+
+/// The edge router's `kubelan-lab` table with `edge.nat` on: the laptop sits behind a
+/// NAT, as a laptop at home or in a café does.
+///
+/// - What the WAN sends towards the node network leaves with the edge router's fixed
+///   node-network address. `snat to` rather than `masquerade`: masquerade's conntrack
+///   entries are flushed when their interface goes down, and the lab's tests cut links.
+/// - The node network cannot open connections towards the WAN: NAT alone would not stop
+///   that, since the WAN's addresses stay routable from the nodes (their default route
+///   is this router). They are rejected at once, so clients fail fast as everywhere in
+///   the lab; replies and ICMP errors of the WAN's own connections pass (conntrack).
+/// - A reply that conntrack finds invalid (for example out of its TCP window after a
+///   cut) is not translated back, so it would be addressed to this router itself, which
+///   would answer with a reset that kills the laptop's connection on the node's side.
+///   It is dropped instead, and the node retransmits.
+fn edge_nat_script(
+    nodes_if: &str,
+    wan_if: &str,
+    wan_cidr: Ipv4Net,
+    node_address: Ipv4Addr,
+) -> String {
+    format!(
+        "table ip kubelan-lab {{
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    ct state established,related accept
+    iifname \"{nodes_if}\" oifname \"{wan_if}\" reject with icmp type admin-prohibited
+  }}
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname \"{nodes_if}\" ct state invalid drop
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {wan_cidr} oifname \"{nodes_if}\" snat to {node_address}
+  }}
+}}
+"
+    )
 }
 
 /// The DNS zone the WAN's resolver (on the edge router) serves to the laptop.
@@ -346,16 +403,10 @@ async fn build_host(plan: &Plan, paths: &LabPaths, h: &Host) -> anyhow::Result<(
         }
         netops::sysctls(&netops::ns_path(&ns), &settings).await?;
     }
-    if h.pod_cidr.is_some() {
-        // Like Flannel's ipMasq: pods reaching beyond the Pod CIDR leave with the node's
-        // address; pod-to-pod traffic keeps its source.
-        let cidr = plan.cluster_pod_cidr;
-        let script = format!(
-            "table ip lab-cni {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat + 10; policy accept;\n    ip saddr {cidr} ip daddr != {cidr} ip daddr != 224.0.0.0/4 masquerade\n  }}\n}}\n"
-        );
-        crate::kubeproxy::apply(&netops::ns_path(&ns), &script)
+    if let Some(script) = &h.nft {
+        crate::kubeproxy::apply(&netops::ns_path(&ns), script)
             .await
-            .with_context(|| format!("CNI masquerade rule on {}", h.name))?;
+            .with_context(|| format!("nftables rules of {}", h.name))?;
     }
     Ok(())
 }
@@ -413,6 +464,81 @@ mod tests {
         assert!(
             routers.iter().all(|r| r.routes.is_empty() && r.forwarding),
             "routers have no default route"
+        );
+        // Nodes masquerade pods leaving the Pod CIDR.
+        let cni = node1.nft.as_deref().unwrap();
+        assert!(cni.contains("table ip lab-cni"), "{cni}");
+        assert!(
+            cni.contains("ip saddr 172.17.32.0/19 ip daddr != 172.17.32.0/19"),
+            "{cni}"
+        );
+    }
+
+    #[test]
+    fn laptop_behind_nat_by_default() {
+        let p = plan(&LabConfig::default());
+        let edge = p.hosts.iter().find(|h| h.name == "edge-router").unwrap();
+        let nft = edge
+            .nft
+            .as_deref()
+            .expect("the edge router has the NAT table");
+        let lines: Vec<&str> = nft.lines().map(str::trim).collect();
+        for want in [
+            "table ip kubelan-lab {",
+            // The WAN's traffic leaves on the node network with the fixed address.
+            "ip saddr 198.51.100.0/24 oifname \"eth0\" snat to 10.4.7.254",
+            // Replies pass; anything else from the node network to the WAN is refused.
+            "ct state established,related accept",
+            "iifname \"eth0\" oifname \"eth1\" reject with icmp type admin-prohibited",
+            "iifname \"eth0\" ct state invalid drop",
+        ] {
+            assert!(lines.contains(&want), "{want:?} missing from:\n{nft}");
+        }
+        let accept = lines
+            .iter()
+            .position(|l| l.starts_with("ct state established"));
+        let reject = lines.iter().position(|l| l.contains(" reject "));
+        assert!(
+            accept < reject,
+            "replies are accepted before the reject:\n{nft}"
+        );
+        assert!(!nft.contains("masquerade"), "{nft}");
+        // The interfaces named are the edge router's legs on those segments.
+        assert_eq!(edge.ifaces[0].name, "eth0");
+        assert_eq!(edge.ifaces[0].segment, Segment::Nodes);
+        assert_eq!(edge.ifaces[1].name, "eth1");
+        assert_eq!(edge.ifaces[1].segment, Segment::Wan);
+        // Only nodes and the edge router load rules.
+        for h in &p.hosts {
+            assert_eq!(
+                h.nft.is_some(),
+                h.role == Role::Node || h.name == "edge-router",
+                "{}",
+                h.name
+            );
+        }
+    }
+
+    #[test]
+    fn nat_off_leaves_the_edge_router_a_plain_router() {
+        let mut cfg = LabConfig::default();
+        cfg.edge.nat = false;
+        cfg.network.wan_cidr = "203.0.113.0/25".parse().unwrap();
+        cfg.edge.wan_address = Ipv4Addr::new(203, 0, 113, 1);
+        cfg.laptop.address = Ipv4Addr::new(203, 0, 113, 10);
+        let p = plan(&cfg);
+        let edge = p.hosts.iter().find(|h| h.name == "edge-router").unwrap();
+        assert_eq!(edge.nft, None);
+        cfg.edge.nat = true;
+        let p = plan(&cfg);
+        let edge = p.hosts.iter().find(|h| h.name == "edge-router").unwrap();
+        assert!(
+            edge.nft
+                .as_deref()
+                .unwrap()
+                .contains("ip saddr 203.0.113.0/25 oifname \"eth0\" snat to 10.4.7.254"),
+            "{:?}",
+            edge.nft
         );
     }
 }
