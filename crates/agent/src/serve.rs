@@ -575,6 +575,7 @@ mod tests {
             versions: VersionRange { min: 5, max: 6 },
             caps: Capabilities::ALL,
             software: "kubelan 9.0".into(),
+            token: None,
         };
         write_frame(&mut control, &hello).await.unwrap();
         let mut r = FrameReader::new(control);
@@ -601,6 +602,7 @@ mod tests {
             versions: VersionRange::OURS,
             caps: Capabilities::ALL,
             software: "kubelan test".into(),
+            token: None,
         };
         write_frame(&mut control, &hello).await.unwrap();
         let mut r = FrameReader::new(control);

@@ -854,6 +854,7 @@ async fn establish(
             versions: VersionRange::OURS,
             caps: Capabilities::ALL,
             software: cfg.software.clone(),
+            token: None,
         },
     )
     .await
