@@ -24,7 +24,7 @@ pub mod reverse;
 #[cfg(test)]
 mod testio;
 
-pub use carrier::{CarrierDialer, CarrierError, CarrierKind, Dialed};
+pub use carrier::{CarrierDialer, CarrierError, CarrierKind, Dialed, FlowDialer};
 pub use client::{CarrierInfo, Session, SessionConfig, SessionState, SessionStats};
 pub use flow::{FlowConn, FrameReader, write_frame};
 pub use reverse::{AcceptLimits, Acceptor, FlowReport};

@@ -524,47 +524,127 @@ mod tests {
         carriers: mpsc::UnboundedSender<(MuxHandle, Option<Token>)>,
     }
 
+    /// Serves a relay's side of one carrier: welcomes with `caps`, hands the carrier's
+    /// multiplexer (and the hello's token) to `tx`, answers pings.
+    async fn serve_relay<T>(
+        io: T,
+        caps: Capabilities,
+        tx: mpsc::UnboundedSender<(MuxHandle, Option<Token>)>,
+    ) where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (handle, mut inbound) = mux::spawn(io, Side::Agent);
+        let Some(control) = inbound.recv().await else {
+            return;
+        };
+        let (rd, mut wr) = tokio::io::split(control);
+        let mut r = FrameReader::new(rd);
+        let Ok(Some(Frame::Hello { token, .. })) = r.next().await else {
+            return;
+        };
+        let welcome = Frame::Welcome {
+            version: 1,
+            caps,
+            software: "kubelan 0.0.9".into(),
+            facts: Facts {
+                agent: "ns/relay-x".into(),
+                ..Facts::default()
+            },
+        };
+        if write_frame(&mut wr, &welcome).await.is_err() {
+            return;
+        }
+        let _ = tx.send((handle.clone(), token));
+        while let Ok(Some(f)) = r.next().await {
+            if let Frame::Ping { nonce } = f
+                && write_frame(&mut wr, &Frame::Pong { nonce }).await.is_err()
+            {
+                break;
+            }
+        }
+        handle.close();
+    }
+
     impl CarrierDialer for FakeRelay {
         fn dial(&self) -> futures::future::BoxFuture<'_, Result<Dialed, CarrierError>> {
             let (a, b) = tokio::io::duplex(256 * 1024);
-            let (caps, tx) = (self.caps, self.carriers.clone());
-            tokio::spawn(async move {
-                let (handle, mut inbound) = mux::spawn(b, Side::Agent);
-                let Some(control) = inbound.recv().await else {
-                    return;
-                };
-                let (rd, mut wr) = tokio::io::split(control);
-                let mut r = FrameReader::new(rd);
-                let Ok(Some(Frame::Hello { token, .. })) = r.next().await else {
-                    return;
-                };
-                let welcome = Frame::Welcome {
-                    version: 1,
-                    caps,
-                    software: "kubelan 0.0.9".into(),
-                    facts: Facts {
-                        agent: "ns/relay-x".into(),
-                        ..Facts::default()
-                    },
-                };
-                if write_frame(&mut wr, &welcome).await.is_err() {
-                    return;
-                }
-                let _ = tx.send((handle.clone(), token));
-                while let Ok(Some(f)) = r.next().await {
-                    if let Frame::Ping { nonce } = f
-                        && write_frame(&mut wr, &Frame::Pong { nonce }).await.is_err()
-                    {
-                        break;
-                    }
-                }
-                handle.close();
-            });
+            tokio::spawn(serve_relay(b, self.caps, self.carriers.clone()));
             Box::pin(async move {
                 Ok(Dialed {
                     io: Box::new(a),
                     kind: CarrierKind::Direct,
                     peer: "relay".into(),
+                    keepalive: None,
+                })
+            })
+        }
+    }
+
+    /// An agent's side of one carrier: TCP flows to what they name, relayed.
+    async fn serve_agent(io: tokio::io::DuplexStream) {
+        let (handle, mut inbound) = mux::spawn(io, Side::Agent);
+        let Some(control) = inbound.recv().await else {
+            return;
+        };
+        let (rd, mut wr) = tokio::io::split(control);
+        let mut r = FrameReader::new(rd);
+        let Ok(Some(Frame::Hello { .. })) = r.next().await else {
+            return;
+        };
+        let welcome = Frame::Welcome {
+            version: 1,
+            caps: Capabilities::ALL,
+            software: "kubelan 0.0.9".into(),
+            facts: Facts::default(),
+        };
+        if write_frame(&mut wr, &welcome).await.is_err() {
+            return;
+        }
+        tokio::spawn(async move {
+            while let Some(s) = inbound.recv().await {
+                tokio::spawn(async move {
+                    let mut r = FrameReader::new(s);
+                    let Ok(Some(Frame::Open {
+                        target: Target::Addr(a),
+                        ..
+                    })) = r.next().await
+                    else {
+                        return;
+                    };
+                    let (mut s, left) = r.into_parts();
+                    let Ok(tcp) = TcpStream::connect(a).await else {
+                        return;
+                    };
+                    if write_frame(&mut s, &Frame::Opened { peer: a })
+                        .await
+                        .is_ok()
+                    {
+                        let _ = relay_tcp(tcp, FlowConn::new(s, left)).await;
+                    }
+                });
+            }
+        });
+        while let Ok(Some(f)) = r.next().await {
+            if let Frame::Ping { nonce } = f
+                && write_frame(&mut wr, &Frame::Pong { nonce }).await.is_err()
+            {
+                break;
+            }
+        }
+        handle.close();
+    }
+
+    struct FakeAgent;
+
+    impl CarrierDialer for FakeAgent {
+        fn dial(&self) -> futures::future::BoxFuture<'_, Result<Dialed, CarrierError>> {
+            let (a, b) = tokio::io::duplex(256 * 1024);
+            tokio::spawn(serve_agent(b));
+            Box::pin(async move {
+                Ok(Dialed {
+                    io: Box::new(a),
+                    kind: CarrierKind::Direct,
+                    peer: "agent".into(),
                     keepalive: None,
                 })
             })
@@ -891,5 +971,53 @@ mod tests {
             assert_eq!(&got[..], msg);
         }
         s.stop.cancel();
+    }
+
+    /// The inner session rides a TCP flow of the outer one to the relay's carrier port;
+    /// reverse flows then reach the local target through both.
+    #[tokio::test]
+    async fn a_session_runs_over_a_flow_of_another_session() {
+        let relay_port = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr = relay_port.local_addr().unwrap();
+        let (tx, mut carriers) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = relay_port.accept().await {
+                tokio::spawn(serve_relay(tcp, Capabilities::ALL, tx.clone()));
+            }
+        });
+        let stop = CancellationToken::new();
+        let outer = Session::start(
+            vec![Arc::new(FakeAgent)],
+            SessionConfig::default(),
+            stop.clone(),
+        );
+        let (listener, local) = local_tcp().await;
+        let dialer = Arc::new(crate::FlowDialer::new(outer, Target::Addr(relay_addr)));
+        let inner = Session::start_accepting(
+            vec![dialer],
+            SessionConfig {
+                required: Capabilities::REVERSE,
+                ..SessionConfig::default()
+            },
+            Some(local),
+            stop.clone(),
+        );
+        inner.wait_connected(WAIT).await.unwrap();
+        match &*inner.state().borrow() {
+            SessionState::Connected { carriers, .. } => {
+                assert_eq!(carriers[0].kind, CarrierKind::Flow);
+                assert_eq!(carriers[0].peer, relay_addr.to_string());
+            }
+            other => panic!("{other:?}"),
+        }
+        let (relay, _) = carriers.recv().await.unwrap();
+        let (mut conn, _) = open_tcp(&relay, 7, peer(), WAIT).await.unwrap();
+        let (mut dest, _) = listener.accept().await.unwrap();
+        conn.write_all(b"through both").await.unwrap();
+        conn.flush().await.unwrap();
+        let mut buf = [0u8; 12];
+        dest.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"through both");
+        stop.cancel();
     }
 }
