@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kubelan_proto::{
-    Capabilities, ErrorKind, FlowError, FlowKind, Frame, PROTOCOL_VERSION, RefuseReason, Target,
-    VersionRange, negotiate,
+    ErrorKind, FlowError, FlowKind, Frame, PROTOCOL_VERSION, RefuseReason, Target, VersionRange,
+    negotiate,
 };
 use kubelan_session::flow::{FlowConn, FrameReader, buffer_frame, write_frame};
 use kubelan_session::mux::{self, MuxStream, Side};
@@ -53,10 +53,13 @@ where
     let (rd, mut wr) = tokio::io::split(control);
     let mut reader = FrameReader::new(rd);
     let hello = tokio::time::timeout(OPEN_WAIT, reader.next()).await;
-    let (versions, software) = match hello {
+    let (versions, software, client_caps) = match hello {
         Ok(Ok(Some(Frame::Hello {
-            versions, software, ..
-        }))) => (versions, software),
+            versions,
+            software,
+            caps,
+            ..
+        }))) => (versions, software, caps),
         Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
             tracing::warn!(%peer, error = %e, "refused a carrier: not a kubelan client");
             mux.close();
@@ -103,7 +106,7 @@ where
     debug_assert!(version <= PROTOCOL_VERSION);
     let welcome = Frame::Welcome {
         version,
-        caps: Capabilities::ALL,
+        caps: agent.caps.intersect(client_caps),
         software: agent.software.clone(),
         facts: agent.facts(),
     };
@@ -423,7 +426,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use bytes::BytesMut;
-    use kubelan_proto::Facts;
+    use kubelan_proto::{Capabilities, Facts};
     use kubelan_session::carrier::{CarrierDialer, CarrierKind, Dialed};
     use kubelan_session::{CarrierError, Session, SessionConfig, SessionState};
     use tokio::io::AsyncReadExt;
@@ -450,6 +453,7 @@ mod tests {
             shutdown: CancellationToken::new(),
             drain: Duration::from_secs(1),
             ready: AtomicBool::new(true),
+            caps: Capabilities::ALL,
         })
     }
 
@@ -733,6 +737,53 @@ mod tests {
             })
             .collect();
         assert_eq!(addrs, ["192.0.2.80"]);
+        stop.cancel();
+    }
+
+    /// The welcome names what both sides offer; an agent hiding REVERSE (an image
+    /// without `kubelan relay`) fails a session that needs it, naming both versions.
+    #[tokio::test]
+    async fn the_welcome_offers_what_both_sides_support() {
+        let m = client_mux(agent()).await;
+        let mut control = m.open().await.unwrap();
+        let hello = Frame::Hello {
+            versions: VersionRange::OURS,
+            caps: Capabilities(Capabilities::TCP.0 | Capabilities::REVERSE.0),
+            software: "kubelan test".into(),
+            token: None,
+        };
+        write_frame(&mut control, &hello).await.unwrap();
+        match FrameReader::new(control).next().await.unwrap() {
+            Some(Frame::Welcome { caps, .. }) => {
+                assert_eq!(
+                    caps,
+                    Capabilities(Capabilities::TCP.0 | Capabilities::REVERSE.0)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let mut old = Arc::into_inner(agent()).unwrap();
+        old.caps = Capabilities::ALL.without(Capabilities::REVERSE);
+        let stop = CancellationToken::new();
+        let dials = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let cfg = SessionConfig {
+            required: Capabilities::REVERSE,
+            ..SessionConfig::default()
+        };
+        let s = Session::start(
+            vec![Arc::new(MemDialer(Arc::new(old), dials))],
+            cfg,
+            stop.clone(),
+        );
+        let e = s.wait_connected(Duration::from_secs(5)).await.unwrap_err();
+        assert!(
+            e.message.starts_with(
+                "the agent test/agent (kubelan test, protocol 1) does not support reverse flows"
+            ),
+            "{e}"
+        );
+        assert!(e.message.contains(env!("CARGO_PKG_VERSION")), "{e}");
         stop.cancel();
     }
 }
