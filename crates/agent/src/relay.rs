@@ -893,11 +893,15 @@ async fn udp_flow(
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     let config = RelayConfig::from_args(&args)?;
     let relay = Relay::bind(config).await?;
-    tracing::info!(
-        carrier = %relay.carrier_addr(),
-        listeners = ?args.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "relay listening"
-    );
+    let listeners: Vec<String> = args
+        .listen
+        .iter()
+        .map(|s| match relay.listener_addr(s.listener) {
+            Some(a) => format!("{a}={}", s.listener),
+            None => s.to_string(),
+        })
+        .collect();
+    tracing::info!(carrier = %relay.carrier_addr(), ?listeners, "relay listening");
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
