@@ -14,6 +14,7 @@ mod echo;
 mod health;
 pub mod policy;
 mod refusals;
+pub mod relay;
 mod serve;
 
 use std::collections::HashMap;
@@ -29,7 +30,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::api::{Api, ListParams};
 use kubelan_dns::ClusterNames;
-use kubelan_proto::{Cidr, ErrorKind, Facts, FlowError};
+use kubelan_proto::{Capabilities, Cidr, ErrorKind, Facts, FlowError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -91,6 +92,16 @@ pub struct AgentArgs {
     /// with the least CPU and latency; add threads when one core is saturated.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
+    /// Capability bits to leave out of the welcome (16: reverse flows, i.e. no
+    /// `kubelan relay` in this image), so tests can play an older agent.
+    #[arg(
+        long,
+        hide = true,
+        env = "KUBELAN_AGENT_HIDE_CAPS",
+        value_name = "BITS",
+        default_value_t = 0
+    )]
+    pub hide_capabilities: u64,
 }
 
 /// Counters.
@@ -140,6 +151,10 @@ pub(crate) struct Agent {
     pub(crate) shutdown: CancellationToken,
     pub(crate) drain: Duration,
     pub(crate) ready: AtomicBool,
+    /// What this agent offers: every feature of this build but the hidden ones. The
+    /// welcome names what both sides offer. [`Capabilities::REVERSE`] means this image
+    /// also holds `kubelan relay`.
+    pub(crate) caps: Capabilities,
 }
 
 impl Agent {
@@ -326,6 +341,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         drain: Duration::from_secs(args.drain_seconds),
         ready: AtomicBool::new(false),
+        caps: Capabilities::ALL.without(Capabilities(args.hide_capabilities)),
     });
 
     // Listeners first, so a bad address fails fast.
@@ -454,7 +470,7 @@ async fn summarise_refusals(agent: Arc<Agent>) {
     }
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
@@ -598,4 +614,23 @@ fn node_addresses(nodes: &[Node]) -> HashMap<IpAddr, String> {
                 .filter_map(move |a| Some((a.address.trim().parse().ok()?, name.clone())))
         })
         .collect()
+}
+
+/// Fuzzing entry points (see `fuzz/`).
+pub mod fuzz_entry {
+    use crate::relay::ListenSpec;
+
+    /// `kubelan relay --listen` values: never panics, and whatever parses prints back to
+    /// itself.
+    pub fn relay_listen(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        for line in text.lines() {
+            if let Ok(spec) = line.parse::<ListenSpec>() {
+                let printed = spec.to_string();
+                assert_eq!(printed.parse::<ListenSpec>(), Ok(spec), "{line:?}");
+            }
+        }
+    }
 }
