@@ -29,7 +29,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::api::{Api, ListParams};
 use kubelan_dns::ClusterNames;
-use kubelan_proto::{Cidr, ErrorKind, Facts, FlowError};
+use kubelan_proto::{Capabilities, Cidr, ErrorKind, Facts, FlowError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -91,6 +91,16 @@ pub struct AgentArgs {
     /// with the least CPU and latency; add threads when one core is saturated.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
+    /// Capability bits to leave out of the welcome (16: reverse flows, i.e. no
+    /// `kubelan relay` in this image), so tests can play an older agent.
+    #[arg(
+        long,
+        hide = true,
+        env = "KUBELAN_AGENT_HIDE_CAPS",
+        value_name = "BITS",
+        default_value_t = 0
+    )]
+    pub hide_capabilities: u64,
 }
 
 /// Counters.
@@ -140,6 +150,10 @@ pub(crate) struct Agent {
     pub(crate) shutdown: CancellationToken,
     pub(crate) drain: Duration,
     pub(crate) ready: AtomicBool,
+    /// What this agent offers: every feature of this build but the hidden ones. The
+    /// welcome names what both sides offer. [`Capabilities::REVERSE`] means this image
+    /// also holds `kubelan relay`.
+    pub(crate) caps: Capabilities,
 }
 
 impl Agent {
@@ -326,6 +340,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         drain: Duration::from_secs(args.drain_seconds),
         ready: AtomicBool::new(false),
+        caps: Capabilities::ALL.without(Capabilities(args.hide_capabilities)),
     });
 
     // Listeners first, so a bad address fails fast.

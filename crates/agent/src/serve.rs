@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kubelan_proto::{
-    Capabilities, ErrorKind, FlowError, FlowKind, Frame, PROTOCOL_VERSION, RefuseReason, Target,
-    VersionRange, negotiate,
+    ErrorKind, FlowError, FlowKind, Frame, PROTOCOL_VERSION, RefuseReason, Target, VersionRange,
+    negotiate,
 };
 use kubelan_session::flow::{FlowConn, FrameReader, buffer_frame, write_frame};
 use kubelan_session::mux::{self, MuxStream, Side};
+use kubelan_session::relay;
+pub(crate) use kubelan_session::relay::{Outgoing, dial_error, relay_datagrams};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -51,10 +53,13 @@ where
     let (rd, mut wr) = tokio::io::split(control);
     let mut reader = FrameReader::new(rd);
     let hello = tokio::time::timeout(OPEN_WAIT, reader.next()).await;
-    let (versions, software) = match hello {
+    let (versions, software, client_caps) = match hello {
         Ok(Ok(Some(Frame::Hello {
-            versions, software, ..
-        }))) => (versions, software),
+            versions,
+            software,
+            caps,
+            ..
+        }))) => (versions, software, caps),
         Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
             tracing::warn!(%peer, error = %e, "refused a carrier: not a kubelan client");
             mux.close();
@@ -101,7 +106,7 @@ where
     debug_assert!(version <= PROTOCOL_VERSION);
     let welcome = Frame::Welcome {
         version,
-        caps: Capabilities::ALL,
+        caps: agent.caps.intersect(client_caps),
         software: agent.software.clone(),
         facts: agent.facts(),
     };
@@ -243,18 +248,6 @@ pub(crate) fn refused(agent: &Agent, client: IpAddr, target: &Target, e: &FlowEr
     }
 }
 
-pub(crate) fn dial_error(addr: SocketAddr, e: &io::Error) -> FlowError {
-    let kind = match e.kind() {
-        io::ErrorKind::ConnectionRefused => ErrorKind::ConnectionRefused,
-        io::ErrorKind::TimedOut => ErrorKind::Timeout,
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
-            ErrorKind::Unreachable
-        }
-        _ => ErrorKind::Other,
-    };
-    FlowError::new(kind, format!("{addr}: {e}"))
-}
-
 /// Resolves and policy-checks a target, returning the addresses to try in order.
 async fn destinations(agent: &Agent, target: &Target) -> Result<Vec<SocketAddr>, FlowError> {
     let addrs = match target {
@@ -341,48 +334,18 @@ async fn tcp_flow(
     relay_tcp(agent, tcp, addr, FlowConn::new(stream, leftover)).await;
 }
 
-/// Relays an opened flow and its destination's socket until both ended. Only a clean end
-/// of both directions closes the destination's socket normally; a flow cut on either side
-/// resets the other.
-async fn relay_tcp<S>(agent: &Agent, tcp: TcpStream, addr: SocketAddr, mut conn: FlowConn<S>)
+/// Relays an opened flow and its destination's socket until both ended (a cut on either
+/// side resets the other: `kubelan_session::relay::relay_tcp`), counting the bytes.
+async fn relay_tcp<S>(agent: &Agent, tcp: TcpStream, addr: SocketAddr, conn: FlowConn<S>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut tcp = ResetUnlessDone { tcp, done: false };
-    match kubelan_session::relay::copy_bidirectional(&mut tcp.tcp, &mut conn).await {
-        Ok((up, down)) => {
-            tcp.done = true;
-            agent.stats.bytes_up.fetch_add(down, Ordering::Relaxed);
-            agent.stats.bytes_down.fetch_add(up, Ordering::Relaxed);
+    match relay::relay_tcp(tcp, conn).await {
+        Ok((down, up)) => {
+            agent.stats.bytes_up.fetch_add(up, Ordering::Relaxed);
+            agent.stats.bytes_down.fetch_add(down, Ordering::Relaxed);
         }
-        Err(e) => {
-            tracing::debug!(%addr, error = %e, "flow cut");
-            // The destination reset or the client vanished (carrier lost, its `Reset`):
-            // tell the client (best effort); dropping `tcp` resets the destination.
-            let reason = FlowError::new(ErrorKind::Reset, e.to_string());
-            conn.reset(reason).await;
-        }
-    }
-}
-
-/// The destination's socket of a flow: reset when dropped unless `done` (the flow ended
-/// cleanly both ways). A flow cut on the client's side (the carrier died, the client's
-/// application reset) then reaches the destination as an RST, never as a FIN that would
-/// make a truncated upload look complete. This also holds when the task is dropped: the
-/// agent's drain is over and the process exits with flows still running. The normal end
-/// costs nothing.
-struct ResetUnlessDone {
-    tcp: TcpStream,
-    done: bool,
-}
-
-impl Drop for ResetUnlessDone {
-    fn drop(&mut self) {
-        if !self.done
-            && let Err(e) = self.tcp.set_zero_linger()
-        {
-            tracing::debug!("cannot reset a cut flow's destination: {e}");
-        }
+        Err(e) => tracing::debug!(%addr, error = %e, "flow cut"),
     }
 }
 
@@ -450,74 +413,6 @@ fn dns_outgoing(agent: &Agent, query: Bytes) -> Outgoing {
     }
 }
 
-/// What to do with one datagram from the client.
-pub(crate) enum Outgoing {
-    /// Send it on the socket.
-    Send(Bytes),
-    /// Answer the client directly (DNS from the cache).
-    Reply(Bytes),
-    /// Drop it (malformed).
-    Skip,
-}
-
-/// Serves an opened datagram flow: sends `Opened { peer }`, then relays between the
-/// client's `Datagram` frames and `sock` (connected to `peer`) until either side ends, the
-/// socket fails (the client gets a `Reset` with the reason; ICMP port unreachable shows up
-/// here for UDP) or the client is silent for `idle`. `outbound` decides per client
-/// datagram, `inbound` turns what the socket received into a datagram for the client.
-pub(crate) async fn relay_datagrams(
-    mut stream: MuxStream,
-    leftover: bytes::BytesMut,
-    sock: &UdpSocket,
-    peer: SocketAddr,
-    idle: Duration,
-    mut outbound: impl FnMut(Bytes) -> Outgoing,
-    inbound: impl Fn(&[u8]) -> Option<Bytes>,
-) {
-    if write_frame(&mut stream, &Frame::Opened { peer })
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let (rd, mut wr) = tokio::io::split(stream);
-    let mut reader = FrameReader::with_buffer(rd, leftover);
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let failed = tokio::select! {
-            f = tokio::time::timeout(idle, reader.next()) => match f {
-                Ok(Ok(Some(Frame::Datagram(d)))) => match outbound(d) {
-                    Outgoing::Send(d) => sock.send(&d).await.err(),
-                    Outgoing::Reply(r) => {
-                        if write_frame(&mut wr, &Frame::Datagram(r)).await.is_err() {
-                            break;
-                        }
-                        None
-                    }
-                    Outgoing::Skip => None,
-                },
-                _ => break,
-            },
-            r = sock.recv(&mut buf) => match r {
-                Ok(n) => {
-                    if let Some(d) = inbound(&buf[..n])
-                        && write_frame(&mut wr, &Frame::Datagram(d)).await.is_err()
-                    {
-                        break;
-                    }
-                    None
-                }
-                Err(e) => Some(e),
-            },
-        };
-        if let Some(e) = failed {
-            let _ = write_frame(&mut wr, &Frame::Reset(dial_error(peer, &e))).await;
-            break;
-        }
-    }
-    let _ = wr.shutdown().await;
-}
-
 /// Parses the first nameserver of a resolv.conf text.
 pub(crate) fn resolv_conf_nameserver(text: &str) -> Option<IpAddr> {
     text.lines()
@@ -531,7 +426,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use bytes::BytesMut;
-    use kubelan_proto::Facts;
+    use kubelan_proto::{Capabilities, Facts};
     use kubelan_session::carrier::{CarrierDialer, CarrierKind, Dialed};
     use kubelan_session::{CarrierError, Session, SessionConfig, SessionState};
     use tokio::io::AsyncReadExt;
@@ -558,6 +453,7 @@ mod tests {
             shutdown: CancellationToken::new(),
             drain: Duration::from_secs(1),
             ready: AtomicBool::new(true),
+            caps: Capabilities::ALL,
         })
     }
 
@@ -575,6 +471,7 @@ mod tests {
             versions: VersionRange { min: 5, max: 6 },
             caps: Capabilities::ALL,
             software: "kubelan 9.0".into(),
+            token: None,
         };
         write_frame(&mut control, &hello).await.unwrap();
         let mut r = FrameReader::new(control);
@@ -601,6 +498,7 @@ mod tests {
             versions: VersionRange::OURS,
             caps: Capabilities::ALL,
             software: "kubelan test".into(),
+            token: None,
         };
         write_frame(&mut control, &hello).await.unwrap();
         let mut r = FrameReader::new(control);
@@ -629,87 +527,6 @@ mod tests {
         .await
         .unwrap();
         FrameReader::new(s).next().await.unwrap()
-    }
-
-    /// How a test cuts a relayed flow.
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    enum Cut {
-        /// The carrier dies (the client's machine lost its link).
-        CarrierLost,
-        /// The client drops the flow (its application reset).
-        ClientReset,
-        /// The agent's drain time is over: the process exits, its runtime drops the task.
-        DrainOver,
-        /// Nothing: both sides end cleanly.
-        None,
-    }
-
-    /// A flow cut on the client's side or by the agent's stop resets the destination
-    /// (never a FIN, which would end a truncated upload cleanly); the client hears of a
-    /// stop as a reset. A clean end stays a FIN.
-    #[tokio::test]
-    async fn a_cut_flow_resets_the_destination() {
-        for cut in [
-            Cut::CarrierLost,
-            Cut::ClientReset,
-            Cut::DrainOver,
-            Cut::None,
-        ] {
-            let a = agent();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            let (mut dest, _) = listener.accept().await.unwrap();
-            let (c, b) = tokio::io::duplex(256 * 1024);
-            let (client_mux, _) = mux::spawn(c, Side::Client);
-            let (_agent_mux, mut incoming) = mux::spawn(b, Side::Agent);
-            let mut s = client_mux.open().await.unwrap();
-            s.write_all(b"x").await.unwrap(); // the stream's first byte opens it
-            s.flush().await.unwrap();
-            let mut t = incoming.recv().await.unwrap();
-            t.read_exact(&mut [0u8; 1]).await.unwrap();
-            let mut client = Some(FlowConn::new(s, BytesMut::new()));
-            let conn = client.as_mut().unwrap();
-            let relay = {
-                let a = a.clone();
-                tokio::spawn(async move {
-                    relay_tcp(&a, tcp, addr, FlowConn::new(t, BytesMut::new())).await;
-                })
-            };
-            dest.write_all(b"hello").await.unwrap();
-            let mut got = [0u8; 5];
-            conn.read_exact(&mut got).await.unwrap();
-            assert_eq!(&got, b"hello");
-            conn.write_all(b"upload").await.unwrap();
-            conn.flush().await.unwrap();
-            let mut up = [0u8; 6];
-            dest.read_exact(&mut up).await.unwrap();
-            match cut {
-                Cut::CarrierLost => client_mux.close(),
-                Cut::ClientReset => client = None,
-                Cut::DrainOver => relay.abort(),
-                Cut::None => {
-                    conn.shutdown().await.unwrap();
-                    dest.shutdown().await.unwrap();
-                    let mut rest = Vec::new();
-                    conn.read_to_end(&mut rest).await.unwrap();
-                }
-            }
-            let ended = tokio::time::timeout(Duration::from_secs(5), relay)
-                .await
-                .unwrap_or_else(|_| panic!("{cut:?}: the relay did not end"));
-            assert_eq!(ended.is_err(), cut == Cut::DrainOver, "{cut:?}: {ended:?}");
-            let end = dest.read(&mut [0u8; 16]).await.map_err(|e| e.kind());
-            if cut == Cut::None {
-                assert_eq!(end, Ok(0), "a clean end is a FIN");
-                continue;
-            }
-            assert_eq!(end, Err(io::ErrorKind::ConnectionReset), "{cut:?}");
-            if let (Cut::DrainOver, Some(conn)) = (cut, client.as_mut()) {
-                let e = conn.read(&mut [0u8; 16]).await.unwrap_err();
-                assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
-            }
-        }
     }
 
     #[tokio::test]
@@ -920,6 +737,53 @@ mod tests {
             })
             .collect();
         assert_eq!(addrs, ["192.0.2.80"]);
+        stop.cancel();
+    }
+
+    /// The welcome names what both sides offer; an agent hiding REVERSE (an image
+    /// without `kubelan relay`) fails a session that needs it, naming both versions.
+    #[tokio::test]
+    async fn the_welcome_offers_what_both_sides_support() {
+        let m = client_mux(agent()).await;
+        let mut control = m.open().await.unwrap();
+        let hello = Frame::Hello {
+            versions: VersionRange::OURS,
+            caps: Capabilities(Capabilities::TCP.0 | Capabilities::REVERSE.0),
+            software: "kubelan test".into(),
+            token: None,
+        };
+        write_frame(&mut control, &hello).await.unwrap();
+        match FrameReader::new(control).next().await.unwrap() {
+            Some(Frame::Welcome { caps, .. }) => {
+                assert_eq!(
+                    caps,
+                    Capabilities(Capabilities::TCP.0 | Capabilities::REVERSE.0)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let mut old = Arc::into_inner(agent()).unwrap();
+        old.caps = Capabilities::ALL.without(Capabilities::REVERSE);
+        let stop = CancellationToken::new();
+        let dials = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let cfg = SessionConfig {
+            required: Capabilities::REVERSE,
+            ..SessionConfig::default()
+        };
+        let s = Session::start(
+            vec![Arc::new(MemDialer(Arc::new(old), dials))],
+            cfg,
+            stop.clone(),
+        );
+        let e = s.wait_connected(Duration::from_secs(5)).await.unwrap_err();
+        assert!(
+            e.message.starts_with(
+                "the agent test/agent (kubelan test, protocol 1) does not support reverse flows"
+            ),
+            "{e}"
+        );
+        assert!(e.message.contains(env!("CARGO_PKG_VERSION")), "{e}");
         stop.cancel();
     }
 }

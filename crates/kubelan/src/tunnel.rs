@@ -579,6 +579,7 @@ mod tests {
             peer: "10.4.7.11:30443".into(),
             agent: "kubelan-system/kubelan-agent-x on node1".into(),
             version: 1,
+            software: "kubelan 0.1.0".into(),
         };
         let why = "direct mTLS to 10.4.7.11:30443 (agent kubelan-system/kubelan-agent-x on node1): no answer to pings for 3.0 s";
         for (state, line) in [

@@ -4,7 +4,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::types::{ErrorKind, FlowError, MAX_MESSAGE_LEN, MAX_NAME_LEN, Target};
+use crate::types::{
+    ErrorKind, FlowError, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_TOKEN_LEN, Target, Token,
+};
 
 /// Bytes every [`Frame::Hello`] starts with, so an agent can tell a kubelan client from a
 /// stray HTTP request or port scanner at once.
@@ -39,6 +41,7 @@ mod ty {
     pub(super) const FIN: u8 = 0x14;
     pub(super) const RESET: u8 = 0x15;
     pub(super) const DATAGRAM: u8 = 0x16;
+    pub(super) const INCOMING: u8 = 0x17;
     /// First optional frame type (skipped when unknown).
     pub(super) const FIRST_OPTIONAL: u8 = 0x80;
 }
@@ -57,8 +60,16 @@ impl Capabilities {
     pub const DNS: Capabilities = Capabilities(1 << 2);
     /// ICMP echo flows performed by the agent ([`FlowKind::Echo`]).
     pub const ECHO: Capabilities = Capabilities(1 << 3);
+    /// Flows opened by the agent side toward the client ([`Frame::Incoming`]). From the
+    /// client: it understands `Incoming` (it serves such flows or resets them at once).
+    /// From the agent: its image also holds `kubelan relay`, the per-session relay that
+    /// opens such flows (the agent itself never does).
+    pub const REVERSE: Capabilities = Capabilities(1 << 4);
     /// Everything this build implements.
-    pub const ALL: Capabilities = Capabilities(0b1111);
+    pub const ALL: Capabilities = Capabilities(0b1_1111);
+
+    /// Names of the features, in bit order, for messages.
+    const NAMES: [&'static str; 5] = ["TCP", "UDP", "DNS", "ICMP echo", "reverse flows"];
 
     /// Bits set in both.
     pub fn intersect(self, other: Capabilities) -> Capabilities {
@@ -68,6 +79,40 @@ impl Capabilities {
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Capabilities) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    /// The bits of `self` not set in `other`.
+    pub fn without(self, other: Capabilities) -> Capabilities {
+        Capabilities(self.0 & !other.0)
+    }
+
+    /// Whether no bit is set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// The features by name (`TCP, reverse flows`; unknown bits as `bit N`; `none`).
+impl std::fmt::Display for Capabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        let mut first = true;
+        for bit in 0..64 {
+            if self.0 & (1 << bit) == 0 {
+                continue;
+            }
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            match Capabilities::NAMES.get(bit) {
+                Some(name) => f.write_str(name)?,
+                None => write!(f, "bit {bit}")?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -95,6 +140,26 @@ impl FlowKind {
             FlowKind::Udp => 2,
             FlowKind::Dns => 3,
             FlowKind::Echo => 4,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<FlowKind> {
+        Some(match code {
+            1 => FlowKind::Tcp,
+            2 => FlowKind::Udp,
+            3 => FlowKind::Dns,
+            4 => FlowKind::Echo,
+            _ => return None,
+        })
+    }
+
+    /// A short lower-case label for logs and messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            FlowKind::Tcp => "tcp",
+            FlowKind::Udp => "udp",
+            FlowKind::Dns => "dns",
+            FlowKind::Echo => "echo",
         }
     }
 }
@@ -235,6 +300,12 @@ pub enum Frame {
         caps: Capabilities,
         /// Client software, e.g. `kubelan 0.1.0` (for the agent's logs).
         software: String,
+        /// The session's secret, for a peer that checks one (the per-session relay);
+        /// the agent ignores it. At most [`MAX_TOKEN_LEN`] bytes. (Appended in version 1:
+        /// encoded as a string after `software` only when present, so older agents never
+        /// see it and older clients send none. A field appended later must come after a
+        /// token written even when absent, as an empty one.)
+        token: Option<Token>,
     },
     /// Agent → client: session accepted.
     Welcome {
@@ -304,6 +375,25 @@ pub enum Frame {
     Reset(FlowError),
     /// One UDP datagram or DNS message.
     Datagram(Bytes),
+    /// Agent side → client, first frame of a flow stream the agent side opened (a
+    /// connection that arrived at one of the per-session relay's listeners). Sent only
+    /// when both sides set [`Capabilities::REVERSE`]. The client answers [`Frame::Opened`]
+    /// (naming the local address it reached) or [`Frame::Failed`], then the flow carries
+    /// what an [`Frame::Open`] flow of the same kind carries.
+    Incoming {
+        /// Which listener of the agent side the connection arrived at (the relay's
+        /// number for one exposed port; the client maps it to a local target).
+        listener: u32,
+        /// What the flow carries ([`FlowKind::Tcp`] or [`FlowKind::Udp`]; the client
+        /// refuses others with [`ErrorKind::Protocol`]).
+        kind: FlowKind,
+        /// The address the connection came from (a pod), for the client's logs.
+        peer: SocketAddr,
+        /// The agent side sends data without waiting for the answer, as for
+        /// [`Frame::Open::optimistic`]: the client may hold `Opened` back and send it
+        /// with its first data. (Bit 0 of a flags byte after `peer`.)
+        optimistic: bool,
+    },
 }
 
 impl Frame {
@@ -317,12 +407,16 @@ impl Frame {
                 versions,
                 caps,
                 software,
+                token,
             } => {
                 out.put_slice(&MAGIC);
                 out.put_u16(versions.min);
                 out.put_u16(versions.max);
                 out.put_u64(caps.0);
                 put_str(out, software, MAX_SHORT);
+                if let Some(t) = token {
+                    put_str(out, t.expose(), MAX_TOKEN_LEN);
+                }
                 ty::HELLO
             }
             Frame::Welcome {
@@ -400,6 +494,22 @@ impl Frame {
                 out.put_slice(&d[..d.len().min(MAX_DATAGRAM)]);
                 ty::DATAGRAM
             }
+            Frame::Incoming {
+                listener,
+                kind,
+                peer,
+                optimistic,
+            } => {
+                out.put_u32(*listener);
+                out.put_u8(kind.code());
+                put_sockaddr(out, peer);
+                out.put_u8(if *optimistic {
+                    open_flags::OPTIMISTIC
+                } else {
+                    0
+                });
+                ty::INCOMING
+            }
         };
         let len = out.len() - start - DATA_HEADER_LEN;
         let header = header(ty, len);
@@ -423,6 +533,7 @@ impl Frame {
             Frame::Fin => "Fin",
             Frame::Reset(_) => "Reset",
             Frame::Datagram(_) => "Datagram",
+            Frame::Incoming { .. } => "Incoming",
         }
     }
 }
@@ -536,6 +647,7 @@ fn limits(ty: u8) -> Result<(&'static str, usize), DecodeError> {
         ty::FIN => ("Fin", MAX_CONTROL_BODY),
         ty::RESET => ("Reset", MAX_CONTROL_BODY),
         ty::DATAGRAM => ("Datagram", MAX_DATAGRAM),
+        ty::INCOMING => ("Incoming", MAX_CONTROL_BODY),
         t if t >= ty::FIRST_OPTIONAL => ("optional", MAX_CONTROL_BODY),
         t => return Err(DecodeError::UnknownType(t)),
     })
@@ -565,6 +677,8 @@ fn parse(ty: u8, kind: &'static str, body: BytesMut) -> Result<Frame, DecodeErro
                 versions: crate::VersionRange { min, max },
                 caps: Capabilities(r.u64()?),
                 software: r.string(MAX_SHORT)?,
+                // Appended in version 1: absent from older clients (rule 3).
+                token: r.opt_string(MAX_TOKEN_LEN)?.map(Token::new),
             }
         }
         ty::WELCOME => Frame::Welcome {
@@ -591,13 +705,7 @@ fn parse(ty: u8, kind: &'static str, body: BytesMut) -> Result<Frame, DecodeErro
             message: r.string(MAX_MESSAGE_LEN)?,
         },
         ty::OPEN => {
-            let kind = match r.u8()? {
-                1 => FlowKind::Tcp,
-                2 => FlowKind::Udp,
-                3 => FlowKind::Dns,
-                4 => FlowKind::Echo,
-                _ => return Err(r.bad("unknown flow kind")),
-            };
+            let kind = r.flow_kind()?;
             let target = r.target()?;
             // The flags byte came later in version 1: absent means none (rule 3).
             let flags = r.opt_u8().unwrap_or(0);
@@ -613,13 +721,19 @@ fn parse(ty: u8, kind: &'static str, body: BytesMut) -> Result<Frame, DecodeErro
         ty::FAILED => Frame::Failed(r.error()?),
         ty::FIN => Frame::Fin,
         ty::RESET => Frame::Reset(r.error()?),
+        ty::INCOMING => Frame::Incoming {
+            listener: r.u32()?,
+            kind: r.flow_kind()?,
+            peer: r.sockaddr()?,
+            optimistic: r.u8()? & open_flags::OPTIMISTIC != 0,
+        },
         t => return Err(DecodeError::UnknownType(t)),
     })
 }
 
-/// Bits of the flags byte of [`Frame::Open`].
+/// Bits of the flags byte of [`Frame::Open`] and [`Frame::Incoming`].
 mod open_flags {
-    /// [`super::Frame::Open::optimistic`].
+    /// [`super::Frame::Open::optimistic`], [`super::Frame::Incoming::optimistic`].
     pub(super) const OPTIMISTIC: u8 = 1;
 }
 
@@ -652,6 +766,20 @@ impl Reader {
     /// A field appended in a later release: `None` when the body ends before it.
     fn opt_u8(&mut self) -> Option<u8> {
         self.buf.has_remaining().then(|| self.buf.get_u8())
+    }
+
+    /// A string appended in a later release: `None` when the body ends before it.
+    fn opt_string(&mut self, max: usize) -> Result<Option<String>, DecodeError> {
+        if self.buf.has_remaining() {
+            self.string(max).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn flow_kind(&mut self) -> Result<FlowKind, DecodeError> {
+        let code = self.u8()?;
+        FlowKind::from_code(code).ok_or_else(|| self.bad("unknown flow kind"))
     }
 
     fn u16(&mut self) -> Result<u16, DecodeError> {
@@ -869,6 +997,19 @@ mod tests {
                 versions: VersionRange { min: 1, max: 1 },
                 caps: Capabilities::ALL,
                 software: "kubelan 0.1.0".into(),
+                token: None,
+            },
+            Frame::Hello {
+                versions: VersionRange { min: 1, max: 1 },
+                caps: Capabilities::ALL,
+                software: "kubelan 0.2.0".into(),
+                token: Some(Token::new("f00dfeed".repeat(8))),
+            },
+            Frame::Hello {
+                versions: VersionRange { min: 1, max: 1 },
+                caps: Capabilities::TCP,
+                software: String::new(),
+                token: Some(Token::new("")),
             },
             Frame::Welcome {
                 version: 1,
@@ -918,7 +1059,123 @@ mod tests {
             Frame::Fin,
             Frame::Reset(FlowError::new(ErrorKind::Reset, "")),
             Frame::Datagram(Bytes::from(vec![1u8; MAX_DATAGRAM])),
+            Frame::Incoming {
+                listener: 0,
+                kind: FlowKind::Tcp,
+                peer: "172.17.32.9:41234".parse().unwrap(),
+                optimistic: false,
+            },
+            Frame::Incoming {
+                listener: u32::MAX,
+                kind: FlowKind::Udp,
+                peer: "[fd00::9]:5353".parse().unwrap(),
+                optimistic: true,
+            },
         ]
+    }
+
+    fn encoded(f: &Frame) -> BytesMut {
+        let mut buf = BytesMut::new();
+        f.encode(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn a_hello_without_a_token_is_the_old_hello_and_a_token_only_appends() {
+        let hello = |token: Option<Token>| Frame::Hello {
+            versions: VersionRange { min: 1, max: 1 },
+            caps: Capabilities(0b1111),
+            software: "kubelan 0.1.0".into(),
+            token,
+        };
+        // Byte for byte what clients sent before the token existed.
+        let mut old = vec![ty::HELLO, 0, 0, 31];
+        old.extend_from_slice(b"KLAN\0\x01\0\x01");
+        old.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x0f, 0, 13]);
+        old.extend_from_slice(b"kubelan 0.1.0");
+        assert_eq!(encoded(&hello(None))[..], old[..]);
+        assert_eq!(
+            Decoder::new()
+                .decode(&mut BytesMut::from(&old[..]))
+                .unwrap(),
+            Some(hello(None)),
+            "an older client's hello has no token"
+        );
+        // With a token, the same body plus the token at its end: an older agent, which
+        // ignores trailing bytes (rule 3), reads the same hello.
+        let with = encoded(&hello(Some(Token::new("s3cret"))));
+        assert_eq!(with[4..4 + 31], old[4..]);
+        assert_eq!(&with[4 + 31..], b"\0\x06s3cret");
+        assert_eq!(usize::from(with[3]), 31 + 8);
+        // A token cut short is an error, not a silently different secret.
+        let mut cut = with.clone();
+        cut.truncate(cut.len() - 1);
+        cut[3] -= 1;
+        assert!(Decoder::new().decode(&mut cut).is_err());
+    }
+
+    #[test]
+    fn a_token_never_shows_in_logs() {
+        let f = Frame::Hello {
+            versions: VersionRange::OURS,
+            caps: Capabilities::ALL,
+            software: "kubelan".into(),
+            token: Some(Token::new("hunter2")),
+        };
+        let shown = format!("{f:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("Token(<hidden>)"), "{shown}");
+    }
+
+    #[test]
+    fn incoming_is_required_and_checked() {
+        let incoming = Frame::Incoming {
+            listener: 7,
+            kind: FlowKind::Tcp,
+            peer: "10.0.0.1:80".parse().unwrap(),
+            optimistic: true,
+        };
+        let mut buf = encoded(&incoming);
+        assert_eq!(buf[0], 0x17);
+        assert!(
+            buf[0] < ty::FIRST_OPTIONAL,
+            "an older client must not skip it"
+        );
+        assert_eq!(
+            Decoder::new().decode(&mut buf).unwrap(),
+            Some(incoming.clone())
+        );
+        // Unknown flow kind: malformed (the stream is reset), never another kind.
+        let mut bad = encoded(&incoming);
+        bad[8] = 9;
+        assert!(matches!(
+            Decoder::new().decode(&mut bad),
+            Err(DecodeError::Malformed {
+                kind: "Incoming",
+                what: "unknown flow kind"
+            })
+        ));
+        // The flags byte is part of the frame from the start.
+        let mut short = encoded(&incoming);
+        short.truncate(short.len() - 1);
+        short[3] -= 1;
+        assert!(Decoder::new().decode(&mut short).is_err());
+    }
+
+    #[test]
+    fn capabilities_by_name() {
+        assert_eq!(Capabilities::REVERSE.to_string(), "reverse flows");
+        assert_eq!(
+            Capabilities::ALL.to_string(),
+            "TCP, UDP, DNS, ICMP echo, reverse flows"
+        );
+        assert_eq!(Capabilities(1 << 40 | 1).to_string(), "TCP, bit 40");
+        assert_eq!(Capabilities::default().to_string(), "none");
+        assert_eq!(
+            Capabilities::ALL.without(Capabilities(0b1111)),
+            Capabilities::REVERSE
+        );
+        assert!(Capabilities::ALL.contains(Capabilities::REVERSE));
     }
 
     #[test]

@@ -18,6 +18,15 @@
 //!   [`Frame::Failed`] with a typed [`ErrorKind`]. A TCP flow then carries
 //!   [`Frame::Data`] both ways, [`Frame::Fin`] for a clean half-close and [`Frame::Reset`]
 //!   for an abort; UDP and DNS flows carry one datagram per [`Frame::Datagram`].
+//! * **Reverse flows** go the other way: with [`Capabilities::REVERSE`] negotiated, the
+//!   agent side (the per-session relay of `kubelan expose`, which plays the agent's part on
+//!   its carriers) opens a stream (the multiplexer's even stream ids) whose first frame is
+//!   [`Frame::Incoming`] — which of its listeners a connection arrived at, the flow kind,
+//!   the connecting pod's address. The client maps the listener to a local target, dials
+//!   it and answers [`Frame::Opened`] or [`Frame::Failed`]; then the flow carries what an
+//!   `Open` flow of that kind carries. A client that does not serve reverse flows resets
+//!   such streams at once. A relay may check the secret in [`Frame::Hello`]'s `token` and
+//!   refuse with [`RefuseReason::Auth`].
 //!
 //! # Wire format
 //!
@@ -49,8 +58,14 @@
 //!    are refused with [`ErrorKind::Protocol`], never dropped silently.
 //! 6. Version 1 is this document. Each later version lists its additions here.
 //!    Additions inside version 1, behind capability bits: [`FlowKind::Echo`]
-//!    ([`Capabilities::ECHO`]). Appended fields inside version 1: the flags byte of
-//!    [`Frame::Open`] ([`Frame::Open::optimistic`]).
+//!    ([`Capabilities::ECHO`]); [`Frame::Incoming`] and agent-opened flow streams
+//!    ([`Capabilities::REVERSE`], frame type `0x17`). Appended fields inside version 1:
+//!    the flags byte of [`Frame::Open`] ([`Frame::Open::optimistic`]); the `token` string
+//!    at the end of [`Frame::Hello`] (present only when set).
+//! 7. A peer may require capabilities (a client of the per-session relay needs
+//!    [`Capabilities::REVERSE`]). When the [`Frame::Welcome`] lacks one, the client ends
+//!    the session with one sentence naming both sides' software and protocol versions
+//!    and the missing features, never a retry loop.
 
 mod frame;
 pub mod mux;
@@ -61,7 +76,9 @@ pub use frame::{
     Capabilities, Cidr, DATA_HEADER_LEN, DecodeError, Decoder, Facts, FlowKind, Frame, MAGIC,
     MAX_CONTROL_BODY, MAX_DATA, MAX_DATAGRAM, RefuseReason, encode_data_header,
 };
-pub use types::{ErrorKind, FlowError, MAX_MESSAGE_LEN, MAX_NAME_LEN, Target};
+pub use types::{
+    ErrorKind, FlowError, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_TOKEN_LEN, Target, Token,
+};
 pub use version::{PROTOCOL_VERSION, Refusal, VersionRange, negotiate};
 
 /// Fuzzing entry point: decodes arbitrary bytes as a frame sequence and checks that every

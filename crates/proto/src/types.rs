@@ -152,3 +152,31 @@ impl FlowError {
         }
     }
 }
+
+/// Longest [`Token`] on the wire.
+pub const MAX_TOKEN_LEN: usize = 255;
+
+/// A session's secret, sent in [`crate::Frame::Hello`] to a peer that checks one (the
+/// per-session relay). Its `Debug` output hides it, so frames can be logged; compare it
+/// with a constant-time check, not `==`, where a guess must not learn from timing.
+/// Longer than [`MAX_TOKEN_LEN`] bytes it is cut on the wire.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Token {
+        Token(secret.into())
+    }
+
+    /// The secret itself (to send or to check; never to log).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<hidden>)")
+    }
+}

@@ -6,6 +6,8 @@
 //!   agent pod's loopback-only port, authorised by RBAC `pods/portforward`.
 //! * [`AutoDialer`]: direct when it answers, else port-forward; while on port-forward it
 //!   offers the direct carrier again ([`CarrierDialer::upgrade`]).
+//! * [`FlowDialer`]: a TCP flow through another (outer) [`Session`] — how a client
+//!   reaches a per-session relay pod through the agent session it already has.
 //!
 //! Where to dial (the agent's addresses, its pod) comes from a [`Lookup`]: the last answer
 //! of the Kubernetes API, used at once, while the API is asked again in parallel with
@@ -26,6 +28,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use kubelan_proto::Target;
+
+use crate::client::Session;
 use crate::reconnect::{DialPlan, GiveUp, LookupCache, Purpose, Step};
 
 /// A carrier's byte stream.
@@ -39,6 +44,8 @@ pub enum CarrierKind {
     Direct,
     /// Port-forward through the API server.
     PortForward,
+    /// A TCP flow through another session ([`FlowDialer`]).
+    Flow,
 }
 
 impl fmt::Display for CarrierKind {
@@ -46,6 +53,7 @@ impl fmt::Display for CarrierKind {
         f.write_str(match self {
             CarrierKind::Direct => "direct mTLS",
             CarrierKind::PortForward => "API-server port-forward",
+            CarrierKind::Flow => "flow through the agent session",
         })
     }
 }
@@ -412,11 +420,14 @@ pub const AGENT_PLAIN_PORT: u16 = 7444;
 /// under a new name).
 pub type PodSource = Source<String>;
 
-/// Port-forward through the API server to a ready agent pod.
+/// Port-forward through the API server to a ready agent pod (or, with
+/// [`PortForwardDialer::with_port`], to another pod's port, such as a per-session
+/// relay's carrier port).
 pub struct PortForwardDialer {
     client: kube::Client,
     namespace: String,
     pods: Lookup<String>,
+    port: u16,
 }
 
 impl PortForwardDialer {
@@ -427,14 +438,22 @@ impl PortForwardDialer {
             client,
             namespace: namespace.to_string(),
             pods,
+            port: AGENT_PLAIN_PORT,
         }
+    }
+
+    /// Forwards to `port` of the pods instead of [`AGENT_PLAIN_PORT`].
+    #[must_use]
+    pub fn with_port(mut self, port: u16) -> PortForwardDialer {
+        self.port = port;
+        self
     }
 
     async fn dial_one(&self, pod: String) -> Result<Dialed, String> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut pf = tokio::time::timeout(
             Duration::from_secs(10),
-            pods.portforward(&pod, &[AGENT_PLAIN_PORT]),
+            pods.portforward(&pod, &[self.port]),
         )
         .await
         .map_err(|_| {
@@ -455,12 +474,17 @@ impl PortForwardDialer {
             format!("port-forward to {}/{pod}: {e}{hint}", self.namespace)
         })?;
         let io = pf
-            .take_stream(AGENT_PLAIN_PORT)
+            .take_stream(self.port)
             .ok_or_else(|| "port-forward returned no stream".to_string())?;
+        let peer = if self.port == AGENT_PLAIN_PORT {
+            format!("pod {}/{pod}", self.namespace)
+        } else {
+            format!("pod {}/{pod} port {}", self.namespace, self.port)
+        };
         Ok(Dialed {
             io: Box::new(io),
             kind: CarrierKind::PortForward,
-            peer: format!("pod {}/{pod}", self.namespace),
+            peer,
             keepalive: Some(Box::new(AbortOnDrop(pf))),
         })
     }
@@ -487,6 +511,38 @@ impl CarrierDialer for PortForwardDialer {
                     (true, None) => format!("no ready agent pod in {}", self.namespace),
                     (false, _) => g.dial_errors.join("; "),
                 })
+            })
+        })
+    }
+}
+
+/// A carrier that is a TCP flow through another (outer) session: the client reaches a
+/// per-session relay pod's carrier port through the agent session it already has, on
+/// whichever carrier that session runs (direct or port-forward). The outer session's
+/// own reconnects cut this carrier like any other; the inner session dials again.
+pub struct FlowDialer {
+    outer: Session,
+    target: Target,
+}
+
+impl FlowDialer {
+    /// Dials `target` (the relay pod's IP and carrier port) through `outer`.
+    pub fn new(outer: Session, target: Target) -> FlowDialer {
+        FlowDialer { outer, target }
+    }
+}
+
+impl CarrierDialer for FlowDialer {
+    fn dial(&self) -> BoxFuture<'_, Result<Dialed, CarrierError>> {
+        Box::pin(async move {
+            let conn = self.outer.connect(self.target.clone()).await.map_err(|e| {
+                CarrierError::retry(format!("{} through the agent session: {e}", self.target))
+            })?;
+            Ok(Dialed {
+                io: Box::new(conn),
+                kind: CarrierKind::Flow,
+                peer: self.target.to_string(),
+                keepalive: None,
             })
         })
     }

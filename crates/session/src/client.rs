@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kubelan_proto::{
-    Capabilities, ErrorKind, Facts, FlowError, FlowKind, Frame, RefuseReason, Target, VersionRange,
+    Capabilities, ErrorKind, Facts, FlowError, FlowKind, Frame, RefuseReason, Target, Token,
+    VersionRange,
 };
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
@@ -18,12 +19,22 @@ use crate::carrier::{CarrierDialer, CarrierKind};
 use crate::flow::{FlowConn, FrameReader, buffer_frame, write_frame};
 use crate::mux::{self, MuxHandle, MuxStream, Side};
 use crate::reconnect::ProbeSchedule;
+use crate::reverse::{AcceptLimits, Acceptor};
 
-/// Timing of a session.
+/// Settings and timing of a session.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
     /// Client software name sent in the hello (`kubelan 0.1.0`).
     pub software: String,
+    /// Features the agent must have: a carrier whose agent lacks one ends the session
+    /// ([`SessionState::Failed`]) with a sentence naming both sides' software and
+    /// protocol versions. Empty by default.
+    pub required: Capabilities,
+    /// The secret sent in every carrier's hello, for a peer that checks one (the
+    /// per-session relay of `kubelan expose`); `None` for the agent.
+    pub token: Option<Token>,
+    /// Timing of flows the agent side opens toward this machine (with an [`Acceptor`]).
+    pub accept: AcceptLimits,
     /// How often to ping each carrier.
     pub ping_interval: Duration,
     /// A carrier with no frame from the agent for this long is dead.
@@ -45,6 +56,9 @@ impl Default for SessionConfig {
     fn default() -> SessionConfig {
         SessionConfig {
             software: format!("kubelan {}", env!("CARGO_PKG_VERSION")),
+            required: Capabilities::default(),
+            token: None,
+            accept: AcceptLimits::default(),
             ping_interval: Duration::from_secs(1),
             dead_after: Duration::from_secs(3),
             open_timeout: Duration::from_secs(15),
@@ -67,6 +81,8 @@ pub struct CarrierInfo {
     pub agent: String,
     /// Negotiated protocol version.
     pub version: u16,
+    /// The agent's software (`kubelan 0.1.0`), from its `Welcome`.
+    pub software: String,
 }
 
 impl fmt::Display for CarrierInfo {
@@ -169,6 +185,8 @@ pub struct SessionStats {
     pub flows_failed: AtomicU64,
     /// Carriers established (including reconnects).
     pub carriers_up: AtomicU64,
+    /// Flows the agent side opened toward this machine that were handed to the acceptor.
+    pub reverse_flows: AtomicU64,
 }
 
 struct Live {
@@ -188,6 +206,8 @@ struct Shared {
     slots: Mutex<Vec<Slot>>,
     failures: AtomicU64,
     stats: SessionStats,
+    /// Serves the flows the agent side opens (on carriers that negotiated REVERSE).
+    acceptor: Option<Arc<dyn Acceptor>>,
 }
 
 impl Shared {
@@ -268,9 +288,25 @@ impl fmt::Debug for Session {
 
 impl Session {
     /// Starts one supervisor per dialer (each keeps its carrier up until `shutdown`).
+    /// Flows the agent side opens toward this machine are refused (reset at once); see
+    /// [`Session::start_accepting`].
     pub fn start(
         dialers: Vec<Arc<dyn CarrierDialer>>,
         config: SessionConfig,
+        shutdown: CancellationToken,
+    ) -> Session {
+        Session::start_accepting(dialers, config, None, shutdown)
+    }
+
+    /// [`Session::start`], and with an `acceptor` the session serves the flows the
+    /// agent side opens toward this machine ([`crate::reverse`]) on every carrier that
+    /// negotiated [`Capabilities::REVERSE`]; on other carriers, or with no acceptor, such
+    /// flows are reset at once. Put `REVERSE` in [`SessionConfig::required`] when the
+    /// session is pointless without them.
+    pub fn start_accepting(
+        dialers: Vec<Arc<dyn CarrierDialer>>,
+        config: SessionConfig,
+        acceptor: Option<Arc<dyn Acceptor>>,
         shutdown: CancellationToken,
     ) -> Session {
         let (state_tx, _) = watch::channel(SessionState::Connecting);
@@ -282,6 +318,7 @@ impl Session {
             slots: Mutex::new(vec![Slot::Starting; dialers.len()]),
             failures: AtomicU64::new(0),
             stats: SessionStats::default(),
+            acceptor,
         });
         for (slot, dialer) in dialers.into_iter().enumerate() {
             tokio::spawn(supervise(slot, dialer, shared.clone(), shutdown.clone()));
@@ -303,6 +340,13 @@ impl Session {
     pub fn facts(&self) -> Option<Facts> {
         let live = self.shared.live.lock().expect("live lock");
         live.first().map(|l| l.facts.clone())
+    }
+
+    /// The features both sides support on the first live carrier (`None` while no
+    /// carrier is up).
+    pub fn capabilities(&self) -> Option<Capabilities> {
+        let live = self.shared.live.lock().expect("live lock");
+        live.first().map(|l| l.caps)
     }
 
     /// Waits until a carrier is live (or the session failed).
@@ -571,7 +615,7 @@ fn no_tunnel(timeout: Duration, last_error: &str) -> FlowError {
 }
 
 /// Bridges a datagram flow to channels with one task.
-fn datagram_channels(
+pub(crate) fn datagram_channels(
     reader: FrameReader<MuxStream>,
 ) -> (mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
     let (to_agent_tx, mut to_agent_rx) = mpsc::channel::<Bytes>(256);
@@ -854,6 +898,7 @@ async fn establish(
             versions: VersionRange::OURS,
             caps: Capabilities::ALL,
             software: cfg.software.clone(),
+            token: cfg.token.clone(),
         },
     )
     .await
@@ -868,13 +913,13 @@ async fn establish(
             ))
         })?
         .map_err(|e| CarrierError::retry(format!("{peer}: reading the agent's answer: {e}")))?;
-    let (version, facts, caps) = match first {
+    let (version, facts, caps, software) = match first {
         Some(Frame::Welcome {
             version,
             facts,
             caps,
-            ..
-        }) => (version, facts, caps.intersect(Capabilities::ALL)),
+            software,
+        }) => (version, facts, caps.intersect(Capabilities::ALL), software),
         Some(Frame::Refused {
             reason, message, ..
         }) => {
@@ -901,6 +946,13 @@ async fn establish(
     } else {
         format!("{} on {}", facts.agent, facts.node)
     };
+    let missing = cfg.required.without(caps);
+    if !missing.is_empty() {
+        return Err(CarrierError {
+            message: lacks_capabilities(&facts.agent, &software, version, missing, &cfg.software),
+            fatal: true,
+        });
+    }
     let live = Arc::new(Live {
         mux: mux.clone(),
         info: CarrierInfo {
@@ -908,16 +960,27 @@ async fn establish(
             peer,
             agent,
             version,
+            software,
         },
         facts,
         caps,
     });
+    // Streams the agent side opens: served with REVERSE and an acceptor, else reset at
+    // once. One task per carrier; it ends with the carrier (the mux drops its sender).
+    let acceptor = shared
+        .acceptor
+        .clone()
+        .filter(|_| caps.contains(Capabilities::REVERSE));
+    tokio::spawn(serve_inbound(
+        inbound,
+        acceptor,
+        cfg.accept.clone(),
+        shared.clone(),
+    ));
     let task_live = live.clone();
     let cfg = cfg.clone();
     let shutdown = shutdown.clone();
     let control = tokio::spawn(async move {
-        // Held for the carrier's life: the mux's inbound streams end with the carrier.
-        let _inbound = inbound;
         let mut reader = reader;
         let mut wr = wr;
         let r = keep_alive(&task_live, &mut reader, &mut wr, &cfg, &shutdown).await;
@@ -993,6 +1056,55 @@ where
     }
 }
 
+/// The session cannot use an agent without `missing`: one sentence naming both sides'
+/// software and protocol versions and the fix.
+fn lacks_capabilities(
+    agent: &str,
+    agent_software: &str,
+    version: u16,
+    missing: Capabilities,
+    ours: &str,
+) -> String {
+    let agent = if agent.is_empty() {
+        "the agent".to_string()
+    } else {
+        format!("the agent {agent}")
+    };
+    let theirs = if agent_software.is_empty() {
+        "unknown software".to_string()
+    } else {
+        agent_software.to_string()
+    };
+    format!(
+        "{agent} ({theirs}, protocol {version}) does not support {missing}, which this kubelan \
+         ({ours}, protocol {}) needs: upgrade the agent with `kubelan install` (the same \
+         kubelan version as this machine)",
+        VersionRange::OURS
+    )
+}
+
+/// Serves the streams the agent side opens on one carrier until it ends: each goes to
+/// `acceptor`, or is dropped at once (a reset at the agent side) when there is none.
+async fn serve_inbound(
+    mut inbound: mpsc::UnboundedReceiver<MuxStream>,
+    acceptor: Option<Arc<dyn Acceptor>>,
+    limits: AcceptLimits,
+    shared: Arc<Shared>,
+) {
+    while let Some(stream) = inbound.recv().await {
+        let Some(acceptor) = &acceptor else {
+            drop(stream);
+            continue;
+        };
+        shared.stats.reverse_flows.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(crate::reverse::accept_flow(
+            stream,
+            acceptor.clone(),
+            limits.clone(),
+        ));
+    }
+}
+
 struct CloseOnDrop(Option<MuxHandle>);
 
 impl CloseOnDrop {
@@ -1025,6 +1137,7 @@ mod tests {
             peer: peer.into(),
             agent: "kubelan-system/kubelan-agent-x on node1".into(),
             version: 1,
+            software: "kubelan 0.1.0".into(),
         }
     }
 

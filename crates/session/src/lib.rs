@@ -20,9 +20,11 @@ pub mod flow;
 pub mod mux;
 mod reconnect;
 pub mod relay;
+pub mod reverse;
 #[cfg(test)]
 mod testio;
 
-pub use carrier::{CarrierDialer, CarrierError, CarrierKind, Dialed};
+pub use carrier::{CarrierDialer, CarrierError, CarrierKind, Dialed, FlowDialer};
 pub use client::{CarrierInfo, Session, SessionConfig, SessionState, SessionStats};
 pub use flow::{FlowConn, FrameReader, write_frame};
+pub use reverse::{AcceptLimits, Acceptor, FlowReport};

@@ -280,6 +280,11 @@ impl MuxHandle {
         })
     }
 
+    /// Which end of the carrier this is.
+    pub fn side(&self) -> Side {
+        self.shared.side
+    }
+
     /// Whether the carrier has ended.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.is_cancelled()

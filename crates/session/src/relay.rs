@@ -13,14 +13,27 @@
 //! [`RelayEnd::poll_write_last`] before the shutdown, so a kernel TCP socket sends the
 //! bytes and its FIN in one segment. On a short request/response connection that is one
 //! packet, and one wakeup of the receiving program, less.
+//!
+//! The edges of a flow live here too, shared by every side that ends a flow on a socket
+//! (the agent towards pods, the client towards local targets of reverse flows, the
+//! per-session relay towards the pods that connected): [`relay_tcp`] relays a flow and a
+//! TCP socket so that a cut on either side is a reset on the other, never a clean end
+//! ([`ResetUnlessDone`]); [`relay_datagrams`] relays a datagram flow and a connected UDP
+//! (or ICMP) socket; [`dial_error`] types a failed dial.
 
 use std::future::poll_fn;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
-use tokio::net::TcpStream;
+use bytes::{Bytes, BytesMut};
+use kubelan_proto::{ErrorKind, FlowError, Frame};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::flow::{FlowConn, FrameReader, write_frame};
 
 /// The end of a relay whose writes may be told which bytes are its last.
 ///
@@ -239,6 +252,167 @@ where
     .await
 }
 
+/// Relays an opened flow and the socket at its edge until both ended, and returns the
+/// bytes moved (socket → flow, flow → socket). Only a clean end of both directions closes
+/// the socket normally; a flow cut on either side resets the other: the socket is reset
+/// (SO_LINGER 0, also when this future is dropped — see [`ResetUnlessDone`]) and the flow
+/// gets a [`Frame::Reset`] naming the cause.
+///
+/// # Errors
+///
+/// The I/O error that cut the flow, after both sides were reset.
+pub async fn relay_tcp<S>(tcp: TcpStream, mut conn: FlowConn<S>) -> io::Result<(u64, u64)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut tcp = ResetUnlessDone::new(tcp);
+    match copy_bidirectional(tcp.get_mut(), &mut conn).await {
+        Ok(moved) => {
+            tcp.done();
+            Ok(moved)
+        }
+        Err(e) => {
+            // The socket's peer reset, or the flow was cut (carrier lost, the other side's
+            // `Reset`): tell the flow's other end (best effort); dropping `tcp` resets the
+            // socket's peer.
+            conn.reset(FlowError::new(ErrorKind::Reset, e.to_string()))
+                .await;
+            Err(e)
+        }
+    }
+}
+
+/// The socket at a flow's edge: reset when dropped unless [`done`](Self::done) (the flow
+/// ended cleanly both ways). A flow cut on the tunnel's side (the carrier died, the other
+/// end's application reset) then reaches the socket's peer as an RST, never as a FIN that
+/// would make a truncated upload look complete. This also holds when the task is dropped
+/// (an agent whose drain is over exits with flows still running). The normal end costs
+/// nothing.
+#[derive(Debug)]
+pub struct ResetUnlessDone {
+    tcp: TcpStream,
+    done: bool,
+}
+
+impl ResetUnlessDone {
+    /// Guards `tcp`.
+    pub fn new(tcp: TcpStream) -> ResetUnlessDone {
+        ResetUnlessDone { tcp, done: false }
+    }
+
+    /// The socket.
+    pub fn get_mut(&mut self) -> &mut TcpStream {
+        &mut self.tcp
+    }
+
+    /// The flow ended cleanly: a drop closes the socket normally.
+    pub fn done(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for ResetUnlessDone {
+    fn drop(&mut self) {
+        if !self.done
+            && let Err(e) = self.tcp.set_zero_linger()
+        {
+            tracing::debug!("cannot reset a cut flow's socket: {e}");
+        }
+    }
+}
+
+/// A failed dial of `addr`, typed for the flow's other end.
+pub fn dial_error(addr: SocketAddr, e: &io::Error) -> FlowError {
+    let kind = match e.kind() {
+        io::ErrorKind::ConnectionRefused => ErrorKind::ConnectionRefused,
+        io::ErrorKind::TimedOut => ErrorKind::Timeout,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+            ErrorKind::Unreachable
+        }
+        _ => ErrorKind::Other,
+    };
+    FlowError::new(kind, format!("{addr}: {e}"))
+}
+
+/// What to do with one datagram from the flow.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Send it on the socket.
+    Send(Bytes),
+    /// Answer the flow directly (the agent's DNS answers from its cache).
+    Reply(Bytes),
+    /// Drop it (malformed).
+    Skip,
+}
+
+/// Serves an opened datagram flow: sends `Opened { peer }`, then relays between the
+/// flow's `Datagram` frames and `sock` (connected to `peer`) until either side ends, the
+/// socket fails (the flow gets a `Reset` with the reason; ICMP port unreachable shows up
+/// here for UDP) or nothing arrives either way for `idle`. `outbound` decides per
+/// datagram from the flow, `inbound` turns what the socket received into a datagram for
+/// the flow. Returns the datagrams moved (socket → flow, flow → socket).
+pub async fn relay_datagrams<S>(
+    mut stream: S,
+    leftover: BytesMut,
+    sock: &UdpSocket,
+    peer: SocketAddr,
+    idle: Duration,
+    mut outbound: impl FnMut(Bytes) -> Outgoing,
+    inbound: impl Fn(&[u8]) -> Option<Bytes>,
+) -> (u64, u64)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut down, mut up) = (0u64, 0u64);
+    if write_frame(&mut stream, &Frame::Opened { peer })
+        .await
+        .is_err()
+    {
+        return (down, up);
+    }
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut reader = FrameReader::with_buffer(rd, leftover);
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let failed = tokio::select! {
+            f = tokio::time::timeout(idle, reader.next()) => match f {
+                Ok(Ok(Some(Frame::Datagram(d)))) => match outbound(d) {
+                    Outgoing::Send(d) => {
+                        up += 1;
+                        sock.send(&d).await.err()
+                    }
+                    Outgoing::Reply(r) => {
+                        if write_frame(&mut wr, &Frame::Datagram(r)).await.is_err() {
+                            break;
+                        }
+                        None
+                    }
+                    Outgoing::Skip => None,
+                },
+                _ => break,
+            },
+            r = sock.recv(&mut buf) => match r {
+                Ok(n) => {
+                    if let Some(d) = inbound(&buf[..n]) {
+                        if write_frame(&mut wr, &Frame::Datagram(d)).await.is_err() {
+                            break;
+                        }
+                        down += 1;
+                    }
+                    None
+                }
+                Err(e) => Some(e),
+            },
+        };
+        if let Some(e) = failed {
+            let _ = write_frame(&mut wr, &Frame::Reset(dial_error(peer, &e))).await;
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+    (down, up)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,5 +595,179 @@ mod tests {
         b_app.shutdown().await.unwrap();
         assert_eq!(writer.await.unwrap(), b"reply");
         assert_eq!(relay.await.unwrap().unwrap(), (300_000, 5));
+    }
+
+    /// How a test cuts a relayed flow.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Cut {
+        /// The carrier dies (the far machine lost its link).
+        CarrierLost,
+        /// The flow's far end drops it (its application reset).
+        FarReset,
+        /// The relaying task is dropped (an agent's drain is over and it exits).
+        TaskDropped,
+        /// The socket's peer resets its connection.
+        SocketReset,
+        /// Nothing: both sides end cleanly.
+        None,
+    }
+
+    /// A flow cut on the tunnel's side or by a stop resets the socket's peer (never a
+    /// FIN, which would end a truncated upload cleanly); a socket reset reaches the far
+    /// end of the flow as a reset. A clean end stays a FIN both ways.
+    #[tokio::test]
+    async fn a_cut_flow_is_a_reset_at_both_edges() {
+        use crate::mux::{self, Side};
+        for cut in [
+            Cut::CarrierLost,
+            Cut::FarReset,
+            Cut::TaskDropped,
+            Cut::SocketReset,
+            Cut::None,
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (mut dest, _) = listener.accept().await.unwrap();
+            let (c, b) = tokio::io::duplex(256 * 1024);
+            let (far_mux, _) = mux::spawn(c, Side::Client);
+            let (_near_mux, mut incoming) = mux::spawn(b, Side::Agent);
+            let mut s = far_mux.open().await.unwrap();
+            s.write_all(b"x").await.unwrap(); // the stream's first byte opens it
+            s.flush().await.unwrap();
+            let mut t = incoming.recv().await.unwrap();
+            t.read_exact(&mut [0u8; 1]).await.unwrap();
+            let mut far = Some(FlowConn::new(s, BytesMut::new()));
+            let conn = far.as_mut().unwrap();
+            let relay =
+                tokio::spawn(
+                    async move { relay_tcp(tcp, FlowConn::new(t, BytesMut::new())).await },
+                );
+            dest.write_all(b"hello").await.unwrap();
+            let mut got = [0u8; 5];
+            conn.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"hello");
+            conn.write_all(b"upload").await.unwrap();
+            conn.flush().await.unwrap();
+            let mut up = [0u8; 6];
+            dest.read_exact(&mut up).await.unwrap();
+            match cut {
+                Cut::CarrierLost => far_mux.close(),
+                Cut::FarReset => far = None,
+                Cut::TaskDropped => relay.abort(),
+                Cut::SocketReset => {
+                    dest.set_zero_linger().unwrap();
+                    drop(dest);
+                    let e = conn.read(&mut [0u8; 16]).await.unwrap_err();
+                    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+                    let ended = tokio::time::timeout(Duration::from_secs(5), relay).await;
+                    assert!(
+                        ended.unwrap().unwrap().is_err(),
+                        "the relay reports the cut"
+                    );
+                    continue;
+                }
+                Cut::None => {
+                    conn.shutdown().await.unwrap();
+                    dest.shutdown().await.unwrap();
+                    let mut rest = Vec::new();
+                    conn.read_to_end(&mut rest).await.unwrap();
+                }
+            }
+            let ended = tokio::time::timeout(Duration::from_secs(5), relay)
+                .await
+                .unwrap_or_else(|_| panic!("{cut:?}: the relay did not end"));
+            match cut {
+                Cut::TaskDropped => assert!(ended.is_err(), "{cut:?}: {ended:?}"),
+                Cut::None => assert_eq!(ended.unwrap().unwrap(), (5, 6)),
+                _ => assert!(
+                    ended.unwrap().is_err(),
+                    "{cut:?}: the relay reports the cut"
+                ),
+            }
+            let end = dest.read(&mut [0u8; 16]).await.map_err(|e| e.kind());
+            if cut == Cut::None {
+                assert_eq!(end, Ok(0), "a clean end is a FIN");
+                continue;
+            }
+            assert_eq!(end, Err(io::ErrorKind::ConnectionReset), "{cut:?}");
+            if let (Cut::TaskDropped, Some(conn)) = (cut, far.as_mut()) {
+                let e = conn.read(&mut [0u8; 16]).await.unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+            }
+        }
+    }
+
+    /// A datagram flow relays both ways through a connected socket and ends when idle.
+    #[tokio::test]
+    async fn datagrams_relay_both_ways_and_end_when_idle() {
+        use crate::mux::{self, Side};
+        let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+                let _ = echo.send_to(&buf[..n], from).await;
+            }
+        });
+        let (c, b) = tokio::io::duplex(256 * 1024);
+        let (far_mux, _) = mux::spawn(c, Side::Client);
+        let (_near_mux, mut incoming) = mux::spawn(b, Side::Agent);
+        let mut s = far_mux.open().await.unwrap();
+        write_frame(&mut s, &Frame::Datagram(Bytes::from_static(b"one")))
+            .await
+            .unwrap();
+        let t = incoming.recv().await.unwrap();
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.connect(echo_addr).await.unwrap();
+        let relay = tokio::spawn(async move {
+            relay_datagrams(
+                t,
+                BytesMut::new(),
+                &sock,
+                echo_addr,
+                Duration::from_millis(300),
+                Outgoing::Send,
+                |d| Some(Bytes::copy_from_slice(d)),
+            )
+            .await
+        });
+        let mut r = FrameReader::new(s);
+        assert_eq!(
+            r.next().await.unwrap(),
+            Some(Frame::Opened { peer: echo_addr })
+        );
+        assert_eq!(
+            r.next().await.unwrap(),
+            Some(Frame::Datagram(Bytes::from_static(b"one")))
+        );
+        let t0 = std::time::Instant::now();
+        let moved = tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .expect("an idle flow ends")
+            .unwrap();
+        assert_eq!(moved, (1, 1));
+        assert!(
+            t0.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(r.next().await.unwrap(), None, "ended with the stream's FIN");
+    }
+
+    #[test]
+    fn dial_errors_are_typed() {
+        let a: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let e = dial_error(a, &io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(e.kind, ErrorKind::ConnectionRefused);
+        assert!(e.message.starts_with("127.0.0.1:9: "), "{}", e.message);
+        assert_eq!(
+            dial_error(a, &io::ErrorKind::TimedOut.into()).kind,
+            ErrorKind::Timeout
+        );
+        assert_eq!(
+            dial_error(a, &io::ErrorKind::HostUnreachable.into()).kind,
+            ErrorKind::Unreachable
+        );
     }
 }
