@@ -7,7 +7,7 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 20] = [
+const TARGETS: [Target; 21] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
@@ -48,6 +48,7 @@ const TARGETS: [Target; 20] = [
         kubelan_cluster::fuzz_entry::session_args,
         10,
     ),
+    ("expose_spec", kubelan_expose::fuzz_entry::expose_spec, 10),
 ];
 
 #[test]
