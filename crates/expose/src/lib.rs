@@ -13,7 +13,7 @@
 //!
 //! Sans-IO: [`spec`] (the command line and the plan), [`relay_status`] (is the relay pod
 //! ready, starting, or never starting and why), [`events`] (the typed events and the
-//! acceptor's routing). At the edge: [`session::run`].
+//! acceptor's routing), [`table`] (the live table). At the edge: [`session::run`].
 
 pub mod error;
 pub mod events;
@@ -21,8 +21,10 @@ pub mod fuzz_entry;
 pub mod relay_status;
 pub mod session;
 pub mod spec;
+pub mod table;
 
 pub use error::ExposeError;
 pub use events::{ExposeAcceptor, ExposeEvent};
 pub use session::{ExposeOptions, run};
 pub use spec::{ExposePlan, LocalTarget, SpecError, plan};
+pub use table::Table;
