@@ -14,6 +14,7 @@ mod echo;
 mod health;
 pub mod policy;
 mod refusals;
+pub mod relay;
 mod serve;
 
 use std::collections::HashMap;
@@ -469,7 +470,7 @@ async fn summarise_refusals(agent: Arc<Agent>) {
     }
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
@@ -613,4 +614,23 @@ fn node_addresses(nodes: &[Node]) -> HashMap<IpAddr, String> {
                 .filter_map(move |a| Some((a.address.trim().parse().ok()?, name.clone())))
         })
         .collect()
+}
+
+/// Fuzzing entry points (see `fuzz/`).
+pub mod fuzz_entry {
+    use crate::relay::ListenSpec;
+
+    /// `kubelan relay --listen` values: never panics, and whatever parses prints back to
+    /// itself.
+    pub fn relay_listen(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        for line in text.lines() {
+            if let Ok(spec) = line.parse::<ListenSpec>() {
+                let printed = spec.to_string();
+                assert_eq!(printed.parse::<ListenSpec>(), Ok(spec), "{line:?}");
+            }
+        }
+    }
 }

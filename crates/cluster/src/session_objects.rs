@@ -392,10 +392,11 @@ impl RelaySpec {
             a.push(l.to_string());
         }
         a.extend([
+            // Whole seconds, as `kubelan relay` takes them.
             "--grace".into(),
-            format!("{}s", self.grace.as_secs()),
+            self.grace.as_secs().to_string(),
             "--first-grace".into(),
-            format!("{}s", self.first_grace.as_secs()),
+            self.first_grace.as_secs().to_string(),
             "--token-sha256".into(),
             self.token_sha256.clone(),
         ]);

@@ -257,6 +257,48 @@ mod tests {
         assert!(e.to_string().contains("brackets"), "{e}");
     }
 
+    /// The relay Job that expose creates runs `kubelan relay` with arguments this binary's
+    /// relay accepts, meaning the same listeners, carrier port, grace periods and token hash.
+    #[test]
+    fn the_relay_job_arguments_parse_as_kubelan_relay() {
+        use kubelan_cluster::session_objects::{self as so, Mode, SessionId, SessionMeta};
+        let plan = kubelan_expose::plan(&["8080".into(), "53/udp".into()], &[], None).unwrap();
+        let (_, hash) = kubelan_expose::session::new_token();
+        let relay = so::RelaySpec {
+            image: "kubelan".into(),
+            listeners: plan.ports.iter().map(|p| p.listener()).collect(),
+            carrier_port: plan.carrier_port,
+            grace: kubelan_expose::session::GRACE,
+            first_grace: kubelan_expose::session::FIRST_GRACE,
+            token_sha256: hash.clone(),
+            restore: None,
+        };
+        let meta = SessionMeta {
+            id: SessionId::generate(),
+            namespace: "default".into(),
+            mode: Mode::Expose,
+            user: "u".into(),
+            client_host: "h".into(),
+            command: "c".into(),
+        };
+        let job = so::job(&meta, &relay);
+        let args = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        let cli = crate::Cli::try_parse_from(std::iter::once("kubelan".to_string()).chain(args))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let crate::Command::Relay(r) = cli.command else {
+            panic!("not the relay command")
+        };
+        assert_eq!(r.carrier_port, plan.carrier_port);
+        assert_eq!((r.grace, r.first_grace), (10, 60));
+        assert_eq!(r.token_sha256, hash);
+        let listen: Vec<_> = r.listen.iter().map(|l| (l.port, l.listener)).collect();
+        assert_eq!(listen, [(8080, 0), (20053, 1)]);
+        assert_eq!(r.listen[1].kind, kubelan_proto::FlowKind::Udp);
+    }
+
     #[test]
     fn every_event_has_a_line() {
         let e = ExposeEvent::Stopping {

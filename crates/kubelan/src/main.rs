@@ -76,6 +76,9 @@ enum Command {
     Rbac(kubelan_cluster::cli::RbacArgs),
     /// The in-cluster agent (what `kubelan install` runs; also standalone for tests).
     Agent(kubelan_agent::AgentArgs),
+    /// The per-session relay of `expose` (what a session's Job runs in its pod).
+    #[command(hide = true)]
+    Relay(kubelan_agent::relay::RelayArgs),
     /// A simulated cluster in Linux network namespaces, to try kubelan without one (root).
     Lab(LabArgs),
     /// Undo a session's host changes when its process dies without doing so (started by
@@ -483,6 +486,7 @@ fn main() -> ExitCode {
             command: LabCommand::Daemon | LabCommand::ClusterDns { .. } | LabCommand::Serve { .. },
             ..
         }) | Command::Agent(_)
+            | Command::Relay(_)
     );
     init_tracing(&log_filter(daemon, cli.verbose));
     kubelan_sys::raise_fd_limit();
@@ -493,6 +497,8 @@ fn main() -> ExitCode {
     let threads = match &cli.command {
         Command::Proxy(a) => Some(a.threads),
         Command::Agent(a) => Some(a.threads),
+        // A handful of flows of one developer's session.
+        Command::Relay(_) => Some(1),
         // Waits on one descriptor, then undoes a few changes: one thread is plenty.
         Command::CrashWatcher(_) => Some(1),
         _ => None,
@@ -542,6 +548,9 @@ fn main() -> ExitCode {
                     kubelan_cluster::cli::run_rbac(args).map(|()| ExitCode::SUCCESS)
                 }
                 Command::Agent(args) => kubelan_agent::run(args).await.map(|()| ExitCode::SUCCESS),
+                Command::Relay(args) => kubelan_agent::relay::run(args)
+                    .await
+                    .map(|()| ExitCode::SUCCESS),
                 Command::CrashWatcher(args) => watcher::run(args).await,
             }
         });

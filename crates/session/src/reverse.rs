@@ -1020,4 +1020,31 @@ mod tests {
         assert_eq!(&buf, b"through both");
         stop.cancel();
     }
+
+    /// An optimistic flow sends its data with `Incoming`; a refusal is the first read's
+    /// error.
+    #[tokio::test]
+    async fn an_optimistic_reverse_flow_relays_or_fails_at_the_first_read() {
+        let (listener, local) = local_tcp().await;
+        let s = setup(Capabilities::ALL, Some(local), SessionConfig::default()).await;
+        let mut conn = open_tcp_optimistic(&s.relay, 7, peer()).await.unwrap();
+        conn.write_all(b"early").await.unwrap();
+        conn.flush().await.unwrap();
+        let (mut dest, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 5];
+        dest.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"early");
+        dest.write_all(b"reply").await.unwrap();
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"reply");
+        let mut refused = open_tcp_optimistic(&s.relay, 8, peer()).await.unwrap();
+        refused.write_all(b"x").await.unwrap();
+        refused.flush().await.unwrap();
+        let e = tokio::time::timeout(WAIT, refused.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(e.to_string().contains("not exposed"), "{e}");
+        s.stop.cancel();
+    }
 }

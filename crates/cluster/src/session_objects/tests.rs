@@ -190,8 +190,8 @@ fn expose_job_golden() {
                             "--carrier-port", "7445",
                             "--listen", "8080=0",
                             "--listen", "10053=1/udp",
-                            "--grace", "10s",
-                            "--first-grace", "60s",
+                            "--grace", "10",
+                            "--first-grace", "60",
                             "--token-sha256", "ab".repeat(32),
                         ],
                         "env": [
