@@ -133,6 +133,17 @@ pub enum ClusterError {
         /// What to do, e.g. which `kubelan rbac` mode prints a Role granting them.
         hint: String,
     },
+    /// The user lacks permissions a way-back session (`kubelan expose`, `replace`, `run`)
+    /// needs in its namespace; said in one sentence naming every missing verb.
+    #[error("{}", crate::preflight::session_sentence(.mode, .namespace, .missing))]
+    SessionForbidden {
+        /// `expose`, `replace` or `run`.
+        mode: String,
+        /// The session's namespace.
+        namespace: String,
+        /// The missing permissions.
+        missing: Vec<Missing>,
+    },
     /// No agent is installed in the namespace.
     #[error(
         "no kubelan agent in namespace {namespace}: run `kubelan install --namespace {namespace}` (or pass the namespace it was installed in)"

@@ -1,5 +1,5 @@
 //! Entry points shared by the cargo-fuzz targets (`fuzz/fuzz_targets/discovery_parse.rs`,
-//! `fuzz/fuzz_targets/prefix_split.rs`) and the corpus replay test
+//! `fuzz/fuzz_targets/prefix_split.rs`, `fuzz/fuzz_targets/session_args.rs`) and the corpus replay test
 //! (`crates/kubelan/tests/fuzz_corpus.rs`). Pure: no API server is involved. Each must
 //! return normally for any input; a panic is a bug.
 
@@ -12,6 +12,7 @@ use crate::discovery::parse;
 use crate::discovery::plan::{RouteOptions, plan_routes};
 use crate::discovery::prefix::{intersection, overlaps, subtract, subtract_all};
 use crate::discovery::{ClusterFacts, Fact, Source};
+use crate::session_objects::{RelayListener, SessionId};
 
 /// What discovery reads from the API server: the input is tried as the message of the
 /// API server's refusal of an out-of-range ClusterIP, as a kube-apiserver command line (one
@@ -317,5 +318,29 @@ impl Bytes<'_> {
         };
         let max = if v6 { 129 } else { 33 };
         IpNet::new(addr, len % max).expect("length in range")
+    }
+}
+
+/// The values a session writes into its relay's Job and reads back: each line of the input
+/// is tried as a `--listen` value ([`RelayListener`]) and as a [`SessionId`]; whatever
+/// parses must be written back in the same canonical form and parse to the same value.
+pub fn session_args(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    for line in text.lines().chain([text.as_ref()]) {
+        if let Ok(l) = line.parse::<RelayListener>() {
+            let back: RelayListener = l.to_string().parse().expect("a written listener parses");
+            assert_eq!(back, l);
+            assert!(l.port != 0);
+        }
+        if let Ok(id) = SessionId::parse(line) {
+            assert_eq!(id.as_str(), line);
+            let name = id.job_name();
+            assert!(
+                name.len() <= 63
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            );
+        }
     }
 }

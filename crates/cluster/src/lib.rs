@@ -12,6 +12,9 @@
 //!   the client credentials; [`tls`]: the mutual-TLS configurations of that carrier.
 //! - [`discovery`]: the cluster's Service and Pod CIDRs, cluster domain and DNS Service,
 //!   each with its provenance, and the route plan checked against the host's routes.
+//! - [`session_objects`]: every object one `expose` / `replace` / `run` session creates (a
+//!   Job running `kubelan relay`, its Service, the replace lock and per-session RBAC, all
+//!   owned by the Job), the selector swap and restore patches, and the GitOps check.
 //! - [`cli`]: the command-line arguments and output of `install`, `uninstall` and `rbac`.
 //! - [`fuzz_entry`]: the fuzz targets of discovery's parsers and prefix arithmetic.
 //!
@@ -29,6 +32,7 @@ pub mod kubeconfig;
 pub mod names;
 pub mod preflight;
 pub mod rbac;
+pub mod session_objects;
 pub mod tls;
 
 pub use agent::{

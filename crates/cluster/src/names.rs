@@ -96,3 +96,35 @@ pub fn is_managed(labels: Option<&BTreeMap<String, String>>) -> bool {
             && l.get(LABEL_NAME).map(String::as_str) == Some(AGENT)
     })
 }
+
+// Sessions of `expose`, `replace` and `run` (the way back). Each session is one Job
+// `kubelan-<id>` with everything else hanging from it by ownerReference; these names and
+// labels are how a client finds a session, and how a second client learns who holds a lock.
+
+/// `app.kubernetes.io/name` of every object a way-back session creates (never the agent's
+/// name, so `kubelan uninstall` leaves sessions alone).
+pub const RELAY: &str = "kubelan-relay";
+/// Label: the session's id; also the whole selector of the session's Service.
+pub const LABEL_SESSION: &str = "kubelan.io/session";
+/// Label: the session user's name, made a valid label value (the exact name is in
+/// [`ANNOTATION_USER`]).
+pub const LABEL_USER: &str = "kubelan.io/user";
+/// Label: `expose`, `replace` or `run`.
+pub const LABEL_MODE: &str = "kubelan.io/mode";
+/// Annotation: the session user's exact name as the API server knows it.
+pub const ANNOTATION_USER: &str = "kubelan.io/user";
+/// Annotation: the host name of the machine the client runs on.
+pub const ANNOTATION_CLIENT_HOST: &str = "kubelan.io/client-host";
+/// Annotation: the client's command line (`kubelan expose 8080 --name web`), for
+/// `replace`'s "held by" message and `kubectl describe`.
+pub const ANNOTATION_COMMAND: &str = "kubelan.io/command";
+/// Annotation: the client's kubelan version.
+pub const ANNOTATION_VERSION: &str = "kubelan.io/version";
+/// Annotation: the Service a session serves (exposes or replaces).
+pub const ANNOTATION_SERVICE: &str = "kubelan.io/service";
+/// The relay's carrier port (container port [`RELAY_CARRIER_PORT_NAME`]) unless a listener
+/// needs that number; its readiness probe is a TCP connect to it.
+pub const RELAY_CARRIER_PORT: u16 = 7445;
+/// Container port name of the relay's carrier (prefixed, so a replaced Service's named
+/// `targetPort` is unlikely to clash with it).
+pub const RELAY_CARRIER_PORT_NAME: &str = "kubelan-carrier";

@@ -65,6 +65,21 @@ impl Access {
     }
 }
 
+impl Access {
+    /// The verb and resource without the scope: `create jobs.batch`,
+    /// `patch services/web`, `create pods/portforward`.
+    pub fn verb_and_resource(&self) -> String {
+        let full = self.to_string();
+        match &self.namespace {
+            Some(ns) => full
+                .strip_suffix(&format!(" in {ns}"))
+                .unwrap_or(&full)
+                .to_string(),
+            None => full,
+        }
+    }
+}
+
 impl fmt::Display for Access {
     /// `create clusterrolebindings.rbac.authorization.k8s.io (cluster-wide)`,
     /// `get secrets/kubelan-agent in kubelan-system`, `create pods/portforward in default`.
@@ -256,9 +271,145 @@ pub fn agent_access(namespace: &str) -> Vec<Access> {
     ]
 }
 
+/// What an `expose` session in `namespace` uses: its Job (created, read, deleted on
+/// Ctrl-C), its Service (`get` to refuse a taken name, `create`), the relay pod (watched
+/// until ready, reached by a port-forward). Events are optional and not checked.
+pub fn expose_access(namespace: &str) -> Vec<Access> {
+    let mut v = session_common(namespace);
+    for verb in ["get", "create"] {
+        v.push(Access::new(verb, "", "services").in_namespace(namespace));
+    }
+    v
+}
+
+/// What a `run` session in `namespace` uses: as [`expose_access`], plus `patch services`
+/// (its Service's ports follow the program's listeners).
+pub fn run_access(namespace: &str) -> Vec<Access> {
+    let mut v = expose_access(namespace);
+    v.push(Access::new("patch", "", "services").in_namespace(namespace));
+    v
+}
+
+/// What `replace svc/<service>` in `namespace` uses: the Job and relay pod as for expose;
+/// `get`/`patch` on the Service; the lock Lease; the relay's ServiceAccount, Role and
+/// RoleBinding.
+pub fn replace_access(namespace: &str, service: &str) -> Vec<Access> {
+    let mut v = session_common(namespace);
+    for verb in ["get", "patch"] {
+        v.push(
+            Access::new(verb, "", "services")
+                .named(service)
+                .in_namespace(namespace),
+        );
+    }
+    v.push(Access::new("create", "coordination.k8s.io", "leases").in_namespace(namespace));
+    v.push(Access::new("create", "", "serviceaccounts").in_namespace(namespace));
+    for resource in ["roles", "rolebindings"] {
+        v.push(Access::new("create", RBAC, resource).in_namespace(namespace));
+    }
+    v
+}
+
+fn session_common(namespace: &str) -> Vec<Access> {
+    let mut v: Vec<Access> = ["create", "get", "delete"]
+        .into_iter()
+        .map(|verb| Access::new(verb, "batch", "jobs").in_namespace(namespace))
+        .collect();
+    for verb in ["get", "list", "watch"] {
+        v.push(Access::new(verb, "", "pods").in_namespace(namespace));
+    }
+    v.push(
+        Access::new("create", "", "pods")
+            .subresource("portforward")
+            .in_namespace(namespace),
+    );
+    v
+}
+
+/// Checks `wanted` (one of [`expose_access`], [`replace_access`], [`run_access`]) before a
+/// `kubelan <mode>` session in `namespace` creates anything.
+///
+/// # Errors
+/// As [`check`], plus [`ClusterError::SessionForbidden`] naming every missing permission.
+pub async fn require_session(
+    client: &kube::Client,
+    mode: &str,
+    namespace: &str,
+    wanted: &[Access],
+) -> Result<(), ClusterError> {
+    let missing = check(client, wanted).await?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ClusterError::SessionForbidden {
+            mode: mode.into(),
+            namespace: namespace.into(),
+            missing,
+        })
+    }
+}
+
+/// The one sentence that says which permissions a way-back session (`kubelan <mode>`) lacks
+/// in `namespace` and how to get them: `kubelan expose in namespace team-a needs create
+/// jobs.batch and create services, which you lack; ...`.
+pub fn session_sentence(mode: &str, namespace: &str, missing: &[Missing]) -> String {
+    let list: Vec<String> = missing
+        .iter()
+        .map(|m| m.access.verb_and_resource())
+        .collect();
+    let list = match list.as_slice() {
+        [] => "nothing".to_string(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    };
+    format!(
+        "kubelan {mode} in namespace {namespace} needs {list}, which you lack; `kubelan rbac {mode}` prints a ClusterRole granting them: ask an admin of {namespace} to bind it to you there with a RoleBinding"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_permissions_in_one_sentence() {
+        let missing: Vec<Missing> = expose_access("team-a")
+            .into_iter()
+            .filter(|a| a.resource != "pods")
+            .map(|access| Missing {
+                access,
+                reason: None,
+            })
+            .collect();
+        assert_eq!(
+            session_sentence("expose", "team-a", &missing),
+            "kubelan expose in namespace team-a needs create jobs.batch, get jobs.batch, \
+             delete jobs.batch, get services and create services, which you lack; `kubelan rbac \
+             expose` prints a ClusterRole granting them: ask an admin of team-a to bind it to \
+             you there with a RoleBinding"
+        );
+        let one = [Missing {
+            access: replace_access("ns", "web")[6].clone(),
+            reason: None,
+        }];
+        assert_eq!(
+            session_sentence("replace", "ns", &one)
+                .split(", which")
+                .next()
+                .unwrap(),
+            "kubelan replace in namespace ns needs create pods/portforward"
+        );
+        assert!(
+            replace_access("ns", "web")
+                .iter()
+                .any(|a| a.to_string() == "patch services/web in ns")
+        );
+        assert!(
+            run_access("ns")
+                .iter()
+                .any(|a| a.to_string() == "patch services in ns")
+        );
+    }
 
     #[test]
     fn display_names_verb_resource_and_scope() {

@@ -22,16 +22,26 @@ pub enum RbacMode {
     Install,
     /// Read-only cluster discovery (Pod and Service CIDRs).
     Discovery,
+    /// `kubelan expose`: a new Service for local ports, served by a per-session relay pod.
+    Expose,
+    /// `kubelan replace`: an existing Service's traffic comes to this machine.
+    Replace,
+    /// `kubelan run`: a local program gets a cluster address (expose, plus Service ports
+    /// that follow the program's listeners).
+    Run,
 }
 
 impl RbacMode {
     /// Every mode, in the order `kubelan rbac` prints them.
-    pub const ALL: [RbacMode; 5] = [
+    pub const ALL: [RbacMode; 8] = [
         Self::Proxy,
         Self::Connect,
         Self::Forward,
         Self::Install,
         Self::Discovery,
+        Self::Expose,
+        Self::Replace,
+        Self::Run,
     ];
 }
 
@@ -149,8 +159,98 @@ pub fn user_rbac_in(mode: RbacMode, namespace: &str) -> String {
             );
             out.push_str(DISCOVERY_YAML);
         }
+        RbacMode::Expose | RbacMode::Run => {
+            let name = if mode == RbacMode::Expose {
+                "expose"
+            } else {
+                "run"
+            };
+            let _ = write!(
+                out,
+                "# kubelan {name}: each session is a Job kubelan-<id> whose pod (`kubelan relay`,\n\
+                 # Pod Security restricted, no service-account token) takes the connections of a\n\
+                 # Service that points at it; everything the session creates is owned by the Job,\n\
+                 # so Kubernetes deletes it when the session ends or its client disappears.\n\
+                 # A ClusterRole bound with a RoleBinding in each namespace you expose in (the\n\
+                 # example binds it in `default`).\n\
+                 #\n\
+                 # - jobs create/get/delete (batch): the session's Job; delete on Ctrl-C.\n\
+                 # - services get/create: refuse a name that exists, create the session's Service.\n"
+            );
+            if mode == RbacMode::Run {
+                out.push_str(
+                    "# - services patch: add and remove the Service's ports as the program opens\n\
+                     #   and closes listening sockets.\n",
+                );
+            }
+            let _ = write!(
+                out,
+                "# - pods get/list/watch, pods/portforward create (get for API servers before\n\
+                 #   1.31): wait for the relay pod and reach it through the API server.\n\
+                 # - events list (optional): say why a relay pod does not start.\n\
+                 # Nothing here deletes Services or pods: the garbage collector does.\n\
+                 {binding_note}"
+            );
+            out.push_str(&session_yaml(mode));
+        }
+        RbacMode::Replace => {
+            let _ = write!(
+                out,
+                "# kubelan replace: an existing Service's traffic comes to this machine until the\n\
+                 # session ends. The session is a Job kubelan-<id> running `kubelan relay`; the\n\
+                 # Service's selector is swapped to the relay's pod and put back on exit, by the\n\
+                 # client or, if the client vanished, by the relay. A ClusterRole bound with a\n\
+                 # RoleBinding in each namespace whose Services you replace (the example binds it\n\
+                 # in `default`; add `resourceNames` to the services rule to allow only some).\n\
+                 #\n\
+                 # - jobs create/get/delete (batch): the session's Job; delete on Ctrl-C.\n\
+                 # - services get/patch: read the selector, swap it and put it back.\n\
+                 # - leases get/create (coordination.k8s.io): the lock kubelan-replace-<svc> that\n\
+                 #   keeps two sessions off one Service (it names who holds it).\n\
+                 # - serviceaccounts, roles, rolebindings create: the relay's own account, allowed\n\
+                 #   only get and patch on the one Service, so it can put the selector back.\n\
+                 #   Kubernetes lets you grant that only because you hold it yourself.\n\
+                 # - pods get/list/watch, pods/portforward create (get for API servers before\n\
+                 #   1.31): wait for the relay pod and reach it through the API server.\n\
+                 # - events list (optional): say why a relay pod does not start.\n\
+                 {binding_note}"
+            );
+            out.push_str(&session_yaml(mode));
+        }
     }
     out
+}
+
+/// The ClusterRole and example RoleBinding of a way-back mode.
+fn session_yaml(mode: RbacMode) -> String {
+    let (name, extra) = match mode {
+        RbacMode::Replace => (
+            "kubelan-replace",
+            "  - apiGroups: [\"\"]\n    resources: [\"services\"]\n    verbs: [\"get\", \"patch\"]\n\
+             \x20 - apiGroups: [\"coordination.k8s.io\"]\n    resources: [\"leases\"]\n    verbs: [\"get\", \"create\"]\n\
+             \x20 - apiGroups: [\"\"]\n    resources: [\"serviceaccounts\"]\n    verbs: [\"create\"]\n\
+             \x20 - apiGroups: [\"rbac.authorization.k8s.io\"]\n    resources: [\"roles\", \"rolebindings\"]\n    verbs: [\"create\"]\n",
+        ),
+        RbacMode::Run => (
+            "kubelan-run",
+            "  - apiGroups: [\"\"]\n    resources: [\"services\"]\n    verbs: [\"get\", \"create\", \"patch\"]\n",
+        ),
+        _ => (
+            "kubelan-expose",
+            "  - apiGroups: [\"\"]\n    resources: [\"services\"]\n    verbs: [\"get\", \"create\"]\n",
+        ),
+    };
+    format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {name}\n\
+         rules:\n\
+         \x20 - apiGroups: [\"batch\"]\n    resources: [\"jobs\"]\n    verbs: [\"get\", \"create\", \"delete\"]\n\
+         {extra}\
+         \x20 - apiGroups: [\"\"]\n    resources: [\"pods\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n\
+         \x20 - apiGroups: [\"\"]\n    resources: [\"pods/portforward\"]\n    verbs: [\"create\", \"get\"]\n\
+         \x20 - apiGroups: [\"\"]\n    resources: [\"events\"]\n    verbs: [\"list\"]\n\
+         ---\n{}",
+        binding("RoleBinding", name, Some("default"), "ClusterRole"),
+    )
 }
 
 fn binding(kind: &str, name: &str, namespace: Option<&str>, role_kind: &str) -> String {
@@ -331,7 +431,7 @@ mod tests {
         let text = all_user_rbac("team-a");
         let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
         let docs: Vec<_> = docs.into_iter().filter(|d| !d.is_null()).collect();
-        assert_eq!(docs.len(), 16, "{text}");
+        assert_eq!(docs.len(), 22, "{text}");
         let mut roles = Vec::new();
         let mut refs = Vec::new();
         for d in docs {

@@ -732,3 +732,74 @@ async fn printed_rbac_grants_what_the_preflights_check() {
         Vec::<String>::new()
     );
 }
+
+/// `kubelan rbac expose|replace|run`, bound in one namespace, is exactly what the session
+/// preflights check there; elsewhere the preflight names every missing verb in one sentence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printed_session_rbac_grants_what_the_session_preflights_check() {
+    let sim = start().await;
+    for (mode, user) in [
+        (RbacMode::Expose, "erin"),
+        (RbacMode::Replace, "rita"),
+        (RbacMode::Run, "ruth"),
+    ] {
+        apply_rbac(&sim.admin, &user_rbac_in(mode, "kubelan-system"), user).await;
+    }
+    let erin = sim.user("erin").await;
+    let rita = sim.user("rita").await;
+    let ruth = sim.user("ruth").await;
+    let ok = |c: &kube::Client, mode: &'static str, wanted: Vec<Access>| {
+        let c = c.clone();
+        async move { preflight::require_session(&c, mode, "default", &wanted).await }
+    };
+    ok(&erin, "expose", preflight::expose_access("default"))
+        .await
+        .unwrap();
+    ok(
+        &rita,
+        "replace",
+        preflight::replace_access("default", "web"),
+    )
+    .await
+    .unwrap();
+    ok(&ruth, "run", preflight::run_access("default"))
+        .await
+        .unwrap();
+    // Expose does not grant replace's or run's extra verbs.
+    let e = ok(
+        &erin,
+        "replace",
+        preflight::replace_access("default", "web"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "kubelan replace in namespace default needs patch services/web, create \
+         leases.coordination.k8s.io, create serviceaccounts, create \
+         roles.rbac.authorization.k8s.io and create rolebindings.rbac.authorization.k8s.io, \
+         which you lack; `kubelan rbac replace` prints a ClusterRole granting them: ask an \
+         admin of default to bind it to you there with a RoleBinding"
+    );
+    assert!(
+        ok(&erin, "run", preflight::run_access("default"))
+            .await
+            .unwrap_err()
+            .to_string()
+            .starts_with("kubelan run in namespace default needs patch services, which")
+    );
+    // The binding is per namespace.
+    let e = preflight::require_session(
+        &erin,
+        "expose",
+        "kube-system",
+        &preflight::expose_access("kube-system"),
+    )
+    .await
+    .unwrap_err();
+    let ClusterError::SessionForbidden { missing, .. } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(missing.len(), preflight::expose_access("kube-system").len());
+    assert!(!e.to_string().contains('\n'), "{e}");
+}

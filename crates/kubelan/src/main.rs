@@ -14,6 +14,7 @@ use kubelan_lab::{clusterdns, lifecycle, serve};
 mod connect;
 mod dnsrelay;
 mod doctor;
+mod expose;
 mod forward;
 mod gateway;
 mod routes;
@@ -41,6 +42,9 @@ enum Command {
     /// Port-forwards to Services, pods and Deployments that follow pod restarts; without
     /// targets, every Service of the namespaces by name (no agent needed).
     Forward(forward::ForwardArgs),
+    /// Local ports become a Service in the cluster: pods connect to NAME and reach this
+    /// machine (or a LAN host), until Ctrl-C; Kubernetes removes everything if the client dies.
+    Expose(expose::ExposeArgs),
     /// SOCKS5 and HTTP proxy into the cluster through the agent (names resolve in the cluster).
     Proxy(tunnel::ProxyArgs),
     /// L3 VPN: Pod IPs, ClusterIPs and cluster DNS names reachable from this machine (root).
@@ -525,6 +529,7 @@ fn main() -> ExitCode {
             match cli.command {
                 Command::Lab(args) => lab(args).await,
                 Command::Forward(args) => forward::run(args).await,
+                Command::Expose(args) => expose::run(args).await,
                 Command::Proxy(args) => tunnel::proxy(args).await.map(|()| ExitCode::SUCCESS),
                 Command::Connect(args) => connect::connect(args).await.map(|()| ExitCode::SUCCESS),
                 Command::Gateway(args) => gateway::run(args).await.map(|()| ExitCode::SUCCESS),
@@ -568,7 +573,7 @@ fn main() -> ExitCode {
 /// (kubelan's typed errors of the cluster and forward layers), never kube-rs' debug output.
 fn render_error(e: &anyhow::Error) -> String {
     kubelan_cluster::error::one_line_with(e.as_ref(), &|layer| {
-        layer.is::<kubelan_forward::ForwardError>()
+        layer.is::<kubelan_forward::ForwardError>() || layer.is::<kubelan_expose::ExposeError>()
     })
 }
 

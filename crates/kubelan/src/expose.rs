@@ -1,0 +1,312 @@
+//! `kubelan expose`: arguments, the output (a live table on a terminal, plain lines
+//! otherwise, JSON lines with `--output json`) and exit codes. The session itself is
+//! `kubelan_expose`.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, ValueEnum};
+use kubelan_cluster::names::DEFAULT_NAMESPACE;
+use kubelan_cluster::{ClusterError, KubeArgs, KubeconfigArgs};
+use kubelan_expose::{ExposeError, ExposeEvent, ExposeOptions, Table};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Where a permission or API error sends the user.
+const RBAC_HINT: &str = "`kubelan rbac expose` prints a ClusterRole granting what expose needs; ask an admin of the namespace to bind it to you";
+
+/// Output format.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub(crate) enum ExposeOutput {
+    /// A live table on a terminal, plain lines otherwise.
+    Human,
+    /// One JSON object per line, one per event.
+    Json,
+}
+
+/// `kubelan expose`.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  kubelan expose 8080 --name dev-api              pods reach 127.0.0.1:8080 as dev-api:8080\n  kubelan expose 3000 --port 80 --name web        as web:80\n  kubelan expose 8080 53/udp -n team --name dev   two ports, one Service\n  kubelan expose 172.16.1.11:8080 --name pc1-app  a LAN PC's port (on a gateway host)\n  kubelan expose '[::1]:9000'                     IPv6 in brackets"
+)]
+pub(crate) struct ExposeArgs {
+    /// Local targets: `[HOST:]PORT[/udp]` (HOST defaults to 127.0.0.1; IPv6 in brackets).
+    #[arg(value_name = "[HOST:]PORT[/udp]", required = true)]
+    targets: Vec<String>,
+    /// The Service's name [default: kubelan-<session id>].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// The Service port of a target (repeat: the i-th --port is the i-th target's)
+    /// [default: the local port].
+    #[arg(long = "port", value_name = "SVCPORT", action = ArgAction::Append)]
+    ports: Vec<String>,
+    #[command(flatten)]
+    kube: KubeconfigArgs,
+    /// Namespace of the Service [default: the context's namespace].
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Namespace of the kubelan agent (the relay uses its image).
+    #[arg(long, value_name = "NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    agent_namespace: String,
+    /// The relay's image [default: the installed agent's image].
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// How long to wait for the relay pod to be ready, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    timeout: u64,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value = "human")]
+    output: ExposeOutput,
+}
+
+enum Mode {
+    Table,
+    Lines,
+    Json,
+}
+
+/// What the user sees: events as lines (or JSON), and on a terminal the table redrawn
+/// below them.
+struct Ui {
+    mode: Mode,
+    drawn: usize,
+}
+
+impl Ui {
+    fn clear(&mut self, out: &mut impl Write) {
+        if self.drawn > 0 {
+            let _ = write!(out, "\x1b[{}F\x1b[J", self.drawn);
+            self.drawn = 0;
+        }
+    }
+
+    fn draw(&mut self, table: &Table) {
+        if !matches!(self.mode, Mode::Table) {
+            return;
+        }
+        let width = usize::from(console::Term::stdout().size().1).max(40);
+        let text = table.render(width);
+        let mut out = std::io::stdout().lock();
+        self.clear(&mut out);
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+        self.drawn = text.lines().count();
+    }
+
+    fn event(&mut self, e: &ExposeEvent, table: &Table) {
+        match self.mode {
+            Mode::Json => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", serde_json::to_value(e).unwrap_or_default());
+                let _ = out.flush();
+            }
+            Mode::Lines => println!("{}", line(e)),
+            Mode::Table => {
+                // Connections show in the table, not one line each.
+                if matches!(
+                    e,
+                    ExposeEvent::ConnectionOpened { .. }
+                        | ExposeEvent::ConnectionClosed { error: None, .. }
+                ) {
+                    return;
+                }
+                let mut out = std::io::stdout().lock();
+                self.clear(&mut out);
+                let _ = writeln!(out, "{}", line(e));
+                drop(out);
+                self.draw(table);
+            }
+        }
+    }
+}
+
+/// One line per event, for people.
+fn line(e: &ExposeEvent) -> String {
+    match e {
+        ExposeEvent::Preflight { namespace } => {
+            format!("checking permissions in namespace {namespace}")
+        }
+        ExposeEvent::Created { kind, name } => format!("created {kind} {name}"),
+        ExposeEvent::Waiting { status } => format!("waiting for the relay: {status}"),
+        ExposeEvent::RelayReady { pod, ip } => format!("relay {pod} ready at {ip}"),
+        ExposeEvent::Serving { service, ports } => {
+            format!("serving {service}: {}", ports.join(", "))
+        }
+        ExposeEvent::Carrier { state, .. } => format!("link: {state}"),
+        ExposeEvent::ConnectionOpened {
+            listener,
+            peer,
+            local,
+        } => format!("#{listener} {peer} → {local}"),
+        ExposeEvent::ConnectionClosed {
+            listener,
+            peer,
+            to_local,
+            from_local,
+            error,
+        } => {
+            let how = error
+                .as_deref()
+                .map_or_else(String::new, |e| format!(" ({e})"));
+            format!("#{listener} {peer} closed: {to_local} in, {from_local} out{how}")
+        }
+        ExposeEvent::Stopping { job } => {
+            format!("stopping: deleted job {job}; Kubernetes removes the Service and the relay")
+        }
+    }
+}
+
+/// Runs `kubelan expose` until Ctrl-C or SIGTERM.
+pub(crate) async fn run(args: ExposeArgs) -> anyhow::Result<ExitCode> {
+    let plan = kubelan_expose::plan(&args.targets, &args.ports, args.name.as_deref())?;
+    let cc = kubelan_cluster::connect(&KubeArgs {
+        kubeconfig: args.kube.kubeconfig.clone(),
+        context: args.kube.context.clone(),
+        namespace: args.namespace.clone(),
+    })
+    .await?;
+    let options = ExposeOptions {
+        client: cc.client.clone(),
+        namespace: cc.namespace.clone(),
+        agent_namespace: args.agent_namespace.clone(),
+        image: args.image.clone(),
+        ready_timeout: Duration::from_secs(args.timeout.max(1)),
+        client_host: crate::hostname(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        outer: None,
+    };
+    let mut ui = Ui {
+        mode: match args.output {
+            ExposeOutput::Json => Mode::Json,
+            ExposeOutput::Human if std::io::stdout().is_terminal() => Mode::Table,
+            ExposeOutput::Human => Mode::Lines,
+        },
+        drawn: 0,
+    };
+    let mut table = Table::new(&plan.ports);
+    let (events, mut rx) = mpsc::unbounded_channel();
+    let shutdown = CancellationToken::new();
+    let session = {
+        let shutdown = shutdown.clone();
+        let plan = plan.clone();
+        tokio::spawn(async move { kubelan_expose::run(&plan, &options, events, shutdown).await })
+    };
+    tokio::pin!(session);
+    let signal = crate::shutdown_signal();
+    tokio::pin!(signal);
+    let mut redraw = tokio::time::interval(Duration::from_secs(1));
+    let result = loop {
+        tokio::select! {
+            () = &mut signal, if !shutdown.is_cancelled() => shutdown.cancel(),
+            Some(e) = rx.recv() => {
+                table.apply(&e);
+                ui.event(&e, &table);
+            }
+            r = &mut session => break r,
+            _ = redraw.tick() => ui.draw(&table),
+        }
+    };
+    // Events sent just before the session ended.
+    while let Ok(e) = rx.try_recv() {
+        table.apply(&e);
+        ui.event(&e, &table);
+    }
+    match result {
+        Ok(Ok(())) => Ok(ExitCode::SUCCESS),
+        Ok(Err(e)) => Err(explain(e, &cc)),
+        Err(e) => Err(anyhow::anyhow!("internal error: {e}")),
+    }
+}
+
+/// API failures name the context, server and user like every other mode's.
+fn explain(e: ExposeError, cc: &kubelan_cluster::ClusterClient) -> anyhow::Error {
+    match e {
+        ExposeError::Api { action, source } => {
+            ClusterError::from_api(action, source, &cc.target(), RBAC_HINT).into()
+        }
+        ExposeError::Cluster(e) => cc.explain(e, RBAC_HINT).into(),
+        e => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ExposeArgs,
+    }
+
+    #[test]
+    fn arguments_parse_into_a_plan() {
+        let a = Cli::try_parse_from([
+            "x", "8080", "53/udp", "--name", "dev", "--port", "80", "-n", "team",
+        ])
+        .unwrap()
+        .args;
+        let p = kubelan_expose::plan(&a.targets, &a.ports, a.name.as_deref()).unwrap();
+        assert_eq!(p.ports[0].service_port, 80);
+        assert_eq!(a.namespace.as_deref(), Some("team"));
+        assert!(Cli::try_parse_from(["x"]).is_err(), "a target is required");
+        let a = Cli::try_parse_from(["x", "::1:80"]).unwrap().args;
+        let e = kubelan_expose::plan(&a.targets, &a.ports, None).unwrap_err();
+        assert!(e.to_string().contains("brackets"), "{e}");
+    }
+
+    /// The relay Job that expose creates runs `kubelan relay` with arguments this binary's
+    /// relay accepts, meaning the same listeners, carrier port, grace periods and token hash.
+    #[test]
+    fn the_relay_job_arguments_parse_as_kubelan_relay() {
+        use kubelan_cluster::session_objects::{self as so, Mode, SessionId, SessionMeta};
+        let plan = kubelan_expose::plan(&["8080".into(), "53/udp".into()], &[], None).unwrap();
+        let (_, hash) = kubelan_expose::session::new_token();
+        let relay = so::RelaySpec {
+            image: "kubelan".into(),
+            listeners: plan.ports.iter().map(|p| p.listener()).collect(),
+            carrier_port: plan.carrier_port,
+            grace: kubelan_expose::session::GRACE,
+            first_grace: kubelan_expose::session::FIRST_GRACE,
+            token_sha256: hash.clone(),
+            restore: None,
+        };
+        let meta = SessionMeta {
+            id: SessionId::generate(),
+            namespace: "default".into(),
+            mode: Mode::Expose,
+            user: "u".into(),
+            client_host: "h".into(),
+            command: "c".into(),
+        };
+        let job = so::job(&meta, &relay);
+        let args = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        let cli = crate::Cli::try_parse_from(std::iter::once("kubelan".to_string()).chain(args))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let crate::Command::Relay(r) = cli.command else {
+            panic!("not the relay command")
+        };
+        assert_eq!(r.carrier_port, plan.carrier_port);
+        assert_eq!((r.grace, r.first_grace), (10, 60));
+        assert_eq!(r.token_sha256, hash);
+        let listen: Vec<_> = r.listen.iter().map(|l| (l.port, l.listener)).collect();
+        assert_eq!(listen, [(8080, 0), (20053, 1)]);
+        assert_eq!(r.listen[1].kind, kubelan_proto::FlowKind::Udp);
+    }
+
+    #[test]
+    fn every_event_has_a_line() {
+        let e = ExposeEvent::Stopping {
+            job: "kubelan-b7x2kq9d".into(),
+        };
+        assert_eq!(
+            line(&e),
+            "stopping: deleted job kubelan-b7x2kq9d; Kubernetes removes the Service and the relay"
+        );
+    }
+}
