@@ -1,7 +1,7 @@
 //! The controllers a cluster runs beside its API server, simulated over the store:
 //! namespaces (default ServiceAccount, root CA ConfigMap, termination), scheduling,
-//! ReplicaSets, Deployments, StatefulSets, Endpoints and EndpointSlices, and garbage
-//! collection through owner references.
+//! ReplicaSets, Deployments, StatefulSets, Jobs (with the TTL-after-finished controller),
+//! Endpoints and EndpointSlices, and garbage collection through owner references.
 //!
 //! Each controller is level-triggered: on any relevant change (and every few seconds) it
 //! compares the whole desired state with the stored one and writes only differences. The
@@ -22,6 +22,8 @@ use crate::meta;
 use crate::resources::{self, ResourceInfo};
 use crate::selector::LabelSelector;
 use crate::store::{DeleteOptions, Event, Store, Sub};
+
+mod jobs;
 
 fn r(group: &str, plural: &str) -> &'static ResourceInfo {
     let version = "v1";
@@ -88,6 +90,7 @@ pub fn bootstrap(store: &Store, cfg: &ControllerConfig) -> ApiResult<()> {
         {"apiGroups": ["apps"], "resources": apps_view, "verbs": read},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": read},
+        {"apiGroups": ["batch"], "resources": ["jobs", "jobs/status", "cronjobs", "cronjobs/status"], "verbs": read},
     ]);
     let mut edit_rules = view_rules.as_array().cloned().unwrap_or_default();
     edit_rules.extend([
@@ -96,6 +99,7 @@ pub fn bootstrap(store: &Store, cfg: &ControllerConfig) -> ApiResult<()> {
         json!({"apiGroups": [""], "resources": ["pods/portforward", "pods/exec", "pods/attach", "pods/eviction", "serviceaccounts/token"], "verbs": ["create", "get"]}),
         json!({"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale", "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale"], "verbs": write}),
         json!({"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": write}),
+        json!({"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": write}),
     ]);
     let mut admin_rules = edit_rules.clone();
     admin_rules.push(json!({"apiGroups": [rbac], "resources": ["roles", "rolebindings"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]}));
@@ -202,6 +206,15 @@ pub fn spawn_all(store: Arc<Store>, cfg: ControllerConfig, shutdown: Cancellatio
             "endpointslice",
             &["services", "pods", "endpointslices", "endpoints"],
             Box::new(endpoints),
+        ),
+        ("job", &["jobs", "pods"], {
+            let mut c = jobs::JobController::default();
+            Box::new(move |s| c.pass(s))
+        }),
+        (
+            "ttl-after-finished",
+            &["jobs"],
+            Box::new(jobs::ttl_after_finished),
         ),
         ("garbage-collector", &[], Box::new(garbage_collect)),
     ];
@@ -329,7 +342,7 @@ fn terminate_namespace(store: &Store, ns: &Value) {
             if !is_deleting(&o) {
                 log_err(
                     "delete namespace content",
-                    store.delete(res, name, meta::name(&o), &DeleteOptions::default()),
+                    store.delete(res, name, meta::name(&o), &DeleteOptions::background()),
                 );
             }
         }
@@ -1220,7 +1233,7 @@ fn garbage_collect(store: &Store) {
                     res,
                     meta::namespace(o),
                     meta::name(o),
-                    &DeleteOptions::default(),
+                    &DeleteOptions::background(),
                 ),
             );
         }
@@ -1299,7 +1312,7 @@ mod tests {
     use super::*;
     use crate::store::ClusterConfig;
 
-    fn setup() -> Arc<Store> {
+    pub(super) fn setup() -> Arc<Store> {
         let s = Store::new(ClusterConfig {
             service_cidr: "172.17.16.0/20".parse().unwrap(),
             node_port_range: (30000, 32767),
@@ -1331,7 +1344,7 @@ mod tests {
     }
 
     /// Stands in for kubelets: every bound pod becomes Running and Ready with an IP.
-    fn kubelet(s: &Store) {
+    pub(super) fn kubelet(s: &Store) {
         for (i, p) in s.list_all(pods(), None).iter().enumerate() {
             if meta::str_at(p, &["spec", "nodeName"]).is_empty() || is_deleting(p) {
                 if is_deleting(p) {

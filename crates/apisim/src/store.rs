@@ -97,6 +97,34 @@ pub struct DeleteOptions {
     pub dry_run: bool,
 }
 
+impl DeleteOptions {
+    /// Background propagation, as controllers ask for explicitly (a Job's own default is
+    /// Orphan).
+    pub fn background() -> Self {
+        Self {
+            propagation_policy: Some("Background".into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// The propagation policy a DELETE without one gets: `Orphan` for batch/v1 Jobs (kept for
+/// compatibility upstream; the API server warns about it), `Background` for everything else.
+pub fn default_propagation(res: &ResourceInfo) -> &'static str {
+    if res.group == "batch" && res.kind == "Job" {
+        "Orphan"
+    } else {
+        "Background"
+    }
+}
+
+/// The `Warning` header text for a DELETE of `res` without a propagation policy, if any.
+pub fn default_propagation_warning(res: &ResourceInfo) -> Option<&'static str> {
+    (default_propagation(res) == "Orphan").then_some(
+        "child pods are preserved by default when jobs are deleted; set propagationPolicy=Background to remove them or set propagationPolicy=Orphan to suppress this warning",
+    )
+}
+
 /// Per-resource object maps, keyed by (namespace, name).
 pub(crate) type Objects = HashMap<&'static str, BTreeMap<(String, String), Value>>;
 
@@ -642,7 +670,11 @@ impl Store {
         }
         let mut obj = old.clone();
         let already = meta::metadata(&obj).get("deletionTimestamp").is_some();
-        match opts.propagation_policy.as_deref() {
+        match opts
+            .propagation_policy
+            .as_deref()
+            .or(Some(default_propagation(res)))
+        {
             None | Some("Background") => {}
             Some("Orphan") => add_finalizer(&mut obj, "orphan"),
             Some("Foreground") => add_finalizer(&mut obj, "foregroundDeletion"),
