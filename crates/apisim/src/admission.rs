@@ -33,6 +33,7 @@ pub(crate) fn admit(
     let name = meta::name(obj).to_string();
     let mut errs = validate_name(res, &name);
     validate_labels(obj, &mut errs);
+    validate_owner_refs(obj, &mut errs);
     if !errs.is_empty() {
         return Err(ApiError::invalid(res.kind, &name, errs));
     }
@@ -163,6 +164,53 @@ fn validate_labels(obj: &Value, errs: &mut Vec<FieldError>) {
                 "label keys and values must be valid label names (63 characters or less, alphanumeric, '-', '_' or '.')",
             ));
         }
+    }
+}
+
+/// `metadata.ownerReferences`: every field set, at most one controller.
+fn validate_owner_refs(obj: &Value, errs: &mut Vec<FieldError>) {
+    let Some(refs) = meta::metadata(obj).get("ownerReferences") else {
+        return;
+    };
+    let Some(refs) = refs.as_array() else {
+        if !refs.is_null() {
+            errs.push(FieldError::invalid(
+                "metadata.ownerReferences",
+                "",
+                "must be a list",
+            ));
+        }
+        return;
+    };
+    let mut controllers = Vec::new();
+    for r in refs {
+        for (field, what) in [
+            ("apiVersion", "version"),
+            ("kind", "kind"),
+            ("name", "name"),
+            ("uid", "uid"),
+        ] {
+            if meta::str_at(r, &[field]).is_empty() {
+                errs.push(FieldError::invalid(
+                    format!("metadata.ownerReferences.{field}"),
+                    "\"\"",
+                    format!("{what} must not be empty"),
+                ));
+            }
+        }
+        if r.get("controller").and_then(Value::as_bool) == Some(true) {
+            controllers.push(meta::str_at(r, &["name"]).to_string());
+        }
+    }
+    if controllers.len() > 1 {
+        errs.push(FieldError::invalid(
+            "metadata.ownerReferences",
+            "",
+            format!(
+                "Only one reference can have Controller set to true. Found \"true\" in references for {}",
+                controllers.join(" and ")
+            ),
+        ));
     }
 }
 
