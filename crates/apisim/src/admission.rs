@@ -16,7 +16,10 @@ use crate::store::{ClusterConfig, Inner};
 
 /// Kinds whose `metadata.generation` tracks spec changes.
 pub(crate) fn has_generation(res: &ResourceInfo) -> bool {
-    matches!(res.kind, "Deployment" | "ReplicaSet" | "StatefulSet")
+    matches!(
+        res.kind,
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "Job"
+    )
 }
 
 /// Defaults, validates and allocates for `obj` (with `old` on update).
@@ -30,6 +33,7 @@ pub(crate) fn admit(
     let name = meta::name(obj).to_string();
     let mut errs = validate_name(res, &name);
     validate_labels(obj, &mut errs);
+    validate_owner_refs(obj, &mut errs);
     if !errs.is_empty() {
         return Err(ApiError::invalid(res.kind, &name, errs));
     }
@@ -52,6 +56,7 @@ pub(crate) fn admit(
         }
         "Service" => service(inner, cfg, res, &name, obj, old),
         "Deployment" | "ReplicaSet" | "StatefulSet" => workload(res, &name, obj, old),
+        "Job" => job(res, &name, obj, old),
         "Secret" => secret(res, &name, obj),
         "EndpointSlice" => {
             let mut errs = Vec::new();
@@ -159,6 +164,53 @@ fn validate_labels(obj: &Value, errs: &mut Vec<FieldError>) {
                 "label keys and values must be valid label names (63 characters or less, alphanumeric, '-', '_' or '.')",
             ));
         }
+    }
+}
+
+/// `metadata.ownerReferences`: every field set, at most one controller.
+fn validate_owner_refs(obj: &Value, errs: &mut Vec<FieldError>) {
+    let Some(refs) = meta::metadata(obj).get("ownerReferences") else {
+        return;
+    };
+    let Some(refs) = refs.as_array() else {
+        if !refs.is_null() {
+            errs.push(FieldError::invalid(
+                "metadata.ownerReferences",
+                "",
+                "must be a list",
+            ));
+        }
+        return;
+    };
+    let mut controllers = Vec::new();
+    for r in refs {
+        for (field, what) in [
+            ("apiVersion", "version"),
+            ("kind", "kind"),
+            ("name", "name"),
+            ("uid", "uid"),
+        ] {
+            if meta::str_at(r, &[field]).is_empty() {
+                errs.push(FieldError::invalid(
+                    format!("metadata.ownerReferences.{field}"),
+                    "\"\"",
+                    format!("{what} must not be empty"),
+                ));
+            }
+        }
+        if r.get("controller").and_then(Value::as_bool) == Some(true) {
+            controllers.push(meta::str_at(r, &["name"]).to_string());
+        }
+    }
+    if controllers.len() > 1 {
+        errs.push(FieldError::invalid(
+            "metadata.ownerReferences",
+            "",
+            format!(
+                "Only one reference can have Controller set to true. Found \"true\" in references for {}",
+                controllers.join(" and ")
+            ),
+        ));
     }
 }
 
@@ -702,6 +754,137 @@ fn workload(res: &ResourceInfo, name: &str, obj: &mut Value, old: Option<&Value>
         "spec.template.spec",
         &mut errs,
     );
+    finish(res, name, errs)
+}
+
+/// Labels the API server puts on a Job's pod template (and the selector it generates).
+pub(crate) const JOB_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+/// The Job name label on a Job's pod template.
+pub(crate) const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
+/// batch/v1 Job: defaults, the generated selector and template labels (unless
+/// `manualSelector`), restart policy, bounds, and immutable selector and template.
+fn job(res: &ResourceInfo, name: &str, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
+    let uid = meta::uid(obj).to_string();
+    let mut errs = Vec::new();
+    let spec = meta::obj_at_mut(obj, &["spec"])
+        .ok_or_else(|| ApiError::bad_request("spec must be an object"))?;
+    let set = |spec: &Map<String, Value>, k: &str| spec.get(k).is_some_and(|v| !v.is_null());
+    if !set(spec, "completions") && !set(spec, "parallelism") {
+        spec.insert("completions".into(), json!(1));
+    }
+    if !set(spec, "parallelism") {
+        spec.insert("parallelism".into(), json!(1));
+    }
+    if !set(spec, "backoffLimit") {
+        spec.insert("backoffLimit".into(), json!(6));
+    }
+    spec.entry("completionMode").or_insert(json!("NonIndexed"));
+    spec.entry("suspend").or_insert(json!(false));
+    spec.entry("podReplacementPolicy")
+        .or_insert(json!("TerminatingOrFailed"));
+    let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
+    if let Some(ps) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+        default_pod_spec(ps);
+    }
+    if old.is_none() && !manual {
+        if spec.get("selector").is_some_and(|s| !s.is_null()) {
+            errs.push(FieldError::invalid(
+                "spec.selector",
+                "",
+                "`selector` not auto-generated",
+            ));
+        } else {
+            spec.insert(
+                "selector".into(),
+                json!({"matchLabels": {JOB_UID_LABEL: uid}}),
+            );
+            let template = spec.entry("template").or_insert(json!({}));
+            if !template.is_object() {
+                *template = json!({});
+            }
+            let labels = template
+                .as_object_mut()
+                .map(|t| t.entry("metadata").or_insert(json!({})))
+                .and_then(Value::as_object_mut)
+                .map(|m| m.entry("labels").or_insert(json!({})))
+                .and_then(Value::as_object_mut);
+            if let Some(labels) = labels {
+                labels.insert(JOB_UID_LABEL.into(), json!(uid));
+                labels.insert(JOB_NAME_LABEL.into(), json!(name));
+                labels.insert("controller-uid".into(), json!(uid));
+                labels.insert("job-name".into(), json!(name));
+            }
+        }
+    }
+    let spec = Value::Object(spec.clone());
+    for (field, min) in [
+        ("parallelism", 0),
+        ("completions", 0),
+        ("backoffLimit", 0),
+        ("ttlSecondsAfterFinished", 0),
+        ("activeDeadlineSeconds", 1),
+    ] {
+        match spec.get(field) {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_i64().is_some_and(|n| n >= min) => {}
+            Some(v) => errs.push(FieldError::invalid(
+                format!("spec.{field}"),
+                v.to_string(),
+                if min == 0 {
+                    "must be greater than or equal to 0"
+                } else {
+                    "must be greater than 0"
+                },
+            )),
+        }
+    }
+    if spec.get("template").is_none_or(Value::is_null) {
+        errs.push(FieldError::required("spec.template", ""));
+    }
+    validate_pod_spec(
+        spec.pointer("/template/spec").unwrap_or(&Value::Null),
+        "spec.template.spec",
+        &mut errs,
+    );
+    let rp = meta::str_at(&spec, &["template", "spec", "restartPolicy"]);
+    if !["OnFailure", "Never"].contains(&rp) {
+        errs.push(FieldError::not_supported(
+            "spec.template.spec.restartPolicy",
+            rp,
+            &["OnFailure", "Never"],
+        ));
+    }
+    if manual {
+        match LabelSelector::from_json(spec.get("selector").unwrap_or(&Value::Null)) {
+            Ok(sel) if !sel.is_empty() => {
+                let labels = spec
+                    .pointer("/template/metadata/labels")
+                    .cloned()
+                    .unwrap_or(json!({}));
+                if !sel.matches_object(&json!({"metadata": {"labels": labels}})) {
+                    errs.push(FieldError::invalid(
+                        "spec.template.metadata.labels",
+                        format!("map[string]string{labels}"),
+                        "`selector` does not match template `labels`",
+                    ));
+                }
+            }
+            Ok(_) => errs.push(FieldError::required("spec.selector", "")),
+            Err(e) => errs.push(FieldError::invalid("spec.selector", "", e.to_string())),
+        }
+    }
+    if let Some(old) = old {
+        for field in ["selector", "template", "completions", "completionMode"] {
+            if old.pointer(&format!("/spec/{field}")) != spec.get(field) {
+                errs.push(FieldError::invalid(
+                    format!("spec.{field}"),
+                    "",
+                    "field is immutable",
+                ));
+            }
+        }
+    }
     finish(res, name, errs)
 }
 

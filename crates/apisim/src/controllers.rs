@@ -1,7 +1,7 @@
 //! The controllers a cluster runs beside its API server, simulated over the store:
 //! namespaces (default ServiceAccount, root CA ConfigMap, termination), scheduling,
-//! ReplicaSets, Deployments, StatefulSets, Endpoints and EndpointSlices, and garbage
-//! collection through owner references.
+//! ReplicaSets, Deployments, StatefulSets, Jobs (with the TTL-after-finished controller),
+//! Endpoints and EndpointSlices, and garbage collection through owner references.
 //!
 //! Each controller is level-triggered: on any relevant change (and every few seconds) it
 //! compares the whole desired state with the stored one and writes only differences. The
@@ -22,6 +22,11 @@ use crate::meta;
 use crate::resources::{self, ResourceInfo};
 use crate::selector::LabelSelector;
 use crate::store::{DeleteOptions, Event, Store, Sub};
+
+mod gc;
+mod jobs;
+
+use gc::garbage_collect;
 
 fn r(group: &str, plural: &str) -> &'static ResourceInfo {
     let version = "v1";
@@ -88,6 +93,7 @@ pub fn bootstrap(store: &Store, cfg: &ControllerConfig) -> ApiResult<()> {
         {"apiGroups": ["apps"], "resources": apps_view, "verbs": read},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": read},
+        {"apiGroups": ["batch"], "resources": ["jobs", "jobs/status", "cronjobs", "cronjobs/status"], "verbs": read},
     ]);
     let mut edit_rules = view_rules.as_array().cloned().unwrap_or_default();
     edit_rules.extend([
@@ -96,6 +102,7 @@ pub fn bootstrap(store: &Store, cfg: &ControllerConfig) -> ApiResult<()> {
         json!({"apiGroups": [""], "resources": ["pods/portforward", "pods/exec", "pods/attach", "pods/eviction", "serviceaccounts/token"], "verbs": ["create", "get"]}),
         json!({"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale", "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale"], "verbs": write}),
         json!({"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": write}),
+        json!({"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": write}),
     ]);
     let mut admin_rules = edit_rules.clone();
     admin_rules.push(json!({"apiGroups": [rbac], "resources": ["roles", "rolebindings"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]}));
@@ -202,6 +209,15 @@ pub fn spawn_all(store: Arc<Store>, cfg: ControllerConfig, shutdown: Cancellatio
             "endpointslice",
             &["services", "pods", "endpointslices", "endpoints"],
             Box::new(endpoints),
+        ),
+        ("job", &["jobs", "pods"], {
+            let mut c = jobs::JobController::default();
+            Box::new(move |s| c.pass(s))
+        }),
+        (
+            "ttl-after-finished",
+            &["jobs"],
+            Box::new(jobs::ttl_after_finished),
         ),
         ("garbage-collector", &[], Box::new(garbage_collect)),
     ];
@@ -329,7 +345,7 @@ fn terminate_namespace(store: &Store, ns: &Value) {
             if !is_deleting(&o) {
                 log_err(
                     "delete namespace content",
-                    store.delete(res, name, meta::name(&o), &DeleteOptions::default()),
+                    store.delete(res, name, meta::name(&o), &DeleteOptions::background()),
                 );
             }
         }
@@ -957,13 +973,20 @@ fn endpoints(store: &Store) {
     let services = store.list_all(svcres, None);
     let mut wanted_slices: HashSet<(String, String)> = HashSet::new();
     let mut wanted_eps: HashSet<(String, String)> = HashSet::new();
+    // Services whose existing slices and Endpoints are left as they are: those being
+    // deleted (garbage collection removes their slices; none are built for them) and those
+    // without a selector (upstream stops managing them and leaves what is there, which a
+    // client may then edit; adding a selector back resumes management).
+    let mut left_alone: HashSet<(String, String)> = HashSet::new();
     for svc in &services {
         let ns = meta::namespace(svc);
         let name = meta::name(svc);
         let Some(sel_json) = svc
             .pointer("/spec/selector")
             .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()))
+            .filter(|_| !is_deleting(svc))
         else {
+            left_alone.insert((ns.to_string(), name.to_string()));
             continue;
         };
         if meta::str_at(svc, &["spec", "type"]) == "ExternalName" {
@@ -1110,7 +1133,12 @@ fn endpoints(store: &Store) {
                 "endpointslice.kubernetes.io/managed-by",
             ],
         ) == "endpointslice-controller.k8s.io";
+        let service = (
+            meta::namespace(&s).to_string(),
+            meta::str_at(&s, &["metadata", "labels", "kubernetes.io/service-name"]).to_string(),
+        );
         if managed
+            && !left_alone.contains(&service)
             && !wanted_slices
                 .contains(&(meta::namespace(&s).to_string(), meta::name(&s).to_string()))
         {
@@ -1130,9 +1158,8 @@ fn endpoints(store: &Store) {
             &e,
             &["metadata", "labels", "endpoints.kubernetes.io/managed-by"],
         ) == "endpoint-controller";
-        if managed
-            && !wanted_eps.contains(&(meta::namespace(&e).to_string(), meta::name(&e).to_string()))
-        {
+        let key = (meta::namespace(&e).to_string(), meta::name(&e).to_string());
+        if managed && !left_alone.contains(&key) && !wanted_eps.contains(&key) {
             log_err(
                 "delete stale endpoints",
                 store.delete(
@@ -1182,124 +1209,12 @@ fn upsert(
     }
 }
 
-// ---------------------------------------------------------------- garbage collection
-
-fn garbage_collect(store: &Store) {
-    let stored: Vec<&'static ResourceInfo> = resources::RESOURCES
-        .iter()
-        .filter(|r| r.is_stored())
-        .collect();
-    let mut all: Vec<(&'static ResourceInfo, Value)> = Vec::new();
-    for res in &stored {
-        for o in store.list_all(res, None) {
-            all.push((res, o));
-        }
-    }
-    let uids: HashSet<&str> = all.iter().map(|(_, o)| meta::uid(o)).collect();
-    let owner_uids = |o: &Value| -> Vec<String> {
-        meta::metadata(o)
-            .get("ownerReferences")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|r| meta::str_at(r, &["uid"]).to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    // Dependents whose owners are all gone.
-    for (res, o) in &all {
-        let owners = owner_uids(o);
-        if !owners.is_empty()
-            && owners.iter().all(|u| !uids.contains(u.as_str()))
-            && !is_deleting(o)
-        {
-            log_err(
-                "collect orphaned dependent",
-                store.delete(
-                    res,
-                    meta::namespace(o),
-                    meta::name(o),
-                    &DeleteOptions::default(),
-                ),
-            );
-        }
-    }
-    // Owners waiting on their dependents (foreground) or releasing them (orphan).
-    for (res, o) in &all {
-        let fins: Vec<String> = meta::metadata(o)
-            .get("finalizers")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !is_deleting(o) || fins.is_empty() {
-            continue;
-        }
-        let uid = meta::uid(o);
-        let deps: Vec<&(&'static ResourceInfo, Value)> = all
-            .iter()
-            .filter(|(_, d)| owner_uids(d).iter().any(|u| u == uid))
-            .collect();
-        let done = if fins.iter().any(|f| f == "orphan") {
-            for (dres, d) in &deps {
-                log_err(
-                    "orphan dependent",
-                    store.modify(dres, meta::namespace(d), meta::name(d), Sub::Main, |x| {
-                        if let Some(refs) = x
-                            .pointer_mut("/metadata/ownerReferences")
-                            .and_then(Value::as_array_mut)
-                        {
-                            refs.retain(|r| meta::str_at(r, &["uid"]) != uid);
-                        }
-                        Ok(())
-                    }),
-                );
-            }
-            Some("orphan")
-        } else if fins.iter().any(|f| f == "foregroundDeletion") {
-            for (dres, d) in &deps {
-                if !is_deleting(d) {
-                    let opts = DeleteOptions {
-                        propagation_policy: Some("Foreground".into()),
-                        ..DeleteOptions::default()
-                    };
-                    log_err(
-                        "delete dependent",
-                        store.delete(dres, meta::namespace(d), meta::name(d), &opts),
-                    );
-                }
-            }
-            deps.is_empty().then_some("foregroundDeletion")
-        } else {
-            None
-        };
-        if let Some(f) = done {
-            log_err(
-                "release finalizer",
-                store.modify(res, meta::namespace(o), meta::name(o), Sub::Main, |x| {
-                    if let Some(list) = x
-                        .pointer_mut("/metadata/finalizers")
-                        .and_then(Value::as_array_mut)
-                    {
-                        list.retain(|v| v.as_str() != Some(f));
-                    }
-                    Ok(())
-                }),
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::ClusterConfig;
 
-    fn setup() -> Arc<Store> {
+    pub(super) fn setup() -> Arc<Store> {
         let s = Store::new(ClusterConfig {
             service_cidr: "172.17.16.0/20".parse().unwrap(),
             node_port_range: (30000, 32767),
@@ -1331,7 +1246,7 @@ mod tests {
     }
 
     /// Stands in for kubelets: every bound pod becomes Running and Ready with an IP.
-    fn kubelet(s: &Store) {
+    pub(super) fn kubelet(s: &Store) {
         for (i, p) in s.list_all(pods(), None).iter().enumerate() {
             if meta::str_at(p, &["spec", "nodeName"]).is_empty() || is_deleting(p) {
                 if is_deleting(p) {
@@ -1456,6 +1371,90 @@ mod tests {
             s.list_all(r("apps", "replicasets"), Some("default"))
                 .is_empty()
         );
+    }
+
+    fn slices_of(s: &Store, svc: &str) -> Vec<Value> {
+        s.list_all(r("discovery.k8s.io", "endpointslices"), Some("default"))
+            .into_iter()
+            .filter(|x| {
+                meta::str_at(x, &["metadata", "labels", "kubernetes.io/service-name"]) == svc
+            })
+            .collect()
+    }
+
+    #[test]
+    fn slices_stay_when_the_selector_goes_and_follow_it_back() {
+        let s = setup();
+        s.create(
+            r("apps", "deployments"),
+            "default",
+            deployment("web", 1),
+            false,
+        )
+        .unwrap();
+        s.create(r("", "services"), "default", json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}), false).unwrap();
+        settle(&s);
+        let before = slices_of(&s, "web");
+        assert_eq!(before.len(), 1);
+        assert_eq!(before[0]["endpoints"].as_array().unwrap().len(), 1);
+        // Selector removed: the slice (with its endpoint) and the Endpoints stay.
+        s.modify(r("", "services"), "default", "web", Sub::Main, |o| {
+            o["spec"].as_object_mut().unwrap().remove("selector");
+            Ok(())
+        })
+        .unwrap();
+        settle(&s);
+        let during = slices_of(&s, "web");
+        assert_eq!(during.len(), 1);
+        assert_eq!(during[0]["endpoints"], before[0]["endpoints"]);
+        assert!(s.get(r("", "endpoints"), "default", "web").is_ok());
+        // A client may now write the slice's endpoints itself; the controller leaves them.
+        let name = meta::name(&during[0]).to_string();
+        s.modify(
+            r("discovery.k8s.io", "endpointslices"),
+            "default",
+            &name,
+            Sub::Main,
+            |o| {
+                o["endpoints"] = json!([]);
+                Ok(())
+            },
+        )
+        .unwrap();
+        settle(&s);
+        assert_eq!(slices_of(&s, "web")[0]["endpoints"], json!([]));
+        // Selector back: managed again.
+        s.modify(r("", "services"), "default", "web", Sub::Main, |o| {
+            o["spec"]["selector"] = json!({"app": "web"});
+            Ok(())
+        })
+        .unwrap();
+        settle(&s);
+        let after = slices_of(&s, "web");
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0]["endpoints"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn no_slices_are_built_for_a_service_being_deleted() {
+        let s = setup();
+        let mut svc = json!({"metadata": {"name": "gone", "finalizers": ["example.com/hold"]},
+            "spec": {"selector": {"app": "gone"}, "ports": [{"port": 80}]}});
+        s.create(r("", "services"), "default", svc.clone(), false)
+            .unwrap();
+        s.delete(
+            r("", "services"),
+            "default",
+            "gone",
+            &DeleteOptions::default(),
+        )
+        .unwrap();
+        settle(&s);
+        assert!(slices_of(&s, "gone").is_empty());
+        svc["metadata"]["name"] = json!("kept");
+        s.create(r("", "services"), "default", svc, false).unwrap();
+        settle(&s);
+        assert_eq!(slices_of(&s, "kept").len(), 1);
     }
 
     #[test]

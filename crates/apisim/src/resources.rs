@@ -114,6 +114,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("apps", "v1", "Deployment", "deployments", "deployment", true, short: ["deploy"], cat: ["all"], sub: ["status", "scale"]),
     res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, short: ["rs"], cat: ["all"], sub: ["status", "scale"]),
     res!("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true, short: ["sts"], cat: ["all"], sub: ["status", "scale"]),
+    res!("batch", "v1", "Job", "jobs", "job", true, short: [], cat: ["all"], sub: ["status"]),
     res!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true, short: [], cat: [], sub: []),
     res!("networking.k8s.io", "v1", "ServiceCIDR", "servicecidrs", "servicecidr", false, short: [], cat: [], sub: ["status"]),
     res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, short: [], cat: [], sub: []),

@@ -99,6 +99,23 @@ fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
     r
 }
 
+/// Adds a `Warning` header (RFC 7234 form, as the API server sends it).
+pub(crate) fn add_warning(resp: &mut Response<Body>, text: &str) {
+    let v = format!("299 - \"{}\"", text.replace('"', "'"));
+    if let Ok(v) = header::HeaderValue::from_str(&v) {
+        resp.headers_mut().append(header::WARNING, v);
+    }
+}
+
+/// Warns that a DELETE without a propagation policy orphans a Job's pods.
+fn add_propagation_warning(resp: &mut Response<Body>, res: &ResourceInfo, opts: &DeleteOptions) {
+    if opts.propagation_policy.is_none()
+        && let Some(w) = crate::store::default_propagation_warning(res)
+    {
+        add_warning(resp, w);
+    }
+}
+
 fn error_response(e: &ApiError) -> Response<Body> {
     json_response(
         StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -689,7 +706,7 @@ impl ApiServer {
                         deleted.push(with_type_meta(res, d));
                     }
                 }
-                Ok(json_response(
+                let mut resp = json_response(
                     StatusCode::OK,
                     &json!({
                         "kind": format!("{}List", res.kind),
@@ -697,7 +714,9 @@ impl ApiServer {
                         "metadata": {"resourceVersion": self.store.current_rv().to_string()},
                         "items": deleted,
                     }),
-                ))
+                );
+                add_propagation_warning(&mut resp, res, &opts);
+                Ok(resp)
             }
             _ => Err(ApiError::method_not_allowed(format!(
                 "the server does not allow this method on the requested resource ({})",
@@ -837,7 +856,9 @@ impl ApiServer {
                 let (body, _) = Self::read_body(req).await?;
                 let opts = Self::delete_options(q, &body)?;
                 let out = self.store.delete(res, ns, name, &opts)?;
-                Ok(json_response(StatusCode::OK, &with_type_meta(res, out)))
+                let mut resp = json_response(StatusCode::OK, &with_type_meta(res, out));
+                add_propagation_warning(&mut resp, res, &opts);
+                Ok(resp)
             }
             ("scale", Method::GET) => Ok(json_response(
                 StatusCode::OK,

@@ -97,6 +97,34 @@ pub struct DeleteOptions {
     pub dry_run: bool,
 }
 
+impl DeleteOptions {
+    /// Background propagation, as controllers ask for explicitly (a Job's own default is
+    /// Orphan).
+    pub fn background() -> Self {
+        Self {
+            propagation_policy: Some("Background".into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// The propagation policy a DELETE without one gets: `Orphan` for batch/v1 Jobs (kept for
+/// compatibility upstream; the API server warns about it), `Background` for everything else.
+pub fn default_propagation(res: &ResourceInfo) -> &'static str {
+    if res.group == "batch" && res.kind == "Job" {
+        "Orphan"
+    } else {
+        "Background"
+    }
+}
+
+/// The `Warning` header text for a DELETE of `res` without a propagation policy, if any.
+pub fn default_propagation_warning(res: &ResourceInfo) -> Option<&'static str> {
+    (default_propagation(res) == "Orphan").then_some(
+        "child pods are preserved by default when jobs are deleted; set propagationPolicy=Background to remove them or set propagationPolicy=Orphan to suppress this warning",
+    )
+}
+
 /// Per-resource object maps, keyed by (namespace, name).
 pub(crate) type Objects = HashMap<&'static str, BTreeMap<(String, String), Value>>;
 
@@ -123,7 +151,8 @@ impl Inner {
             .flat_map(|m| m.values())
     }
 
-    fn get(&self, res: &ResourceInfo, ns: &str, name: &str) -> Option<&Value> {
+    /// One stored object.
+    pub(crate) fn get(&self, res: &ResourceInfo, ns: &str, name: &str) -> Option<&Value> {
         self.objects
             .get(res.plural)?
             .get(&(ns.to_string(), name.to_string()))
@@ -298,7 +327,7 @@ impl Store {
         &self,
         res: &'static ResourceInfo,
         ns: &str,
-        mut obj: Value,
+        obj: Value,
         dry_run: bool,
     ) -> ApiResult<Value> {
         if !obj.is_object() {
@@ -308,6 +337,9 @@ impl Store {
         }
         let mut inner = self.lock();
         check_type_meta(res, &obj)?;
+        // Stored objects always carry their type, as in etcd (owner references built from
+        // them need it).
+        let mut obj = with_type_meta(res, obj);
         let ns = scope_ns(res, ns);
         if res.namespaced {
             let body_ns = meta::namespace(&obj);
@@ -509,10 +541,11 @@ impl Store {
         inner: &mut Inner,
         res: &'static ResourceInfo,
         old: Value,
-        mut obj: Value,
+        obj: Value,
         sub: Sub,
         dry_run: bool,
     ) -> ApiResult<Value> {
+        let mut obj = with_type_meta(res, obj);
         // Identity fields never change.
         for field in [
             "uid",
@@ -618,6 +651,53 @@ impl Store {
         opts: &DeleteOptions,
     ) -> ApiResult<Value> {
         let mut inner = self.lock();
+        self.delete_locked(&mut inner, res, ns, name, opts)
+    }
+
+    /// Deletes an object only if `check`, run under the store lock with every object and
+    /// the current object, still returns the options to delete with (`None`: leave it).
+    /// Controllers use it to act on a decision that must still hold at delete time.
+    ///
+    /// # Errors
+    /// As [`Store::delete`].
+    pub(crate) fn delete_if(
+        &self,
+        res: &'static ResourceInfo,
+        ns: &str,
+        name: &str,
+        check: impl FnOnce(&Inner, &Value) -> Option<DeleteOptions>,
+    ) -> ApiResult<Option<Value>> {
+        let mut inner = self.lock();
+        let cur = inner
+            .get(res, scope_ns(res, ns), name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(res, name))?;
+        match check(&inner, &cur) {
+            Some(opts) => self
+                .delete_locked(&mut inner, res, ns, name, &opts)
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every stored object of every kind, read under one lock (a consistent snapshot).
+    pub fn snapshot(&self) -> Vec<(&'static ResourceInfo, Value)> {
+        let inner = self.lock();
+        resources::RESOURCES
+            .iter()
+            .filter(|r| r.is_stored())
+            .flat_map(|r| inner.all(r).map(move |o| (r, o.clone())))
+            .collect()
+    }
+
+    fn delete_locked(
+        &self,
+        inner: &mut Inner,
+        res: &'static ResourceInfo,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Value> {
         let ns = scope_ns(res, ns);
         let old = inner
             .get(res, ns, name)
@@ -642,7 +722,11 @@ impl Store {
         }
         let mut obj = old.clone();
         let already = meta::metadata(&obj).get("deletionTimestamp").is_some();
-        match opts.propagation_policy.as_deref() {
+        match opts
+            .propagation_policy
+            .as_deref()
+            .or(Some(default_propagation(res)))
+        {
             None | Some("Background") => {}
             Some("Orphan") => add_finalizer(&mut obj, "orphan"),
             Some("Foreground") => add_finalizer(&mut obj, "foregroundDeletion"),
@@ -671,7 +755,7 @@ impl Store {
             if opts.dry_run {
                 return Ok(obj);
             }
-            return Ok(self.commit(&mut inner, res, EventKind::Deleted, obj, Some(old)));
+            return Ok(self.commit(inner, res, EventKind::Deleted, obj, Some(old)));
         }
         if !already {
             let ts = if grace > 0 {
@@ -700,7 +784,7 @@ impl Store {
         if obj == old {
             return Ok(old);
         }
-        Ok(self.commit(&mut inner, res, EventKind::Modified, obj, Some(old)))
+        Ok(self.commit(inner, res, EventKind::Modified, obj, Some(old)))
     }
 
     /// Removes an object that is marked for deletion once nothing holds it any more (used by
