@@ -7,7 +7,7 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 19] = [
+const TARGETS: [Target; 20] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
@@ -43,6 +43,7 @@ const TARGETS: [Target; 19] = [
     ),
     ("route_cache", kubelan_sys::fuzz_entry::route_cache, 10),
     ("proc_stat", kubelan_lab::fuzz_entry::proc_stat, 10),
+    ("admission", kubelan_lab::fuzz_entry::admission, 5),
 ];
 
 #[test]
