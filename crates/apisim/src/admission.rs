@@ -38,7 +38,16 @@ pub(crate) fn admit(
         return Err(ApiError::invalid(res.kind, &name, errs));
     }
     match res.kind {
-        "Namespace" => namespace(obj, old),
+        "Namespace" => {
+            let errs: Vec<FieldError> = crate::podsecurity::label_errors(obj)
+                .into_iter()
+                .map(|(k, v, why)| {
+                    FieldError::invalid(format!("metadata.labels[{k}]"), format!("\"{v}\""), why)
+                })
+                .collect();
+            finish(res, &name, errs)?;
+            namespace(obj, old)
+        }
         "Pod" => {
             if let Some(spec) = obj.get_mut("spec") {
                 default_pod_spec(spec);
@@ -52,7 +61,13 @@ pub(crate) fn admit(
             if let Some(old) = old {
                 check_pod_update(old, obj, &mut errs);
             }
-            finish(res, &name, errs)
+            finish(res, &name, errs)?;
+            // Pod Security admission runs after validation, on creation (pod updates cannot
+            // change anything it checks).
+            if old.is_none() {
+                pod_security(inner, &name, obj)?;
+            }
+            Ok(())
         }
         "Service" => service(inner, cfg, res, &name, obj, old),
         "Deployment" | "ReplicaSet" | "StatefulSet" => workload(res, &name, obj, old),
@@ -101,6 +116,23 @@ pub(crate) fn admit(
             finish(res, &name, errs)
         }
         _ => Ok(()),
+    }
+}
+
+/// Refuses a new pod that its namespace's enforced Pod Security level does not allow.
+fn pod_security(inner: &Inner, name: &str, pod: &Value) -> ApiResult<()> {
+    let nsres = crate::resources::find("", "v1", "namespaces").expect("namespaces resource");
+    let Some(ns) = inner.get(nsres, "", meta::namespace(pod)) else {
+        return Ok(());
+    };
+    let policy = crate::podsecurity::policy(ns);
+    match crate::podsecurity::forbidden_message(
+        &policy,
+        name,
+        pod.get("spec").unwrap_or(&Value::Null),
+    ) {
+        Some(msg) => Err(ApiError::forbidden_msg(msg)),
+        None => Ok(()),
     }
 }
 

@@ -21,6 +21,7 @@ pub mod error;
 pub mod meta;
 pub mod patch;
 pub mod pki;
+pub mod podsecurity;
 mod portforward;
 pub mod protobuf;
 pub mod resources;

@@ -101,7 +101,9 @@ fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
 
 /// Adds a `Warning` header (RFC 7234 form, as the API server sends it).
 pub(crate) fn add_warning(resp: &mut Response<Body>, text: &str) {
-    let v = format!("299 - \"{}\"", text.replace('"', "'"));
+    // The text is an RFC 7230 quoted-string: backslash and quote are escaped.
+    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+    let v = format!("299 - \"{escaped}\"");
     if let Ok(v) = header::HeaderValue::from_str(&v) {
         resp.headers_mut().append(header::WARNING, v);
     }
@@ -687,10 +689,10 @@ impl ApiServer {
                 }
                 let dry = q.get("dryRun").is_some();
                 let created = self.store.create(res, &ns, obj, dry)?;
-                Ok(json_response(
-                    StatusCode::CREATED,
-                    &with_type_meta(res, created),
-                ))
+                let mut resp =
+                    json_response(StatusCode::CREATED, &with_type_meta(res, created.clone()));
+                self.pod_security_warnings(&mut resp, res, &created, true);
+                Ok(resp)
             }
             Method::DELETE => {
                 let (labels, fields) = Self::selectors(q)?;
@@ -834,7 +836,11 @@ impl ApiServer {
                     _ => Sub::Main,
                 };
                 let out = self.store.update(res, ns, name, obj, s, dry)?;
-                Ok(json_response(StatusCode::OK, &with_type_meta(res, out)))
+                let mut resp = json_response(StatusCode::OK, &with_type_meta(res, out.clone()));
+                if s == Sub::Main {
+                    self.pod_security_warnings(&mut resp, res, &out, false);
+                }
+                Ok(resp)
             }
             ("" | "status", Method::PATCH) => {
                 let (kind, patch) = Self::patch_body(req).await?;
@@ -850,7 +856,11 @@ impl ApiServer {
                 } else {
                     StatusCode::CREATED
                 };
-                Ok(json_response(code, &with_type_meta(res, out)))
+                let mut resp = json_response(code, &with_type_meta(res, out.clone()));
+                if s == Sub::Main {
+                    self.pod_security_warnings(&mut resp, res, &out, !exists);
+                }
+                Ok(resp)
             }
             ("", Method::DELETE) => {
                 let (body, _) = Self::read_body(req).await?;
@@ -993,6 +1003,31 @@ impl ApiServer {
                     format!("/{sub}")
                 }
             ))),
+        }
+    }
+
+    /// Adds Pod Security `Warning` headers for a written pod (warn level, on creation) or
+    /// workload pod template (enforce and warn levels).
+    fn pod_security_warnings(
+        &self,
+        resp: &mut Response<Body>,
+        res: &ResourceInfo,
+        obj: &Value,
+        created: bool,
+    ) {
+        let Some((spec, template)) = crate::podsecurity::pod_spec_of(res.kind, obj) else {
+            return;
+        };
+        if !template && !created {
+            return;
+        }
+        let nsres = resources::find("", "v1", "namespaces").expect("namespaces resource");
+        let Ok(ns) = self.store.get(nsres, "", meta::namespace(obj)) else {
+            return;
+        };
+        let policy = crate::podsecurity::policy(&ns);
+        for w in crate::podsecurity::warning(&policy, spec, template) {
+            add_warning(resp, &w);
         }
     }
 

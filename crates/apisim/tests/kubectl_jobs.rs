@@ -141,3 +141,56 @@ async fn kubectl_creates_describes_and_deletes_a_job() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_sees_pod_security_refusals_and_warnings() {
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("kubectl is not installed; skipping");
+        return;
+    }
+    let cluster = TestCluster::start(TestClusterOptions::default()).await;
+    let dir = std::env::temp_dir().join(format!("apisim-kubectl-psa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = dir.join("config");
+    std::fs::write(&kc, cluster.kubeconfig_yaml(&cluster.admin_token)).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let kc = kc.as_path();
+        let (ok, out) = kubectl(
+            kc,
+            &[
+                "label",
+                "namespace",
+                "default",
+                "pod-security.kubernetes.io/enforce=restricted",
+            ],
+            None,
+        );
+        assert!(ok, "{out}");
+        // A workload's template only warns (its pods are refused later).
+        let (ok, out) = kubectl(kc, &["create", "-f", "-"], Some(JOB));
+        assert!(ok, "{out}");
+        assert!(
+            out.contains("Warning: would violate PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false"),
+            "{out}"
+        );
+        // A pod is refused.
+        let (ok, out) = kubectl(
+            kc,
+            &["run", "plain", "--image=registry.example/plain:1", "--restart=Never"],
+            None,
+        );
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("pods \"plain\" is forbidden: violates PodSecurity \"restricted:latest\""),
+            "{out}"
+        );
+    })
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -103,3 +103,51 @@ pub fn proc_stat(data: &[u8]) {
         );
     }
 }
+
+/// Object bodies through admission: the first byte picks the kind (Pod, Job, Namespace,
+/// ConfigMap, Deployment), the rest is the JSON body, created in a namespace that enforces
+/// the restricted Pod Security level; the Pod Security checks also run on it directly.
+pub fn admission(data: &[u8]) {
+    use kubelan_apisim::podsecurity::{self, Level};
+    use kubelan_apisim::{ClusterConfig, Store, resources};
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let Ok(obj) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let (group, plural) = [
+        ("", "pods"),
+        ("batch", "jobs"),
+        ("", "namespaces"),
+        ("", "configmaps"),
+        ("apps", "deployments"),
+    ][usize::from(selector) % 5];
+    let store = Store::new(ClusterConfig {
+        service_cidr: "172.17.16.0/20".parse().expect("literal CIDR"),
+        node_port_range: (30000, 32767),
+        cluster_domain: "cluster.local".into(),
+    });
+    let ns = resources::find("", "v1", "namespaces").expect("namespaces");
+    store
+        .create(
+            ns,
+            "",
+            json!({"metadata": {"name": "default", "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/warn": "baseline"}}}),
+            false,
+        )
+        .expect("a valid namespace");
+    let res = resources::find(group, "v1", plural).expect("a served resource");
+    let _ = store.create(res, "default", obj.clone(), false);
+    for level in [Level::Privileged, Level::Baseline, Level::Restricted] {
+        let _ = podsecurity::violations(level, obj.get("spec").unwrap_or(&obj));
+    }
+    let policy = podsecurity::policy(&obj);
+    let _ = podsecurity::label_errors(&obj);
+    if let Some((spec, template)) = podsecurity::pod_spec_of(res.kind, &obj) {
+        let _ = podsecurity::warning(&policy, spec, template);
+        let _ = podsecurity::forbidden_message(&policy, "x", spec);
+    }
+}

@@ -966,4 +966,64 @@ mod tests {
         assert!(crate::store::default_propagation_warning(job_res()).is_some());
         assert!(crate::store::default_propagation_warning(pods()).is_none());
     }
+
+    #[test]
+    fn pod_security_refusals_become_failed_create_events() {
+        let s = setup();
+        let mut jc = JobController::default();
+        s.modify(r("", "namespaces"), "", "default", Sub::Main, |o| {
+            o["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = json!("restricted");
+            Ok(())
+        })
+        .unwrap();
+        // A plain pod is refused with upstream's message.
+        let e = s
+            .create(
+                pods(),
+                "default",
+                json!({"metadata": {"name": "plain"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+                false,
+            )
+            .unwrap_err();
+        assert_eq!((e.code, e.reason), (403, "Forbidden"));
+        assert!(
+            e.message.starts_with("pods \"plain\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false"),
+            "{}",
+            e.message
+        );
+        // A Job whose template is not hardened gets no pod, and a FailedCreate event.
+        s.create(job_res(), "default", job_body("weak"), false)
+            .unwrap();
+        jc.pass(&s);
+        assert!(s.list_all(pods(), Some("default")).is_empty());
+        let ev = s
+            .list_all(r("", "events"), Some("default"))
+            .into_iter()
+            .find(|e| e["reason"] == "FailedCreate")
+            .expect("a FailedCreate event");
+        assert_eq!(ev["involvedObject"]["kind"], "Job");
+        assert!(
+            ev["message"]
+                .as_str()
+                .unwrap()
+                .contains("violates PodSecurity")
+        );
+        // A hardened template runs.
+        let mut strong = job_body("strong");
+        strong["spec"]["template"]["spec"] = json!({"restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "i", "securityContext": {
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]});
+        s.create(job_res(), "default", strong, false).unwrap();
+        jc.pass(&s);
+        assert_eq!(s.list_all(pods(), Some("default")).len(), 1);
+        // Bad labels are refused.
+        let e = s
+            .modify(r("", "namespaces"), "", "default", Sub::Main, |o| {
+                o["metadata"]["labels"]["pod-security.kubernetes.io/warn"] = json!("strict");
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+    }
 }
