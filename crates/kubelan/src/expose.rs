@@ -25,6 +25,18 @@ pub(crate) enum ExposeOutput {
     Json,
 }
 
+/// How the client reaches the session's relay pod.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// Through the kubelan agent when it is installed (a flow of its session to the relay
+    /// pod), else a port-forward to the relay pod.
+    Auto,
+    /// Only through the kubelan agent; refused when the agent is missing or too old.
+    Agent,
+    /// Only a port-forward to the relay pod through the API server (no agent needed).
+    PortForward,
+}
+
 /// `kubelan expose`.
 #[derive(Args, Debug)]
 #[command(
@@ -55,6 +67,9 @@ pub(crate) struct ExposeArgs {
     /// How long to wait for the relay pod to be ready, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     timeout: u64,
+    /// How this machine reaches the relay pod.
+    #[arg(long, value_enum, default_value = "auto")]
+    via: Via,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "human")]
     output: ExposeOutput,
@@ -176,6 +191,12 @@ pub(crate) async fn run(args: ExposeArgs) -> anyhow::Result<ExitCode> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         outer: None,
     };
+    let outer_stop = CancellationToken::new();
+    let _stop_outer = outer_stop.clone().drop_guard();
+    let options = ExposeOptions {
+        outer: outer_session(&args, &cc, outer_stop).await?,
+        ..options
+    };
     let mut ui = Ui {
         mode: match args.output {
             ExposeOutput::Json => Mode::Json,
@@ -216,6 +237,95 @@ pub(crate) async fn run(args: ExposeArgs) -> anyhow::Result<ExitCode> {
         Ok(Ok(())) => Ok(ExitCode::SUCCESS),
         Ok(Err(e)) => Err(explain(e, &cc)),
         Err(e) => Err(anyhow::anyhow!("internal error: {e}")),
+    }
+}
+
+/// How long the agent's session may take to connect before `--via auto` gives up on it.
+const OUTER_WAIT: Duration = Duration::from_secs(20);
+
+/// The agent session the relay is reached through, or `None` for a port-forward to the
+/// relay pod. With `--via auto`, a missing agent (or one that does not connect in
+/// [`OUTER_WAIT`]) means a port-forward; an agent too old for reverse flows is an error
+/// either way, because its image is the relay's.
+async fn outer_session(
+    args: &ExposeArgs,
+    cc: &kubelan_cluster::ClusterClient,
+    stop: CancellationToken,
+) -> anyhow::Result<Option<kubelan_session::Session>> {
+    if args.via == Via::PortForward {
+        return Ok(None);
+    }
+    let auto = args.via == Via::Auto;
+    let ns = &args.agent_namespace;
+    match kubelan_cluster::find_agent(&cc.client, ns).await {
+        Ok(_) => {}
+        Err(e) if auto => {
+            tracing::debug!("agent in {ns}: {e}");
+            eprintln!("no usable kubelan agent in {ns}; reaching the relay by port-forward");
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(cc
+                .explain(
+                    e,
+                    "`kubelan install` installs the agent, or use `--via port-forward`",
+                )
+                .into());
+        }
+    }
+    let tunnel_args = crate::tunnel::TunnelArgs {
+        kube: KubeArgs {
+            kubeconfig: args.kube.kubeconfig.clone(),
+            context: args.kube.context.clone(),
+            namespace: args.namespace.clone(),
+        },
+        agent_namespace: ns.clone(),
+        carrier: crate::tunnel::CarrierChoice::Auto,
+        carriers: Some(1),
+        install: false,
+        agent: None,
+        credentials: None,
+    };
+    // The relay runs the agent's image unless --image names another: an agent without
+    // reverse flows means a relay without `kubelan relay`.
+    let config = kubelan_session::SessionConfig {
+        required: if args.image.is_none() {
+            kubelan_proto::Capabilities::REVERSE
+        } else {
+            kubelan_proto::Capabilities::default()
+        },
+        ..kubelan_session::SessionConfig::default()
+    };
+    let tunnel = crate::tunnel::start_with(&tunnel_args, config, stop, &[]).await?;
+    let mut state = tunnel.session.state();
+    let connected = tokio::time::timeout(OUTER_WAIT, async {
+        loop {
+            let s = state.borrow_and_update().clone();
+            match s {
+                kubelan_session::SessionState::Connected { .. } => return Ok(()),
+                kubelan_session::SessionState::Failed(why) => return Err(why),
+                _ => {}
+            }
+            if state.changed().await.is_err() {
+                return Err("the agent session stopped".to_string());
+            }
+        }
+    })
+    .await;
+    match connected {
+        Ok(Ok(())) => Ok(Some(tunnel.session)),
+        Ok(Err(why)) => Err(anyhow::anyhow!("{why}")),
+        Err(_) if auto => {
+            eprintln!(
+                "the kubelan agent in {ns} did not connect within {} s; reaching the relay by port-forward",
+                OUTER_WAIT.as_secs()
+            );
+            Ok(None)
+        }
+        Err(_) => Err(anyhow::anyhow!(
+            "the kubelan agent in {ns} did not connect within {} s; `kubelan doctor` checks the path, or use `--via port-forward`",
+            OUTER_WAIT.as_secs()
+        )),
     }
 }
 

@@ -88,7 +88,16 @@ pub(crate) async fn start(
     shutdown: CancellationToken,
     routed: &[IpNet],
 ) -> anyhow::Result<Tunnel> {
-    let config = SessionConfig::default();
+    start_with(args, SessionConfig::default(), shutdown, routed).await
+}
+
+/// [`start`] with the session's settings (for example capabilities the agent must have).
+pub(crate) async fn start_with(
+    args: &TunnelArgs,
+    config: SessionConfig,
+    shutdown: CancellationToken,
+    routed: &[IpNet],
+) -> anyhow::Result<Tunnel> {
     if let Some(addr) = args.agent {
         let dir = args
             .credentials
