@@ -154,6 +154,10 @@ pub(super) fn findings(s: &Situation, nodes: &[NodeProbe]) -> Vec<Finding> {
         .lan
         .map(|l| l.trunc().to_string())
         .unwrap_or_else(|| format!("the office LAN (the one holding {})", target.ip()));
+    let example_hop = s
+        .hop
+        .or(s.via)
+        .map_or_else(|| "<router>".to_string(), |h| h.to_string());
     let hop = match (s.hop, s.via) {
         (Some(h), Some(v)) if h != v => {
             format!("{h} (or the gateway {v}, which forwards)")
@@ -246,7 +250,7 @@ pub(super) fn findings(s: &Situation, nodes: &[NodeProbe]) -> Vec<Finding> {
                             "pods on {node} cannot open a connection to {target} ({why}): {cause}; callbacks from the cluster (registries, webhooks) to the LAN fail"
                         ),
                         Some(format!(
-                            "add a route to {lan} via {hop} on {node}{} (e.g. `ip route add {lan} via <router>`), or run `kubelan expose {}:PORT --name NAME` on a tunnel gateway so pods call a Service instead",
+                            "add a route to {lan} via {hop} on {node}{} (e.g. `ip route add {lan} via {example_hop}`), or run `kubelan expose {}:PORT --name NAME` on a tunnel gateway so pods call a Service instead",
                             if nodes.len() > 1 { " and every other node" } else { "" },
                             target.ip()
                         )),
@@ -267,11 +271,32 @@ pub(super) fn findings(s: &Situation, nodes: &[NodeProbe]) -> Vec<Finding> {
         ", once the nodes route it back (see callback)"
     };
     // Which address pods see for a LAN host: measured from a LAN PC, else told by the
-    // gateway's own rules.
-    let seen = nodes.iter().find_map(|n| match &n.result {
-        NodeResult::Report { report, .. } => Some(report.seen.ip()),
-        _ => None,
-    });
+    // gateway's own rules. Pods on the gateway's own node see the address of its interface
+    // towards them (masquerade picks the outgoing interface's), so every node's answer
+    // counts, and the gateway's (`--via`) is the one to name.
+    let mut seen: Vec<(IpAddr, &str)> = nodes
+        .iter()
+        .filter_map(|n| match &n.result {
+            NodeResult::Report { report, .. } => Some((report.seen.ip(), n.node.as_str())),
+            _ => None,
+        })
+        .collect();
+    seen.sort_by_key(|(ip, _)| (Some(*ip) != s.own, Some(*ip) != s.via, *ip));
+    let others: Vec<String> = seen
+        .iter()
+        .skip(1)
+        .filter(|(ip, _)| Some(*ip) != seen.first().map(|f| f.0))
+        .map(|(ip, node)| format!("pods on {node} see {ip}"))
+        .collect();
+    let others = if others.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {}, the address of the gateway's interface towards them",
+            others.join(", ")
+        )
+    };
+    let seen = seen.first().map(|f| f.0);
     const REGISTRIES: &str = "a registry that records the caller's address (Eureka, Nacos, Consul, ZooKeeper/Dubbo without an explicit IP)";
     const REGISTER_OWN: &str = "make the application register its own address explicitly (Spring Cloud: spring.cloud.nacos.discovery.ip, eureka.instance.ip-address, spring.cloud.consul.discovery.ip-address; Dubbo: DUBBO_IP_TO_REGISTRY), or run the gateway with --no-snat (every node then needs the route back to the LAN)";
     match (s.own, seen, s.gateway_snat) {
@@ -285,9 +310,12 @@ pub(super) fn findings(s: &Situation, nodes: &[NodeProbe]) -> Vec<Finding> {
         )),
         (Some(own), Some(seen), _) => {
             let whose = if Some(seen) == s.via {
-                "the gateway's address (it masquerades LAN traffic)".to_string()
+                format!("the gateway's address (it masquerades LAN traffic{others})")
             } else {
-                "an address a NAT on the way gives it".to_string()
+                match others.strip_prefix("; ") {
+                    Some(o) => format!("an address a NAT on the way gives it ({o})"),
+                    None => "an address a NAT on the way gives it".to_string(),
+                }
             };
             out.push((
                 "address",
@@ -596,7 +624,8 @@ mod tests {
             node(
                 "node1",
                 "10.4.7.11",
-                reached("10.4.7.11:5000", "172.17.32.9", "10.4.7.11"),
+                // The gateway's own node: its bridge address.
+                reached("172.17.32.1:5000", "172.17.32.9", "10.4.7.11"),
             ),
             node(
                 "node2",
@@ -620,8 +649,7 @@ mod tests {
         let (step, verdict, what, fix) = &f[2];
         assert_eq!((*step, *verdict), ("address", Verdict::Info));
         assert!(
-            what.contains("pods see this host as 10.4.7.11, the gateway's address")
-                && what.contains("not as its own 172.16.1.11"),
+            what.starts_with("pods see this host as 10.4.7.11, the gateway's address (it masquerades LAN traffic; pods on node1 see 172.17.32.1, the address of the gateway's interface towards them), not as its own 172.16.1.11"),
             "{what}"
         );
         assert!(fix.as_deref().unwrap().contains("--no-snat"));
