@@ -4,7 +4,11 @@
 //! prints, the PCs' resolver is the gateway. With the lab's seed-001 fault on, `--no-snat`
 //! fails for pods behind the other node and `kubelan doctor` names the cause; SNAT works.
 //! Bad input changes nothing; after `kill -9` the gateway's crash watcher restores the
-//! host's nft ruleset, sysctls and routes within 2 s. Needs root; CI runs them with `KUBELAN_E2E_REQUIRED=1`.
+//! host's nft ruleset, sysctls and routes within 2 s. With the lab's
+//! `office.nodes_route_back` on and off, `kubelan doctor` on a PC behind the node gateway
+//! (and on the gateway itself) tells whether pods on each node can call an office PC back
+//! and which address pods see for the PC, checked against real clients. Needs root; CI
+//! runs them with `KUBELAN_E2E_REQUIRED=1`.
 
 mod support;
 
@@ -16,6 +20,9 @@ use support::{
 };
 
 const NODE1: &str = "10.4.7.11";
+const NODE2: &str = "10.4.7.12";
+const PC1: &str = "172.16.1.11";
+const OFFICE_ROUTER: &str = "10.4.7.1";
 const PC2: &str = "172.16.1.12";
 const LAN: &str = "172.16.0.0/18";
 
@@ -288,6 +295,224 @@ fn gateway_serves_the_office_lan() {
 
     drop(cluster);
     lab.down();
+    assert_eq!(root_snapshot(), root_before, "root namespace changed");
+}
+
+/// The lines of a doctor report for one step.
+fn step_lines<'a>(report: &'a str, step: &str) -> Vec<&'a str> {
+    report
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(step))
+        .collect()
+}
+
+/// The first `web` pod on `node`.
+fn web_pod_on(cluster: &Cluster, node: &str) -> String {
+    pods_of(cluster, "app=web")
+        .into_iter()
+        .find(|p| p.1 == node)
+        .unwrap_or_else(|| panic!("no web pod on {node}"))
+        .0
+}
+
+/// What `GET /ip` of `url` answers on `target` (a host or pod/NAME): the client's address
+/// as the server saw it, without the port; empty when it could not connect.
+fn seen_ip(lab: &Lab, target: &str, url: &str) -> String {
+    let out = lab.exec(target, &["curl", "-sS", "--max-time", "5", url]);
+    let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    body.rsplit_once(':')
+        .map(|(ip, _)| ip.to_string())
+        .unwrap_or(body)
+}
+
+#[test]
+fn doctor_checks_callbacks_from_pods_to_the_lan() {
+    if !lab_available() {
+        return;
+    }
+    let root_before = root_snapshot();
+    let dir = tempfile_dir();
+    for route_back in [true, false] {
+        let config = dir.join(format!("lab-route-back-{route_back}.toml"));
+        std::fs::write(
+            &config,
+            format!("[office]\nnodes_route_back = {route_back}\n"),
+        )
+        .unwrap();
+        let lab = Lab::up(
+            if route_back { "cbon" } else { "cboff" },
+            &["--config", config.to_str().unwrap()],
+        );
+        let cluster = Cluster::new(&lab);
+        if !route_back {
+            // The gateway host itself reaches the LAN, as a gateway must (replies to the
+            // PCs leave by it); the other node has only its default route.
+            lab.exec_ok(
+                "node1",
+                &["ip", "route", "replace", LAN, "via", OFFICE_ROUTER],
+            );
+        }
+        lab.route_office_to(NODE1);
+        // A PC's own server, for the real clients below and `--callback-to`.
+        let server = Background::start(
+            &lab,
+            "pc1",
+            "pc1-http",
+            300,
+            &format!("kubelan lab serve http --listen {PC1}:8080"),
+        );
+        support::wait_for("pc1's server", 10, || {
+            (http_code(&lab, "pc1", &format!("http://{PC1}:8080/")) == "200").then_some(())
+        });
+        let on_node1 = format!("pod/{}", web_pod_on(&cluster, "node1"));
+        let on_node2 = format!("pod/{}", web_pod_on(&cluster, "node2"));
+        // A pod on the other node than the gateway (pods on the gateway's own node see
+        // its bridge address).
+        let web2_ip = pods_of(&cluster, "app=web")
+            .into_iter()
+            .find(|p| p.1 == "node2")
+            .unwrap()
+            .2;
+
+        let gw = Background::start(
+            &lab,
+            "node1",
+            "gw",
+            300,
+            &format!("kubelan gateway --mode node --lan {LAN}"),
+        );
+        gw.wait_log("gateway ready", 30);
+        let started = std::time::Instant::now();
+        let doc = lab.exec("pc1", &["kubelan", "doctor", "--via", NODE1]);
+        eprintln!(
+            "doctor --via with callbacks (nodes_route_back = {route_back}) took {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let report = text(&doc);
+        eprintln!("{report}");
+        let callback = step_lines(&report, "callback");
+        let address = step_lines(&report, "address");
+        assert_eq!(callback.len(), 2, "one callback line per node:\n{report}");
+        // What real clients say: pods see the PC as the gateway (SNAT)...
+        assert_eq!(
+            seen_ip(&lab, "pc1", &format!("http://{web2_ip}/ip")),
+            NODE1,
+            "a pod sees pc1 as the gateway"
+        );
+        assert!(
+            address.len() == 1
+                && address[0].contains(&format!(
+                    "pods see this host as {NODE1}, the gateway's address"
+                ))
+                && address[0].contains(&format!("not as its own {PC1}")),
+            "address:\n{report}"
+        );
+        assert!(report.contains("--no-snat"), "{report}");
+        // ... and pods on node1 call pc1 back, arriving with node1's address.
+        assert_eq!(
+            seen_ip(&lab, &on_node1, &format!("http://{PC1}:8080/ip")),
+            NODE1
+        );
+        assert!(
+            callback[0].starts_with("✓")
+                && callback[0].contains(&format!("pods on node1 open connections to {PC1}:"))
+                && callback[0].contains(&format!("arrive from {NODE1}, node1's address")),
+            "node1:\n{report}"
+        );
+        let node2_call = seen_ip(&lab, &on_node2, &format!("http://{PC1}:8080/ip"));
+        if route_back {
+            assert_eq!(node2_call, NODE2, "pods on node2 reach pc1");
+            assert!(
+                callback[1].starts_with("✓")
+                    && callback[1].contains(&format!("arrive from {NODE2}, node2's address")),
+                "node2:\n{report}"
+            );
+            assert!(doc.status.success(), "doctor failed:\n{report}");
+        } else {
+            assert_eq!(node2_call, "", "pods on node2 must not reach pc1");
+            assert!(
+                callback[1].starts_with("✗")
+                    && callback[1]
+                        .contains(&format!("pods on node2 cannot open a connection to {PC1}:"))
+                    && callback[1].contains("node2 has no route back to 172.16.0.0/18"),
+                "node2:\n{report}"
+            );
+            let fix = report
+                .lines()
+                .skip_while(|l| !l.starts_with("✗ callback"))
+                .nth(1)
+                .unwrap_or_default();
+            assert!(
+                fix.contains(&format!(
+                    "fix: add a route to 172.16.0.0/18 via the gateway {NODE1}"
+                )) && fix.contains(&format!("`kubelan expose {PC1}:PORT")),
+                "fix:\n{report}"
+            );
+            assert!(!doc.status.success(), "doctor passed:\n{report}");
+            // On the gateway itself, at a PC's real port: the fix names the router it uses.
+            let doc = lab.exec(
+                "node1",
+                &["kubelan", "doctor", "--callback-to", &format!("{PC1}:8080")],
+            );
+            let report = text(&doc);
+            eprintln!("{report}");
+            let callback = step_lines(&report, "callback");
+            assert!(
+                callback.len() == 2 && callback[0].starts_with("✓") && callback[1].starts_with("✗"),
+                "on the gateway:\n{report}"
+            );
+            assert!(
+                report.contains(&format!(
+                    "fix: add a route to 172.16.0.0/18 via {OFFICE_ROUTER} on node2"
+                )),
+                "on the gateway:\n{report}"
+            );
+            assert!(
+                report.contains("pods see every LAN host as this gateway's address (SNAT)"),
+                "on the gateway:\n{report}"
+            );
+        }
+        drop(gw);
+
+        if route_back {
+            // Without SNAT pods see the PC's own address, and doctor says so.
+            support::wait_for("the gateway to clean up", 15, || {
+                (!lab
+                    .exec_ok("node1", &["nft", "list", "tables"])
+                    .contains("kubelan"))
+                .then_some(())
+            });
+            let gw = Background::start(
+                &lab,
+                "node1",
+                "gw-nosnat",
+                300,
+                &format!("kubelan gateway --mode node --lan {LAN} --no-snat"),
+            );
+            gw.wait_log("gateway ready", 30);
+            assert_eq!(seen_ip(&lab, "pc1", &format!("http://{web2_ip}/ip")), PC1);
+            let doc = lab.exec("pc1", &["kubelan", "doctor", "--via", NODE1]);
+            let report = text(&doc);
+            let address = step_lines(&report, "address");
+            assert!(
+                address.len() == 1
+                    && address[0]
+                        .contains(&format!("pods see this host as {PC1}, its own address")),
+                "address without SNAT:\n{report}"
+            );
+            drop(gw);
+        }
+        // The probe pods are gone.
+        support::wait_for("the probe pods to go", 15, || {
+            cluster
+                .names::<k8s_openapi::api::core::v1::Pod>("app.kubernetes.io/name=kubelan-doctor")
+                .is_empty()
+                .then_some(())
+        });
+        drop(server);
+        drop(cluster);
+        lab.down();
+    }
     assert_eq!(root_snapshot(), root_before, "root namespace changed");
 }
 
