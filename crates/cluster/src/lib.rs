@@ -12,6 +12,8 @@
 //!   the client credentials; [`tls`]: the mutual-TLS configurations of that carrier.
 //! - [`discovery`]: the cluster's Service and Pod CIDRs, cluster domain and DNS Service,
 //!   each with its provenance, and the route plan checked against the host's routes.
+//! - [`replace`](mod@replace): the patches of `kubelan replace`, which swap a Service's selector
+//!   to a session's relay and put it back.
 //! - [`cli`]: the command-line arguments and output of `install`, `uninstall` and `rbac`.
 //! - [`fuzz_entry`]: the fuzz targets of discovery's parsers and prefix arithmetic.
 //!
@@ -29,6 +31,7 @@ pub mod kubeconfig;
 pub mod names;
 pub mod preflight;
 pub mod rbac;
+pub mod replace;
 pub mod tls;
 
 pub use agent::{
