@@ -7,7 +7,7 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 20] = [
+const TARGETS: [Target; 21] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
@@ -44,6 +44,7 @@ const TARGETS: [Target; 20] = [
     ("route_cache", kubelan_sys::fuzz_entry::route_cache, 10),
     ("proc_stat", kubelan_lab::fuzz_entry::proc_stat, 10),
     ("relay_listen", kubelan_agent::fuzz_entry::relay_listen, 10),
+    ("replace_original", kubelan_cluster::replace::fuzz_entry, 10),
 ];
 
 #[test]
