@@ -32,6 +32,11 @@
 //! first carrier `--first-grace`, 60 s) the relay exits 0: the Job completes, its
 //! `ttlSecondsAfterFinished` deletes it and the garbage collector removes every object
 //! of the session. So a crashed or disconnected client leaves nothing behind.
+//!
+//! For `kubelan replace` (`--restore-service NAME --session ID`), the relay also puts the
+//! replaced Service's selector back whenever it stops, grace expiry or SIGTERM alike,
+//! before it exits ([`restore`]): the garbage collector deletes objects but cannot undo
+//! the patch that pointed an existing Service at the relay.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -55,6 +60,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+pub use restore::{RestoreOutcome, RestoreTarget, Restorer};
+
+pub mod restore;
 
 /// The carrier port when none is given.
 pub const DEFAULT_CARRIER_PORT: u16 = 7445;
@@ -91,6 +100,24 @@ pub struct RelayArgs {
     /// Seconds a UDP flow may stay idle.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub udp_idle: u64,
+    /// `kubelan replace`: the Service (in `--namespace`) whose selector the relay puts
+    /// back whenever it stops; needs the session's ServiceAccount token.
+    #[arg(long, value_name = "NAME", requires = "session")]
+    pub restore_service: Option<String>,
+    /// The Service's selector before the swap, as a JSON object (else its
+    /// `kubelan.io/original` annotation is used).
+    #[arg(long, value_name = "JSON", requires = "restore_service")]
+    pub restore_selector: Option<String>,
+    /// The session's id: the swapped selector is `kubelan.io/session=ID`.
+    #[arg(long, value_name = "ID", env = "KUBELAN_SESSION")]
+    pub session: Option<String>,
+    /// The namespace of `--restore-service` (default: the pod's own).
+    #[arg(long, value_name = "NS", env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Seconds a restore may take, retries included (keep it below the pod's
+    /// terminationGracePeriodSeconds, so a SIGTERM leaves time to finish).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub restore_timeout: u64,
 }
 
 /// One listener: a port of the relay pod and the id the client knows it by.
@@ -160,6 +187,12 @@ pub enum RelayError {
     /// Two listeners share a port or an id.
     #[error("--listen {0}: two listeners share this port (of one protocol) or id")]
     Duplicate(ListenSpec),
+    /// `--restore-selector` is not a JSON object of strings.
+    #[error("--restore-selector: {0} (expected a JSON object such as {{\"app\":\"web\"}})")]
+    RestoreSelector(#[source] kubelan_cluster::replace::OriginalError),
+    /// `--session` is empty.
+    #[error("--session must name the session whose selector --restore-service restores")]
+    Session,
     /// A port could not be bound.
     #[error("cannot listen on {addr}: {source} (another process holds the port?)")]
     Bind {
@@ -885,13 +918,105 @@ async fn udp_flow(
     }
 }
 
-/// `kubelan relay`: binds, serves until the session is over or SIGTERM, exits 0.
+/// Serves until the session is over or `shutdown`, then (for `kubelan replace`) puts the
+/// replaced Service back, whatever ended the session.
+pub async fn serve(
+    relay: Relay,
+    shutdown: CancellationToken,
+    restorer: Option<&Restorer>,
+) -> (RelayExit, Option<RestoreOutcome>) {
+    let exit = relay.run(shutdown).await;
+    tracing::info!(?exit, "relay stopped");
+    let restored = match restorer {
+        Some(r) => Some(r.restore().await),
+        None => None,
+    };
+    (exit, restored)
+}
+
+/// The restore settings of `args` (`None` without `--restore-service`); the namespace
+/// defaults to `default_namespace`.
 ///
 /// # Errors
 ///
-/// Bad flags or a port that cannot be bound.
+/// [`RelayError::RestoreSelector`], [`RelayError::Session`].
+pub fn restore_target(
+    args: &RelayArgs,
+    default_namespace: &str,
+) -> Result<Option<RestoreTarget>, RelayError> {
+    let Some(service) = &args.restore_service else {
+        return Ok(None);
+    };
+    let session = args
+        .session
+        .clone()
+        .filter(|s| !s.is_empty())
+        .ok_or(RelayError::Session)?;
+    let original = args
+        .restore_selector
+        .as_deref()
+        .map(kubelan_cluster::replace::parse_selector)
+        .transpose()
+        .map_err(RelayError::RestoreSelector)?;
+    Ok(Some(RestoreTarget {
+        namespace: args
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| default_namespace.to_string()),
+        service: service.clone(),
+        session,
+        original,
+        timeout: Duration::from_secs(args.restore_timeout.max(1)),
+    }))
+}
+
+/// `kubelan relay`: binds, serves until the session is over or SIGTERM, restores a
+/// replaced Service, exits 0.
+///
+/// With `--restore-service`, the relay first makes sure it may read and patch that
+/// Service (waiting up to `--first-grace` for the session's RBAC) and only then opens its
+/// ports, so the pod turns ready, and the client swaps the Service, only when the relay
+/// can put it back.
+///
+/// # Errors
+///
+/// Bad flags, a port that cannot be bound, no in-cluster credentials or no permission to
+/// restore the Service.
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     let config = RelayConfig::from_args(&args)?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        crate::wait_for_signal().await;
+        stop.cancel();
+    });
+    // Checked before any connection, so a bad flag fails at once.
+    restore_target(&args, "default")?;
+    let restorer = match &args.restore_service {
+        None => None,
+        Some(_) => {
+            let client = kube::Client::try_default().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "--restore-service needs the API server and the session's ServiceAccount token in the pod ({e}); the session's Job mounts them"
+                )
+            })?;
+            let target = restore_target(&args, client.default_namespace())?
+                .expect("--restore-service is set");
+            Some(Restorer::new(client, target))
+        }
+    };
+    if let Some(r) = &restorer
+        && let Err(e) = r.wait_until_able(config.first_grace, &shutdown).await
+    {
+        // Not ready, so no client swapped the Service; restore anyway in case one did.
+        r.restore().await;
+        anyhow::bail!(
+            "the relay cannot restore Service {}/{}, so it does not serve: {e}",
+            r.target().namespace,
+            r.target().service
+        );
+    }
     let relay = Relay::bind(config).await?;
     let listeners: Vec<String> = args
         .listen
@@ -902,14 +1027,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         })
         .collect();
     tracing::info!(carrier = %relay.carrier_addr(), ?listeners, "relay listening");
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        crate::wait_for_signal().await;
-        stop.cancel();
-    });
-    let exit = relay.run(shutdown).await;
-    tracing::info!(?exit, "relay stopped");
+    serve(relay, shutdown, restorer.as_ref()).await;
     Ok(())
 }
 

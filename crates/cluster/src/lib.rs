@@ -15,6 +15,8 @@
 //! - [`session_objects`]: every object one `expose` / `replace` / `run` session creates (a
 //!   Job running `kubelan relay`, its Service, the replace lock and per-session RBAC, all
 //!   owned by the Job), the selector swap and restore patches, and the GitOps check.
+//! - [`replace`](mod@replace): the patches of `kubelan replace`, which swap a Service's selector
+//!   to a session's relay and put it back.
 //! - [`cli`]: the command-line arguments and output of `install`, `uninstall` and `rbac`.
 //! - [`fuzz_entry`]: the fuzz targets of discovery's parsers and prefix arithmetic.
 //!
@@ -32,6 +34,7 @@ pub mod kubeconfig;
 pub mod names;
 pub mod preflight;
 pub mod rbac;
+pub mod replace;
 pub mod session_objects;
 pub mod tls;
 
