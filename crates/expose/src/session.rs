@@ -215,7 +215,7 @@ async fn serve(
     let owner = SessionOwner::from_job(job).ok_or_else(|| ExposeError::Carrier(
         "the API server returned the created Job without a name or UID; kubelan cannot own the Service by it".into(),
     ))?;
-    let ports: Vec<_> = plan.ports.iter().map(|p| p.service_port_spec()).collect();
+    let ports = plan.service_port_specs();
     let services: Api<Service> = Api::namespaced(o.client.clone(), ns);
     services
         .create(
@@ -282,11 +282,7 @@ async fn serve(
             announced = true;
             emit(ExposeEvent::Serving {
                 service: format!("{name}.{ns}.svc"),
-                ports: plan
-                    .ports
-                    .iter()
-                    .map(|p| format!("{}/{} → {}", p.service_port, p.local.protocol, p.local))
-                    .collect(),
+                ports: plan.describe_ports(),
             });
         }
         if let SessionState::Failed(why) = s {

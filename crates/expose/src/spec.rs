@@ -284,6 +284,43 @@ pub struct ExposePlan {
     pub ports: Vec<ExposedPort>,
     /// The relay's carrier port (not one of the relay ports).
     pub carrier_port: u16,
+    /// The Service also answers on port 80 for the one port (so `http://NAME` works):
+    /// set for a single TCP target without `--port` whose port is not 80.
+    pub also_http: bool,
+}
+
+impl ExposePlan {
+    /// The Service's ports: one per exposed port, and `http` (80) for the single TCP port
+    /// when [`ExposePlan::also_http`] is set (same relay port, so the same local target).
+    pub fn service_port_specs(&self) -> Vec<ServicePortSpec> {
+        let mut specs: Vec<ServicePortSpec> = self
+            .ports
+            .iter()
+            .map(ExposedPort::service_port_spec)
+            .collect();
+        if let (true, Some(p)) = (self.also_http, self.ports.first()) {
+            specs.push(ServicePortSpec {
+                name: "http".into(),
+                port: 80,
+                target_port: p.relay_port,
+                protocol: p.local.protocol,
+            });
+        }
+        specs
+    }
+
+    /// `8080/tcp → 127.0.0.1:8080` per Service port, for people.
+    pub fn describe_ports(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("{}/{} → {}", p.service_port, p.local.protocol, p.local))
+            .collect();
+        if let (true, Some(p)) = (self.also_http, self.ports.first()) {
+            v.push(format!("80/{} → {}", p.local.protocol, p.local));
+        }
+        v
+    }
 }
 
 /// The relay port for Service port `p`: the same number when it is unprivileged, else
@@ -341,10 +378,13 @@ pub fn plan(
         });
     }
     let used: Vec<u16> = ports.iter().map(|p| p.relay_port).collect();
+    let also_http = service_ports.is_empty()
+        && matches!(&ports[..], [p] if p.local.protocol == Protocol::Tcp && p.service_port != 80);
     Ok(ExposePlan {
         name: name.map(str::to_string),
         carrier_port: carrier_port(&used),
         ports,
+        also_http,
     })
 }
 
@@ -413,6 +453,31 @@ mod tests {
             e("80/sctp").to_string(),
             "\"80/sctp\": unknown protocol \"sctp\"; write PORT for TCP or PORT/udp for UDP"
         );
+    }
+
+    #[test]
+    fn one_tcp_port_also_answers_on_80() {
+        let p = plan(&s(&["8080"]), &[], Some("dev-api")).unwrap();
+        let ports: Vec<(String, u16, u16)> = p
+            .service_port_specs()
+            .into_iter()
+            .map(|x| (x.name, x.port, x.target_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [("tcp-8080".into(), 8080, 8080), ("http".into(), 80, 8080)]
+        );
+        assert_eq!(p.describe_ports().len(), 2);
+        for (targets, svc) in [
+            (&["80"][..], &[][..]),
+            (&["53/udp"], &[]),
+            (&["8080", "9090"], &[]),
+            (&["8080"], &["9000"]),
+        ] {
+            let p = plan(&s(targets), &s(svc), None).unwrap();
+            assert!(!p.also_http, "{targets:?} {svc:?}");
+            assert_eq!(p.service_port_specs().len(), targets.len());
+        }
     }
 
     fn s(v: &[&str]) -> Vec<String> {

@@ -363,6 +363,18 @@ fn expose_serves_pods_from_behind_a_nat() {
     );
     let body = lab.exec_ok(&pod, &["curl", "-sS", "-m", "5", "http://dev-pf:8080/"]);
     assert_eq!(body.trim(), "hello from laptop");
+    // One TCP port without --port: the Service also answers on 80.
+    let body = lab.exec_ok(
+        &pod,
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            "http://dev-pf.default.svc.cluster.local",
+        ],
+    );
+    assert_eq!(body.trim(), "hello from laptop");
     let t = Instant::now();
     let _ = std::process::Command::new("kill")
         .args(["-INT", &pf.command_pid().to_string()])
