@@ -4,7 +4,9 @@
 //! inside a token). Static tokens name lab users; service-account tokens are minted for
 //! pods and stop working when the ServiceAccount (or the pod they were bound to) is gone.
 //! Authorization evaluates the stored Roles, ClusterRoles and bindings the way the RBAC
-//! authorizer does; members of `system:masters` may do everything.
+//! authorizer does (plus the default rules every authenticated user holds); members of
+//! `system:masters` may do everything. Escalation prevention on RBAC writes lives in
+//! `escalation`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
