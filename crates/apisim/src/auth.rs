@@ -4,7 +4,9 @@
 //! inside a token). Static tokens name lab users; service-account tokens are minted for
 //! pods and stop working when the ServiceAccount (or the pod they were bound to) is gone.
 //! Authorization evaluates the stored Roles, ClusterRoles and bindings the way the RBAC
-//! authorizer does; members of `system:masters` may do everything.
+//! authorizer does (plus the default rules every authenticated user holds); members of
+//! `system:masters` may do everything. Escalation prevention on RBAC writes lives in
+//! `escalation`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -177,27 +179,124 @@ pub fn authorize(store: &Store, user: &UserInfo, attrs: &Attributes) -> (bool, S
     if user.is_master() {
         return (true, "user is in group system:masters".into());
     }
-    if let Some(path) = &attrs.path {
-        // Discovery, version and health are readable by every authenticated user, as the
-        // default `system:discovery` and `system:public-info-viewer` roles allow.
-        return (
-            attrs.verb == "get",
-            format!("non-resource URL {path} is readable by authenticated users"),
-        );
-    }
-    // Every authenticated user may review its own access (system:basic-user).
-    if attrs.verb == "create"
-        && matches!(
-            attrs.resource.as_str(),
-            "selfsubjectaccessreviews" | "selfsubjectrulesreviews" | "selfsubjectreviews"
-        )
-    {
-        return (true, "allowed by system:basic-user".into());
-    }
-    store.read(|inner| match rbac_allows(inner, user, attrs) {
+    store.read(|inner| match allowed_by(inner, user, attrs) {
         Some(why) => (true, why),
         None => (false, String::new()),
     })
+}
+
+/// What the default ClusterRoles bound to `system:authenticated` allow every signed-in
+/// user (`system:basic-user`, `system:discovery`, `system:public-info-viewer`): reviewing
+/// one's own access, and reading discovery, OpenAPI, health and version. They are not
+/// stored objects here, but count like bound rules everywhere (authorization, the
+/// escalation check, SelfSubjectRulesReview), as upstream.
+pub fn authenticated_rules() -> Vec<Value> {
+    vec![
+        serde_json::json!({"verbs": ["create"], "apiGroups": ["authorization.k8s.io"],
+            "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]}),
+        serde_json::json!({"verbs": ["create"], "apiGroups": ["authentication.k8s.io"],
+            "resources": ["selfsubjectreviews"]}),
+        serde_json::json!({"verbs": ["get"], "nonResourceURLs": [
+            "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi",
+            "/openapi/*", "/readyz", "/version", "/version/"]}),
+    ]
+}
+
+/// Whether `user` is bound to `rule` and where from, as one callback per rule that applies
+/// to `user` in `namespace` (cluster-wide bindings first, then the namespace's
+/// RoleBindings when `namespace` is not empty). The callback returns `false` to stop.
+fn visit_rules(
+    inner: &Inner,
+    user: &UserInfo,
+    namespace: &str,
+    f: &mut dyn FnMut(&dyn Fn() -> String, &Value) -> bool,
+) {
+    if user.groups.iter().any(|g| g == "system:authenticated") {
+        for rule in authenticated_rules() {
+            if !f(
+                &|| "RBAC: allowed to every authenticated user".into(),
+                &rule,
+            ) {
+                return;
+            }
+        }
+    }
+    for crb in inner.all_of("clusterrolebindings") {
+        let Some(subjects) = crb.get("subjects").and_then(Value::as_array) else {
+            continue;
+        };
+        if !subjects.iter().any(|s| subject_matches(s, user, "")) {
+            continue;
+        }
+        let role = meta::str_at(crb, &["roleRef", "name"]);
+        let why = || {
+            format!(
+                "RBAC: allowed by ClusterRoleBinding \"{}\" of ClusterRole \"{role}\"",
+                meta::name(crb)
+            )
+        };
+        for rule in rules_of(inner, "ClusterRole", role, "") {
+            if !f(&why, rule) {
+                return;
+            }
+        }
+    }
+    if namespace.is_empty() {
+        return;
+    }
+    for rb in inner
+        .all_of("rolebindings")
+        .filter(|rb| meta::namespace(rb) == namespace)
+    {
+        let Some(subjects) = rb.get("subjects").and_then(Value::as_array) else {
+            continue;
+        };
+        if !subjects.iter().any(|s| subject_matches(s, user, namespace)) {
+            continue;
+        }
+        let kind = meta::str_at(rb, &["roleRef", "kind"]);
+        let role = meta::str_at(rb, &["roleRef", "name"]);
+        let why = || {
+            format!(
+                "RBAC: allowed by RoleBinding \"{namespace}/{}\" of {kind} \"{role}\"",
+                meta::name(rb)
+            )
+        };
+        for rule in rules_of(inner, kind, role, namespace) {
+            if !f(&why, rule) {
+                return;
+            }
+        }
+    }
+}
+
+/// The rules bound to `user` in `namespace` (cluster-wide ones too), including
+/// [`authenticated_rules`].
+pub(crate) fn bound_rules(inner: &Inner, user: &UserInfo, namespace: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    visit_rules(inner, user, namespace, &mut |_, r| {
+        out.push(r.clone());
+        true
+    });
+    out
+}
+
+/// Why `user` may perform `attrs` (under the store lock), or `None`.
+pub(crate) fn allowed_by(inner: &Inner, user: &UserInfo, a: &Attributes) -> Option<String> {
+    if user.is_master() {
+        return Some("user is in group system:masters".into());
+    }
+    let mut why = None;
+    // Non-resource URLs are cluster-wide: only ClusterRoleBindings grant them.
+    let ns = if a.path.is_some() { "" } else { &a.namespace };
+    visit_rules(inner, user, ns, &mut |source, rule| {
+        if rule_allows(rule, a) {
+            why = Some(source());
+            return false;
+        }
+        true
+    });
+    why
 }
 
 fn subject_matches(subject: &Value, user: &UserInfo, binding_ns: &str) -> bool {
@@ -209,13 +308,20 @@ fn subject_matches(subject: &Value, user: &UserInfo, binding_ns: &str) -> bool {
         "ServiceAccount" => {
             let ns = meta::str_at(subject, &["namespace"]);
             let ns = if ns.is_empty() { binding_ns } else { ns };
-            user.name == format!("system:serviceaccount:{ns}:{name}")
+            !ns.is_empty() && user.name == format!("system:serviceaccount:{ns}:{name}")
         }
         _ => false,
     }
 }
 
-fn rules_of<'a>(inner: &'a Inner, role_kind: &str, role_name: &str, ns: &str) -> Vec<&'a Value> {
+/// The rules of the Role (in `ns`) or ClusterRole a binding refers to; empty when it does
+/// not exist.
+pub(crate) fn rules_of<'a>(
+    inner: &'a Inner,
+    role_kind: &str,
+    role_name: &str,
+    ns: &str,
+) -> Vec<&'a Value> {
     let (plural, want_ns) = if role_kind == "ClusterRole" {
         ("clusterroles", "")
     } else {
@@ -233,131 +339,80 @@ fn rules_of<'a>(inner: &'a Inner, role_kind: &str, role_name: &str, ns: &str) ->
         .collect()
 }
 
-fn list_has(rule: &Value, field: &str, want: &str) -> bool {
-    rule.get(field).and_then(Value::as_array).is_some_and(|a| {
-        a.iter()
-            .any(|v| v.as_str() == Some("*") || v.as_str() == Some(want))
-    })
+fn strings<'a>(rule: &'a Value, field: &str) -> impl Iterator<Item = &'a str> {
+    rule.get(field)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
 }
 
+fn list_has(rule: &Value, field: &str, want: &str) -> bool {
+    strings(rule, field).any(|v| v == "*" || v == want)
+}
+
+/// Whether one PolicyRule allows the request, as upstream's `RuleAllows`: verb and group
+/// match (or `*`); the resource is `*`, exactly `resource[/subresource]`, or `*/sub` for a
+/// subresource (`pods/*` is not a pattern upstream: it matches nothing); with
+/// `resourceNames`, the request's name must be one of them, so requests without a name
+/// (create, deletecollection, list/watch without a `metadata.name` field selector) never
+/// match such a rule.
 fn rule_allows(rule: &Value, a: &Attributes) -> bool {
+    if let Some(path) = &a.path {
+        return list_has(rule, "verbs", &a.verb)
+            && strings(rule, "nonResourceURLs").any(|u| {
+                u == "*" || u == path || u.strip_suffix('*').is_some_and(|p| path.starts_with(p))
+            });
+    }
     if !list_has(rule, "verbs", &a.verb) || !list_has(rule, "apiGroups", &a.group) {
         return false;
     }
     let res = a.resource_with_sub();
-    let res_ok = rule
-        .get("resources")
-        .and_then(Value::as_array)
-        .is_some_and(|list| {
-            list.iter().filter_map(Value::as_str).any(|r| {
-                r == "*"
-                    || r == res
-                    || (a.subresource.is_empty() && r == a.resource)
-                    || (!a.subresource.is_empty() && r == format!("*/{}", a.subresource))
-                    || (!a.subresource.is_empty() && r == format!("{}/*", a.resource))
-            })
-        });
+    let res_ok = strings(rule, "resources").any(|r| {
+        r == "*"
+            || r == res
+            || (!a.subresource.is_empty() && r.strip_prefix("*/") == Some(a.subresource.as_str()))
+    });
     if !res_ok {
         return false;
     }
-    match rule.get("resourceNames").and_then(Value::as_array) {
-        Some(names) if !names.is_empty() => {
-            !a.name.is_empty() && names.iter().any(|n| n.as_str() == Some(&a.name))
-        }
-        _ => true,
-    }
+    let mut names = strings(rule, "resourceNames").peekable();
+    names.peek().is_none() || names.any(|n| n == a.name)
 }
 
-fn rbac_allows(inner: &Inner, user: &UserInfo, a: &Attributes) -> Option<String> {
-    for crb in inner.all_of("clusterrolebindings") {
-        let Some(subjects) = crb.get("subjects").and_then(Value::as_array) else {
-            continue;
-        };
-        if subjects.iter().any(|s| subject_matches(s, user, "")) {
-            let role = meta::str_at(crb, &["roleRef", "name"]);
-            if rules_of(inner, "ClusterRole", role, "")
-                .iter()
-                .any(|r| rule_allows(r, a))
-            {
-                return Some(format!(
-                    "RBAC: allowed by ClusterRoleBinding \"{}\" of ClusterRole \"{role}\"",
-                    meta::name(crb)
-                ));
-            }
-        }
-    }
-    if a.namespace.is_empty() {
-        return None;
-    }
-    for rb in inner
-        .all_of("rolebindings")
-        .filter(|rb| meta::namespace(rb) == a.namespace)
-    {
-        let Some(subjects) = rb.get("subjects").and_then(Value::as_array) else {
-            continue;
-        };
-        if subjects
-            .iter()
-            .any(|s| subject_matches(s, user, &a.namespace))
-        {
-            let kind = meta::str_at(rb, &["roleRef", "kind"]);
-            let role = meta::str_at(rb, &["roleRef", "name"]);
-            if rules_of(inner, kind, role, &a.namespace)
-                .iter()
-                .any(|r| rule_allows(r, a))
-            {
-                return Some(format!(
-                    "RBAC: allowed by RoleBinding \"{}/{}\" of {kind} \"{role}\"",
-                    a.namespace,
-                    meta::name(rb)
-                ));
-            }
-        }
-    }
-    None
-}
-
-/// The rules that apply to `user` in `namespace` (for SelfSubjectRulesReview).
-pub fn rules_for(store: &Store, user: &UserInfo, namespace: &str) -> Vec<Value> {
+/// The rules that apply to `user` in `namespace`, for a SelfSubjectRulesReview: resource
+/// rules and non-resource rules, as upstream splits them.
+pub fn rules_for(store: &Store, user: &UserInfo, namespace: &str) -> (Vec<Value>, Vec<Value>) {
     if user.is_master() {
-        return vec![serde_json::json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})];
+        return (
+            vec![serde_json::json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})],
+            vec![serde_json::json!({"verbs": ["*"], "nonResourceURLs": ["*"]})],
+        );
     }
-    store.read(|inner| {
-        let mut out = vec![serde_json::json!({
-            "verbs": ["create"],
-            "apiGroups": ["authorization.k8s.io"],
-            "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
-        })];
-        for crb in inner.all_of("clusterrolebindings") {
-            let hit = crb
-                .get("subjects")
-                .and_then(Value::as_array)
-                .is_some_and(|s| s.iter().any(|s| subject_matches(s, user, "")));
-            if hit {
-                let role = meta::str_at(crb, &["roleRef", "name"]);
-                out.extend(
-                    rules_of(inner, "ClusterRole", role, "")
-                        .into_iter()
-                        .cloned(),
-                );
+    let rules = store.read(|inner| bound_rules(inner, user, namespace));
+    let mut resource = Vec::new();
+    let mut non_resource = Vec::new();
+    let list = |r: &Value, f: &str| Value::from(strings(r, f).collect::<Vec<_>>());
+    for r in &rules {
+        if strings(r, "resources").next().is_some() {
+            let mut out = serde_json::json!({
+                "verbs": list(r, "verbs"),
+                "apiGroups": list(r, "apiGroups"),
+                "resources": list(r, "resources"),
+            });
+            if strings(r, "resourceNames").next().is_some() {
+                out["resourceNames"] = list(r, "resourceNames");
             }
+            resource.push(out);
         }
-        for rb in inner
-            .all_of("rolebindings")
-            .filter(|rb| meta::namespace(rb) == namespace)
-        {
-            let hit = rb
-                .get("subjects")
-                .and_then(Value::as_array)
-                .is_some_and(|s| s.iter().any(|s| subject_matches(s, user, namespace)));
-            if hit {
-                let kind = meta::str_at(rb, &["roleRef", "kind"]);
-                let role = meta::str_at(rb, &["roleRef", "name"]);
-                out.extend(rules_of(inner, kind, role, namespace).into_iter().cloned());
-            }
+        if strings(r, "nonResourceURLs").next().is_some() {
+            non_resource.push(serde_json::json!({
+                "verbs": list(r, "verbs"),
+                "nonResourceURLs": list(r, "nonResourceURLs"),
+            }));
         }
-        out
-    })
+    }
+    (resource, non_resource)
 }
 
 #[cfg(test)]
@@ -448,14 +503,116 @@ mod tests {
         assert!(authorize(&s, &dev, &attrs("get", "pods", "", "team", "p")).0);
         assert!(!authorize(&s, &dev, &attrs("get", "pods", "", "team", "q")).0);
         assert!(!authorize(&s, &dev, &attrs("list", "pods", "", "team", "")).0);
-        assert!(
-            authorize(
-                &s,
-                &dev,
-                &attrs("create", "selfsubjectaccessreviews", "", "", "")
-            )
-            .0
+        let mut review = attrs("create", "selfsubjectaccessreviews", "", "", "");
+        assert!(!authorize(&s, &dev, &review).0, "the group counts");
+        review.group = "authorization.k8s.io".into();
+        assert!(authorize(&s, &dev, &review).0);
+    }
+
+    fn grant(s: &Store, rules: Value) {
+        s.create(
+            find("rbac.authorization.k8s.io", "v1", "roles").unwrap(),
+            "team",
+            json!({"metadata": {"name": "r"}, "rules": rules}),
+            false,
+        )
+        .unwrap();
+        s.create(
+            find("rbac.authorization.k8s.io", "v1", "rolebindings").unwrap(),
+            "team",
+            json!({"metadata": {"name": "r"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+                   "subjects": [{"kind": "User", "name": "dev"}]}),
+            false,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn resource_names_match_only_requests_that_carry_that_name() {
+        let s = store();
+        grant(
+            &s,
+            json!([{"apiGroups": [""], "resources": ["services"], "resourceNames": ["web"],
+                    "verbs": ["get", "list", "watch", "patch", "delete", "create", "deletecollection"]}]),
         );
+        let dev = UserInfo::new("dev", &[]);
+        let can = |verb: &str, name: &str| {
+            authorize(&s, &dev, &attrs(verb, "services", "", "team", name)).0
+        };
+        for verb in ["get", "patch", "delete"] {
+            assert!(can(verb, "web"), "{verb}");
+            assert!(!can(verb, "db"), "{verb}");
+        }
+        // A list or watch restricted by `fieldSelector=metadata.name=web` carries the name
+        // (the server fills it in); without one it has none and is refused.
+        assert!(can("list", "web") && can("watch", "web"));
+        assert!(!can("list", "") && !can("watch", ""));
+        // Create and deletecollection never carry a name.
+        assert!(!can("create", "") && !can("deletecollection", ""));
+    }
+
+    #[test]
+    fn subresource_patterns_are_upstreams() {
+        let s = store();
+        grant(
+            &s,
+            json!([{"apiGroups": ["*"], "resources": ["pods/*", "*/scale"], "verbs": ["*"]}]),
+        );
+        let dev = UserInfo::new("dev", &[]);
+        let can =
+            |res: &str, sub: &str| authorize(&s, &dev, &attrs("get", res, sub, "team", "x")).0;
+        // `*/scale` is every resource's scale subresource.
+        assert!(can("deployments", "scale") && can("statefulsets", "scale"));
+        assert!(!can("deployments", "status"));
+        // `pods/*` is no pattern upstream: it matches neither subresources nor pods.
+        assert!(!can("pods", "log") && !can("pods", "exec") && !can("pods", ""));
+        // `*` covers subresources too.
+        s.create(
+            find("rbac.authorization.k8s.io", "v1", "roles").unwrap(),
+            "default",
+            json!({"metadata": {"name": "all"}, "rules": [{"apiGroups": [""], "resources": ["*"], "verbs": ["get"]}]}),
+            false,
+        )
+        .unwrap();
+        s.create(
+            find("rbac.authorization.k8s.io", "v1", "rolebindings").unwrap(),
+            "default",
+            json!({"metadata": {"name": "all"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "all"},
+                   "subjects": [{"kind": "User", "name": "dev"}]}),
+            false,
+        )
+        .unwrap();
+        assert!(authorize(&s, &dev, &attrs("get", "pods", "log", "default", "x")).0);
+    }
+
+    #[test]
+    fn non_resource_urls_and_rules_review() {
+        let s = store();
+        let dev = UserInfo::new("dev", &[]);
+        let path = |p: &str| Attributes {
+            verb: "get".into(),
+            path: Some(p.into()),
+            ..Attributes::default()
+        };
+        assert!(authorize(&s, &dev, &path("/apis/apps/v1")).0);
+        assert!(authorize(&s, &dev, &path("/openapi/v3")).0);
+        assert!(!authorize(&s, &dev, &path("/metrics")).0);
+        grant(
+            &s,
+            json!([{"apiGroups": [""], "resources": ["services"], "resourceNames": ["web"], "verbs": ["get"]},
+                   {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]),
+        );
+        // Non-resource rules count only from ClusterRoleBindings.
+        assert!(!authorize(&s, &dev, &path("/metrics")).0);
+        let (res, non_res) = rules_for(&s, &dev, "team");
+        assert!(res.contains(&json!({"verbs": ["get"], "apiGroups": [""], "resources": ["services"], "resourceNames": ["web"]})), "{res:?}");
+        assert!(
+            res.iter()
+                .any(|r| r["resources"][0] == "selfsubjectaccessreviews")
+        );
+        assert!(non_res.iter().any(|r| r["nonResourceURLs"][0] == "/api"));
+        let (res, _) = rules_for(&s, &dev, "default");
+        assert!(!res.iter().any(|r| r["resources"][0] == "services"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod controllers;
 pub mod discovery;
 pub mod error;
+mod escalation;
 pub mod meta;
 pub mod patch;
 pub mod pki;

@@ -1040,6 +1040,15 @@ impl FieldSelector {
         self.requirements.iter().all(|r| r.matches(obj))
     }
 
+    /// The value the selector requires `field` to equal: the first `field=value` (or
+    /// `==`) term, whatever other terms there are, as upstream's `RequiresExactMatch`.
+    pub fn exact_match(&self, field: &str) -> Option<&str> {
+        self.requirements
+            .iter()
+            .find(|r| r.field == field && !r.negated)
+            .map(|r| r.value.as_str())
+    }
+
     /// The name when the selector is exactly `metadata.name=<name>` (how clients watch or list
     /// a single object), otherwise `None`.
     pub fn single_name(&self) -> Option<&str> {
@@ -1507,6 +1516,25 @@ mod tests {
         );
         let v = FieldSelector::parse("a==b=c").unwrap();
         assert_eq!(v.requirements()[0].value(), "b=c");
+    }
+
+    #[test]
+    fn field_selector_exact_match() {
+        let em = |s: &str| {
+            FieldSelector::parse(s)
+                .unwrap()
+                .exact_match("metadata.name")
+                .map(str::to_string)
+        };
+        assert_eq!(em("metadata.name=web").as_deref(), Some("web"));
+        assert_eq!(em("metadata.name==web").as_deref(), Some("web"));
+        assert_eq!(
+            em("spec.type!=x,metadata.name=web,metadata.name=db").as_deref(),
+            Some("web")
+        );
+        assert_eq!(em("metadata.name!=web"), None);
+        assert_eq!(em("metadata.namespace=web"), None);
+        assert_eq!(em(""), None);
     }
 
     #[test]

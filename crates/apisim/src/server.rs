@@ -25,7 +25,7 @@ use crate::patch::{self, PatchKind};
 use crate::resources::{self, ResourceInfo};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{DeleteOptions, EventKind, Store, Sub, with_type_meta};
-use crate::{discovery, meta, portforward, table};
+use crate::{discovery, escalation, meta, portforward, table};
 
 /// Largest request body accepted (the real API server's limit is 3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -290,11 +290,41 @@ fn wants_table(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The name a list or watch is restricted to by `fieldSelector=metadata.name=<name>`, which
+/// upstream authorizes like a request for that name (so `resourceNames` rules apply); empty
+/// when there is none, the selector does not parse, or the name is not a valid path segment.
+fn name_from_field_selector(selector: &str) -> String {
+    FieldSelector::parse(selector)
+        .ok()
+        .and_then(|s| s.exact_match("metadata.name").map(str::to_string))
+        .filter(|n| !matches!(n.as_str(), "." | "..") && !n.contains(['/', '%']))
+        .unwrap_or_default()
+}
+
+/// The RBAC authorizer's refusal of `attrs` for `user`.
+fn forbidden(user: &UserInfo, attrs: &Attributes) -> ApiError {
+    match &attrs.path {
+        Some(p) => ApiError::forbidden_msg(format!(
+            "forbidden: User \"{}\" cannot {} path \"{p}\"",
+            user.name, attrs.verb
+        )),
+        None => ApiError::forbidden(
+            &user.name,
+            &attrs.verb,
+            &attrs.resource_with_sub(),
+            &attrs.group,
+            (!attrs.namespace.is_empty()).then_some(attrs.namespace.as_str()),
+            (!attrs.name.is_empty()).then_some(attrs.name.as_str()),
+        ),
+    }
+}
+
 fn verb_for(method: &Method, route: &Route, q: &Query) -> &'static str {
     match (method, route) {
         (&Method::GET, Route::Collection { .. }) if q.flag("watch") => "watch",
         (&Method::GET, Route::Collection { .. }) => "list",
-        (&Method::GET, Route::Object { .. }) if q.flag("watch") => "watch",
+        // A watch of one object by its URL is authorized as `get`, as upstream (only a
+        // request without a name becomes list or watch).
         (&Method::GET, Route::Object { sub, .. }) if sub == "portforward" || sub == "exec" => {
             "create"
         }
@@ -427,6 +457,11 @@ impl ApiServer {
                 group: res.group.into(),
                 resource: res.plural.into(),
                 namespace: ns.clone().unwrap_or_default(),
+                name: if matches!(verb, "list" | "watch") {
+                    name_from_field_selector(q.get("fieldSelector").unwrap_or(""))
+                } else {
+                    String::new()
+                },
                 ..Attributes::default()
             },
             _ => Attributes {
@@ -435,25 +470,8 @@ impl ApiServer {
                 ..Attributes::default()
             },
         };
-        if !public {
-            let (allowed, _) = auth::authorize(&self.store, &user, &attrs);
-            if !allowed {
-                let res_desc = attrs.resource_with_sub();
-                return Err(match &attrs.path {
-                    Some(p) => ApiError::forbidden_msg(format!(
-                        "forbidden: User \"{}\" cannot {verb} path \"{p}\"",
-                        user.name
-                    )),
-                    None => ApiError::forbidden(
-                        &user.name,
-                        verb,
-                        &res_desc,
-                        &attrs.group,
-                        (!attrs.namespace.is_empty()).then_some(attrs.namespace.as_str()),
-                        (!attrs.name.is_empty()).then_some(attrs.name.as_str()),
-                    ),
-                });
-            }
+        if !public && !auth::authorize(&self.store, &user, &attrs).0 {
+            return Err(forbidden(&user, &attrs));
         }
         // Resources newer than the simulated version are not there: 404 after
         // authorization, as from a real API server of that version.
@@ -480,7 +498,7 @@ impl ApiServer {
                 .ok_or_else(|| ApiError::no_route(&path)),
             Route::Collection { res, ns } => self.collection(req, res, ns, &q, &user).await,
             Route::Object { res, ns, name, sub } => {
-                self.object(req, res, &ns, &name, &sub, &q).await
+                self.object(req, res, &ns, &name, &sub, &q, &user).await
             }
         }
     }
@@ -688,7 +706,10 @@ impl ApiServer {
                     return self.review(res, obj, user);
                 }
                 let dry = q.get("dryRun").is_some();
-                let created = self.store.create(res, &ns, obj, dry)?;
+                let guard = |inner: &_, new: &_, old: Option<&_>| {
+                    escalation::check(inner, user, res, &ns, "", new, old)
+                };
+                let created = self.store.create_guarded(res, &ns, obj, dry, &guard)?;
                 let mut resp =
                     json_response(StatusCode::CREATED, &with_type_meta(res, created.clone()));
                 self.pod_security_warnings(&mut resp, res, &created, true);
@@ -724,6 +745,34 @@ impl ApiServer {
                 "the server does not allow this method on the requested resource ({})",
                 res.plural
             ))),
+        }
+    }
+
+    /// Refuses (403) unless `user` may `verb` the object `name` of `res` in `ns`.
+    fn require(
+        &self,
+        user: &UserInfo,
+        verb: &str,
+        res: &ResourceInfo,
+        ns: &str,
+        name: &str,
+    ) -> ApiResult<()> {
+        let attrs = Attributes {
+            verb: verb.into(),
+            group: res.group.into(),
+            resource: res.plural.into(),
+            namespace: if res.namespaced {
+                ns.into()
+            } else {
+                String::new()
+            },
+            name: name.into(),
+            ..Attributes::default()
+        };
+        if auth::authorize(&self.store, user, &attrs).0 {
+            Ok(())
+        } else {
+            Err(forbidden(user, &attrs))
         }
     }
 
@@ -769,9 +818,10 @@ impl ApiServer {
             }
             "SelfSubjectRulesReview" => {
                 let ns = meta::str_at(&obj, &["spec", "namespace"]).to_string();
+                let (resource_rules, non_resource_rules) = auth::rules_for(&self.store, user, &ns);
                 obj["status"] = json!({
-                    "resourceRules": auth::rules_for(&self.store, user, &ns),
-                    "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz", "/version", "/version/"]}],
+                    "resourceRules": resource_rules,
+                    "nonResourceRules": non_resource_rules,
                     "incomplete": false,
                 });
             }
@@ -796,6 +846,7 @@ impl ApiServer {
         name: &str,
         sub: &str,
         q: &Query,
+        user: &UserInfo,
     ) -> ApiResult<Response<Body>> {
         if !sub.is_empty() && !res.subresources.contains(&sub) {
             return Err(ApiError::no_route(req.uri().path()));
@@ -835,7 +886,12 @@ impl ApiServer {
                     "finalize" => Sub::Finalize,
                     _ => Sub::Main,
                 };
-                let out = self.store.update(res, ns, name, obj, s, dry)?;
+                let guard = |inner: &_, new: &_, old: Option<&_>| {
+                    escalation::check(inner, user, res, ns, name, new, old)
+                };
+                let out = self
+                    .store
+                    .update_guarded(res, ns, name, obj, s, dry, &guard)?;
                 let mut resp = json_response(StatusCode::OK, &with_type_meta(res, out.clone()));
                 if s == Sub::Main {
                     self.pod_security_warnings(&mut resp, res, &out, false);
@@ -850,7 +906,17 @@ impl ApiServer {
                     Sub::Main
                 };
                 let exists = self.store.get(res, ns, name).is_ok();
-                let out = self.store.patch(res, ns, name, kind, &patch, s, dry)?;
+                if !exists && kind == PatchKind::Apply {
+                    // Server-side apply that creates the object needs `create` (for this
+                    // name) as well as `patch`, as upstream.
+                    self.require(user, "create", res, ns, name)?;
+                }
+                let guard = |inner: &_, new: &_, old: Option<&_>| {
+                    escalation::check(inner, user, res, ns, name, new, old)
+                };
+                let out = self
+                    .store
+                    .patch_guarded(res, ns, name, kind, &patch, s, dry, &guard)?;
                 let code = if exists {
                     StatusCode::OK
                 } else {
@@ -1380,6 +1446,29 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_and_watch_by_name_carry_the_name() {
+        assert_eq!(name_from_field_selector("metadata.name=web"), "web");
+        assert_eq!(
+            name_from_field_selector("spec.type=ClusterIP,metadata.name==web"),
+            "web"
+        );
+        for none in [
+            "",
+            "metadata.name!=web",
+            "metadata.namespace=web",
+            "metadata.name=..",
+            "metadata.name=a/b",
+            "metadata.name=a%2f",
+            "=broken",
+        ] {
+            assert_eq!(name_from_field_selector(none), "", "{none}");
+        }
+        let route = route("/api/v1/namespaces/default/services/web").unwrap();
+        let q = Query::parse(Some("watch=true"));
+        assert_eq!(verb_for(&Method::GET, &route, &q), "get");
+    }
 
     #[test]
     fn routes() {

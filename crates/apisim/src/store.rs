@@ -125,6 +125,15 @@ pub fn default_propagation_warning(res: &ResourceInfo) -> Option<&'static str> {
     )
 }
 
+/// A check run under the store lock on a create (`old` is `None`) or an update, on the object
+/// about to be written, before defaulting and validation: the API server's per-request
+/// policies that depend on other stored objects (RBAC escalation prevention).
+pub(crate) type Guard<'a> = &'a dyn Fn(&Inner, &Value, Option<&Value>) -> ApiResult<()>;
+
+fn no_guard(_: &Inner, _: &Value, _: Option<&Value>) -> ApiResult<()> {
+    Ok(())
+}
+
 /// Per-resource object maps, keyed by (namespace, name).
 pub(crate) type Objects = HashMap<&'static str, BTreeMap<(String, String), Value>>;
 
@@ -330,6 +339,18 @@ impl Store {
         obj: Value,
         dry_run: bool,
     ) -> ApiResult<Value> {
+        self.create_guarded(res, ns, obj, dry_run, &no_guard)
+    }
+
+    /// [`Store::create`] with a [`Guard`].
+    pub(crate) fn create_guarded(
+        &self,
+        res: &'static ResourceInfo,
+        ns: &str,
+        obj: Value,
+        dry_run: bool,
+        guard: Guard<'_>,
+    ) -> ApiResult<Value> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
                 "the request body must be a JSON object",
@@ -399,6 +420,7 @@ impl Store {
         {
             o.remove("status");
         }
+        guard(&inner, &obj, None)?;
         admission::admit(&inner, &self.config, res, &mut obj, None)?;
         if dry_run {
             return Ok(obj);
@@ -419,6 +441,21 @@ impl Store {
         obj: Value,
         sub: Sub,
         dry_run: bool,
+    ) -> ApiResult<Value> {
+        self.update_guarded(res, ns, name, obj, sub, dry_run, &no_guard)
+    }
+
+    /// [`Store::update`] with a [`Guard`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn update_guarded(
+        &self,
+        res: &'static ResourceInfo,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        sub: Sub,
+        dry_run: bool,
+        guard: Guard<'_>,
     ) -> ApiResult<Value> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
@@ -442,7 +479,7 @@ impl Store {
         if !want_rv.is_empty() && want_rv != meta::str_at(&old, &["metadata", "resourceVersion"]) {
             return Err(ApiError::stale(res, name));
         }
-        self.write_locked(&mut inner, res, old, obj, sub, dry_run)
+        self.write_locked(&mut inner, res, old, obj, sub, dry_run, guard)
     }
 
     /// Applies a PATCH (JSON, merge, strategic merge, or apply) to an object. Apply creates
@@ -461,6 +498,22 @@ impl Store {
         sub: Sub,
         dry_run: bool,
     ) -> ApiResult<Value> {
+        self.patch_guarded(res, ns, name, kind, body, sub, dry_run, &no_guard)
+    }
+
+    /// [`Store::patch`] with a [`Guard`] (also run when an apply creates the object).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn patch_guarded(
+        &self,
+        res: &'static ResourceInfo,
+        ns: &str,
+        name: &str,
+        kind: PatchKind,
+        body: &Value,
+        sub: Sub,
+        dry_run: bool,
+        guard: Guard<'_>,
+    ) -> ApiResult<Value> {
         let current = {
             let inner = self.lock();
             inner.get(res, scope_ns(res, ns), name).cloned()
@@ -469,7 +522,7 @@ impl Store {
             if kind == PatchKind::Apply && sub == Sub::Main {
                 let mut obj = body.clone();
                 meta::set_at(&mut obj, &["metadata", "name"], json!(name));
-                return self.create(res, ns, obj, dry_run);
+                return self.create_guarded(res, ns, obj, dry_run, guard);
             }
             return Err(ApiError::not_found(res, name));
         };
@@ -504,9 +557,9 @@ impl Store {
         if meta::str_at(&old, &["metadata", "resourceVersion"]) != current_rv {
             // Someone wrote in between: recompute on the new version.
             drop(inner);
-            return self.patch(res, ns, name, kind, body, sub, dry_run);
+            return self.patch_guarded(res, ns, name, kind, body, sub, dry_run, guard);
         }
-        self.write_locked(&mut inner, res, old, next, sub, dry_run)
+        self.write_locked(&mut inner, res, old, next, sub, dry_run, guard)
     }
 
     /// Read-modify-write under the lock, for in-process controllers and node agents: `f`
@@ -533,9 +586,10 @@ impl Store {
         if next == old {
             return Ok(old);
         }
-        self.write_locked(&mut inner, res, old, next, sub, false)
+        self.write_locked(&mut inner, res, old, next, sub, false, &no_guard)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write_locked(
         &self,
         inner: &mut Inner,
@@ -544,6 +598,7 @@ impl Store {
         obj: Value,
         sub: Sub,
         dry_run: bool,
+        guard: Guard<'_>,
     ) -> ApiResult<Value> {
         let mut obj = with_type_meta(res, obj);
         // Identity fields never change.
@@ -617,6 +672,7 @@ impl Store {
                 }
             }
         }
+        guard(inner, &obj, Some(&old))?;
         admission::admit(inner, &self.config, res, &mut obj, Some(&old))?;
         if dry_run {
             return Ok(obj);

@@ -25,6 +25,7 @@ pub fn selectors(data: &[u8]) {
     if let Ok(sel) = FieldSelector::parse(text) {
         let _ = sel.matches(&json!({"metadata": {"name": "x"}, "spec": {"nodeName": "node1"}}));
         let _ = sel.single_name();
+        let _ = sel.exact_match("metadata.name");
     }
 }
 
