@@ -10,16 +10,17 @@
 # :5201). A client pod (`benchclient`, running pbclient and iperf3 from the machine's file
 # system) connects to a ClusterIP Service in front of each method's in-cluster end. Paths:
 #
-#   expose-pf:  client pod ─ Service bx-pf ─ relay pod ══ inner session (TLS) over one
-#               API-server port-forward (WebSocket, TLS; kube-rs) ══ kubelan expose
-#               (laptop) ─ 127.0.0.1
+#   expose-pf:  client pod ─ Service bx-pf ─ relay pod ══ kubelan's session (one
+#               multiplexed carrier, no TLS of its own) over one API-server port-forward
+#               (WebSocket over TLS, kube-rs) ══ kubelan expose (laptop) ─ 127.0.0.1
 #   ssh-pf:     client pod ─ Service sshr ─ sshd pod ══ SSH over one API-server
 #               port-forward (`kubelan forward pod/sshd 2222:22`, the same kube-rs
 #               WebSocket port-forward; KtConnect's exact mechanism, where kubectl
 #               port-forward is used) ══ ssh -R (laptop) ─ 127.0.0.1
-#   expose-ag:  client pod ─ Service bx-ag ─ relay pod ══ inner session (TLS) over one
-#               flow of the agent's session (mTLS carrier laptop → node → agent pod,
-#               agent pod → relay pod TCP) ══ kubelan expose (laptop) ─ 127.0.0.1
+#   expose-ag:  client pod ─ Service bx-ag ─ relay pod ══ kubelan's session (as above)
+#               over one flow of the agent's session (its mTLS carrier laptop → node →
+#               agent pod, then TCP agent pod → relay pod) ══ kubelan expose (laptop) ─
+#               127.0.0.1
 #   ssh-proxy:  client pod ─ Service sshr ─ sshd pod ══ SSH over one flow of the agent's
 #               session (ssh's ProxyCommand is socat to `kubelan proxy`'s HTTP CONNECT:
 #               laptop → node → agent pod → sshd pod) ══ ssh -R (laptop) ─ 127.0.0.1
