@@ -288,7 +288,7 @@ for m in ["expose-pf", "ssh-pf", "expose-ag", "ssh-proxy", "ssh-np"]:
         v["up"].append(bps(load(base + ".up"))); v["down"].append(bps(load(base + ".down")))
     rows[m] = {k: statistics.median(x) for k, x in v.items()}
     rows[m]["errs"] = sum(v["errs"])
-    rows[m]["all_cps"] = v["cps"]
+    rows[m]["rounds"] = v
 print("| method | p50 µs | p99 µs | conn/s (c=8) | pod→laptop Gbit/s | laptop→pod Gbit/s | errors |")
 print("|---|---|---|---|---|---|---|")
 for m, x in rows.items():
@@ -306,4 +306,10 @@ for e, s in [("expose-pf", "ssh-pf"), ("expose-ag", "ssh-proxy"), ("expose-ag", 
     down = a["down"] / max(b["down"], 1e-9)
     print(f"| {e} / {s} | {p50:.2f}{mark(p50 <= 1)} | {cps:.2f}{mark(cps >= 1.5)} | {up:.2f}{mark(up >= 1.5)} | {down:.2f}{mark(down >= 1.5)} |")
 print(f"\n({rounds} rounds, medians; ✗ = misses issue 18's target)")
+print("\nPer round (p50 µs / p99 µs / conn/s / pod→laptop / laptop→pod Gbit/s):\n")
+for m, x in rows.items():
+    v = x["rounds"]
+    each = "; ".join(f"{a:.0f} / {b:.0f} / {c:.0f} / {d:.2f} / {e:.2f}"
+                     for a, b, c, d, e in zip(v["p50"], v["p99"], v["cps"], v["up"], v["down"]))
+    print(f"- {m}: {each}")
 EOF
