@@ -229,12 +229,71 @@ wait_for "expose through the port-forward" 30 on default/benchclient $CURL "http
 wait_for "expose through the agent" 30 on default/benchclient $CURL "http://$AG_IP:8080/"
 
 echo "client pod on $CLIENT_NODE; relay of bx-pf on $PF_NODE, of bx-ag on $AG_NODE; sshd on $SSHD_NODE" >&2
+
+# CPU per component during the rate test (where the time of a connection goes): the
+# processes of a pod (by network namespace: pods share the machine's PID namespace), the
+# laptop's processes by PID file (the child of `timeout`, and its children), the lab
+# daemon (API server, kubelets, kube-proxies).
+netns_pids() { # lab target
+  local ino
+  ino=$(on "$1" readlink /proc/self/ns/net)
+  for d in /proc/[0-9]*; do
+    if [ "$(readlink "$d/ns/net" 2>/dev/null)" = "$ino" ]; then echo "${d#/proc/}"; fi
+  done | tr '\n' ' '
+}
+tree_pids() { # pid: it and its descendants
+  local p=$1 c
+  echo -n "$p "
+  for c in $(cat /proc/"$p"/task/*/children 2>/dev/null || true); do tree_pids "$c"; done
+}
+laptop_pids() { # tag
+  local t
+  t=$(cat "$TMP/$1.pid")
+  for c in $(cat /proc/"$t"/task/*/children 2>/dev/null || true); do tree_pids "$c"; done
+}
+relay_pod() { # service
+  local sel
+  sel=$(k get service "$1" -o jsonpath='{.spec.selector.kubelan\.io/session}')
+  echo "default/$(k get pods -l "kubelan.io/session=$sel" -o jsonpath='{.items[0].metadata.name}')"
+}
+AGENT_POD=kubelan-system/$(k get pods -n kubelan-system -o jsonpath='{.items[0].metadata.name}')
+DAEMON=$(for d in /proc/[0-9]*; do
+  if { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null | grep -q "lab daemon --name $LAB "; then echo "${d#/proc/}"; fi
+done | tr '\n' ' ')
+declare -A COMP
+COMP[expose-pf]="relay=$(netns_pids "$(relay_pod bx-pf)")|client=$(laptop_pids expose-pf)|labd=$DAEMON"
+COMP[expose-ag]="relay=$(netns_pids "$(relay_pod bx-ag)")|client=$(laptop_pids expose-ag)|agent=$(netns_pids "$AGENT_POD")"
+SSHD_PIDS=$(netns_pids default/sshd)
+COMP[ssh-pf]="sshd=$SSHD_PIDS|ssh=$(laptop_pids ssh-pf)|forward=$(laptop_pids forward)|labd=$DAEMON"
+COMP[ssh-proxy]="sshd=$SSHD_PIDS|ssh=$(laptop_pids ssh-proxy)|proxy=$(laptop_pids proxy)|agent=$(netns_pids "$AGENT_POD")"
+COMP[ssh-np]="sshd=$SSHD_PIDS|ssh=$(laptop_pids ssh-np)|labd=$DAEMON"
+NGINX_PIDS=$(laptop_pids nginx)
+for m in "${!COMP[@]}"; do echo "$m: ${COMP[$m]}" >>"$TMP/components"; done
+ticks() { # pids...: utime+stime of all
+  local p sum=0 f
+  for p in "$@"; do
+    f=$(cat /proc/"$p"/stat 2>/dev/null) || continue
+    f=${f##*) }
+    set -- $f
+    sum=$((sum + ${12} + ${13}))
+  done
+  echo $sum
+}
+cpu_snapshot() { # method: "name ticks" per component, and nginx
+  local IFS='|' part
+  for part in ${COMP[$1]} "nginx=$NGINX_PIDS"; do
+    IFS=' ' read -r -a ps <<<"${part#*=}"
+    echo "${part%%=*} $(IFS=' '; ticks "${ps[@]}")"
+  done
+}
 PB=/srv/bench/pbclient
 measure() { # method ip http_port iperf_port
   local m=$1 ip=$2 hp=$3 pp=$4 out
   out=$TMP/$m-$r
   on default/benchclient "$PB" lat "$ip" "$hp" --n 200 --max-secs 60 >"$out.lat" || echo '{}' >"$out.lat"
+  cpu_snapshot "$m" >"$out.cpu0"
   on default/benchclient "$PB" rate "$ip" "$hp" --n 40000 --secs 5 --conc 8 >"$out.rate" || echo '{}' >"$out.rate"
+  cpu_snapshot "$m" >"$out.cpu1"
   sleep 1
   on default/benchclient iperf3 -c "$ip" -p "$pp" -t 5 -J >"$out.up" || echo '{}' >"$out.up"
   sleep 1
@@ -263,11 +322,12 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+cat "$TMP/components" >&2
 for t in expose-pf expose-ag; do
-  echo "$t: $(grep -c 'closed:' "$TMP/$t.log") connections closed, $(grep -c '^link: ' "$TMP/$t.log") link events: $(grep '^link: ' "$TMP/$t.log" | tr '\n' ' ')" >&2
+  echo "$t: $(grep -c ' closed: ' "$TMP/$t.log") connections closed, $(grep -c '^link: ' "$TMP/$t.log") link events: $(grep '^link: ' "$TMP/$t.log" | tr '\n' ' ')" >&2
 done
 
-python3 - "$TMP" "$ROUNDS" <<'EOF'
+python3 - "$TMP" "$ROUNDS" "$(getconf CLK_TCK)" <<'EOF'
 import json, statistics, sys
 tmp, rounds = sys.argv[1], int(sys.argv[2])
 def load(p):
@@ -306,6 +366,23 @@ for e, s in [("expose-pf", "ssh-pf"), ("expose-ag", "ssh-proxy"), ("expose-ag", 
     down = a["down"] / max(b["down"], 1e-9)
     print(f"| {e} / {s} | {p50:.2f}{mark(p50 <= 1)} | {cps:.2f}{mark(cps >= 1.5)} | {up:.2f}{mark(up >= 1.5)} | {down:.2f}{mark(down >= 1.5)} |")
 print(f"\n({rounds} rounds, medians; ✗ = misses issue 18's target)")
+print("\nCPU µs per connection during the rate test, by component (medians; `labd`: the lab daemon — API server, kubelets, kube-proxies; `nginx`: the same server for all):\n")
+hz = int(sys.argv[3])
+for m in rows:
+    per = {}
+    for r in range(1, rounds + 1):
+        base = f"{tmp}/{m}-{r}"
+        try:
+            a = dict(l.split() for l in open(base + ".cpu0"))
+            b = dict(l.split() for l in open(base + ".cpu1"))
+            n = load(base + ".rate").get("ok", 0) or load(base + ".rate").get("conns", 0)
+        except Exception:
+            continue
+        for c in a:
+            if n:
+                per.setdefault(c, []).append((int(b[c]) - int(a[c])) / hz * 1e6 / n)
+    print(f"- {m}: " + ", ".join(f"{c} {statistics.median(v):.0f}" for c, v in per.items())
+          + (f"; total {sum(statistics.median(v) for c, v in per.items() if c != 'nginx'):.0f} without nginx" if per else ""))
 print("\nPer round (p50 µs / p99 µs / conn/s / pod→laptop / laptop→pod Gbit/s):\n")
 for m, x in rows.items():
     v = x["rounds"]
