@@ -804,15 +804,19 @@ async fn tcp_flow(hub: &Hub, listener: u32, tcp: TcpStream, peer: SocketAddr) {
     let mut opened = Err(FlowError::new(ErrorKind::CarrierLost, "no live carrier"));
     for _ in 0..2 {
         let Some(mux) = hub.pick() else { break };
-        opened = reverse::open_tcp(&mux, listener, peer, hub.config.open_timeout).await;
+        // Optimistic: the pod's first bytes travel with `Incoming`, no round trip to the
+        // client first (bench/expose.sh: p50 503 → 370 µs, 3 708 → 5 304 conn/s). A
+        // client that cannot reach its target answers `Failed`; the relay's first read
+        // returns it and the pod's connection is reset, as before.
+        opened = reverse::open_tcp_optimistic(&mux, listener, peer).await;
         if !matches!(&opened, Err(e) if e.kind == ErrorKind::CarrierLost) {
             break;
         }
     }
     match opened {
-        Ok((conn, local)) => {
+        Ok(conn) => {
             hub.stats.flows.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%peer, %local, "reverse flow open");
+            tracing::debug!(%peer, "reverse flow open");
             if let Err(e) = relay_tcp(tcp, conn).await {
                 tracing::debug!(%peer, error = %e, "reverse flow cut");
             }
