@@ -53,6 +53,8 @@
 //! original is exactly the one it replaces. The restore does not, so unrelated edits made
 //! during the session are kept; a selector changed by someone else is left alone.
 
+pub mod restorer;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
