@@ -8,8 +8,9 @@
 //! the relay declares a port of that name). Clients are curl in a web pod; the web pods
 //! answer with their pod name. Also: a second `replace` of `web` is refused naming the
 //! holder; a Service without selector is refused; the Flux label on `web` gives a
-//! warning; the developer with exactly `kubelan rbac replace` succeeds and with one verb
-//! less is told which. Needs root; CI runs it with `KUBELAN_E2E_REQUIRED=1`.
+//! warning; a Service whose targetPort is 80 (the relay binds it unprivileged, through a
+//! pod sysctl) is replaced too; the developer with exactly `kubelan rbac replace` succeeds
+//! and with one verb less is told which. Needs root; CI runs it with `KUBELAN_E2E_REQUIRED=1`.
 
 mod support;
 
@@ -218,6 +219,24 @@ fn replace_sends_a_services_traffic_to_the_laptop_and_puts_it_back() {
     assert!(r.log().contains("restored: Service web"), "{}", r.log());
     assert_eq!(web_service(&lab), before, "the Service is as before");
     wait_for("the session's objects to go", 30, || {
+        session_objects(&lab).is_empty().then_some(())
+    });
+
+    // A numbered targetPort below 1024: the unprivileged relay binds port 80 through its
+    // pod's `net.ipv4.ip_unprivileged_port_start` sysctl.
+    let file = format!("{dir}/web80.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web80\nspec:\n  selector:\n    app: web\n  ports:\n  - port: 80\n    targetPort: 80\n",
+    )
+    .unwrap();
+    kubectl_ok(&lab, &["apply", "-f", &file]);
+    let mut r = replace(&lab, "replace-80", "svc/web80 8080:80");
+    let out = lab.exec_ok(&pod, &["curl", "-sS", "-m", "5", "http://web80/"]);
+    assert_eq!(out.trim(), "hello from laptop");
+    interrupt(&mut r);
+    assert!(r.wait_exit(30).success(), "{}", r.log());
+    wait_for("web80's session to go", 30, || {
         session_objects(&lab).is_empty().then_some(())
     });
 
