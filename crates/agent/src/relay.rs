@@ -35,7 +35,7 @@
 //!
 //! For `kubelan replace` (`--restore-service NAME --session ID`), the relay also puts the
 //! replaced Service's selector back whenever it stops, grace expiry or SIGTERM alike,
-//! before it exits ([`restore`]): the garbage collector deletes objects but cannot undo
+//! before it exits ([`Restorer`]): the garbage collector deletes objects but cannot undo
 //! the patch that pointed an existing Service at the relay.
 
 use std::collections::HashMap;
@@ -61,9 +61,10 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use restore::{RestoreOutcome, RestoreTarget, Restorer};
-
-pub mod restore;
+// The restore is shared with the client's Ctrl-C path, so it lives in the cluster crate.
+pub use kubelan_cluster::replace::restorer::{
+    self as restore, RestoreOutcome, RestoreTarget, Restorer,
+};
 
 /// The carrier port when none is given.
 pub const DEFAULT_CARRIER_PORT: u16 = 7445;

@@ -290,11 +290,13 @@ pub fn run_access(namespace: &str) -> Vec<Access> {
     v
 }
 
-/// What `replace svc/<service>` in `namespace` uses: the Job and relay pod as for expose;
-/// `get`/`patch` on the Service; the lock Lease; the relay's ServiceAccount, Role and
-/// RoleBinding.
+/// What `replace svc/<service>` in `namespace` uses: the Job and relay pod as for expose,
+/// plus `patch jobs` (the Job is created suspended and resumed once the relay's account
+/// exists); `get`/`patch` on the Service; the lock Lease (`get` names the holder); the
+/// relay's ServiceAccount, Role and RoleBinding.
 pub fn replace_access(namespace: &str, service: &str) -> Vec<Access> {
     let mut v = session_common(namespace);
+    v.push(Access::new("patch", "batch", "jobs").in_namespace(namespace));
     for verb in ["get", "patch"] {
         v.push(
             Access::new(verb, "", "services")
@@ -302,7 +304,9 @@ pub fn replace_access(namespace: &str, service: &str) -> Vec<Access> {
                 .in_namespace(namespace),
         );
     }
-    v.push(Access::new("create", "coordination.k8s.io", "leases").in_namespace(namespace));
+    for verb in ["get", "create"] {
+        v.push(Access::new(verb, "coordination.k8s.io", "leases").in_namespace(namespace));
+    }
     v.push(Access::new("create", "", "serviceaccounts").in_namespace(namespace));
     for resource in ["roles", "rolebindings"] {
         v.push(Access::new("create", RBAC, resource).in_namespace(namespace));

@@ -203,7 +203,8 @@ pub fn user_rbac_in(mode: RbacMode, namespace: &str) -> String {
                  # RoleBinding in each namespace whose Services you replace (the example binds it\n\
                  # in `default`; add `resourceNames` to the services rule to allow only some).\n\
                  #\n\
-                 # - jobs create/get/delete (batch): the session's Job; delete on Ctrl-C.\n\
+                 # - jobs create/get/patch/delete (batch): the session's Job, created suspended\n\
+                 #   and resumed (patch) once the relay's own account exists; delete on Ctrl-C.\n\
                  # - services get/patch: read the selector, swap it and put it back.\n\
                  # - leases get/create (coordination.k8s.io): the lock kubelan-replace-<svc> that\n\
                  #   keeps two sessions off one Service (it names who holds it).\n\
@@ -240,10 +241,15 @@ fn session_yaml(mode: RbacMode) -> String {
             "  - apiGroups: [\"\"]\n    resources: [\"services\"]\n    verbs: [\"get\", \"create\"]\n",
         ),
     };
+    let jobs = if mode == RbacMode::Replace {
+        "[\"get\", \"create\", \"patch\", \"delete\"]"
+    } else {
+        "[\"get\", \"create\", \"delete\"]"
+    };
     format!(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {name}\n\
          rules:\n\
-         \x20 - apiGroups: [\"batch\"]\n    resources: [\"jobs\"]\n    verbs: [\"get\", \"create\", \"delete\"]\n\
+         \x20 - apiGroups: [\"batch\"]\n    resources: [\"jobs\"]\n    verbs: {jobs}\n\
          {extra}\
          \x20 - apiGroups: [\"\"]\n    resources: [\"pods\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n\
          \x20 - apiGroups: [\"\"]\n    resources: [\"pods/portforward\"]\n    verbs: [\"create\", \"get\"]\n\

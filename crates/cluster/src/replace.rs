@@ -53,6 +53,8 @@
 //! original is exactly the one it replaces. The restore does not, so unrelated edits made
 //! during the session are kept; a selector changed by someone else is left alone.
 
+pub mod restorer;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -62,7 +64,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The label that selects a session's relay pod (and a replaced Service's selector).
-pub const SESSION_LABEL: &str = "kubelan.io/session";
+pub const SESSION_LABEL: &str = crate::names::LABEL_SESSION;
 /// Annotation on a replaced Service naming the session, user and host.
 pub const ANNOTATION_REPLACED_BY: &str = "kubelan.io/replaced-by";
 /// Annotation on a replaced Service holding [`Original`] as JSON.

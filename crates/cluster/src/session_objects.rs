@@ -16,8 +16,8 @@
 //! When the relay sees no client for its grace period it exits 0, the Job completes, the TTL
 //! controller deletes it and the garbage collector deletes the rest. Nothing here deletes
 //! another session's objects. A replaced Service is changed by a JSON patch
-//! ([`selector_swap_patch`]) that the garbage collector cannot undo, so the relay (with the
-//! per-session Role) and the client on Ctrl-C put it back with [`selector_restore_patch`].
+//! ([`crate::replace::swap`]) that the garbage collector cannot undo, so the relay (with the
+//! per-session Role) and the client on Ctrl-C put it back ([`crate::replace::restore`]).
 //!
 //! The callers decide the values (session id, listeners, ports); this module only shapes
 //! them into objects. [`gitops`] tells whether Argo CD or Flux would revert a replaced
@@ -380,8 +380,9 @@ pub struct ReplaceTarget {
 }
 
 impl RelaySpec {
-    /// The relay's command line after the image's entry point (`kubelan`).
-    pub fn args(&self) -> Vec<String> {
+    /// The relay's command line after the image's entry point (`kubelan`), for session
+    /// `session` (named only with [`Self::restore`]: the swapped selector names it).
+    pub fn args(&self, session: &SessionId) -> Vec<String> {
         let mut a: Vec<String> = vec![
             "relay".into(),
             "--carrier-port".into(),
@@ -407,6 +408,10 @@ impl RelaySpec {
                 "--restore-selector".into(),
                 // A BTreeMap of strings always serialises.
                 serde_json::to_string(&r.original_selector).unwrap_or_default(),
+                "--session".into(),
+                session.to_string(),
+                "--restore-timeout".into(),
+                RELAY_RESTORE_TIMEOUT_SECONDS.to_string(),
             ]);
         }
         a
@@ -468,9 +473,16 @@ fn typed<T: DeserializeOwned>(v: Value) -> T {
 /// relay would have new listeners and no client; the session is over, so the Job fails
 /// and, through `ttlSecondsAfterFinished`, is deleted with everything it owns.
 pub const JOB_BACKOFF_LIMIT: i32 = 0;
-/// The relay's `terminationGracePeriodSeconds`: enough to restore a replaced Service's
-/// selector (one PATCH) on SIGTERM, short enough that a deleted session goes away at once.
+/// The relay's `terminationGracePeriodSeconds` (`expose`, `run`): short, so that a
+/// deleted session goes away at once.
 pub const RELAY_TERMINATION_GRACE_SECONDS: i64 = 5;
+/// How long a `replace` relay may spend putting the Service back (`--restore-timeout`,
+/// retries included).
+pub const RELAY_RESTORE_TIMEOUT_SECONDS: u64 = 10;
+/// The `replace` relay's `terminationGracePeriodSeconds`: longer than
+/// [`RELAY_RESTORE_TIMEOUT_SECONDS`], so a SIGTERM (the Job deleted, the node drained)
+/// always leaves the relay time to restore the Service before it is killed.
+pub const RELAY_REPLACE_TERMINATION_GRACE_SECONDS: i64 = 15;
 /// How long the relay pod stays on a node that is not ready or unreachable before it is
 /// evicted and the Job starts another one elsewhere (the default is 300 s).
 pub const RELAY_NODE_FAILURE_TOLERATION_SECONDS: i64 = 10;
@@ -504,7 +516,11 @@ pub fn job(meta: &SessionMeta, relay: &RelaySpec) -> Job {
     }
     let mut pod_spec = json!({
         "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": RELAY_TERMINATION_GRACE_SECONDS,
+        "terminationGracePeriodSeconds": if relay.restore.is_some() {
+            RELAY_REPLACE_TERMINATION_GRACE_SECONDS
+        } else {
+            RELAY_TERMINATION_GRACE_SECONDS
+        },
         "automountServiceAccountToken": relay.restore.is_some(),
         "enableServiceLinks": false,
         "securityContext": pod_security,
@@ -517,7 +533,7 @@ pub fn job(meta: &SessionMeta, relay: &RelaySpec) -> Job {
         "containers": [{
             "name": "relay",
             "image": relay.image,
-            "args": relay.args(),
+            "args": relay.args(&meta.id),
             "env": [
                 {"name": "POD_NAME", "valueFrom": field("metadata.name")},
                 {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
@@ -567,9 +583,10 @@ pub fn job(meta: &SessionMeta, relay: &RelaySpec) -> Job {
     }))
 }
 
-/// The selector of a session's Service, and of a replaced Service during the session.
+/// The selector of a session's Service, and of a replaced Service during the session
+/// ([`crate::replace::session_selector`]).
 pub fn session_selector(id: &SessionId) -> BTreeMap<String, String> {
-    BTreeMap::from([(LABEL_SESSION.to_string(), id.to_string())])
+    crate::replace::session_selector(id.as_str())
 }
 
 /// The Service `name` of an `expose` or `run` session: ClusterIP, selecting the session's
@@ -700,83 +717,6 @@ pub fn relay_role_binding(meta: &SessionMeta, owner: &SessionOwner) -> RoleBindi
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": meta.namespace}],
     }))
-}
-
-/// The JSON patch (RFC 6902) that points a Service at the session's relay: a `test` that
-/// the selector is still `original`, then a `replace` with [`session_selector`]. If anyone
-/// changed the selector since it was read, the API server refuses the whole patch (422).
-pub fn selector_swap_patch(original: &BTreeMap<String, String>, id: &SessionId) -> Value {
-    json!([
-        {"op": "test", "path": "/spec/selector", "value": original},
-        {"op": "replace", "path": "/spec/selector", "value": session_selector(id)},
-    ])
-}
-
-/// The JSON patch that puts a swapped Service back: a `test` that the selector is still the
-/// session's, then a `replace` with `original`. Refused (422) when the Service was already
-/// restored or changed since: then nothing of this session remains to undo.
-pub fn selector_restore_patch(original: &BTreeMap<String, String>, id: &SessionId) -> Value {
-    json!([
-        {"op": "test", "path": "/spec/selector", "value": session_selector(id)},
-        {"op": "replace", "path": "/spec/selector", "value": original},
-    ])
-}
-
-/// Why a Service cannot be replaced.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotReplaceable {
-    /// No selector: its endpoints are made by hand or by another controller.
-    #[error(
-        "Service {service} has no selector, so there are no pods to take its traffic from; `kubelan replace` swaps a Service's selector, so pick a Service that selects pods (or use `kubelan expose` for a new one)"
-    )]
-    NoSelector {
-        /// The Service.
-        service: String,
-    },
-    /// `type: ExternalName`: a DNS alias, no endpoints.
-    #[error(
-        "Service {service} is of type ExternalName (a DNS alias with no endpoints); replace the Service it points to instead"
-    )]
-    ExternalName {
-        /// The Service.
-        service: String,
-    },
-    /// Its selector is already some session's.
-    #[error(
-        "Service {service} is already replaced by kubelan session {session}; wait for that session to end (`kubectl get jobs -l kubelan.io/session={session}` shows it) or ask its user to stop it"
-    )]
-    AlreadyReplaced {
-        /// The Service.
-        service: String,
-        /// The session its selector names.
-        session: String,
-    },
-}
-
-/// The selector `replace` would swap on `svc`, or why it cannot.
-///
-/// # Errors
-/// [`NotReplaceable`] for a Service without a selector, an ExternalName Service, or one
-/// whose selector already names a kubelan session.
-pub fn replaceable_selector(svc: &Service) -> Result<BTreeMap<String, String>, NotReplaceable> {
-    let service = svc.metadata.name.clone().unwrap_or_default();
-    let spec = svc.spec.as_ref();
-    if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
-        return Err(NotReplaceable::ExternalName { service });
-    }
-    let selector = spec
-        .and_then(|s| s.selector.clone())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| NotReplaceable::NoSelector {
-            service: service.clone(),
-        })?;
-    if let Some(session) = selector.get(LABEL_SESSION) {
-        return Err(NotReplaceable::AlreadyReplaced {
-            service,
-            session: session.clone(),
-        });
-    }
-    Ok(selector)
 }
 
 /// The image of the installed agent's container, the relay's default image (the agent and

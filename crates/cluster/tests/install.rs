@@ -775,8 +775,9 @@ async fn printed_session_rbac_grants_what_the_session_preflights_check() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "kubelan replace in namespace default needs patch services/web, create \
-         leases.coordination.k8s.io, create serviceaccounts, create \
+        "kubelan replace in namespace default needs patch jobs.batch, patch services/web, \
+         get leases.coordination.k8s.io, create leases.coordination.k8s.io, create \
+         serviceaccounts, create \
          roles.rbac.authorization.k8s.io and create rolebindings.rbac.authorization.k8s.io, \
          which you lack; `kubelan rbac replace` prints a ClusterRole granting them: ask an \
          admin of default to bind it to you there with a RoleBinding"

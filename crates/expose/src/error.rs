@@ -1,12 +1,15 @@
-//! Errors of `kubelan expose`: each says what went wrong and what to do.
+//! Errors of `kubelan expose` and `kubelan replace`: each says what went wrong and what to do.
 
 use kubelan_cluster::ClusterError;
 use kubelan_cluster::error::describe;
 
+use kubelan_cluster::replace::NotReplaceable;
+
 use crate::relay_status::RelayFailure;
+use crate::replace_plan::ReplaceSpecError;
 use crate::spec::SpecError;
 
-/// Why an expose session could not start or stopped.
+/// Why an expose or replace session could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ExposeError {
     /// A bad argument.
@@ -54,6 +57,46 @@ pub enum ExposeError {
     /// The link to the relay failed for good (e.g. an incompatible relay).
     #[error("{0}")]
     Carrier(String),
+    /// A bad `replace` argument, or one the Service does not match.
+    #[error(transparent)]
+    ReplaceSpec(#[from] ReplaceSpecError),
+    /// The Service cannot be replaced (no selector, ExternalName, no ports, SCTP).
+    #[error(transparent)]
+    NotReplaceable(#[from] NotReplaceable),
+    /// `replace svc/NAME` of a Service that does not exist.
+    #[error(
+        "there is no Service {service} in namespace {namespace}; `kubectl get services -n {namespace}` lists them (pass -n for another namespace)"
+    )]
+    ServiceNotFound {
+        /// The Service.
+        service: String,
+        /// The namespace.
+        namespace: String,
+    },
+    /// Another session holds the Service.
+    #[error(
+        "Service {service} in namespace {namespace} is already replaced by {holder}; wait for that session to end or ask its user to stop it (its Job is `kubectl get job kubelan-{session} -n {namespace}`)"
+    )]
+    Locked {
+        /// The Service.
+        service: String,
+        /// The namespace.
+        namespace: String,
+        /// Who holds it: session, user, host and command.
+        holder: String,
+        /// The holding session's id.
+        session: String,
+    },
+    /// The Service's selector changed while the session was starting.
+    #[error(
+        "Service {service} changed while the session was starting (its selector is now {now}); nothing was swapped: run the command again"
+    )]
+    ServiceChanged {
+        /// The Service.
+        service: String,
+        /// Its selector now.
+        now: String,
+    },
 }
 
 pub(crate) fn api(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ExposeError {

@@ -83,6 +83,26 @@ pub enum ExposeEvent {
         /// The Job deleted.
         job: String,
     },
+    /// Something the user should know (`replace`: a GitOps tool manages the Service, a
+    /// Service port that is not taken over, a headless Service).
+    Warning {
+        /// One sentence.
+        message: String,
+    },
+    /// `replace`: the Service's selector now points at the session's relay.
+    Replaced {
+        /// The Service.
+        service: String,
+        /// The selector it had (`app=web`), put back at the end.
+        original: String,
+    },
+    /// `replace`: the Service was put back (or found already put back).
+    Restored {
+        /// The Service.
+        service: String,
+        /// What was done, one sentence.
+        outcome: String,
+    },
 }
 
 /// Maps listener ids to the local targets of an expose session; reports every flow as

@@ -1,4 +1,5 @@
-//! Entry point of the cargo-fuzz target `fuzz/fuzz_targets/expose_spec.rs` and the corpus
+//! Entry points of the cargo-fuzz targets `fuzz/fuzz_targets/expose_spec.rs` and
+//! `replace_spec.rs`, and of the corpus
 //! replay test (`crates/kubelan/tests/fuzz_corpus.rs`). Must return normally for any input.
 
 use crate::spec::{LocalTarget, plan};
@@ -34,6 +35,54 @@ pub fn expose_spec(data: &[u8]) {
             assert!(a.port_name().len() <= 15);
             for b in &p.ports[i + 1..] {
                 assert!((a.service_port, a.local.protocol) != (b.service_port, b.local.protocol));
+            }
+        }
+    }
+}
+
+/// `kubelan replace` arguments: the first line as `svc/NAME`, the others as
+/// `[LOCAL:]PORT[/proto]` (what parses prints canonically and parses back to itself), then
+/// planned against a Service with a named, a numbered and a UDP port: every listener's
+/// port is unique per protocol, not the carrier port, and its container port name is at
+/// most 15 characters.
+pub fn replace_spec(data: &[u8]) {
+    use kubelan_cluster::replace::{ReplacedPort, TargetPort};
+
+    use crate::replace_plan::{parse_port_arg, parse_service, plan_replace};
+
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.lines();
+    if let Some(first) = lines.next() {
+        let _ = parse_service(first);
+    }
+    let mut args = Vec::new();
+    for line in lines {
+        if let Ok(a) = parse_port_arg(line) {
+            let back = parse_port_arg(&a.to_string()).expect("a printed argument parses");
+            assert_eq!(back, a);
+            args.push(a);
+        }
+    }
+    let port = |name: &str, port, protocol: &str, target| ReplacedPort {
+        name: Some(name.into()),
+        port,
+        protocol: protocol.into(),
+        target,
+    };
+    let ports = [
+        port("http", 80, "TCP", TargetPort::Name("http".into())),
+        port("admin", 9090, "TCP", TargetPort::Number(7445)),
+        port("dns", 53, "UDP", TargetPort::Number(53)),
+        port("dns-tcp", 53, "TCP", TargetPort::Number(53)),
+    ];
+    if let Ok(p) = plan_replace("web", &args, &ports) {
+        assert_eq!(p.listeners.len(), p.ports.len());
+        for (i, a) in p.listeners.iter().enumerate() {
+            assert_ne!(a.port, p.carrier_port);
+            assert!(!a.port_name.is_empty() && a.port_name.len() <= 15);
+            for b in &p.listeners[i + 1..] {
+                assert!((a.port, a.protocol) != (b.port, b.protocol));
+                assert_ne!(a.port_name, b.port_name);
             }
         }
     }

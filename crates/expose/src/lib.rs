@@ -1,5 +1,6 @@
 //! `kubelan expose`: local ports (or LAN hosts' ports, on a gateway) become a Service in the
-//! cluster.
+//! cluster; `kubelan replace` ([`replace`]): an existing Service's traffic comes to this
+//! machine until the session ends, through the same per-session relay.
 //!
 //! Each session is a Job `kubelan-<id>` whose pod runs `kubelan relay` (Pod Security
 //! `restricted`, no service-account token). The Service `NAME` selects that pod; the
@@ -19,12 +20,16 @@ pub mod error;
 pub mod events;
 pub mod fuzz_entry;
 pub mod relay_status;
+pub mod replace;
+pub mod replace_plan;
 pub mod session;
 pub mod spec;
 pub mod table;
 
 pub use error::ExposeError;
 pub use events::{ExposeAcceptor, ExposeEvent};
+pub use replace::{ReplaceRequest, run_replace};
+pub use replace_plan::{ReplacePlan, ReplaceSpecError};
 pub use session::{ExposeOptions, run};
 pub use spec::{ExposePlan, LocalTarget, SpecError, plan};
 pub use table::Table;

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{ExposeError, api};
 use crate::events::{ExposeAcceptor, ExposeEvent};
 use crate::relay_status::{RelayStatus, relay_status};
-use crate::spec::ExposePlan;
+use crate::spec::{ExposePlan, ExposedPort};
 
 /// How long the relay waits for a lost client before it exits (and the Job, the Service
 /// and everything else of the session go away).
@@ -81,7 +81,7 @@ fn hex(b: &[u8]) -> String {
 
 /// The relay image: the installed agent's when it can be read (an agent that advertises
 /// reverse flows carries `kubelan relay`), else kubelan's default image.
-async fn relay_image(o: &ExposeOptions) -> String {
+pub(crate) async fn relay_image(o: &ExposeOptions) -> String {
     if let Some(i) = &o.image {
         return i.clone();
     }
@@ -95,7 +95,7 @@ async fn relay_image(o: &ExposeOptions) -> String {
     }
 }
 
-async fn whoami(client: &kube::Client) -> String {
+pub(crate) async fn whoami(client: &kube::Client) -> String {
     let api: Api<SelfSubjectReview> = Api::all(client.clone());
     match api
         .create(&PostParams::default(), &SelfSubjectReview::default())
@@ -189,7 +189,13 @@ pub async fn run(
 /// it). A failure is only logged: the relay exits after its grace period without a
 /// client, and the Job's TTL then deletes everything anyway.
 async fn delete_job(jobs: &Api<Job>, name: &str) {
-    if let Err(e) = jobs.delete(name, &DeleteParams::background()).await {
+    delete_job_with(jobs, name, &DeleteParams::background()).await;
+}
+
+/// Deletes the session's Job with `how` (`replace` deletes in the foreground: the relay
+/// gets its SIGTERM, and restores, before the objects go); a failure is only logged.
+pub(crate) async fn delete_job_with(jobs: &Api<Job>, name: &str, how: &DeleteParams) {
+    if let Err(e) = jobs.delete(name, how).await {
         tracing::warn!(
             "deleting job/{name}: {e}; the relay exits within {} s without this client and Kubernetes then deletes the session",
             GRACE.as_secs()
@@ -245,11 +251,63 @@ async fn serve(
         pod: pod.clone(),
         ip: ip.clone(),
     });
+    let link = RelayLink {
+        pod,
+        ip,
+        carrier_port: plan.carrier_port,
+        token: token.to_string(),
+        ports: plan.ports.clone(),
+        service: format!("{name}.{ns}.svc"),
+        described: plan.describe_ports(),
+    };
+    serve_link(o, link, events, shutdown).await
+}
+
+/// The ready relay pod of a session and what the client's side of the link needs.
+pub(crate) struct RelayLink {
+    /// The relay pod.
+    pub(crate) pod: String,
+    /// Its IP.
+    pub(crate) ip: String,
+    /// Its carrier port.
+    pub(crate) carrier_port: u16,
+    /// The session token.
+    pub(crate) token: String,
+    /// Listener id → local target.
+    pub(crate) ports: Vec<ExposedPort>,
+    /// The Service's DNS name, for [`ExposeEvent::Serving`].
+    pub(crate) service: String,
+    /// Its ports for people (`8080/tcp → 127.0.0.1:8080`), for [`ExposeEvent::Serving`].
+    pub(crate) described: Vec<String>,
+}
+
+/// Runs the inner session to the relay (through the agent's session, or a port-forward
+/// to the pod) with an [`ExposeAcceptor`] for `link.ports`, reporting its state, until
+/// `shutdown` or a carrier failure for good.
+pub(crate) async fn serve_link(
+    o: &ExposeOptions,
+    link: RelayLink,
+    events: &mpsc::UnboundedSender<ExposeEvent>,
+    shutdown: &CancellationToken,
+) -> Result<(), ExposeError> {
+    let ns = o.namespace.as_str();
+    let emit = |e: ExposeEvent| {
+        let _ = events.send(e);
+    };
+    let RelayLink {
+        pod,
+        ip,
+        carrier_port,
+        token,
+        ports,
+        service,
+        described,
+    } = link;
     let dialer: Arc<dyn CarrierDialer> = match &o.outer {
         Some(outer) => {
             let addr = ip
                 .parse()
-                .map(|ip| Target::Addr(std::net::SocketAddr::new(ip, plan.carrier_port)))
+                .map(|ip| Target::Addr(std::net::SocketAddr::new(ip, carrier_port)))
                 .map_err(|_| {
                     ExposeError::Carrier(format!("the relay pod's IP {ip:?} is not an address"))
                 })?;
@@ -257,16 +315,16 @@ async fn serve(
         }
         None => Arc::new(
             PortForwardDialer::new(o.client.clone(), ns, Lookup::fixed(vec![pod]))
-                .with_port(plan.carrier_port),
+                .with_port(carrier_port),
         ),
     };
     let config = SessionConfig {
         required: Capabilities::REVERSE,
-        token: Some(Token::new(token)),
+        token: Some(Token::new(&token)),
         ..SessionConfig::default()
     };
     let inner_stop = shutdown.child_token();
-    let acceptor = ExposeAcceptor::new(plan.ports.clone(), events.clone());
+    let acceptor = ExposeAcceptor::new(ports.clone(), events.clone());
     let session =
         Session::start_accepting(vec![dialer], config, Some(acceptor), inner_stop.clone());
     let mut state = session.state();
@@ -281,8 +339,8 @@ async fn serve(
         if up && !announced {
             announced = true;
             emit(ExposeEvent::Serving {
-                service: format!("{name}.{ns}.svc"),
-                ports: plan.describe_ports(),
+                service: service.clone(),
+                ports: described.clone(),
             });
         }
         if let SessionState::Failed(why) = s {
@@ -299,7 +357,7 @@ async fn serve(
 
 /// Polls the relay's pods (and, while there is none, the Job's events) until it is ready,
 /// fails, or the timeout passes.
-async fn wait_ready(
+pub(crate) async fn wait_ready(
     o: &ExposeOptions,
     job: &Job,
     events: &mpsc::UnboundedSender<ExposeEvent>,

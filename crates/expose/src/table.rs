@@ -75,6 +75,21 @@ impl Table {
                 }
             }
             ExposeEvent::Carrier { state, .. } => self.carrier.clone_from(state),
+            // `replace` learns its ports from the Service: rows come with the first
+            // `Serving` (`80/tcp → 127.0.0.1:8080`, in listener order).
+            ExposeEvent::Serving { ports, .. } if self.rows.is_empty() => {
+                self.rows = ports
+                    .iter()
+                    .map(|p| {
+                        let (service, local) = p.split_once(" → ").unwrap_or((p, ""));
+                        Row {
+                            service: service.into(),
+                            local: local.into(),
+                            ..Row::default()
+                        }
+                    })
+                    .collect();
+            }
             _ => {}
         }
     }
@@ -175,5 +190,27 @@ mod tests {
         assert!(text.ends_with("link: connected\n"));
         assert!(t.render(20).lines().all(|l| l.chars().count() <= 20));
         assert_eq!(human_bytes(512), "512 B");
+    }
+
+    #[test]
+    fn a_table_without_ports_takes_them_from_serving() {
+        let mut t = Table::new(&[]);
+        t.apply(&ExposeEvent::Serving {
+            service: "web.default.svc".into(),
+            ports: vec!["80/tcp → 127.0.0.1:8080".into()],
+        });
+        t.apply(&ExposeEvent::ConnectionOpened {
+            listener: 0,
+            peer: "10.0.0.1:1".into(),
+            local: String::new(),
+        });
+        assert_eq!(
+            (
+                t.rows[0].service.as_str(),
+                t.rows[0].local.as_str(),
+                t.rows[0].open
+            ),
+            ("80/tcp", "127.0.0.1:8080", 1)
+        );
     }
 }

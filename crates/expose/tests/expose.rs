@@ -117,3 +117,154 @@ async fn refuses_a_taken_name_and_missing_permissions_before_creating_anything()
         "{e}"
     );
 }
+
+fn web_service() -> Service {
+    serde_json::from_value(
+        json!({"metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"selector": {"app": "web"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}),
+    )
+    .unwrap()
+}
+
+/// The Service as compared: without `resourceVersion` and `managedFields`.
+fn comparable(s: &Service) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).unwrap();
+    let m = v["metadata"].as_object_mut().unwrap();
+    m.remove("resourceVersion");
+    m.remove("managedFields");
+    v
+}
+
+fn replace_request(service: &str) -> kubelan_expose::ReplaceRequest {
+    kubelan_expose::ReplaceRequest {
+        service: service.into(),
+        ports: vec![kubelan_expose::replace_plan::parse_port_arg("8080:80").unwrap()],
+    }
+}
+
+/// `kubelan replace` as a user with exactly `kubelan rbac replace`, on the simulator (its
+/// stand-in kubelet makes the relay pod ready; nothing dials it): a swap left by a session
+/// whose Job is gone is put back first, saying so; the Service is swapped to the new
+/// session; on shutdown it is put back byte for byte and the Job deleted. A held lock and
+/// a Service without selector are refused before anything is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_puts_back_a_stale_swap_swaps_and_restores() {
+    use k8s_openapi::api::batch::v1::Job;
+    use kubelan_cluster::replace::{self, Replacer};
+
+    let cluster = TestCluster::start(TestClusterOptions::default()).await;
+    let admin = cluster.client(&cluster.admin_token).await;
+    grant(&admin, RbacMode::Replace, "rita").await;
+    let rita = cluster
+        .client(&cluster.auth.new_user_token(UserInfo::new("rita", &[])))
+        .await;
+    let services: Api<Service> = Api::namespaced(admin.clone(), "default");
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), "default");
+    let before = services
+        .create(&PostParams::default(), &web_service())
+        .await
+        .unwrap();
+    // A session zzzzzzzz swapped web and vanished with its relay.
+    let stale = Replacer {
+        session: "zzzzzzzz".into(),
+        user: "sam".into(),
+        host: "old-laptop".into(),
+    };
+    let patch = replace::swap(&before, &stale).unwrap().patch;
+    kubelan_cluster::replace::restorer::send_json_patch(&services, "web", "test", &patch)
+        .await
+        .unwrap();
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let mut o = options(rita.clone(), "default");
+    o.command = "kubelan replace svc/web 8080:80".into();
+    let running = {
+        let (o, stop) = (o.clone(), stop.clone());
+        tokio::spawn(async move {
+            kubelan_expose::run_replace(&replace_request("web"), &o, tx, stop).await
+        })
+    };
+    let mut seen = Vec::new();
+    let session = loop {
+        let e = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("replace swaps within 30 s")
+            .expect("events until the swap");
+        seen.push(e.clone());
+        if let ExposeEvent::Replaced { original, .. } = &e {
+            assert_eq!(original, "app=web");
+            let now = services.get("web").await.unwrap();
+            break replace::selected_session(&now).unwrap().to_string();
+        }
+    };
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, ExposeEvent::Warning { message }
+            if message.contains("still pointed at session zzzzzzzz, whose Job is gone"))),
+        "{seen:?}"
+    );
+    assert_ne!(session, "zzzzzzzz");
+    // A second replace is refused, naming the holder, before creating anything.
+    let (tx2, _rx2) = mpsc::unbounded_channel();
+    let e = kubelan_expose::run_replace(&replace_request("web"), &o, tx2, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ExposeError::Locked { .. }), "{e}");
+    assert!(
+        e.to_string().contains(&format!(
+            "already replaced by session {session} of rita on laptop-3 (kubelan replace svc/web 8080:80)"
+        )),
+        "{e}"
+    );
+    assert_eq!(jobs.list(&Default::default()).await.unwrap().items.len(), 1);
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        rest.push(e);
+    }
+    assert!(
+        rest.iter()
+            .any(|e| matches!(e, ExposeEvent::Restored { outcome, .. }
+            if outcome.contains("put back to app=web"))),
+        "{rest:?}"
+    );
+    let after = services.get("web").await.unwrap();
+    assert_eq!(comparable(&after), comparable(&before), "byte-identical");
+    // The Job is deleted (foreground: it may linger while its pod terminates).
+    let deleting = jobs.list(&Default::default()).await.unwrap().items;
+    assert!(
+        deleting
+            .iter()
+            .all(|j| j.metadata.deletion_timestamp.is_some()),
+        "{deleting:?}"
+    );
+
+    // No selector: refused before anything is created.
+    services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "manual"},
+                "spec": {"ports": [{"port": 80}]}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (tx3, _rx3) = mpsc::unbounded_channel();
+    let e = kubelan_expose::run_replace(
+        &replace_request("manual"),
+        &o,
+        tx3,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("has no selector"), "{e}");
+}

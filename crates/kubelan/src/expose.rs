@@ -167,8 +167,15 @@ fn line(e: &ExposeEvent) -> String {
             format!("#{listener} {peer} closed: {to_local} in, {from_local} out{how}")
         }
         ExposeEvent::Stopping { job } => {
-            format!("stopping: deleted job {job}; Kubernetes removes the Service and the relay")
+            format!(
+                "stopping: deleted job {job}; Kubernetes removes the relay and the session's objects"
+            )
         }
+        ExposeEvent::Warning { message } => format!("warning: {message}"),
+        ExposeEvent::Replaced { service, original } => format!(
+            "replaced: Service {service} now sends its traffic here (its selector {original} comes back at exit)"
+        ),
+        ExposeEvent::Restored { outcome, .. } => format!("restored: {outcome}"),
     }
 }
 
@@ -197,22 +204,49 @@ pub(crate) async fn run(args: ExposeArgs) -> anyhow::Result<ExitCode> {
         outer: outer_session(&args, &cc, outer_stop).await?,
         ..options
     };
+    let ports = plan.ports.clone();
+    drive(
+        &ports,
+        args.output,
+        &cc,
+        RBAC_HINT,
+        move |events, shutdown| {
+            tokio::spawn(
+                async move { kubelan_expose::run(&plan, &options, events, shutdown).await },
+            )
+        },
+    )
+    .await
+}
+
+/// Renders a session's events (table, lines or JSON) until it ends; Ctrl-C or SIGTERM
+/// asks it to stop. `start` spawns the session with its events sender and shutdown token.
+/// Shared by `expose` and `replace`.
+pub(crate) async fn drive<F>(
+    ports: &[kubelan_expose::spec::ExposedPort],
+    output: ExposeOutput,
+    cc: &kubelan_cluster::ClusterClient,
+    hint: &str,
+    start: F,
+) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(
+        mpsc::UnboundedSender<ExposeEvent>,
+        CancellationToken,
+    ) -> tokio::task::JoinHandle<Result<(), ExposeError>>,
+{
     let mut ui = Ui {
-        mode: match args.output {
+        mode: match output {
             ExposeOutput::Json => Mode::Json,
             ExposeOutput::Human if std::io::stdout().is_terminal() => Mode::Table,
             ExposeOutput::Human => Mode::Lines,
         },
         drawn: 0,
     };
-    let mut table = Table::new(&plan.ports);
+    let mut table = Table::new(ports);
     let (events, mut rx) = mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();
-    let session = {
-        let shutdown = shutdown.clone();
-        let plan = plan.clone();
-        tokio::spawn(async move { kubelan_expose::run(&plan, &options, events, shutdown).await })
-    };
+    let session = start(events, shutdown.clone());
     tokio::pin!(session);
     let signal = crate::shutdown_signal();
     tokio::pin!(signal);
@@ -235,7 +269,7 @@ pub(crate) async fn run(args: ExposeArgs) -> anyhow::Result<ExitCode> {
     }
     match result {
         Ok(Ok(())) => Ok(ExitCode::SUCCESS),
-        Ok(Err(e)) => Err(explain(e, &cc)),
+        Ok(Err(e)) => Err(explain(e, cc, hint)),
         Err(e) => Err(anyhow::anyhow!("internal error: {e}")),
     }
 }
@@ -252,11 +286,47 @@ async fn outer_session(
     cc: &kubelan_cluster::ClusterClient,
     stop: CancellationToken,
 ) -> anyhow::Result<Option<kubelan_session::Session>> {
+    agent_session(
+        &AgentChoice {
+            via: args.via,
+            kube: &args.kube,
+            namespace: args.namespace.as_ref(),
+            agent_namespace: &args.agent_namespace,
+            image_given: args.image.is_some(),
+        },
+        cc,
+        stop,
+    )
+    .await
+}
+
+/// What [`agent_session`] needs from a way-back command's flags.
+pub(crate) struct AgentChoice<'a> {
+    /// `--via`.
+    pub(crate) via: Via,
+    /// `--kubeconfig`, `--context`.
+    pub(crate) kube: &'a KubeconfigArgs,
+    /// `-n`.
+    pub(crate) namespace: Option<&'a String>,
+    /// `--agent-namespace`.
+    pub(crate) agent_namespace: &'a str,
+    /// Whether `--image` names the relay's image (then the agent need not be new enough
+    /// to carry `kubelan relay`).
+    pub(crate) image_given: bool,
+}
+
+/// The agent session the relay is reached through, or `None` for a port-forward (see
+/// [`outer_session`]).
+pub(crate) async fn agent_session(
+    args: &AgentChoice<'_>,
+    cc: &kubelan_cluster::ClusterClient,
+    stop: CancellationToken,
+) -> anyhow::Result<Option<kubelan_session::Session>> {
     if args.via == Via::PortForward {
         return Ok(None);
     }
     let auto = args.via == Via::Auto;
-    let ns = &args.agent_namespace;
+    let ns = args.agent_namespace;
     match kubelan_cluster::find_agent(&cc.client, ns).await {
         Ok(_) => {}
         Err(e) if auto => {
@@ -277,9 +347,9 @@ async fn outer_session(
         kube: KubeArgs {
             kubeconfig: args.kube.kubeconfig.clone(),
             context: args.kube.context.clone(),
-            namespace: args.namespace.clone(),
+            namespace: args.namespace.cloned(),
         },
-        agent_namespace: ns.clone(),
+        agent_namespace: ns.to_string(),
         carrier: crate::tunnel::CarrierChoice::Auto,
         carriers: Some(1),
         install: false,
@@ -289,7 +359,7 @@ async fn outer_session(
     // The relay runs the agent's image unless --image names another: an agent without
     // reverse flows means a relay without `kubelan relay`.
     let config = kubelan_session::SessionConfig {
-        required: if args.image.is_none() {
+        required: if !args.image_given {
             kubelan_proto::Capabilities::REVERSE
         } else {
             kubelan_proto::Capabilities::default()
@@ -330,12 +400,12 @@ async fn outer_session(
 }
 
 /// API failures name the context, server and user like every other mode's.
-fn explain(e: ExposeError, cc: &kubelan_cluster::ClusterClient) -> anyhow::Error {
+fn explain(e: ExposeError, cc: &kubelan_cluster::ClusterClient, hint: &str) -> anyhow::Error {
     match e {
         ExposeError::Api { action, source } => {
-            ClusterError::from_api(action, source, &cc.target(), RBAC_HINT).into()
+            ClusterError::from_api(action, source, &cc.target(), hint).into()
         }
-        ExposeError::Cluster(e) => cc.explain(e, RBAC_HINT).into(),
+        ExposeError::Cluster(e) => cc.explain(e, hint).into(),
         e => e.into(),
     }
 }
@@ -416,7 +486,7 @@ mod tests {
         };
         assert_eq!(
             line(&e),
-            "stopping: deleted job kubelan-b7x2kq9d; Kubernetes removes the Service and the relay"
+            "stopping: deleted job kubelan-b7x2kq9d; Kubernetes removes the relay and the session's objects"
         );
     }
 }

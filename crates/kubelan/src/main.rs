@@ -17,6 +17,7 @@ mod doctor;
 mod expose;
 mod forward;
 mod gateway;
+mod replace;
 mod routes;
 mod tunnel;
 mod watcher;
@@ -45,6 +46,9 @@ enum Command {
     /// Local ports become a Service in the cluster: pods connect to NAME and reach this
     /// machine (or a LAN host), until Ctrl-C; Kubernetes removes everything if the client dies.
     Expose(expose::ExposeArgs),
+    /// An existing Service's traffic (every replica's) comes to this machine until Ctrl-C,
+    /// then the Service is exactly as before; if the client dies, Kubernetes puts it back.
+    Replace(replace::ReplaceArgs),
     /// SOCKS5 and HTTP proxy into the cluster through the agent (names resolve in the cluster).
     Proxy(tunnel::ProxyArgs),
     /// L3 VPN: Pod IPs, ClusterIPs and cluster DNS names reachable from this machine (root).
@@ -530,6 +534,7 @@ fn main() -> ExitCode {
                 Command::Lab(args) => lab(args).await,
                 Command::Forward(args) => forward::run(args).await,
                 Command::Expose(args) => expose::run(args).await,
+                Command::Replace(args) => replace::run(args).await,
                 Command::Proxy(args) => tunnel::proxy(args).await.map(|()| ExitCode::SUCCESS),
                 Command::Connect(args) => connect::connect(args).await.map(|()| ExitCode::SUCCESS),
                 Command::Gateway(args) => gateway::run(args).await.map(|()| ExitCode::SUCCESS),

@@ -616,11 +616,19 @@ impl PodWorker {
                 .await?;
                 // Unprivileged ICMP echo sockets for every group, as containerd 2.x and
                 // Docker set up pod sandboxes (the agent pings with one).
-                netops::sysctls(
-                    &netops::ns_path(&nsname),
-                    &[("net/ipv4/ping_group_range", "0 2147483647")],
-                )
-                .await
+                let mut settings = vec![(
+                    "net/ipv4/ping_group_range".to_string(),
+                    "0 2147483647".to_string(),
+                )];
+                // The pod's own safe sysctls after the runtime's defaults, as the kubelet
+                // applies `securityContext.sysctls` (e.g. a `kubelan replace` relay that
+                // listens on a Service's targetPort below 1024).
+                settings.extend(pod_sysctls(pod));
+                let settings: Vec<(&str, &str)> = settings
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                netops::sysctls(&netops::ns_path(&nsname), &settings).await
             };
             if let Err(e) = setup.await {
                 self.agent
@@ -1982,8 +1990,62 @@ async fn run_container(
     }
 }
 
+/// The network-namespaced sysctls Kubernetes calls safe (allowed by Pod Security
+/// `baseline` and `restricted`, enabled in every kubelet).
+const SAFE_NET_SYSCTLS: [&str; 9] = [
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+];
+
+/// The pod's `spec.securityContext.sysctls` that the lab applies in its network namespace,
+/// as `/proc/sys` paths: only [`SAFE_NET_SYSCTLS`] (others are ignored; the lab enables no
+/// unsafe ones), values of printable ASCII without `/`.
+fn pod_sysctls(pod: &Value) -> Vec<(String, String)> {
+    pod.pointer("/spec/securityContext/sysctls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            let name = s.get("name")?.as_str()?;
+            let value = s.get("value")?.as_str()?;
+            let ok = SAFE_NET_SYSCTLS.contains(&name)
+                && !value.is_empty()
+                && value.len() <= 64
+                && value
+                    .bytes()
+                    .all(|b| (b' '..=b'~').contains(&b) && b != b'/');
+            ok.then(|| (name.replace('.', "/"), value.to_string()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_safe_pod_sysctls_are_applied() {
+        let pod = serde_json::json!({"spec": {"securityContext": {"sysctls": [
+            {"name": "net.ipv4.ip_unprivileged_port_start", "value": "80"},
+            {"name": "net.ipv4.ip_forward", "value": "1"},
+            {"name": "kernel.shm_rmid_forced", "value": "1"},
+            {"name": "net.ipv4.tcp_syncookies", "value": "../x"},
+        ]}}});
+        assert_eq!(
+            super::pod_sysctls(&pod),
+            [(
+                "net/ipv4/ip_unprivileged_port_start".to_string(),
+                "80".to_string()
+            )]
+        );
+        assert!(super::pod_sysctls(&serde_json::json!({})).is_empty());
+    }
+
     use super::*;
 
     #[test]

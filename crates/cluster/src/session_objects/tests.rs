@@ -3,7 +3,6 @@ use super::*;
 
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-use kubelan_apisim::patch::json_patch;
 
 fn id() -> SessionId {
     SessionId::parse("b7x2kq9d").unwrap()
@@ -249,13 +248,23 @@ fn replace_job_gets_its_own_account_and_restore_arguments() {
     assert_eq!(spec.automount_service_account_token, Some(true));
     let args = spec.containers[0].args.as_ref().unwrap();
     assert_eq!(
-        args[args.len() - 4..],
+        args[args.len() - 8..],
         [
             "--restore-service",
             "web",
             "--restore-selector",
-            r#"{"app":"web","tier":"front"}"#
+            r#"{"app":"web","tier":"front"}"#,
+            "--session",
+            "b7x2kq9d",
+            "--restore-timeout",
+            "10",
         ]
+    );
+    // SIGTERM leaves the relay time to finish a restore.
+    let grace = spec.termination_grace_period_seconds.unwrap();
+    assert!(
+        u64::try_from(grace).unwrap() > RELAY_RESTORE_TIMEOUT_SECONDS,
+        "{grace}"
     );
     let ports: Vec<_> = spec.containers[0]
         .ports
@@ -402,93 +411,6 @@ fn replace_objects_hang_from_the_job_and_grant_only_the_one_service() {
     // The pod runs as that account.
     let spec = pod_spec(&job(&m, &replace_relay()));
     assert_eq!(spec.service_account_name, sa.metadata.name);
-}
-
-fn web_service() -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "web", "namespace": "team-a", "resourceVersion": "41"},
-        "spec": {
-            "type": "ClusterIP", "clusterIP": "10.96.0.20",
-            "selector": {"app": "web", "tier": "front"},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
-        },
-    })
-}
-
-/// The patches, applied with the simulator's RFC 6902 implementation (the one the lab's API
-/// server runs).
-#[test]
-fn swap_and_restore_patches() {
-    let before = web_service();
-    let original: Service = serde_json::from_value(before.clone()).unwrap();
-    let selector = replaceable_selector(&original).unwrap();
-
-    let mut svc = before.clone();
-    json_patch(&mut svc, &selector_swap_patch(&selector, &id())).unwrap();
-    assert_eq!(
-        svc["spec"]["selector"],
-        json!({"kubelan.io/session": "b7x2kq9d"})
-    );
-    // Only the selector changed.
-    let mut expect = before.clone();
-    expect["spec"]["selector"] = json!({"kubelan.io/session": "b7x2kq9d"});
-    assert_eq!(svc, expect);
-    // A second swap (another session read the old selector) is refused by the test.
-    let other = SessionId::parse("zz9zz9zz").unwrap();
-    assert!(json_patch(&mut svc.clone(), &selector_swap_patch(&selector, &other)).is_err());
-    // The swapped Service is not replaceable again, naming the session.
-    let swapped: Service = serde_json::from_value(svc.clone()).unwrap();
-    assert_eq!(
-        replaceable_selector(&swapped),
-        Err(NotReplaceable::AlreadyReplaced {
-            service: "web".into(),
-            session: "b7x2kq9d".into()
-        })
-    );
-    // Another session's restore does not touch it.
-    assert!(json_patch(&mut svc.clone(), &selector_restore_patch(&selector, &other)).is_err());
-
-    json_patch(&mut svc, &selector_restore_patch(&selector, &id())).unwrap();
-    assert_eq!(svc, before, "byte-identical to before");
-    // Restoring twice (relay and client both try) is refused, leaving it as it is.
-    let err = json_patch(&mut svc, &selector_restore_patch(&selector, &id())).unwrap_err();
-    assert!(err.to_string().contains("test"), "{err}");
-    assert_eq!(svc, before);
-
-    // Someone changed the selector between read and swap: refused, nothing changed.
-    let mut changed = before.clone();
-    changed["spec"]["selector"]["tier"] = json!("back");
-    let snapshot = changed.clone();
-    assert!(json_patch(&mut changed, &selector_swap_patch(&selector, &id())).is_err());
-    assert_eq!(changed, snapshot);
-}
-
-#[test]
-fn services_that_cannot_be_replaced() {
-    let mut v = web_service();
-    v["spec"].as_object_mut().unwrap().remove("selector");
-    let s: Service = serde_json::from_value(v.clone()).unwrap();
-    let e = replaceable_selector(&s).unwrap_err();
-    assert_eq!(
-        e,
-        NotReplaceable::NoSelector {
-            service: "web".into()
-        }
-    );
-    assert!(e.to_string().contains("kubelan expose"), "{e}");
-    v["spec"]["selector"] = json!({});
-    let s: Service = serde_json::from_value(v.clone()).unwrap();
-    assert!(matches!(
-        replaceable_selector(&s),
-        Err(NotReplaceable::NoSelector { .. })
-    ));
-    v["spec"] = json!({"type": "ExternalName", "externalName": "example.com"});
-    let s: Service = serde_json::from_value(v).unwrap();
-    assert!(matches!(
-        replaceable_selector(&s),
-        Err(NotReplaceable::ExternalName { .. })
-    ));
 }
 
 #[test]

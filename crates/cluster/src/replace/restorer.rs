@@ -1,11 +1,11 @@
-//! The relay's half of `kubelan replace`: put the replaced Service back when the relay
-//! stops, whatever stops it.
+//! Putting a replaced Service back, at the edge: the relay does it whenever it stops
+//! (whatever stops it), the client on Ctrl-C.
 //!
 //! The client swaps the Service's selector to the session's relay
-//! ([`kubelan_cluster::replace::swap`]); the garbage collector cannot undo a patch, so
+//! ([`crate::replace::swap`]); the garbage collector cannot undo a patch, so
 //! the relay does, with its own ServiceAccount (a Role with `get` and `patch` on that one
 //! Service, `resourceNames: [NAME]`, owned by the session's Job). [`Restorer::restore`]
-//! reads the Service, decides with [`kubelan_cluster::replace::restore`] and sends the
+//! reads the Service, decides with [`crate::replace::restore`] and sends the
 //! patch, reading and deciding again when the Service changed in between (422), for at
 //! most `timeout` in all. It never fails the relay: it logs what it did.
 //!
@@ -15,10 +15,10 @@
 
 use std::time::Duration;
 
+use crate::replace::{self, RestoreDecision, Selector};
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kubelan_cluster::replace::{self, RestoreDecision, Selector};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +61,28 @@ pub enum RestoreOutcome {
 pub struct Restorer {
     api: Api<Service>,
     target: RestoreTarget,
+    manager: &'static str,
+}
+
+/// Sends a JSON patch kubelan built ([`replace::swap`], [`replace::restore`]) to the
+/// Service `name`, as field manager `manager`.
+///
+/// # Errors
+/// The API server's answer (422 when a `test` failed: the Service changed since it was
+/// read).
+pub async fn send_json_patch(
+    api: &Api<Service>,
+    name: &str,
+    manager: &str,
+    patch: &serde_json::Value,
+) -> Result<Service, kube::Error> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(kube::Error::SerdeError)?;
+    let pp = PatchParams {
+        field_manager: Some(manager.into()),
+        ..PatchParams::default()
+    };
+    api.patch(name, &pp, &Patch::Json::<()>(patch)).await
 }
 
 impl std::fmt::Debug for Restorer {
@@ -88,7 +110,14 @@ impl Restorer {
         Restorer {
             api: Api::namespaced(client, &target.namespace),
             target,
+            manager: FIELD_MANAGER,
         }
+    }
+
+    /// The same, patching as field manager `manager` (the client uses kubelan's own).
+    pub fn with_field_manager(mut self, manager: &'static str) -> Restorer {
+        self.manager = manager;
+        self
     }
 
     /// What it restores.
@@ -115,7 +144,7 @@ impl Restorer {
             {"op": "test", "path": "/metadata/name", "value": name}
         ]))?;
         let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
+            field_manager: Some(self.manager.into()),
             ..PatchParams::default()
         }
         .dry_run();
@@ -220,12 +249,7 @@ impl Restorer {
         let Some(patch) = plan.patch else {
             return Ok(RestoreOutcome::Done(plan.decision));
         };
-        let patch = json_patch(&patch)?;
-        let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        match self.api.patch(name, &pp, &Patch::Json::<()>(patch)).await {
+        match send_json_patch(&self.api, name, self.manager, &patch).await {
             Ok(_) => Ok(RestoreOutcome::Done(plan.decision)),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(RestoreOutcome::Gone),
             // A `test` failed: the Service changed since it was read. Decide again.

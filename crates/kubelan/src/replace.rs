@@ -1,0 +1,211 @@
+//! `kubelan replace svc/NAME [LOCAL:]PORT...`: arguments and exit codes; the output and the
+//! link to the relay are `expose`'s ([`crate::expose::drive`]); the session itself is
+//! `kubelan_expose::replace`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use kubelan_cluster::names::DEFAULT_NAMESPACE;
+use kubelan_cluster::{KubeArgs, KubeconfigArgs};
+use kubelan_expose::replace_plan::{parse_port_arg, parse_service};
+use kubelan_expose::{ExposeOptions, ReplaceRequest};
+use tokio_util::sync::CancellationToken;
+
+use crate::expose::{AgentChoice, ExposeOutput, Via, agent_session, drive};
+
+/// Where a permission or API error sends the user.
+const RBAC_HINT: &str = "`kubelan rbac replace` prints a ClusterRole granting what replace needs; ask an admin of the namespace to bind it to you";
+
+/// `kubelan replace`.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  kubelan replace svc/web 8080:80            the Service's port 80 → this machine's 127.0.0.1:8080\n  kubelan replace svc/web 3000:http -n team  by port name, in namespace team\n  kubelan replace svc/dns 5353:53/udp        one protocol of a port number\n  kubelan replace svc/web 172.16.1.11:8080:80  to a LAN PC (on a gateway host)\n\nOn exit (Ctrl-C) the Service is put back exactly as it was; if this client dies, the\nrelay pod puts it back within about 10 s and Kubernetes removes the session."
+)]
+pub(crate) struct ReplaceArgs {
+    /// The Service: `svc/NAME`.
+    #[arg(value_name = "svc/NAME")]
+    service: String,
+    /// Service ports to take over: `[LOCAL:]PORT[/udp]`, PORT the Service's port number or
+    /// name, LOCAL `[HOST:]PORT` on this machine (default: 127.0.0.1 and the same number).
+    #[arg(value_name = "[LOCAL:]PORT", required = true)]
+    ports: Vec<String>,
+    #[command(flatten)]
+    kube: KubeconfigArgs,
+    /// Namespace of the Service [default: the context's namespace].
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Namespace of the kubelan agent (the relay uses its image).
+    #[arg(long, value_name = "NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    agent_namespace: String,
+    /// The relay's image [default: the installed agent's image].
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// How long to wait for the relay pod to be ready, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    timeout: u64,
+    /// How this machine reaches the relay pod.
+    #[arg(long, value_enum, default_value = "auto")]
+    via: Via,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value = "human")]
+    output: ExposeOutput,
+}
+
+/// The request of `args`, checked before anything connects.
+fn request(args: &ReplaceArgs) -> anyhow::Result<ReplaceRequest> {
+    Ok(ReplaceRequest {
+        service: parse_service(&args.service)?,
+        ports: args
+            .ports
+            .iter()
+            .map(|p| parse_port_arg(p))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Runs `kubelan replace` until Ctrl-C or SIGTERM.
+pub(crate) async fn run(args: ReplaceArgs) -> anyhow::Result<ExitCode> {
+    let request = request(&args)?;
+    let cc = kubelan_cluster::connect(&KubeArgs {
+        kubeconfig: args.kube.kubeconfig.clone(),
+        context: args.kube.context.clone(),
+        namespace: args.namespace.clone(),
+    })
+    .await?;
+    let outer_stop = CancellationToken::new();
+    let _stop_outer = outer_stop.clone().drop_guard();
+    let outer = agent_session(
+        &AgentChoice {
+            via: args.via,
+            kube: &args.kube,
+            namespace: args.namespace.as_ref(),
+            agent_namespace: &args.agent_namespace,
+            image_given: args.image.is_some(),
+        },
+        &cc,
+        outer_stop,
+    )
+    .await?;
+    let options = ExposeOptions {
+        client: cc.client.clone(),
+        namespace: cc.namespace.clone(),
+        agent_namespace: args.agent_namespace.clone(),
+        image: args.image.clone(),
+        ready_timeout: Duration::from_secs(args.timeout.max(1)),
+        client_host: crate::hostname(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        outer,
+    };
+    // The table's rows follow the Service's ports, known only once it is read: rows are
+    // shown per listener as connections arrive (the plain lines carry everything).
+    drive(&[], args.output, &cc, RBAC_HINT, move |events, shutdown| {
+        tokio::spawn(async move {
+            kubelan_expose::run_replace(&request, &options, events, shutdown).await
+        })
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ReplaceArgs,
+    }
+
+    #[test]
+    fn arguments_parse_into_a_request() {
+        let a = Cli::try_parse_from(["x", "svc/web", "8080:80", "3000:grpc", "-n", "team"])
+            .unwrap()
+            .args;
+        let r = request(&a).unwrap();
+        assert_eq!(r.service, "web");
+        assert_eq!(r.ports.len(), 2);
+        assert_eq!(a.namespace.as_deref(), Some("team"));
+        assert!(
+            Cli::try_parse_from(["x", "svc/web"]).is_err(),
+            "a port is required"
+        );
+        let a = Cli::try_parse_from(["x", "web", "80"]).unwrap().args;
+        assert!(request(&a).unwrap_err().to_string().contains("svc/NAME"));
+    }
+
+    /// The relay Job that replace creates runs `kubelan relay` with arguments this
+    /// binary's relay accepts: listeners on the Service's target ports, the Service to
+    /// restore, its selector, the session and a restore timeout below the pod's
+    /// termination grace.
+    #[test]
+    fn the_replace_relay_job_arguments_parse_as_kubelan_relay() {
+        use kubelan_cluster::replace::{ReplacedPort, TargetPort};
+        use kubelan_cluster::session_objects::{
+            self as so, Mode, ReplaceTarget, SessionId, SessionMeta,
+        };
+        let ports = [ReplacedPort {
+            name: Some("http".into()),
+            port: 80,
+            protocol: "TCP".into(),
+            target: TargetPort::Name("http".into()),
+        }];
+        let plan = kubelan_expose::replace_plan::plan_replace(
+            "web",
+            &[parse_port_arg("8080:80").unwrap()],
+            &ports,
+        )
+        .unwrap();
+        let (_, hash) = kubelan_expose::session::new_token();
+        let relay = so::RelaySpec {
+            image: "kubelan".into(),
+            listeners: plan.listeners.clone(),
+            carrier_port: plan.carrier_port,
+            grace: kubelan_expose::session::GRACE,
+            first_grace: kubelan_expose::session::FIRST_GRACE,
+            token_sha256: hash.clone(),
+            restore: Some(ReplaceTarget {
+                service: "web".into(),
+                original_selector: [("app".to_string(), "web".to_string())].into(),
+            }),
+        };
+        let id = SessionId::generate();
+        let meta = SessionMeta {
+            id: id.clone(),
+            namespace: "default".into(),
+            mode: Mode::Replace,
+            user: "u".into(),
+            client_host: "h".into(),
+            command: "c".into(),
+        };
+        let job = so::job(&meta, &relay);
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let args = pod.containers[0].args.clone().unwrap();
+        let cli = crate::Cli::try_parse_from(std::iter::once("kubelan".to_string()).chain(args))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let crate::Command::Relay(r) = cli.command else {
+            panic!("not the relay command")
+        };
+        let target = kubelan_agent::relay::restore_target(&r, "default")
+            .unwrap()
+            .unwrap();
+        assert_eq!(target.service, "web");
+        assert_eq!(target.session, id.to_string());
+        assert_eq!(
+            target.original,
+            Some([("app".to_string(), "web".to_string())].into())
+        );
+        assert!(target.timeout.as_secs() < pod.termination_grace_period_seconds.unwrap() as u64);
+        let listen: Vec<_> = r.listen.iter().map(|l| (l.port, l.listener)).collect();
+        assert_eq!(listen, [(20000, 0)]);
+        // The container declares the Service's named targetPort on that port.
+        let declared: Vec<_> = pod.containers[0]
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone().unwrap_or_default(), p.container_port))
+            .collect();
+        assert!(declared.contains(&("http".into(), 20000)), "{declared:?}");
+    }
+}
