@@ -57,6 +57,9 @@ pub struct ExposeOptions {
     /// An agent session to reach the relay through (a TCP flow to its pod IP); `None`:
     /// a port-forward to the relay pod through the API server.
     pub outer: Option<Session>,
+    /// Which command runs the session ([`Mode::Expose`] or [`Mode::Run`]): the
+    /// permissions checked and the mode written on the session's objects.
+    pub mode: Mode,
 }
 
 /// A random token (64 hex digits) and its SHA-256 (lower-case hex), which the relay's Job
@@ -133,7 +136,11 @@ pub async fn run(
     emit(ExposeEvent::Preflight {
         namespace: ns.into(),
     });
-    preflight::require_session(&o.client, "expose", ns, &preflight::expose_access(ns)).await?;
+    let access = match o.mode {
+        Mode::Run => preflight::run_access(ns),
+        _ => preflight::expose_access(ns),
+    };
+    preflight::require_session(&o.client, o.mode.as_str(), ns, &access).await?;
     let id = SessionId::generate();
     let name = plan.name.clone().unwrap_or_else(|| id.job_name());
     let services: Api<Service> = Api::namespaced(o.client.clone(), ns);
@@ -151,7 +158,7 @@ pub async fn run(
     let meta = SessionMeta {
         id: id.clone(),
         namespace: ns.into(),
-        mode: Mode::Expose,
+        mode: o.mode,
         user: whoami(&o.client).await,
         client_host: o.client_host.clone(),
         command: o.command.clone(),

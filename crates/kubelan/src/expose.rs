@@ -175,6 +175,7 @@ pub(crate) async fn run(args: ExposeArgs) -> anyhow::Result<ExitCode> {
         client_host: crate::hostname(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         outer: None,
+        mode: kubelan_cluster::session_objects::Mode::Expose,
     };
     let mut ui = Ui {
         mode: match args.output {

@@ -18,6 +18,7 @@ mod expose;
 mod forward;
 mod gateway;
 mod routes;
+mod run;
 mod tunnel;
 mod watcher;
 
@@ -45,6 +46,10 @@ enum Command {
     /// Local ports become a Service in the cluster: pods connect to NAME and reach this
     /// machine (or a LAN host), until Ctrl-C; Kubernetes removes everything if the client dies.
     Expose(expose::ExposeArgs),
+    /// Run a local program with a cluster address (a Service owned by the session) in its
+    /// environment, for registries (Nacos, Eureka, Consul, Dubbo, etcd); the session ends
+    /// with the program.
+    Run(run::RunArgs),
     /// SOCKS5 and HTTP proxy into the cluster through the agent (names resolve in the cluster).
     Proxy(tunnel::ProxyArgs),
     /// L3 VPN: Pod IPs, ClusterIPs and cluster DNS names reachable from this machine (root).
@@ -530,6 +535,7 @@ fn main() -> ExitCode {
                 Command::Lab(args) => lab(args).await,
                 Command::Forward(args) => forward::run(args).await,
                 Command::Expose(args) => expose::run(args).await,
+                Command::Run(args) => run::run(args).await,
                 Command::Proxy(args) => tunnel::proxy(args).await.map(|()| ExitCode::SUCCESS),
                 Command::Connect(args) => connect::connect(args).await.map(|()| ExitCode::SUCCESS),
                 Command::Gateway(args) => gateway::run(args).await.map(|()| ExitCode::SUCCESS),
@@ -573,7 +579,9 @@ fn main() -> ExitCode {
 /// (kubelan's typed errors of the cluster and forward layers), never kube-rs' debug output.
 fn render_error(e: &anyhow::Error) -> String {
     kubelan_cluster::error::one_line_with(e.as_ref(), &|layer| {
-        layer.is::<kubelan_forward::ForwardError>() || layer.is::<kubelan_expose::ExposeError>()
+        layer.is::<kubelan_forward::ForwardError>()
+            || layer.is::<kubelan_expose::ExposeError>()
+            || layer.is::<kubelan_expose::RunError>()
     })
 }
 
