@@ -21,6 +21,7 @@ pub mod env;
 pub mod error;
 pub mod events;
 pub mod fuzz_entry;
+pub mod ports;
 pub mod relay_status;
 pub mod run;
 pub mod session;

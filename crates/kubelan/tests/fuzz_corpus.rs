@@ -7,7 +7,7 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 23] = [
+const TARGETS: [Target; 24] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
@@ -49,6 +49,7 @@ const TARGETS: [Target; 23] = [
         10,
     ),
     ("expose_spec", kubelan_expose::fuzz_entry::expose_spec, 10),
+    ("proc_net_tcp", kubelan_expose::fuzz_entry::proc_net_tcp, 10),
     ("relay_listen", kubelan_agent::fuzz_entry::relay_listen, 10),
     ("admission", kubelan_lab::fuzz_entry::admission, 5),
 ];
