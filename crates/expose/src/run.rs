@@ -9,8 +9,13 @@
 //! passed on to the program; a `kill -9` of kubelan ends the program too
 //! (`PR_SET_PDEATHSIG`) and leaves the cluster side to the relay's expiry, as for expose.
 //!
-//! Decisions are pure ([`forward_signal`], [`exit_code`], [`foreground_from_stat`]); this
-//! module's [`run`] only starts, waits and signals.
+//! Without `--expose`, the ports the program starts listening on are exposed as they
+//! appear: the program's process tree is scanned every [`PORT_POLL`] ([`crate::ports`]),
+//! the relay opens a listener for each new port ([`kubelan_session::Session::listen`])
+//! and the session's Service gains the port.
+//!
+//! Decisions are pure ([`forward_signal`], [`exit_code`], [`foreground_from_stat`],
+//! [`add_port_patch`]); this module's [`run`] only starts, waits and signals.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -18,19 +23,27 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
+use kubelan_cluster::session_objects::ServicePortSpec;
+use kubelan_proto::FlowKind;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::env::{SessionFacts, cluster_env};
 use crate::error::{ExposeError, api};
 use crate::events::ExposeEvent;
-use crate::session::ExposeOptions;
-use crate::spec::ExposePlan;
+use crate::ports::{PortWatch, scan};
+use crate::session::{ExposeOptions, ServingHandles};
+use crate::spec::{ExposePlan, discovered};
 
 /// How long the program gets to stop after SIGTERM when the session fails under it,
 /// before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often the program's listening ports are scanned without `--expose`.
+pub const PORT_POLL: Duration = Duration::from_millis(200);
+/// At most this many ports are exposed automatically (a program that opens more is
+/// probably not a service; the rest are reported and skipped).
+pub const MAX_AUTO_PORTS: usize = 32;
 
 /// Everything `kubelan run` needs besides the plan.
 #[derive(Clone)]
@@ -96,6 +109,20 @@ pub enum RunEvent {
         /// Whether kubelan passed it on (not when the terminal already delivered it to the
         /// program).
         forwarded: bool,
+    },
+    /// A port the program listens on is exposed (without `--expose`).
+    PortExposed {
+        /// Where the program listens.
+        local: String,
+        /// The Service port pods dial.
+        service_port: u16,
+    },
+    /// A port the program listens on could not be exposed.
+    PortFailed {
+        /// Where the program listens.
+        local: String,
+        /// Why.
+        error: String,
     },
     /// The program exited.
     Exited {
@@ -259,6 +286,127 @@ async fn facts(plan: &ExposePlan, o: &RunOptions, name: &str) -> Result<SessionF
     })
 }
 
+/// A merge patch that adds `add` to the Service's ports (with its resourceVersion, so a
+/// concurrent change fails with a conflict instead of being overwritten); `None` when the
+/// Service has that port already.
+pub fn add_port_patch(svc: &Service, add: &ServicePortSpec) -> Option<serde_json::Value> {
+    let mut ports: Vec<serde_json::Value> = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .map(|ps| {
+            ps.iter()
+                .map(|p| serde_json::to_value(p).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    let protocol = add.protocol.k8s();
+    let same = |p: &serde_json::Value| {
+        p["port"] == add.port && p["protocol"].as_str().unwrap_or("TCP") == protocol
+    };
+    if ports.iter().any(same) {
+        return None;
+    }
+    ports.push(serde_json::json!({"name": add.name, "port": add.port,
+        "targetPort": add.target_port, "protocol": protocol}));
+    Some(serde_json::json!({
+        "metadata": {"resourceVersion": svc.metadata.resource_version},
+        "spec": {"ports": ports},
+    }))
+}
+
+/// Adds `add` to Service `name` (one retry after a conflict).
+async fn add_service_port(
+    services: &Api<Service>,
+    name: &str,
+    add: &ServicePortSpec,
+) -> Result<(), kube::Error> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let svc = services.get(name).await?;
+        let Some(patch) = add_port_patch(&svc, add) else {
+            return Ok(());
+        };
+        match services
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && tries < 3 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Exposes the ports the program's tree listens on, as they appear, until `stop`.
+async fn watch_ports(
+    pid: u32,
+    handles: ServingHandles,
+    carrier_port: u16,
+    services: Api<Service>,
+    name: String,
+    emit: impl Fn(RunEvent),
+    stop: CancellationToken,
+) {
+    let mut watch = PortWatch::new([carrier_port]);
+    let mut next_id = 0u32;
+    let mut tick = tokio::time::interval(PORT_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(now) = tokio::task::spawn_blocking(move || scan(pid)).await else {
+            continue;
+        };
+        for local in watch.update(&now) {
+            let failed = |error: String| RunEvent::PortFailed {
+                local: local.to_string(),
+                error,
+            };
+            if next_id as usize >= MAX_AUTO_PORTS {
+                emit(failed(format!(
+                    "the program listens on more than {MAX_AUTO_PORTS} ports; the rest are not exposed (use --expose)"
+                )));
+                continue;
+            }
+            let Some(port) = discovered(next_id, local, carrier_port) else {
+                emit(failed(format!(
+                    "the relay's carrier uses port {carrier_port}; expose it with --expose {} --port ANOTHER",
+                    local.port()
+                )));
+                continue;
+            };
+            next_id += 1;
+            handles.acceptor.add(port.clone());
+            if let Err(e) = handles
+                .relay
+                .listen(port.id, FlowKind::Tcp, port.relay_port)
+                .await
+            {
+                emit(failed(format!(
+                    "the relay did not open port {}: {e}",
+                    port.relay_port
+                )));
+                continue;
+            }
+            match add_service_port(&services, &name, &port.service_port_spec()).await {
+                Ok(()) => emit(RunEvent::PortExposed {
+                    local: local.to_string(),
+                    service_port: port.service_port,
+                }),
+                Err(e) => emit(failed(format!(
+                    "adding port {} to Service {name}: {}",
+                    port.service_port,
+                    kubelan_cluster::error::describe(&e)
+                ))),
+            }
+        }
+    }
+}
+
 fn command_line(program: &[OsString]) -> String {
     program
         .iter()
@@ -297,8 +445,10 @@ pub async fn run(
         .map_err(|e| ExposeError::Carrier(format!("cannot install the signal handlers: {e}")))?;
     let stop = CancellationToken::new();
     let (session_tx, mut session_rx) = mpsc::unbounded_channel();
+    let (serving_tx, mut serving_rx) = mpsc::unbounded_channel();
     let mut task: SessionTask = {
-        let (plan, opts, stop) = (plan.clone(), o.session.clone(), stop.clone());
+        let (plan, mut opts, stop) = (plan.clone(), o.session.clone(), stop.clone());
+        opts.on_serving = Some(serving_tx);
         tokio::spawn(async move { crate::session::run(&plan, &opts, session_tx, stop).await })
     };
     let mut service = plan.name.clone();
@@ -376,6 +526,27 @@ pub async fn run(
         program: command_line(&o.program),
         env,
     });
+    // Without --expose: the program's ports, as they appear.
+    let watch_stop = stop.child_token();
+    let _watch_guard = watch_stop.clone().drop_guard();
+    if plan.ports.is_empty()
+        && let Ok(handles) = serving_rx.try_recv()
+    {
+        let services: Api<Service> =
+            Api::namespaced(o.session.client.clone(), &o.session.namespace);
+        let events = events.clone();
+        tokio::spawn(watch_ports(
+            pid,
+            handles,
+            plan.carrier_port,
+            services,
+            facts.service.clone(),
+            move |e| {
+                let _ = events.send(e);
+            },
+            watch_stop.clone(),
+        ));
+    }
 
     // While the program runs.
     let status = loop {
@@ -407,6 +578,7 @@ pub async fn run(
             }
         }
     };
+    watch_stop.cancel();
     let code = match status {
         Ok(s) => status_code(s),
         Err(e) => {
@@ -473,6 +645,35 @@ mod tests {
         assert_eq!(foreground_from_stat(odd), Some(true));
         assert_eq!(foreground_from_stat("garbage"), None);
         assert_eq!(foreground_from_stat("1 (x) S 1 -"), None);
+    }
+
+    #[test]
+    fn a_port_is_added_once_with_the_resource_version() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "auto", "resourceVersion": "42"},
+            "spec": {"ports": [{"name": "kubelan-carrier", "port": 7445, "targetPort": 7445,
+                "protocol": "TCP"}]}
+        }))
+        .unwrap();
+        let add = ServicePortSpec {
+            name: "tcp-8090".into(),
+            port: 8090,
+            target_port: 8090,
+            protocol: kubelan_cluster::session_objects::Protocol::Tcp,
+        };
+        let p = add_port_patch(&svc, &add).unwrap();
+        assert_eq!(p["metadata"]["resourceVersion"], "42");
+        let ports = p["spec"]["ports"].as_array().unwrap();
+        assert_eq!(ports.len(), 2);
+        assert_eq!(ports[0]["port"], 7445);
+        assert_eq!(
+            ports[1],
+            serde_json::json!({"name": "tcp-8090", "port": 8090, "targetPort": 8090, "protocol": "TCP"})
+        );
+        let mut svc2 = svc.clone();
+        svc2.spec.as_mut().unwrap().ports =
+            Some(serde_json::from_value(serde_json::json!([ports[0], ports[1]])).unwrap());
+        assert_eq!(add_port_patch(&svc2, &add), None, "already there");
     }
 
     #[test]

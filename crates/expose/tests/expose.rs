@@ -52,6 +52,7 @@ fn options(client: kube::Client, namespace: &str) -> ExposeOptions {
         command: "kubelan expose 8080 --name dev-api".into(),
         outer: None,
         mode: kubelan_cluster::session_objects::Mode::Expose,
+        on_serving: None,
     }
 }
 

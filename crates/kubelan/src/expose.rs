@@ -176,6 +176,7 @@ pub(crate) async fn run(args: ExposeArgs) -> anyhow::Result<ExitCode> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         outer: None,
         mode: kubelan_cluster::session_objects::Mode::Expose,
+        on_serving: None,
     };
     let mut ui = Ui {
         mode: match args.output {

@@ -20,12 +20,13 @@ const RBAC_HINT: &str = "`kubelan rbac run` prints a ClusterRole granting what r
 /// `kubelan run`.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "The program gets the Service's cluster address in KUBELAN_CLUSTER_IP, KUBELAN_CLUSTER_HOST, KUBELAN_CLUSTER_PORT, SPRING_CLOUD_NACOS_DISCOVERY_IP/_PORT, EUREKA_INSTANCE_IP_ADDRESS, EUREKA_INSTANCE_NON_SECURE_PORT, SPRING_CLOUD_CONSUL_DISCOVERY_IP_ADDRESS, DUBBO_IP_TO_REGISTRY and DUBBO_PORT_TO_REGISTRY. It reaches the cluster through `kubelan connect` (run it first, in another terminal).\n\nExamples:\n  kubelan run --expose 8080 --name orders -- java -jar orders.jar\n  kubelan run --expose 8080 -- sh -c 'etcdctl put /services/app \"$KUBELAN_CLUSTER_IP:8080\"; exec ./app'"
+    after_help = "Without --expose, every TCP port the program starts listening on is added to the Service as it appears.\n\nThe program gets the Service's cluster address in KUBELAN_CLUSTER_IP, KUBELAN_CLUSTER_HOST, KUBELAN_CLUSTER_PORT, SPRING_CLOUD_NACOS_DISCOVERY_IP/_PORT, EUREKA_INSTANCE_IP_ADDRESS, EUREKA_INSTANCE_NON_SECURE_PORT, SPRING_CLOUD_CONSUL_DISCOVERY_IP_ADDRESS, DUBBO_IP_TO_REGISTRY and DUBBO_PORT_TO_REGISTRY. It reaches the cluster through `kubelan connect` (run it first, in another terminal).\n\nExamples:\n  kubelan run --expose 8080 --name orders -- java -jar orders.jar\n  kubelan run --name orders -- java -jar orders.jar       its ports as it opens them\n  kubelan run --expose 8080 -- sh -c 'etcdctl put /services/app \"$KUBELAN_CLUSTER_IP:8080\"; exec ./app'"
 )]
 pub(crate) struct RunArgs {
     /// A local port the program listens on, `[HOST:]PORT[/udp]`, to expose under the
-    /// session's Service (repeat for several; the first is the one registries get).
-    #[arg(long = "expose", value_name = "[HOST:]PORT[/udp]", action = ArgAction::Append, required = true)]
+    /// session's Service (repeat for several; the first is the one registries get)
+    /// [default: every TCP port the program listens on, as it opens them].
+    #[arg(long = "expose", value_name = "[HOST:]PORT[/udp]", action = ArgAction::Append)]
     expose: Vec<String>,
     /// The Service port of an --expose (repeat: the i-th --port is the i-th --expose's)
     /// [default: the local port].
@@ -83,6 +84,9 @@ fn line(e: &RunEvent, show_connections: bool) -> Option<String> {
                 "session ended: deleted job {job}; Kubernetes removes the Service and the relay"
             )
         }
+        RunEvent::Session(ExposeEvent::Serving { service, ports }) if ports.is_empty() => {
+            format!("serving {service}: the program's ports are added as it opens them")
+        }
         RunEvent::Session(ExposeEvent::Serving { service, ports }) => {
             format!("serving {service}: {}", ports.join(", "))
         }
@@ -117,13 +121,27 @@ fn line(e: &RunEvent, show_connections: bool) -> Option<String> {
                 format!("{signal}: stopping")
             }
         }
+        RunEvent::PortExposed {
+            local,
+            service_port,
+        } => format!("exposed {local} as port {service_port} of the Service"),
+        RunEvent::PortFailed { local, error } => format!("not exposing {local}: {error}"),
         RunEvent::Exited { code } => format!("the program exited with status {code}"),
     })
 }
 
 /// Runs `kubelan run`; the exit code is the program's.
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let plan = kubelan_expose::plan(&args.expose, &args.ports, args.name.as_deref())?;
+    let plan = if args.expose.is_empty() {
+        if !args.ports.is_empty() {
+            anyhow::bail!(
+                "--port gives the Service port of an --expose; without --expose the program's ports keep their numbers"
+            );
+        }
+        kubelan_expose::spec::plan_without_ports(args.name.as_deref())?
+    } else {
+        kubelan_expose::plan(&args.expose, &args.ports, args.name.as_deref())?
+    };
     let cc = kubelan_cluster::connect(&KubeArgs {
         kubeconfig: args.kube.kubeconfig.clone(),
         context: args.kube.context.clone(),
@@ -141,6 +159,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             command: std::env::args().collect::<Vec<_>>().join(" "),
             outer: None,
             mode: Mode::Run,
+            on_serving: None,
         },
         cluster_domain: args.cluster_domain.clone(),
         program: args.program.clone(),
@@ -215,9 +234,10 @@ mod tests {
             Cli::try_parse_from(["x", "--expose", "8080"]).is_err(),
             "a program is required"
         );
+        let a = Cli::try_parse_from(["x", "--", "true"]).unwrap().args;
         assert!(
-            Cli::try_parse_from(["x", "--", "true"]).is_err(),
-            "--expose is required"
+            a.expose.is_empty(),
+            "without --expose: ports as they appear"
         );
     }
 

@@ -219,6 +219,53 @@ fn run_registers_the_cluster_address_in_etcd_and_pods_call_the_laptop() {
         run_objects(&cluster).is_empty().then_some(())
     });
 
+    // Without --expose: the port the program opens (a second after it starts) is added
+    // to the Service as it appears, and pods reach it.
+    let mut auto = Background::start(
+        &lab,
+        "laptop",
+        "auto",
+        300,
+        &format!(
+            "kubelan run --name auto -- sh -c 'sleep 1; exec python3 -m http.server 8090 --bind 127.0.0.1 --directory {dir}/www'"
+        ),
+    );
+    let took = auto.wait_log("kubelan: exposed 127.0.0.1:8090 as port 8090", 90);
+    eprintln!("port 8090 exposed {took:?} after kubelan run");
+    let ports: Vec<i32> = cluster
+        .service("default", "auto")
+        .spec
+        .and_then(|s| s.ports)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert!(ports.contains(&8090), "{ports:?}");
+    let body = wait_for("the laptop's new port to answer the pod", 20, || {
+        let out = lab.exec(
+            &web,
+            &[
+                "curl",
+                "-sS",
+                "-m",
+                "5",
+                "http://auto.default.svc.cluster.local:8090/hello",
+            ],
+        );
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert_eq!(body, marker);
+    Command::new("kill")
+        .args(["-TERM", &auto.command_pid().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(auto.wait_exit(30).code(), Some(143), "{}", auto.log());
+    wait_for("the automatic session's objects to go", 30, || {
+        run_objects(&cluster).is_empty().then_some(())
+    });
+
     // The program's own exit ends the session with its status.
     let out = lab.exec(
         "laptop",
