@@ -341,7 +341,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         drain: Duration::from_secs(args.drain_seconds),
         ready: AtomicBool::new(false),
-        caps: Capabilities::ALL.without(Capabilities(args.hide_capabilities)),
+        // Listeners on request are the per-session relay's, never the agent's.
+        caps: Capabilities::ALL
+            .without(Capabilities::LISTEN)
+            .without(Capabilities(args.hide_capabilities)),
     });
 
     // Listeners first, so a bad address fails fast.

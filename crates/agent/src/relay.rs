@@ -399,6 +399,120 @@ struct Hub {
     connected: AtomicUsize,
     flows: AtomicUsize,
     stats: Arc<RelayStats>,
+    /// Every open listener: the command line's, then those opened on request.
+    listeners: Mutex<Vec<ListenSpec>>,
+    /// Stops the listeners opened on request with the relay.
+    stop: CancellationToken,
+}
+
+/// What to do with a client's [`Frame::Listen`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ListenDecision {
+    /// Open it.
+    Open,
+    /// It is open already (the client asks again after a reconnect): say so again.
+    AlreadyOpen,
+    /// Refuse, saying why.
+    Refuse(String),
+}
+
+/// Decides a request to open `want`, given the listeners `open` and the carrier's port.
+pub(crate) fn listen_decision(
+    open: &[ListenSpec],
+    want: ListenSpec,
+    carrier_port: u16,
+) -> ListenDecision {
+    if open.contains(&want) {
+        return ListenDecision::AlreadyOpen;
+    }
+    if !matches!(want.kind, FlowKind::Tcp | FlowKind::Udp) {
+        return ListenDecision::Refuse(format!(
+            "a relay listens for TCP or UDP, not {:?}",
+            want.kind
+        ));
+    }
+    if want.port < 1024 {
+        return ListenDecision::Refuse(format!(
+            "port {} is privileged and the relay runs without privileges; ask for a port from 1024",
+            want.port
+        ));
+    }
+    if want.port == carrier_port && want.kind == FlowKind::Tcp {
+        return ListenDecision::Refuse(format!("port {} is the relay's carrier port", want.port));
+    }
+    if let Some(o) = open.iter().find(|o| o.listener == want.listener) {
+        return ListenDecision::Refuse(format!(
+            "listener {} is port {} already",
+            o.listener, o.port
+        ));
+    }
+    if let Some(o) = open
+        .iter()
+        .find(|o| o.port == want.port && o.kind == want.kind)
+    {
+        return ListenDecision::Refuse(format!(
+            "port {} is listener {} already",
+            o.port, o.listener
+        ));
+    }
+    ListenDecision::Open
+}
+
+/// Answers a client's [`Frame::Listen`]: binds the port on the carrier's address and
+/// serves it like a command-line listener.
+async fn open_listener(hub: &Arc<Hub>, want: ListenSpec) -> Frame {
+    let carrier_port = hub.config.carrier.port();
+    let decision = {
+        let open = hub.listeners.lock().expect("listeners lock");
+        listen_decision(&open, want, carrier_port)
+    };
+    let refuse = |message: String| Frame::ListenFailed {
+        listener: want.listener,
+        error: FlowError::new(ErrorKind::Policy, message),
+    };
+    match decision {
+        ListenDecision::AlreadyOpen => {
+            return Frame::Listening {
+                listener: want.listener,
+            };
+        }
+        ListenDecision::Refuse(why) => return refuse(why),
+        ListenDecision::Open => {}
+    }
+    let addr = SocketAddr::new(hub.config.carrier.ip(), want.port);
+    let task: futures::future::BoxFuture<'static, ()> = if want.kind == FlowKind::Udp {
+        match UdpSocket::bind(addr).await {
+            Ok(u) => Box::pin(serve_udp(hub.clone(), want, Arc::new(u))),
+            Err(e) => return refuse(format!("binding {addr}: {e}")),
+        }
+    } else {
+        match TcpListener::bind(addr).await {
+            Ok(l) => Box::pin(serve_tcp(hub.clone(), want, l)),
+            Err(e) => return refuse(format!("binding {addr}: {e}")),
+        }
+    };
+    {
+        let mut open = hub.listeners.lock().expect("listeners lock");
+        // Another carrier may have asked for the same listener meanwhile.
+        if listen_decision(&open, want, carrier_port) != ListenDecision::Open {
+            return refuse(format!(
+                "listener {} changed meanwhile; ask again",
+                want.listener
+            ));
+        }
+        open.push(want);
+    }
+    let stop = hub.stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = task => {}
+        }
+    });
+    tracing::info!(listener = want.listener, port = want.port, kind = ?want.kind, "listening on request");
+    Frame::Listening {
+        listener: want.listener,
+    }
 }
 
 impl Hub {
@@ -524,7 +638,12 @@ impl Relay {
     /// Serves until no carrier has been live for the grace period, or `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> RelayExit {
         let (live_tx, mut live_rx) = watch::channel(0);
+        // Everything below stops with `stop`: carriers and flows end when the relay does.
+        let stop = shutdown.child_token();
+        let _stop_all = stop.clone().drop_guard();
         let hub = Arc::new(Hub {
+            listeners: Mutex::new(self.config.listeners.clone()),
+            stop: stop.clone(),
             config: self.config,
             carriers: Mutex::new(Vec::new()),
             live_tx,
@@ -534,9 +653,6 @@ impl Relay {
             flows: AtomicUsize::new(0),
             stats: self.stats,
         });
-        // Everything below stops with `stop`: carriers and flows end when the relay does.
-        let stop = shutdown.child_token();
-        let _stop_all = stop.clone().drop_guard();
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(accept_carriers(hub.clone(), self.carrier, stop.clone()));
         for (spec, l) in self.tcp {
@@ -705,7 +821,7 @@ async fn carrier(hub: &Arc<Hub>, tcp: TcpStream, from: SocketAddr) {
         }
     };
     let why = tokio::select! {
-        why = keep_alive(&mut reader, &mut wr, cfg) => why,
+        why = keep_alive(&mut reader, &mut wr, hub) => why,
         () = refuse_opens => "the carrier closed".to_string(),
         () = mux.closed() => mux.close_reason().unwrap_or_default(),
     };
@@ -722,12 +838,14 @@ async fn refuse_open(mut stream: MuxStream) {
     let _ = stream.shutdown().await;
 }
 
-/// Pings the client and answers its pings; returns why the carrier is dead.
-async fn keep_alive<R, W>(reader: &mut FrameReader<R>, wr: &mut W, cfg: &RelayConfig) -> String
+/// Pings the client, answers its pings and opens the listeners it asks for; returns why
+/// the carrier is dead.
+async fn keep_alive<R, W>(reader: &mut FrameReader<R>, wr: &mut W, hub: &Arc<Hub>) -> String
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let cfg = &hub.config;
     let mut last_heard = Instant::now();
     let mut nonce = 0u64;
     let mut tick = tokio::time::interval(cfg.ping_interval);
@@ -753,6 +871,13 @@ where
                     }
                 }
                 Ok(Some(Frame::Pong { .. })) => last_heard = Instant::now(),
+                Ok(Some(Frame::Listen { listener, kind, port })) => {
+                    last_heard = Instant::now();
+                    let answer = open_listener(hub, ListenSpec { port, listener, kind }).await;
+                    if write_frame(wr, &answer).await.is_err() {
+                        return "answering a listen request failed".into();
+                    }
+                }
                 Ok(Some(other)) => return format!("unexpected {} frame on the control stream", other.name()),
                 Ok(None) => return "the client closed the control stream".into(),
                 Err(e) => return format!("control stream: {e}"),
@@ -1036,5 +1161,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod listen_tests;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 //! local targets and reports every connection.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use kubelan_proto::{ErrorKind, FlowError, FlowKind, Target};
 use kubelan_session::{Acceptor, FlowReport};
@@ -108,14 +108,26 @@ pub enum ExposeEvent {
 /// Maps listener ids to the local targets of an expose session; reports every flow as
 /// [`ExposeEvent`]s on `events`.
 pub struct ExposeAcceptor {
-    ports: Vec<ExposedPort>,
+    /// Grows while the session runs (`kubelan run`'s ports as the program opens them).
+    ports: RwLock<Vec<ExposedPort>>,
     events: mpsc::UnboundedSender<ExposeEvent>,
 }
 
 impl ExposeAcceptor {
     /// An acceptor for `ports` (their ids are the listener ids of the relay).
     pub fn new(ports: Vec<ExposedPort>, events: mpsc::UnboundedSender<ExposeEvent>) -> Arc<Self> {
-        Arc::new(Self { ports, events })
+        Arc::new(Self {
+            ports: RwLock::new(ports),
+            events,
+        })
+    }
+
+    /// Routes listener `port.id` to `port.local` from now on (a listener the relay opens
+    /// on request); an existing route for that id is replaced.
+    pub fn add(&self, port: ExposedPort) {
+        let mut ports = self.ports.write().unwrap_or_else(|e| e.into_inner());
+        ports.retain(|p| p.id != port.id);
+        ports.push(port);
     }
 }
 
@@ -157,7 +169,10 @@ pub fn route(ports: &[ExposedPort], id: u32, kind: FlowKind) -> Result<Target, F
 
 impl Acceptor for ExposeAcceptor {
     fn target(&self, listener: u32, kind: FlowKind, peer: SocketAddr) -> Result<Target, FlowError> {
-        let target = route(&self.ports, listener, kind)?;
+        let target = {
+            let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
+            route(&ports, listener, kind)?
+        };
         // A closed receiver means nobody renders any more; the flow still runs.
         let _ = self.events.send(ExposeEvent::ConnectionOpened {
             listener,

@@ -87,3 +87,30 @@ pub fn replace_spec(data: &[u8]) {
         }
     }
 }
+
+/// `/proc/<pid>/net/tcp{,6}` text and fd link targets (`kubelan run`'s port watch): rows
+/// parse or are skipped, never panic; the listening set holds only listening rows whose
+/// inodes the tree holds; a watch reports each port once and never an ignored one.
+pub fn proc_net_tcp(data: &[u8]) {
+    use std::collections::HashSet;
+
+    use crate::ports::{PortWatch, listening, parse_net_tcp, socket_inode};
+
+    let text = String::from_utf8_lossy(data);
+    let rows = parse_net_tcp(&text);
+    let mut inodes: HashSet<u64> = text.lines().filter_map(socket_inode).collect();
+    // Every other row's inode is "held", so the filter is exercised both ways.
+    inodes.extend(rows.iter().step_by(2).map(|r| r.inode));
+    let ports = listening(&rows, &inodes);
+    for (port, ip) in &ports {
+        assert!(rows.iter().any(|r| r.local.port() == *port
+            && r.local.ip() == *ip
+            && r.state == 0x0A
+            && inodes.contains(&r.inode)));
+    }
+    let ignore = rows.first().map(|r| r.local.port());
+    let mut watch = PortWatch::new(ignore);
+    let first = watch.update(&ports);
+    assert!(first.iter().all(|a| Some(a.port()) != ignore));
+    assert!(watch.update(&ports).is_empty());
+}

@@ -14,14 +14,19 @@
 //!
 //! Sans-IO: [`spec`] (the command line and the plan), [`relay_status`] (is the relay pod
 //! ready, starting, or never starting and why), [`events`] (the typed events and the
-//! acceptor's routing), [`table`] (the live table). At the edge: [`session::run`].
+//! acceptor's routing), [`table`] (the live table), [`env`] (what `kubelan run` tells
+//! its program). At the edge: [`session::run`], and [`run::run`], which wraps a local
+//! program in the same session.
 
+pub mod env;
 pub mod error;
 pub mod events;
 pub mod fuzz_entry;
+pub mod ports;
 pub mod relay_status;
 pub mod replace;
 pub mod replace_plan;
+pub mod run;
 pub mod session;
 pub mod spec;
 pub mod table;
@@ -30,6 +35,7 @@ pub use error::ExposeError;
 pub use events::{ExposeAcceptor, ExposeEvent};
 pub use replace::{ReplaceRequest, run_replace};
 pub use replace_plan::{ReplacePlan, ReplaceSpecError};
+pub use run::{RunError, RunEvent, RunOptions};
 pub use session::{ExposeOptions, run};
 pub use spec::{ExposePlan, LocalTarget, SpecError, plan};
 pub use table::Table;

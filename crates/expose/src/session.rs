@@ -57,6 +57,33 @@ pub struct ExposeOptions {
     /// An agent session to reach the relay through (a TCP flow to its pod IP); `None`:
     /// a port-forward to the relay pod through the API server.
     pub outer: Option<Session>,
+    /// Which command runs the session ([`Mode::Expose`] or [`Mode::Run`]): the
+    /// permissions checked and the mode written on the session's objects.
+    pub mode: Mode,
+    /// Receives the link to the relay and the acceptor once they exist, for a caller that
+    /// adds listeners while the session runs (`kubelan run` without `--expose`).
+    pub on_serving: Option<mpsc::UnboundedSender<ServingHandles>>,
+}
+
+/// What a caller needs to add ports to a running session: the session to the relay (for
+/// [`Session::listen`]) and the acceptor that routes its listeners.
+#[derive(Clone)]
+pub struct ServingHandles {
+    /// The session to the relay.
+    pub relay: Session,
+    /// Routes the relay's listeners to local targets.
+    pub acceptor: Arc<ExposeAcceptor>,
+}
+
+/// The Service port of a session that starts without ports (Kubernetes requires one):
+/// the relay's carrier port, which answers only with the session's token.
+pub fn placeholder_port(carrier_port: u16) -> session_objects::ServicePortSpec {
+    session_objects::ServicePortSpec {
+        name: kubelan_cluster::names::RELAY_CARRIER_PORT_NAME.into(),
+        port: carrier_port,
+        target_port: carrier_port,
+        protocol: session_objects::Protocol::Tcp,
+    }
 }
 
 /// A random token (64 hex digits) and its SHA-256 (lower-case hex), which the relay's Job
@@ -133,7 +160,11 @@ pub async fn run(
     emit(ExposeEvent::Preflight {
         namespace: ns.into(),
     });
-    preflight::require_session(&o.client, "expose", ns, &preflight::expose_access(ns)).await?;
+    let access = match o.mode {
+        Mode::Run => preflight::run_access(ns),
+        _ => preflight::expose_access(ns),
+    };
+    preflight::require_session(&o.client, o.mode.as_str(), ns, &access).await?;
     let id = SessionId::generate();
     let name = plan.name.clone().unwrap_or_else(|| id.job_name());
     let services: Api<Service> = Api::namespaced(o.client.clone(), ns);
@@ -151,7 +182,7 @@ pub async fn run(
     let meta = SessionMeta {
         id: id.clone(),
         namespace: ns.into(),
-        mode: Mode::Expose,
+        mode: o.mode,
         user: whoami(&o.client).await,
         client_host: o.client_host.clone(),
         command: o.command.clone(),
@@ -221,7 +252,10 @@ async fn serve(
     let owner = SessionOwner::from_job(job).ok_or_else(|| ExposeError::Carrier(
         "the API server returned the created Job without a name or UID; kubelan cannot own the Service by it".into(),
     ))?;
-    let ports = plan.service_port_specs();
+    let mut ports = plan.service_port_specs();
+    if ports.is_empty() {
+        ports.push(placeholder_port(plan.carrier_port));
+    }
     let services: Api<Service> = Api::namespaced(o.client.clone(), ns);
     services
         .create(
@@ -325,8 +359,18 @@ pub(crate) async fn serve_link(
     };
     let inner_stop = shutdown.child_token();
     let acceptor = ExposeAcceptor::new(ports.clone(), events.clone());
-    let session =
-        Session::start_accepting(vec![dialer], config, Some(acceptor), inner_stop.clone());
+    let session = Session::start_accepting(
+        vec![dialer],
+        config,
+        Some(acceptor.clone()),
+        inner_stop.clone(),
+    );
+    if let Some(tx) = &o.on_serving {
+        let _ = tx.send(ServingHandles {
+            relay: session.clone(),
+            acceptor,
+        });
+    }
     let mut state = session.state();
     let mut announced = false;
     let result = loop {

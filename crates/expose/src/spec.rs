@@ -325,8 +325,44 @@ impl ExposePlan {
 
 /// The relay port for Service port `p`: the same number when it is unprivileged, else
 /// 20000 + p (so `expose 80` listens on 20080 in the pod, with no sysctl needed).
-fn relay_port(p: u16) -> u16 {
+pub fn relay_port(p: u16) -> u16 {
     if p >= 1024 { p } else { 20000 + p }
+}
+
+/// The plan of `kubelan run` without `--expose`: no port yet (the program's ports are
+/// added as it opens them, see [`discovered`]).
+///
+/// # Errors
+/// [`SpecError::Name`] for an invalid `--name`.
+pub fn plan_without_ports(name: Option<&str>) -> Result<ExposePlan, SpecError> {
+    if let Some(n) = name
+        && !valid_service_name(n)
+    {
+        return Err(SpecError::Name(n.chars().take(80).collect()));
+    }
+    Ok(ExposePlan {
+        name: name.map(str::to_string),
+        ports: Vec::new(),
+        carrier_port: carrier_port(&[]),
+        also_http: false,
+    })
+}
+
+/// The exposed port for a TCP port the program listens on at `local`: listener `id`, the
+/// same Service port, and the relay port [`relay_port`] gives; `None` when that relay port
+/// is the carrier's.
+pub fn discovered(id: u32, local: std::net::SocketAddr, carrier_port: u16) -> Option<ExposedPort> {
+    let relay = relay_port(local.port());
+    (relay != carrier_port).then(|| ExposedPort {
+        id,
+        local: LocalTarget {
+            host: Host::Ip(local.ip()),
+            port: local.port(),
+            protocol: Protocol::Tcp,
+        },
+        service_port: local.port(),
+        relay_port: relay,
+    })
 }
 
 /// Builds the plan of `kubelan expose TARGET... [--port SVCPORT]... [--name NAME]`.
@@ -395,6 +431,18 @@ mod tests {
 
     fn t(s: &str) -> LocalTarget {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn discovered_ports_plan_like_arguments() {
+        let p = plan_without_ports(Some("auto")).unwrap();
+        assert!(p.ports.is_empty());
+        assert!(plan_without_ports(Some("Bad_Name")).is_err());
+        let d = discovered(3, "127.0.0.1:80".parse().unwrap(), p.carrier_port).unwrap();
+        assert_eq!((d.id, d.service_port, d.relay_port), (3, 80, 20080));
+        assert_eq!(d.local, t("127.0.0.1:80"));
+        assert_eq!(d.port_name(), "tcp-80");
+        assert!(discovered(4, "[::1]:7445".parse().unwrap(), 7445).is_none());
     }
 
     #[test]

@@ -51,6 +51,8 @@ fn options(client: kube::Client, namespace: &str) -> ExposeOptions {
         client_host: "laptop-3".into(),
         command: "kubelan expose 8080 --name dev-api".into(),
         outer: None,
+        mode: kubelan_cluster::session_objects::Mode::Expose,
+        on_serving: None,
     }
 }
 

@@ -137,7 +137,7 @@ impl Ui {
 }
 
 /// One line per event, for people.
-fn line(e: &ExposeEvent) -> String {
+pub(crate) fn line(e: &ExposeEvent) -> String {
     match e {
         ExposeEvent::Preflight { namespace } => {
             format!("checking permissions in namespace {namespace}")
@@ -197,6 +197,8 @@ pub(crate) async fn run(args: ExposeArgs) -> anyhow::Result<ExitCode> {
         client_host: crate::hostname(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         outer: None,
+        mode: kubelan_cluster::session_objects::Mode::Expose,
+        on_serving: None,
     };
     let outer_stop = CancellationToken::new();
     let _stop_outer = outer_stop.clone().drop_guard();

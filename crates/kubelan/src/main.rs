@@ -19,6 +19,7 @@ mod forward;
 mod gateway;
 mod replace;
 mod routes;
+mod run;
 mod tunnel;
 mod watcher;
 
@@ -49,6 +50,10 @@ enum Command {
     /// An existing Service's traffic (every replica's) comes to this machine until Ctrl-C,
     /// then the Service is exactly as before; if the client dies, Kubernetes puts it back.
     Replace(replace::ReplaceArgs),
+    /// Run a local program with a cluster address (a Service owned by the session) in its
+    /// environment, for registries (Nacos, Eureka, Consul, Dubbo, etcd); the session ends
+    /// with the program.
+    Run(run::RunArgs),
     /// SOCKS5 and HTTP proxy into the cluster through the agent (names resolve in the cluster).
     Proxy(tunnel::ProxyArgs),
     /// L3 VPN: Pod IPs, ClusterIPs and cluster DNS names reachable from this machine (root).
@@ -535,6 +540,7 @@ fn main() -> ExitCode {
                 Command::Forward(args) => forward::run(args).await,
                 Command::Expose(args) => expose::run(args).await,
                 Command::Replace(args) => replace::run(args).await,
+                Command::Run(args) => run::run(args).await,
                 Command::Proxy(args) => tunnel::proxy(args).await.map(|()| ExitCode::SUCCESS),
                 Command::Connect(args) => connect::connect(args).await.map(|()| ExitCode::SUCCESS),
                 Command::Gateway(args) => gateway::run(args).await.map(|()| ExitCode::SUCCESS),
@@ -578,7 +584,9 @@ fn main() -> ExitCode {
 /// (kubelan's typed errors of the cluster and forward layers), never kube-rs' debug output.
 fn render_error(e: &anyhow::Error) -> String {
     kubelan_cluster::error::one_line_with(e.as_ref(), &|layer| {
-        layer.is::<kubelan_forward::ForwardError>() || layer.is::<kubelan_expose::ExposeError>()
+        layer.is::<kubelan_forward::ForwardError>()
+            || layer.is::<kubelan_expose::ExposeError>()
+            || layer.is::<kubelan_expose::RunError>()
     })
 }
 

@@ -96,6 +96,8 @@ pub(crate) async fn run(args: ReplaceArgs) -> anyhow::Result<ExitCode> {
         client_host: crate::hostname(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         outer,
+        mode: kubelan_cluster::session_objects::Mode::Replace,
+        on_serving: None,
     };
     // The table's rows follow the Service's ports, known only once it is read: rows are
     // shown per listener as connections arrive (the plain lines carry everything).

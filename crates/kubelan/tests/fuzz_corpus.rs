@@ -7,7 +7,7 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 25] = [
+const TARGETS: [Target; 26] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
@@ -50,6 +50,7 @@ const TARGETS: [Target; 25] = [
     ),
     ("expose_spec", kubelan_expose::fuzz_entry::expose_spec, 10),
     ("replace_spec", kubelan_expose::fuzz_entry::replace_spec, 10),
+    ("proc_net_tcp", kubelan_expose::fuzz_entry::proc_net_tcp, 10),
     ("relay_listen", kubelan_agent::fuzz_entry::relay_listen, 10),
     ("admission", kubelan_lab::fuzz_entry::admission, 5),
     ("replace_original", kubelan_cluster::replace::fuzz_entry, 10),

@@ -42,6 +42,9 @@ mod ty {
     pub(super) const RESET: u8 = 0x15;
     pub(super) const DATAGRAM: u8 = 0x16;
     pub(super) const INCOMING: u8 = 0x17;
+    pub(super) const LISTEN: u8 = 0x18;
+    pub(super) const LISTENING: u8 = 0x19;
+    pub(super) const LISTEN_FAILED: u8 = 0x1A;
     /// First optional frame type (skipped when unknown).
     pub(super) const FIRST_OPTIONAL: u8 = 0x80;
 }
@@ -65,11 +68,23 @@ impl Capabilities {
     /// From the agent: its image also holds `kubelan relay`, the per-session relay that
     /// opens such flows (the agent itself never does).
     pub const REVERSE: Capabilities = Capabilities(1 << 4);
+    /// Listeners opened on request ([`Frame::Listen`] on the control stream, answered by
+    /// [`Frame::Listening`] or [`Frame::ListenFailed`]). From the agent side: it opens
+    /// them (the per-session relay does; the agent never does). From the client: it may
+    /// ask. `kubelan run` without `--expose` needs it.
+    pub const LISTEN: Capabilities = Capabilities(1 << 5);
     /// Everything this build implements.
-    pub const ALL: Capabilities = Capabilities(0b1_1111);
+    pub const ALL: Capabilities = Capabilities(0b11_1111);
 
     /// Names of the features, in bit order, for messages.
-    const NAMES: [&'static str; 5] = ["TCP", "UDP", "DNS", "ICMP echo", "reverse flows"];
+    const NAMES: [&'static str; 6] = [
+        "TCP",
+        "UDP",
+        "DNS",
+        "ICMP echo",
+        "reverse flows",
+        "listeners on request",
+    ];
 
     /// Bits set in both.
     pub fn intersect(self, other: Capabilities) -> Capabilities {
@@ -394,6 +409,32 @@ pub enum Frame {
         /// with its first data. (Bit 0 of a flags byte after `peer`.)
         optimistic: bool,
     },
+    /// Client → agent side, on the control stream: open listener `listener` for flows of
+    /// `kind` on `port` (all addresses of the relay pod); its connections then arrive as
+    /// [`Frame::Incoming`] with that listener number. Sent only when both sides set
+    /// [`Capabilities::LISTEN`]. Asking again for a listener that is open on the same
+    /// port and kind (after a reconnect) is answered [`Frame::Listening`] again.
+    Listen {
+        /// The listener's number, chosen by the client (unique in the session).
+        listener: u32,
+        /// [`FlowKind::Tcp`] or [`FlowKind::Udp`].
+        kind: FlowKind,
+        /// The port in the relay pod (≥ 1024: the relay has no privileges).
+        port: u16,
+    },
+    /// Agent side → client, on the control stream: listener `listener` is open.
+    Listening {
+        /// The listener.
+        listener: u32,
+    },
+    /// Agent side → client, on the control stream: listener `listener` could not be
+    /// opened (a port in use, a privileged port, a number taken by another port), and why.
+    ListenFailed {
+        /// The listener.
+        listener: u32,
+        /// Why.
+        error: FlowError,
+    },
 }
 
 impl Frame {
@@ -510,6 +551,25 @@ impl Frame {
                 });
                 ty::INCOMING
             }
+            Frame::Listen {
+                listener,
+                kind,
+                port,
+            } => {
+                out.put_u32(*listener);
+                out.put_u8(kind.code());
+                out.put_u16(*port);
+                ty::LISTEN
+            }
+            Frame::Listening { listener } => {
+                out.put_u32(*listener);
+                ty::LISTENING
+            }
+            Frame::ListenFailed { listener, error } => {
+                out.put_u32(*listener);
+                put_error(out, error);
+                ty::LISTEN_FAILED
+            }
         };
         let len = out.len() - start - DATA_HEADER_LEN;
         let header = header(ty, len);
@@ -534,6 +594,9 @@ impl Frame {
             Frame::Reset(_) => "Reset",
             Frame::Datagram(_) => "Datagram",
             Frame::Incoming { .. } => "Incoming",
+            Frame::Listen { .. } => "Listen",
+            Frame::Listening { .. } => "Listening",
+            Frame::ListenFailed { .. } => "ListenFailed",
         }
     }
 }
@@ -648,6 +711,9 @@ fn limits(ty: u8) -> Result<(&'static str, usize), DecodeError> {
         ty::RESET => ("Reset", MAX_CONTROL_BODY),
         ty::DATAGRAM => ("Datagram", MAX_DATAGRAM),
         ty::INCOMING => ("Incoming", MAX_CONTROL_BODY),
+        ty::LISTEN => ("Listen", MAX_CONTROL_BODY),
+        ty::LISTENING => ("Listening", MAX_CONTROL_BODY),
+        ty::LISTEN_FAILED => ("ListenFailed", MAX_CONTROL_BODY),
         t if t >= ty::FIRST_OPTIONAL => ("optional", MAX_CONTROL_BODY),
         t => return Err(DecodeError::UnknownType(t)),
     })
@@ -726,6 +792,16 @@ fn parse(ty: u8, kind: &'static str, body: BytesMut) -> Result<Frame, DecodeErro
             kind: r.flow_kind()?,
             peer: r.sockaddr()?,
             optimistic: r.u8()? & open_flags::OPTIMISTIC != 0,
+        },
+        ty::LISTEN => Frame::Listen {
+            listener: r.u32()?,
+            kind: r.flow_kind()?,
+            port: r.u16()?,
+        },
+        ty::LISTENING => Frame::Listening { listener: r.u32()? },
+        ty::LISTEN_FAILED => Frame::ListenFailed {
+            listener: r.u32()?,
+            error: r.error()?,
         },
         t => return Err(DecodeError::UnknownType(t)),
     })
@@ -1065,6 +1141,21 @@ mod tests {
                 peer: "172.17.32.9:41234".parse().unwrap(),
                 optimistic: false,
             },
+            Frame::Listen {
+                listener: 7,
+                kind: FlowKind::Tcp,
+                port: 8080,
+            },
+            Frame::Listen {
+                listener: u32::MAX,
+                kind: FlowKind::Udp,
+                port: u16::MAX,
+            },
+            Frame::Listening { listener: 7 },
+            Frame::ListenFailed {
+                listener: 7,
+                error: FlowError::new(ErrorKind::Other, "port 8080 is in use"),
+            },
             Frame::Incoming {
                 listener: u32::MAX,
                 kind: FlowKind::Udp,
@@ -1167,13 +1258,13 @@ mod tests {
         assert_eq!(Capabilities::REVERSE.to_string(), "reverse flows");
         assert_eq!(
             Capabilities::ALL.to_string(),
-            "TCP, UDP, DNS, ICMP echo, reverse flows"
+            "TCP, UDP, DNS, ICMP echo, reverse flows, listeners on request"
         );
         assert_eq!(Capabilities(1 << 40 | 1).to_string(), "TCP, bit 40");
         assert_eq!(Capabilities::default().to_string(), "none");
         assert_eq!(
             Capabilities::ALL.without(Capabilities(0b1111)),
-            Capabilities::REVERSE
+            Capabilities(Capabilities::REVERSE.0 | Capabilities::LISTEN.0)
         );
         assert!(Capabilities::ALL.contains(Capabilities::REVERSE));
     }

@@ -59,7 +59,12 @@
 //! 6. Version 1 is this document. Each later version lists its additions here.
 //!    Additions inside version 1, behind capability bits: [`FlowKind::Echo`]
 //!    ([`Capabilities::ECHO`]); [`Frame::Incoming`] and agent-opened flow streams
-//!    ([`Capabilities::REVERSE`], frame type `0x17`). Appended fields inside version 1:
+//!    ([`Capabilities::REVERSE`], frame type `0x17`); [`Frame::Listen`],
+//!    [`Frame::Listening`] and [`Frame::ListenFailed`] on the control stream
+//!    ([`Capabilities::LISTEN`], frame types `0x18`–`0x1A`: a client sends `Listen` only
+//!    when the `Welcome` has the bit, so an older relay never sees one; a client that needs
+//!    listeners on request and meets a relay without the bit fails as rule 7 says).
+//!    Appended fields inside version 1:
 //!    the flags byte of [`Frame::Open`] ([`Frame::Open::optimistic`]); the `token` string
 //!    at the end of [`Frame::Hello`] (present only when set).
 //! 7. A peer may require capabilities (a client of the per-session relay needs

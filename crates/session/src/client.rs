@@ -12,7 +12,7 @@ use kubelan_proto::{
     VersionRange,
 };
 use rand::Rng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::carrier::{CarrierDialer, CarrierKind};
@@ -195,6 +195,19 @@ struct Live {
     facts: Facts,
     /// Features both sides support on this carrier.
     caps: Capabilities,
+    /// Requests for the carrier's control task ([`Session::listen`]).
+    requests: mpsc::UnboundedSender<ControlRequest>,
+}
+
+/// Something to ask the agent side on a carrier's control stream.
+enum ControlRequest {
+    /// [`Frame::Listen`]; the answer goes to `reply`.
+    Listen {
+        listener: u32,
+        kind: FlowKind,
+        port: u16,
+        reply: oneshot::Sender<Result<(), FlowError>>,
+    },
 }
 
 struct Shared {
@@ -378,6 +391,53 @@ impl Session {
             {
                 return Err(no_tunnel(timeout, &self.shared.last_error()));
             }
+        }
+    }
+
+    /// Asks the agent side to open listener `listener` for flows of `kind` on `port`
+    /// ([`Frame::Listen`]); its connections then arrive at the acceptor with that
+    /// listener number. Asking again for an open listener (after a reconnect) succeeds.
+    ///
+    /// # Errors
+    ///
+    /// The relay's refusal (a port in use, privileged or taken), [`ErrorKind::Policy`]
+    /// when the peer does not open listeners on request ([`Capabilities::LISTEN`]), or
+    /// [`ErrorKind::CarrierLost`] / [`ErrorKind::Timeout`].
+    pub async fn listen(&self, listener: u32, kind: FlowKind, port: u16) -> Result<(), FlowError> {
+        let timeout = self.shared.config.open_timeout;
+        let carrier = self.pick(timeout).await?;
+        if !carrier.caps.contains(Capabilities::LISTEN) {
+            return Err(FlowError::new(
+                ErrorKind::Policy,
+                format!(
+                    "{} ({}) does not open listeners on request; it needs a newer kubelan",
+                    carrier.info.agent, carrier.info.software
+                ),
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        let lost = || {
+            FlowError::new(
+                ErrorKind::CarrierLost,
+                "the carrier ended before the answer",
+            )
+        };
+        carrier
+            .requests
+            .send(ControlRequest::Listen {
+                listener,
+                kind,
+                port,
+                reply,
+            })
+            .map_err(|_| lost())?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(lost()),
+            Err(_) => Err(FlowError::new(
+                ErrorKind::Timeout,
+                format!("no answer to the listen request within {timeout:?}"),
+            )),
         }
     }
 
@@ -953,7 +1013,9 @@ async fn establish(
             fatal: true,
         });
     }
+    let (requests, requests_rx) = mpsc::unbounded_channel();
     let live = Arc::new(Live {
+        requests,
         mux: mux.clone(),
         info: CarrierInfo {
             kind,
@@ -983,7 +1045,15 @@ async fn establish(
     let control = tokio::spawn(async move {
         let mut reader = reader;
         let mut wr = wr;
-        let r = keep_alive(&task_live, &mut reader, &mut wr, &cfg, &shutdown).await;
+        let r = keep_alive(
+            &task_live,
+            &mut reader,
+            &mut wr,
+            requests_rx,
+            &cfg,
+            &shutdown,
+        )
+        .await;
         // A draining carrier stays open for its flows; `drain_then_close` closes it.
         if !matches!(r, Ok(ControlEnd::GoingAway { .. })) {
             task_live.mux.close();
@@ -1002,6 +1072,7 @@ async fn keep_alive<R, W>(
     live: &Live,
     reader: &mut FrameReader<R>,
     wr: &mut W,
+    mut requests: mpsc::UnboundedReceiver<ControlRequest>,
     cfg: &SessionConfig,
     shutdown: &CancellationToken,
 ) -> Result<ControlEnd, String>
@@ -1009,6 +1080,10 @@ where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
+    // Listen requests waiting for their answer, by listener; dropped (the caller sees the
+    // carrier lost) when the control stream ends.
+    let mut pending: std::collections::HashMap<u32, oneshot::Sender<Result<(), FlowError>>> =
+        std::collections::HashMap::new();
     let mut last_heard = Instant::now();
     let mut nonce = 0u64;
     let mut tick = tokio::time::interval(cfg.ping_interval);
@@ -1038,6 +1113,18 @@ where
                     let _ = write_frame(wr, &Frame::Pong { nonce }).await;
                 }
                 Ok(Some(Frame::Facts(_))) => last_heard = Instant::now(),
+                Ok(Some(Frame::Listening { listener })) => {
+                    last_heard = Instant::now();
+                    if let Some(reply) = pending.remove(&listener) {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Ok(Some(Frame::ListenFailed { listener, error })) => {
+                    last_heard = Instant::now();
+                    if let Some(reply) = pending.remove(&listener) {
+                        let _ = reply.send(Err(error));
+                    }
+                }
                 Ok(Some(Frame::GoAway { drain_ms, message })) => {
                     return Ok(ControlEnd::GoingAway {
                         drain: Duration::from_millis(u64::from(drain_ms)),
@@ -1049,6 +1136,16 @@ where
                 }
                 Ok(None) => return Err("the agent closed the control stream".into()),
                 Err(e) => return Err(format!("control stream: {e}")),
+            },
+            Some(req) = requests.recv() => match req {
+                ControlRequest::Listen { listener, kind, port, reply } => {
+                    if let Err(e) = write_frame(wr, &Frame::Listen { listener, kind, port }).await {
+                        return Err(format!("sending a listen request: {e}"));
+                    }
+                    // A newer request for the same listener replaces the older one, whose
+                    // caller then sees the carrier lost and may ask again.
+                    pending.insert(listener, reply);
+                }
             },
             () = live.mux.closed() => return Err("the carrier closed".into()),
             () = shutdown.cancelled() => return Ok(ControlEnd::Shutdown),

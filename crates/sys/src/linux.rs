@@ -222,6 +222,26 @@ pub fn new_session_on_spawn<C: PreExec>(cmd: &mut C) {
     unsafe { cmd.install_pre_exec(hook) };
 }
 
+/// Makes `cmd`'s child receive `signal` when this process dies (`PR_SET_PDEATHSIG`), so
+/// that a program `kubelan run` started does not outlive a `kill -9` of kubelan. When this
+/// process is already gone by the time the child runs the hook, the child signals itself.
+///
+/// The kernel sends the signal when the *thread* that forked exits; the callers spawn from
+/// a runtime's worker thread, which lives as long as the process.
+pub fn die_with_parent_on_spawn<C: PreExec>(cmd: &mut C, signal: Signal) {
+    let parent = nix::unistd::getpid();
+    let hook = move || -> std::io::Result<()> {
+        nix::sys::prctl::set_pdeathsig(signal).map_err(step_error("prctl PR_SET_PDEATHSIG"))?;
+        if nix::unistd::getppid() != parent {
+            kill(nix::unistd::getpid(), signal).map_err(step_error("kill self"))?;
+        }
+        Ok(())
+    };
+    // SAFETY: prctl, getppid, getpid and kill are async-signal-safe; the hook allocates
+    // nothing.
+    unsafe { cmd.install_pre_exec(hook) };
+}
+
 /// Whether the process runs with root's effective user id.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

@@ -150,7 +150,7 @@ fn hellos_are_refused_with_the_reason() {
 }
 
 /// A carrier straight to the relay's carrier port.
-struct Plain(SocketAddr);
+pub(super) struct Plain(pub(super) SocketAddr);
 
 impl CarrierDialer for Plain {
     fn dial(&self) -> futures::future::BoxFuture<'_, Result<Dialed, CarrierError>> {
@@ -169,7 +169,7 @@ impl CarrierDialer for Plain {
 }
 
 /// Listener ids to local targets.
-struct Local(HashMap<u32, Target>);
+pub(super) struct Local(pub(super) HashMap<u32, Target>);
 
 impl Acceptor for Local {
     fn target(&self, listener: u32, _: FlowKind, _: SocketAddr) -> Result<Target, FlowError> {
@@ -180,9 +180,9 @@ impl Acceptor for Local {
     }
 }
 
-const WAIT: Duration = Duration::from_secs(5);
+pub(super) const WAIT: Duration = Duration::from_secs(5);
 
-async fn tcp_echo() -> SocketAddr {
+pub(super) async fn tcp_echo() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -209,14 +209,19 @@ async fn udp_echo() -> SocketAddr {
     addr
 }
 
-fn config(secret: &str) -> RelayConfig {
+pub(super) fn config(secret: &str) -> RelayConfig {
     let mut c = RelayConfig::new(parse_sha256(&token_sha256_hex(secret)).unwrap());
     c.listeners = vec!["0=1".parse().unwrap(), "0=2/udp".parse().unwrap()];
     c.name = "ns/kubelan-abc".into();
     c
 }
 
-fn client(relay: SocketAddr, secret: &str, acceptor: Local, stop: &CancellationToken) -> Session {
+pub(super) fn client(
+    relay: SocketAddr,
+    secret: &str,
+    acceptor: Local,
+    stop: &CancellationToken,
+) -> Session {
     let cfg = SessionConfig {
         token: Some(Token::new(secret)),
         required: Capabilities::REVERSE,

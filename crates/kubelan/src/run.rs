@@ -1,0 +1,258 @@
+//! `kubelan run`: arguments, kubelan's own lines (on stderr, so that the program's
+//! stdout stays its own) and the exit code (the program's). The session is
+//! `kubelan_expose::run`.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgAction, Args};
+use kubelan_cluster::names::DEFAULT_NAMESPACE;
+use kubelan_cluster::session_objects::Mode;
+use kubelan_cluster::{ClusterError, KubeArgs, KubeconfigArgs};
+use kubelan_expose::run::RunEvent;
+use kubelan_expose::{ExposeError, ExposeEvent, ExposeOptions, RunError, RunOptions};
+use tokio::sync::mpsc;
+
+/// Where a permission or API error sends the user.
+const RBAC_HINT: &str = "`kubelan rbac run` prints a ClusterRole granting what run needs; ask an admin of the namespace to bind it to you";
+
+/// `kubelan run`.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Without --expose, every TCP port the program starts listening on is added to the Service as it appears.\n\nThe program gets the Service's cluster address in KUBELAN_CLUSTER_IP, KUBELAN_CLUSTER_HOST, KUBELAN_CLUSTER_PORT, SPRING_CLOUD_NACOS_DISCOVERY_IP/_PORT, EUREKA_INSTANCE_IP_ADDRESS, EUREKA_INSTANCE_NON_SECURE_PORT, SPRING_CLOUD_CONSUL_DISCOVERY_IP_ADDRESS, DUBBO_IP_TO_REGISTRY and DUBBO_PORT_TO_REGISTRY. It reaches the cluster through `kubelan connect` (run it first, in another terminal).\n\nExamples:\n  kubelan run --expose 8080 --name orders -- java -jar orders.jar\n  kubelan run --name orders -- java -jar orders.jar       its ports as it opens them\n  kubelan run --expose 8080 -- sh -c 'etcdctl put /services/app \"$KUBELAN_CLUSTER_IP:8080\"; exec ./app'"
+)]
+pub(crate) struct RunArgs {
+    /// A local port the program listens on, `[HOST:]PORT[/udp]`, to expose under the
+    /// session's Service (repeat for several; the first is the one registries get)
+    /// [default: every TCP port the program listens on, as it opens them].
+    #[arg(long = "expose", value_name = "[HOST:]PORT[/udp]", action = ArgAction::Append)]
+    expose: Vec<String>,
+    /// The Service port of an --expose (repeat: the i-th --port is the i-th --expose's)
+    /// [default: the local port].
+    #[arg(long = "port", value_name = "SVCPORT", action = ArgAction::Append)]
+    ports: Vec<String>,
+    /// The Service's name [default: kubelan-<session id>].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    #[command(flatten)]
+    kube: KubeconfigArgs,
+    /// Namespace of the Service [default: the context's namespace].
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Namespace of the kubelan agent (the relay uses its image).
+    #[arg(long, value_name = "NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    agent_namespace: String,
+    /// The relay's image [default: the installed agent's image].
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// How long to wait for the relay pod to be ready, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    timeout: u64,
+    /// The cluster's DNS domain, for KUBELAN_CLUSTER_HOST.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Print every connection pods make to the program.
+    #[arg(long)]
+    show_connections: bool,
+    /// The program and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    program: Vec<OsString>,
+}
+
+/// kubelan's line for an event, or `None` for what is not worth a line.
+fn line(e: &RunEvent, show_connections: bool) -> Option<String> {
+    Some(match e {
+        RunEvent::Session(ExposeEvent::ConnectionOpened { .. }) => return None,
+        RunEvent::Session(ExposeEvent::ConnectionClosed {
+            listener,
+            peer,
+            to_local,
+            from_local,
+            error,
+        }) => {
+            if !show_connections && error.is_none() {
+                return None;
+            }
+            let how = error
+                .as_deref()
+                .map_or_else(String::new, |e| format!(" ({e})"));
+            format!("#{listener} {peer}: {to_local} in, {from_local} out{how}")
+        }
+        RunEvent::Session(ExposeEvent::Stopping { job }) => {
+            format!(
+                "session ended: deleted job {job}; Kubernetes removes the Service and the relay"
+            )
+        }
+        RunEvent::Session(ExposeEvent::Serving { service, ports }) if ports.is_empty() => {
+            format!("serving {service}: the program's ports are added as it opens them")
+        }
+        RunEvent::Session(ExposeEvent::Serving { service, ports }) => {
+            format!("serving {service}: {}", ports.join(", "))
+        }
+        RunEvent::Session(ExposeEvent::Carrier { up: true, .. }) => return None,
+        // The rest reads as in `kubelan expose`.
+        RunEvent::Session(e) => crate::expose::line(e),
+        RunEvent::Started { pid, program, env } => {
+            let get = |k: &str| {
+                env.iter()
+                    .find(|(n, _)| n == k)
+                    .map_or("", |(_, v)| v.as_str())
+            };
+            format!(
+                "started {program} (pid {pid}) as {} = {}",
+                get("KUBELAN_CLUSTER_HOST"),
+                get("KUBELAN_CLUSTER_IP")
+            )
+        }
+        RunEvent::Signal { signal, forwarded } => {
+            if *forwarded {
+                format!("{signal}: passed on to the program")
+            } else {
+                format!("{signal}: stopping")
+            }
+        }
+        RunEvent::PortExposed {
+            local,
+            service_port,
+        } => format!("exposed {local} as port {service_port} of the Service"),
+        RunEvent::PortFailed { local, error } => format!("not exposing {local}: {error}"),
+        RunEvent::Exited { code } => format!("the program exited with status {code}"),
+    })
+}
+
+/// Runs `kubelan run`; the exit code is the program's.
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let plan = if args.expose.is_empty() {
+        if !args.ports.is_empty() {
+            anyhow::bail!(
+                "--port gives the Service port of an --expose; without --expose the program's ports keep their numbers"
+            );
+        }
+        kubelan_expose::spec::plan_without_ports(args.name.as_deref())?
+    } else {
+        kubelan_expose::plan(&args.expose, &args.ports, args.name.as_deref())?
+    };
+    let cc = kubelan_cluster::connect(&KubeArgs {
+        kubeconfig: args.kube.kubeconfig.clone(),
+        context: args.kube.context.clone(),
+        namespace: args.namespace.clone(),
+    })
+    .await?;
+    let options = RunOptions {
+        session: ExposeOptions {
+            client: cc.client.clone(),
+            namespace: cc.namespace.clone(),
+            agent_namespace: args.agent_namespace.clone(),
+            image: args.image.clone(),
+            ready_timeout: Duration::from_secs(args.timeout.max(1)),
+            client_host: crate::hostname(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            outer: None,
+            mode: Mode::Run,
+            on_serving: None,
+        },
+        cluster_domain: args.cluster_domain.clone(),
+        program: args.program.clone(),
+    };
+    let (events, mut rx) = mpsc::unbounded_channel();
+    let session =
+        tokio::spawn(async move { kubelan_expose::run::run(&plan, &options, events).await });
+    tokio::pin!(session);
+    let show = args.show_connections;
+    let result = loop {
+        tokio::select! {
+            Some(e) = rx.recv() => if let Some(l) = line(&e, show) { eprintln!("kubelan: {l}") },
+            r = &mut session => break r,
+        }
+    };
+    while let Ok(e) = rx.try_recv() {
+        if let Some(l) = line(&e, show) {
+            eprintln!("kubelan: {l}");
+        }
+    }
+    match result {
+        Ok(Ok(code)) => Ok(ExitCode::from(code)),
+        Ok(Err(e)) => Err(explain(e, &cc)),
+        Err(e) => Err(anyhow::anyhow!("internal error: {e}")),
+    }
+}
+
+/// API failures name the context, server and user like every other mode's.
+fn explain(e: RunError, cc: &kubelan_cluster::ClusterClient) -> anyhow::Error {
+    match e {
+        RunError::Session(ExposeError::Api { action, source }) => {
+            ClusterError::from_api(action, source, &cc.target(), RBAC_HINT).into()
+        }
+        RunError::Session(ExposeError::Cluster(e)) => cc.explain(e, RBAC_HINT).into(),
+        e => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    #[test]
+    fn the_program_follows_the_double_dash() {
+        let a = Cli::try_parse_from([
+            "x",
+            "--expose",
+            "8080",
+            "--expose",
+            "9090",
+            "--name",
+            "app",
+            "--",
+            "sh",
+            "-c",
+            "echo --expose",
+        ])
+        .unwrap()
+        .args;
+        assert_eq!(a.expose, ["8080", "9090"]);
+        assert_eq!(a.program, ["sh", "-c", "echo --expose"]);
+        let p = kubelan_expose::plan(&a.expose, &a.ports, a.name.as_deref()).unwrap();
+        assert_eq!(p.ports.len(), 2);
+        assert!(
+            Cli::try_parse_from(["x", "--expose", "8080"]).is_err(),
+            "a program is required"
+        );
+        let a = Cli::try_parse_from(["x", "--", "true"]).unwrap().args;
+        assert!(
+            a.expose.is_empty(),
+            "without --expose: ports as they appear"
+        );
+    }
+
+    #[test]
+    fn connections_are_quiet_unless_asked_or_failed() {
+        let closed = |error: Option<&str>| {
+            RunEvent::Session(ExposeEvent::ConnectionClosed {
+                listener: 0,
+                peer: "172.17.32.5:4000".into(),
+                to_local: 1,
+                from_local: 2,
+                error: error.map(str::to_string),
+            })
+        };
+        assert_eq!(line(&closed(None), false), None);
+        assert!(line(&closed(None), true).is_some());
+        assert!(
+            line(&closed(Some("refused")), false)
+                .unwrap()
+                .contains("refused")
+        );
+        assert_eq!(
+            line(&RunEvent::Exited { code: 3 }, false).unwrap(),
+            "the program exited with status 3"
+        );
+    }
+}
