@@ -54,6 +54,18 @@ pub enum ExposeError {
         /// The namespace.
         namespace: String,
     },
+    /// The session's Job disappeared before its relay was ready.
+    #[error(
+        "the relay's Job {job} in namespace {namespace} is gone before its pod was ready (last seen: {last}): the relay ended at once and Kubernetes removed the Job, or someone deleted it; `kubectl get events -n {namespace} --field-selector involvedObject.name={job}` may still say why"
+    )]
+    RelayGone {
+        /// The Job.
+        job: String,
+        /// The namespace.
+        namespace: String,
+        /// The last status seen.
+        last: String,
+    },
     /// The link to the relay failed for good (e.g. an incompatible relay).
     #[error("{0}")]
     Carrier(String),

@@ -427,12 +427,23 @@ pub(crate) async fn wait_ready(
             .await
             .map_err(api(format!("list pods in {ns}")))?
             .items;
-        let current = jobs
-            .get_opt(&job_name)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| job.clone());
+        let current = jobs.get_opt(&job_name).await;
+        let current = match current {
+            // Gone while we wait: its relay ended and the Job's TTL removed it (the pod
+            // failed at once, or someone deleted the Job); waiting on would only time out.
+            Ok(None) => {
+                return Err(ExposeError::RelayGone {
+                    job: job_name,
+                    namespace: ns.into(),
+                    last,
+                });
+            }
+            Ok(Some(j)) => j,
+            Err(e) => {
+                tracing::debug!("reading job/{job_name}: {e}");
+                job.clone()
+            }
+        };
         let evs = if listed.is_empty() {
             // Optional (`list events` is not required): without it a refusal shows as a timeout.
             k8s_events
