@@ -194,19 +194,7 @@ pub fn exit_code(code: Option<i32>, signal: Option<i32>) -> u8 {
     }
 }
 
-/// From `/proc/self/stat`: whether a terminal is attached (`tty_nr` ≠ 0) and its
-/// foreground process group (`tpgid`) is this process's group (`pgrp`) — then Ctrl-C
-/// reaches the program without kubelan.
-pub fn foreground_from_stat(stat: &str) -> Option<bool> {
-    // The command name may hold spaces and parentheses: the fields after it start behind
-    // the last `)`: state, ppid, pgrp, session, tty_nr, tpgid.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().take(6).collect();
-    let pgrp: i64 = f.get(2)?.parse().ok()?;
-    let tty: i64 = f.get(4)?.parse().ok()?;
-    let tpgid: i64 = f.get(5)?.parse().ok()?;
-    Some(tty != 0 && tpgid == pgrp)
-}
+pub use kubelan_sys::procstat::foreground_from_stat;
 
 fn terminal_foreground() -> bool {
     std::fs::read_to_string("/proc/self/stat")
@@ -630,21 +618,6 @@ mod tests {
         assert_eq!(exit_code(None, Some(2)), 130);
         assert_eq!(exit_code(None, Some(9)), 137);
         assert_eq!(exit_code(None, None), 1);
-    }
-
-    #[test]
-    fn foreground_needs_a_terminal_whose_group_is_ours() {
-        // pid (comm) state ppid pgrp session tty_nr tpgid ...
-        let fg = "4242 (kubelan) S 100 4242 100 34816 4242 4194560 0 0";
-        assert_eq!(foreground_from_stat(fg), Some(true));
-        let bg = "4242 (kubelan) S 100 4242 100 34816 4300 4194560 0 0";
-        assert_eq!(foreground_from_stat(bg), Some(false));
-        let no_tty = "4242 (kubelan) S 100 4242 4242 0 -1 4194560 0 0";
-        assert_eq!(foreground_from_stat(no_tty), Some(false));
-        let odd = "4242 (a) b (c) S 100 4242 100 34816 4242 0";
-        assert_eq!(foreground_from_stat(odd), Some(true));
-        assert_eq!(foreground_from_stat("garbage"), None);
-        assert_eq!(foreground_from_stat("1 (x) S 1 -"), None);
     }
 
     #[test]

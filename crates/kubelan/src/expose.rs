@@ -2,7 +2,6 @@
 //! otherwise, JSON lines with `--output json`) and exit codes. The session itself is
 //! `kubelan_expose`.
 
-use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,6 +10,8 @@ use kubelan_cluster::names::DEFAULT_NAMESPACE;
 use kubelan_cluster::{ClusterError, KubeArgs, KubeconfigArgs};
 use kubelan_expose::{ExposeError, ExposeEvent, ExposeOptions, Table};
 use tokio::sync::mpsc;
+
+use crate::live::{Mode as LiveMode, Screen};
 use tokio_util::sync::CancellationToken;
 
 /// Where a permission or API error sends the user.
@@ -54,70 +55,32 @@ pub(crate) struct ExposeArgs {
     #[arg(long = "port", value_name = "SVCPORT", action = ArgAction::Append)]
     ports: Vec<String>,
     #[command(flatten)]
-    kube: KubeconfigArgs,
-    /// Namespace of the Service [default: the context's namespace].
-    #[arg(short = 'n', long, value_name = "NAMESPACE")]
-    namespace: Option<String>,
-    /// Namespace of the kubelan agent (the relay uses its image).
-    #[arg(long, value_name = "NAMESPACE", default_value = DEFAULT_NAMESPACE)]
-    agent_namespace: String,
-    /// The relay's image [default: the installed agent's image].
-    #[arg(long, value_name = "IMAGE")]
-    image: Option<String>,
-    /// How long to wait for the relay pod to be ready, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
-    timeout: u64,
-    /// How this machine reaches the relay pod.
-    #[arg(long, value_enum, default_value = "auto")]
-    via: Via,
+    session: SessionArgs,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "human")]
     output: ExposeOutput,
 }
 
-enum Mode {
-    Table,
-    Lines,
-    Json,
-}
-
 /// What the user sees: events as lines (or JSON), and on a terminal the table redrawn
 /// below them.
 struct Ui {
-    mode: Mode,
-    drawn: usize,
+    screen: Screen,
 }
 
 impl Ui {
-    fn clear(&mut self, out: &mut impl Write) {
-        if self.drawn > 0 {
-            let _ = write!(out, "\x1b[{}F\x1b[J", self.drawn);
-            self.drawn = 0;
-        }
-    }
-
     fn draw(&mut self, table: &Table) {
-        if !matches!(self.mode, Mode::Table) {
-            return;
+        if self.screen.mode == LiveMode::Table {
+            self.screen.draw(&table.render(Screen::width()));
         }
-        let width = usize::from(console::Term::stdout().size().1).max(40);
-        let text = table.render(width);
-        let mut out = std::io::stdout().lock();
-        self.clear(&mut out);
-        let _ = out.write_all(text.as_bytes());
-        let _ = out.flush();
-        self.drawn = text.lines().count();
     }
 
     fn event(&mut self, e: &ExposeEvent, table: &Table) {
-        match self.mode {
-            Mode::Json => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", serde_json::to_value(e).unwrap_or_default());
-                let _ = out.flush();
-            }
-            Mode::Lines => println!("{}", line(e)),
-            Mode::Table => {
+        match self.screen.mode {
+            LiveMode::Json => self
+                .screen
+                .json(&serde_json::to_value(e).unwrap_or_default()),
+            LiveMode::Lines => self.screen.print(&format!("{}\n", line(e))),
+            LiveMode::Table => {
                 // Connections show in the table, not one line each.
                 if matches!(
                     e,
@@ -126,10 +89,7 @@ impl Ui {
                 ) {
                     return;
                 }
-                let mut out = std::io::stdout().lock();
-                self.clear(&mut out);
-                let _ = writeln!(out, "{}", line(e));
-                drop(out);
+                self.screen.print(&format!("{}\n", line(e)));
                 self.draw(table);
             }
         }
@@ -182,30 +142,12 @@ pub(crate) fn line(e: &ExposeEvent) -> String {
 /// Runs `kubelan expose` until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: ExposeArgs) -> anyhow::Result<ExitCode> {
     let plan = kubelan_expose::plan(&args.targets, &args.ports, args.name.as_deref())?;
-    let cc = kubelan_cluster::connect(&KubeArgs {
-        kubeconfig: args.kube.kubeconfig.clone(),
-        context: args.kube.context.clone(),
-        namespace: args.namespace.clone(),
-    })
-    .await?;
-    let options = ExposeOptions {
-        client: cc.client.clone(),
-        namespace: cc.namespace.clone(),
-        agent_namespace: args.agent_namespace.clone(),
-        image: args.image.clone(),
-        ready_timeout: Duration::from_secs(args.timeout.max(1)),
-        client_host: crate::hostname(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        outer: None,
-        mode: kubelan_cluster::session_objects::Mode::Expose,
-        on_serving: None,
-    };
     let outer_stop = CancellationToken::new();
     let _stop_outer = outer_stop.clone().drop_guard();
-    let options = ExposeOptions {
-        outer: outer_session(&args, &cc, outer_stop).await?,
-        ..options
-    };
+    let (cc, options) = args
+        .session
+        .connect(kubelan_cluster::session_objects::Mode::Expose, outer_stop)
+        .await?;
     let ports = plan.ports.clone();
     drive(
         &ports,
@@ -238,12 +180,7 @@ where
     ) -> tokio::task::JoinHandle<Result<(), ExposeError>>,
 {
     let mut ui = Ui {
-        mode: match output {
-            ExposeOutput::Json => Mode::Json,
-            ExposeOutput::Human if std::io::stdout().is_terminal() => Mode::Table,
-            ExposeOutput::Human => Mode::Lines,
-        },
-        drawn: 0,
+        screen: Screen::new(output == ExposeOutput::Json),
     };
     let mut table = Table::new(ports);
     let (events, mut rx) = mpsc::unbounded_channel();
@@ -279,125 +216,142 @@ where
 /// How long the agent's session may take to connect before `--via auto` gives up on it.
 const OUTER_WAIT: Duration = Duration::from_secs(20);
 
-/// The agent session the relay is reached through, or `None` for a port-forward to the
-/// relay pod. With `--via auto`, a missing agent (or one that does not connect in
-/// [`OUTER_WAIT`]) means a port-forward; an agent too old for reverse flows is an error
-/// either way, because its image is the relay's.
-async fn outer_session(
-    args: &ExposeArgs,
-    cc: &kubelan_cluster::ClusterClient,
-    stop: CancellationToken,
-) -> anyhow::Result<Option<kubelan_session::Session>> {
-    agent_session(
-        &AgentChoice {
-            via: args.via,
-            kube: &args.kube,
-            namespace: args.namespace.as_ref(),
-            agent_namespace: &args.agent_namespace,
-            image_given: args.image.is_some(),
-        },
-        cc,
-        stop,
-    )
-    .await
+/// The flags every way-back command shares (`expose`, `replace`, `run`).
+#[derive(Args, Debug)]
+pub(crate) struct SessionArgs {
+    #[command(flatten)]
+    kube: KubeconfigArgs,
+    /// Namespace of the Service [default: the context's namespace].
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub(crate) namespace: Option<String>,
+    /// Namespace of the kubelan agent (the relay uses its image).
+    #[arg(long, value_name = "NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    agent_namespace: String,
+    /// The relay's image [default: the installed agent's image].
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// How long to wait for the relay pod to be ready, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    timeout: u64,
+    /// How this machine reaches the relay pod.
+    #[arg(long, value_enum, default_value = "auto")]
+    via: Via,
 }
 
-/// What [`agent_session`] needs from a way-back command's flags.
-pub(crate) struct AgentChoice<'a> {
-    /// `--via`.
-    pub(crate) via: Via,
-    /// `--kubeconfig`, `--context`.
-    pub(crate) kube: &'a KubeconfigArgs,
-    /// `-n`.
-    pub(crate) namespace: Option<&'a String>,
-    /// `--agent-namespace`.
-    pub(crate) agent_namespace: &'a str,
-    /// Whether `--image` names the relay's image (then the agent need not be new enough
-    /// to carry `kubelan relay`).
-    pub(crate) image_given: bool,
-}
-
-/// The agent session the relay is reached through, or `None` for a port-forward (see
-/// [`outer_session`]).
-pub(crate) async fn agent_session(
-    args: &AgentChoice<'_>,
-    cc: &kubelan_cluster::ClusterClient,
-    stop: CancellationToken,
-) -> anyhow::Result<Option<kubelan_session::Session>> {
-    if args.via == Via::PortForward {
-        return Ok(None);
+impl SessionArgs {
+    /// Connects to the API and, per `--via`, to the agent: the client and the options of a
+    /// session in `mode`. The agent session (if any) lives until `stop` is cancelled.
+    pub(crate) async fn connect(
+        &self,
+        mode: kubelan_cluster::session_objects::Mode,
+        stop: CancellationToken,
+    ) -> anyhow::Result<(kubelan_cluster::ClusterClient, ExposeOptions)> {
+        let cc = kubelan_cluster::connect(&KubeArgs {
+            kubeconfig: self.kube.kubeconfig.clone(),
+            context: self.kube.context.clone(),
+            namespace: self.namespace.clone(),
+        })
+        .await?;
+        let outer = self.agent_session(&cc, stop).await?;
+        let options = ExposeOptions {
+            client: cc.client.clone(),
+            namespace: cc.namespace.clone(),
+            agent_namespace: self.agent_namespace.clone(),
+            image: self.image.clone(),
+            ready_timeout: Duration::from_secs(self.timeout.max(1)),
+            client_host: crate::hostname(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            outer,
+            mode,
+            on_serving: None,
+        };
+        Ok((cc, options))
     }
-    let auto = args.via == Via::Auto;
-    let ns = args.agent_namespace;
-    match kubelan_cluster::find_agent(&cc.client, ns).await {
-        Ok(_) => {}
-        Err(e) if auto => {
-            tracing::debug!("agent in {ns}: {e}");
-            eprintln!("no usable kubelan agent in {ns}; reaching the relay by port-forward");
+
+    /// The agent session the relay is reached through, or `None` for a port-forward to
+    /// the relay pod. With `--via auto`, a missing agent (or one that does not connect in
+    /// [`OUTER_WAIT`]) means a port-forward; an agent too old for reverse flows is an
+    /// error either way, because its image is the relay's (unless `--image` names another).
+    async fn agent_session(
+        &self,
+        cc: &kubelan_cluster::ClusterClient,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Option<kubelan_session::Session>> {
+        if self.via == Via::PortForward {
             return Ok(None);
         }
-        Err(e) => {
-            return Err(cc
-                .explain(
-                    e,
-                    "`kubelan install` installs the agent, or use `--via port-forward`",
-                )
-                .into());
-        }
-    }
-    let tunnel_args = crate::tunnel::TunnelArgs {
-        kube: KubeArgs {
-            kubeconfig: args.kube.kubeconfig.clone(),
-            context: args.kube.context.clone(),
-            namespace: args.namespace.cloned(),
-        },
-        agent_namespace: ns.to_string(),
-        carrier: crate::tunnel::CarrierChoice::Auto,
-        carriers: Some(1),
-        install: false,
-        agent: None,
-        credentials: None,
-    };
-    // The relay runs the agent's image unless --image names another: an agent without
-    // reverse flows means a relay without `kubelan relay`.
-    let config = kubelan_session::SessionConfig {
-        required: if !args.image_given {
-            kubelan_proto::Capabilities::REVERSE
-        } else {
-            kubelan_proto::Capabilities::default()
-        },
-        ..kubelan_session::SessionConfig::default()
-    };
-    let tunnel = crate::tunnel::start_with(&tunnel_args, config, stop, &[]).await?;
-    let mut state = tunnel.session.state();
-    let connected = tokio::time::timeout(OUTER_WAIT, async {
-        loop {
-            let s = state.borrow_and_update().clone();
-            match s {
-                kubelan_session::SessionState::Connected { .. } => return Ok(()),
-                kubelan_session::SessionState::Failed(why) => return Err(why),
-                _ => {}
+        let auto = self.via == Via::Auto;
+        let ns = self.agent_namespace.as_str();
+        match kubelan_cluster::find_agent(&cc.client, ns).await {
+            Ok(_) => {}
+            Err(e) if auto => {
+                tracing::debug!("agent in {ns}: {e}");
+                eprintln!("no usable kubelan agent in {ns}; reaching the relay by port-forward");
+                return Ok(None);
             }
-            if state.changed().await.is_err() {
-                return Err("the agent session stopped".to_string());
+            Err(e) => {
+                return Err(cc
+                    .explain(
+                        e,
+                        "`kubelan install` installs the agent, or use `--via port-forward`",
+                    )
+                    .into());
             }
         }
-    })
-    .await;
-    match connected {
-        Ok(Ok(())) => Ok(Some(tunnel.session)),
-        Ok(Err(why)) => Err(anyhow::anyhow!("{why}")),
-        Err(_) if auto => {
-            eprintln!(
-                "the kubelan agent in {ns} did not connect within {} s; reaching the relay by port-forward",
+        let tunnel_args = crate::tunnel::TunnelArgs {
+            kube: KubeArgs {
+                kubeconfig: self.kube.kubeconfig.clone(),
+                context: self.kube.context.clone(),
+                namespace: self.namespace.clone(),
+            },
+            agent_namespace: ns.to_string(),
+            carrier: crate::tunnel::CarrierChoice::Auto,
+            carriers: Some(1),
+            install: false,
+            agent: None,
+            credentials: None,
+        };
+        // The relay runs the agent's image unless --image names another: an agent without
+        // reverse flows means a relay without `kubelan relay`.
+        let config = kubelan_session::SessionConfig {
+            required: if self.image.is_none() {
+                kubelan_proto::Capabilities::REVERSE
+            } else {
+                kubelan_proto::Capabilities::default()
+            },
+            ..kubelan_session::SessionConfig::default()
+        };
+        let tunnel = crate::tunnel::start_with(&tunnel_args, config, stop, &[]).await?;
+        let mut state = tunnel.session.state();
+        let connected = tokio::time::timeout(OUTER_WAIT, async {
+            loop {
+                let s = state.borrow_and_update().clone();
+                match s {
+                    kubelan_session::SessionState::Connected { .. } => return Ok(()),
+                    kubelan_session::SessionState::Failed(why) => return Err(why),
+                    _ => {}
+                }
+                if state.changed().await.is_err() {
+                    return Err("the agent session stopped".to_string());
+                }
+            }
+        })
+        .await;
+        match connected {
+            Ok(Ok(())) => Ok(Some(tunnel.session)),
+            Ok(Err(why)) => Err(anyhow::anyhow!("{why}")),
+            Err(_) if auto => {
+                eprintln!(
+                    "the kubelan agent in {ns} did not connect within {} s; reaching the relay by port-forward",
+                    OUTER_WAIT.as_secs()
+                );
+                Ok(None)
+            }
+            Err(_) => Err(anyhow::anyhow!(
+                "the kubelan agent in {ns} did not connect within {} s; `kubelan doctor` checks the path, or use `--via port-forward`",
                 OUTER_WAIT.as_secs()
-            );
-            Ok(None)
+            )),
         }
-        Err(_) => Err(anyhow::anyhow!(
-            "the kubelan agent in {ns} did not connect within {} s; `kubelan doctor` checks the path, or use `--via port-forward`",
-            OUTER_WAIT.as_secs()
-        )),
     }
 }
 
@@ -432,7 +386,7 @@ mod tests {
         .args;
         let p = kubelan_expose::plan(&a.targets, &a.ports, a.name.as_deref()).unwrap();
         assert_eq!(p.ports[0].service_port, 80);
-        assert_eq!(a.namespace.as_deref(), Some("team"));
+        assert_eq!(a.session.namespace.as_deref(), Some("team"));
         assert!(Cli::try_parse_from(["x"]).is_err(), "a target is required");
         let a = Cli::try_parse_from(["x", "::1:80"]).unwrap().args;
         let e = kubelan_expose::plan(&a.targets, &a.ports, None).unwrap_err();

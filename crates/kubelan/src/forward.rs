@@ -2,7 +2,7 @@
 //! live table on a terminal, plain lines otherwise, JSON lines with `--output json`). The
 //! forwarding itself is `kubelan_forward`.
 
-use std::io::{IsTerminal, Write};
+use crate::live::{Mode, Screen};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -124,52 +124,35 @@ impl HostsBlock {
     }
 }
 
-enum Mode {
-    Table,
-    Lines,
-    Json,
-}
-
 /// What the user sees.
 struct Ui {
-    mode: Mode,
-    drawn: usize,
+    screen: Screen,
     bulk_no_hosts: bool,
 }
 
 impl Ui {
-    fn clear(&mut self, out: &mut impl Write) {
-        if self.drawn > 0 {
-            let _ = write!(out, "\x1b[{}F\x1b[J", self.drawn);
-            self.drawn = 0;
-        }
-    }
-
     fn draw(&mut self, running: &Running) {
-        if !matches!(self.mode, Mode::Table) {
-            return;
+        if self.screen.mode == Mode::Table {
+            let table = render_table(
+                &running.registry.rows(),
+                &running.registry.totals(),
+                Screen::width(),
+            );
+            self.screen.draw(&table);
         }
-        let width = usize::from(console::Term::stdout().size().1).max(40);
-        let table = render_table(&running.registry.rows(), &running.registry.totals(), width);
-        let mut out = std::io::stdout().lock();
-        self.clear(&mut out);
-        let _ = out.write_all(table.as_bytes());
-        let _ = out.flush();
-        self.drawn = table.lines().count();
     }
 
     fn event(&mut self, e: &Event, running: &Running) {
-        match self.mode {
-            Mode::Json => print_json(&serde_json::to_value(e).unwrap_or_default()),
-            Mode::Lines => println!("{e}"),
+        match self.screen.mode {
+            Mode::Json => self
+                .screen
+                .json(&serde_json::to_value(e).unwrap_or_default()),
+            Mode::Lines => self.screen.print(&format!("{e}\n")),
             Mode::Table => {
                 if matches!(e, Event::Listening { note: None, .. }) {
                     return;
                 }
-                let mut out = std::io::stdout().lock();
-                self.clear(&mut out);
-                let _ = writeln!(out, "{e}");
-                drop(out);
+                self.screen.print(&format!("{e}\n"));
                 self.draw(running);
             }
         }
@@ -198,24 +181,21 @@ impl Ui {
                 ports.join(",")
             ));
         }
-        match self.mode {
-            Mode::Json => print_json(
+        match self.screen.mode {
+            Mode::Json => self.screen.json(
                 &serde_json::json!({"event": "addresses", "entries": entries.iter().map(|e| serde_json::json!({"ip": e.ip, "names": e.names})).collect::<Vec<_>>()}),
             ),
-            Mode::Lines => print!("{text}"),
+            Mode::Lines => self.screen.print(&text),
             Mode::Table => {
-                let mut out = std::io::stdout().lock();
-                self.clear(&mut out);
-                let _ = out.write_all(text.as_bytes());
-                drop(out);
+                self.screen.print(&text);
                 self.draw(running);
             }
         }
     }
 
     fn stats(&self, running: &Running, event: &str) {
-        if matches!(self.mode, Mode::Json) {
-            print_json(&serde_json::json!({
+        if self.screen.mode == Mode::Json {
+            self.screen.json(&serde_json::json!({
                 "event": event,
                 "totals": running.registry.totals(),
                 "forwards": running.registry.rows(),
@@ -231,12 +211,6 @@ async fn names_changed(names: &mut Option<watch::Receiver<Vec<HostsEntry>>>) -> 
         Some(n) => n.changed().await.is_ok(),
         None => std::future::pending().await,
     }
-}
-
-fn print_json(v: &serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{v}");
-    let _ = out.flush();
 }
 
 /// Runs `kubelan forward` until Ctrl-C or SIGTERM.
@@ -333,12 +307,7 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut ui = Ui {
-        mode: match args.output {
-            ForwardOutput::Json => Mode::Json,
-            ForwardOutput::Human if std::io::stdout().is_terminal() => Mode::Table,
-            ForwardOutput::Human => Mode::Lines,
-        },
-        drawn: 0,
+        screen: Screen::new(args.output == ForwardOutput::Json),
         bulk_no_hosts: bulk && args.no_hosts,
     };
     let mut names: Option<watch::Receiver<Vec<HostsEntry>>> = running.names.clone();
@@ -395,7 +364,7 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         let path = h.path.clone();
         let report = h.guard.restore().await;
         if report.is_clean() {
-            if !matches!(ui.mode, Mode::Json) {
+            if ui.screen.mode != Mode::Json {
                 eprintln!("removed kubelan's names from {}", path.display());
             }
         } else {
@@ -404,7 +373,7 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
             exit = ExitCode::FAILURE;
         }
     }
-    if !matches!(ui.mode, Mode::Json) {
+    if ui.screen.mode != Mode::Json {
         eprintln!(
             "stopped: {} connection(s) over {} API connection(s)",
             totals.connections, totals.api_connections

@@ -17,6 +17,7 @@ mod doctor;
 mod expose;
 mod forward;
 mod gateway;
+mod live;
 mod replace;
 mod routes;
 mod run;

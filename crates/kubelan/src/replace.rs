@@ -3,16 +3,13 @@
 //! `kubelan_expose::replace`.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
-use kubelan_cluster::names::DEFAULT_NAMESPACE;
-use kubelan_cluster::{KubeArgs, KubeconfigArgs};
+use kubelan_expose::ReplaceRequest;
 use kubelan_expose::replace_plan::{parse_port_arg, parse_service};
-use kubelan_expose::{ExposeOptions, ReplaceRequest};
 use tokio_util::sync::CancellationToken;
 
-use crate::expose::{AgentChoice, ExposeOutput, Via, agent_session, drive};
+use crate::expose::{ExposeOutput, SessionArgs, drive};
 
 /// Where a permission or API error sends the user.
 const RBAC_HINT: &str = "`kubelan rbac replace` prints a ClusterRole granting what replace needs; ask an admin of the namespace to bind it to you";
@@ -31,22 +28,7 @@ pub(crate) struct ReplaceArgs {
     #[arg(value_name = "[LOCAL:]PORT", required = true)]
     ports: Vec<String>,
     #[command(flatten)]
-    kube: KubeconfigArgs,
-    /// Namespace of the Service [default: the context's namespace].
-    #[arg(short = 'n', long, value_name = "NAMESPACE")]
-    namespace: Option<String>,
-    /// Namespace of the kubelan agent (the relay uses its image).
-    #[arg(long, value_name = "NAMESPACE", default_value = DEFAULT_NAMESPACE)]
-    agent_namespace: String,
-    /// The relay's image [default: the installed agent's image].
-    #[arg(long, value_name = "IMAGE")]
-    image: Option<String>,
-    /// How long to wait for the relay pod to be ready, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
-    timeout: u64,
-    /// How this machine reaches the relay pod.
-    #[arg(long, value_enum, default_value = "auto")]
-    via: Via,
+    session: SessionArgs,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "human")]
     output: ExposeOutput,
@@ -67,38 +49,12 @@ fn request(args: &ReplaceArgs) -> anyhow::Result<ReplaceRequest> {
 /// Runs `kubelan replace` until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: ReplaceArgs) -> anyhow::Result<ExitCode> {
     let request = request(&args)?;
-    let cc = kubelan_cluster::connect(&KubeArgs {
-        kubeconfig: args.kube.kubeconfig.clone(),
-        context: args.kube.context.clone(),
-        namespace: args.namespace.clone(),
-    })
-    .await?;
     let outer_stop = CancellationToken::new();
     let _stop_outer = outer_stop.clone().drop_guard();
-    let outer = agent_session(
-        &AgentChoice {
-            via: args.via,
-            kube: &args.kube,
-            namespace: args.namespace.as_ref(),
-            agent_namespace: &args.agent_namespace,
-            image_given: args.image.is_some(),
-        },
-        &cc,
-        outer_stop,
-    )
-    .await?;
-    let options = ExposeOptions {
-        client: cc.client.clone(),
-        namespace: cc.namespace.clone(),
-        agent_namespace: args.agent_namespace.clone(),
-        image: args.image.clone(),
-        ready_timeout: Duration::from_secs(args.timeout.max(1)),
-        client_host: crate::hostname(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        outer,
-        mode: kubelan_cluster::session_objects::Mode::Replace,
-        on_serving: None,
-    };
+    let (cc, options) = args
+        .session
+        .connect(kubelan_cluster::session_objects::Mode::Replace, outer_stop)
+        .await?;
     // The table's rows follow the Service's ports, known only once it is read: rows are
     // shown per listener as connections arrive (the plain lines carry everything).
     drive(&[], args.output, &cc, RBAC_HINT, move |events, shutdown| {
@@ -128,7 +84,7 @@ mod tests {
         let r = request(&a).unwrap();
         assert_eq!(r.service, "web");
         assert_eq!(r.ports.len(), 2);
-        assert_eq!(a.namespace.as_deref(), Some("team"));
+        assert_eq!(a.session.namespace.as_deref(), Some("team"));
         assert!(
             Cli::try_parse_from(["x", "svc/web"]).is_err(),
             "a port is required"

@@ -4,14 +4,12 @@
 
 use std::ffi::OsString;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{ArgAction, Args};
-use kubelan_cluster::names::DEFAULT_NAMESPACE;
+use kubelan_cluster::ClusterError;
 use kubelan_cluster::session_objects::Mode;
-use kubelan_cluster::{ClusterError, KubeArgs, KubeconfigArgs};
 use kubelan_expose::run::RunEvent;
-use kubelan_expose::{ExposeError, ExposeEvent, ExposeOptions, RunError, RunOptions};
+use kubelan_expose::{ExposeError, ExposeEvent, RunError, RunOptions};
 use tokio::sync::mpsc;
 
 /// Where a permission or API error sends the user.
@@ -36,19 +34,7 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
     #[command(flatten)]
-    kube: KubeconfigArgs,
-    /// Namespace of the Service [default: the context's namespace].
-    #[arg(short = 'n', long, value_name = "NAMESPACE")]
-    namespace: Option<String>,
-    /// Namespace of the kubelan agent (the relay uses its image).
-    #[arg(long, value_name = "NAMESPACE", default_value = DEFAULT_NAMESPACE)]
-    agent_namespace: String,
-    /// The relay's image [default: the installed agent's image].
-    #[arg(long, value_name = "IMAGE")]
-    image: Option<String>,
-    /// How long to wait for the relay pod to be ready, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
-    timeout: u64,
+    session: crate::expose::SessionArgs,
     /// The cluster's DNS domain, for KUBELAN_CLUSTER_HOST.
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
@@ -133,25 +119,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         kubelan_expose::plan(&args.expose, &args.ports, args.name.as_deref())?
     };
-    let cc = kubelan_cluster::connect(&KubeArgs {
-        kubeconfig: args.kube.kubeconfig.clone(),
-        context: args.kube.context.clone(),
-        namespace: args.namespace.clone(),
-    })
-    .await?;
+    let outer_stop = tokio_util::sync::CancellationToken::new();
+    let _stop_outer = outer_stop.clone().drop_guard();
+    let (cc, session) = args.session.connect(Mode::Run, outer_stop).await?;
     let options = RunOptions {
-        session: ExposeOptions {
-            client: cc.client.clone(),
-            namespace: cc.namespace.clone(),
-            agent_namespace: args.agent_namespace.clone(),
-            image: args.image.clone(),
-            ready_timeout: Duration::from_secs(args.timeout.max(1)),
-            client_host: crate::hostname(),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
-            outer: None,
-            mode: Mode::Run,
-            on_serving: None,
-        },
+        session,
         cluster_domain: args.cluster_domain.clone(),
         program: args.program.clone(),
     };

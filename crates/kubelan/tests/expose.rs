@@ -14,10 +14,12 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use support::{Background, Lab, lab_available, root_snapshot, wait_for};
+use support::{
+    Background, Lab, client_pod, kubectl_ok, lab_available, refused, root_snapshot,
+    session_objects, shared_tmp_dir, text, wait_for,
+};
 
 /// The laptop's servers: HTTP on 127.0.0.1:8080 (`/` says who answers, `/big` is 10 MiB,
 /// a POST answers the SHA-256 of its body) and a UDP echo on 127.0.0.1:9999. With an
@@ -117,31 +119,6 @@ print(" ".join(got))
 
 const NS: &str = "team";
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The web pod the clients run in (`default/NAME`).
-fn client_pod(lab: &Lab) -> String {
-    let name = lab.exec_ok(
-        "laptop",
-        &[
-            "kubectl",
-            "get",
-            "pod",
-            "-l",
-            "app=web",
-            "-o",
-            "jsonpath={.items[0].metadata.name}",
-        ],
-    );
-    format!("default/{}", name.trim())
-}
-
 /// A python3 program run in the client pod with arguments.
 fn in_pod(lab: &Lab, pod: &str, code: &str, args: &[&str]) -> String {
     let mut argv = vec!["timeout", "120", "python3", "-c", code];
@@ -149,51 +126,11 @@ fn in_pod(lab: &Lab, pod: &str, code: &str, args: &[&str]) -> String {
     lab.exec_ok(pod, &argv)
 }
 
-/// Every object of a kubelan session left in `ns` (Jobs, pods, Services, Leases, RBAC).
-fn session_objects(lab: &Lab, ns: &str) -> Vec<String> {
-    let out = lab.exec_ok(
-        "laptop",
-        &[
-            "kubectl",
-            "get",
-            "jobs,pods,services,leases,serviceaccounts,roles,rolebindings",
-            "-n",
-            ns,
-            "-l",
-            "kubelan.io/session",
-            "-o",
-            "name",
-        ],
-    );
-    out.lines().map(str::to_string).collect()
-}
-
-fn kubectl_ok(lab: &Lab, args: &[&str]) -> String {
-    let mut argv = vec!["kubectl"];
-    argv.extend_from_slice(args);
-    lab.exec_ok("laptop", &argv)
-}
-
 /// `kubelan expose ARGS` on `host` in the background, until it serves.
 fn expose(lab: &Lab, host: &str, tag: &str, args: &str) -> Background {
     let bg = Background::start(lab, host, tag, 600, &format!("kubelan expose {args}"));
     bg.wait_log("serving ", 90);
     bg
-}
-
-/// A `kubelan` command on the laptop that must fail: its one-line message.
-fn refused(lab: &Lab, args: &[&str]) -> String {
-    let mut argv = vec!["timeout", "60", "kubelan"];
-    argv.extend_from_slice(args);
-    let out = lab.exec("laptop", &argv);
-    let t = text(&out);
-    assert!(!out.status.success(), "kubelan {args:?} succeeded: {t}");
-    assert_eq!(
-        t.trim().lines().filter(|l| l.starts_with("error")).count(),
-        1,
-        "kubelan {args:?}: {t}"
-    );
-    t
 }
 
 #[test]
@@ -204,7 +141,7 @@ fn expose_serves_pods_from_behind_a_nat() {
     let before = root_snapshot();
     let lab = Lab::up("expose", &[]);
     lab.exec_ok("laptop", &["kubelan", "install"]);
-    let dir = tempfile_dir();
+    let dir = shared_tmp_dir("expose");
     let ns_file = format!("{dir}/ns.yaml");
     std::fs::write(
         &ns_file,
@@ -473,7 +410,7 @@ fn rbac(lab: &Lab, pod: &str) {
     let mine = printed
         .replace("jane@example.com", "developer")
         .replace("namespace: default", &format!("namespace: {NS}"));
-    let dir = tempfile_dir();
+    let dir = shared_tmp_dir("expose");
     let file = format!("{dir}/rbac.yaml");
     std::fs::write(&file, &mine).unwrap();
     kubectl_ok(lab, &["apply", "-f", &file]);
@@ -532,7 +469,7 @@ fn rbac(lab: &Lab, pod: &str) {
 /// pc1's server.
 fn office(lab: &Lab) {
     lab.route_office_to("172.16.1.12");
-    let dir = tempfile_dir();
+    let dir = shared_tmp_dir("expose");
     let script = format!("{dir}/server.py");
     std::fs::write(&script, SERVER).unwrap();
     let _pc1 = Background::start(
@@ -561,16 +498,4 @@ fn office(lab: &Lab) {
     drop(ex);
     drop(gw);
     std::fs::remove_dir_all(&dir).ok();
-}
-
-/// A fresh directory the lab hosts can read (they share the machine's /tmp; pods do not).
-fn tempfile_dir() -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = format!(
-        "/tmp/kubelan-expose-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -14,10 +14,12 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Background, Lab, lab_available, root_snapshot, wait_for};
+use support::{
+    Background, Lab, client_pod, kubectl_ok, lab_available, refused, root_snapshot,
+    session_objects, shared_tmp_dir, wait_for,
+};
 
 const SERVER: &str = r#"
 import http.server
@@ -32,36 +34,6 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 http.server.ThreadingHTTPServer(("127.0.0.1", 8080), H).serve_forever()
 "#;
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn kubectl_ok(lab: &Lab, args: &[&str]) -> String {
-    let mut argv = vec!["kubectl"];
-    argv.extend_from_slice(args);
-    lab.exec_ok("laptop", &argv)
-}
-
-/// A web pod to run curl in.
-fn client_pod(lab: &Lab) -> String {
-    let name = kubectl_ok(
-        lab,
-        &[
-            "get",
-            "pod",
-            "-l",
-            "app=web",
-            "-o",
-            "jsonpath={.items[0].metadata.name}",
-        ],
-    );
-    format!("default/{}", name.trim())
-}
 
 /// Who answers `http://web/` from `pod` (one request; empty on failure).
 fn who_answers(lab: &Lab, pod: &str) -> String {
@@ -92,44 +64,11 @@ fn web_service(lab: &Lab) -> serde_json::Value {
     v
 }
 
-/// Every object of a kubelan session left in `default`.
-fn session_objects(lab: &Lab) -> Vec<String> {
-    kubectl_ok(
-        lab,
-        &[
-            "get",
-            "jobs,pods,services,leases,serviceaccounts,roles,rolebindings",
-            "-l",
-            "kubelan.io/session",
-            "-o",
-            "name",
-        ],
-    )
-    .lines()
-    .map(str::to_string)
-    .collect()
-}
-
 /// `kubelan replace ARGS` on the laptop in the background, until it serves.
 fn replace(lab: &Lab, tag: &str, args: &str) -> Background {
     let bg = Background::start(lab, "laptop", tag, 600, &format!("kubelan replace {args}"));
     bg.wait_log("serving ", 90);
     bg
-}
-
-/// A `kubelan` command on the laptop that must fail: its one-line message.
-fn refused(lab: &Lab, args: &[&str]) -> String {
-    let mut argv = vec!["timeout", "60", "kubelan"];
-    argv.extend_from_slice(args);
-    let out = lab.exec("laptop", &argv);
-    let t = text(&out);
-    assert!(!out.status.success(), "kubelan {args:?} succeeded: {t}");
-    assert_eq!(
-        t.trim().lines().filter(|l| l.starts_with("error")).count(),
-        1,
-        "kubelan {args:?}: {t}"
-    );
-    t
 }
 
 fn interrupt(bg: &mut Background) {
@@ -146,7 +85,7 @@ fn replace_sends_a_services_traffic_to_the_laptop_and_puts_it_back() {
     let before_root = root_snapshot();
     let lab = Lab::up("repl", &[]);
     lab.exec_ok("laptop", &["kubelan", "install"]);
-    let dir = tempfile_dir();
+    let dir = shared_tmp_dir("replace");
     let script = format!("{dir}/server.py");
     std::fs::write(&script, SERVER).unwrap();
     let _server = Background::start(&lab, "laptop", "server", 900, &format!("python3 {script}"));
@@ -219,7 +158,7 @@ fn replace_sends_a_services_traffic_to_the_laptop_and_puts_it_back() {
     assert!(r.log().contains("restored: Service web"), "{}", r.log());
     assert_eq!(web_service(&lab), before, "the Service is as before");
     wait_for("the session's objects to go", 30, || {
-        session_objects(&lab).is_empty().then_some(())
+        session_objects(&lab, "default").is_empty().then_some(())
     });
 
     // A numbered targetPort below 1024: the unprivileged relay binds port 80 through its
@@ -237,7 +176,7 @@ fn replace_sends_a_services_traffic_to_the_laptop_and_puts_it_back() {
     interrupt(&mut r);
     assert!(r.wait_exit(30).success(), "{}", r.log());
     wait_for("web80's session to go", 30, || {
-        session_objects(&lab).is_empty().then_some(())
+        session_objects(&lab, "default").is_empty().then_some(())
     });
 
     rbac(&lab, &pod);
@@ -257,7 +196,7 @@ fn replace_sends_a_services_traffic_to_the_laptop_and_puts_it_back() {
             .as_object()
             .is_some_and(|a| a.keys().any(|k| k.starts_with("kubelan.io/")));
         (who_answers(&lab, &pod).starts_with("web-")
-            && session_objects(&lab).is_empty()
+            && session_objects(&lab, "default").is_empty()
             && !annotated)
             .then_some(())
     });
@@ -282,7 +221,7 @@ fn replace_sends_a_services_traffic_to_the_laptop_and_puts_it_back() {
 fn rbac(lab: &Lab, pod: &str) {
     let printed = lab.exec_ok("laptop", &["kubelan", "rbac", "replace"]);
     let mine = printed.replace("jane@example.com", "developer");
-    let dir = tempfile_dir();
+    let dir = shared_tmp_dir("replace");
     let file = format!("{dir}/rbac.yaml");
     std::fs::write(&file, &mine).unwrap();
     kubectl_ok(lab, &["apply", "-f", &file]);
@@ -295,7 +234,7 @@ fn rbac(lab: &Lab, pod: &str) {
     interrupt(&mut r);
     assert!(r.wait_exit(30).success(), "{}", r.log());
     wait_for("the developer's session to go", 30, || {
-        session_objects(lab).is_empty().then_some(())
+        session_objects(lab, "default").is_empty().then_some(())
     });
     // One verb less: no `patch` on services.
     let less = mine.replacen(
@@ -318,18 +257,6 @@ fn rbac(lab: &Lab, pod: &str) {
     );
     assert!(t.contains("patch services/web"), "names the verb: {t}");
     assert!(t.contains("kubelan rbac replace"), "{t}");
-    assert_eq!(session_objects(lab), Vec::<String>::new());
+    assert_eq!(session_objects(lab, "default"), Vec::<String>::new());
     std::fs::remove_dir_all(&dir).ok();
-}
-
-/// A fresh directory the lab hosts can read (they share the machine's /tmp).
-fn tempfile_dir() -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = format!(
-        "/tmp/kubelan-replace-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -604,3 +604,84 @@ pub(crate) fn kill_9_and_time(
         })
         .collect()
 }
+
+/// stdout and stderr of a finished command, one after the other.
+pub(crate) fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// kubectl on the laptop (the lab's admin kubeconfig); panics on failure.
+pub(crate) fn kubectl_ok(lab: &Lab, args: &[&str]) -> String {
+    let mut argv = vec!["kubectl"];
+    argv.extend_from_slice(args);
+    lab.exec_ok("laptop", &argv)
+}
+
+/// A web pod (`default/NAME`) to run clients in.
+pub(crate) fn client_pod(lab: &Lab) -> String {
+    let name = kubectl_ok(
+        lab,
+        &[
+            "get",
+            "pod",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+    );
+    format!("default/{}", name.trim())
+}
+
+/// Every object of a way-back session (expose, replace, run) left in `ns`: Jobs, pods,
+/// Services, Leases and the per-session RBAC.
+pub(crate) fn session_objects(lab: &Lab, ns: &str) -> Vec<String> {
+    kubectl_ok(
+        lab,
+        &[
+            "get",
+            "jobs,pods,services,leases,serviceaccounts,roles,rolebindings",
+            "-n",
+            ns,
+            "-l",
+            "kubelan.io/session",
+            "-o",
+            "name",
+        ],
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// A `kubelan` command on the laptop that must fail with exactly one `error` line: all it
+/// printed.
+pub(crate) fn refused(lab: &Lab, args: &[&str]) -> String {
+    let mut argv = vec!["timeout", "60", "kubelan"];
+    argv.extend_from_slice(args);
+    let out = lab.exec("laptop", &argv);
+    let t = text(&out);
+    assert!(!out.status.success(), "kubelan {args:?} succeeded: {t}");
+    assert_eq!(
+        t.trim().lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "kubelan {args:?}: {t}"
+    );
+    t
+}
+
+/// A fresh directory under /tmp, which lab hosts share with the machine (pods do not).
+pub(crate) fn shared_tmp_dir(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = format!(
+        "/tmp/kubelan-{tag}-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
