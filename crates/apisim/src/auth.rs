@@ -416,14 +416,15 @@ pub fn rules_for(store: &Store, user: &UserInfo, namespace: &str) -> (Vec<Value>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::resources::find;
     use crate::store::ClusterConfig;
     use serde_json::json;
     use std::sync::Arc;
 
-    fn store() -> Arc<Store> {
+    /// A store with the namespaces `default` and `team` (shared with other modules' tests).
+    pub(crate) fn store() -> Arc<Store> {
         let s = Store::new(ClusterConfig {
             service_cidr: "10.96.0.0/12".parse().unwrap(),
             node_port_range: (30000, 32767),

@@ -415,9 +415,8 @@ pub(crate) fn check(
 mod tests {
     use super::*;
     use crate::resources::find;
-    use crate::store::{ClusterConfig, Store};
+    use crate::store::Store;
     use serde_json::json;
-    use std::sync::Arc;
 
     fn rule(v: Value) -> PolicyRule {
         PolicyRule::from_json(&v)
@@ -508,23 +507,7 @@ mod tests {
         assert_eq!(quote("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\x01""#);
     }
 
-    fn store() -> Arc<Store> {
-        let s = Store::new(ClusterConfig {
-            service_cidr: "10.96.0.0/12".parse().unwrap(),
-            node_port_range: (30000, 32767),
-            cluster_domain: "cluster.local".into(),
-        });
-        for ns in ["default", "team"] {
-            s.create(
-                find("", "v1", "namespaces").unwrap(),
-                "",
-                json!({"metadata": {"name": ns}}),
-                false,
-            )
-            .unwrap();
-        }
-        s
-    }
+    use crate::auth::tests::store;
 
     fn rbac(plural: &str) -> &'static ResourceInfo {
         find(RBAC_GROUP, "v1", plural).unwrap()
