@@ -257,7 +257,8 @@ async fn serve(
         }
         None => Arc::new(
             PortForwardDialer::new(o.client.clone(), ns, Lookup::fixed(vec![pod]))
-                .with_port(plan.carrier_port),
+                .with_port(plan.carrier_port)
+                .with_rbac_command("kubelan rbac expose"),
         ),
     };
     let config = SessionConfig {
