@@ -22,8 +22,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use kube::client::ConfigExt;
 use kube::client::retry::RetryPolicy;
-use tower::{BoxError, ServiceBuilder};
 use tower::retry::RetryLayer;
+use tower::{BoxError, ServiceBuilder};
 
 /// A client for `config`, like `kube::Client::try_from(config)` but with `TCP_NODELAY` set
 /// on its connections.

@@ -474,17 +474,16 @@ impl PortForwardDialer {
                 PORT_FORWARD_TIMEOUT.as_secs()
             )
         })?
-        .map_err(|e| {
-            let forbidden = matches!(&e, kube::Error::Api(s) if s.code == 403);
-            let hint = if forbidden {
-                format!(
-                    " — you need `create pods/portforward` in {ns} (`{}`)",
-                    self.rbac_command
-                )
-            } else {
-                String::new()
-            };
-            format!("port-forward to {ns}/{pod}: {e}{hint}")
+        .map_err(|e| match &e {
+            kube::Error::Api(s) if s.code == 403 => format!(
+                "port-forward to {ns}/{pod}: the API server refused it ({}) — you need `create pods/portforward` in {ns} (`{}`)",
+                s.message, self.rbac_command
+            ),
+            kube::Error::Api(s) => format!(
+                "port-forward to {ns}/{pod}: the API server answered {}: {}",
+                s.code, s.message
+            ),
+            _ => format!("port-forward to {ns}/{pod}: {e}"),
         })?;
         let peer = if self.port == AGENT_PLAIN_PORT {
             format!("pod {ns}/{pod}")
@@ -657,6 +656,68 @@ mod tests {
                 }
             })
         }
+    }
+
+    /// An API server that answers every request with `status` and a `Status` body.
+    async fn api_answering(status: u16, message: &'static str) -> kube::Client {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": message, "code": status,
+                })
+                .to_string();
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            }
+        });
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// A refused port-forward names the permission and the mode's `kubelan rbac` command;
+    /// other refusals give the API server's code and message.
+    #[tokio::test]
+    async fn a_refused_port_forward_names_the_modes_rbac_command() {
+        let client = api_answering(403, r#"pods "relay" is forbidden"#).await;
+        let dialer = PortForwardDialer::new(client, "team", Lookup::fixed(vec!["relay".into()]))
+            .with_port(7450)
+            .with_rbac_command("kubelan rbac expose");
+        let e = dialer.dial().await.unwrap_err();
+        assert!(!e.fatal);
+        assert!(
+            e.message
+                .contains("you need `create pods/portforward` in team (`kubelan rbac expose`)"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains(r#"pods "relay" is forbidden"#),
+            "{}",
+            e.message
+        );
+        let client = api_answering(404, r#"pods "relay" not found"#).await;
+        let dialer = PortForwardDialer::new(client, "team", Lookup::fixed(vec!["relay".into()]));
+        let e = dialer.dial().await.unwrap_err();
+        assert_eq!(
+            e.message,
+            r#"port-forward to team/relay: the API server answered 404: pods "relay" not found"#
+        );
     }
 
     #[tokio::test]

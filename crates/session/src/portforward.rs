@@ -289,7 +289,10 @@ mod tests {
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     /// A stream over an in-memory WebSocket, and the server's end.
-    async fn pair(port: u16, v5: bool) -> (PortForwardIo, WebSocketStream<tokio::io::DuplexStream>) {
+    async fn pair(
+        port: u16,
+        v5: bool,
+    ) -> (PortForwardIo, WebSocketStream<tokio::io::DuplexStream>) {
         let (a, b) = tokio::io::duplex(4 << 20);
         let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
         let server = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
