@@ -5,9 +5,9 @@
 //! `HttpConnector::new()`, which leaves Nagle's algorithm on. Requests do not mind, but a
 //! port-forward WebSocket does: a small message written while an earlier segment is still
 //! unacknowledged waits for that ACK, and the API server delays its ACKs by up to 40 ms.
-//! Every carrier and `kubelan forward` connection runs over such a WebSocket, so their
-//! small writes (a ping, a request after a large upload) stalled for ~40 ms
-//! (`docs/benchmarks.md`, `kubelan expose` against `ssh -R`).
+//! Every carrier and `kubelan forward` connection runs over such a WebSocket: on the
+//! lab, 1 % of `kubelan expose`'s requests through a port-forward carrier waited ~45 ms
+//! for that ACK (p99 45 ms; 0.5 ms with `TCP_NODELAY`, `docs/benchmarks.md`).
 //!
 //! kube-rs offers no switch for it, so the client is assembled here from the same public
 //! parts, in the same order: kube's TLS connector (certificates, exec identities, CA
