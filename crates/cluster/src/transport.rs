@@ -11,11 +11,14 @@
 //!
 //! kube-rs offers no switch for it, so the client is assembled here from the same public
 //! parts, in the same order: kube's TLS connector (certificates, exec identities, CA
-//! reloading, `tls-server-name`), its connect/read/write timeouts, base URI, retry, auth
-//! and extra-header layers. What is left out: kube's tracing layer (debug logs only) and the
-//! client's `valid_until` (the expiry of an exec plugin's client certificate, which kubelan
-//! does not read). A kubeconfig with a `proxy-url` goes to kube-rs unchanged, which refuses
+//! reloading, `tls-server-name`), its connect/read/write timeouts, base URI, retry, auth,
+//! extra-header and tracing layers (a failed request is logged at ERROR under kube-rs'
+//! target, which the CLI silences unless `-v`). What is left out: the client's
+//! `valid_until` (the expiry of an exec plugin's client certificate, which kubelan does not
+//! read). A kubeconfig with a `proxy-url` goes to kube-rs unchanged, which refuses
 //! it (kubelan is built without kube's proxy features) with its own message.
+
+use std::time::Duration;
 
 use hyper_timeout::TimeoutConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -24,6 +27,12 @@ use kube::client::ConfigExt;
 use kube::client::retry::RetryPolicy;
 use tower::retry::RetryLayer;
 use tower::{BoxError, ServiceBuilder};
+use tower_http::classify::ServerErrorsFailureClass;
+use tower_http::trace::TraceLayer;
+
+/// The target of the client's log lines: kube-rs' own, so that every filter that treats
+/// them as the Kubernetes client's (quiet unless `-v`) still does.
+const LOG_TARGET: &str = "kube_client::client";
 
 /// A client for `config`, like `kube::Client::try_from(config)` but with `TCP_NODELAY` set
 /// on its connections.
@@ -51,6 +60,31 @@ pub fn client(config: kube::Config) -> Result<kube::Client, kube::Error> {
         )
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &http::Request<kube::client::Body>| {
+                    tracing::debug_span!(
+                        target: LOG_TARGET,
+                        "HTTP",
+                        http.method = %req.method(),
+                        http.url = %req.uri()
+                    )
+                })
+                .on_request(())
+                .on_response(())
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(
+                    |class: ServerErrorsFailureClass, _: Duration, _: &tracing::Span| match class {
+                        ServerErrorsFailureClass::StatusCode(status) => {
+                            tracing::error!(target: LOG_TARGET, "failed with status {status}");
+                        }
+                        ServerErrorsFailureClass::Error(e) => {
+                            tracing::error!(target: LOG_TARGET, "failed with error {e}");
+                        }
+                    },
+                ),
+        )
         .map_err(BoxError::from)
         .service(hyper);
     Ok(kube::Client::new(service, config.default_namespace))
