@@ -134,7 +134,7 @@ fn finish(
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| config.default_namespace.clone());
     let server = config.cluster_url.to_string();
-    let client = kube::Client::try_from(config).map_err(ClusterError::Client)?;
+    let client = crate::transport::client(config).map_err(ClusterError::Client)?;
     Ok(ClusterClient {
         client,
         namespace,

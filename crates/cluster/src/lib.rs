@@ -37,6 +37,7 @@ pub mod rbac;
 pub mod replace;
 pub mod session_objects;
 pub mod tls;
+pub mod transport;
 
 pub use agent::{
     AgentInfo, AgentPod, AgentService, NodeAddresses, direct_endpoints, find_agent,

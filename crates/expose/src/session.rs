@@ -349,7 +349,8 @@ pub(crate) async fn serve_link(
         }
         None => Arc::new(
             PortForwardDialer::new(o.client.clone(), ns, Lookup::fixed(vec![pod]))
-                .with_port(carrier_port),
+                .with_port(carrier_port)
+                .with_rbac_command("kubelan rbac expose"),
         ),
     };
     let config = SessionConfig {

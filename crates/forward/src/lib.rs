@@ -38,7 +38,7 @@
 
 pub mod access;
 pub mod alloc;
-pub mod channel;
+pub use kubelan_session::portforward::channel;
 mod engine;
 pub mod error;
 pub mod fuzz_entry;

@@ -1,10 +1,10 @@
 //! One port-forward WebSocket through the API server, and the relay of one local
 //! connection over it.
 //!
-//! The upgrade is `GET /api/v1/namespaces/NS/pods/POD/portforward?ports=P` through kube-rs'
-//! [`kube::Client::connect`] (so every kubeconfig credential kind works); the request is built
-//! here rather than with `Api::portforward`, because that one refuses a port listed twice,
-//! which the protocol allows (see [`crate::channel`]) and the tests measure.
+//! The WebSocket and its channel protocol are the session crate's
+//! ([`kubelan_session::portforward`], shared with the port-forward carrier); the request is
+//! built there rather than with `Api::portforward`, because that one refuses a port listed
+//! twice, which the protocol allows (see [`crate::channel`]) and the tests measure.
 //!
 //! The relay runs both directions at once (a slow reader on one side never stalls the other)
 //! and keeps the WebSocket alive with pings while the connection idles. When the local client
@@ -25,13 +25,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{Channels, Incoming, ports_query};
+use kubelan_session::portforward::normal_close;
+
+use crate::channel::Incoming;
 
 /// How long the pod may stay silent after the local client finished sending before the
 /// WebSocket is closed (v4 has no half-close).
@@ -41,27 +43,10 @@ pub const LINGER: Duration = Duration::from_secs(1);
 /// and the API server from dropping an idle port-forward.
 pub const PING_EVERY: Duration = Duration::from_secs(30);
 
-/// How much is read from the local client at once.
-const READ_CHUNK: usize = 32 * 1024;
+/// How much is read from the local client at once (one WebSocket message).
+const READ_CHUNK: usize = kubelan_session::portforward::MAX_PAYLOAD;
 
-/// A WebSocket as kube-rs returns it, behind a trait object so tests can use in-memory ones.
-pub trait WsIo:
-    Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + Unpin
-{
-}
-
-impl<T> WsIo for T where
-    T: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + Unpin
-{
-}
-
-/// An open port-forward WebSocket.
-pub struct PortForward {
-    /// The WebSocket.
-    pub ws: Box<dyn WsIo>,
-    /// Its channel state.
-    pub channels: Channels,
-}
+pub use kubelan_session::portforward::{PortForward, WsIo};
 
 /// Why a port-forward could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -111,27 +96,16 @@ pub async fn open(
     slots: usize,
     timeout: Duration,
 ) -> Result<PortForward, OpenError> {
-    let uri = format!(
-        "/api/v1/namespaces/{namespace}/pods/{pod}/portforward?ports={}",
-        ports_query(port, slots)
-    );
-    let req = http::Request::get(uri)
-        .body(Vec::new())
-        .map_err(|e| OpenError::Other {
-            pod: pod.to_string(),
-            source: kube::Error::HttpError(e),
-        })?;
-    let conn = match tokio::time::timeout(timeout, client.connect(req)).await {
-        Err(_) => return Err(OpenError::Timeout(timeout)),
-        Ok(Err(e)) => return Err(classify(e, namespace, pod)),
-        Ok(Ok(c)) => c,
-    };
-    let v5 = conn.supports_stream_close();
-    let ports = vec![port; slots.clamp(1, 127)];
-    Ok(PortForward {
-        ws: Box::new(conn.into_stream()),
-        channels: Channels::new(&ports, v5),
-    })
+    match tokio::time::timeout(
+        timeout,
+        kubelan_session::portforward::upgrade(client, namespace, pod, port, slots),
+    )
+    .await
+    {
+        Err(_) => Err(OpenError::Timeout(timeout)),
+        Ok(Err(e)) => Err(classify(e, namespace, pod)),
+        Ok(Ok(pf)) => Ok(pf),
+    }
 }
 
 fn classify(e: kube::Error, namespace: &str, pod: &str) -> OpenError {
@@ -193,13 +167,6 @@ enum PodEnd {
     Clean,
     /// Anything else: the local connection is reset.
     Cut,
-}
-
-/// Whether a WebSocket close frame is a normal close (no frame at all counts as one:
-/// the API server and the lab's simulator send none).
-fn normal_close(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> bool {
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-    frame.is_none_or(|f| f.code == CloseCode::Normal)
 }
 
 /// Relays `local` over `pf` (slot 0) until either side is done, `cancel` fires, or the
@@ -360,6 +327,7 @@ pub async fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::Channels;
     use tokio::net::TcpListener;
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::protocol::Role;

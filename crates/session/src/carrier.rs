@@ -22,8 +22,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -31,6 +29,7 @@ use tokio::sync::watch;
 use kubelan_proto::Target;
 
 use crate::client::Session;
+use crate::portforward::{self, PortForwardIo};
 use crate::reconnect::{DialPlan, GiveUp, LookupCache, Purpose, Step};
 
 /// A carrier's byte stream.
@@ -422,13 +421,17 @@ pub type PodSource = Source<String>;
 
 /// Port-forward through the API server to a ready agent pod (or, with
 /// [`PortForwardDialer::with_port`], to another pod's port, such as a per-session
-/// relay's carrier port).
+/// relay's carrier port). The carrier is a [`PortForwardIo`] over the WebSocket.
 pub struct PortForwardDialer {
     client: kube::Client,
     namespace: String,
     pods: Lookup<String>,
     port: u16,
+    rbac_command: String,
 }
+
+/// How long the API server may take to answer a port-forward upgrade.
+const PORT_FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl PortForwardDialer {
     /// A dialer for the pods `pods` names in `namespace` (the last known name is tried at
@@ -439,6 +442,7 @@ impl PortForwardDialer {
             namespace: namespace.to_string(),
             pods,
             port: AGENT_PLAIN_PORT,
+            rbac_command: "kubelan rbac proxy".to_string(),
         }
     }
 
@@ -449,52 +453,49 @@ impl PortForwardDialer {
         self
     }
 
+    /// The command a refusal (403) names as the fix (`kubelan rbac expose`); by default
+    /// `kubelan rbac proxy`, the agent's.
+    #[must_use]
+    pub fn with_rbac_command(mut self, command: &str) -> PortForwardDialer {
+        self.rbac_command = command.to_string();
+        self
+    }
+
     async fn dial_one(&self, pod: String) -> Result<Dialed, String> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let mut pf = tokio::time::timeout(
-            Duration::from_secs(10),
-            pods.portforward(&pod, &[self.port]),
+        let ns = &self.namespace;
+        let pf = tokio::time::timeout(
+            PORT_FORWARD_TIMEOUT,
+            portforward::upgrade(&self.client, ns, &pod, self.port, 1),
         )
         .await
         .map_err(|_| {
             format!(
-                "port-forward to {}/{pod}: the API server did not answer in 10 s",
-                self.namespace
+                "port-forward to {ns}/{pod}: the API server did not answer in {} s",
+                PORT_FORWARD_TIMEOUT.as_secs()
             )
         })?
-        .map_err(|e| {
-            let hint = if e.to_string().contains("403") || e.to_string().contains("forbidden") {
-                format!(
-                    " — you need `create pods/portforward` in {} (`kubelan rbac proxy`)",
-                    self.namespace
-                )
-            } else {
-                String::new()
-            };
-            format!("port-forward to {}/{pod}: {e}{hint}", self.namespace)
+        .map_err(|e| match &e {
+            kube::Error::Api(s) if s.code == 403 => format!(
+                "port-forward to {ns}/{pod}: the API server refused it ({}) — you need `create pods/portforward` in {ns} (`{}`)",
+                s.message, self.rbac_command
+            ),
+            kube::Error::Api(s) => format!(
+                "port-forward to {ns}/{pod}: the API server answered {}: {}",
+                s.code, s.message
+            ),
+            _ => format!("port-forward to {ns}/{pod}: {e}"),
         })?;
-        let io = pf
-            .take_stream(self.port)
-            .ok_or_else(|| "port-forward returned no stream".to_string())?;
         let peer = if self.port == AGENT_PLAIN_PORT {
-            format!("pod {}/{pod}", self.namespace)
+            format!("pod {ns}/{pod}")
         } else {
-            format!("pod {}/{pod} port {}", self.namespace, self.port)
+            format!("pod {ns}/{pod} port {}", self.port)
         };
         Ok(Dialed {
-            io: Box::new(io),
+            io: Box::new(PortForwardIo::new(pf)),
             kind: CarrierKind::PortForward,
             peer,
-            keepalive: Some(Box::new(AbortOnDrop(pf))),
+            keepalive: None,
         })
-    }
-}
-
-struct AbortOnDrop(kube::api::Portforwarder);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -655,6 +656,68 @@ mod tests {
                 }
             })
         }
+    }
+
+    /// An API server that answers every request with `status` and a `Status` body.
+    async fn api_answering(status: u16, message: &'static str) -> kube::Client {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": message, "code": status,
+                })
+                .to_string();
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            }
+        });
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// A refused port-forward names the permission and the mode's `kubelan rbac` command;
+    /// other refusals give the API server's code and message.
+    #[tokio::test]
+    async fn a_refused_port_forward_names_the_modes_rbac_command() {
+        let client = api_answering(403, r#"pods "relay" is forbidden"#).await;
+        let dialer = PortForwardDialer::new(client, "team", Lookup::fixed(vec!["relay".into()]))
+            .with_port(7450)
+            .with_rbac_command("kubelan rbac expose");
+        let e = dialer.dial().await.unwrap_err();
+        assert!(!e.fatal);
+        assert!(
+            e.message
+                .contains("you need `create pods/portforward` in team (`kubelan rbac expose`)"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains(r#"pods "relay" is forbidden"#),
+            "{}",
+            e.message
+        );
+        let client = api_answering(404, r#"pods "relay" not found"#).await;
+        let dialer = PortForwardDialer::new(client, "team", Lookup::fixed(vec!["relay".into()]));
+        let e = dialer.dial().await.unwrap_err();
+        assert_eq!(
+            e.message,
+            r#"port-forward to team/relay: the API server answered 404: pods "relay" not found"#
+        );
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ pub mod carrier;
 mod client;
 pub mod flow;
 pub mod mux;
+pub mod portforward;
 mod reconnect;
 pub mod relay;
 pub mod reverse;

@@ -18,8 +18,9 @@
 //!   signal `[255, channel]`) exists for exec/attach; when a server negotiates it for
 //!   port-forward we send the signal on half-close, and accept it from the server.
 //!
-//! Hence kubelan opens one WebSocket per local connection (see the crate docs); the codec
-//! still handles any number of ports, which the tests use to measure the alternative.
+//! Hence `kubelan forward` opens one WebSocket per local connection (see its crate docs),
+//! and a carrier is one WebSocket; the codec still handles any number of ports, which
+//! forward's tests use to measure the alternative.
 
 /// The v5 close signal's channel byte.
 pub const CLOSE_SIGNAL: u8 = 255;
@@ -189,6 +190,63 @@ pub fn ports_query(port: u16, slots: usize) -> String {
     vec![port.to_string(); slots.clamp(1, 127)].join(",")
 }
 
+/// The entry point of the `portforward_channel` cargo-fuzz target
+/// (`fuzz/fuzz_targets/portforward_channel.rs`) and of its corpus replay
+/// (`crates/kubelan/tests/fuzz_corpus.rs`): a server's messages decoded for some upgrade.
+///
+/// Input: one byte of setup (bit 7: v5; bits 0–1: 1–4 ports), two bytes per port
+/// (little-endian), then messages, each a length byte and that many bytes. Must return
+/// normally for any input: decoding never panics; payloads it hands out are the message's
+/// tail; slots are the upgrade's; close signals only on v5; what the client sends encodes
+/// as the protocol says.
+pub fn fuzz_entry(data: &[u8]) {
+    let Some((&setup, mut rest)) = data.split_first() else {
+        return;
+    };
+    let v5 = setup & 0x80 != 0;
+    let n = usize::from(setup & 0x03) + 1;
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..n {
+        let Some((port, tail)) = rest.split_first_chunk::<2>() else {
+            return;
+        };
+        ports.push(u16::from_le_bytes(*port));
+        rest = tail;
+    }
+    let mut channels = Channels::new(&ports, v5);
+    for slot in 0..n {
+        let mut sent = channels.data(slot, rest);
+        assert_eq!(usize::from(sent.remove(0)), slot * 2);
+        assert_eq!(sent, rest);
+        assert_eq!(channels.close(slot).is_some(), v5);
+    }
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len).min(tail.len());
+        let (msg, tail) = tail.split_at(len);
+        rest = tail;
+        let within = |part: &[u8]| {
+            let end = msg.as_ptr_range().end;
+            !part.is_empty() && part.as_ptr_range().end == end && part.len() < msg.len()
+        };
+        match channels.receive(msg) {
+            Ok(Incoming::Data { slot, data }) => {
+                assert!(slot < n && within(data));
+                assert_eq!(usize::from(msg[0]), slot * 2);
+            }
+            Ok(Incoming::Error { slot, message }) => {
+                assert!(slot < n && within(message));
+                assert_eq!(usize::from(msg[0]), slot * 2 + 1);
+            }
+            Ok(Incoming::Closed { slot }) => {
+                assert!(v5 && slot < n);
+                assert_eq!(msg, [CLOSE_SIGNAL, channel_byte(slot * 2)]);
+            }
+            Ok(Incoming::Nothing) => {}
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +318,13 @@ mod tests {
         // On v4, 255 is just an unknown channel.
         let mut v4 = Channels::new(&[80], false);
         assert!(v4.receive(&[255, 0]).is_err());
+    }
+
+    #[test]
+    fn fuzz_entry_samples() {
+        fuzz_entry(&[]);
+        fuzz_entry(&[0x80, 7, 0, 3, 0, 7, 0, 2, 255, 0, 4, 0, b'a', b'b', b'c']);
+        fuzz_entry(&[0x01, 80, 0, 80, 0, 3, 2, 80, 0, 2, 2, b'x', 9]);
     }
 
     #[test]
