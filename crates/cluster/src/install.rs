@@ -264,15 +264,7 @@ fn deployment(opts: &InstallOptions) -> Deployment {
                 "requests": {"cpu": "50m", "memory": "64Mi"},
                 "limits": {"memory": "256Mi"},
             },
-            "securityContext": {
-                "allowPrivilegeEscalation": false,
-                "capabilities": {"drop": ["ALL"]},
-                "readOnlyRootFilesystem": true,
-                "runAsNonRoot": true,
-                "runAsUser": AGENT_UID,
-                "runAsGroup": AGENT_UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": crate::names::restricted_container_security(),
             "volumeMounts": [{"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": true}],
         }],
         "volumes": [{

@@ -128,3 +128,18 @@ pub const RELAY_CARRIER_PORT: u16 = 7445;
 /// Container port name of the relay's carrier (prefixed, so a replaced Service's named
 /// `targetPort` is unlikely to clash with it).
 pub const RELAY_CARRIER_PORT_NAME: &str = "kubelan-carrier";
+
+/// The `securityContext` of every container kubelan runs in a cluster (the agent, a
+/// session's relay, doctor's probes): what Pod Security `restricted` asks for, as the
+/// image's non-root user [`AGENT_UID`].
+pub fn restricted_container_security() -> serde_json::Value {
+    serde_json::json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": true,
+        "runAsNonRoot": true,
+        "runAsUser": AGENT_UID,
+        "runAsGroup": AGENT_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}

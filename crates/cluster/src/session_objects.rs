@@ -549,15 +549,7 @@ pub fn job(meta: &SessionMeta, relay: &RelaySpec) -> Job {
                 "requests": {"cpu": "10m", "memory": "32Mi"},
                 "limits": {"memory": "256Mi"},
             },
-            "securityContext": {
-                "allowPrivilegeEscalation": false,
-                "capabilities": {"drop": ["ALL"]},
-                "readOnlyRootFilesystem": true,
-                "runAsNonRoot": true,
-                "runAsUser": AGENT_UID,
-                "runAsGroup": AGENT_UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": crate::names::restricted_container_security(),
         }],
     });
     if relay.restore.is_some() {

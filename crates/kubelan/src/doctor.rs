@@ -1153,14 +1153,7 @@ fn probe_pod(
     timeout: Duration,
 ) -> Result<Pod, serde_json::Error> {
     use kubelan_cluster::names::{AGENT_UID, LABEL_MANAGED_BY, LABEL_NAME};
-    let restricted = json!({
-        "allowPrivilegeEscalation": false,
-        "capabilities": {"drop": ["ALL"]},
-        "readOnlyRootFilesystem": true,
-        "runAsNonRoot": true,
-        "runAsUser": AGENT_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    });
+    let restricted = kubelan_cluster::names::restricted_container_security();
     serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Pod",
