@@ -67,6 +67,45 @@ fn udp_echo(lab: &Lab, dest: SocketAddr, payload: &'static [u8]) -> Vec<u8> {
     })
 }
 
+/// One HTTP/1.0 GET on a fresh connection: the status line, or what went wrong.
+fn one_get(addr: SocketAddr) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&got);
+    let line = text.lines().next().unwrap_or_default().to_string();
+    if line.contains(" 200 ") && text.contains("\r\n\r\n") {
+        Ok(line)
+    } else {
+        Err(format!("answer {line:?} ({} bytes)", got.len()))
+    }
+}
+
+/// `clients` threads each doing `each` sequential GETs on fresh connections; the failures.
+fn short_connections(addr: SocketAddr, clients: usize, each: usize) -> Vec<String> {
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..each)
+                    .filter_map(|_| one_get(addr).err())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| {
+            t.join()
+                .unwrap_or_else(|_| vec!["client thread panicked".into()])
+        })
+        .collect()
+}
+
 fn http_200(lab: &Lab, url: &str) -> String {
     let (good, out) = curl(lab, &["-w", " %{http_code}", url]);
     assert!(good && out.ends_with(" 200"), "{url}: {out}");
@@ -265,6 +304,37 @@ fn connect_end_to_end() {
     assert_eq!(st["dns"]["configured"], true, "{st}");
     assert!(st["counters"]["tcp_flows"].as_u64().unwrap() > 5, "{st}");
     assert!(st["counters"]["pongs"].as_u64().unwrap() >= 3, "{st}");
+
+    // TCP is terminated by the kernel: nftables redirects it to kubelan's listener, in a
+    // table of its own. 5 000 short connections, 50 at a time, are all answered.
+    assert_eq!(st["redirect"]["active"], true, "{st}");
+    let table = laptop(&lab, &["nft", "list", "table", "inet", "kubelan_connect"]);
+    assert!(table.contains("redirect to :"), "{table}");
+    let target: SocketAddr = format!("{web_svc}:80").parse().unwrap();
+    let started = std::time::Instant::now();
+    let failures = on_host(&lab, "laptop", move || short_connections(target, 50, 100));
+    eprintln!("5000 short connections at c=50 in {:?}", started.elapsed());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    // The listener itself is no service: dialled directly, it resets and counts a refusal.
+    let listen: SocketAddr = st["redirect"]["listen"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let direct = on_host(&lab, "laptop", move || one_get(listen));
+    assert!(
+        direct.is_err(),
+        "the redirect listener answered a direct connection: {direct:?}"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&laptop(&lab, &["kubelan", "status", "--output", "json"])).unwrap();
+    assert!(st["counters"]["tcp_refused"].as_u64().unwrap() >= 1, "{st}");
+    assert_eq!(st["counters"]["tcp_failed"], 0, "{st}");
 
     // The agent pod is deleted: the session reconnects, the TUN and routes stay.
     let ifindex = laptop(&lab, &["cat", "/sys/class/net/kubelan0/ifindex"]);

@@ -268,6 +268,27 @@ fn gateway_serves_the_office_lan() {
     gw.wait_log("✓ connected via", 60);
     lan_reaches_cluster(&lab, &cluster, "pc1");
     assert_eq!(forwarding().trim(), "1", "the tunnel gateway forwards");
+    // The LAN's TCP was redirected to the gateway's listener (kernel TCP). That listener
+    // is no service of its own: dialled directly, from the LAN or from outside it, it
+    // resets and counts a refusal.
+    let status = |host: &str| -> serde_json::Value {
+        serde_json::from_str(&lab.exec_ok(host, &["kubelan", "status", "--output", "json"]))
+            .unwrap()
+    };
+    let st = status("pc2");
+    assert_eq!(st["redirect"]["active"], true, "{st}");
+    let listen = st["redirect"]["listen"][0].as_str().unwrap().to_string();
+    let port = listen.rsplit(':').next().unwrap();
+    assert!(st["counters"]["tcp_flows"].as_u64().unwrap() >= 14, "{st}");
+    for host in ["pc1", "node1"] {
+        assert_eq!(
+            http_code(&lab, host, &format!("http://{PC2}:{port}/")),
+            "000",
+            "{host} got an answer from the redirect listener {listen}"
+        );
+    }
+    let st = status("pc2");
+    assert!(st["counters"]["tcp_refused"].as_u64().unwrap() >= 2, "{st}");
     // kill -9 here too: the watcher puts the sysctl back (the TUN and its routes die with
     // the process; the pinned routes and the journal go with the watcher's replay).
     let pid = gw.command_pid();

@@ -232,6 +232,8 @@ fn reconnects_without_the_control_plane_and_back_to_direct() {
 struct Block<'a>(&'a Lab, &'static str);
 
 impl<'a> Block<'a> {
+    /// Drops the laptop's outgoing packets `matching`, before dstnat (-100), where
+    /// connect redirects TCP into the cluster to its own listener and the port changes.
     fn add(lab: &'a Lab, table: &'static str, matching: &str) -> Block<'a> {
         let block = Block(lab, table);
         lab.exec_ok(
@@ -241,7 +243,7 @@ impl<'a> Block<'a> {
                 "-c",
                 &format!(
                     "nft add table inet {table} && \
-                     nft add chain inet {table} out '{{ type filter hook output priority 0; }}' && \
+                     nft add chain inet {table} out '{{ type filter hook output priority -250; }}' && \
                      nft add rule inet {table} out {matching} drop"
                 ),
             ],

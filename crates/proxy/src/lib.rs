@@ -40,6 +40,7 @@ pub use kubelan_proto::{ErrorKind, FlowError, Target};
 
 pub use auth::{Credentials, CredentialsError, file_mode_problem};
 pub use limiter::LoginLimits;
+pub use pending::Every;
 pub use server::{ProxyServer, serve};
 pub use stats::Stats;
 

@@ -87,14 +87,15 @@ impl Drop for Handshake {
 /// Lets a repeated warning through at most once per interval and counts what it held
 /// back meanwhile (connections closed at accept come in floods; one line a flood).
 #[derive(Debug)]
-pub(crate) struct Every {
+pub struct Every {
     interval: Duration,
     /// When a line last went out, and how many were held back since.
     state: Mutex<(Option<Instant>, u64)>,
 }
 
 impl Every {
-    pub(crate) fn new(interval: Duration) -> Every {
+    /// At most one line per `interval`.
+    pub fn new(interval: Duration) -> Every {
         Every {
             interval,
             state: Mutex::new((None, 0)),
@@ -102,7 +103,7 @@ impl Every {
     }
 
     /// `Some(held back since the last line)` when a line may go out at `now`.
-    pub(crate) fn check(&self, now: Instant) -> Option<u64> {
+    pub fn check(&self, now: Instant) -> Option<u64> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match st.0 {
             Some(last) if now.duration_since(last) < self.interval => {

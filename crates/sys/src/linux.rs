@@ -633,6 +633,24 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// The destination a connection had before nftables redirected it to this host (the
+/// conntrack entry's original tuple: `SO_ORIGINAL_DST`, or `IP6T_SO_ORIGINAL_DST` for an
+/// IPv6 socket). For a connection that was not redirected this is the socket's own local
+/// address.
+///
+/// # Errors
+/// The OS error, e.g. `ENOENT` when conntrack holds no entry for the connection.
+pub fn original_dst<S: AsFd>(socket: &S, ipv6: bool) -> std::io::Result<std::net::SocketAddr> {
+    use nix::sys::socket::{SockaddrIn, SockaddrIn6, getsockopt, sockopt};
+    if ipv6 {
+        let raw = getsockopt(socket, sockopt::Ip6tOriginalDst)?;
+        Ok(std::net::SocketAddr::V6(SockaddrIn6::from(raw).into()))
+    } else {
+        let raw = getsockopt(socket, sockopt::OriginalDst)?;
+        Ok(std::net::SocketAddr::V4(SockaddrIn::from(raw).into()))
+    }
+}
+
 /// Allocations of this size or more are mapped and unmapped on their own by glibc (see
 /// [`tune_allocator`]); smaller ones come from its heap. It must not exceed the userspace
 /// TCP stack's per-connection buffers (256 KiB, `kubelan_netstack::StackConfig`), which

@@ -6,6 +6,8 @@
 //! back from `nft -j`; they are parsed here as 64-bit numbers (the crate's schema types
 //! keep them in 32 bits, which overflows after 4 GiB).
 
+pub mod build;
+
 use std::collections::BTreeMap;
 
 use nftables::schema::{NfListObject, NfObject, Nftables, Table};

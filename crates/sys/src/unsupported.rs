@@ -7,3 +7,11 @@ pub fn raise_fd_limit() -> u64 {
 
 /// Allocator tuning is glibc-specific (see the Linux version); nothing to do here.
 pub fn tune_allocator() {}
+
+/// Not supported here: only Linux redirects with nftables.
+///
+/// # Errors
+/// Always `Unsupported`.
+pub fn original_dst<S>(_socket: &S, _ipv6: bool) -> std::io::Result<std::net::SocketAddr> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}

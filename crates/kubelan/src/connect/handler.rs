@@ -22,6 +22,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) struct FlowStats {
     pub tcp: AtomicU64,
     pub tcp_failed: AtomicU64,
+    /// Redirected TCP flows open now (the userspace stack counts its own).
+    pub tcp_open: AtomicU64,
     pub udp: AtomicU64,
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,

@@ -10,6 +10,7 @@
 
 mod control;
 mod handler;
+mod redirect;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -130,6 +131,9 @@ struct Live {
     flows: Arc<handler::FlowStats>,
     dns_stats: Arc<dns::DnsStats>,
     stack: Arc<kubelan_netstack::Stats>,
+    /// The TCP redirection (table, listeners), or why TCP stays on the TUN.
+    redirect: serde_json::Value,
+    redirector: Arc<redirect::Redirector>,
     started: String,
 }
 
@@ -160,9 +164,12 @@ impl Live {
             "pinned": self.plan.pinned.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             "facts": self.facts,
             "dns": self.dns,
+            "redirect": self.redirect,
             "counters": {
                 "tcp_flows": get(&f.tcp),
                 "tcp_failed": get(&f.tcp_failed),
+                "tcp_refused": get(&self.redirector.refused),
+                "tcp_open": get(&f.tcp_open) + stack.tcp_open,
                 "udp_flows": get(&f.udp),
                 "bytes_up": get(&f.bytes_up),
                 "bytes_down": get(&f.bytes_down),
@@ -414,6 +421,7 @@ async fn serve(
                     ifindex: Some(tun.index()),
                 })
                 .await?;
+            routed.push(IpNet::from(ip));
         }
         if !args.no_dns && lan.is_none() {
             let backend =
@@ -485,6 +493,7 @@ async fn serve(
         stats: dns_stats.clone(),
         failures: Default::default(),
     });
+    let lan_allowed = lan.as_ref().map(|l| l.allowed.clone()).unwrap_or_default();
     let mut lan_task = None;
     if let Some(lan) = lan {
         if kubelan_sys::sysctl::set(guard, "net.ipv4.ip_forward", "1")? {
@@ -532,9 +541,22 @@ async fn serve(
     let handler = Arc::new(handler::TunHandler {
         session: session.clone(),
         dns_addr: dns_ip.map(|ip| SocketAddr::new(ip, 53)),
-        dns: relay,
+        dns: relay.clone(),
         stats: flows.clone(),
     });
+    let redirector = Arc::new(redirect::Redirector::new(
+        redirect::Policy {
+            cluster: routed.clone(),
+            skip: plan.pinned.iter().map(|ip| IpNet::from(*ip)).collect(),
+            lan: lan_allowed.clone(),
+        },
+        session.clone(),
+        dns_ip.map(|ip| SocketAddr::new(ip, 53)),
+        relay,
+        flows.clone(),
+    ));
+    let redirect_status =
+        redirect::start(guard, redirector.clone(), events, shutdown.clone()).await?;
     let stack_stats = Arc::new(kubelan_netstack::Stats::default());
     let mut stack_cfg = StackConfig::default();
     stack_cfg.mtu = args.mtu;
@@ -555,6 +577,8 @@ async fn serve(
         flows,
         dns_stats,
         stack: stack_stats,
+        redirect: redirect_status,
+        redirector,
         started: now(),
     });
     let quit = CancellationToken::new();
@@ -848,12 +872,26 @@ fn print_running(st: &serde_json::Value) {
     } else {
         println!("  dns:      not configured");
     }
+    let r = &st["redirect"];
+    if r["active"] == true {
+        println!(
+            "  tcp:      redirected by nftables table {} to {} (kernel TCP)",
+            s(&r["table"]),
+            join(&r["listen"], ", ")
+        );
+    } else {
+        println!(
+            "  tcp:      through the userspace stack ({})",
+            s(&r["reason"])
+        );
+    }
     let c = &st["counters"];
     println!(
-        "  flows:    {} TCP ({} open, {} failed), {} UDP, {} pings ({} answered); {} B up, {} B down",
+        "  flows:    {} TCP ({} open, {} failed, {} refused), {} UDP, {} pings ({} answered); {} B up, {} B down",
         c["tcp_flows"],
-        st["stack"]["tcp_open"],
+        c["tcp_open"],
         c["tcp_failed"],
+        c["tcp_refused"],
         c["udp_flows"],
         c["pings"],
         c["pongs"],

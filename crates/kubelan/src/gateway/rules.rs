@@ -19,14 +19,12 @@
 //! other tables decide. The LAN set never overlaps the cluster set (checked before), so
 //! pod-to-pod traffic through the node is never masqueraded.
 
-use std::borrow::Cow;
-use std::collections::HashSet;
-
-use ipnet::Ipv4Net;
-use nftables::expr::{CT, Expression, NamedExpression, Payload, PayloadField, Prefix};
-use nftables::schema::{Chain, Counter, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue};
+use ipnet::{IpNet, Ipv4Net};
+use kubelan_sys::nft::build::{self, Field, Ip, SRCNAT, Table, count, in_set};
+use nftables::expr::{CT, Expression, NamedExpression};
+use nftables::schema::NfListObject;
 use nftables::stmt::{self, Match, Operator, SetOp, Statement};
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use nftables::types::{NfChainType, NfFamily, NfHook};
 
 /// The table's name (family `ip`).
 pub(crate) const TABLE: &str = "kubelan";
@@ -52,162 +50,67 @@ pub(crate) struct GatewayRules {
     pub snat: bool,
 }
 
-fn s(v: &str) -> Cow<'static, str> {
-    Cow::Owned(v.to_string())
-}
-
-fn addr_field(field: &str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
-        PayloadField {
-            protocol: s("ip"),
-            field: s(field),
-        },
-    )))
-}
-
-fn in_set(field: &str, set: &str) -> Statement<'static> {
-    Statement::Match(Match {
-        left: addr_field(field),
-        right: Expression::String(s(&format!("@{set}"))),
-        op: Operator::EQ,
-    })
-}
-
-fn counter(name: &str) -> Statement<'static> {
-    Statement::Counter(stmt::Counter::Named(s(name)))
-}
-
-fn prefix(net: &Ipv4Net) -> Expression<'static> {
-    Expression::Named(NamedExpression::Prefix(Prefix {
-        addr: Box::new(Expression::String(s(&net.network().to_string()))),
-        len: u32::from(net.prefix_len()),
-    }))
-}
-
-fn set(name: &str, nets: Option<&[Ipv4Net]>) -> NfListObject<'static> {
-    let mut flags = HashSet::new();
-    let (elem, size, timeout) = match nets {
-        Some(nets) => {
-            flags.insert(SetFlag::Interval);
-            let elems: Vec<Expression<'static>> = nets.iter().map(prefix).collect();
-            (Some(Cow::Owned(elems)), None, None)
-        }
-        None => {
-            // A set with timeouts can be updated from the packet path (nft 1.0.6's JSON
-            // parser does not know the `dynamic` flag).
-            flags.insert(SetFlag::Timeout);
-            (None, Some(65_536), Some(3_600))
-        }
-    };
-    NfListObject::Set(Box::new(Set {
-        family: NfFamily::IP,
-        table: s(TABLE),
-        name: s(name),
-        handle: None,
-        set_type: SetTypeValue::Single(SetType::Ipv4Addr),
-        policy: None,
-        flags: Some(flags),
-        elem,
-        timeout,
-        gc_interval: None,
-        size,
-        comment: None,
-    }))
-}
-
-fn chain(name: &str, kind: NfChainType, hook: NfHook, prio: i32) -> NfListObject<'static> {
-    NfListObject::Chain(Chain {
-        family: NfFamily::IP,
-        table: s(TABLE),
-        name: s(name),
-        _type: Some(kind),
-        hook: Some(hook),
-        prio: Some(prio),
-        policy: Some(NfChainPolicy::Accept),
-        ..Chain::default()
-    })
-}
-
-fn rule(chain: &str, expr: Vec<Statement<'static>>, comment: &str) -> NfListObject<'static> {
-    NfListObject::Rule(Rule {
-        family: NfFamily::IP,
-        table: s(TABLE),
-        chain: s(chain),
-        expr: Cow::Owned(expr),
-        handle: None,
-        index: None,
-        comment: Some(s(comment)),
-    })
-}
-
-fn named_counter(name: &str) -> NfListObject<'static> {
-    NfListObject::Counter(Counter {
-        family: NfFamily::IP,
-        table: s(TABLE),
-        name: s(name),
-        handle: None,
-        packets: None,
-        bytes: None,
-    })
+fn nets(v: &[Ipv4Net]) -> Vec<IpNet> {
+    v.iter().copied().map(IpNet::V4).collect()
 }
 
 impl GatewayRules {
     /// The table's objects (the table itself is added by `kubelan_sys::nft::create_table`).
     pub(crate) fn objects(&self) -> Vec<NfListObject<'static>> {
+        let t = Table::new(NfFamily::IP, TABLE);
         let mut out: Vec<NfListObject<'static>> = [FLOWS, UP, DOWN, SNAT]
             .iter()
-            .map(|c| named_counter(c))
+            .map(|c| t.counter(c))
             .collect();
-        out.push(set("lan", Some(&self.lan)));
-        out.push(set("cluster", Some(&self.cluster)));
-        out.push(set(CLIENTS, None));
-        out.push(chain("forward", NfChainType::Filter, NfHook::Forward, 0));
-        let lan_to_cluster = || vec![in_set("saddr", "lan"), in_set("daddr", "cluster")];
+        out.push(t.prefix_set("lan", Ip::V4, &nets(&self.lan)));
+        out.push(t.prefix_set("cluster", Ip::V4, &nets(&self.cluster)));
+        out.push(t.timeout_set(CLIENTS, Ip::V4, 65_536, 3_600));
+        out.push(t.chain("forward", NfChainType::Filter, NfHook::Forward, 0));
+        let lan_to_cluster = || {
+            vec![
+                in_set(Ip::V4, Field::Saddr, "lan", true),
+                in_set(Ip::V4, Field::Daddr, "cluster", true),
+            ]
+        };
         let mut new_flow = lan_to_cluster();
         new_flow.push(Statement::Match(Match {
             left: Expression::Named(NamedExpression::CT(CT {
-                key: s("state"),
+                key: "state".into(),
                 family: None,
                 dir: None,
             })),
-            right: Expression::String(s("new")),
+            right: Expression::String("new".into()),
             op: Operator::IN,
         }));
-        new_flow.push(counter(FLOWS));
+        new_flow.push(count(FLOWS));
         new_flow.push(Statement::Set(stmt::Set {
             op: SetOp::Update,
-            elem: addr_field("saddr"),
-            set: s(&format!("@{CLIENTS}")),
+            elem: build::addr(Ip::V4, Field::Saddr),
+            set: format!("@{CLIENTS}").into(),
         }));
-        out.push(rule(
+        out.push(t.rule(
             "forward",
             new_flow,
             "kubelan: new LAN flows into the cluster",
         ));
         let mut up = lan_to_cluster();
-        up.push(counter(UP));
-        out.push(rule("forward", up, "kubelan: LAN to cluster traffic"));
-        out.push(rule(
+        up.push(count(UP));
+        out.push(t.rule("forward", up, "kubelan: LAN to cluster traffic"));
+        out.push(t.rule(
             "forward",
             vec![
-                in_set("saddr", "cluster"),
-                in_set("daddr", "lan"),
-                counter(DOWN),
+                in_set(Ip::V4, Field::Saddr, "cluster", true),
+                in_set(Ip::V4, Field::Daddr, "lan", true),
+                count(DOWN),
             ],
             "kubelan: cluster to LAN traffic",
         ));
         if self.snat {
-            // srcnat = 100.
-            out.push(chain(
-                "postrouting",
-                NfChainType::NAT,
-                NfHook::Postrouting,
-                100,
-            ));
+            out.push(t.chain("postrouting", NfChainType::NAT, NfHook::Postrouting, SRCNAT));
             let mut snat = lan_to_cluster();
-            snat.push(counter(SNAT));
+            snat.push(count(SNAT));
             snat.push(Statement::Masquerade(None));
-            out.push(rule(
+            out.push(t.rule(
                 "postrouting",
                 snat,
                 "kubelan: LAN clients appear as this host to pods, so replies come back here",
