@@ -775,6 +775,8 @@ async fn carrier(hub: &Arc<Hub>, tcp: TcpStream, from: SocketAddr) {
         tracing::debug!(%from, "a carrier opened no control stream");
         return;
     };
+    let mut control = control;
+    control.set_urgent();
     let (rd, mut wr) = tokio::io::split(control);
     let mut reader = FrameReader::new(rd);
     let hello = match tokio::time::timeout(cfg.open_timeout, reader.next()).await {
@@ -821,7 +823,7 @@ async fn carrier(hub: &Arc<Hub>, tcp: TcpStream, from: SocketAddr) {
         }
     };
     let why = tokio::select! {
-        why = keep_alive(&mut reader, &mut wr, hub) => why,
+        why = keep_alive(&mut reader, &mut wr, hub, &mux) => why,
         () = refuse_opens => "the carrier closed".to_string(),
         () = mux.closed() => mux.close_reason().unwrap_or_default(),
     };
@@ -840,7 +842,12 @@ async fn refuse_open(mut stream: MuxStream) {
 
 /// Pings the client, answers its pings and opens the listeners it asks for; returns why
 /// the carrier is dead.
-async fn keep_alive<R, W>(reader: &mut FrameReader<R>, wr: &mut W, hub: &Arc<Hub>) -> String
+async fn keep_alive<R, W>(
+    reader: &mut FrameReader<R>,
+    wr: &mut W,
+    hub: &Arc<Hub>,
+    mux: &MuxHandle,
+) -> String
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -853,8 +860,10 @@ where
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if last_heard.elapsed() > cfg.dead_after {
-                    return format!("the client was silent for {:.1} s", last_heard.elapsed().as_secs_f64());
+                // Data of other streams proves the client alive as well as a pong does.
+                let quiet = last_heard.elapsed().min(mux.quiet_for());
+                if quiet > cfg.dead_after {
+                    return format!("the client was silent for {:.1} s", quiet.as_secs_f64());
                 }
                 nonce += 1;
                 match tokio::time::timeout(cfg.dead_after, write_frame(wr, &Frame::Ping { nonce })).await {

@@ -50,6 +50,8 @@ where
             return;
         }
     };
+    let mut control = control;
+    control.set_urgent();
     let (rd, mut wr) = tokio::io::split(control);
     let mut reader = FrameReader::new(rd);
     let hello = tokio::time::timeout(OPEN_WAIT, reader.next()).await;
@@ -160,7 +162,8 @@ where
                 Ok(None) | Err(_) => break,
             },
             _ = tick.tick() => {
-                if last_heard.elapsed() > CLIENT_SILENCE {
+                // Data of other streams proves the client alive as well as a ping does.
+                if last_heard.elapsed().min(mux.quiet_for()) > CLIENT_SILENCE {
                     tracing::info!(%peer, "client silent for 15 s; closing its carrier");
                     break;
                 }

@@ -952,6 +952,7 @@ async fn establish(
         .open()
         .await
         .map_err(|e| CarrierError::retry(format!("{peer}: {e}")))?;
+    control.set_urgent();
     write_frame(
         &mut control,
         &Frame::Hello {
@@ -1091,10 +1092,12 @@ where
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if last_heard.elapsed() > cfg.dead_after {
+                // Data of other streams proves the carrier alive as well as a pong does.
+                let quiet = last_heard.elapsed().min(live.mux.quiet_for());
+                if quiet > cfg.dead_after {
                     return Err(format!(
                         "no answer to pings for {:.1} s",
-                        last_heard.elapsed().as_secs_f64()
+                        quiet.as_secs_f64()
                     ));
                 }
                 nonce += 1;

@@ -23,6 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
 
@@ -216,9 +217,19 @@ struct Shared {
     closed: CancellationToken,
     reason: Mutex<Option<String>>,
     side: Side,
+    /// When the carrier was set up; [`Shared::last_rx`] counts from here.
+    born: std::time::Instant,
+    /// Milliseconds after `born` when bytes last arrived from the peer.
+    last_rx: AtomicU64,
 }
 
 impl Shared {
+    /// Notes that bytes arrived from the peer.
+    fn heard(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_rx.store(ms, Ordering::Relaxed);
+    }
+
     /// Ends the carrier with `reason` (the first reason wins).
     fn fail(&self, reason: String) {
         lock(&self.reason).get_or_insert(reason);
@@ -277,6 +288,7 @@ impl MuxHandle {
         Ok(MuxStream {
             cell,
             shared: self.shared.clone(),
+            urgent: false,
         })
     }
 
@@ -305,6 +317,14 @@ impl MuxHandle {
     /// for occasional checks, not for every flow.
     pub fn open_streams(&self) -> usize {
         lock(&self.shared.streams).map.len()
+    }
+
+    /// How long nothing arrived from the peer. A carrier busy with other streams' data is
+    /// alive even when its control frames wait behind that data, so keep-alive checks
+    /// count any bytes received, not only answers to pings.
+    pub fn quiet_for(&self) -> std::time::Duration {
+        let last = std::time::Duration::from_millis(self.shared.last_rx.load(Ordering::Relaxed));
+        self.shared.born.elapsed().saturating_sub(last)
     }
 
     /// Why the carrier ended (`None` while it runs).
@@ -347,6 +367,8 @@ where
         closed: CancellationToken::new(),
         reason: Mutex::new(None),
         side,
+        born: std::time::Instant::now(),
+        last_rx: AtomicU64::new(0),
     });
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
     tokio::spawn(drive(shared.clone(), rd, inbound_tx));
@@ -398,7 +420,7 @@ async fn drive<R: AsyncRead + Unpin>(
                     shared.fail("the peer closed the carrier".into());
                     return Poll::Ready(());
                 }
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(_)) => shared.heard(),
                 Poll::Ready(Err(e)) => {
                     shared.fail(format!("reading from the carrier: {e}"));
                     return Poll::Ready(());
@@ -521,6 +543,7 @@ fn dispatch(
                 let _ = inbound.send(MuxStream {
                     cell,
                     shared: shared.clone(),
+                    urgent: false,
                 });
             }
             Ok(())
@@ -574,6 +597,8 @@ async fn teardown(shared: &Shared) {
 pub struct MuxStream {
     cell: Arc<Cell>,
     shared: Arc<Shared>,
+    /// Writes are never held back by a full output buffer (see [`MuxStream::set_urgent`]).
+    urgent: bool,
 }
 
 impl std::fmt::Debug for MuxStream {
@@ -585,6 +610,15 @@ impl std::fmt::Debug for MuxStream {
 }
 
 impl MuxStream {
+    /// Makes this stream's writes skip the wait for a full output buffer to drain: for the
+    /// control stream, whose pings and pongs are small and rare and must not queue behind
+    /// hundreds of bulk streams that refill the buffer as soon as it has room (a carrier
+    /// would otherwise be declared dead while it is only busy). Its frames still leave in
+    /// order, after what is already buffered.
+    pub fn set_urgent(&mut self) {
+        self.urgent = true;
+    }
+
     fn closed_error(&self) -> io::Error {
         let reason = lock(&self.shared.reason).clone().unwrap_or_default();
         io::Error::new(
@@ -702,7 +736,7 @@ impl AsyncWrite for MuxStream {
             drop(st);
             return Poll::Ready(Err(this.closed_error()));
         }
-        if out.buf.len() >= HIGH_WATER {
+        if out.buf.len() >= HIGH_WATER && !this.urgent {
             out.blocked.push(cx.waker().clone());
             return Poll::Pending;
         }
@@ -936,6 +970,52 @@ mod tests {
         let t = in_a.recv().await.unwrap();
         let queued: usize = lock(&t.cell.state).queue.iter().map(Bytes::len).sum();
         assert_eq!(queued, INITIAL_WINDOW as usize);
+    }
+
+    #[tokio::test]
+    async fn the_control_stream_is_not_held_behind_bulk_data() {
+        // Nobody reads the carrier: its output buffer fills up to the high water mark.
+        let (a, _unread) = tokio::io::duplex(64 * 1024);
+        let (client, _in_c) = spawn(a, Side::Client);
+        let mut control = client.open().await.unwrap();
+        control.set_urgent();
+        let chunk = vec![7u8; INITIAL_WINDOW as usize];
+        let mut bulk = Vec::new();
+        for _ in 0..(HIGH_WATER / INITIAL_WINDOW as usize + 2) {
+            let mut s = client.open().await.unwrap();
+            let _ = tokio::time::timeout(Duration::from_millis(50), s.write_all(&chunk)).await;
+            bulk.push(s);
+        }
+        assert!(lock(&client.shared.out).buf.len() >= HIGH_WATER);
+        // Another bulk stream waits for room; the control stream's ping goes in at once.
+        let mut late = client.open().await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(100), late.write_all(b"x")).await;
+        assert!(
+            waited.is_err(),
+            "a bulk write must wait for the buffer to drain"
+        );
+        let ping =
+            tokio::time::timeout(Duration::from_millis(100), control.write_all(b"ping")).await;
+        assert!(ping.is_ok(), "the control stream waited behind bulk data");
+    }
+
+    #[tokio::test]
+    async fn any_bytes_from_the_peer_count_as_signs_of_life() {
+        let ((client, _in_c), (agent, mut in_a)) = pair();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(client.quiet_for() >= Duration::from_millis(250));
+        // Data of some stream (not a pong) arrives: the carrier is not quiet any more.
+        let mut s = client.open().await.unwrap();
+        s.write_all(b"hi").await.unwrap();
+        s.flush().await.unwrap();
+        let mut t = in_a.recv().await.unwrap();
+        let mut buf = [0u8; 2];
+        t.read_exact(&mut buf).await.unwrap();
+        assert!(agent.quiet_for() < Duration::from_millis(100));
+        t.write_all(b"yo").await.unwrap();
+        t.flush().await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+        assert!(client.quiet_for() < Duration::from_millis(100));
     }
 
     #[tokio::test]
