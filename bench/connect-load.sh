@@ -13,7 +13,7 @@
 #           down again right after (target after/fresh ≥ 0.9).
 #   scale   iperf3 -P 8 -t 5 (aggregate of 8 streams) against 1 000 streams: 8 iperf3
 #           servers on 5202..5209 in pb-pod, 8 clients -P 125 -t 10 at once, their -J
-#           sums added; up and down (target 1 000-stream/8-stream ≥ 0.9); 32, 128 and 512
+#           sums added; up and down (target 1 000-stream/8-stream ≥ 0.9); 32, 128, 256 and 512
 #           streams first, to see where a method breaks if it does. The same two
 #           measurements from pb-gw straight to the pod (kernel path, no method) are the
 #           control: what iperf3 and this machine give at 1 000 streams.
@@ -26,7 +26,7 @@
 # default ../shared/bench next to the repository or its worktree folder), PB_EXTRA_METHODS
 # (more method folders, appended to this repository's bench/methods), CL_STEPS, CL_CHUNKS
 # (10), CL_CHUNK_N (10000), CL_BURST_N (20000), CL_HOLD_N (10000), CL_STREAMS_PER (125),
-# CL_LADDER (streams per client measured through the method before CL_STREAMS_PER: "4 16 64").
+# CL_LADDER (streams per client measured through the method before CL_STREAMS_PER: "4 16 32 64").
 # Everything is bounded in count and time; every process this script starts is stopped by
 # PID on exit, and the harness by SIGINT to its PID (it removes its namespaces). Raw files
 # and copies of the method's process logs stay in the /tmp/connect-load.* folder it names.
@@ -56,7 +56,7 @@ CHUNK_N=${CL_CHUNK_N:-10000}
 BURST_N=${CL_BURST_N:-20000}
 HOLD_N=${CL_HOLD_N:-10000}
 PER=${CL_STREAMS_PER:-125}
-LADDER=${CL_LADDER:-4 16 64}
+LADDER=${CL_LADDER:-4 16 32 64}
 HOLD_PORT=9100
 PBCLIENT=$PB_DIR/.tools/bin/pbclient
 TMP=$(mktemp -d /tmp/connect-load.XXXXXX)
