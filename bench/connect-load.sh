@@ -65,6 +65,9 @@ PIDS=()
 ROWS=()
 T0=$(date +%s)
 
+# Background processes start as `ip netns exec NS timeout SECS CMD &`, never through a shell
+# function: `ip` becomes `timeout`, so $! is a PID that stop() can end (timeout passes the
+# signal on to CMD), and every one of them ends by itself.
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 alive() { kill -0 "$1" 2>/dev/null; }
@@ -243,7 +246,7 @@ many() {
   local ns=$1 tag=$2 per=$3 p pids=() b s; shift 3
   MANY_BPS=0 MANY_N=0 MANY_FAILED=0
   for p in $(seq 5202 5209); do
-    nsx "$ns" timeout 60 iperf3 -c $POD_IP -p "$p" -P "$per" -t 10 -J "$@" >"$TMP/many-$tag-$p.json" 2>&1 </dev/null &
+    ip netns exec "$ns" timeout 60 iperf3 -c $POD_IP -p "$p" -P "$per" -t 10 -J "$@" >"$TMP/many-$tag-$p.json" 2>&1 </dev/null &
     pids+=($!) PIDS+=($!)
   done
   sleep 6
@@ -265,7 +268,7 @@ many() {
 do_scale() {
   local p srv=() p8 ns dir label tag rflag r n per pers
   for p in $(seq 5202 5209); do
-    nsx $POD iperf3 -s -B $POD_IP -p "$p" >"$TMP/iperf-s-$p.log" 2>&1 </dev/null &
+    ip netns exec $POD timeout 1800 iperf3 -s -B $POD_IP -p "$p" >"$TMP/iperf-s-$p.log" 2>&1 </dev/null &
     srv+=($!) PIDS+=($!)
   done
   for _ in $(seq 50); do
@@ -362,11 +365,11 @@ EOF
   sleep 2
   pre=$(rss "$CONNECT")
   log "memory: holder on $POD_IP:$HOLD_PORT, $HOLD_N connections from pb-lap (≤ 200 connecting at once, ≤ 120 s), held 12 s"
-  nsx $POD timeout 300 python3 "$TMP/holder.py" $POD_IP $HOLD_PORT 280 >"$TMP/holder.log" 2>&1 </dev/null &
+  ip netns exec $POD timeout 300 python3 "$TMP/holder.py" $POD_IP $HOLD_PORT 280 >"$TMP/holder.log" 2>&1 </dev/null &
   holder=$!
   PIDS+=("$holder")
   for _ in $(seq 50); do nsx $POD ss -Hltn "sport = :$HOLD_PORT" | grep -q . && break; sleep 0.2; done
-  nsx $LAP timeout 200 python3 "$TMP/opener.py" $POD_IP $HOLD_PORT "$HOLD_N" 200 120 12 >"$TMP/opener.log" 2>&1 </dev/null &
+  ip netns exec $LAP timeout 200 python3 "$TMP/opener.py" $POD_IP $HOLD_PORT "$HOLD_N" 200 120 12 >"$TMP/opener.log" 2>&1 </dev/null &
   opener=$!
   PIDS+=("$opener")
   for _ in $(seq 1400); do
