@@ -25,6 +25,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -261,12 +262,52 @@ where
 /// # Errors
 ///
 /// The I/O error that cut the flow, after both sides were reset.
-pub async fn relay_tcp<S>(tcp: TcpStream, mut conn: FlowConn<S>) -> io::Result<(u64, u64)>
+pub async fn relay_tcp<S>(tcp: TcpStream, conn: FlowConn<S>) -> io::Result<(u64, u64)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    relay_tcp_metered(tcp, conn, None).await
+}
+
+/// Live byte counters of a relayed flow: added to as bytes move, so they also count the
+/// bytes of flows that end in a reset (which [`relay_tcp`]'s totals cannot) and of flows
+/// still running.
+#[derive(Debug, Clone, Copy)]
+pub struct Meter<'a> {
+    /// Bytes from the socket into the flow.
+    pub up: &'a AtomicU64,
+    /// Bytes from the flow to the socket.
+    pub down: &'a AtomicU64,
+}
+
+/// [`relay_tcp`], counting into `meter` as the bytes move.
+///
+/// # Errors
+///
+/// As [`relay_tcp`].
+pub async fn relay_tcp_metered<S>(
+    tcp: TcpStream,
+    mut conn: FlowConn<S>,
+    meter: Option<Meter<'_>>,
+) -> io::Result<(u64, u64)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut tcp = ResetUnlessDone::new(tcp);
-    match copy_bidirectional(tcp.get_mut(), &mut conn).await {
+    let moved = match meter {
+        Some(meter) => {
+            copy_bidirectional(
+                tcp.get_mut(),
+                &mut Metered {
+                    inner: &mut conn,
+                    meter,
+                },
+            )
+            .await
+        }
+        None => copy_bidirectional(tcp.get_mut(), &mut conn).await,
+    };
+    match moved {
         Ok(moved) => {
             tcp.done();
             Ok(moved)
@@ -279,6 +320,48 @@ where
                 .await;
             Err(e)
         }
+    }
+}
+
+/// A flow's end that counts what is written to it (up) and read from it (down).
+struct Metered<'a, 'm, S> {
+    inner: &'a mut S,
+    meter: Meter<'m>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, '_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        self.meter.down.fetch_add(n as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, '_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut *self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.meter.up.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 
@@ -639,18 +722,26 @@ mod tests {
             t.read_exact(&mut [0u8; 1]).await.unwrap();
             let mut far = Some(FlowConn::new(s, BytesMut::new()));
             let conn = far.as_mut().unwrap();
-            let relay =
-                tokio::spawn(
-                    async move { relay_tcp(tcp, FlowConn::new(t, BytesMut::new())).await },
-                );
+            let up: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+            let down: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+            let relay = tokio::spawn(async move {
+                let meter = Meter { up, down };
+                relay_tcp_metered(tcp, FlowConn::new(t, BytesMut::new()), Some(meter)).await
+            });
             dest.write_all(b"hello").await.unwrap();
             let mut got = [0u8; 5];
             conn.read_exact(&mut got).await.unwrap();
             assert_eq!(&got, b"hello");
             conn.write_all(b"upload").await.unwrap();
             conn.flush().await.unwrap();
-            let mut up = [0u8; 6];
-            dest.read_exact(&mut up).await.unwrap();
+            let mut uploaded = [0u8; 6];
+            dest.read_exact(&mut uploaded).await.unwrap();
+            // Counted as they moved, whatever the end: 5 bytes up, 6 down.
+            assert_eq!(
+                (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed)),
+                (5, 6),
+                "{cut:?}"
+            );
             match cut {
                 Cut::CarrierLost => far_mux.close(),
                 Cut::FarReset => far = None,

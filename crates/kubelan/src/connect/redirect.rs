@@ -285,12 +285,13 @@ impl Redirector {
         };
         // Only the agent's `Fin` ends a flow cleanly; a cut resets the application's
         // connection (and the flow at the agent), never a clean end of stream.
-        match kubelan_session::relay::relay_tcp(tcp, conn).await {
-            Ok((up, down)) => {
-                stats.bytes_up.fetch_add(up, Ordering::Relaxed);
-                stats.bytes_down.fetch_add(down, Ordering::Relaxed);
-            }
-            Err(e) => tracing::debug!(%peer, %dst, "TCP flow cut: {e}"),
+        // Counted as they move: a flow that ends in a reset (iperf3's do) still counts.
+        let meter = kubelan_session::relay::Meter {
+            up: &stats.bytes_up,
+            down: &stats.bytes_down,
+        };
+        if let Err(e) = kubelan_session::relay::relay_tcp_metered(tcp, conn, Some(meter)).await {
+            tracing::debug!(%peer, %dst, "TCP flow cut: {e}");
         }
     }
 }
