@@ -23,7 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
 
@@ -84,11 +84,8 @@ struct Out {
     /// The driver owns `io` until `buf` is drained; nobody else writes meanwhile.
     driver_owns: bool,
     driver: Option<Waker>,
-    /// Writers waiting for `buf` to drop below [`HIGH_WATER`], oldest first. They get
-    /// room in turns (see [`Out::next_turn`]), not all at once: with hundreds of bulk
-    /// streams, waking every one of them each time the buffer drained made each wake-up
-    /// find the buffer full again, and throughput fell to a fifth.
-    blocked: VecDeque<(Arc<Cell>, Waker)>,
+    /// Writers waiting for `buf` to drop below [`HIGH_WATER`].
+    blocked: Vec<Waker>,
 }
 
 impl Out {
@@ -101,17 +98,6 @@ impl Out {
             payload.len() as u32,
         );
         self.buf.extend_from_slice(payload);
-    }
-
-    /// Hands the turn to write to the oldest writer still waiting for room; its waker, to
-    /// wake once the lock is released.
-    fn next_turn(&mut self) -> Option<Waker> {
-        while let Some((cell, waker)) = self.blocked.pop_front() {
-            if cell.wants_room.load(Ordering::Acquire) && !cell.turn.swap(true, Ordering::AcqRel) {
-                return Some(waker);
-            }
-        }
-        None
     }
 
     fn window(&mut self, stream: u32, increment: u32) {
@@ -217,26 +203,7 @@ impl StreamState {
 struct Cell {
     id: u32,
     state: Mutex<StreamState>,
-    /// The stream's writer waits in [`Out::blocked`] for room in the output buffer.
-    wants_room: AtomicBool,
-    /// It was handed the turn to write; it passes the turn on if it does not write.
-    turn: AtomicBool,
 }
-
-impl Cell {
-    fn new(id: u32, known: bool) -> Cell {
-        Cell {
-            id,
-            state: Mutex::new(StreamState::new(known)),
-            wants_room: AtomicBool::new(false),
-            turn: AtomicBool::new(false),
-        }
-    }
-}
-
-/// Writers woken when the output buffer has drained; each one that writes and leaves room
-/// wakes the next, so the turn goes round the waiting writers in order.
-const TURNS: usize = 2;
 
 struct Streams {
     map: HashMap<u32, Arc<Cell>>,
@@ -313,7 +280,10 @@ impl MuxHandle {
         }
         let id = s.next_id;
         s.next_id += 2;
-        let cell = Arc::new(Cell::new(id, false));
+        let cell = Arc::new(Cell {
+            id,
+            state: Mutex::new(StreamState::new(false)),
+        });
         s.map.insert(id, cell.clone());
         Ok(MuxStream {
             cell,
@@ -387,7 +357,7 @@ where
             // The driver sends the preface (with whatever follows it).
             driver_owns: side == Side::Client,
             driver: None,
-            blocked: VecDeque::new(),
+            blocked: Vec::new(),
         }),
         streams: Mutex::new(Streams {
             map: HashMap::new(),
@@ -425,7 +395,7 @@ async fn drive<R: AsyncRead + Unpin>(
                     match out.poll_drain(cx) {
                         Poll::Ready(Ok(())) => {
                             out.driver_owns = false;
-                            (0..TURNS).map_while(|_| out.next_turn()).collect()
+                            std::mem::take(&mut out.blocked)
                         }
                         Poll::Ready(Err(e)) => {
                             drop(out);
@@ -531,7 +501,10 @@ fn dispatch(
                             refuse(shared, stream);
                             return Ok(());
                         }
-                        let cell = Arc::new(Cell::new(stream, true));
+                        let cell = Arc::new(Cell {
+                            id: stream,
+                            state: Mutex::new(StreamState::new(true)),
+                        });
                         s.map.insert(stream, cell.clone());
                         (cell, true)
                     }
@@ -601,7 +574,7 @@ async fn teardown(shared: &Shared) {
     let mut io = {
         let mut out = lock(&shared.out);
         out.driver_owns = true;
-        for (_, w) in out.blocked.drain(..) {
+        for w in out.blocked.drain(..) {
             w.wake();
         }
         out.io.take().map(|io| (io, std::mem::take(&mut out.buf)))
@@ -644,81 +617,6 @@ impl MuxStream {
     /// order, after what is already buffered.
     pub fn set_urgent(&mut self) {
         self.urgent = true;
-    }
-
-    /// `poll_write` without the turn bookkeeping.
-    fn write_frame(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self;
-        // Set again below only if this write waits for room.
-        this.cell.wants_room.store(false, Ordering::Release);
-        let mut st = lock(&this.cell.state);
-        if st.carrier_closed {
-            drop(st);
-            return Poll::Ready(Err(this.closed_error()));
-        }
-        if st.reset_recv {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                "the other end abandoned this stream",
-            )));
-        }
-        if st.fin_sent {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "write after shutdown",
-            )));
-        }
-        if data.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        if st.send_credit == 0 {
-            st.write_waker = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        let n = data.len().min(st.send_credit as usize).min(MAX_PAYLOAD);
-        let mut out = lock(&this.shared.out);
-        if out.io.is_none() {
-            drop(out);
-            drop(st);
-            return Poll::Ready(Err(this.closed_error()));
-        }
-        if out.buf.len() >= HIGH_WATER && !this.urgent {
-            this.cell.wants_room.store(true, Ordering::Release);
-            out.blocked
-                .push_back((this.cell.clone(), cx.waker().clone()));
-            return Poll::Pending;
-        }
-        let flags = if st.known { 0 } else { SYN };
-        st.known = true;
-        st.send_credit -= n as u32;
-        drop(st);
-        out.data(flags, this.cell.id, &data[..n]);
-        if out.buf.len() >= WRITE_THROUGH
-            && let Some(e) = out.push(cx)
-        {
-            drop(out);
-            this.shared.fail(format!("writing to the carrier: {e}"));
-            return Poll::Ready(Ok(n));
-        }
-        // Room left: the next waiting writer may use it now.
-        let next = if out.buf.len() < HIGH_WATER {
-            out.next_turn()
-        } else {
-            None
-        };
-        drop(out);
-        if let Some(w) = next {
-            w.wake();
-        }
-        Poll::Ready(Ok(n))
-    }
-
-    /// Hands an unused turn to the next writer waiting for room.
-    fn pass_turn(&self) {
-        let next = lock(&self.shared.out).next_turn();
-        if let Some(w) = next {
-            w.wake();
-        }
     }
 
     fn closed_error(&self) -> io::Error {
@@ -807,17 +705,53 @@ impl AsyncWrite for MuxStream {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // A turn this call does not use goes to the next waiting writer.
-        let turn = this.cell.turn.swap(false, Ordering::AcqRel);
-        let r = this.write_frame(cx, data);
-        // Not if it waits for room again: the buffer is full, and its drain hands out turns.
-        if turn
-            && !matches!(r, Poll::Ready(Ok(n)) if n > 0)
-            && !this.cell.wants_room.load(Ordering::Acquire)
-        {
-            this.pass_turn();
+        let mut st = lock(&this.cell.state);
+        if st.carrier_closed {
+            drop(st);
+            return Poll::Ready(Err(this.closed_error()));
         }
-        r
+        if st.reset_recv {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the other end abandoned this stream",
+            )));
+        }
+        if st.fin_sent {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after shutdown",
+            )));
+        }
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if st.send_credit == 0 {
+            st.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = data.len().min(st.send_credit as usize).min(MAX_PAYLOAD);
+        let mut out = lock(&this.shared.out);
+        if out.io.is_none() {
+            drop(out);
+            drop(st);
+            return Poll::Ready(Err(this.closed_error()));
+        }
+        if out.buf.len() >= HIGH_WATER && !this.urgent {
+            out.blocked.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let flags = if st.known { 0 } else { SYN };
+        st.known = true;
+        st.send_credit -= n as u32;
+        drop(st);
+        out.data(flags, this.cell.id, &data[..n]);
+        if out.buf.len() >= WRITE_THROUGH
+            && let Some(e) = out.push(cx)
+        {
+            drop(out);
+            this.shared.fail(format!("writing to the carrier: {e}"));
+        }
+        Poll::Ready(Ok(n))
     }
 
     /// Hands what was written to the driver, which sends it with whatever other streams
@@ -855,10 +789,6 @@ impl AsyncWrite for MuxStream {
 
 impl Drop for MuxStream {
     fn drop(&mut self) {
-        self.cell.wants_room.store(false, Ordering::Release);
-        if self.cell.turn.swap(false, Ordering::AcqRel) {
-            self.pass_turn();
-        }
         let reset = {
             let st = lock(&self.cell.state);
             let finished = st.fin_sent && st.fin_recv;
