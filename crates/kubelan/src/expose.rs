@@ -355,8 +355,12 @@ impl SessionArgs {
     }
 }
 
-/// API failures name the context, server and user like every other mode's.
-fn explain(e: ExposeError, cc: &kubelan_cluster::ClusterClient, hint: &str) -> anyhow::Error {
+/// API failures name the context, server and user like every other mode's (also `run`'s).
+pub(crate) fn explain(
+    e: ExposeError,
+    cc: &kubelan_cluster::ClusterClient,
+    hint: &str,
+) -> anyhow::Error {
     match e {
         ExposeError::Api { action, source } => {
             ClusterError::from_api(action, source, &cc.target(), hint).into()

@@ -6,10 +6,9 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{ArgAction, Args};
-use kubelan_cluster::ClusterError;
 use kubelan_cluster::session_objects::Mode;
 use kubelan_expose::run::RunEvent;
-use kubelan_expose::{ExposeError, ExposeEvent, RunError, RunOptions};
+use kubelan_expose::{ExposeEvent, RunError, RunOptions};
 use tokio::sync::mpsc;
 
 /// Where a permission or API error sends the user.
@@ -153,10 +152,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// API failures name the context, server and user like every other mode's.
 fn explain(e: RunError, cc: &kubelan_cluster::ClusterClient) -> anyhow::Error {
     match e {
-        RunError::Session(ExposeError::Api { action, source }) => {
-            ClusterError::from_api(action, source, &cc.target(), RBAC_HINT).into()
-        }
-        RunError::Session(ExposeError::Cluster(e)) => cc.explain(e, RBAC_HINT).into(),
+        RunError::Session(e) => crate::expose::explain(e, cc, RBAC_HINT),
         e => e.into(),
     }
 }

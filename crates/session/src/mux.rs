@@ -925,7 +925,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn hundreds_of_writers_waiting_for_room_all_finish_in_turns() {
+    async fn hundreds_of_writers_waiting_for_room_all_finish() {
         let ((client, _in_c), (_agent, mut in_a)) = pair();
         // A sink on the agent side that reads every stream to its end.
         let sink = tokio::spawn(async move {

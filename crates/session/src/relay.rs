@@ -338,7 +338,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, '_, S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut *self.inner).poll_read(cx, buf);
         let n = buf.filled().len().saturating_sub(before);
-        self.meter.down.fetch_add(n as u64, Ordering::Relaxed);
+        if n > 0 {
+            self.meter.down.fetch_add(n as u64, Ordering::Relaxed);
+        }
         r
     }
 }

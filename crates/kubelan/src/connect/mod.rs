@@ -538,9 +538,10 @@ async fn serve(
         );
     }
     let flows = Arc::new(handler::FlowStats::default());
+    let dns_addr = dns_ip.map(|ip| SocketAddr::new(ip, 53));
     let handler = Arc::new(handler::TunHandler {
         session: session.clone(),
-        dns_addr: dns_ip.map(|ip| SocketAddr::new(ip, 53)),
+        dns_addr,
         dns: relay.clone(),
         stats: flows.clone(),
     });
@@ -548,10 +549,10 @@ async fn serve(
         redirect::Policy {
             cluster: routed.clone(),
             skip: plan.pinned.iter().map(|ip| IpNet::from(*ip)).collect(),
-            lan: lan_allowed.clone(),
+            lan: lan_allowed,
         },
         session.clone(),
-        dns_ip.map(|ip| SocketAddr::new(ip, 53)),
+        dns_addr,
         relay,
         flows.clone(),
     ));
