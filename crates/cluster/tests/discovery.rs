@@ -2,8 +2,6 @@
 //! left by the ones skipped (missing API, missing permission with its fix), flags, and the
 //! errors that stop discovery. No root, no network beyond loopback.
 
-mod support;
-
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -16,10 +14,10 @@ use kubelan_apisim::resources::find;
 use kubelan_apisim::store::Sub;
 use kubelan_apisim::testing::{TestCluster, TestClusterOptions};
 use kubelan_cluster::discovery::{DiscoveryOverrides, Fact, Source, discover, from_flags, why};
-use kubelan_cluster::rbac::{RbacMode, user_rbac_in};
+use kubelan_cluster::rbac::{PLACEHOLDER_USER, RbacMode, user_rbac_in};
 use kubelan_cluster::{ClusterClient, ClusterError};
+use kubelan_testkit::apply_rbac;
 use serde_json::json;
-use support::apply_rbac;
 
 fn n(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -289,6 +287,7 @@ async fn missing_permissions_are_notes_naming_the_verb_and_later_sources_guess()
     apply_rbac(
         &sim.kube(),
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: svc-lister\nrules:\n  - apiGroups: [\"\"]\n    resources: [\"services\"]\n    verbs: [\"list\"]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: svc-lister\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: svc-lister\nsubjects:\n  - apiGroup: rbac.authorization.k8s.io\n    kind: User\n    name: jane@example.com\n",
+        PLACEHOLDER_USER,
         "dev",
     )
     .await;
@@ -552,6 +551,7 @@ async fn the_printed_discovery_role_is_enough() {
     apply_rbac(
         &sim.kube(),
         &user_rbac_in(RbacMode::Discovery, "kubelan-system"),
+        PLACEHOLDER_USER,
         "carol",
     )
     .await;

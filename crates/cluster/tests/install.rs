@@ -3,8 +3,6 @@
 //! marks scheduled pods running and ready (or crash-looping, on demand); no root, no
 //! namespaces.
 
-mod support;
-
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,10 +16,10 @@ use kubelan_apisim::testing::{PodIps, TestCluster, TestClusterOptions};
 use kubelan_apisim::{UserInfo, meta};
 use kubelan_cluster::install::{InstallEvent, Outcome};
 use kubelan_cluster::preflight::{self, Access};
-use kubelan_cluster::rbac::{RbacMode, user_rbac_in};
+use kubelan_cluster::rbac::{PLACEHOLDER_USER, RbacMode, user_rbac_in};
 use kubelan_cluster::{ClusterError, InstallOptions, ServiceType};
+use kubelan_testkit::apply_rbac;
 use serde_json::json;
-use support::apply_rbac;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SELECTOR: &str = "app.kubernetes.io/managed-by=kubelan";
@@ -623,6 +621,7 @@ async fn printed_rbac_grants_what_the_preflights_check() {
     apply_rbac(
         admin,
         &user_rbac_in(RbacMode::Install, "kubelan-system"),
+        PLACEHOLDER_USER,
         "installer",
     )
     .await;
@@ -636,6 +635,7 @@ async fn printed_rbac_grants_what_the_preflights_check() {
     apply_rbac(
         admin,
         &user_rbac_in(RbacMode::Proxy, "kubelan-system"),
+        PLACEHOLDER_USER,
         "alice",
     )
     .await;
@@ -671,6 +671,7 @@ async fn printed_rbac_grants_what_the_preflights_check() {
             .take(2)
             .collect::<Vec<_>>()
             .join("---\n"),
+        PLACEHOLDER_USER,
         "bob",
     )
     .await;
@@ -686,12 +687,14 @@ async fn printed_rbac_grants_what_the_preflights_check() {
     apply_rbac(
         admin,
         &user_rbac_in(RbacMode::Discovery, "kubelan-system"),
+        PLACEHOLDER_USER,
         "carol",
     )
     .await;
     apply_rbac(
         admin,
         &user_rbac_in(RbacMode::Forward, "kubelan-system"),
+        PLACEHOLDER_USER,
         "carol",
     )
     .await;
@@ -743,7 +746,13 @@ async fn printed_session_rbac_grants_what_the_session_preflights_check() {
         (RbacMode::Replace, "rita"),
         (RbacMode::Run, "ruth"),
     ] {
-        apply_rbac(&sim.admin, &user_rbac_in(mode, "kubelan-system"), user).await;
+        apply_rbac(
+            &sim.admin,
+            &user_rbac_in(mode, "kubelan-system"),
+            PLACEHOLDER_USER,
+            user,
+        )
+        .await;
     }
     let erin = sim.user("erin").await;
     let rita = sim.user("rita").await;

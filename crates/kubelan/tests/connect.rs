@@ -3,14 +3,12 @@
 //! (agent pod deleted, kill -9), conflicts with a LAN route, a reduced-MTU path, and
 //! `status` / `quit` / `reset`. Needs root; CI runs them with `KUBELAN_E2E_REQUIRED=1`.
 
-mod support;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
-use support::{
+use kubelan_testkit::{
     Background, Cluster, Lab, crash_watcher_of, curl, host_snapshot, kill_9_and_time,
     lab_available, on_host, root_snapshot, wait_for,
 };

@@ -10,8 +10,6 @@
 //! compares what it reads with the file as it goes. Needs root; CI runs it with
 //! `KUBELAN_E2E_REQUIRED=1`.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -21,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use support::{Background, Cluster, Lab, lab_available, on_host, root_snapshot, wait_for};
+use kubelan_testkit::{Background, Cluster, Lab, lab_available, on_host, root_snapshot, wait_for};
 
 /// Length of the stream the pod serves.
 const STREAM_LEN: usize = 100_000_000;

@@ -11,44 +11,17 @@
 //!
 //! Needs root; CI runs them with `KUBELAN_E2E_REQUIRED=1`.
 
-mod support;
-
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{
-    Background, Cluster, Lab, host_snapshot, http_code, kubelan, lab_available, root_snapshot,
+use kubelan_testkit::{
+    Background, Cluster, Lab, TempDir, host_snapshot, http_code, kubelan, lab_available,
+    root_snapshot, text,
 };
 
 const NODE1: &str = "10.4.7.11";
 const PC2: &str = "172.16.1.12";
 const LAN: &str = "172.16.0.0/18";
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A directory on the machine (lab hosts share the machine's /tmp), removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(support::unique_name(tag));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The lab-view kubeconfig with one thing broken.
 fn broken_kubeconfig(good: &str, what: &str) -> String {
@@ -219,13 +192,13 @@ fn bad_kubeconfigs_get_one_line_that_names_the_fix() {
     ];
     let mut files = Vec::new();
     for what in breakages {
-        let path = dir.0.join(format!("{}.yaml", what.replace(' ', "-")));
+        let path = dir.join(format!("{}.yaml", what.replace(' ', "-")));
         std::fs::write(&path, broken_kubeconfig(&good, what)).unwrap();
         files.push((what, path.to_string_lossy().into_owned()));
     }
     // A just-created link's IPv6 link-local address gets its local route when duplicate
     // address detection ends: wait for that, so the snapshot only sees our commands.
-    support::wait_for("IPv6 duplicate address detection on the laptop", 10, || {
+    kubelan_testkit::wait_for("IPv6 duplicate address detection on the laptop", 10, || {
         lab.exec_ok("laptop", &["ip", "-6", "addr", "show", "tentative"])
             .trim()
             .is_empty()
@@ -442,7 +415,7 @@ fn lab_exec(lab: &Lab, argv: &[&str]) -> std::process::Child {
 /// The PID of a child of `pid` that runs `program` (any thread of `pid` may have forked it,
 /// so every process's parent is looked at).
 fn child_running(pid: u32, program: &str) -> u32 {
-    support::wait_for(&format!("{program} to start under lab exec"), 10, || {
+    kubelan_testkit::wait_for(&format!("{program} to start under lab exec"), 10, || {
         std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
             let child: u32 = e.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
@@ -472,7 +445,8 @@ fn lab_exec_passes_signals_and_exits_with_the_commands_status() {
         let mut exec = lab_exec(&lab, &["sleep", "100"]);
         let sleep = child_running(exec.id(), "sleep");
         signal(exec.id(), sig);
-        let status = support::wait_for("lab exec to exit", 10, || exec.try_wait().ok().flatten());
+        let status =
+            kubelan_testkit::wait_for("lab exec to exit", 10, || exec.try_wait().ok().flatten());
         assert_eq!(
             status.code(),
             Some(code),
@@ -492,7 +466,8 @@ fn lab_exec_passes_signals_and_exits_with_the_commands_status() {
     // Give sh a moment to install its trap.
     std::thread::sleep(Duration::from_millis(300));
     signal(exec.id(), "TERM");
-    let status = support::wait_for("lab exec to exit", 10, || exec.try_wait().ok().flatten());
+    let status =
+        kubelan_testkit::wait_for("lab exec to exit", 10, || exec.try_wait().ok().flatten());
     assert_eq!(status.code(), Some(7), "{status}");
     lab.down();
 }

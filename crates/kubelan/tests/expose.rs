@@ -12,13 +12,11 @@
 //! running; a LAN PC's server is exposed from the office. Needs root; CI runs it with
 //! `KUBELAN_E2E_REQUIRED=1`.
 
-mod support;
-
 use std::time::Instant;
 
-use support::{
-    Background, Lab, client_pod, kubectl_ok, lab_available, refused, root_snapshot,
-    session_objects, shared_tmp_dir, text, wait_for,
+use kubelan_testkit::{
+    Background, Lab, TempDir, client_pod, kubectl_ok, lab_available, refused, root_snapshot,
+    session_objects, text, wait_for,
 };
 
 /// The laptop's servers: HTTP on 127.0.0.1:8080 (`/` says who answers, `/big` is 10 MiB,
@@ -141,7 +139,7 @@ fn expose_serves_pods_from_behind_a_nat() {
     let before = root_snapshot();
     let lab = Lab::up("expose", &[]);
     lab.exec_ok("laptop", &["kubelan", "install"]);
-    let dir = shared_tmp_dir("expose");
+    let dir = TempDir::new("expose");
     let ns_file = format!("{dir}/ns.yaml");
     std::fs::write(
         &ns_file,
@@ -399,7 +397,7 @@ fn expose_serves_pods_from_behind_a_nat() {
     assert_eq!(session_objects(&lab, "default"), Vec::<String>::new());
 
     lab.down();
-    std::fs::remove_dir_all(&dir).ok();
+    drop(dir);
     assert_eq!(before, root_snapshot(), "root namespace changed");
 }
 
@@ -410,7 +408,7 @@ fn rbac(lab: &Lab, pod: &str) {
     let mine = printed
         .replace("jane@example.com", "developer")
         .replace("namespace: default", &format!("namespace: {NS}"));
-    let dir = shared_tmp_dir("expose");
+    let dir = TempDir::new("expose");
     let file = format!("{dir}/rbac.yaml");
     std::fs::write(&file, &mine).unwrap();
     kubectl_ok(lab, &["apply", "-f", &file]);
@@ -462,14 +460,14 @@ fn rbac(lab: &Lab, pod: &str) {
     wait_for("no session objects in team", 30, || {
         session_objects(lab, NS).is_empty().then_some(())
     });
-    std::fs::remove_dir_all(&dir).ok();
+    drop(dir);
 }
 
 /// The office: on a tunnel gateway (pc2), `kubelan expose 172.16.1.11:8080` gives pods
 /// pc1's server.
 fn office(lab: &Lab) {
     lab.route_office_to("172.16.1.12");
-    let dir = shared_tmp_dir("expose");
+    let dir = TempDir::new("expose");
     let script = format!("{dir}/server.py");
     std::fs::write(&script, SERVER).unwrap();
     let _pc1 = Background::start(
@@ -497,5 +495,5 @@ fn office(lab: &Lab) {
     assert_eq!(body.trim(), "hello from pc1");
     drop(ex);
     drop(gw);
-    std::fs::remove_dir_all(&dir).ok();
+    drop(dir);
 }

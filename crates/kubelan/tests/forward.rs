@@ -4,14 +4,12 @@
 //! hosts file (and `kubelan reset` after `kill -9`), `--no-hosts` without root, and bad
 //! input. Needs root; CI runs them with `KUBELAN_E2E_REQUIRED=1`.
 
-mod support;
-
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use support::{Background, Cluster, Lab, curl, lab_available, wait_for};
+use kubelan_testkit::{Background, Cluster, Lab, curl, lab_available, wait_for};
 
 fn laptop(lab: &Lab, script: &str) -> String {
     lab.exec_ok("laptop", &["sh", "-c", script])

@@ -10,13 +10,9 @@
 //! and which address pods see for the PC, checked against real clients. Needs root; CI
 //! runs them with `KUBELAN_E2E_REQUIRED=1`.
 
-mod support;
-
-use std::process::Output;
-
-use support::{
-    Background, Cluster, Lab, crash_watcher_of, host_snapshot, http_code, kill_9_and_time,
-    lab_available, pods_of, root_snapshot,
+use kubelan_testkit::{
+    Background, Cluster, Lab, TempDir, crash_watcher_of, host_snapshot, http_code, kill_9_and_time,
+    lab_available, pods_of, root_snapshot, text,
 };
 
 const NODE1: &str = "10.4.7.11";
@@ -25,14 +21,6 @@ const PC1: &str = "172.16.1.11";
 const OFFICE_ROUTER: &str = "10.4.7.1";
 const PC2: &str = "172.16.1.12";
 const LAN: &str = "172.16.0.0/18";
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// What a gateway may change on a host and must put back.
 fn host_state(lab: &Lab, host: &str) -> String {
@@ -111,7 +99,7 @@ fn gateway_serves_the_office_lan() {
         return;
     }
     let root_before = root_snapshot();
-    let dir = tempfile_dir();
+    let dir = TempDir::new("gw");
     let config = dir.join("lab.toml");
     std::fs::write(&config, "[faults]\nseed001 = true\n").unwrap();
     let lab = Lab::up("gw", &["--config", config.to_str().unwrap()]);
@@ -195,7 +183,7 @@ fn gateway_serves_the_office_lan() {
         "doctor did not name the cause:\n{report}"
     );
     drop(gw);
-    support::wait_for("the no-snat gateway to clean up", 15, || {
+    kubelan_testkit::wait_for("the no-snat gateway to clean up", 15, || {
         (host_state(&lab, "node1") == node1_before).then_some(())
     });
 
@@ -352,7 +340,7 @@ fn doctor_checks_callbacks_from_pods_to_the_lan() {
         return;
     }
     let root_before = root_snapshot();
-    let dir = tempfile_dir();
+    let dir = TempDir::new("gw");
     for route_back in [true, false] {
         let config = dir.join(format!("lab-route-back-{route_back}.toml"));
         std::fs::write(
@@ -382,7 +370,7 @@ fn doctor_checks_callbacks_from_pods_to_the_lan() {
             300,
             &format!("kubelan lab serve http --listen {PC1}:8080"),
         );
-        support::wait_for("pc1's server", 10, || {
+        kubelan_testkit::wait_for("pc1's server", 10, || {
             (http_code(&lab, "pc1", &format!("http://{PC1}:8080/")) == "200").then_some(())
         });
         let on_node1 = format!("pod/{}", web_pod_on(&cluster, "node1"));
@@ -497,7 +485,7 @@ fn doctor_checks_callbacks_from_pods_to_the_lan() {
 
         if route_back {
             // Without SNAT pods see the PC's own address, and doctor says so.
-            support::wait_for("the gateway to clean up", 15, || {
+            kubelan_testkit::wait_for("the gateway to clean up", 15, || {
                 (!lab
                     .exec_ok("node1", &["nft", "list", "tables"])
                     .contains("kubelan"))
@@ -524,7 +512,7 @@ fn doctor_checks_callbacks_from_pods_to_the_lan() {
             drop(gw);
         }
         // The probe pods are gone.
-        support::wait_for("the probe pods to go", 15, || {
+        kubelan_testkit::wait_for("the probe pods to go", 15, || {
             cluster
                 .names::<k8s_openapi::api::core::v1::Pod>("app.kubernetes.io/name=kubelan-doctor")
                 .is_empty()
@@ -535,10 +523,4 @@ fn doctor_checks_callbacks_from_pods_to_the_lan() {
         lab.down();
     }
     assert_eq!(root_snapshot(), root_before, "root namespace changed");
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("kubelan-gw-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -2,8 +2,6 @@
 //! processes, real kernel networking, and real clients (curl, dig, kubectl, kube-rs).
 //! Needs root; CI runs them with `KUBELAN_E2E_REQUIRED=1`.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,8 +11,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use kubelan_testkit::{
+    Background, Lab, kubelan, lab_available, leftovers, ok, root_snapshot, wait_for,
+};
 use serde_json::json;
-use support::{Background, Lab, kubelan, lab_available, leftovers, ok, root_snapshot, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn dig(lab: &Lab, from: &str, name: &str) -> Vec<String> {
@@ -577,7 +577,7 @@ fn lab_bad_input_and_crash_cleanup() {
     }
     let before = root_snapshot();
     // An invalid config: clear error, nothing created.
-    let name = support::unique_name("bad");
+    let name = kubelan_testkit::unique_name("bad");
     let cfg = std::env::temp_dir().join(format!("kubelan-bad-{name}.toml"));
     std::fs::write(&cfg, "[cluster]\nservice_cidr = \"172.17.32.0/20\"\n[[nodes]]\nname = \"Node_1\"\naddress = \"10.4.7.11\"\npod_cidr = \"172.17.32.0/24\"\ncontrol_plane = true\n").unwrap();
     let out = kubelan()
@@ -636,7 +636,7 @@ fn lab_bad_input_and_crash_cleanup() {
 
     // SIGKILL of `lab up` halfway: down cleans everything.
     for wait_for_netns in [3usize, 9] {
-        let name = support::unique_name("kil");
+        let name = kubelan_testkit::unique_name("kil");
         let mut child = kubelan()
             .args(["lab", "up", "--name", &name])
             .stdout(std::process::Stdio::null())
@@ -644,7 +644,7 @@ fn lab_bad_input_and_crash_cleanup() {
             .spawn()
             .unwrap();
         wait_for("namespaces to appear", 20, || {
-            (support::namespace_count(&name) >= wait_for_netns).then_some(())
+            (kubelan_testkit::namespace_count(&name) >= wait_for_netns).then_some(())
         });
         child.kill().unwrap();
         let _ = child.wait();
@@ -657,7 +657,7 @@ fn lab_bad_input_and_crash_cleanup() {
         );
     }
     // Ctrl-C during `up` removes what was built, without a `down`.
-    let name = support::unique_name("int");
+    let name = kubelan_testkit::unique_name("int");
     let child = kubelan()
         .args(["lab", "up", "--name", &name])
         .stdout(std::process::Stdio::null())
@@ -665,7 +665,7 @@ fn lab_bad_input_and_crash_cleanup() {
         .spawn()
         .unwrap();
     wait_for("namespaces to appear", 20, || {
-        (support::namespace_count(&name) >= 5).then_some(())
+        (kubelan_testkit::namespace_count(&name) >= 5).then_some(())
     });
     ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
     let out = child.wait_with_output().unwrap();

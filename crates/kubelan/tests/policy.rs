@@ -11,8 +11,6 @@
 //! node-mode gateway: every ordinary one NOERROR, every bad one FORMERR, in under 2 s, and
 //! the gateway logs nothing for them. Needs root; CI runs them with `KUBELAN_E2E_REQUIRED=1`.
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
@@ -21,8 +19,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, LogParams, PostParams};
+use kubelan_testkit::{
+    Background, Cluster, Lab, curl, kubelan, lab_available, ok, on_host, root_snapshot,
+};
 use serde_json::json;
-use support::{Background, Cluster, Lab, curl, kubelan, lab_available, ok, on_host, root_snapshot};
 
 const NODE1: &str = "10.4.7.11";
 const NODE2: &str = "10.4.7.12";
@@ -58,7 +58,7 @@ fn attack_objects(cluster: &Cluster) {
         .rt
         .block_on(namespaces.create(&PostParams::default(), &ns))
         .unwrap();
-    let web_pod = support::pods_of(cluster, "app=web")[0].0.clone();
+    let web_pod = kubelan_testkit::pods_of(cluster, "app=web")[0].0.clone();
     create::<Service>(
         cluster,
         "evil",
@@ -89,8 +89,8 @@ fn attack_objects(cluster: &Cluster) {
         json!({"metadata": {"name": "hostnet"},
             "spec": {"selector": {"app": "hostnet"}, "ports": [{"name": "http", "port": HOSTNET_PORT}]}}),
     );
-    support::wait_for("the hostNetwork pod to run with node2's IP", 60, || {
-        let ready = support::pods_of(cluster, "app=hostnet")
+    kubelan_testkit::wait_for("the hostNetwork pod to run with node2's IP", 60, || {
+        let ready = kubelan_testkit::pods_of(cluster, "app=hostnet")
             .iter()
             .any(|p| p.2 == NODE2);
         ready.then_some(())
@@ -288,7 +288,7 @@ fn agent_policy_and_dns_hardening() {
         "--allow",
         &format!("{PC1}/32"),
     ]));
-    support::wait_for("the new agent to serve node addresses", 60, || {
+    kubelan_testkit::wait_for("the new agent to serve node addresses", 60, || {
         via_http_proxy(&lab, &format!("http://{NODE2}:{HOSTNET_PORT}/"))
             .ends_with(" 200")
             .then_some(())

@@ -2,8 +2,6 @@
 //! carriers, and `kubelan proxy` from the laptop with real clients (curl, raw SOCKS5/UDP).
 //! Needs root; CI runs them with `KUBELAN_E2E_REQUIRED=1`.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -12,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ListParams, LogParams};
-use support::{
+use kubelan_testkit::{
     Background, Cluster, Lab, curl, kubelan, lab_available, ok, on_host, root_snapshot, wait_for,
 };
 

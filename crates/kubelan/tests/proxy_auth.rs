@@ -6,9 +6,7 @@
 //! Before throttling, the same 300 SOCKS5 guesses from pc1 were all answered in 0.26 s
 //! and 300 HTTP guesses (curl) in 4.3 s, with 600 log lines.
 
-mod support;
-
-use support::{Background, Lab, lab_available, root_snapshot};
+use kubelan_testkit::{Background, Lab, lab_available, root_snapshot, text};
 
 const ROUTER_LAN: &str = "172.16.0.1";
 /// A second address of pc1, so that its HTTP guesses start with a clean slate.
@@ -74,14 +72,6 @@ fn field(line: &str, key: &str) -> f64 {
         .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]

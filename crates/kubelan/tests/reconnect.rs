@@ -5,12 +5,10 @@
 //! once, and stopping is not a reconnect. Needs root; CI runs it with
 //! `KUBELAN_E2E_REQUIRED=1`.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Background, Cluster, Lab, curl, lab_available, root_snapshot, wait_for};
+use kubelan_testkit::{Background, Cluster, Lab, curl, lab_available, root_snapshot, wait_for};
 
 /// The lab daemon (which runs the API server) stopped with SIGSTOP; SIGCONT when dropped,
 /// on every exit path (also a panic), before the lab guard brings the lab down.

@@ -12,13 +12,11 @@
 //! pod sysctl) is replaced too; the developer with exactly `kubelan rbac replace` succeeds
 //! and with one verb less is told which. Needs root; CI runs it with `KUBELAN_E2E_REQUIRED=1`.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{
-    Background, Lab, client_pod, kubectl_ok, lab_available, refused, root_snapshot,
-    session_objects, shared_tmp_dir, wait_for,
+use kubelan_testkit::{
+    Background, Lab, TempDir, client_pod, kubectl_ok, lab_available, refused, root_snapshot,
+    session_objects, wait_for,
 };
 
 const SERVER: &str = r#"
@@ -85,7 +83,7 @@ fn replace_sends_a_services_traffic_to_the_laptop_and_puts_it_back() {
     let before_root = root_snapshot();
     let lab = Lab::up("repl", &[]);
     lab.exec_ok("laptop", &["kubelan", "install"]);
-    let dir = shared_tmp_dir("replace");
+    let dir = TempDir::new("replace");
     let script = format!("{dir}/server.py");
     std::fs::write(&script, SERVER).unwrap();
     let _server = Background::start(&lab, "laptop", "server", 900, &format!("python3 {script}"));
@@ -212,7 +210,7 @@ fn replace_sends_a_services_traffic_to_the_laptop_and_puts_it_back() {
     drop(r);
 
     lab.down();
-    std::fs::remove_dir_all(&dir).ok();
+    drop(dir);
     assert_eq!(before_root, root_snapshot(), "root namespace changed");
 }
 
@@ -221,7 +219,7 @@ fn replace_sends_a_services_traffic_to_the_laptop_and_puts_it_back() {
 fn rbac(lab: &Lab, pod: &str) {
     let printed = lab.exec_ok("laptop", &["kubelan", "rbac", "replace"]);
     let mine = printed.replace("jane@example.com", "developer");
-    let dir = shared_tmp_dir("replace");
+    let dir = TempDir::new("replace");
     let file = format!("{dir}/rbac.yaml");
     std::fs::write(&file, &mine).unwrap();
     kubectl_ok(lab, &["apply", "-f", &file]);
@@ -258,5 +256,5 @@ fn rbac(lab: &Lab, pod: &str) {
     assert!(t.contains("patch services/web"), "names the verb: {t}");
     assert!(t.contains("kubelan rbac replace"), "{t}");
     assert_eq!(session_objects(lab, "default"), Vec::<String>::new());
-    std::fs::remove_dir_all(&dir).ok();
+    drop(dir);
 }

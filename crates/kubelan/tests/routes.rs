@@ -9,11 +9,9 @@
 //! with neighbors from the Node objects. Needs root; CI runs it with
 //! `KUBELAN_E2E_REQUIRED=1`.
 
-mod support;
-
 use std::process::Output;
 
-use support::{Background, Cluster, Lab, http_code, lab_available, pods_of, root_snapshot};
+use kubelan_testkit::{Background, Cluster, Lab, http_code, lab_available, pods_of, root_snapshot};
 
 const ROUTER: &str = "office-router";
 

@@ -7,15 +7,14 @@
 //! kubelan taking the program with it while Kubernetes removes the session's objects.
 //! Needs root; CI runs it with `KUBELAN_E2E_REQUIRED=1`.
 
-mod support;
-
-use std::path::PathBuf;
 use std::process::Command;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, PostParams};
-use support::{Background, Cluster, Lab, lab_available, pods_of, root_snapshot, wait_for};
+use kubelan_testkit::{
+    Background, Cluster, Lab, TempDir, lab_available, pods_of, root_snapshot, wait_for,
+};
 
 /// Objects of `kubelan run` sessions, in every namespace.
 const RUN_OBJECTS: &str = "kubelan.io/mode=run";
@@ -64,16 +63,6 @@ fn run_objects(cluster: &Cluster) -> Vec<String> {
     v
 }
 
-/// A directory on the machine (the laptop shares the machine's /tmp), removed when
-/// dropped.
-struct Workdir(PathBuf);
-
-impl Drop for Workdir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The program's PID, from kubelan's `started ... (pid N)` line.
 fn program_pid(log: &str) -> u32 {
     log.split("(pid ")
@@ -120,13 +109,13 @@ fn run_registers_the_cluster_address_in_etcd_and_pods_call_the_laptop() {
     });
 
     // The program's files: a page with a marker, and the script `kubelan run` starts.
-    let work = Workdir(std::env::temp_dir().join(format!("kubelan-run-{}", lab.name)));
-    let dir = work.0.display().to_string();
-    std::fs::create_dir_all(work.0.join("www")).unwrap();
+    let work = TempDir::new("run");
+    let dir = work.to_string();
+    std::fs::create_dir_all(work.join("www")).unwrap();
     let marker = format!("served by the laptop of {}", lab.name);
-    std::fs::write(work.0.join("www/hello"), &marker).unwrap();
+    std::fs::write(work.join("www/hello"), &marker).unwrap();
     std::fs::write(
-        work.0.join("app.sh"),
+        work.join("app.sh"),
         format!(
             "env > {dir}/env\n\
              etcdctl --endpoints http://etcd.default.svc.cluster.local:2379 \
@@ -178,7 +167,7 @@ fn run_registers_the_cluster_address_in_etcd_and_pods_call_the_laptop() {
     assert_eq!(by_name, marker);
 
     // The registries' settings, as the program saw them.
-    let env = std::fs::read_to_string(work.0.join("env")).unwrap();
+    let env = std::fs::read_to_string(work.join("env")).unwrap();
     for (k, v) in [
         ("KUBELAN_CLUSTER_IP", cluster_ip.as_str()),
         (

@@ -9,10 +9,9 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use kubelan_netstack::{
     BoxFuture, EchoRequest, Handler, NetstackError, StackConfig, Stats, TcpFlow, TunConfig,
     UdpFlow, open_tun, run,
 };
+use kubelan_testkit::{Netns, exec_in, ip_in, ok, root_or_skip, root_snapshot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::AbortHandle;
 use tokio::time::timeout;
@@ -51,109 +51,11 @@ const IO: Duration = Duration::from_secs(5);
 
 /// Whether these tests can run here; says why not, or fails when CI requires them.
 fn available() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    let missing: Vec<&str> = ["ip", "ss", "ping", "nft"]
-        .into_iter()
-        .filter(|t| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .collect();
-    let why = if !root {
-        Some("not root".to_string())
-    } else if !missing.is_empty() {
-        Some(format!("missing {}", missing.join(", ")))
-    } else if !std::path::Path::new("/dev/net/tun").exists() {
-        Some("no /dev/net/tun".to_string())
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            if std::env::var("KUBELAN_E2E_REQUIRED").is_ok_and(|v| v == "1") {
-                panic!("netstack end-to-end tests are required here but cannot run: {why}");
-            }
-            // Straight to stderr: libtest captures `eprintln!`, and a skip must be visible.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIP: netstack end-to-end test needs root, iproute2, ping and nft ({why})"
-            );
-            false
-        }
-    }
-}
-
-/// Runs a command that must succeed; returns stdout.
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `ip -n <ns> <args>`, which must succeed.
-fn ip_in(ns: &str, args: &[&str]) -> String {
-    ok(Command::new("ip").args(["-n", ns]).args(args))
-}
-
-/// `ip netns exec <ns> <argv>`.
-fn exec_in(ns: &str, argv: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(argv)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {argv:?} in {ns}: {e}"))
-}
-
-/// A network namespace for one test, deleted when dropped (also on panic).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let ns = Netns {
-            name: format!(
-                "kl-nst-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ),
-        };
-        ok(Command::new("ip").args(["netns", "add", &ns.name]));
-        ns
-    }
-
-    /// Runs `f` on a new thread inside the namespace; a panic there fails the test here.
-    fn run_inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .unwrap_or_else(|e| panic!("setns {path}: {e}"));
-            f()
-        })
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
+    root_or_skip(
+        "netstack end-to-end tests",
+        &["ip", "ss", "ping", "nft"],
+        &["/dev/net/tun"],
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -302,9 +204,8 @@ where
     if !available() {
         return;
     }
-    let ns = Netns::new();
-    ip_in(&ns.name, &["link", "set", "lo", "up"]);
-    let ns_name = ns.name.clone();
+    let ns = Netns::new("nst");
+    let ns_name = ns.name().to_string();
     ns.run_inside(move || {
         let tun = open_tun(&tun_cfg).expect("open TUN");
         let offload = tun.offload();
@@ -984,7 +885,7 @@ fn open_tun_refuses_a_taken_name() {
     if !available() {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("nst");
     ns.run_inside(|| {
         let err = open_tun(&TunConfig::new("lo", 1500)).expect_err("lo exists");
         assert!(matches!(err, NetstackError::NameInUse { .. }), "{err}");
@@ -1017,20 +918,6 @@ fn open_tun_refuses_a_taken_name() {
             "TUN device {name} outlived its handle"
         );
     });
-}
-
-/// What must be byte-identical in the root namespace before and after a test.
-fn root_snapshot() -> String {
-    let mut s = String::new();
-    for args in [
-        &["-o", "link"][..],
-        &["-o", "addr"],
-        &["route", "show", "table", "all"],
-    ] {
-        s.push_str(&format!("== ip {}\n", args.join(" ")));
-        s.push_str(&ok(Command::new("ip").args(args)));
-    }
-    s
 }
 
 #[test]

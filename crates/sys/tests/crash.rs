@@ -5,8 +5,6 @@
 
 #![cfg(target_os = "linux")]
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -16,7 +14,7 @@ use kubelan_sys::dns::{self, Backend, DnsPlan};
 use kubelan_sys::hosts::{self, HostsEntry};
 use kubelan_sys::journal::{Change, HostGuard, Owner, StateDir, reset};
 use kubelan_sys::watch;
-use support::{Netns, TempDir, root_available, root_snapshot};
+use kubelan_testkit::{Netns, TempDir, root_available, root_snapshot};
 
 const CHILD_MODE: &str = "KL_SYS_CRASH_CHILD";
 const CHILD_DIR: &str = "KL_SYS_CRASH_DIR";
@@ -303,7 +301,7 @@ fn routes_and_link_are_removed_after_kill_9() {
     let before = root_snapshot();
     let tmp = TempDir::new("routes");
     {
-        let ns = Netns::new();
+        let ns = Netns::new("sys");
         ns.ip(&["tuntap", "add", "dev", "kl0", "mode", "tun"]);
         ns.ip(&["link", "set", "kl0", "up"]);
         crash("routes", tmp.path(), Some(ns.name()));

@@ -3,14 +3,12 @@
 
 #![cfg(target_os = "linux")]
 
-mod support;
-
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use kubelan_sys::journal::{Change, HostGuard, Outcome, StateDir};
 use kubelan_sys::net::{self, AddrEntry, NetError, RouteKind};
-use support::{Netns, TempDir, root_available, root_snapshot};
+use kubelan_testkit::{Netns, TempDir, root_available, root_snapshot};
 
 fn p(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -36,7 +34,7 @@ fn netlink_helpers_in_a_private_namespace_leave_the_root_namespace_alone() {
     }
     let before = root_snapshot();
     {
-        let ns = Netns::new();
+        let ns = Netns::new("sys");
         ns.ip(&["tuntap", "add", "dev", "kl0", "mode", "tun"]);
         ns.run(|| async {
             let index = net::link_index("kl0").await.unwrap();
@@ -144,7 +142,7 @@ fn route_guard_restores_drops_and_withdraws_failed_changes() {
     let before = root_snapshot();
     let tmp = TempDir::new("guard");
     {
-        let ns = Netns::new();
+        let ns = Netns::new("sys");
         let state = StateDir::new(tmp.path().join("state"));
         let add_kl0 = |ns: &Netns| {
             ns.ip(&["tuntap", "add", "dev", "kl0", "mode", "tun"]);
@@ -220,7 +218,9 @@ fn route_guard_restores_drops_and_withdraws_failed_changes() {
             .await
             .unwrap();
             g.apply(route("172.17.32.0/19", "kl0")).await.unwrap();
-            support::ok(std::process::Command::new("ip").args(["-n", &name, "link", "del", "kl0"]));
+            kubelan_testkit::ok(
+                std::process::Command::new("ip").args(["-n", &name, "link", "del", "kl0"]),
+            );
             g.restore().await
         });
         assert!(report.is_clean(), "{report}");

@@ -1,7 +1,7 @@
-//! Shared helpers for end-to-end tests on the lab: run the `kubelan` binary, bring labs up
-//! and down with a guard, snapshot the root network namespace.
-
-#![allow(dead_code)]
+//! The lab fixture for end-to-end tests of the `kubelan` binary: labs with unique names
+//! that a guard brings down (also on failure and panic), long-running commands on lab hosts
+//! stopped by PID, the lab's API through kube-rs, and what a lab or a session could leave
+//! behind.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -13,89 +13,68 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
 
-/// The binary under test.
-pub(crate) fn kubelan() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kubelan"))
+use crate::cmd::{ok, run, text, wait_for};
+use crate::netns::in_netns;
+use crate::skip::root_or_skip;
+
+/// The `kubelan` binary under test.
+///
+/// Cargo builds a package's binaries for its integration tests and says where
+/// (`CARGO_BIN_EXE_kubelan`, at run time in recent versions); otherwise it is the
+/// `kubelan` beside the test's `deps/` folder, where Cargo puts it.
+pub fn kubelan_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CARGO_BIN_EXE_kubelan") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("kubelan"))
+        .expect("the test executable lies in <target>/<profile>/deps");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run the test with `cargo test -p kubelan`, which builds it",
+        bin.display()
+    );
+    bin
 }
 
-/// Whether lab tests can run here; when they cannot, say why. CI sets
-/// `KUBELAN_E2E_REQUIRED=1`, which turns a skip into a failure.
-pub(crate) fn lab_available() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let tools: Vec<&str> = ["ip", "nft", "dnsmasq", "curl", "dig"]
-        .into_iter()
-        .filter(|t| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        })
-        .collect();
-    let why = if !root {
-        Some("not root".to_string())
-    } else if !tools.is_empty() {
-        Some(format!("missing {}", tools.join(", ")))
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            if std::env::var("KUBELAN_E2E_REQUIRED").is_ok_and(|v| v == "1") {
-                panic!("lab end-to-end tests are required here but cannot run: {why}");
-            }
-            eprintln!(
-                "SKIPPED: lab end-to-end test needs root and iproute2, nftables, dnsmasq, curl, dig ({why})"
-            );
-            false
-        }
-    }
+/// The binary under test, as a command to add arguments to.
+pub fn kubelan() -> Command {
+    Command::new(kubelan_bin())
+}
+
+/// Whether lab tests can run here (root, iproute2, nftables, dnsmasq, curl, dig); when
+/// they cannot, says why and skips, or fails under `KUBELAN_E2E_REQUIRED=1` (CI).
+pub fn lab_available() -> bool {
+    root_or_skip(
+        "lab end-to-end tests",
+        &["ip", "nft", "dnsmasq", "curl", "dig"],
+        &[],
+    )
 }
 
 /// A unique lab name for this test run.
-pub(crate) fn unique_name(tag: &str) -> String {
+pub fn unique_name(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     format!("{tag}{}{n}", std::process::id() % 100_000)
 }
 
-/// Runs a command and returns its output, failing the test with stderr when it cannot run.
-pub(crate) fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-/// Runs a command that must succeed; returns stdout.
-pub(crate) fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A running lab, removed when dropped (also on panic).
-pub(crate) struct Lab {
+pub struct Lab {
     /// Its name.
-    pub(crate) name: String,
+    pub name: String,
     /// Seconds `up` took.
-    pub(crate) up_seconds: f64,
+    pub up_seconds: f64,
 }
 
 impl Lab {
     /// The office router routes the cluster prefixes to `gateway`: the lines
     /// `kubelan routes --format linux` prints, applied as printed (`replace` instead of
     /// `add`, so that moving to another gateway works).
-    pub(crate) fn route_office_to(&self, gateway: &str) {
+    pub fn route_office_to(&self, gateway: &str) {
         let printed = self.exec_ok(
             "office-router",
             &[
@@ -122,7 +101,7 @@ impl Lab {
     }
 
     /// Brings a lab up with extra `up` arguments.
-    pub(crate) fn up(tag: &str, extra: &[&str]) -> Self {
+    pub fn up(tag: &str, extra: &[&str]) -> Self {
         let name = unique_name(tag);
         let started = Instant::now();
         let mut cmd = kubelan();
@@ -138,26 +117,26 @@ impl Lab {
     }
 
     /// `kubelan lab exec <target> -- <argv>`, returning the output.
-    pub(crate) fn exec(&self, target: &str, argv: &[&str]) -> Output {
+    pub fn exec(&self, target: &str, argv: &[&str]) -> Output {
         run(kubelan()
             .args(["lab", "exec", "--name", &self.name, target, "--"])
             .args(argv))
     }
 
     /// Like [`Lab::exec`] but must succeed; returns stdout.
-    pub(crate) fn exec_ok(&self, target: &str, argv: &[&str]) -> String {
+    pub fn exec_ok(&self, target: &str, argv: &[&str]) -> String {
         ok(kubelan()
             .args(["lab", "exec", "--name", &self.name, target, "--"])
             .args(argv))
     }
 
     /// The machine's kubeconfig of this lab.
-    pub(crate) fn kubeconfig(&self) -> PathBuf {
+    pub fn kubeconfig(&self) -> PathBuf {
         PathBuf::from(ok(kubelan().args(["lab", "kubeconfig", "--name", &self.name])).trim())
     }
 
     /// A kube-rs client for the lab.
-    pub(crate) async fn client(&self) -> kube::Client {
+    pub async fn client(&self) -> kube::Client {
         let text = std::fs::read_to_string(self.kubeconfig()).expect("kubeconfig");
         let kc = kube::config::Kubeconfig::from_yaml(&text).expect("parse kubeconfig");
         let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
@@ -167,7 +146,7 @@ impl Lab {
     }
 
     /// Removes the lab now (the guard then has nothing left to do).
-    pub(crate) fn down(&self) -> String {
+    pub fn down(&self) -> String {
         ok(kubelan().args(["lab", "down", "--name", &self.name]))
     }
 }
@@ -180,47 +159,8 @@ impl Drop for Lab {
     }
 }
 
-/// What must be identical in the root network namespace before and after a test.
-pub(crate) fn root_snapshot() -> String {
-    let mut s = String::new();
-    for args in [
-        &["link"][..],
-        &["-4", "route", "show", "table", "all"],
-        &["-6", "route", "show", "table", "all"],
-        &["rule"],
-        &["-4", "addr"],
-        &["-6", "addr"],
-    ] {
-        let out = Command::new("ip").args(args).output().expect("ip");
-        s.push_str(&format!(
-            "== ip {}\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout)
-        ));
-    }
-    let nft = Command::new("nft")
-        .args(["list", "ruleset"])
-        .output()
-        .expect("nft");
-    s.push_str(&format!(
-        "== nft list ruleset\n{}",
-        String::from_utf8_lossy(&nft.stdout)
-    ));
-    for key in [
-        "net/ipv4/ip_forward",
-        "net/ipv4/conf/all/send_redirects",
-        "net/ipv4/conf/default/send_redirects",
-    ] {
-        s.push_str(&format!(
-            "== {key} = {}",
-            std::fs::read_to_string(format!("/proc/sys/{key}")).unwrap_or_default()
-        ));
-    }
-    s
-}
-
 /// Everything a lab could leave behind: namespaces, processes in them, state, mounts.
-pub(crate) fn leftovers(name: &str) -> Vec<String> {
+pub fn leftovers(name: &str) -> Vec<String> {
     let prefix = format!("kl-{name}-");
     let mut out = Vec::new();
     if let Ok(d) = std::fs::read_dir("/run/netns") {
@@ -260,23 +200,8 @@ pub(crate) fn leftovers(name: &str) -> Vec<String> {
     out
 }
 
-/// Polls `f` until it returns `Some`, at most `secs` seconds.
-pub(crate) fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// How many network namespaces of lab `name` exist right now.
-pub(crate) fn namespace_count(name: &str) -> usize {
+pub fn namespace_count(name: &str) -> usize {
     let prefix = format!("kl-{name}-");
     std::fs::read_dir("/run/netns")
         .map(|d| {
@@ -289,16 +214,16 @@ pub(crate) fn namespace_count(name: &str) -> usize {
 
 /// A long-running command on a lab host (`kubelan proxy`, `kubelan connect`), stopped by
 /// PID when dropped. Its stdout and stderr are collected for [`Background::log`].
-pub(crate) struct Background {
+pub struct Background {
     child: Child,
     /// PID of the command (a `timeout` wrapper that bounds its life).
-    pub(crate) pid: u32,
+    pub pid: u32,
     log: Arc<Mutex<String>>,
 }
 
 impl Background {
     /// Starts `command` (a shell command line) on `host`, bounded to `secs` seconds.
-    pub(crate) fn start(lab: &Lab, host: &str, tag: &str, secs: u32, command: &str) -> Background {
+    pub fn start(lab: &Lab, host: &str, tag: &str, secs: u32, command: &str) -> Background {
         // `sh` prints its PID (shared PID namespace) and becomes the command.
         let script = format!("echo $$; exec timeout {secs} {command}");
         let mut child = kubelan()
@@ -335,17 +260,17 @@ impl Background {
     }
 
     /// Forgets what it printed so far (to wait for a line printed again later).
-    pub(crate) fn clear_log(&self) {
+    pub fn clear_log(&self) {
         self.log.lock().unwrap().clear();
     }
 
     /// Everything it printed so far.
-    pub(crate) fn log(&self) -> String {
+    pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// Waits until the output contains `needle`; returns how long that took.
-    pub(crate) fn wait_log(&self, needle: &str, secs: u64) -> Duration {
+    pub fn wait_log(&self, needle: &str, secs: u64) -> Duration {
         let t = Instant::now();
         wait_for(&format!("output to contain {needle:?}"), secs, || {
             self.log().contains(needle).then_some(())
@@ -354,7 +279,7 @@ impl Background {
     }
 
     /// The PID of the command itself (the child of the `timeout` wrapper).
-    pub(crate) fn command_pid(&self) -> u32 {
+    pub fn command_pid(&self) -> u32 {
         let children =
             std::fs::read_to_string(format!("/proc/{}/task/{}/children", self.pid, self.pid))
                 .unwrap_or_default();
@@ -366,7 +291,7 @@ impl Background {
     }
 
     /// Waits (bounded) for it to exit by itself.
-    pub(crate) fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+    pub fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
         wait_for("the background command to exit", secs, || {
             self.child.try_wait().ok().flatten()
         })
@@ -380,7 +305,8 @@ impl Drop for Background {
     }
 }
 
-pub(crate) fn curl(lab: &Lab, args: &[&str]) -> (bool, String) {
+/// `curl -sS -m 5 ARGS…` on the laptop: whether it succeeded, and what it printed.
+pub fn curl(lab: &Lab, args: &[&str]) -> (bool, String) {
     let mut argv = vec!["curl", "-sS", "-m", "5"];
     argv.extend_from_slice(args);
     let out = lab.exec("laptop", &argv);
@@ -394,29 +320,32 @@ pub(crate) fn curl(lab: &Lab, args: &[&str]) -> (bool, String) {
     )
 }
 
-pub(crate) fn netns(lab: &Lab, host: &str) -> PathBuf {
+/// The network namespace file of lab host `host`.
+pub fn netns(lab: &Lab, host: &str) -> PathBuf {
     PathBuf::from(format!("/run/netns/kl-{}-{host}", lab.name))
 }
 
 /// Runs `f` inside a lab host's network namespace.
-pub(crate) fn on_host<T: Send + 'static>(
+pub fn on_host<T: Send + 'static>(
     lab: &Lab,
     host: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    kubelan_sys::in_netns(&netns(lab, host), f).expect("enter lab host namespace")
+    in_netns(&netns(lab, host), f)
 }
 
 /// The lab's API through kube-rs (no kubectl needed).
-pub(crate) struct Cluster {
-    pub(crate) rt: tokio::runtime::Runtime,
-    pub(crate) client: kube::Client,
+pub struct Cluster {
+    /// The runtime the client's calls block on.
+    pub rt: tokio::runtime::Runtime,
+    /// The lab's admin client.
+    pub client: kube::Client,
 }
 
 impl Cluster {
     /// Deletes the agent pod and waits (bounded) until its replacement is Ready; returns
     /// when that happened.
-    pub(crate) fn replace_agent_pod(&self) -> Instant {
+    pub fn replace_agent_pod(&self) -> Instant {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), "kubelan-system");
         let sel = ListParams::default().labels("app.kubernetes.io/name=kubelan-agent");
         let old = self.rt.block_on(pods.list(&sel)).unwrap().items[0]
@@ -444,7 +373,8 @@ impl Cluster {
         })
     }
 
-    pub(crate) fn new(lab: &Lab) -> Cluster {
+    /// A client for `lab` on its own current-thread runtime.
+    pub fn new(lab: &Lab) -> Cluster {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -453,7 +383,8 @@ impl Cluster {
         Cluster { rt, client }
     }
 
-    pub(crate) fn pod_ip(&self, selector: &str) -> String {
+    /// The IP of the first pod (any namespace) matching `selector`.
+    pub fn pod_ip(&self, selector: &str) -> String {
         let pods: Api<Pod> = Api::all(self.client.clone());
         let list = self
             .rt
@@ -463,18 +394,20 @@ impl Cluster {
         ip.expect("pod IP")
     }
 
-    pub(crate) fn service(&self, ns: &str, name: &str) -> Service {
+    /// Service `ns/name`.
+    pub fn service(&self, ns: &str, name: &str) -> Service {
         let svcs: Api<Service> = Api::namespaced(self.client.clone(), ns);
         self.rt.block_on(svcs.get(name)).unwrap()
     }
 
-    pub(crate) fn svc_ip(&self, name: &str) -> String {
+    /// The ClusterIP of Service `default/name`.
+    pub fn svc_ip(&self, name: &str) -> String {
         let svc = self.service("default", name);
         svc.spec.and_then(|s| s.cluster_ip).expect("ClusterIP")
     }
 
     /// Names of objects of kind `K` (all namespaces) with the label selector.
-    pub(crate) fn names<K>(&self, selector: &str) -> Vec<String>
+    pub fn names<K>(&self, selector: &str) -> Vec<String>
     where
         K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
@@ -497,7 +430,7 @@ impl Cluster {
 }
 
 /// HTTP status code of `url` fetched on lab host `host` ("000" when it could not connect).
-pub(crate) fn http_code(lab: &Lab, host: &str, url: &str) -> String {
+pub fn http_code(lab: &Lab, host: &str, url: &str) -> String {
     let out = lab.exec(
         host,
         &[
@@ -517,7 +450,7 @@ pub(crate) fn http_code(lab: &Lab, host: &str, url: &str) -> String {
 
 /// Pods of `default` matching `selector`: (name, node, pod IP), scheduled and addressed
 /// ones only.
-pub(crate) fn pods_of(cluster: &Cluster, selector: &str) -> Vec<(String, String, String)> {
+pub fn pods_of(cluster: &Cluster, selector: &str) -> Vec<(String, String, String)> {
     let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     let list = cluster
         .rt
@@ -538,7 +471,7 @@ pub(crate) fn pods_of(cluster: &Cluster, selector: &str) -> Vec<(String, String,
 /// What a session may change on a lab host and must put back byte for byte: links, routes
 /// (every table, both families), the nft ruleset, forwarding and per-interface sysctls,
 /// the resolver configuration and hosts file.
-pub(crate) fn host_snapshot(lab: &Lab, host: &str) -> String {
+pub fn host_snapshot(lab: &Lab, host: &str) -> String {
     let mut s = String::new();
     for argv in [
         &["ip", "link"][..],
@@ -564,7 +497,7 @@ pub(crate) fn host_snapshot(lab: &Lab, host: &str) -> String {
 }
 
 /// The crash watcher of the kubelan process `owner` (its PID), if one runs.
-pub(crate) fn crash_watcher_of(owner: u32) -> Option<u32> {
+pub fn crash_watcher_of(owner: u32) -> Option<u32> {
     let needle = "crash-watcher\0--journal\0";
     let owner_arg = format!("\0--owner-pid\0{owner}\0");
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -578,7 +511,7 @@ pub(crate) fn crash_watcher_of(owner: u32) -> Option<u32> {
 /// `kill -9 PID` on `host`, then, measured on the host itself from the kill, how long until
 /// each shell condition in `restored` holds (in order, polled every 5 ms, each for at most
 /// `secs` seconds). Nothing else runs meanwhile: the host must restore itself.
-pub(crate) fn kill_9_and_time(
+pub fn kill_9_and_time(
     lab: &Lab,
     host: &str,
     pid: u32,
@@ -605,24 +538,15 @@ pub(crate) fn kill_9_and_time(
         .collect()
 }
 
-/// stdout and stderr of a finished command, one after the other.
-pub(crate) fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// kubectl on the laptop (the lab's admin kubeconfig); panics on failure.
-pub(crate) fn kubectl_ok(lab: &Lab, args: &[&str]) -> String {
+pub fn kubectl_ok(lab: &Lab, args: &[&str]) -> String {
     let mut argv = vec!["kubectl"];
     argv.extend_from_slice(args);
     lab.exec_ok("laptop", &argv)
 }
 
 /// A web pod (`default/NAME`) to run clients in.
-pub(crate) fn client_pod(lab: &Lab) -> String {
+pub fn client_pod(lab: &Lab) -> String {
     let name = kubectl_ok(
         lab,
         &[
@@ -639,7 +563,7 @@ pub(crate) fn client_pod(lab: &Lab) -> String {
 
 /// Every object of a way-back session (expose, replace, run) left in `ns`: Jobs, pods,
 /// Services, Leases and the per-session RBAC.
-pub(crate) fn session_objects(lab: &Lab, ns: &str) -> Vec<String> {
+pub fn session_objects(lab: &Lab, ns: &str) -> Vec<String> {
     kubectl_ok(
         lab,
         &[
@@ -660,7 +584,7 @@ pub(crate) fn session_objects(lab: &Lab, ns: &str) -> Vec<String> {
 
 /// A `kubelan` command on the laptop that must fail with exactly one `error` line: all it
 /// printed.
-pub(crate) fn refused(lab: &Lab, args: &[&str]) -> String {
+pub fn refused(lab: &Lab, args: &[&str]) -> String {
     let mut argv = vec!["timeout", "60", "kubelan"];
     argv.extend_from_slice(args);
     let out = lab.exec("laptop", &argv);
@@ -672,16 +596,4 @@ pub(crate) fn refused(lab: &Lab, args: &[&str]) -> String {
         "kubelan {args:?}: {t}"
     );
     t
-}
-
-/// A fresh directory under /tmp, which lab hosts share with the machine (pods do not).
-pub(crate) fn shared_tmp_dir(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = format!(
-        "/tmp/kubelan-{tag}-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -1,105 +1,80 @@
-//! Shared helpers for kubelan-sys integration tests: private network namespaces that are
-//! removed on drop (also on failure and panic), running async netlink code inside them,
-//! temporary directories, and a snapshot of the root namespace.
-
-#![allow(dead_code)]
+//! Private network namespaces for tests, removed on drop (also on failure and panic), and
+//! running code inside a namespace.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Whether tests that need root can run; prints SKIP when not, and fails instead when
-/// `KUBELAN_E2E_REQUIRED=1`.
-pub(crate) fn root_available(test: &str) -> bool {
-    let has_ip = Command::new("ip")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let why = if !kubelan_sys::is_root() {
-        Some("not root")
-    } else if !has_ip {
-        Some("iproute2 (`ip`) is missing")
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            if std::env::var("KUBELAN_E2E_REQUIRED").is_ok_and(|v| v == "1") {
-                panic!("{test} is required here but cannot run: {why}");
-            }
-            eprintln!("SKIP {test}: needs root and iproute2 ({why})");
-            false
-        }
-    }
-}
+use crate::cmd::{ok, run};
 
-/// Runs `cmd`, which must succeed; returns stdout.
-pub(crate) fn ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+/// Where `ip netns` keeps its namespace files.
+const NETNS_DIR: &str = "/run/netns";
 
-/// A network namespace `kl-sys-<pid>-<n>`, deleted on drop.
-pub(crate) struct Netns {
+/// A network namespace `kl-<tag>-<pid>-<n>` with its loopback up, deleted on drop.
+pub struct Netns {
     name: String,
 }
 
 impl Netns {
-    /// Creates the namespace with its loopback up.
-    pub(crate) fn new() -> Self {
+    /// Creates the namespace (`ip netns add`) and brings its loopback up. `tag` says
+    /// which suite made it, so a leftover can be traced.
+    pub fn new(tag: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
-            "kl-sys-{}-{}",
+            "kl-{tag}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
         ok(Command::new("ip").args(["netns", "add", &name]));
+        // The guard exists from here on, so a failure below still removes the namespace.
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
     }
 
     /// The namespace's name.
-    pub(crate) fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The namespace file.
-    pub(crate) fn path(&self) -> PathBuf {
-        kubelan_sys::netns_path(&self.name)
+    pub fn path(&self) -> PathBuf {
+        Path::new(NETNS_DIR).join(&self.name)
     }
 
-    /// Runs `ip -n NAME args…` (must succeed); returns stdout.
-    pub(crate) fn ip(&self, args: &[&str]) -> String {
-        ok(Command::new("ip").args(["-n", &self.name]).args(args))
+    /// Runs `ip -n NAME args…`, which must succeed; returns stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        ip_in(&self.name, args)
+    }
+
+    /// Runs `argv` inside the namespace (`ip netns exec`); returns its output whatever
+    /// its exit status.
+    pub fn exec(&self, argv: &[&str]) -> Output {
+        exec_in(&self.name, argv)
+    }
+
+    /// Runs `f` on a new thread inside the namespace; a panic there fails the test here.
+    pub fn run_inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        in_netns(&self.path(), f)
     }
 
     /// Runs the future made by `f` on a fresh thread inside the namespace, on a
-    /// current-thread runtime built there (so every netlink socket is created inside).
-    pub(crate) fn run<F, Fut, T>(&self, f: F) -> T
+    /// current-thread runtime built there (so every socket, netlink ones included, is
+    /// created inside).
+    pub fn run<F, Fut, T>(&self, f: F) -> T
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = T>,
         T: Send + 'static,
     {
-        kubelan_sys::in_netns(&self.path(), move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
+        self.run_inside(move || {
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .expect("runtime");
-            rt.block_on(f())
+                .expect("runtime")
+                .block_on(f())
         })
-        .expect("the closure inside the namespace failed (see its panic above)")
     }
 }
 
@@ -111,46 +86,28 @@ impl Drop for Netns {
     }
 }
 
-/// A fresh temporary directory, removed on drop.
-pub(crate) struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Creates it.
-    pub(crate) fn new(tag: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "kl-sys-it-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("temp dir");
-        Self(path)
-    }
-
-    /// Its path.
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
+/// Runs `ip -n NS args…` in namespace `ns` (by name), which must succeed; returns stdout.
+pub fn ip_in(ns: &str, args: &[&str]) -> String {
+    ok(Command::new("ip").args(["-n", ns]).args(args))
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Runs `argv` inside namespace `ns` (by name, `ip netns exec`); returns its output
+/// whatever its exit status.
+pub fn exec_in(ns: &str, argv: &[&str]) -> Output {
+    run(Command::new("ip").args(["netns", "exec", ns]).args(argv))
 }
 
-/// The root namespace's links, addresses and routes, as `ip` prints them.
-pub(crate) fn root_snapshot() -> String {
-    let mut s = String::new();
-    for args in [
-        &["-o", "link"][..],
-        &["-o", "addr"],
-        &["route", "show", "table", "all"],
-        &["-6", "route", "show", "table", "all"],
-    ] {
-        s.push_str(&format!("== ip {}\n", args.join(" ")));
-        s.push_str(&ok(Command::new("ip").args(args)));
-    }
-    s
+/// Runs `f` on a new thread that entered the network namespace at `path`; a panic there
+/// (or failing to enter) fails the test on the calling thread.
+pub fn in_netns<T: Send + 'static>(path: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let ns =
+            std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns {}: {e}", path.display()));
+        f()
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }

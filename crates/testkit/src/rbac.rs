@@ -1,12 +1,12 @@
-//! Helpers shared by the cluster crate's integration tests.
+//! Applying printed RBAC (roles and bindings as YAML) to a cluster.
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, Patch, PatchParams};
-use kubelan_cluster::rbac::PLACEHOLDER_USER;
 
-/// Applies printed RBAC, with the placeholder subject replaced by `user`.
-pub(crate) async fn apply_rbac(c: &kube::Client, yaml: &str, user: &str) {
-    let yaml = yaml.replace(PLACEHOLDER_USER, user);
+/// Applies printed RBAC (server-side apply) with its example subject `placeholder`
+/// replaced by `user`; fails the test on anything that is not a role or binding.
+pub async fn apply_rbac(c: &kube::Client, yaml: &str, placeholder: &str, user: &str) {
+    let yaml = yaml.replace(placeholder, user);
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml).unwrap();
     let pp = PatchParams::apply("test");
     for d in docs.into_iter().filter(|d| !d.is_null()) {
