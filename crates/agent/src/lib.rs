@@ -620,6 +620,7 @@ fn node_addresses(nodes: &[Node]) -> HashMap<IpAddr, String> {
 }
 
 /// Fuzzing entry points (see `fuzz/`).
+#[cfg(any(fuzzing, feature = "fuzz"))]
 pub mod fuzz_entry {
     use crate::relay::ListenSpec;
 

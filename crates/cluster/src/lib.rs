@@ -18,7 +18,8 @@
 //! - [`replace`](mod@replace): the patches of `kubelan replace`, which swap a Service's selector
 //!   to a session's relay and put it back.
 //! - [`cli`]: the command-line arguments and output of `install`, `uninstall` and `rbac`.
-//! - [`fuzz_entry`]: the fuzz targets of discovery's parsers and prefix arithmetic.
+//! - `fuzz_entry` (feature `fuzz`): the fuzz targets of discovery's parsers and prefix
+//!   arithmetic.
 //!
 //! The data path itself (carriers, protocol, proxying) lives in other crates; they start
 //! from [`agent::find_agent`], [`agent::direct_endpoints`] and [`agent::load_credentials`].
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod credentials;
 pub mod discovery;
 pub mod error;
+#[cfg(any(fuzzing, feature = "fuzz"))]
 pub mod fuzz_entry;
 pub mod install;
 pub mod kubeconfig;

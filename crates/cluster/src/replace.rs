@@ -594,6 +594,7 @@ fn annotation_removal(annotations: &BTreeMap<String, String>) -> Vec<Value> {
 /// as an [`ANNOTATION_ORIGINAL`] value and as a `--restore-selector`; whatever parses
 /// prints back to itself, and restoring a Service swapped with it decides `Restore` with
 /// the parsed selector. Must return normally for any input.
+#[cfg(any(fuzzing, test, feature = "fuzz"))]
 pub fn fuzz_entry(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Ok(o) = Original::parse(&text) {
@@ -616,6 +617,7 @@ pub fn fuzz_entry(data: &[u8]) {
 }
 
 /// A Service as a swap by `o.session` leaves it (for the fuzz entry).
+#[cfg(any(fuzzing, test, feature = "fuzz"))]
 fn swapped_service(o: &Original) -> Service {
     let mut svc = Service::default();
     svc.metadata.name = Some("fuzz".into());

@@ -23,6 +23,7 @@
 //! server of `kubelan connect` splits queries with [`split`]: cluster names go through the
 //! tunnel to the agent, everything else to the machine's own resolvers.
 
+#[cfg(any(fuzzing, feature = "fuzz"))]
 pub mod fuzz_entry;
 pub mod names;
 pub mod query;

@@ -21,6 +21,7 @@
 pub mod env;
 pub mod error;
 pub mod events;
+#[cfg(any(fuzzing, feature = "fuzz"))]
 pub mod fuzz_entry;
 pub mod ports;
 pub mod relay_status;

@@ -14,7 +14,7 @@
 //! named on the command line get no listener: pods connecting to them are refused during
 //! the session (a warning says so).
 //!
-//! Pure: the fuzz target [`crate::fuzz_entry::replace_spec`] covers the parsers.
+//! Pure: the fuzz target `fuzz_entry::replace_spec` covers the parsers.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};

@@ -3,7 +3,7 @@
 //! target gets).
 //!
 //! Pure: nothing here touches the network; every parser has a fuzz target
-//! ([`crate::fuzz_entry::expose_spec`]).
+//! (`fuzz_entry::expose_spec`).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};

@@ -41,6 +41,7 @@ pub mod alloc;
 pub use kubelan_session::portforward::channel;
 mod engine;
 pub mod error;
+#[cfg(any(fuzzing, feature = "fuzz"))]
 pub mod fuzz_entry;
 pub mod model;
 pub mod names;

@@ -364,6 +364,7 @@ fn parse_target(arg: &str) -> Result<TargetRef, SpecError> {
 }
 
 /// The command-line words that print `specs` back (each spec's `Display`, split at spaces).
+#[cfg(any(fuzzing, test, feature = "fuzz"))]
 pub(crate) fn spec_words(specs: &[ForwardSpec]) -> Vec<String> {
     specs
         .iter()

@@ -10,6 +10,7 @@
 pub mod clusterdns;
 pub mod config;
 pub mod daemon;
+#[cfg(any(fuzzing, feature = "fuzz"))]
 pub mod fuzz_entry;
 pub mod ipam;
 pub mod kubelet;

@@ -124,6 +124,7 @@ impl Reassembler {
     }
 
     /// How many packets are in reassembly.
+    #[cfg(any(fuzzing, feature = "fuzz"))]
     pub(crate) fn pending_count(&self) -> usize {
         self.pending.len()
     }

@@ -22,8 +22,8 @@
 //! Packet parsing and building (the private `wire` module) and the UDP flow table are
 //! sans-IO and unit-tested, including malformed and random input; the integration tests
 //! (`tests/tun.rs`) run the whole stack against the kernel in network namespaces. Packet
-//! parsing, building and IPv4 reassembly are also fuzzed through [`fuzz_entry`]
-//! (`fuzz/fuzz_targets/netstack_packets.rs`).
+//! parsing, building and IPv4 reassembly are also fuzzed through `fuzz_entry` (feature
+//! `fuzz`; `fuzz/fuzz_targets/netstack_packets.rs`).
 //!
 //! # Known limits of `netstack-smoltcp` and how they are handled
 //!
@@ -39,6 +39,7 @@
 mod error;
 mod flow;
 mod frag;
+#[cfg(any(fuzzing, feature = "fuzz"))]
 pub mod fuzz_entry;
 mod portmap;
 mod stack;

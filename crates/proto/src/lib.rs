@@ -88,6 +88,7 @@ pub use version::{PROTOCOL_VERSION, Refusal, VersionRange, negotiate};
 
 /// Fuzzing entry point: decodes arbitrary bytes as a frame sequence and checks that every
 /// decoded frame re-encodes to bytes that decode to the same frame.
+#[cfg(any(fuzzing, feature = "fuzz"))]
 pub mod fuzz_entry {
     use bytes::BytesMut;
 

@@ -220,6 +220,7 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<MuxFrame>, MuxError> {
 
 /// Fuzzing entry point: a carrier's bytes (preface first) decoded whole and in small
 /// pieces must give the same frames, and each frame must survive a round trip.
+#[cfg(any(fuzzing, feature = "fuzz"))]
 pub fn fuzz_entry(data: &[u8]) {
     crate::fuzz_entry::stable_and_round_trips(data, 5, decode_all, |frame: &MuxFrame| {
         let mut buf = BytesMut::new();
@@ -229,6 +230,7 @@ pub fn fuzz_entry(data: &[u8]) {
     });
 }
 
+#[cfg(any(fuzzing, test, feature = "fuzz"))]
 fn decode_all(data: &[u8], chunk: usize) -> (Vec<MuxFrame>, Option<MuxError>) {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();

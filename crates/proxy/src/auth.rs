@@ -62,6 +62,7 @@ impl Credentials {
     }
 
     /// The password (for the fuzz checks; never logged).
+    #[cfg(any(fuzzing, feature = "fuzz"))]
     pub(crate) fn password(&self) -> &str {
         &self.password
     }

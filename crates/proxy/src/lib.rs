@@ -13,7 +13,7 @@
 //! ```
 //!
 //! * [`socks5`] is a sans-IO codec (RFC 1928 + RFC 1929) that the server drives and
-//!   the fuzzer exercises ([`fuzz_entry`]).
+//!   the fuzzer exercises (`fuzz_entry`, feature `fuzz`).
 //! * HTTP uses hyper: `CONNECT host:port` tunnels, absolute-URI requests
 //!   (`GET http://web.default.svc/…`) are forwarded in origin form.
 //! * SOCKS5 UDP ASSOCIATE relays datagrams through [`Connector::open_udp`], one flow per
@@ -115,6 +115,7 @@ impl Default for ProxyConfig {
 
 /// Fuzzing entry points (used by `fuzz/fuzz_targets/socks5.rs`,
 /// `fuzz/fuzz_targets/proxy_auth.rs` and the corpus replay test).
+#[cfg(any(fuzzing, feature = "fuzz"))]
 pub mod fuzz_entry {
     use base64::Engine as _;
 

@@ -28,6 +28,7 @@ pub use unsupported::*;
 
 pub mod dns;
 mod fsutil;
+#[cfg(any(fuzzing, feature = "fuzz"))]
 pub mod fuzz_entry;
 pub mod hosts;
 pub mod journal;

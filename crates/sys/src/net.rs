@@ -739,6 +739,7 @@ pub async fn redirects() -> Result<Vec<Redirect>, NetError> {
 }
 
 /// For the fuzz target: [`redirect_of`] on any parsed message keeps its invariants.
+#[cfg(any(fuzzing, test, feature = "fuzz"))]
 pub(crate) fn check_redirect_of(msg: &RouteMessage) {
     let names = HashMap::from([(2, "eth0".to_string())]);
     if let Some(r) = redirect_of(msg, &names) {

@@ -199,6 +199,7 @@ pub fn ports_query(port: u16, slots: usize) -> String {
 /// normally for any input: decoding never panics; payloads it hands out are the message's
 /// tail; slots are the upgrade's; close signals only on v5; what the client sends encodes
 /// as the protocol says.
+#[cfg(any(fuzzing, test, feature = "fuzz"))]
 pub fn fuzz_entry(data: &[u8]) {
     let Some((&setup, mut rest)) = data.split_first() else {
         return;
