@@ -10,6 +10,7 @@ use std::time::Duration;
 use kubelan_apisim::meta;
 use kubelan_apisim::resources::find;
 use kubelan_apisim::testing::{PodIps, TestCluster, TestClusterOptions, ready_once};
+use kubelan_testkit::kubectl;
 use serde_json::{Value, json};
 
 /// Runs first like `ready_once`, then exits 0 on the next kubelet pass.
@@ -27,34 +28,6 @@ fn run_then_exit(pod: &Value, ips: &mut PodIps) -> Option<Value> {
         "image": "i", "imageID": "", "started": false,
         "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]);
     Some(s)
-}
-
-fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    use std::io::Write;
-    let mut cmd = Command::new("kubectl");
-    cmd.arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("kubectl runs");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 const JOB: &str = "apiVersion: batch/v1

@@ -9,30 +9,8 @@ use std::process::Command;
 use kubelan_apisim::UserInfo;
 use kubelan_apisim::resources::find;
 use kubelan_apisim::testing::{TestCluster, TestClusterOptions};
+use kubelan_testkit::kubectl;
 use serde_json::json;
-
-fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    use std::io::Write;
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 /// `kubectl create -f -` with a manifest (kubectl sends it as JSON; its `create role`
 /// generators send protobuf, which the simulator does not decode for RBAC kinds).

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kubelan_testkit::{Background, Cluster, Lab, lab_available, on_host, root_snapshot, wait_for};
 
 /// Length of the stream the pod serves.
@@ -103,15 +103,6 @@ fn stream_pod(cluster: &Cluster, file: &StreamFile) -> String {
         (st.phase.as_deref() == Some("Running")).then_some(())?;
         st.pod_ip
     })
-}
-
-/// Deletes a pod the way `kubectl delete pod` does (with its grace period).
-fn delete_pod(cluster: &Cluster, ns: &str, name: &str) {
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    cluster
-        .rt
-        .block_on(pods.delete(name, &DeleteParams::default()))
-        .unwrap();
 }
 
 fn agent_pod(cluster: &Cluster) -> String {
@@ -375,7 +366,7 @@ fn cut_flows_are_resets_in_every_mode() {
         &pod_ip,
         &data,
         false,
-        || delete_pod(&cluster, "kubelan-system", &agent),
+        || cluster.delete_pod("kubelan-system", &agent),
     );
     let mut problems: Vec<String> = cut.iter().filter_map(cut_problem).collect();
 
@@ -385,7 +376,7 @@ fn cut_flows_are_resets_in_every_mode() {
     // everything would close with a FIN, which no relay can tell from the end of the
     // stream (a direct connection would see the same).
     let cut = cut_mid_stream(&lab, &[Mode::Forward], &pod_ip, &data, true, || {
-        delete_pod(&cluster, "default", "stream")
+        cluster.delete_pod("default", "stream")
     });
     problems.extend(cut_problem(&cut[0]));
     assert!(problems.is_empty(), "{problems:#?}");

@@ -11,12 +11,12 @@
 //!
 //! Needs root; CI runs them with `KUBELAN_E2E_REQUIRED=1`.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kubelan_testkit::{
     Background, Cluster, Lab, TempDir, host_snapshot, http_code, kubelan, lab_available,
-    root_snapshot, text,
+    root_snapshot, signal, text, wait_for,
 };
 
 const NODE1: &str = "10.4.7.11";
@@ -198,7 +198,7 @@ fn bad_kubeconfigs_get_one_line_that_names_the_fix() {
     }
     // A just-created link's IPv6 link-local address gets its local route when duplicate
     // address detection ends: wait for that, so the snapshot only sees our commands.
-    kubelan_testkit::wait_for("IPv6 duplicate address detection on the laptop", 10, || {
+    wait_for("IPv6 duplicate address detection on the laptop", 10, || {
         lab.exec_ok("laptop", &["ip", "-6", "addr", "show", "tentative"])
             .trim()
             .is_empty()
@@ -415,7 +415,7 @@ fn lab_exec(lab: &Lab, argv: &[&str]) -> std::process::Child {
 /// The PID of a child of `pid` that runs `program` (any thread of `pid` may have forked it,
 /// so every process's parent is looked at).
 fn child_running(pid: u32, program: &str) -> u32 {
-    kubelan_testkit::wait_for(&format!("{program} to start under lab exec"), 10, || {
+    wait_for(&format!("{program} to start under lab exec"), 10, || {
         std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
             let child: u32 = e.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
@@ -427,14 +427,6 @@ fn child_running(pid: u32, program: &str) -> u32 {
     })
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "kill -{sig} {pid}");
-}
-
 #[test]
 fn lab_exec_passes_signals_and_exits_with_the_commands_status() {
     if !lab_available() {
@@ -444,9 +436,8 @@ fn lab_exec_passes_signals_and_exits_with_the_commands_status() {
     for (sig, code) in [("TERM", 143), ("INT", 130), ("HUP", 129)] {
         let mut exec = lab_exec(&lab, &["sleep", "100"]);
         let sleep = child_running(exec.id(), "sleep");
-        signal(exec.id(), sig);
-        let status =
-            kubelan_testkit::wait_for("lab exec to exit", 10, || exec.try_wait().ok().flatten());
+        assert!(signal(exec.id(), sig), "kill -{sig} {}", exec.id());
+        let status = wait_for("lab exec to exit", 10, || exec.try_wait().ok().flatten());
         assert_eq!(
             status.code(),
             Some(code),
@@ -465,9 +456,8 @@ fn lab_exec_passes_signals_and_exits_with_the_commands_status() {
     child_running(exec.id(), "sh");
     // Give sh a moment to install its trap.
     std::thread::sleep(Duration::from_millis(300));
-    signal(exec.id(), "TERM");
-    let status =
-        kubelan_testkit::wait_for("lab exec to exit", 10, || exec.try_wait().ok().flatten());
+    assert!(signal(exec.id(), "TERM"), "kill -TERM {}", exec.id());
+    let status = wait_for("lab exec to exit", 10, || exec.try_wait().ok().flatten());
     assert_eq!(status.code(), Some(7), "{status}");
     lab.down();
 }

@@ -35,14 +35,6 @@ fn ready_web_pods(cluster: &Cluster) -> Vec<String> {
         .collect()
 }
 
-fn delete_pod(cluster: &Cluster, name: &str) {
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
-    cluster
-        .rt
-        .block_on(pods.delete(name, &DeleteParams::default()))
-        .unwrap();
-}
-
 fn now_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -118,7 +110,7 @@ fn forward_follows_pod_restarts() {
     // A: the backing pod of a two-replica Deployment is deleted: the forward moves to the
     // other replica at once.
     let t_a = now_secs();
-    delete_pod(&cluster, &first);
+    cluster.delete_pod("default", &first);
     wait_for("web back at 2 ready pods", 60, || {
         let r = ready_web_pods(&cluster);
         (r.len() == 2 && !r.contains(&first)).then_some(())
@@ -155,7 +147,7 @@ fn forward_follows_pod_restarts() {
     });
     std::thread::sleep(Duration::from_secs(1));
     let t_b = now_secs();
-    delete_pod(&cluster, &only);
+    cluster.delete_pod("default", &only);
     let replacement = wait_for("the replacement pod to be Ready", 60, || {
         ready_web_pods(&cluster).into_iter().find(|p| *p != only)
     });

@@ -12,7 +12,7 @@
 
 use kubelan_testkit::{
     Background, Cluster, Lab, TempDir, crash_watcher_of, host_snapshot, http_code, kill_9_and_time,
-    lab_available, pods_of, root_snapshot, text,
+    lab_available, pods_of, root_snapshot, text, wait_for,
 };
 
 const NODE1: &str = "10.4.7.11";
@@ -183,7 +183,7 @@ fn gateway_serves_the_office_lan() {
         "doctor did not name the cause:\n{report}"
     );
     drop(gw);
-    kubelan_testkit::wait_for("the no-snat gateway to clean up", 15, || {
+    wait_for("the no-snat gateway to clean up", 15, || {
         (host_state(&lab, "node1") == node1_before).then_some(())
     });
 
@@ -370,7 +370,7 @@ fn doctor_checks_callbacks_from_pods_to_the_lan() {
             300,
             &format!("kubelan lab serve http --listen {PC1}:8080"),
         );
-        kubelan_testkit::wait_for("pc1's server", 10, || {
+        wait_for("pc1's server", 10, || {
             (http_code(&lab, "pc1", &format!("http://{PC1}:8080/")) == "200").then_some(())
         });
         let on_node1 = format!("pod/{}", web_pod_on(&cluster, "node1"));
@@ -485,7 +485,7 @@ fn doctor_checks_callbacks_from_pods_to_the_lan() {
 
         if route_back {
             // Without SNAT pods see the PC's own address, and doctor says so.
-            kubelan_testkit::wait_for("the gateway to clean up", 15, || {
+            wait_for("the gateway to clean up", 15, || {
                 (!lab
                     .exec_ok("node1", &["nft", "list", "tables"])
                     .contains("kubelan"))
@@ -512,7 +512,7 @@ fn doctor_checks_callbacks_from_pods_to_the_lan() {
             drop(gw);
         }
         // The probe pods are gone.
-        kubelan_testkit::wait_for("the probe pods to go", 15, || {
+        wait_for("the probe pods to go", 15, || {
             cluster
                 .names::<k8s_openapi::api::core::v1::Pod>("app.kubernetes.io/name=kubelan-doctor")
                 .is_empty()

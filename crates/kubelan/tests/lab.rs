@@ -12,7 +12,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use kubelan_testkit::{
-    Background, Lab, kubelan, lab_available, leftovers, ok, root_snapshot, wait_for,
+    Background, Lab, kubelan, lab_available, leftovers, namespace_count, ok, root_snapshot,
+    unique_name, wait_for,
 };
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -577,7 +578,7 @@ fn lab_bad_input_and_crash_cleanup() {
     }
     let before = root_snapshot();
     // An invalid config: clear error, nothing created.
-    let name = kubelan_testkit::unique_name("bad");
+    let name = unique_name("bad");
     let cfg = std::env::temp_dir().join(format!("kubelan-bad-{name}.toml"));
     std::fs::write(&cfg, "[cluster]\nservice_cidr = \"172.17.32.0/20\"\n[[nodes]]\nname = \"Node_1\"\naddress = \"10.4.7.11\"\npod_cidr = \"172.17.32.0/24\"\ncontrol_plane = true\n").unwrap();
     let out = kubelan()
@@ -636,7 +637,7 @@ fn lab_bad_input_and_crash_cleanup() {
 
     // SIGKILL of `lab up` halfway: down cleans everything.
     for wait_for_netns in [3usize, 9] {
-        let name = kubelan_testkit::unique_name("kil");
+        let name = unique_name("kil");
         let mut child = kubelan()
             .args(["lab", "up", "--name", &name])
             .stdout(std::process::Stdio::null())
@@ -644,7 +645,7 @@ fn lab_bad_input_and_crash_cleanup() {
             .spawn()
             .unwrap();
         wait_for("namespaces to appear", 20, || {
-            (kubelan_testkit::namespace_count(&name) >= wait_for_netns).then_some(())
+            (namespace_count(&name) >= wait_for_netns).then_some(())
         });
         child.kill().unwrap();
         let _ = child.wait();
@@ -657,7 +658,7 @@ fn lab_bad_input_and_crash_cleanup() {
         );
     }
     // Ctrl-C during `up` removes what was built, without a `down`.
-    let name = kubelan_testkit::unique_name("int");
+    let name = unique_name("int");
     let child = kubelan()
         .args(["lab", "up", "--name", &name])
         .stdout(std::process::Stdio::null())
@@ -665,7 +666,7 @@ fn lab_bad_input_and_crash_cleanup() {
         .spawn()
         .unwrap();
     wait_for("namespaces to appear", 20, || {
-        (kubelan_testkit::namespace_count(&name) >= 5).then_some(())
+        (namespace_count(&name) >= 5).then_some(())
     });
     ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
     let out = child.wait_with_output().unwrap();

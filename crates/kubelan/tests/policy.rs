@@ -20,7 +20,8 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, LogParams, PostParams};
 use kubelan_testkit::{
-    Background, Cluster, Lab, curl, kubelan, lab_available, ok, on_host, root_snapshot,
+    Background, Cluster, Lab, curl, kubelan, lab_available, ok, on_host, pods_of, root_snapshot,
+    wait_for,
 };
 use serde_json::json;
 
@@ -58,7 +59,7 @@ fn attack_objects(cluster: &Cluster) {
         .rt
         .block_on(namespaces.create(&PostParams::default(), &ns))
         .unwrap();
-    let web_pod = kubelan_testkit::pods_of(cluster, "app=web")[0].0.clone();
+    let web_pod = pods_of(cluster, "app=web")[0].0.clone();
     create::<Service>(
         cluster,
         "evil",
@@ -89,10 +90,8 @@ fn attack_objects(cluster: &Cluster) {
         json!({"metadata": {"name": "hostnet"},
             "spec": {"selector": {"app": "hostnet"}, "ports": [{"name": "http", "port": HOSTNET_PORT}]}}),
     );
-    kubelan_testkit::wait_for("the hostNetwork pod to run with node2's IP", 60, || {
-        let ready = kubelan_testkit::pods_of(cluster, "app=hostnet")
-            .iter()
-            .any(|p| p.2 == NODE2);
+    wait_for("the hostNetwork pod to run with node2's IP", 60, || {
+        let ready = pods_of(cluster, "app=hostnet").iter().any(|p| p.2 == NODE2);
         ready.then_some(())
     });
 }
@@ -288,7 +287,7 @@ fn agent_policy_and_dns_hardening() {
         "--allow",
         &format!("{PC1}/32"),
     ]));
-    kubelan_testkit::wait_for("the new agent to serve node addresses", 60, || {
+    wait_for("the new agent to serve node addresses", 60, || {
         via_http_proxy(&lab, &format!("http://{NODE2}:{HOSTNET_PORT}/"))
             .ends_with(" 200")
             .then_some(())

@@ -5,10 +5,11 @@
 //! once, and stopping is not a reconnect. Needs root; CI runs it with
 //! `KUBELAN_E2E_REQUIRED=1`.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kubelan_testkit::{Background, Cluster, Lab, curl, lab_available, root_snapshot, wait_for};
+use kubelan_testkit::{
+    Background, Cluster, Lab, curl, lab_available, root_snapshot, signal, wait_for,
+};
 
 /// The lab daemon (which runs the API server) stopped with SIGSTOP; SIGCONT when dropped,
 /// on every exit path (also a panic), before the lab guard brings the lab down.
@@ -29,21 +30,15 @@ impl Frozen {
         );
         // The guard exists before the signal, so a failure in between still continues it.
         let frozen = Frozen(pid);
-        signal("STOP", pid);
+        signal(pid, "STOP");
         frozen
     }
 }
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        signal("CONT", self.0);
+        signal(self.0, "CONT");
     }
-}
-
-fn signal(sig: &str, pid: u32) {
-    let _ = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status();
 }
 
 /// Whether `argv` on the laptop prints something containing `want`, within a short time.
@@ -214,7 +209,7 @@ fn reconnects_without_the_control_plane_and_back_to_direct() {
     let tail = conn.log()[before_quit..].to_string();
     assert!(!tail.contains("reconnecting"), "quit printed: {tail}");
     let before_stop = proxy.log().len();
-    signal("TERM", proxy.command_pid());
+    signal(proxy.command_pid(), "TERM");
     let mut proxy = proxy;
     proxy.wait_exit(20);
     let tail = proxy.log()[before_stop..].to_string();

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use kubelan_sys::journal::{Change, HostGuard, Outcome, StateDir};
 use kubelan_sys::net::{self, AddrEntry, NetError, RouteKind};
-use kubelan_testkit::{Netns, TempDir, root_available, root_snapshot};
+use kubelan_testkit::{Netns, TempDir, ok, root_available, root_snapshot};
 
 fn p(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -218,9 +218,7 @@ fn route_guard_restores_drops_and_withdraws_failed_changes() {
             .await
             .unwrap();
             g.apply(route("172.17.32.0/19", "kl0")).await.unwrap();
-            kubelan_testkit::ok(
-                std::process::Command::new("ip").args(["-n", &name, "link", "del", "kl0"]),
-            );
+            ok(std::process::Command::new("ip").args(["-n", &name, "link", "del", "kl0"]));
             g.restore().await
         });
         assert!(report.is_clean(), "{report}");

@@ -1,6 +1,8 @@
 //! Running commands and waiting for conditions, with failures that show what happened.
 
-use std::process::{Command, Output};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Runs a command and returns its output; fails the test when it cannot be started.
@@ -21,6 +23,36 @@ pub fn ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sends signal `sig` (a name such as `TERM` or `STOP`) to process `pid` with `kill`;
+/// whether that succeeded.
+pub fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The machine's `kubectl --kubeconfig KUBECONFIG ARGS…`, given `stdin` (or nothing):
+/// whether it succeeded, and its stdout and stderr.
+pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    let mut input = child.stdin.take().expect("piped stdin");
+    input
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .expect("write kubectl's stdin");
+    drop(input);
+    let out = child.wait_with_output().expect("kubectl's output");
+    (out.status.success(), text(&out))
 }
 
 /// stdout and stderr of a finished command, one after the other.
@@ -64,6 +96,14 @@ mod tests {
             .downcast::<String>()
             .unwrap();
         assert!(msg.contains("stderr: bad"), "{msg}");
+    }
+
+    #[test]
+    fn signal_says_whether_kill_worked() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        assert!(signal(child.id(), "TERM"));
+        child.wait().unwrap();
+        assert!(!signal(u32::MAX / 2, "TERM"), "no such process");
     }
 
     #[test]

@@ -373,6 +373,14 @@ impl Cluster {
         })
     }
 
+    /// Deletes pod `ns/name` the way `kubectl delete pod` does (with its grace period).
+    pub fn delete_pod(&self, ns: &str, name: &str) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        self.rt
+            .block_on(pods.delete(name, &kube::api::DeleteParams::default()))
+            .unwrap();
+    }
+
     /// A client for `lab` on its own current-thread runtime.
     pub fn new(lab: &Lab) -> Cluster {
         let rt = tokio::runtime::Builder::new_current_thread()

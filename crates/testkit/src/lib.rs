@@ -23,7 +23,7 @@ pub mod skip;
 pub mod snapshot;
 pub mod tempdir;
 
-pub use cmd::{ok, run, text, wait_for};
+pub use cmd::{kubectl, ok, run, signal, text, wait_for};
 pub use lab::{
     Background, Cluster, Lab, client_pod, crash_watcher_of, curl, host_snapshot, http_code,
     kill_9_and_time, kubectl_ok, kubelan, kubelan_bin, lab_available, leftovers, namespace_count,
