@@ -48,6 +48,8 @@ fn output_of(cmd: &mut Command) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netns::Netns;
+    use crate::skip::root_or_skip;
 
     #[test]
     fn names_every_section() {
@@ -61,6 +63,67 @@ mod tests {
             "ip_forward",
         ] {
             assert!(s.contains(section), "{section} missing from:\n{s}");
+        }
+    }
+
+    /// Taken inside a private namespace (so nothing touches the machine's), the snapshot
+    /// changes with each kind of change it is meant to catch, in that kind's section.
+    #[test]
+    fn sees_every_kind_of_change() {
+        if !root_or_skip("testkit snapshot self-test", &["ip", "nft"], &[]) {
+            return;
+        }
+        let ns = Netns::new("tks");
+        let name = ns.name().to_string();
+        let steps: [(&str, &[&str]); 6] = [
+            (
+                "== ip -o link",
+                &[
+                    "ip", "link", "add", "kltk0", "type", "veth", "peer", "name", "kltk1",
+                ],
+            ),
+            (
+                "== ip -o addr",
+                &["ip", "addr", "add", "192.0.2.1/24", "dev", "kltk0"],
+            ),
+            ("== ip -4 route", &["ip", "link", "set", "kltk0", "up"]),
+            (
+                "== ip rule",
+                &[
+                    "ip",
+                    "rule",
+                    "add",
+                    "pref",
+                    "100",
+                    "from",
+                    "192.0.2.0/24",
+                    "lookup",
+                    "100",
+                ],
+            ),
+            ("== nft", &["nft", "add", "table", "inet", "kltk"]),
+            (
+                "== net/ipv4/ip_forward",
+                &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"],
+            ),
+        ];
+        for (section, argv) in steps {
+            let before = ns.run_inside(root_snapshot);
+            let out = crate::netns::exec_in(&name, argv);
+            assert!(out.status.success(), "{argv:?}: {}", crate::cmd::text(&out));
+            let after = ns.run_inside(root_snapshot);
+            let changed: Vec<&str> = before
+                .split("\n== ")
+                .zip(after.split("\n== "))
+                .filter(|(b, a)| b != a)
+                .map(|(b, _)| b.lines().next().unwrap_or(""))
+                .collect();
+            assert!(
+                changed
+                    .iter()
+                    .any(|c| format!("== {c}").starts_with(section) || c.starts_with(section)),
+                "{argv:?} did not change {section}: changed {changed:?}"
+            );
         }
     }
 }
