@@ -37,7 +37,7 @@ enum NameKind {
 /// Computes the cluster's address records from the API objects.
 ///
 /// The result is sorted by address; each address lists its names once, most
-/// preferred first (see the [module docs](self)). Objects with missing or
+/// preferred first (see the [module docs](super)). Objects with missing or
 /// malformed fields are skipped, as are names that are not valid DNS names, so
 /// any input gives a usable hosts file. The `domain` is lowercased and loses
 /// surrounding dots.

@@ -9,7 +9,7 @@ use super::MAX_LAB_NAME_LEN;
 // Errors
 // ---------------------------------------------------------------------------
 
-/// One problem [`LabConfig::validate`] found.
+/// One problem [`LabConfig::validate`](super::LabConfig::validate) found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
     /// The offending field, as a path into the TOML file (`network.node_cidr`,

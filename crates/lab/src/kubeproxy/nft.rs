@@ -35,7 +35,7 @@ pub enum ProxyError {
     Timeout(Duration, PathBuf),
 }
 
-/// Loads `script` (from [`ruleset`] or [`remove_script`]) with `nft -f -` inside the network
+/// Loads `script` (from [`ruleset`](super::ruleset) or [`remove_script`](super::remove_script)) with `nft -f -` inside the network
 /// namespace at `netns`. The script is one transaction: on failure nothing changes.
 ///
 /// # Errors
