@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::{is_deleting, log_err};
+use super::util::{is_deleting, log_err};
 use crate::meta;
 use crate::resources::{self, ResourceInfo};
 use crate::store::{DeleteOptions, Inner, Store, Sub};
