@@ -250,19 +250,6 @@ fn expression_from_json(index: usize, expr: &Value) -> Result<Requirement, Selec
     })
 }
 
-pub(super) fn operator_word(op: Operator) -> &'static str {
-    match op {
-        Operator::Equals => "=",
-        Operator::NotEquals => "!=",
-        Operator::In => "in",
-        Operator::NotIn => "notin",
-        Operator::Exists => "exists",
-        Operator::DoesNotExist => "!",
-        Operator::GreaterThan => ">",
-        Operator::LessThan => "<",
-    }
-}
-
 fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::error::SelectorError;
-use super::label::operator_word;
 use super::validate::{validate_label_key, validate_label_value};
 
 // ---------------------------------------------------------------------------------------------
@@ -160,5 +159,18 @@ impl fmt::Display for Requirement {
                 f.write_str(")")
             }
         }
+    }
+}
+
+fn operator_word(op: Operator) -> &'static str {
+    match op {
+        Operator::Equals => "=",
+        Operator::NotEquals => "!=",
+        Operator::In => "in",
+        Operator::NotIn => "notin",
+        Operator::Exists => "exists",
+        Operator::DoesNotExist => "!",
+        Operator::GreaterThan => ">",
+        Operator::LessThan => "<",
     }
 }
