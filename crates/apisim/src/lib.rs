@@ -23,7 +23,6 @@ pub mod meta;
 pub mod patch;
 pub mod pki;
 pub mod podsecurity;
-mod portforward;
 pub mod protobuf;
 pub mod resources;
 pub mod selector;
