@@ -27,6 +27,7 @@ pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod server;
+mod state;
 pub mod store;
 pub mod table;
 #[cfg(feature = "testing")]
