@@ -68,8 +68,6 @@ pub(super) fn error_response(e: &ApiError) -> Response<Body> {
     )
 }
 
-/// Parsed query string (last value wins; `ports` keeps all).
-
 pub(super) fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()

@@ -10,6 +10,7 @@ use crate::resources;
 use crate::resources::ResourceInfo;
 use crate::selector::FieldSelector;
 
+/// Parsed query string (last value wins; `ports` keeps all).
 #[derive(Debug, Default)]
 pub(super) struct Query {
     params: HashMap<String, String>,
