@@ -24,10 +24,12 @@
 //!   the far side, so cluster DNS names work without touching the machine's resolver.
 
 mod auth;
+mod client;
 mod http;
 mod limiter;
 mod pending;
 mod server;
+mod shared;
 pub mod socks5;
 mod stats;
 mod udp;

@@ -22,9 +22,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use super::backend::PodBackend;
+use super::body::{Body, empty_body};
 use crate::error::{ApiError, ApiResult};
 use crate::meta;
-use crate::server::{Body, PodBackend};
 
 const V4: &str = "v4.channel.k8s.io";
 const V5: &str = "v5.channel.k8s.io";
@@ -118,7 +119,7 @@ pub(crate) fn handle(
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await;
         relay(ws, backend, ns, name, uid, port_numbers, v5).await;
     });
-    let mut r = Response::new(crate::server::empty_body());
+    let mut r = Response::new(empty_body());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(
