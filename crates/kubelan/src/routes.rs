@@ -15,13 +15,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::{Context, bail};
 use clap::Args;
 use ipnet::IpNet;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
-use kubelan_cluster::discovery::{
-    self, ClusterFacts, DiscoveryOverrides, PrefixKind as FactKind, Source,
-};
+use kubelan_cluster::discovery::nodes::{CalicoBgp, calico_bgp_configuration, list_nodes};
+use kubelan_cluster::discovery::{self, ClusterFacts, DiscoveryOverrides, Source};
 use kubelan_routes::{
     BgpFormat, BgpInput, BgpNeighbor, ClusterPrefix, DEFAULT_CLUSTER_AS, DEFAULT_ROUTER_AS, Format,
-    FormatKind, LocalRoute, PrefixKind, RoutesInput, Warning,
+    FormatKind, LocalAddr, LocalRoute, RoutesInput, Warning,
 };
 use serde_json::json;
 
@@ -216,7 +214,7 @@ pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
         Selection::Static(formats) => {
             let (routes, addrs) = local_network(&mut notes).await;
             let node_ips = match &origin.client {
-                Some(c) => nodes(c, None)
+                Some(c) => list_nodes(c, None)
                     .await
                     .map(|n| n.into_iter().flat_map(|n| n.internal).collect())
                     .unwrap_or_default(),
@@ -225,8 +223,11 @@ pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
             let needs_gateway =
                 formats.iter().any(|f| f.kind() == FormatKind::Routes) || args.dns_target.is_none();
             let (v4, v6, gw_origin) = gateway(&args, addrs.as_deref(), needs_gateway)?;
-            let other_routes =
-                other_routes(routes.as_deref().unwrap_or_default(), &prefixes, &node_ips);
+            let other_routes = kubelan_routes::other_routes(
+                routes.as_deref().unwrap_or_default(),
+                &prefixes,
+                &node_ips,
+            );
             let input = RoutesInput {
                 prefixes,
                 gateway_v4: v4,
@@ -358,10 +359,7 @@ fn cluster_prefixes(facts: &ClusterFacts) -> Vec<ClusterPrefix> {
         .prefixes()
         .map(|(kind, f)| ClusterPrefix {
             net: f.value.trunc(),
-            kind: match kind {
-                FactKind::Services => PrefixKind::Services,
-                FactKind::Pods => PrefixKind::Pods,
-            },
+            kind,
             why: f.source.to_string(),
             guessed: f.guessed,
         })
@@ -372,16 +370,9 @@ fn cluster_prefixes(facts: &ClusterFacts) -> Vec<ClusterPrefix> {
 /// when it cannot be read.
 async fn local_network(
     notes: &mut Vec<String>,
-) -> (
-    Option<Vec<kubelan_sys::net::RouteEntry>>,
-    Option<Vec<kubelan_sys::net::AddrEntry>>,
-) {
-    let routes = match kubelan_sys::net::routes().await {
-        Ok(r) => Some(
-            r.into_iter()
-                .filter(|r| r.table == 254 && r.kind == kubelan_sys::net::RouteKind::Unicast)
-                .collect(),
-        ),
+) -> (Option<Vec<LocalRoute>>, Option<Vec<LocalAddr>>) {
+    let routes = match kubelan_sys::net::local_routes(None).await {
+        Ok(r) => Some(r),
         Err(e) => {
             notes.push(format!(
                 "this host's routes could not be read ({e}); overlaps with them are not checked"
@@ -389,7 +380,7 @@ async fn local_network(
             None
         }
     };
-    let addrs = match kubelan_sys::net::addresses().await {
+    let addrs = match kubelan_sys::net::local_addrs(&[]).await {
         Ok(a) => Some(a),
         Err(e) => {
             notes.push(format!("this host's addresses could not be read ({e})"));
@@ -399,64 +390,10 @@ async fn local_network(
     (routes, addrs)
 }
 
-/// Devices of network plugins and of kubelan itself: their routes into the cluster's
-/// prefixes are the cluster's own, not a conflict.
-const CLUSTER_DEVICES: &[&str] = &[
-    "kubelan",
-    "cni",
-    "cali",
-    "flannel",
-    "vxlan.calico",
-    "tunl",
-    "cilium_",
-    "lxc",
-    "weave",
-    "kube-ipvs",
-];
-
-/// This host's routes worth comparing with the cluster prefixes: not the default route,
-/// not the cluster's own (inside a cluster prefix, through a network plugin's device or
-/// a node).
-fn other_routes(
-    routes: &[kubelan_sys::net::RouteEntry],
-    prefixes: &[ClusterPrefix],
-    node_ips: &[IpAddr],
-) -> Vec<LocalRoute> {
-    routes
-        .iter()
-        .filter(|r| r.dst.prefix_len() > 0)
-        .filter(|r| {
-            let inside = prefixes.iter().any(|p| p.net.contains(&r.dst));
-            let plugin = r
-                .dev
-                .as_deref()
-                .is_some_and(|d| CLUSTER_DEVICES.iter().any(|c| d.starts_with(c)));
-            let via_node = r.gateway.is_some_and(|g| node_ips.contains(&g));
-            !(inside && (plugin || via_node))
-        })
-        .map(|r| {
-            let mut detail = String::new();
-            if let Some(g) = r.gateway {
-                detail.push_str(&format!("via {g}"));
-            }
-            if let Some(d) = &r.dev {
-                if !detail.is_empty() {
-                    detail.push(' ');
-                }
-                detail.push_str(&format!("dev {d}"));
-            }
-            LocalRoute {
-                dst: r.dst.trunc(),
-                detail,
-            }
-        })
-        .collect()
-}
-
 /// The gateway addresses and how they were chosen.
 fn gateway(
     args: &RoutesArgs,
-    addrs: Option<&[kubelan_sys::net::AddrEntry]>,
+    addrs: Option<&[LocalAddr]>,
     needed: bool,
 ) -> anyhow::Result<(Option<Ipv4Addr>, Option<Ipv6Addr>, String)> {
     let mut v4 = None;
@@ -523,62 +460,6 @@ fn gateway(
     Ok((v4, v6, format!("this host's address in --lan {lans}")))
 }
 
-/// A node with its InternalIPs.
-struct NodeInfo {
-    name: String,
-    internal: Vec<IpAddr>,
-}
-
-/// The nodes (matching `selector`, a Kubernetes label selector).
-async fn nodes(
-    client: &kube::Client,
-    selector: Option<&str>,
-) -> Result<Vec<NodeInfo>, kube::Error> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Node"), "nodes");
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-    let mut lp = ListParams::default();
-    if let Some(s) = selector {
-        lp = lp.labels(s);
-    }
-    let list = api.list(&lp).await?;
-    Ok(list
-        .items
-        .iter()
-        .map(|n| NodeInfo {
-            name: n.metadata.name.clone().unwrap_or_default(),
-            internal: n.data["status"]["addresses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|a| a["type"] == "InternalIP")
-                .filter_map(|a| a["address"].as_str()?.parse().ok())
-                .collect(),
-        })
-        .collect())
-}
-
-/// The cluster's Calico `BGPConfiguration` "default": (asNumber, nodeToNodeMeshEnabled).
-async fn calico_bgp_config(
-    client: &kube::Client,
-) -> Result<Option<(Option<u32>, Option<bool>)>, kube::Error> {
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("crd.projectcalico.org", "v1", "BGPConfiguration"),
-        "bgpconfigurations",
-    );
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-    match api.get_opt("default").await {
-        Ok(Some(o)) => Ok(Some((
-            o.data["spec"]["asNumber"]
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok()),
-            o.data["spec"]["nodeToNodeMeshEnabled"].as_bool(),
-        ))),
-        Ok(None) => Ok(None),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 fn status_code(e: &kube::Error) -> Option<u16> {
     match e {
         kube::Error::Api(s) => Some(s.code),
@@ -610,7 +491,7 @@ async fn bgp_input(
         let Some(client) = &origin.client else {
             bail!("--bgp needs the nodes' addresses: pass --bgp-neighbor IP for each node");
         };
-        let found = match nodes(client, args.bgp_nodes.as_deref()).await {
+        let found = match list_nodes(client, args.bgp_nodes.as_deref()).await {
             Ok(n) => n,
             Err(e) if status_code(&e) == Some(403) => bail!(
                 "listing nodes is forbidden (grant list on nodes), so their addresses are unknown; pass --bgp-neighbor IP for each node"
@@ -650,11 +531,14 @@ async fn bgp_input(
         Some(a) => a,
         None => {
             let found = match &origin.client {
-                Some(c) => calico_bgp_config(c).await,
+                Some(c) => calico_bgp_configuration(c).await,
                 None => Ok(None),
             };
             match found {
-                Ok(Some((asn, mesh))) => {
+                Ok(Some(CalicoBgp {
+                    as_number: asn,
+                    node_to_node_mesh: mesh,
+                })) => {
                     if mesh == Some(false) {
                         notes.push(
                             "the cluster's BGPConfiguration has nodeToNodeMeshEnabled: false (route reflectors?); the manifest sets it to true: drop that line to keep your topology".into(),
