@@ -10,7 +10,7 @@
 //! Facts, warnings and notes go to stderr and the blocks to stdout, so one format can be
 //! redirected into a file as it is.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -222,7 +222,12 @@ pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
             };
             let needs_gateway =
                 formats.iter().any(|f| f.kind() == FormatKind::Routes) || args.dns_target.is_none();
-            let (v4, v6, gw_origin) = gateway(&args, addrs.as_deref(), needs_gateway)?;
+            let gw = kubelan_routes::choose_gateway(
+                &args.gateway,
+                &args.lan,
+                addrs.as_deref(),
+                needs_gateway,
+            )?;
             let other_routes = kubelan_routes::other_routes(
                 routes.as_deref().unwrap_or_default(),
                 &prefixes,
@@ -230,15 +235,15 @@ pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
             );
             let input = RoutesInput {
                 prefixes,
-                gateway_v4: v4,
-                gateway_v6: v6,
+                gateway_v4: gw.v4,
+                gateway_v6: gw.v6,
                 dns_target: args.dns_target,
                 cluster_domain: facts.cluster_domain.value.clone(),
                 lan: args.lan.iter().map(IpNet::trunc).collect(),
                 other_routes,
             };
             if !json_out {
-                header(&facts, &origin, Some(&gw_origin), Some(&input));
+                header(&facts, &origin, Some(&gw.how), Some(&input));
             }
             let outputs: Vec<Rendered> = formats
                 .iter()
@@ -388,76 +393,6 @@ async fn local_network(
         }
     };
     (routes, addrs)
-}
-
-/// The gateway addresses and how they were chosen.
-fn gateway(
-    args: &RoutesArgs,
-    addrs: Option<&[LocalAddr]>,
-    needed: bool,
-) -> anyhow::Result<(Option<Ipv4Addr>, Option<Ipv6Addr>, String)> {
-    let mut v4 = None;
-    let mut v6 = None;
-    if !args.gateway.is_empty() {
-        for gw in &args.gateway {
-            match gw {
-                IpAddr::V4(a) => v4 = Some(*a),
-                IpAddr::V6(a) => v6 = Some(*a),
-            }
-        }
-        return Ok((v4, v6, "--gateway".into()));
-    }
-    if args.lan.is_empty() {
-        if needed {
-            bail!(
-                "pass --gateway IP: the LAN address of the host that runs `kubelan gateway` (the routes point there), or --lan CIDR to use this host's address in that LAN"
-            );
-        }
-        return Ok((None, None, "none (DNS only)".into()));
-    }
-    let Some(addrs) = addrs else {
-        bail!(
-            "this host's addresses could not be read to find the gateway in --lan; pass --gateway IP"
-        );
-    };
-    let inside: Vec<IpAddr> = addrs
-        .iter()
-        .map(|a| a.net.addr())
-        .filter(|ip| !ip.is_loopback())
-        .filter(|ip| args.lan.iter().any(|l| l.contains(ip)))
-        .collect();
-    let lans = args
-        .lan
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    if inside.is_empty() {
-        bail!(
-            "no address of this host lies in --lan {lans}, so it is not the gateway; pass --gateway IP (the LAN address of the host that runs `kubelan gateway`)"
-        );
-    }
-    for family_v4 in [true, false] {
-        let of: Vec<&IpAddr> = inside
-            .iter()
-            .filter(|ip| ip.is_ipv4() == family_v4)
-            .collect();
-        if of.len() > 1 {
-            bail!(
-                "several addresses of this host lie in --lan {lans} ({}); pass --gateway IP to pick one",
-                of.iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        match of.first() {
-            Some(IpAddr::V4(a)) => v4 = Some(*a),
-            Some(IpAddr::V6(a)) => v6 = Some(*a),
-            None => {}
-        }
-    }
-    Ok((v4, v6, format!("this host's address in --lan {lans}")))
 }
 
 fn status_code(e: &kube::Error) -> Option<u16> {

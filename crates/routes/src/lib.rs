@@ -31,6 +31,7 @@
 
 pub mod bgp;
 mod format;
+mod gateway;
 mod input;
 mod local;
 mod plan;
@@ -43,6 +44,7 @@ pub use bgp::{
     calico_selector, render_bgp, usable_as,
 };
 pub use format::{BgpFormat, Format, FormatKind, UnknownFormat};
+pub use gateway::{GatewayChoice, GatewayError, choose_gateway};
 pub use input::{ClusterPrefix, PrefixKind, RoutesInput, valid_domain};
 pub use local::{LocalAddr, LocalRoute, other_routes};
 pub use render::render;
