@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use kubelan_cluster::discovery::nodes::{CalicoBgp, calico_bgp_configuration, list_nodes};
 use kubelan_cluster::discovery::{self, ClusterFacts, DiscoveryOverrides, Source};
 use kubelan_routes::{
-    BgpFormat, BgpInput, BgpNeighbor, ClusterPrefix, DEFAULT_CLUSTER_AS, DEFAULT_ROUTER_AS, Format,
+    BgpFormat, BgpInput, BgpNeighbor, CalicoConfig, ClusterPrefix, DEFAULT_ROUTER_AS, Format,
     FormatKind, LocalAddr, LocalRoute, RoutesInput, Warning,
 };
 use serde_json::json;
@@ -441,67 +441,26 @@ async fn bgp_input(
                 None => bail!("the cluster has no nodes; pass --bgp-neighbor IP"),
             }
         }
-        let mut out = Vec::new();
-        for n in found {
-            let ip = n
-                .internal
-                .iter()
-                .find(|ip| ip.is_ipv4())
-                .or(n.internal.first())
-                .copied();
-            match ip {
-                Some(ip) => out.push(BgpNeighbor {
-                    name: Some(n.name),
-                    ip,
-                }),
-                None => notes.push(format!(
-                    "node {} has no InternalIP; pass --bgp-neighbor with its address",
-                    n.name
-                )),
-            }
-        }
-        out
+        kubelan_routes::neighbors_of_nodes(found.into_iter().map(|n| (n.name, n.internal)), notes)
     };
     let cluster_as = match args.cluster_as {
         Some(a) => a,
         None => {
-            let found = match &origin.client {
-                Some(c) => calico_bgp_configuration(c).await,
-                None => Ok(None),
+            let config = match &origin.client {
+                Some(c) => match calico_bgp_configuration(c).await {
+                    Ok(Some(CalicoBgp {
+                        as_number,
+                        node_to_node_mesh,
+                    })) => CalicoConfig::Found {
+                        as_number,
+                        node_to_node_mesh,
+                    },
+                    Ok(None) => CalicoConfig::Missing,
+                    Err(e) => CalicoConfig::Unreadable(e.to_string()),
+                },
+                None => CalicoConfig::Missing,
             };
-            match found {
-                Ok(Some(CalicoBgp {
-                    as_number: asn,
-                    node_to_node_mesh: mesh,
-                })) => {
-                    if mesh == Some(false) {
-                        notes.push(
-                            "the cluster's BGPConfiguration has nodeToNodeMeshEnabled: false (route reflectors?); the manifest sets it to true: drop that line to keep your topology".into(),
-                        );
-                    }
-                    match asn {
-                        Some(a) => {
-                            notes.push(format!(
-                                "cluster AS {a} from the cluster's Calico BGPConfiguration \"default\""
-                            ));
-                            a
-                        }
-                        None => DEFAULT_CLUSTER_AS,
-                    }
-                }
-                Ok(None) => {
-                    notes.push(format!(
-                        "no Calico BGPConfiguration \"default\" found (--bgp needs Calico in BGP mode); cluster AS {DEFAULT_CLUSTER_AS} assumed (--cluster-as)"
-                    ));
-                    DEFAULT_CLUSTER_AS
-                }
-                Err(e) => {
-                    notes.push(format!(
-                        "the Calico BGPConfiguration could not be read ({e}); cluster AS {DEFAULT_CLUSTER_AS} assumed (--cluster-as)"
-                    ));
-                    DEFAULT_CLUSTER_AS
-                }
-            }
+            kubelan_routes::cluster_as_from_calico(&config, notes)
         }
     };
     if cluster_as == args.router_as {

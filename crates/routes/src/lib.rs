@@ -40,8 +40,9 @@ mod warnings;
 pub mod zones;
 
 pub use bgp::{
-    BgpInput, BgpNeighbor, DEFAULT_CLUSTER_AS, DEFAULT_ROUTER_AS, SelectorError, bgp_warnings,
-    calico_selector, render_bgp, usable_as,
+    BgpInput, BgpNeighbor, CalicoConfig, DEFAULT_CLUSTER_AS, DEFAULT_ROUTER_AS, SelectorError,
+    bgp_warnings, calico_selector, cluster_as_from_calico, neighbors_of_nodes, render_bgp,
+    usable_as,
 };
 pub use format::{BgpFormat, Format, FormatKind, UnknownFormat};
 pub use gateway::{GatewayChoice, GatewayError, choose_gateway};
