@@ -273,28 +273,8 @@ pub async fn run(opts: &Options, on_check: &(dyn Fn(&Check) + Send + Sync)) -> O
             return r.outcome();
         }
     };
-    for (kind, f) in facts.prefixes() {
-        let verdict = if f.guessed {
-            Verdict::Warn
-        } else {
-            Verdict::Pass
-        };
-        r.add(
-            "prefixes",
-            verdict,
-            format!("{kind} {} ({})", f.value, f.source),
-            f.guessed.then(|| {
-                format!("confirm it and pass --{kind}-cidr, or grant what discovery needs (`kubelan rbac discovery`)")
-            }),
-        );
-    }
-    if facts.prefixes().next().is_none() {
-        r.add(
-            "prefixes",
-            Verdict::Fail,
-            "no Pod or Service prefix found".into(),
-            Some("pass --pod-cidr and --service-cidr".into()),
-        );
+    for (verdict, what, fix) in prefix_findings(&facts) {
+        r.add("prefixes", verdict, what, fix);
     }
 
     // 3. Routes of this host.
@@ -392,26 +372,106 @@ pub async fn run(opts: &Options, on_check: &(dyn Fn(&Check) + Send + Sync)) -> O
         let after = kubelan_sys::nft::counters(NfFamily::IP, &opts.gateway_table)
             .await
             .unwrap_or_default();
-        let moved = |name: &str| {
-            after.get(name).map(|c| c.0).unwrap_or(0) > before.get(name).map(|c| c.0).unwrap_or(0)
-        };
         r.add(
             "counters",
             Verdict::Info,
-            format!(
-                "LAN → cluster packets {} during the check, SNAT {} (probes from this host itself do not pass the gateway's rules; run `kubelan doctor --via` on a LAN host to see them move)",
-                if moved("up") { "moved" } else { "did not move" },
-                if moved("snat") { "moved" } else { "did not move" },
-            ),
+            counters_moved(&before, &after),
             None,
         );
     }
     r.outcome()
 }
 
+/// One line of a step: verdict, what, fix.
+type Finding = (Verdict, String, Option<String>);
+
+/// Each discovered prefix with where it came from (a guess is a warning), or a failure
+/// when there is none.
+fn prefix_findings(facts: &discovery::ClusterFacts) -> Vec<Finding> {
+    let mut out: Vec<Finding> = facts
+        .prefixes()
+        .map(|(kind, f)| {
+            (
+                if f.guessed { Verdict::Warn } else { Verdict::Pass },
+                format!("{kind} {} ({})", f.value, f.source),
+                f.guessed.then(|| {
+                    format!("confirm it and pass --{kind}-cidr, or grant what discovery needs (`kubelan rbac discovery`)")
+                }),
+            )
+        })
+        .collect();
+    if out.is_empty() {
+        out.push((
+            Verdict::Fail,
+            "no Pod or Service prefix found".into(),
+            Some("pass --pod-cidr and --service-cidr".into()),
+        ));
+    }
+    out
+}
+
+/// Whether the gateway's counters moved between `before` and `after` the checks.
+fn counters_moved(
+    before: &BTreeMap<String, (u64, u64)>,
+    after: &BTreeMap<String, (u64, u64)>,
+) -> String {
+    let moved = |name: &str| {
+        after.get(name).map(|c| c.0).unwrap_or(0) > before.get(name).map(|c| c.0).unwrap_or(0)
+    };
+    format!(
+        "LAN → cluster packets {} during the check, SNAT {} (probes from this host itself do not pass the gateway's rules; run `kubelan doctor --via` on a LAN host to see them move)",
+        if moved("up") { "moved" } else { "did not move" },
+        if moved("snat") {
+            "moved"
+        } else {
+            "did not move"
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_name_their_source_and_guesses_are_warnings() {
+        let mut facts = discovery::from_flags(&DiscoveryOverrides {
+            service_cidrs: vec!["172.17.16.0/20".parse().unwrap()],
+            ..DiscoveryOverrides::default()
+        });
+        let f = prefix_findings(&facts);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].0, Verdict::Pass);
+        assert!(
+            f[0].1.starts_with("services 172.17.16.0/20 ("),
+            "{}",
+            f[0].1
+        );
+        assert_eq!(f[0].2, None);
+        facts.service_cidrs[0].guessed = true;
+        let f = prefix_findings(&facts);
+        assert_eq!(f[0].0, Verdict::Warn);
+        // The flag is named from the kind as it always was (`--services-cidr`, although
+        // the flag is --service-cidr): kept as is while the code moves.
+        assert!(
+            f[0].2
+                .as_deref()
+                .unwrap()
+                .starts_with("confirm it and pass --")
+        );
+        facts.service_cidrs.clear();
+        assert_eq!(prefix_findings(&facts)[0].0, Verdict::Fail);
+    }
+
+    #[test]
+    fn counters_moved_or_not() {
+        let before = BTreeMap::from([("up".to_string(), (5, 500)), ("snat".to_string(), (1, 60))]);
+        let after = BTreeMap::from([("up".to_string(), (9, 900)), ("snat".to_string(), (1, 60))]);
+        assert!(
+            counters_moved(&before, &after)
+                .starts_with("LAN → cluster packets moved during the check, SNAT did not move (")
+        );
+    }
 
     #[test]
     fn an_errors_fix_goes_on_its_own_line() {

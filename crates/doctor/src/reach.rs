@@ -208,15 +208,16 @@ pub(crate) async fn spread_service(
     best
 }
 
-/// Seed 001: pods on one node reachable, on another not; or a Service that works only when
-/// the chosen pod sits on the node that did the Service NAT.
-pub(crate) async fn check_return_path(
-    r: &mut Report<'_>,
+/// One line of the return-path step: verdict, what, fix.
+type Finding = (Verdict, String, Option<String>);
+
+/// The return path judged from the pod probes alone: `Some` when they settle it (pods on
+/// some nodes answer and on others not, or nothing to compare with a Service), `None`
+/// when the Service at `spread` should be probed.
+fn return_path_by_pods(
     by_node: &BTreeMap<String, Vec<(Target, Probe)>>,
     spread: Option<&(String, SocketAddr, usize)>,
-    earlier: (usize, usize),
-    timeout: Duration,
-) {
+) -> Option<Option<Finding>> {
     let ok_nodes: Vec<&String> = by_node
         .iter()
         .filter(|(_, ps)| ps.iter().all(|(_, p)| *p == Probe::Reached))
@@ -228,8 +229,7 @@ pub(crate) async fn check_return_path(
         .map(|(n, _)| n)
         .collect();
     if !ok_nodes.is_empty() && !bad_nodes.is_empty() {
-        r.add(
-            "return",
+        return Some(Some((
             Verdict::Fail,
             format!(
                 "pods on {} answer, pods on {} do not: those nodes have no route back to this client",
@@ -237,48 +237,77 @@ pub(crate) async fn check_return_path(
                 join(&bad_nodes)
             ),
             Some("run the gateway with SNAT (without --no-snat), or add a route to the LAN on every node".into()),
-        );
-        return;
+        )));
     }
-    let Some((svc, addr, nodes)) = spread else {
-        return;
+    let Some((_, _, nodes)) = spread else {
+        return Some(None);
     };
     if *nodes < 2 || bad_nodes.len() == by_node.len() {
-        r.add(
-            "return",
+        return Some(Some((
             Verdict::Skip,
             "needs a Service with ready pods on two nodes and reachable pods".into(),
             None,
-        );
-        return;
+        )));
     }
-    // Several connections so that the Service picks pods on more than one node; the
-    // Service probes above count too (a single lost reply is already the fault).
-    let started = Instant::now();
-    let attempts = 8;
-    let results = futures::future::join_all((0..attempts).map(|_| probe_tcp(*addr, timeout))).await;
-    let failed = results.iter().filter(|p| **p != Probe::Reached).count() + earlier.1;
-    let tried = attempts + earlier.0;
+    None
+}
+
+/// The return path judged from `tried` connections to Services of which `failed` got no
+/// answer (8 of them to `svc` at `addr`, whose pods are on `nodes` nodes), in `secs`.
+fn return_path_by_services(
+    (svc, addr, nodes): &(String, SocketAddr, usize),
+    tried: usize,
+    failed: usize,
+    secs: f64,
+) -> Finding {
     if failed == 0 {
-        r.add(
-            "return",
+        (
             Verdict::Pass,
             format!(
-                "{tried} connections to Services (8 to {svc} at {addr}, pods on {nodes} nodes) all answered in {:.1} s",
-                started.elapsed().as_secs_f64()
+                "{tried} connections to Services (8 to {svc} at {addr}, pods on {nodes} nodes) all answered in {secs:.1} s"
             ),
             None,
-        );
+        )
     } else {
-        r.add(
-            "return",
+        (
             Verdict::Fail,
             format!(
                 "{failed} of {tried} connections to Services (8 to {svc} at {addr}) got no answer while every pod answers on its own IP: replies of pods on another node than the one that did the Service NAT go straight back to the client, which drops them (the seed-001 return-path fault)"
             ),
             Some("run the gateway with SNAT (without --no-snat), or set kube-proxy's masqueradeAll: true".into()),
-        );
+        )
     }
+}
+
+/// Seed 001: pods on one node reachable, on another not; or a Service that works only when
+/// the chosen pod sits on the node that did the Service NAT.
+pub(crate) async fn check_return_path(
+    r: &mut Report<'_>,
+    by_node: &BTreeMap<String, Vec<(Target, Probe)>>,
+    spread: Option<&(String, SocketAddr, usize)>,
+    earlier: (usize, usize),
+    timeout: Duration,
+) {
+    if let Some(settled) = return_path_by_pods(by_node, spread) {
+        if let Some((verdict, what, fix)) = settled {
+            r.add("return", verdict, what, fix);
+        }
+        return;
+    }
+    let Some(spread) = spread else {
+        return; // settled above: nothing to probe
+    };
+    // Several connections so that the Service picks pods on more than one node; the
+    // Service probes above count too (a single lost reply is already the fault).
+    let started = Instant::now();
+    let attempts = 8;
+    let results =
+        futures::future::join_all((0..attempts).map(|_| probe_tcp(spread.1, timeout))).await;
+    let failed = results.iter().filter(|p| **p != Probe::Reached).count() + earlier.1;
+    let tried = attempts + earlier.0;
+    let (verdict, what, fix) =
+        return_path_by_services(spread, tried, failed, started.elapsed().as_secs_f64());
+    r.add("return", verdict, what, fix);
 }
 
 fn join(v: &[&String]) -> String {
@@ -334,5 +363,68 @@ mod tests {
         );
         assert_eq!(describe(&Probe::Reached), "reached");
         assert_eq!(describe(&Probe::Timeout), "no answer");
+    }
+
+    fn probed(nodes: &[(&str, Probe)]) -> BTreeMap<String, Vec<(Target, Probe)>> {
+        nodes
+            .iter()
+            .map(|(n, p)| (n.to_string(), vec![(target("shop/web", n), p.clone())]))
+            .collect()
+    }
+
+    #[test]
+    fn pods_answering_on_one_node_only_is_the_return_path_fault() {
+        let spread = (
+            "shop/web".to_string(),
+            "172.17.16.20:80".parse().unwrap(),
+            2,
+        );
+        let mixed = probed(&[("node1", Probe::Reached), ("node2", Probe::Timeout)]);
+        let f = return_path_by_pods(&mixed, Some(&spread)).unwrap().unwrap();
+        assert_eq!(f.0, Verdict::Fail);
+        assert_eq!(
+            f.1,
+            "pods on node1 answer, pods on node2 do not: those nodes have no route back to this client"
+        );
+        let all = probed(&[("node1", Probe::Reached), ("node2", Probe::Reached)]);
+        assert_eq!(return_path_by_pods(&all, Some(&spread)), None);
+        assert_eq!(return_path_by_pods(&all, None), Some(None));
+        let one_node = ("shop/web".to_string(), spread.1, 1);
+        assert_eq!(
+            return_path_by_pods(&all, Some(&one_node))
+                .unwrap()
+                .unwrap()
+                .0,
+            Verdict::Skip
+        );
+        let none = probed(&[("node1", Probe::Timeout), ("node2", Probe::Timeout)]);
+        assert_eq!(
+            return_path_by_pods(&none, Some(&spread))
+                .unwrap()
+                .unwrap()
+                .0,
+            Verdict::Skip
+        );
+    }
+
+    #[test]
+    fn lost_service_replies_are_the_return_path_fault() {
+        let spread = (
+            "shop/web".to_string(),
+            "172.17.16.20:80".parse().unwrap(),
+            2,
+        );
+        let ok = return_path_by_services(&spread, 10, 0, 0.04);
+        assert_eq!(
+            (ok.0, ok.1.as_str()),
+            (
+                Verdict::Pass,
+                "10 connections to Services (8 to shop/web at 172.17.16.20:80, pods on 2 nodes) all answered in 0.0 s"
+            )
+        );
+        let bad = return_path_by_services(&spread, 10, 4, 1.0);
+        assert_eq!(bad.0, Verdict::Fail);
+        assert!(bad.1.starts_with("4 of 10 connections"), "{}", bad.1);
+        assert!(bad.2.unwrap().contains("masqueradeAll"));
     }
 }
