@@ -234,7 +234,12 @@ pub(crate) async fn check_gateway(
 /// The DNS address a local node-mode gateway serves on: it is this host's address towards
 /// the LAN, which the gateway printed; we take the address its DNS socket is bound to.
 pub(crate) async fn gateway_dns_listen() -> Option<IpAddr> {
-    let text = std::fs::read_to_string("/proc/net/udp").ok()?;
+    dns_listener_in(&std::fs::read_to_string("/proc/net/udp").ok()?)
+}
+
+/// The first UDP socket on port 53 of a `/proc/net/udp` text bound to an address that is
+/// neither loopback nor unspecified.
+fn dns_listener_in(text: &str) -> Option<IpAddr> {
     // Local address column: hex IP:port in host byte order for IPv4.
     text.lines().skip(1).find_map(|l| {
         let local = l.split_whitespace().nth(1)?;
@@ -479,5 +484,21 @@ mod tests {
         );
         let c = mtu(&[], false).await;
         assert_eq!(c[0].what, "the ping program is not installed");
+    }
+
+    #[test]
+    fn the_gateways_dns_socket_is_found_in_proc_net_udp() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  1: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0 0
+  2: 00000000:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0 0
+  3: 0B07040A:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0 0
+  4: 0B07040A:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0 0
+";
+        assert_eq!(dns_listener_in(text), Some(ip("10.4.7.11")));
+        assert_eq!(dns_listener_in(&text[..text.find("  4:").unwrap()]), None);
+        assert_eq!(
+            dns_listener_in("garbage\n 1: zz:0035\n 2: 0B07040A\n"),
+            None
+        );
     }
 }

@@ -18,6 +18,10 @@
 //!   Cisco IOS, FRR, MikroTik RouterOS v7 and Junos ([`bgp`]).
 //! - [`warnings`] / [`bgp_warnings`]: overlaps with the LAN and this host's routes,
 //!   prefixes inside others, guesses, prefixes without a gateway of their family.
+//! - The command's decisions around the renderer, from facts its caller read:
+//!   [`choose_gateway`] (`--gateway`, else this host's address in `--lan`),
+//!   [`other_routes`] (which host routes may overlap), [`neighbors_of_nodes`] and
+//!   [`cluster_as_from_calico`] (`--bgp` without `--bgp-neighbor` / `--cluster-as`).
 //!
 //! Each block starts with comments in the format's own syntax (what it does, each prefix
 //! and where it came from, where to enter it) followed by exactly the lines to enter.
