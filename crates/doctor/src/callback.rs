@@ -419,7 +419,7 @@ async fn dial(target: SocketAddr, token: &str, timeout: Duration) -> Dial {
 }
 
 /// The probe pod: dial `target` once, answer the report to at most
-/// [`POD_MAX_CONNECTIONS`] connections on `listen`, exit after [`POD_LIFETIME`].
+/// 8 connections on `listen`, exit after 90 s (the probe pod's lifetime).
 ///
 /// # Errors
 /// When `listen` cannot be bound.
