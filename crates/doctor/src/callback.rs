@@ -25,14 +25,14 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::Verdict;
+use crate::Verdict;
 
 /// The port a probe pod listens on for doctor's connection (in the pod's own network
 /// namespace, above 1024 because it runs as non-root).
-pub(super) const PROBE_PORT: u16 = 18790;
+pub(crate) const PROBE_PORT: u16 = 18790;
 
 /// How long a probe pod lives at most (its own timer; `activeDeadlineSeconds` backs it).
-pub(super) const POD_LIFETIME: Duration = Duration::from_secs(90);
+pub(crate) const POD_LIFETIME: Duration = Duration::from_secs(90);
 
 /// Most connections a probe pod answers before it exits.
 const POD_MAX_CONNECTIONS: usize = 8;
@@ -41,12 +41,12 @@ const POD_MAX_CONNECTIONS: usize = 8;
 const MAX_REPORT: u64 = 4096;
 
 /// Most nodes probed (one pod each).
-pub(super) const MAX_NODES: usize = 16;
+pub(crate) const MAX_NODES: usize = 16;
 
 /// How a probe pod's dial to the LAN target went (the `callback` of its report).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
-pub(super) enum Dial {
+pub(crate) enum Dial {
     /// Connected; `from` is the pod's side of the connection.
     Reached {
         /// The pod's local address of the connection.
@@ -73,23 +73,23 @@ pub(super) enum Dial {
 
 /// What a probe pod answers on [`PROBE_PORT`]: one JSON object, then it closes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(super) struct PodReport {
+pub(crate) struct PodReport {
     /// The address doctor's connection to the pod came from, as the pod saw it.
-    pub(super) seen: SocketAddr,
+    pub(crate) seen: SocketAddr,
     /// The pod's dial to the LAN target.
-    pub(super) callback: Dial,
+    pub(crate) callback: Dial,
 }
 
 impl PodReport {
     /// The report in the bytes a pod sent (JSON, decoded by serde; bad input is an error).
-    pub(super) fn decode(bytes: &[u8]) -> Result<Self, String> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("unreadable probe report: {e}"))
     }
 }
 
 /// What doctor got from the probe pod of one node.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum NodeResult {
+pub(crate) enum NodeResult {
     /// The pod did not start (or was not created): why.
     NoPod(String),
     /// The pod runs but doctor could not read its report: why.
@@ -106,36 +106,36 @@ pub(super) enum NodeResult {
 
 /// One node: name, node addresses, what its probe pod said.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct NodeProbe {
+pub(crate) struct NodeProbe {
     /// Node name.
-    pub(super) node: String,
+    pub(crate) node: String,
     /// The node's addresses (to name the source of a masqueraded dial).
-    pub(super) addresses: Vec<IpAddr>,
+    pub(crate) addresses: Vec<IpAddr>,
     /// The probe's outcome.
-    pub(super) result: NodeResult,
+    pub(crate) result: NodeResult,
 }
 
 /// Where doctor runs and what the probe pods dialled.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct Situation {
+pub(crate) struct Situation {
     /// The LAN address the pods dialled.
-    pub(super) target: SocketAddr,
+    pub(crate) target: SocketAddr,
     /// The target is doctor's own listener on this host (doctor saw the arrivals).
-    pub(super) target_is_here: bool,
+    pub(crate) target_is_here: bool,
     /// This host's own address towards the cluster (a LAN PC's own address).
-    pub(super) own: Option<IpAddr>,
+    pub(crate) own: Option<IpAddr>,
     /// `--via`: the gateway this LAN host uses.
-    pub(super) via: Option<IpAddr>,
+    pub(crate) via: Option<IpAddr>,
     /// Doctor runs on a node-mode gateway: whether it masquerades LAN traffic.
-    pub(super) gateway_snat: Option<bool>,
+    pub(crate) gateway_snat: Option<bool>,
     /// The office LAN holding the target, when known (for the fix).
-    pub(super) lan: Option<ipnet::IpNet>,
+    pub(crate) lan: Option<ipnet::IpNet>,
     /// A next hop on the nodes' network that leads to the LAN, when known (for the fix).
-    pub(super) hop: Option<IpAddr>,
+    pub(crate) hop: Option<IpAddr>,
 }
 
 /// One line of the report: step, verdict, what, fix.
-pub(super) type Finding = (&'static str, Verdict, String, Option<String>);
+pub(crate) type Finding = (&'static str, Verdict, String, Option<String>);
 
 fn dial_failure(d: &Dial) -> Option<String> {
     match d {
@@ -147,7 +147,7 @@ fn dial_failure(d: &Dial) -> Option<String> {
 
 /// The report's lines about callbacks (step `callback`) and the address pods see for LAN
 /// hosts (step `address`), from what the probe pods said.
-pub(super) fn findings(s: &Situation, nodes: &[NodeProbe]) -> Vec<Finding> {
+pub(crate) fn findings(s: &Situation, nodes: &[NodeProbe]) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
     let target = s.target;
     let lan = s
@@ -351,7 +351,7 @@ pub(super) fn findings(s: &Situation, nodes: &[NodeProbe]) -> Vec<Finding> {
 /// Which LAN target and where it lives, decided from the flags: `--callback-to` wins,
 /// else on a LAN PC (`--via`) doctor's own listener, else nothing to dial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Target {
+pub(crate) enum Target {
     /// Dial this address (another host's port).
     Given(SocketAddr),
     /// Dial a listener of doctor on this host's address towards the cluster.
@@ -363,7 +363,7 @@ pub(super) enum Target {
 }
 
 /// The target for the flags and whether a node-mode gateway runs here.
-pub(super) fn choose_target(
+pub(crate) fn choose_target(
     callback_to: Option<SocketAddr>,
     via: Option<IpAddr>,
     gateway_here: bool,
@@ -419,13 +419,16 @@ async fn dial(target: SocketAddr, token: &str, timeout: Duration) -> Dial {
 }
 
 /// The probe pod: dial `target` once, answer the report to at most
-/// [`POD_MAX_CONNECTIONS`] connections on `listen`, exit after [`POD_LIFETIME`].
-pub(super) async fn serve_probe(
+/// 8 connections on `listen`, exit after 90 s (the probe pod's lifetime).
+///
+/// # Errors
+/// When `listen` cannot be bound.
+pub async fn serve_probe(
     listen: SocketAddr,
     target: SocketAddr,
     token: String,
     timeout: Duration,
-) -> anyhow::Result<()> {
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     let (result_tx, result_rx) = tokio::sync::watch::channel(None::<Dial>);
     tokio::spawn(async move {
@@ -475,16 +478,16 @@ pub(super) async fn serve_probe(
 
 /// Doctor's listener on this host: records the first line (a token) and the peer of each
 /// connection, at most 64 connections, until dropped.
-pub(super) struct Arrivals {
+pub(crate) struct Arrivals {
     /// The address pods dial.
-    pub(super) addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     rx: tokio::sync::mpsc::Receiver<(String, SocketAddr)>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Arrivals {
     /// Listens on `ip` (an ephemeral port).
-    pub(super) async fn listen(ip: IpAddr) -> std::io::Result<Self> {
+    pub(crate) async fn listen(ip: IpAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -511,7 +514,7 @@ impl Arrivals {
     }
 
     /// Tokens seen so far → peer address, waiting up to `grace` for late ones.
-    pub(super) async fn collect(
+    pub(crate) async fn collect(
         &mut self,
         want: usize,
         grace: Duration,
@@ -538,7 +541,7 @@ impl Drop for Arrivals {
 
 /// Connects to a probe pod and reads its report: a few attempts (the pod may be running
 /// before it listens), all within `budget`.
-pub(super) async fn fetch_report(pod: SocketAddr, budget: Duration) -> Result<PodReport, String> {
+pub(crate) async fn fetch_report(pod: SocketAddr, budget: Duration) -> Result<PodReport, String> {
     let deadline = tokio::time::Instant::now() + budget;
     let mut last = String::from("no answer");
     for _ in 0..6 {
