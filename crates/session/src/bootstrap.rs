@@ -1,30 +1,31 @@
-//! Setting up a session to the agent from command-line flags (shared by every mode that
-//! rides the tunnel), and `kubelan proxy`.
+//! Session bootstrap: from the agent's address (the Kubernetes API, or a standalone
+//! agent's address and credentials) to carriers spread over the agent's replicas and a
+//! running [`Session`]. Shared by every mode that rides the agent (`proxy`, `connect`,
+//! `gateway --mode tunnel`, `expose`).
+//!
+//! A missing agent is an outcome, not a prompt: [`start`] returns
+//! [`Bootstrap::NotInstalled`] and the caller decides (the binary asks the user, installs,
+//! and calls again).
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
-use futures::future::BoxFuture;
 use ipnet::IpNet;
 use kubelan_cluster::error::ApiTarget;
-use kubelan_cluster::preflight::{AGENT_HINT, INSTALL_HINT};
+use kubelan_cluster::preflight::AGENT_HINT;
 use kubelan_cluster::{ClusterError, Credentials, KubeArgs};
-use kubelan_proto::{FlowError, Target};
-use kubelan_proxy::{Connector, FlowIo, ProxyConfig, UdpFlow};
-use kubelan_session::carrier::{
+use tokio_util::sync::CancellationToken;
+
+use crate::carrier::{
     AutoDialer, CarrierDialer, DirectDialer, EndpointSource, LOOKUP_TIMEOUT, Lookup, PodSource,
     PortForwardDialer,
 };
-use kubelan_session::{CarrierError, Session, SessionConfig, SessionState};
-use tokio_util::sync::CancellationToken;
+use crate::{CarrierError, Session, SessionConfig, SessionState};
 
 /// Which carrier to use.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub(crate) enum CarrierChoice {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CarrierChoice {
     /// Direct mTLS when reachable, else port-forward.
     Auto,
     /// Only direct mutual TLS to the agent's Service / pod.
@@ -33,42 +34,121 @@ pub(crate) enum CarrierChoice {
     PortForward,
 }
 
-/// Flags that pick the cluster and the agent.
-#[derive(Args, Debug, Clone)]
-pub(crate) struct TunnelArgs {
-    #[command(flatten)]
+/// Where the agent is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct BootstrapOptions {
+    /// The cluster.
     pub kube: KubeArgs,
-    /// Namespace of the kubelan agent.
-    #[arg(long, value_name = "NAMESPACE", default_value = "kubelan-system")]
+    /// Namespace of the agent.
     pub agent_namespace: String,
-    /// Carrier to the agent.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// Carrier kind.
     pub carrier: CarrierChoice,
-    /// Carriers to keep open at once (spread over agent replicas) [default: one per ready replica, at most 4].
-    #[arg(long, value_name = "N")]
+    /// Carriers to keep open at once [default: one per ready replica, at most 4].
     pub carriers: Option<usize>,
-    /// Install the agent when it is missing, without asking.
-    #[arg(long)]
-    pub install: bool,
-    /// Use an agent at this address (direct carrier, no Kubernetes API), e.g. one started
-    /// with `kubelan agent --standalone`; needs --credentials.
-    #[arg(long, value_name = "ADDR", requires = "credentials")]
+    /// A standalone agent's address (direct carrier, no Kubernetes API).
     pub agent: Option<SocketAddr>,
-    /// Directory with ca.crt, client.crt and client.key for --agent.
-    #[arg(long, value_name = "DIR")]
+    /// Directory with ca.crt, client.crt and client.key for `agent`.
     pub credentials: Option<PathBuf>,
 }
 
-fn read(dir: &std::path::Path, file: &str) -> anyhow::Result<String> {
-    let p = dir.join(file);
-    std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
-}
-
-/// A running session plus what the user should know about it.
-pub(crate) struct Tunnel {
+/// A running session.
+pub struct Started {
+    /// The session.
     pub session: Session,
     /// Namespace for bare names (`web` → `web.<ns>`).
     pub namespace: String,
+}
+
+/// What [`start`] found.
+pub enum Bootstrap {
+    /// The session runs (its carriers connect in the background).
+    Started(Started),
+    /// No agent in the namespace: install it and call again, or give up with
+    /// [`ClusterError::NotInstalled`].
+    NotInstalled {
+        /// The namespace searched.
+        namespace: String,
+    },
+}
+
+/// Something the user should know while the session starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootstrapNote {
+    /// The agent exists but no replica is ready: the session connects when one is.
+    AgentNotReady {
+        /// Its namespace.
+        namespace: String,
+    },
+    /// The direct carrier cannot be used (credentials unreadable); port-forward it is.
+    DirectUnavailable {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Why the session could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The Kubernetes API said no (already explained: the sentence names the fix).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// A credentials file of `--credentials` cannot be read.
+    #[error("reading {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The credentials do not make a TLS client configuration.
+    #[error("{context}")]
+    Tls {
+        /// What was loaded.
+        context: &'static str,
+        /// Why it failed.
+        #[source]
+        source: kubelan_cluster::tls::TlsError,
+    },
+    /// `agent` was given without `credentials`.
+    #[error("--agent needs --credentials DIR (ca.crt, client.crt, client.key)")]
+    NoCredentials,
+}
+
+fn read(dir: &Path, file: &str) -> Result<String, BootstrapError> {
+    let path = dir.join(file);
+    std::fs::read_to_string(&path).map_err(|source| BootstrapError::Read { path, source })
+}
+
+/// How many carriers to open: the flag (clamped to 1..=16), else one per ready replica,
+/// at most 4.
+pub fn carrier_count(flag: Option<usize>, replicas: usize) -> usize {
+    flag.unwrap_or(replicas.clamp(1, 4)).clamp(1, 16)
+}
+
+/// The pod carrier `i` prefers among the sorted ready replicas, so carriers spread.
+pub fn replica_for(i: usize, pods: &[String]) -> Option<&String> {
+    (!pods.is_empty()).then(|| &pods[i % pods.len()])
+}
+
+/// What a carrier dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialerKind {
+    /// Direct mTLS only.
+    Direct,
+    /// Direct mTLS, else port-forward.
+    Auto,
+    /// Port-forward only.
+    PortForward,
+}
+
+/// The dialer for `choice` when direct credentials are (or are not) available.
+pub fn dialer_kind(choice: CarrierChoice, direct_available: bool) -> DialerKind {
+    match (direct_available, choice) {
+        (true, CarrierChoice::Direct) => DialerKind::Direct,
+        (true, CarrierChoice::Auto) => DialerKind::Auto,
+        _ => DialerKind::PortForward,
+    }
 }
 
 /// The agent's direct addresses a carrier may dial: not those inside `routed` (prefixes
@@ -81,28 +161,24 @@ fn dialable(info: &kubelan_cluster::AgentInfo, routed: &[IpNet]) -> Vec<SocketAd
         .collect()
 }
 
-/// Builds the carriers the flags ask for and starts the session. `routed`: prefixes the
+/// Builds the carriers `opts` ask for and starts the session. `routed`: prefixes the
 /// caller routes into the tunnel (`connect`), never dialed directly.
-pub(crate) async fn start(
-    args: &TunnelArgs,
-    shutdown: CancellationToken,
-    routed: &[IpNet],
-) -> anyhow::Result<Tunnel> {
-    start_with(args, SessionConfig::default(), shutdown, routed).await
-}
-
-/// [`start`] with the session's settings (for example capabilities the agent must have).
-pub(crate) async fn start_with(
-    args: &TunnelArgs,
+///
+/// # Errors
+/// [`BootstrapError`] when the cluster or the credentials say no; a missing agent is
+/// [`Bootstrap::NotInstalled`], not an error.
+pub async fn start(
+    opts: &BootstrapOptions,
     config: SessionConfig,
     shutdown: CancellationToken,
     routed: &[IpNet],
-) -> anyhow::Result<Tunnel> {
-    if let Some(addr) = args.agent {
-        let dir = args
+    note: &(dyn Fn(BootstrapNote) + Send + Sync),
+) -> Result<Bootstrap, BootstrapError> {
+    if let Some(addr) = opts.agent {
+        let dir = opts
             .credentials
             .as_ref()
-            .expect("clap requires --credentials");
+            .ok_or(BootstrapError::NoCredentials)?;
         let creds = Credentials {
             ca_pem: read(dir, "ca.crt")?,
             cert_pem: read(dir, "client.crt")?,
@@ -111,9 +187,12 @@ pub(crate) async fn start_with(
         let tls = Arc::new(
             creds
                 .client_config()
-                .context("loading the client certificate")?,
+                .map_err(|source| BootstrapError::Tls {
+                    context: "loading the client certificate",
+                    source,
+                })?,
         );
-        let n = args.carriers.unwrap_or(1).clamp(1, 16);
+        let n = opts.carriers.unwrap_or(1).clamp(1, 16);
         let dialers: Vec<Arc<dyn CarrierDialer>> = (0..n)
             .map(|_| {
                 Arc::new(DirectDialer::new(
@@ -122,17 +201,17 @@ pub(crate) async fn start_with(
                 )) as Arc<dyn CarrierDialer>
             })
             .collect();
-        return Ok(Tunnel {
+        return Ok(Bootstrap::Started(Started {
             session: Session::start(dialers, config, shutdown),
-            namespace: args
+            namespace: opts
                 .kube
                 .namespace
                 .clone()
                 .unwrap_or_else(|| "default".into()),
-        });
+        }));
     }
-    let cc = kubelan_cluster::connect(&args.kube).await?;
-    let ns = args.agent_namespace.clone();
+    let cc = kubelan_cluster::connect(&opts.kube).await?;
+    let ns = opts.agent_namespace.clone();
     // Every API failure below becomes the sentence that names its fix.
     let target = cc.target();
     let explain = |e: ClusterError| e.explain(&target, AGENT_HINT);
@@ -141,26 +220,13 @@ pub(crate) async fn start_with(
     let agent = match kubelan_cluster::find_agent(&cc.client, &ns).await {
         Ok(info) => Some(info),
         Err(ClusterError::AgentNotReady { .. }) => {
-            eprintln!("… the agent in {ns} is not ready yet; the tunnel connects when it is");
+            note(BootstrapNote::AgentNotReady {
+                namespace: ns.clone(),
+            });
             None
         }
-        Err(ClusterError::NotInstalled { .. }) if args.install || confirm_install(&ns)? => {
-            let opts = kubelan_cluster::InstallOptions {
-                namespace: ns.clone(),
-                ..Default::default()
-            };
-            eprintln!("installing the kubelan agent in {ns} …");
-            let report = kubelan_cluster::install(&cc.client, &opts, &|e| {
-                eprintln!("  {e}");
-            })
-            .await
-            .map_err(|e| e.explain(&target, INSTALL_HINT))?;
-            eprintln!("{}", kubelan_cluster::cli::install_summary(&report));
-            Some(
-                kubelan_cluster::find_agent(&cc.client, &ns)
-                    .await
-                    .map_err(explain)?,
-            )
+        Err(ClusterError::NotInstalled { .. }) => {
+            return Ok(Bootstrap::NotInstalled { namespace: ns });
         }
         Err(e) => return Err(explain(e).into()),
     };
@@ -169,18 +235,21 @@ pub(crate) async fn start_with(
         .flat_map(|a| a.pods.iter().map(|p| p.name.clone()))
         .collect();
     pods.sort();
-    let replicas = pods.len().max(1);
-    let n = args.carriers.unwrap_or(replicas.min(4)).clamp(1, 16);
-    let direct = if args.carrier == CarrierChoice::PortForward {
+    let n = carrier_count(opts.carriers, pods.len());
+    let direct = if opts.carrier == CarrierChoice::PortForward {
         None
     } else {
         match kubelan_cluster::load_credentials(&cc.client, &ns).await {
             Ok(creds) => {
-                let tls = Arc::new(
-                    creds
-                        .client_config()
-                        .context("loading the agent credentials")?,
-                );
+                let tls =
+                    Arc::new(
+                        creds
+                            .client_config()
+                            .map_err(|source| BootstrapError::Tls {
+                                context: "loading the agent credentials",
+                                source,
+                            })?,
+                    );
                 let client = cc.client.clone();
                 let ns2 = ns.clone();
                 let routed2 = routed.to_vec();
@@ -206,10 +275,11 @@ pub(crate) async fn start_with(
                 }
                 Some((endpoints, tls))
             }
-            Err(e) if args.carrier == CarrierChoice::Direct => return Err(explain(e).into()),
+            Err(e) if opts.carrier == CarrierChoice::Direct => return Err(explain(e).into()),
             Err(e) => {
-                let e = explain(e);
-                eprintln!("note: direct carrier unavailable ({e}); using port-forward");
+                note(BootstrapNote::DirectUnavailable {
+                    error: explain(e).to_string(),
+                });
                 None
             }
         }
@@ -225,23 +295,22 @@ pub(crate) async fn start_with(
                         .await
                         .map_err(|e| retry(e, &target))?;
                     info.pods.sort_by(|a, b| a.name.cmp(&b.name));
-                    let n = info.pods.len().max(1);
-                    info.pods
-                        .get(i % n)
-                        .map(|p| vec![p.name.clone()])
+                    let names: Vec<String> = info.pods.iter().map(|p| p.name.clone()).collect();
+                    replica_for(i, &names)
+                        .map(|p| vec![p.clone()])
                         .ok_or_else(|| CarrierError::retry(format!("no ready agent pod in {ns}")))
                 })
             });
             let pod = Lookup::new(source, LOOKUP_TIMEOUT);
-            if !pods.is_empty() {
-                pod.seed(vec![pods[i % pods.len()].clone()]);
+            if let Some(p) = replica_for(i, &pods) {
+                pod.seed(vec![p.clone()]);
             }
             let pf = PortForwardDialer::new(cc.client.clone(), &ns, pod);
-            match (&direct, args.carrier) {
-                (Some((ep, tls)), CarrierChoice::Direct) => {
+            match (&direct, dialer_kind(opts.carrier, direct.is_some())) {
+                (Some((ep, tls)), DialerKind::Direct) => {
                     Arc::new(DirectDialer::new(ep.clone(), tls.clone()))
                 }
-                (Some((ep, tls)), CarrierChoice::Auto) => Arc::new(AutoDialer::new(
+                (Some((ep, tls)), DialerKind::Auto) => Arc::new(AutoDialer::new(
                     DirectDialer::new(ep.clone(), tls.clone()),
                     pf,
                 )),
@@ -249,10 +318,10 @@ pub(crate) async fn start_with(
             }
         })
         .collect();
-    Ok(Tunnel {
+    Ok(Bootstrap::Started(Started {
         session: Session::start(dialers, config, shutdown),
         namespace: cc.namespace,
-    })
+    }))
 }
 
 /// A failure to find the agent while (re)connecting, as the carrier's retryable error.
@@ -260,36 +329,9 @@ fn retry(e: ClusterError, target: &ApiTarget) -> CarrierError {
     CarrierError::retry(e.explain(target, AGENT_HINT).to_string())
 }
 
-fn confirm_install(ns: &str) -> anyhow::Result<bool> {
-    if !std::io::stdin().is_terminal() {
-        bail!(
-            "the kubelan agent is not installed in {ns}: run `kubelan install` (or pass --install)"
-        );
-    }
-    eprint!("The kubelan agent is not installed in {ns}. Install it now? [y/N] ");
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
-}
-
-/// A state change as printed: a mark and the state's one line.
-fn state_line(state: &SessionState) -> String {
-    let mark = match state {
-        SessionState::Connected { .. } => "✓",
-        SessionState::Failed(_) => "✗",
-        _ => "…",
-    };
-    format!("{mark} {state}")
-}
-
-/// Prints session state changes (to stderr) until shutdown.
-pub(crate) fn report_state(session: &Session, shutdown: CancellationToken) {
-    on_state_change(session, shutdown, |now, _| eprintln!("{}", state_line(now)));
-}
-
 /// Calls `f` with each new session state (and its one-line text) until shutdown; nothing
-/// after shutdown began (stopping is not a state change of the tunnel).
-pub(crate) fn on_state_change(
+/// after shutdown began (stopping is not a state change of the session).
+pub fn on_state_change(
     session: &Session,
     shutdown: CancellationToken,
     mut f: impl FnMut(&SessionState, &str) + Send + 'static,
@@ -316,302 +358,63 @@ pub(crate) fn on_state_change(
     });
 }
 
-/// The session as a proxy [`Connector`]; single-label names get the namespace appended,
-/// as a pod's DNS search path would.
-struct SessionConnector {
-    session: Session,
-    namespace: String,
-    /// Wait for the agent's answer before accepting every CONNECT.
-    strict: bool,
-}
-
-impl SessionConnector {
-    fn qualify(&self, target: Target) -> Target {
-        match target {
-            Target::Name { host, port } if !host.contains('.') => Target::Name {
-                host: format!("{host}.{}", self.namespace),
-                port,
-            },
-            t => t,
-        }
-    }
-}
-
-impl Connector for SessionConnector {
-    fn connect(&self, target: Target) -> BoxFuture<'static, Result<Box<dyn FlowIo>, FlowError>> {
-        let session = self.session.clone();
-        let target = self.qualify(target);
-        // An address inside the prefixes the agent advertised is connected optimistically
-        // (as ss-local does): one round trip less; if the agent then fails, the client's
-        // connection is reset. Names and other addresses wait, so their errors become
-        // proper SOCKS/HTTP replies.
-        let fast =
-            !self.strict && matches!(&target, Target::Addr(a) if self.session.advertised(a.ip()));
-        Box::pin(async move {
-            if fast {
-                let conn = session.connect_optimistic(target).await?;
-                return Ok(Box::new(conn) as Box<dyn FlowIo>);
-            }
-            let conn = session.connect(target).await?;
-            Ok(Box::new(conn) as Box<dyn FlowIo>)
-        })
-    }
-
-    fn open_udp(&self, target: Target) -> BoxFuture<'static, Result<UdpFlow, FlowError>> {
-        let session = self.session.clone();
-        let target = self.qualify(target);
-        Box::pin(async move {
-            let (tx, rx) = session.open_udp(target).await?;
-            Ok(UdpFlow { tx, rx })
-        })
-    }
-}
-
-/// `kubelan proxy` flags.
-#[derive(Args, Debug)]
-pub(crate) struct ProxyArgs {
-    /// Address to listen on (SOCKS5 and HTTP on the same port) [default: 127.0.0.1:1080,
-    /// or 0.0.0.0:1080 with --allow-lan].
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-    /// Share the proxy with other machines (listen on a LAN address); requires
-    /// credentials (--auth-file or KUBELAN_PROXY_AUTH).
-    #[arg(long)]
-    allow_lan: bool,
-    /// Require the user:password on the first line of FILE (SOCKS5 username/password,
-    /// HTTP Basic proxy auth). FILE must not be readable by group or others
-    /// (chmod 600 FILE). Without --auth-file or --auth, the environment variable
-    /// KUBELAN_PROXY_AUTH=user:password is used.
-    #[arg(long, value_name = "FILE", conflicts_with = "auth")]
-    auth_file: Option<PathBuf>,
-    /// Require this user:password. Every user of this machine can read it in the
-    /// process list (ps): prefer --auth-file or KUBELAN_PROXY_AUTH when sharing.
-    #[arg(long, value_name = "USER:PASSWORD")]
-    auth: Option<kubelan_proxy::Credentials>,
-    /// Always wait for the agent's answer before accepting a CONNECT (by default, addresses
-    /// inside the cluster's Pod/Service prefixes are accepted at once, saving a round trip;
-    /// a failure then resets the connection instead of returning a SOCKS/HTTP error).
-    #[arg(long)]
-    strict: bool,
-    /// Threads for the data path. One (the default) serves thousands of connections per
-    /// second with the least CPU and latency; add threads when one core is saturated.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub(crate) threads: u16,
-    #[command(flatten)]
-    tunnel: TunnelArgs,
-}
-
-/// The environment variable holding `user:password` for `kubelan proxy`.
-const AUTH_ENV: &str = "KUBELAN_PROXY_AUTH";
-
-/// Largest credentials file read (the first line is all that counts).
-const AUTH_FILE_MAX: u64 = 64 * 1024;
-
-/// The proxy's credentials, from --auth, --auth-file or [`AUTH_ENV`] (in that order),
-/// and whether they came from the command line.
-fn proxy_credentials(
-    args: &ProxyArgs,
-) -> anyhow::Result<Option<(kubelan_proxy::Credentials, bool)>> {
-    if let Some(c) = &args.auth {
-        return Ok(Some((c.clone(), true)));
-    }
-    if let Some(path) = &args.auth_file {
-        return read_auth_file(path).map(|c| Some((c, false)));
-    }
-    match std::env::var(AUTH_ENV) {
-        Ok(v) if v.is_empty() => Ok(None),
-        Ok(v) => v
-            .parse()
-            .map(|c| Some((c, false)))
-            .with_context(|| format!("{AUTH_ENV} is not usable")),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            bail!("{AUTH_ENV} is not valid UTF-8: set it to user:password")
-        }
-    }
-}
-
-/// Reads `user:password` from the first line of `path`, refusing a file other users
-/// could read.
-fn read_auth_file(path: &std::path::Path) -> anyhow::Result<kubelan_proxy::Credentials> {
-    use std::io::Read as _;
-    let shown = path.display();
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot open the proxy credentials file {shown}"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = file
-            .metadata()
-            .with_context(|| format!("cannot read the permissions of {shown}"))?
-            .permissions()
-            .mode();
-        if let Some(why) = kubelan_proxy::file_mode_problem(mode) {
-            bail!(
-                "refusing the proxy credentials file {shown}: {why}, so others could read the password; run `chmod 600 {shown}`"
-            );
-        }
-    }
-    let mut text = String::new();
-    file.take(AUTH_FILE_MAX)
-        .read_to_string(&mut text)
-        .with_context(|| format!("cannot read {shown} as text"))?;
-    kubelan_proxy::Credentials::from_file_text(&text)
-        .with_context(|| format!("the proxy credentials file {shown} is not usable"))
-}
-
-pub(crate) async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let listen = args.listen.unwrap_or_else(|| {
-        if args.allow_lan {
-            SocketAddr::from(([0, 0, 0, 0], 1080))
-        } else {
-            SocketAddr::from(([127, 0, 0, 1], 1080))
-        }
-    });
-    let credentials = proxy_credentials(&args)?;
-    if !listen.ip().is_loopback() && credentials.is_none() {
-        bail!(
-            "{listen} is reachable from other machines: refusing to start an open proxy into the cluster; add --auth-file FILE (a chmod 600 file holding user:password) or set {AUTH_ENV}=user:password"
-        );
-    }
-    if !listen.ip().is_loopback() && !args.allow_lan {
-        bail!(
-            "{listen} is not a loopback address: pass --allow-lan (with --auth-file) to share the proxy"
-        );
-    }
-    if !listen.ip().is_loopback() && matches!(credentials, Some((_, true))) {
-        eprintln!(
-            "warning: --auth puts the password on the command line, where every user of this machine can read it (ps); use --auth-file FILE (chmod 600) or {AUTH_ENV} instead"
-        );
-    }
-    let auth = credentials.map(|(c, _)| c);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| {
-            format!("cannot listen on {listen} (in use? pick another with --listen)")
-        })?;
-    let shutdown = CancellationToken::new();
-    let tunnel = start(&args.tunnel, shutdown.clone(), &[]).await?;
-    report_state(&tunnel.session, shutdown.clone());
-    let mut config = ProxyConfig::default();
-    config.auth = auth.clone();
-    let connector = Arc::new(SessionConnector {
-        session: tunnel.session.clone(),
-        namespace: tunnel.namespace.clone(),
-        strict: args.strict,
-    });
-    let local = listener.local_addr()?;
-    let host = if local.ip().is_unspecified() {
-        "<this machine's address>".to_string()
-    } else {
-        local.to_string()
-    };
-    let cred = if auth.is_some() { "USER:PASSWORD@" } else { "" };
-    eprintln!("kubelan proxy on {local} (SOCKS5 + HTTP; names resolve in the cluster)");
-    eprintln!(
-        "  curl --socks5-hostname {host} http://web.default.svc.cluster.local   |   export ALL_PROXY=socks5h://{cred}{host}   |   java -DsocksProxyHost={} -DsocksProxyPort={}",
-        local.ip(),
-        local.port()
-    );
-    let server = kubelan_proxy::ProxyServer::new(connector, config);
-    let serve = server.serve(listener, shutdown.clone());
-    tokio::select! {
-        () = serve => {}
-        () = crate::shutdown_signal() => {}
-    }
-    shutdown.cancel();
-    let s = server.stats();
-    eprintln!("proxy stopped: {s}");
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt as _;
-
     use kubelan_cluster::{AgentInfo, AgentPod, AgentService, NodeAddresses};
-    use kubelan_session::{CarrierInfo, CarrierKind};
 
     use super::*;
 
-    /// A credentials file with `text` and `mode` in a fresh temporary directory.
-    fn auth_file(tag: &str, text: &str, mode: u32) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("kubelan-auth-{}-{tag}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("auth");
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        path
+    #[test]
+    fn carriers_spread_over_the_ready_replicas() {
+        // One per ready replica, at most 4; none ready yet: one.
+        assert_eq!(carrier_count(None, 0), 1);
+        assert_eq!(carrier_count(None, 3), 3);
+        assert_eq!(carrier_count(None, 9), 4);
+        // The flag wins, within 1..=16.
+        assert_eq!(carrier_count(Some(0), 3), 1);
+        assert_eq!(carrier_count(Some(6), 1), 6);
+        assert_eq!(carrier_count(Some(99), 1), 16);
+        let pods: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let picked: Vec<&str> = (0..4)
+            .map(|i| replica_for(i, &pods).unwrap().as_str())
+            .collect();
+        assert_eq!(picked, ["a", "b", "c", "a"]);
+        assert_eq!(replica_for(2, &[]), None);
     }
 
     #[test]
-    fn auth_files_must_be_private_and_hold_user_password() {
-        let good = auth_file("good", "alice:s3cret\n", 0o600);
-        let c = read_auth_file(&good).unwrap();
-        assert_eq!(c.username(), "alice");
-        assert!(!format!("{c:?}").contains("s3cret"));
-
-        let open = auth_file("open", "alice:s3cret\n", 0o644);
-        let e = format!("{:#}", read_auth_file(&open).unwrap_err());
-        assert!(
-            e.contains("group and others (mode 0644)")
-                && e.contains(&format!("chmod 600 {}", open.display())),
-            "{e}"
-        );
-        assert!(!e.contains("s3cret"), "{e}");
-
-        let group = auth_file("group", "alice:s3cret\n", 0o640);
-        let e = format!("{:#}", read_auth_file(&group).unwrap_err());
-        assert!(e.contains("its group") && e.contains("chmod 600"), "{e}");
-
-        let empty = auth_file("empty", "\n", 0o600);
-        let e = format!("{:#}", read_auth_file(&empty).unwrap_err());
-        assert!(e.contains("first line must be user:password"), "{e}");
-
-        let e = format!(
-            "{:#}",
-            read_auth_file(std::path::Path::new("/nonexistent/kubelan-auth")).unwrap_err()
-        );
-        assert!(
-            e.contains("cannot open the proxy credentials file /nonexistent/kubelan-auth"),
-            "{e}"
-        );
-        for p in [good, open, group, empty] {
-            let _ = std::fs::remove_dir_all(p.parent().unwrap());
-        }
+    fn the_carrier_kind_follows_the_flag_and_the_credentials() {
+        use CarrierChoice::*;
+        assert_eq!(dialer_kind(Auto, true), DialerKind::Auto);
+        assert_eq!(dialer_kind(Direct, true), DialerKind::Direct);
+        assert_eq!(dialer_kind(PortForward, true), DialerKind::PortForward);
+        // Without credentials, auto falls back to port-forward.
+        assert_eq!(dialer_kind(Auto, false), DialerKind::PortForward);
+        assert_eq!(dialer_kind(PortForward, false), DialerKind::PortForward);
     }
 
-    #[test]
-    fn each_state_change_is_one_line_with_a_mark() {
-        let direct = CarrierInfo {
-            kind: CarrierKind::Direct,
-            peer: "10.4.7.11:30443".into(),
-            agent: "kubelan-system/kubelan-agent-x on node1".into(),
-            version: 1,
-            software: "kubelan 0.1.0".into(),
+    #[tokio::test]
+    async fn a_standalone_agent_without_credentials_is_refused() {
+        let opts = BootstrapOptions {
+            kube: KubeArgs::default(),
+            agent_namespace: "kubelan-system".into(),
+            carrier: CarrierChoice::Direct,
+            carriers: None,
+            agent: Some("127.0.0.1:7443".parse().unwrap()),
+            credentials: Some(PathBuf::from("/nonexistent/kubelan-creds")),
         };
-        let why = "direct mTLS to 10.4.7.11:30443 (agent kubelan-system/kubelan-agent-x on node1): no answer to pings for 3.0 s";
-        for (state, line) in [
-            (SessionState::Connecting, "… connecting".to_string()),
-            (
-                SessionState::Connected {
-                    carriers: vec![direct],
-                    down: None,
-                },
-                "✓ connected via direct mTLS to 10.4.7.11:30443 (agent kubelan-system/kubelan-agent-x on node1)"
-                    .to_string(),
-            ),
-            (
-                SessionState::Reconnecting { error: why.into() },
-                format!("… reconnecting: {why}"),
-            ),
-            (
-                SessionState::Failed("the agent refused the session".into()),
-                "✗ failed: the agent refused the session".to_string(),
-            ),
-        ] {
-            assert_eq!(state_line(&state), line);
-        }
+        let r = start(
+            &opts,
+            SessionConfig::default(),
+            CancellationToken::new(),
+            &[],
+            &|_| {},
+        )
+        .await;
+        let Err(e) = r else {
+            panic!("started without credentials")
+        };
+        assert_eq!(e.to_string(), "reading /nonexistent/kubelan-creds/ca.crt");
     }
 
     #[test]

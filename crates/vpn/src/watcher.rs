@@ -1,51 +1,54 @@
-//! The crash watcher of `connect`, `gateway` and `forward` (its hosts block): a small `kubelan crash-watcher` process
-//! started right after the session opens its journal, which undoes the session's changes
-//! when the session dies without doing so (`kill -9`, the OOM killer). The judgement and the
-//! OS work live in `kubelan_sys::watch`; this file starts it and prints what it did.
+//! The crash watcher of `connect`, `gateway` and `forward` (its hosts block): a small
+//! `kubelan crash-watcher` process started right after the session opens its journal, which
+//! undoes the session's changes when the session dies without doing so (`kill -9`, the OOM
+//! killer). The judgement and the OS work live in `kubelan_sys::watch`; this file starts it
+//! and, in the watcher process, says what it did.
 
 use std::io::Write;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
 use kubelan_sys::journal::{HostGuard, Owner};
 use kubelan_sys::watch::{self, Ended, Target, Watcher};
 
-/// `kubelan crash-watcher` flags (passed by the session that starts it).
-#[derive(Args, Debug)]
-pub(crate) struct WatcherArgs {
+use crate::event::{Event, EventSink};
+
+/// What the session that starts a crash watcher passes it.
+#[derive(Debug, Clone)]
+pub struct WatcherOptions {
     /// The journal to replay when its owner dies.
-    #[arg(long, value_name = "FILE")]
-    journal: PathBuf,
+    pub journal: PathBuf,
     /// The owner's PID.
-    #[arg(long, value_name = "PID")]
-    owner_pid: u32,
+    pub owner_pid: u32,
     /// The owner's start time (clock ticks since boot, `/proc/PID/stat` field 22).
-    #[arg(long, value_name = "TICKS")]
-    owner_start: u64,
+    pub owner_start: u64,
     /// An inherited pidfd of the owner; without it the owner is polled.
-    #[arg(long, value_name = "FD")]
-    pidfd: Option<i32>,
+    pub pidfd: Option<i32>,
 }
 
 /// Starts the crash watcher for `guard`'s journal. Without one (it cannot be started) the
 /// session goes on and says that `kubelan reset` is the way back after a crash.
-pub(crate) fn start(guard: &HostGuard) -> Option<Watcher> {
+pub(crate) fn start(guard: &HostGuard, events: &EventSink) -> Option<Watcher> {
+    try_start(guard)
+        .map_err(|error| events(Event::NoCrashWatcher { error }))
+        .ok()
+}
+
+/// Starts the crash watcher for `guard`'s journal, or says why it cannot.
+///
+/// # Errors
+/// Why the watcher process could not be started.
+pub fn try_start(guard: &HostGuard) -> Result<Watcher, String> {
     // The running binary itself, even when its file was replaced or deleted since.
     let mut cmd = std::process::Command::new("/proc/self/exe");
     cmd.arg0("kubelan").arg("crash-watcher");
     match watch::spawn(tokio::process::Command::from(cmd), guard) {
         Ok(w) => {
             tracing::debug!(pid = ?w.pid(), pidfd = w.uses_pidfd(), "crash watcher started");
-            Some(w)
+            Ok(w)
         }
-        Err(e) => {
-            eprintln!(
-                "  warning: {e}; if kubelan is killed, `sudo kubelan reset` restores the machine"
-            );
-            None
-        }
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -57,7 +60,10 @@ fn say(line: &str) {
 
 /// `kubelan crash-watcher`: waits for the owner's end, replays its journal if it died
 /// without cleaning up, and exits.
-pub(crate) async fn run(args: WatcherArgs) -> anyhow::Result<ExitCode> {
+///
+/// # Errors
+/// When the signal handler or the watching task fails.
+pub async fn run(args: WatcherOptions) -> anyhow::Result<ExitCode> {
     let owner = Owner {
         pid: args.owner_pid,
         start_time: args.owner_start,

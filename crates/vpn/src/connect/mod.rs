@@ -1,12 +1,14 @@
 //! `kubelan connect`: an L3 VPN from this machine into the cluster's Pod and Service
-//! networks, with split DNS for the cluster domain; plus `status`, `quit` and `reset`.
+//! networks, with split DNS for the cluster domain; plus what `status` and `quit` ask of a
+//! running one.
 //!
 //! Order of work, so that nothing changes on the machine before every check passed:
 //! clean up after a crashed earlier run → discover the cluster (with provenance) → start
-//! the session → plan routes against every local route and address (refuse on overlap,
-//! naming the flag) → TUN, pinned routes, cluster routes, DNS — each through the host
-//! guard, journalled before it is made → serve until Ctrl-C / `kubelan quit` → restore.
-//! Reconnects happen inside the session and never touch the TUN, routes or DNS.
+//! the session → plan the host changes against every local route and address (refuse on
+//! overlap, naming the flag; [`crate::plan`]) → TUN, pinned routes, cluster routes, DNS —
+//! each through the host guard, journalled before it is made → serve until stopped or
+//! `kubelan quit` → restore. Reconnects happen inside the session and never touch the TUN,
+//! routes or DNS.
 
 mod control;
 mod handler;
@@ -19,11 +21,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use futures::future::BoxFuture;
 use ipnet::IpNet;
+use kubelan_cluster::KubeArgs;
 use kubelan_cluster::discovery::{
-    self, ClusterFacts, DiscoveryOverrides, Fact, LocalAddr, LocalRoute, RouteOptions, RoutePlan,
-    Source,
+    self, ClusterFacts, Conflict, DiscoveryOverrides, Fact, LocalAddr, LocalRoute, RouteOptions,
+    RoutePlan, Source,
 };
 use kubelan_dns::SplitZones;
 use kubelan_netstack::{StackConfig, TunConfig};
@@ -32,85 +35,51 @@ use kubelan_sys::journal::{Change, HostGuard, StateDir};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::Output;
 use crate::dnsrelay as dns;
-use crate::tunnel::{self, TunnelArgs};
+use crate::event::{DnsConfigured, Event, EventSink};
+use crate::plan::{self, DnsChange, HostPlan, NftChange, PlanError, PlanInput, PlanMode, TunSpec};
 
-/// `kubelan connect` flags.
-#[derive(Args, Debug)]
-pub(crate) struct ConnectArgs {
-    #[command(flatten)]
-    pub(crate) tunnel: TunnelArgs,
-    /// Leave this prefix out of the tunnel (repeatable): a part of a cluster prefix that
-    /// your LAN uses.
-    #[arg(long, value_name = "CIDR")]
-    pub(crate) exclude: Vec<IpNet>,
-    /// Route this cluster prefix into the tunnel even though it overlaps a local route or
-    /// address (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    pub(crate) force_route: Vec<IpNet>,
-    /// The cluster's Service CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    pub(crate) service_cidr: Vec<IpNet>,
-    /// The cluster's Pod CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    pub(crate) pod_cidr: Vec<IpNet>,
-    /// The cluster DNS domain [default: discovered, else cluster.local].
-    #[arg(long, value_name = "DOMAIN")]
-    pub(crate) cluster_domain: Option<String>,
-    /// The cluster DNS Service IP, instead of discovering it.
-    #[arg(long, value_name = "IP")]
-    pub(crate) cluster_dns: Option<IpAddr>,
-    /// Name of the TUN device.
-    #[arg(long, value_name = "NAME", default_value = "kubelan0")]
-    pub(crate) tun: String,
-    /// MTU of the TUN device (TCP segments are sized to fit it).
-    #[arg(long, value_name = "BYTES", default_value_t = 1400, value_parser = clap::value_parser!(u16).range(576..=9000))]
-    pub(crate) mtu: u16,
-    /// Do not configure split DNS (reach names with `dig @<cluster DNS IP>` only).
-    #[arg(long)]
-    pub(crate) no_dns: bool,
-    /// Output: state changes as lines for people, or one JSON event per line.
-    #[arg(long, value_enum, default_value = "human")]
-    pub(crate) output: Output,
+/// Starts the session to the agent; `routed` are the prefixes the caller routes into the
+/// TUN (never dialled directly). The binary's implementation asks before installing a
+/// missing agent.
+pub type StartSession = Arc<
+    dyn Fn(Vec<IpNet>, CancellationToken) -> BoxFuture<'static, anyhow::Result<Session>>
+        + Send
+        + Sync,
+>;
+
+/// What `kubelan connect` is asked to do.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    /// The cluster (kubeconfig, context, namespace for bare names).
+    pub kube: KubeArgs,
+    /// Namespace of the agent.
+    pub agent_namespace: String,
+    /// A standalone agent's address (no Kubernetes API).
+    pub agent: Option<SocketAddr>,
+    /// Starts the session.
+    pub start_session: StartSession,
+    /// Prefixes left out of the tunnel.
+    pub exclude: Vec<IpNet>,
+    /// Overlapping prefixes routed anyway.
+    pub force_route: Vec<IpNet>,
+    /// Facts given on the command line instead of discovered.
+    pub overrides: DiscoveryOverrides,
+    /// The TUN device's name.
+    pub tun: String,
+    /// The TUN's MTU.
+    pub mtu: u16,
+    /// Leave this machine's resolver configuration alone.
+    pub no_dns: bool,
 }
 
-/// `kubelan status` flags.
-#[derive(Args, Debug)]
-pub(crate) struct StatusArgs {
-    /// Without a running `connect`: the cluster to show facts of.
-    #[command(flatten)]
-    kube: kubelan_cluster::KubeArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "human")]
-    output: Output,
-}
-
-/// Prints state changes as lines (stderr) or JSON events (stdout).
-#[derive(Clone, Copy)]
-pub(crate) struct Events {
-    json: bool,
-}
-
-impl Events {
-    pub(crate) fn new(json: bool) -> Self {
-        Self { json }
-    }
-
-    pub(crate) fn json(&self) -> bool {
-        self.json
-    }
-
-    pub(crate) fn emit(&self, event: &str, mut fields: serde_json::Value, human: &str) {
-        if self.json {
-            if let Some(map) = fields.as_object_mut() {
-                map.insert("event".into(), event.into());
-                map.insert("time".into(), now().into());
-            }
-            println!("{fields}");
-        } else {
-            eprintln!("{human}");
-        }
+impl ConnectOptions {
+    /// The namespace bare names resolve in.
+    fn namespace(&self) -> String {
+        self.kube
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into())
     }
 }
 
@@ -198,25 +167,45 @@ impl Live {
     }
 }
 
-/// What a tunnel-mode gateway adds to `connect`: forwarding for LAN clients and DNS on
-/// the LAN address instead of this machine's resolver configuration.
-pub(crate) struct LanService {
+/// What a tunnel-mode gateway adds to `connect`: the LANs it serves, and DNS sockets
+/// already bound on the LAN address with that address.
+pub(crate) struct LanSide {
     /// Who is served.
-    pub allowed: Vec<IpNet>,
+    pub(crate) lans: Vec<IpNet>,
     /// DNS sockets already bound on the LAN address, and that address.
-    pub dns: Option<(dns::LanSockets, SocketAddr)>,
+    pub(crate) dns: Option<(dns::LanSockets, SocketAddr)>,
 }
 
-/// Runs `kubelan connect` until Ctrl-C, SIGTERM or `kubelan quit`.
-pub(crate) async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
-    run(args, None).await
+/// What ends a run when it completes (the binary's waits for Ctrl-C, SIGTERM or SIGHUP).
+/// It is polled only once the host is set up, so a signal handler it installs on first
+/// poll leaves the default handling in place while nothing needs undoing.
+pub type Stop = BoxFuture<'static, ()>;
+
+/// Runs `kubelan connect` until `stop` completes or `kubelan quit`.
+///
+/// # Errors
+/// A sentence naming the fix when a check fails (nothing changed then) or the TUN fails.
+pub async fn run(opts: ConnectOptions, events: EventSink, stop: Stop) -> anyhow::Result<()> {
+    run_tunnel(opts, None, events, stop).await
+}
+
+/// Undoes the changes leftover journals describe, saying what was undone.
+pub(crate) async fn clean_leftovers(state: &StateDir, events: &EventSink) {
+    let leftovers = kubelan_sys::journal::reset(state, false).await;
+    if !leftovers.nothing_to_do() {
+        for message in leftovers.lines() {
+            events(Event::Cleanup { message });
+        }
+    }
 }
 
 /// `connect`, or with `lan` the tunnel-mode gateway.
-pub(crate) async fn run(args: ConnectArgs, lan: Option<LanService>) -> anyhow::Result<()> {
-    let events = Events {
-        json: args.output == Output::Json,
-    };
+pub(crate) async fn run_tunnel(
+    opts: ConnectOptions,
+    lan: Option<LanSide>,
+    events: EventSink,
+    stop: Stop,
+) -> anyhow::Result<()> {
     if !kubelan_sys::is_root() {
         bail!(
             "kubelan connect creates a network device and changes routes and DNS: run it with sudo"
@@ -232,40 +221,25 @@ pub(crate) async fn run(args: ConnectArgs, lan: Option<LanService>) -> anyhow::R
         );
     }
     // A crashed earlier run left changes behind: undo them before anything else.
-    let leftovers = kubelan_sys::journal::reset(&state, false).await;
-    if !leftovers.nothing_to_do() {
-        for line in leftovers.lines() {
-            events.emit(
-                "cleanup",
-                json!({"message": line}),
-                &format!("• left by an earlier run: {line}"),
-            );
-        }
-    }
+    clean_leftovers(&state, &events).await;
 
     let shutdown = CancellationToken::new();
-    events.emit(
-        "state",
-        json!({"state": "discovering"}),
-        "… discovering the cluster",
-    );
-    let overrides = args.overrides();
+    events(Event::Discovering);
+    let overrides = &opts.overrides;
     let mut never_route: Vec<IpAddr> = Vec::new();
-    let (facts, tunnel) = if let Some(agent) = args.tunnel.agent {
+    let (facts, session) = if let Some(agent) = opts.agent {
         // A standalone agent: no Kubernetes API; facts come from flags, else the agent.
         never_route.push(agent.ip());
-        let tunnel = tunnel::start(&args.tunnel, shutdown.clone(), &[]).await?;
-        let facts = facts_from_agent(&tunnel.session, &overrides).await?;
-        (facts, tunnel)
+        let session = (opts.start_session)(Vec::new(), shutdown.clone()).await?;
+        let facts = facts_from_agent(&session, overrides).await?;
+        (facts, session)
     } else {
-        let cc = kubelan_cluster::connect(&args.tunnel.kube).await?;
+        let cc = kubelan_cluster::connect(&opts.kube).await?;
         never_route.extend(api_addresses(&cc.server).await);
-        let facts = discovery::discover(&cc, &overrides).await?;
+        let facts = discovery::discover(&cc, overrides).await?;
         // The agent's direct addresses stay outside the tunnel, except those inside the
         // cluster's own prefixes (pod IPs), which only the tunnel reaches anyway.
-        if let Ok(info) =
-            kubelan_cluster::find_agent(&cc.client, &args.tunnel.agent_namespace).await
-        {
+        if let Ok(info) = kubelan_cluster::find_agent(&cc.client, &opts.agent_namespace).await {
             never_route.extend(
                 kubelan_cluster::direct_endpoints(&info)
                     .iter()
@@ -275,89 +249,120 @@ pub(crate) async fn run(args: ConnectArgs, lan: Option<LanService>) -> anyhow::R
         }
         // Addresses inside the cluster prefixes go into the TUN: never a direct carrier's.
         let routed: Vec<IpNet> = facts.prefixes().map(|(_, f)| f.value).collect();
-        let tunnel = tunnel::start(&args.tunnel, shutdown.clone(), &routed).await?;
-        (facts, tunnel)
+        let session = (opts.start_session)(routed, shutdown.clone()).await?;
+        (facts, session)
     };
-    let session = tunnel.session.clone();
     let mut facts = with_agent_domain(facts, &session).await;
     if facts.cluster_domain.source != Source::Default {
         facts.notes.retain(|n| !n.starts_with("cluster domain:"));
     }
     for note in &facts.notes {
-        events.emit("note", json!({"message": note}), &format!("  note: {note}"));
+        events(Event::Note {
+            message: note.clone(),
+        });
     }
 
-    // Plan routes against what the machine has; refuse on overlap, before any change.
-    let (local_routes, local_addrs) = local_network(&args.tun).await?;
-    let opts = RouteOptions {
-        exclude: args.exclude.clone(),
-        force_route: args.force_route.clone(),
+    // Plan against what the machine has; refuse on overlap, before any change.
+    let (local_routes, local_addrs) = local_network(&opts.tun).await?;
+    let route_opts = RouteOptions {
+        exclude: opts.exclude.clone(),
+        force_route: opts.force_route.clone(),
         never_route,
     };
-    let plan = match discovery::plan_routes(&facts, &local_routes, &local_addrs, &opts) {
-        Ok(p) => p,
-        Err(conflicts) => {
-            let mut msg = String::from(
-                "cluster prefixes overlap this machine's networks; nothing was changed:",
-            );
-            for c in &conflicts {
-                msg.push_str(&format!("\n  • {c}"));
-            }
-            bail!(msg);
-        }
+    let mode = match &lan {
+        None => PlanMode::Connect {
+            no_dns: opts.no_dns,
+            namespace: opts.namespace(),
+        },
+        Some(l) => PlanMode::TunnelGateway {
+            lans: l.lans.clone(),
+            no_dns: l.dns.is_none(),
+        },
     };
+    let input = PlanInput {
+        facts: &facts,
+        local_routes: &local_routes,
+        local_addrs: &local_addrs,
+        routes: &route_opts,
+        tun: TunSpec {
+            name: opts.tun.clone(),
+            mtu: opts.mtu,
+        },
+        mode,
+    };
+    let plan = plan::plan(&input).map_err(|e| refuse(e, &events))?;
     for w in &plan.warnings {
-        events.emit("warning", json!({"message": w}), &format!("  warning: {w}"));
-    }
-    if plan.routes.is_empty() {
-        bail!("no cluster prefix left to route (all excluded?); pass --pod-cidr / --service-cidr");
+        events(warning_event(w));
     }
 
     // Host changes: every one journalled first, undone on exit or by `kubelan reset`.
-    if let Some(lan) = &lan {
-        check_lan_vs_cluster(&lan.allowed, &facts)?;
-    }
     let purpose = if lan.is_some() { "gateway" } else { "connect" };
     let mut guard = HostGuard::begin(&state, purpose)?;
     // Undoes the changes below if this process dies without doing so (kill -9, OOM).
-    let _watcher = crate::watcher::start(&guard);
-    let result = serve(
-        &args, events, &mut guard, &session, facts, plan, lan, &shutdown,
-    )
-    .await;
+    let _watcher = crate::watcher::start(&guard, &events);
+    let ctx = Ctx {
+        events: events.clone(),
+        session,
+        shutdown: shutdown.clone(),
+    };
+    let result = serve(&ctx, &mut guard, facts, plan, lan.and_then(|l| l.dns), stop).await;
     shutdown.cancel();
-    restore(guard, events).await;
+    restore(guard, &events).await;
     result
 }
 
-/// Undoes the guard's changes and says what was restored (connect and gateway).
-pub(crate) async fn restore(guard: HostGuard, events: Events) {
-    let report = guard.restore().await;
-    for o in &report.outcomes {
-        events.emit(
-            "restore",
-            json!({"message": o.to_string()}),
-            &format!("  {o}"),
-        );
+/// Shows the warnings that precede a refusal and returns the refusal.
+pub(crate) fn refuse(e: PlanError, events: &EventSink) -> PlanError {
+    for w in e.warnings() {
+        events(warning_event(w));
     }
-    if !report.is_clean() {
-        eprintln!("some changes could not be undone; `sudo kubelan reset` retries");
+    e
+}
+
+/// A plan warning as an event.
+pub(crate) fn warning_event(w: &plan::PlanWarning) -> Event {
+    match w {
+        plan::PlanWarning::Route(message) => Event::Warning {
+            message: message.clone(),
+        },
+        plan::PlanWarning::Ipv6NotForwarded(prefix) => Event::Ipv6NotForwarded { prefix: *prefix },
     }
 }
 
-/// Sets the machine up and serves until asked to stop.
-#[allow(clippy::too_many_arguments)]
+/// Undoes the guard's changes and says what was restored (connect and gateway).
+pub(crate) async fn restore(guard: HostGuard, events: &EventSink) {
+    let report = guard.restore().await;
+    for o in &report.outcomes {
+        events(Event::Restored {
+            outcome: o.to_string(),
+        });
+    }
+    if !report.is_clean() {
+        events(Event::RestoreIncomplete);
+    }
+}
+
+/// What a running connect shares between its parts.
+struct Ctx {
+    events: EventSink,
+    session: Session,
+    /// Ends the session and the tasks around it.
+    shutdown: CancellationToken,
+}
+
+/// Makes the plan's changes through the guard and serves until asked to stop.
 async fn serve(
-    args: &ConnectArgs,
-    events: Events,
+    ctx: &Ctx,
     guard: &mut HostGuard,
-    session: &Session,
     facts: ClusterFacts,
-    plan: RoutePlan,
-    lan: Option<LanService>,
-    shutdown: &CancellationToken,
+    plan: HostPlan,
+    lan_dns: Option<(dns::LanSockets, SocketAddr)>,
+    stop: Stop,
 ) -> anyhow::Result<()> {
-    let tun = kubelan_netstack::open_tun(&TunConfig::new(args.tun.clone(), args.mtu))?;
+    let events = &ctx.events;
+    let session = &ctx.session;
+    let spec = plan.tun.clone().context("the plan has no TUN")?;
+    let tun = kubelan_netstack::open_tun(&TunConfig::new(spec.name.clone(), spec.mtu))?;
     let name = tun.name().to_string();
     guard
         .apply(Change::Link {
@@ -365,10 +370,10 @@ async fn serve(
             ifindex: Some(tun.index()),
         })
         .await?;
-    kubelan_sys::net::link_up(&name, Some(u32::from(args.mtu))).await?;
+    kubelan_sys::net::link_up(&name, Some(u32::from(spec.mtu))).await?;
     // Pin what must never enter the tunnel (the API server, the agent's direct address)
     // to the path it has now, before the broader cluster routes go in.
-    for ip in &plan.pinned {
+    for ip in &plan.routes.pinned {
         let path = kubelan_sys::net::route_get(*ip).await?;
         let Some(dev) = path.dev.clone() else {
             continue;
@@ -382,8 +387,7 @@ async fn serve(
             })
             .await?;
     }
-    let mut routed: Vec<IpNet> = Vec::new();
-    for r in &plan.routes {
+    for r in &plan.routes.routes {
         guard
             .apply(Change::Route {
                 dst: r.dst,
@@ -392,86 +396,65 @@ async fn serve(
                 ifindex: Some(tun.index()),
             })
             .await?;
-        routed.push(r.dst);
     }
-    events.emit(
-        "routes",
-        json!({"tun": name, "routes": plan.routes.iter().map(|r| json!({"prefix": r.dst.to_string(), "why": r.why})).collect::<Vec<_>>()}),
-        &plan
+    events(Event::Routes {
+        tun: name.clone(),
+        routes: plan
+            .routes
             .routes
             .iter()
-            .map(|r| format!("✓ route {} → {name} ({})", r.dst, r.why))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    );
+            .map(|r| (r.dst, r.why.clone()))
+            .collect(),
+    });
 
     // Split DNS: cluster names to us (the cluster DNS address, caught on the TUN).
     let domain = facts.cluster_domain.value.trim_matches('.').to_string();
     let dns_ip = facts.dns_server.as_ref().map(|f| f.value);
-    let ns = namespace_of(args);
+    if let Some(dst) = plan.dns_route {
+        guard
+            .apply(Change::Route {
+                dst,
+                dev: name.clone(),
+                gateway: None,
+                ifindex: Some(tun.index()),
+            })
+            .await?;
+    }
     let mut upstreams: Vec<IpAddr> = Vec::new();
     let mut dns_status = json!({"configured": false});
-    if let Some(ip) = dns_ip {
-        if !routed.iter().any(|n| n.contains(&ip)) {
-            guard
-                .apply(Change::Route {
-                    dst: IpNet::from(ip),
-                    dev: name.clone(),
-                    gateway: None,
-                    ifindex: Some(tun.index()),
-                })
-                .await?;
-            routed.push(IpNet::from(ip));
-        }
-        if !args.no_dns && lan.is_none() {
-            let backend =
-                kubelan_sys::dns::detect(Path::new(kubelan_sys::dns::DEFAULT_RESOLV_CONF));
-            let dns_plan = kubelan_sys::dns::DnsPlan {
-                link: name.clone(),
-                servers: vec![ip],
-                routing_domains: vec![domain.clone()],
-                search: vec![
-                    format!("{ns}.svc.{domain}"),
-                    format!("svc.{domain}"),
-                    domain.clone(),
-                ],
-            };
-            upstreams = kubelan_sys::dns::apply(guard, &backend, &dns_plan).await?;
-            dns_status = json!({
-                "configured": true,
-                "backend": backend.to_string(),
-                "server": ip.to_string(),
-                "routing_domains": dns_plan.routing_domains,
-                "search": dns_plan.search,
-                "upstreams": upstreams.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
-            });
-            events.emit(
-                "dns",
-                dns_status.clone(),
-                &format!(
-                    "✓ DNS: *.{domain} → {ip} (through the tunnel), search {}; other names → {} ({backend})",
-                    dns_plan.search.join(" "),
-                    if upstreams.is_empty() {
-                        "nowhere (the machine had no resolver)".to_string()
-                    } else {
-                        upstreams.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(", ")
-                    }
-                ),
-            );
-        }
-    } else {
-        events.emit(
-            "warning",
-            json!({"message": "no cluster DNS Service found; DNS is not configured (pass --cluster-dns IP)"}),
-            "  warning: no cluster DNS Service found; DNS is not configured (pass --cluster-dns IP)",
-        );
+    if let DnsChange::Host(host) = &plan.dns {
+        let backend = kubelan_sys::dns::detect(Path::new(kubelan_sys::dns::DEFAULT_RESOLV_CONF));
+        let dns_plan = kubelan_sys::dns::DnsPlan {
+            link: host.link.clone(),
+            servers: vec![host.server],
+            routing_domains: host.routing_domains.clone(),
+            search: host.search.clone(),
+        };
+        upstreams = kubelan_sys::dns::apply(guard, &backend, &dns_plan).await?;
+        let config = DnsConfigured {
+            configured: true,
+            backend: backend.to_string(),
+            server: host.server.to_string(),
+            routing_domains: dns_plan.routing_domains,
+            search: dns_plan.search,
+            upstreams: upstreams.iter().map(|u| u.to_string()).collect(),
+        };
+        dns_status = serde_json::to_value(&config)?;
+        events(Event::Dns {
+            domain: domain.clone(),
+            config,
+        });
     }
-    if lan.is_some() {
+    if plan.dns_missing {
+        events(Event::NoClusterDns);
+    }
+    let gateway = !plan.lans().is_empty();
+    if gateway {
         // A gateway leaves this host's resolver alone and forwards to it.
         upstreams = dns::host_resolvers(
             Path::new(kubelan_sys::dns::DEFAULT_RESOLV_CONF),
-            &lan.as_ref()
-                .and_then(|l| l.dns.as_ref())
+            &lan_dns
+                .as_ref()
                 .map(|(_, a)| a.ip())
                 .into_iter()
                 .collect::<Vec<_>>(),
@@ -493,49 +476,27 @@ async fn serve(
         stats: dns_stats.clone(),
         failures: Default::default(),
     });
-    let lan_allowed = lan.as_ref().map(|l| l.allowed.clone()).unwrap_or_default();
+    for s in &plan.sysctls {
+        if kubelan_sys::sysctl::set(guard, &s.key, &s.value)? {
+            events(Event::Forwarding { already: false });
+        }
+    }
     let mut lan_task = None;
-    if let Some(lan) = lan {
-        if kubelan_sys::sysctl::set(guard, "net.ipv4.ip_forward", "1")? {
-            events.emit(
-                "forwarding",
-                json!({"enabled": true}),
-                "✓ enabled IPv4 forwarding (net.ipv4.ip_forward = 1)",
-            );
-        }
-        if let Some((sockets, listen)) = lan.dns {
-            let mut allowed = lan.allowed.clone();
-            allowed.push(IpNet::from(listen.ip()));
-            allowed.push(IpNet::from(IpAddr::from([127, 0, 0, 1])));
-            let service = Arc::new(dns::LanDns::new(relay.clone(), allowed));
-            lan_task = Some(dns::serve_lan(sockets, service, shutdown.clone()));
-            events.emit(
-                "dns",
-                json!({"listen": listen.to_string(), "domain": domain, "upstreams": upstreams}),
-                &format!(
-                    "✓ DNS for {} on {listen}: *.{domain} through the tunnel; other names → {}",
-                    lan.allowed
-                        .iter()
-                        .map(IpNet::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    if upstreams.is_empty() {
-                        "nowhere (this host has no resolver): SERVFAIL".to_string()
-                    } else {
-                        upstreams
-                            .iter()
-                            .map(IpAddr::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                ),
-            );
-        }
-        events.emit(
-            "ready",
-            json!({"mode": "tunnel"}),
-            "gateway ready: route the cluster prefixes to this host on the office router (`kubelan routes` prints them)",
-        );
+    if let (DnsChange::Lan(lan), Some((sockets, listen))) = (&plan.dns, lan_dns) {
+        let mut allowed = lan.lans.clone();
+        allowed.push(IpNet::from(listen.ip()));
+        allowed.push(IpNet::from(IpAddr::from([127, 0, 0, 1])));
+        let service = Arc::new(dns::LanDns::new(relay.clone(), allowed));
+        lan_task = Some(dns::serve_lan(sockets, service, ctx.shutdown.clone()));
+        events(Event::LanDns {
+            listen,
+            domain: domain.clone(),
+            lans: lan.lans.clone(),
+            upstreams: upstreams.clone(),
+        });
+    }
+    if gateway {
+        events(Event::TunnelReady);
     }
     let flows = Arc::new(handler::FlowStats::default());
     let dns_addr = dns_ip.map(|ip| SocketAddr::new(ip, 53));
@@ -545,22 +506,30 @@ async fn serve(
         dns: relay.clone(),
         stats: flows.clone(),
     });
+    let policy = plan
+        .nft
+        .iter()
+        .find_map(|n| match n {
+            NftChange::Redirect { cluster, skip, lan } => Some(redirect::Policy {
+                cluster: cluster.clone(),
+                skip: skip.clone(),
+                lan: lan.clone(),
+            }),
+            NftChange::Gateway { .. } => None,
+        })
+        .context("the plan has no TCP redirection")?;
     let redirector = Arc::new(redirect::Redirector::new(
-        redirect::Policy {
-            cluster: routed.clone(),
-            skip: plan.pinned.iter().map(|ip| IpNet::from(*ip)).collect(),
-            lan: lan_allowed,
-        },
+        policy,
         session.clone(),
         dns_addr,
         relay,
         flows.clone(),
     ));
     let redirect_status =
-        redirect::start(guard, redirector.clone(), events, shutdown.clone()).await?;
+        redirect::start(guard, redirector.clone(), events, ctx.shutdown.clone()).await?;
     let stack_stats = Arc::new(kubelan_netstack::Stats::default());
     let mut stack_cfg = StackConfig::default();
-    stack_cfg.mtu = args.mtu;
+    stack_cfg.mtu = spec.mtu;
     let mut stack = tokio::spawn(kubelan_netstack::run(
         tun,
         stack_cfg,
@@ -571,9 +540,9 @@ async fn serve(
     let live = Arc::new(Live {
         session: session.clone(),
         facts,
-        plan,
+        plan: plan.routes,
         tun: name.clone(),
-        mtu: args.mtu,
+        mtu: spec.mtu,
         dns: dns_status,
         flows,
         dns_stats,
@@ -586,12 +555,12 @@ async fn serve(
     let status_live = live.clone();
     let control =
         control::serve(guard, Arc::new(move || status_live.status()), quit.clone()).await?;
-    report_states(session, events, shutdown.clone());
+    report_states(session, events.clone(), ctx.shutdown.clone());
 
     let result = tokio::select! {
-        () = crate::shutdown_signal() => Ok(()),
+        () = stop => Ok(()),
         () = quit.cancelled() => {
-            events.emit("state", json!({"state": "quitting"}), "… `kubelan quit` asked to disconnect");
+            events(Event::Quitting);
             Ok(())
         }
         r = &mut stack => match r {
@@ -606,37 +575,15 @@ async fn serve(
         t.abort();
     }
     let _ = control.await;
-    events.emit(
-        "state",
-        json!({"state": "disconnecting"}),
-        "… disconnecting, restoring routes and DNS",
-    );
+    events(Event::Disconnecting);
     result
 }
 
-/// Prints session state changes until shutdown.
-fn report_states(session: &Session, events: Events, shutdown: CancellationToken) {
-    if !events.json {
-        tunnel::report_state(session, shutdown);
-        return;
-    }
-    tunnel::on_state_change(session, shutdown, move |now, line| {
-        let state = match now {
-            SessionState::Connecting => "connecting",
-            SessionState::Connected { .. } => "connected",
-            SessionState::Reconnecting { .. } => "reconnecting",
-            SessionState::Failed(_) => "failed",
-        };
-        events.emit("state", json!({"state": state, "detail": line}), line);
+/// Reports session state changes until shutdown.
+fn report_states(session: &Session, events: EventSink, shutdown: CancellationToken) {
+    kubelan_session::bootstrap::on_state_change(session, shutdown, move |now, _| {
+        events(Event::Session(now.clone()));
     });
-}
-
-fn namespace_of(args: &ConnectArgs) -> String {
-    args.tunnel
-        .kube
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into())
 }
 
 /// The API server's addresses (from its URL; names are resolved as the client would).
@@ -764,167 +711,50 @@ async fn with_agent_domain(mut facts: ClusterFacts, session: &Session) -> Cluste
     facts
 }
 
-/// `kubelan status`: the running connect's state, else the cluster's facts and the
-/// routes a connect would add.
-pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
-    let state = StateDir::from_env();
-    let running = match control::request(state.path(), "status").await {
-        Ok(st) => st,
-        Err(e) => {
-            eprintln!("note: {e:#}; showing the cluster instead");
-            None
-        }
-    };
-    if let Some(st) = running {
-        if args.output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(&st)?);
-        } else {
-            print_running(&st);
-        }
-        return Ok(std::process::ExitCode::SUCCESS);
-    }
-    let cc = kubelan_cluster::connect(&args.kube).await?;
+/// What `kubelan status` shows without a running connect: the cluster and what a connect
+/// would route.
+pub struct Preview {
+    /// The kubeconfig context.
+    pub context: String,
+    /// The API server.
+    pub server: String,
+    /// The cluster's facts.
+    pub facts: ClusterFacts,
+    /// The routes a connect would add, or the overlaps that would stop it.
+    pub plan: Result<RoutePlan, Vec<Conflict>>,
+}
+
+/// Discovers the cluster and plans a connect's routes against this machine, changing
+/// nothing.
+///
+/// # Errors
+/// When the cluster cannot be reached or discovered.
+pub async fn preview(kube: &KubeArgs) -> anyhow::Result<Preview> {
+    let cc = kubelan_cluster::connect(kube).await?;
     let facts = discovery::discover(&cc, &DiscoveryOverrides::default()).await?;
     let (routes, addrs) = local_network("kubelan0").await.unwrap_or_default();
     let plan = discovery::plan_routes(&facts, &routes, &addrs, &RouteOptions::default());
-    if args.output == Output::Json {
-        let (planned, conflicts) = match &plan {
-            Ok(p) => (
-                p.routes
-                    .iter()
-                    .map(|r| json!({"prefix": r.dst.to_string(), "why": r.why}))
-                    .collect(),
-                Vec::new(),
-            ),
-            Err(c) => (Vec::new(), c.iter().map(|c| c.to_string()).collect()),
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "state": "not connected",
-                "context": cc.context,
-                "server": cc.server,
-                "facts": facts,
-                "planned_routes": planned,
-                "conflicts": conflicts,
-            }))?
-        );
-    } else {
-        println!("not connected (context {}, {})\n", cc.context, cc.server);
-        println!("{facts}");
-        match &plan {
-            Ok(p) => {
-                println!("\n`sudo kubelan connect` would route:");
-                for r in &p.routes {
-                    println!("  {:<20} {}", r.dst.to_string(), r.why);
-                }
-            }
-            Err(conflicts) => {
-                println!("\n`kubelan connect` would refuse; overlaps with this machine:");
-                for c in conflicts {
-                    println!("  • {c}");
-                }
-            }
-        }
-    }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(Preview {
+        context: cc.context,
+        server: cc.server,
+        facts,
+        plan,
+    })
 }
 
-fn print_running(st: &serde_json::Value) {
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
-    let join = |v: &serde_json::Value, sep: &str| {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(s)
-            .collect::<Vec<_>>()
-            .join(sep)
-    };
-    println!(
-        "kubelan connect (pid {}), since {}",
-        st["pid"],
-        s(&st["since"])
-    );
-    println!("  state:    {}", s(&st["detail"]));
-    println!(
-        "  tun:      {} (mtu {})",
-        s(&st["tun"]["name"]),
-        st["tun"]["mtu"]
-    );
-    println!("  routes:");
-    for r in st["routes"].as_array().into_iter().flatten() {
-        println!("    {:<20} {}", s(&r["prefix"]), s(&r["why"]));
-    }
-    for p in st["pinned"].as_array().into_iter().flatten() {
-        println!(
-            "    {:<20} kept outside the tunnel (API server or agent address)",
-            s(p)
-        );
-    }
-    let dns = &st["dns"];
-    if dns["configured"] == true {
-        println!(
-            "  dns:      {} via {}; search {}; other names → {}",
-            join(&dns["routing_domains"], " "),
-            s(&dns["backend"]),
-            join(&dns["search"], " "),
-            join(&dns["upstreams"], ", ")
-        );
-    } else {
-        println!("  dns:      not configured");
-    }
-    let r = &st["redirect"];
-    if r["active"] == true {
-        println!(
-            "  tcp:      redirected by nftables table {} to {} (kernel TCP)",
-            s(&r["table"]),
-            join(&r["listen"], ", ")
-        );
-    } else {
-        println!(
-            "  tcp:      through the userspace stack ({})",
-            s(&r["reason"])
-        );
-    }
-    let c = &st["counters"];
-    println!(
-        "  flows:    {} TCP ({} open, {} failed, {} refused), {} UDP, {} pings ({} answered); {} B up, {} B down",
-        c["tcp_flows"],
-        c["tcp_open"],
-        c["tcp_failed"],
-        c["tcp_refused"],
-        c["udp_flows"],
-        c["pings"],
-        c["pongs"],
-        c["bytes_up"],
-        c["bytes_down"]
-    );
-    println!(
-        "  dns:      {} cluster queries, {} other, {} failed",
-        c["dns_cluster"], c["dns_upstream"], c["dns_failed"]
-    );
-}
-
-/// Refuses LANs that overlap a cluster prefix (their traffic would be taken for the
-/// cluster's own, and pod-to-pod traffic for the LAN's).
-pub(crate) fn check_lan_vs_cluster(lans: &[IpNet], facts: &ClusterFacts) -> anyhow::Result<()> {
-    for l in lans {
-        for (kind, f) in facts.prefixes() {
-            let c = f.value;
-            if l.contains(&c) || c.contains(l) {
-                bail!(
-                    "--lan {l} overlaps the cluster's {kind} prefix {c} ({}); a LAN must not share addresses with the cluster. Nothing was changed.",
-                    f.source
-                );
-            }
-        }
-    }
-    Ok(())
+/// The running connect's status (what its control socket answers), or `None` when none runs.
+///
+/// # Errors
+/// When the control socket exists but does not answer properly.
+pub async fn running(state: &StateDir) -> anyhow::Result<Option<serde_json::Value>> {
+    control::request(state.path(), "status").await
 }
 
 /// `kubelan quit`: asks a running connect to disconnect and waits until it has.
-pub(crate) async fn quit() -> anyhow::Result<()> {
-    let state = StateDir::from_env();
+///
+/// # Errors
+/// When none runs, or it does not stop within 15 s.
+pub async fn quit(state: &StateDir) -> anyhow::Result<()> {
     let Some(st) = control::request(state.path(), "status").await? else {
         bail!("kubelan connect is not running here");
     };
@@ -937,38 +767,5 @@ pub(crate) async fn quit() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("disconnected");
     Ok(())
-}
-
-/// `kubelan reset`: undoes what crashed kubelan processes left on this machine.
-pub(crate) async fn reset(force: bool) -> anyhow::Result<std::process::ExitCode> {
-    let state = StateDir::from_env();
-    // A persistent gateway first: stopping it makes it undo its own changes.
-    let unit = crate::gateway::persist::remove(Path::new(crate::gateway::persist::UNIT_DIR)).await;
-    let unit_failed = matches!(unit, Some(Err(_)));
-    match &unit {
-        Some(Ok(line)) => println!("{line}"),
-        Some(Err(e)) => println!("could not remove the persistent gateway: {e:#}"),
-        None => {}
-    }
-    let report = kubelan_sys::journal::reset(&state, force).await;
-    if report.nothing_to_do() {
-        if unit.is_none() {
-            println!("nothing to reset: no changes by kubelan are left on this machine");
-        }
-        return Ok(if unit_failed {
-            std::process::ExitCode::FAILURE
-        } else {
-            std::process::ExitCode::SUCCESS
-        });
-    }
-    for line in report.lines() {
-        println!("{line}");
-    }
-    Ok(if report.is_clean() && !unit_failed {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
-    })
 }

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 /// Where the unit goes.
-pub(crate) const UNIT_DIR: &str = "/etc/systemd/system";
+pub const UNIT_DIR: &str = "/etc/systemd/system";
 /// The unit's name.
-pub(crate) const UNIT: &str = "kubelan-gateway.service";
+pub const UNIT: &str = "kubelan-gateway.service";
 
 /// Quotes one argument for a systemd `ExecStart=` line.
 fn quote(arg: &str) -> String {
@@ -32,7 +32,7 @@ fn quote(arg: &str) -> String {
 }
 
 /// The unit file for `exe args…` (`--persist` removed), with the given environment.
-pub(crate) fn unit_file(exe: &Path, args: &[String], env: &[(String, String)]) -> String {
+pub fn unit_file(exe: &Path, args: &[String], env: &[(String, String)]) -> String {
     let mut cmd = vec![quote(&exe.to_string_lossy())];
     cmd.extend(
         args.iter()
@@ -73,8 +73,9 @@ async fn systemctl(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the unit for this process's command line and starts it.
-pub(crate) async fn install(dir: &Path) -> anyhow::Result<()> {
+/// Writes the unit for this process's command line and starts it; returns the unit's name
+/// and file.
+pub(crate) async fn install(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
     if which("systemctl").is_none() || !Path::new("/run/systemd/system").exists() {
         bail!(
             "--persist needs systemd, which does not run here; run `kubelan gateway` in the foreground or from your own service manager. Nothing was changed."
@@ -105,17 +106,12 @@ pub(crate) async fn install(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     systemctl(&["daemon-reload"]).await?;
     systemctl(&["enable", "--now", UNIT]).await?;
-    println!(
-        "installed and started {} ({}); `systemctl status {UNIT}` shows it, `journalctl -u {UNIT}` its summary; `sudo kubelan reset` removes it",
-        UNIT,
-        path.display()
-    );
-    Ok(())
+    Ok((UNIT.to_string(), path))
 }
 
 /// Stops, disables and removes the unit if `--persist` installed one; a line for
 /// `kubelan reset`, or `None` when there is none.
-pub(crate) async fn remove(dir: &Path) -> Option<anyhow::Result<String>> {
+pub async fn remove(dir: &Path) -> Option<anyhow::Result<String>> {
     let path = dir.join(UNIT);
     let ours = std::fs::read_to_string(&path)
         .ok()?
