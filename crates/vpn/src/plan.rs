@@ -248,6 +248,17 @@ impl PlanError {
     }
 }
 
+impl fmt::Display for PlanWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanWarning::Route(w) => f.write_str(w),
+            PlanWarning::Ipv6NotForwarded(n) => {
+                write!(f, "{n}: IPv6 is not forwarded by node mode")
+            }
+        }
+    }
+}
+
 fn bullets(conflicts: &[Conflict]) -> String {
     conflicts.iter().map(|c| format!("\n  • {c}")).collect()
 }
@@ -437,12 +448,7 @@ impl fmt::Display for HostPlan {
     /// One change per line, in the order they are made (what the golden tests compare).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for w in &self.warnings {
-            match w {
-                PlanWarning::Route(w) => writeln!(f, "warning  {w}")?,
-                PlanWarning::Ipv6NotForwarded(n) => {
-                    writeln!(f, "warning  {n}: IPv6 is not forwarded by node mode")?
-                }
-            }
+            writeln!(f, "warning  {w}")?;
         }
         if let Some(t) = &self.tun {
             writeln!(f, "tun      {} mtu {}", t.name, t.mtu)?;
