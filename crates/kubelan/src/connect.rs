@@ -2,7 +2,6 @@
 //! is `kubelan_vpn::connect`.
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -11,7 +10,6 @@ use ipnet::IpNet;
 use kubelan_cluster::discovery::DiscoveryOverrides;
 use kubelan_sys::journal::StateDir;
 use kubelan_vpn::ConnectOptions;
-use kubelan_vpn::gateway::persist;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -260,32 +258,18 @@ pub(crate) async fn quit() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `kubelan reset`: undoes what crashed kubelan processes left on this machine.
+/// `kubelan reset`: undoes what crashed kubelan processes left on this machine, and a
+/// persistent gateway (its unit is a journalled change like the others).
 pub(crate) async fn reset(force: bool) -> anyhow::Result<ExitCode> {
-    let state = StateDir::from_env();
-    // A persistent gateway first: stopping it makes it undo its own changes.
-    let unit = persist::remove(Path::new(persist::UNIT_DIR)).await;
-    let unit_failed = matches!(unit, Some(Err(_)));
-    match &unit {
-        Some(Ok(line)) => println!("{line}"),
-        Some(Err(e)) => println!("could not remove the persistent gateway: {e:#}"),
-        None => {}
-    }
-    let report = kubelan_sys::journal::reset(&state, force).await;
+    let report = kubelan_sys::journal::unit::reset_all(force).await;
     if report.nothing_to_do() {
-        if unit.is_none() {
-            println!("nothing to reset: no changes by kubelan are left on this machine");
-        }
-        return Ok(if unit_failed {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        });
+        println!("nothing to reset: no changes by kubelan are left on this machine");
+        return Ok(ExitCode::SUCCESS);
     }
     for line in report.lines() {
         println!("{line}");
     }
-    Ok(if report.is_clean() && !unit_failed {
+    Ok(if report.is_clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
