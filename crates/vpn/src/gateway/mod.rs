@@ -267,26 +267,41 @@ async fn node(
     let mut guard = HostGuard::begin(&state, "gateway")?;
     // Undoes the changes below if this process dies without doing so (kill -9, OOM).
     let _watcher = crate::watcher::start(&guard, &events);
-    let result = serve_node(
-        &opts, &events, stop, &mut guard, &facts, &plan, sockets, listen,
-    )
-    .await;
+    let setup = NodeSetup {
+        facts,
+        plan,
+        sockets,
+        listen,
+    };
+    let result = serve_node(setup, opts.live_summary, &events, stop, &mut guard).await;
     connect::restore(guard, &events).await;
     result
 }
 
+/// What a node gateway decided and prepared before its first host change.
+struct NodeSetup {
+    facts: ClusterFacts,
+    plan: HostPlan,
+    /// DNS sockets bound on the LAN address (when DNS is served).
+    sockets: Option<dnsrelay::LanSockets>,
+    /// The LAN address (DNS, and the office router's next hop).
+    listen: SocketAddr,
+}
+
 /// Makes a node gateway's changes and serves its DNS until `stop` completes.
-#[allow(clippy::too_many_arguments)]
 async fn serve_node(
-    opts: &GatewayOptions,
+    setup: NodeSetup,
+    live_summary: bool,
     events: &EventSink,
     stop: Stop,
     guard: &mut HostGuard,
-    facts: &ClusterFacts,
-    plan: &HostPlan,
-    sockets: Option<dnsrelay::LanSockets>,
-    listen: SocketAddr,
 ) -> anyhow::Result<()> {
+    let NodeSetup {
+        facts,
+        plan,
+        sockets,
+        listen,
+    } = setup;
     let shutdown = CancellationToken::new();
     for s in &plan.sysctls {
         let changed = kubelan_sys::sysctl::set(guard, &s.key, &s.value)?;
@@ -354,7 +369,7 @@ async fn serve_node(
 
     let summary = tokio::spawn(summarise(
         events.clone(),
-        opts.live_summary,
+        live_summary,
         dns_stats,
         lan_dns,
         shutdown.clone(),
