@@ -11,13 +11,12 @@
 //!   through the tunnel).
 //!
 //! Order of work, so that bad input changes nothing: flags → leftovers of a crashed run →
-//! cluster discovery → LAN checks against the cluster prefixes and this host's addresses →
-//! DNS sockets bound (port 53 taken is reported here) → host changes through the guard.
+//! cluster discovery → the host plan (LAN checks against the cluster prefixes) → DNS
+//! sockets bound (port 53 taken is reported here) → host changes through the guard.
 
-pub(crate) mod persist;
+pub mod persist;
 mod rules;
 
-use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -25,97 +24,88 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
-use ipnet::{IpNet, Ipv4Net};
-use kubelan_cluster::discovery::{self, ClusterFacts, DiscoveryOverrides};
+use ipnet::IpNet;
+use kubelan_cluster::discovery::{self, ClusterFacts};
 use kubelan_dns::SplitZones;
 use kubelan_sys::journal::{HostGuard, StateDir};
 use nftables::types::NfFamily;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::Output;
-use crate::connect::{self, ConnectArgs, Events};
+use crate::connect::{self, ConnectOptions, LanSide, Stop};
 use crate::dnsrelay::{self, ClusterPath, DnsRelay, DnsStats, LanDns};
+use crate::event::{Event, EventSink, Summary};
+use crate::plan::{self, DnsChange, HostPlan, NftChange, PlanInput, PlanMode, TunSpec};
 
-pub(crate) use rules::TABLE;
+pub use rules::TABLE;
 
 /// Which kind of gateway.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// This host already routes to pods (a cluster node, or a host with routes to them):
-    /// kernel forwarding + SNAT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatewayMode {
+    /// This host already routes to pods: kernel forwarding + SNAT.
     Node,
     /// Nothing here routes to pods: TUN + session to the agent, as `kubelan connect`.
     Tunnel,
 }
 
-/// `kubelan gateway` flags.
-#[derive(Args, Debug)]
-pub(crate) struct GatewayArgs {
-    /// `node`: this host reaches pods already; `tunnel`: reach them through the agent.
-    #[arg(long, value_enum)]
-    mode: Mode,
-    /// A LAN to serve (repeatable), e.g. 172.16.0.0/18; other sources are neither
-    /// forwarded by kubelan's rules nor answered by its DNS.
-    #[arg(long, value_name = "CIDR", required = true)]
-    lan: Vec<IpNet>,
-    /// Node mode: do not masquerade; pods then see LAN clients' real addresses, which
-    /// needs a route back to the LAN on every node (`kubelan doctor` checks it).
-    #[arg(long)]
-    no_snat: bool,
-    /// Address to serve DNS on [default: this host's address towards the first --lan].
-    #[arg(long, value_name = "IP")]
-    dns_listen: Option<IpAddr>,
-    /// DNS port (53 is what LAN clients and DNS servers expect).
-    #[arg(long, value_name = "PORT", default_value_t = 53)]
-    dns_port: u16,
-    /// Install this gateway as the systemd unit `kubelan-gateway.service` (started now and
-    /// at every boot, which restores forwarding and the nft table) instead of running it
-    /// in the foreground. `kubelan reset` removes the unit.
-    #[arg(long)]
-    persist: bool,
-    /// Everything `kubelan connect` takes (cluster, agent, prefixes, TUN); the TUN flags
-    /// only apply to `--mode tunnel`.
-    #[command(flatten)]
-    connect: ConnectArgs,
+/// What `kubelan gateway` is asked to do.
+#[derive(Clone)]
+pub struct GatewayOptions {
+    /// Node or tunnel.
+    pub mode: GatewayMode,
+    /// The LANs served.
+    pub lans: Vec<IpNet>,
+    /// Node mode: do not masquerade.
+    pub no_snat: bool,
+    /// The DNS address [default: this host's address towards the first LAN].
+    pub dns_listen: Option<IpAddr>,
+    /// The DNS port.
+    pub dns_port: u16,
+    /// Install as a systemd unit instead of running in the foreground.
+    pub persist: bool,
+    /// Refresh the node gateway's summary in place every 2 s (a terminal) instead of an
+    /// event every 30 s when it changed.
+    pub live_summary: bool,
+    /// Everything `connect` takes (the TUN settings only apply to tunnel mode).
+    pub connect: ConnectOptions,
 }
 
-/// Runs the gateway until Ctrl-C or SIGTERM.
-pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+/// Runs the gateway until `stop` completes; with `persist`, installs it as a systemd
+/// unit and returns.
+///
+/// # Errors
+/// A sentence naming the fix when a check fails (nothing changed then).
+pub async fn run(opts: GatewayOptions, events: EventSink, stop: Stop) -> anyhow::Result<()> {
     if !kubelan_sys::is_root() {
         bail!(
             "kubelan gateway enables forwarding, adds firewall rules and serves DNS on port 53: run it with sudo"
         );
     }
-    let lan = checked_lans(&args.lan)?;
-    if args.persist {
-        return persist::install(Path::new(persist::UNIT_DIR)).await;
+    let lan = checked_lans(&opts.lans)?;
+    if opts.persist {
+        let (unit, path) = persist::install(Path::new(persist::UNIT_DIR)).await?;
+        events(Event::Persisted { unit, path });
+        return Ok(());
     }
     if let Ok(local) = kubelan_sys::net::addresses().await
-        && let Some(w) = same_subnet_warning(&lans_on_own_subnet(&lan, &local))
+        && let Some(message) = same_subnet_warning(&lans_on_own_subnet(&lan, &local))
     {
-        Events::new(args.connect.output == Output::Json).emit(
-            "warning",
-            json!({"message": w}),
-            &format!("  warning: {w}"),
-        );
+        events(Event::Warning { message });
     }
-    match args.mode {
-        Mode::Tunnel => {
-            let listen = dns_listen(&args, &lan).await?;
-            let sockets = if args.connect.no_dns {
+    match opts.mode {
+        GatewayMode::Tunnel => {
+            let listen = dns_listen(&opts, &lan).await?;
+            let sockets = if opts.connect.no_dns {
                 None
             } else {
                 Some(dnsrelay::bind_lan(listen).await?)
             };
-            let extra = connect::LanService {
-                allowed: lan,
+            let extra = LanSide {
+                lans: lan,
                 dns: sockets.map(|s| (s, listen)),
             };
-            connect::run(args.connect, Some(extra)).await
+            connect::run_tunnel(opts.connect, Some(extra), events, stop).await
         }
-        Mode::Node => node(args, lan).await,
+        GatewayMode::Node => node(opts, lan, events, stop).await,
     }
 }
 
@@ -136,14 +126,14 @@ fn checked_lans(lans: &[IpNet]) -> anyhow::Result<Vec<IpNet>> {
 
 /// The DNS address: `--dns-listen` (must be this host's), else this host's source address
 /// towards the first LAN.
-async fn dns_listen(args: &GatewayArgs, lans: &[IpNet]) -> anyhow::Result<SocketAddr> {
+async fn dns_listen(opts: &GatewayOptions, lans: &[IpNet]) -> anyhow::Result<SocketAddr> {
     let local: Vec<IpAddr> = kubelan_sys::net::addresses()
         .await
         .context("reading this host's addresses")?
         .into_iter()
         .map(|a| a.net.addr())
         .collect();
-    let ip = match args.dns_listen {
+    let ip = match opts.dns_listen {
         Some(ip) => {
             if !local.contains(&ip) {
                 bail!(
@@ -171,7 +161,7 @@ async fn dns_listen(args: &GatewayArgs, lans: &[IpNet]) -> anyhow::Result<Socket
             }
         }
     };
-    Ok(SocketAddr::new(ip, args.dns_port))
+    Ok(SocketAddr::new(ip, opts.dns_port))
 }
 
 /// The `--lan` prefixes this host has an address in, with the interface and its subnet:
@@ -208,52 +198,29 @@ fn same_subnet_warning(found: &[(IpNet, String, IpNet)]) -> Option<String> {
     ))
 }
 
-fn v4_only(nets: impl Iterator<Item = IpNet>) -> (Vec<Ipv4Net>, Vec<IpNet>) {
-    let mut v4 = Vec::new();
-    let mut other = Vec::new();
-    for n in nets {
-        match n {
-            IpNet::V4(n) => v4.push(n),
-            IpNet::V6(_) => other.push(n),
-        }
-    }
-    (v4, other)
-}
-
 /// `--mode node`.
-async fn node(args: GatewayArgs, lans: Vec<IpNet>) -> anyhow::Result<()> {
-    let events = Events::new(args.connect.output == Output::Json);
+async fn node(
+    opts: GatewayOptions,
+    lans: Vec<IpNet>,
+    events: EventSink,
+    stop: Stop,
+) -> anyhow::Result<()> {
     let state = StateDir::from_env();
     state
         .ensure()
         .with_context(|| format!("state directory {}", state.path().display()))?;
-    let leftovers = kubelan_sys::journal::reset(&state, false).await;
-    for line in leftovers
-        .lines()
-        .into_iter()
-        .filter(|_| !leftovers.nothing_to_do())
-    {
-        events.emit(
-            "cleanup",
-            json!({"message": line}),
-            &format!("• left by an earlier run: {line}"),
-        );
-    }
-    events.emit(
-        "state",
-        json!({"state": "discovering"}),
-        "… discovering the cluster",
-    );
-    let overrides = args.connect.overrides();
+    connect::clean_leftovers(&state, &events).await;
+    events(Event::Discovering);
+    let overrides = &opts.connect.overrides;
     let everything_given = !overrides.service_cidrs.is_empty()
         && !overrides.pod_cidrs.is_empty()
         && overrides.dns_server.is_some();
     let mut facts = if everything_given {
         // A gateway host without a kubeconfig.
-        discovery::from_flags(&overrides)
+        discovery::from_flags(overrides)
     } else {
-        let cc = kubelan_cluster::connect(&args.connect.tunnel.kube).await?;
-        discovery::discover(&cc, &overrides).await?
+        let cc = kubelan_cluster::connect(&opts.connect.kube).await?;
+        discovery::discover(&cc, overrides).await?
     };
     if facts.cluster_domain.source == kubelan_cluster::Source::Default {
         // No agent in node mode to confirm it.
@@ -264,106 +231,106 @@ async fn node(args: GatewayArgs, lans: Vec<IpNet>) -> anyhow::Result<()> {
         ));
     }
     for note in &facts.notes {
-        events.emit("note", json!({"message": note}), &format!("  note: {note}"));
+        events(Event::Note {
+            message: note.clone(),
+        });
     }
-    connect::check_lan_vs_cluster(&lans, &facts)?;
-    let (lan4, lan_other) = v4_only(lans.iter().copied());
-    let (cluster4, cluster_other) = v4_only(facts.prefixes().map(|(_, f)| f.value));
-    for n in lan_other.iter().chain(&cluster_other) {
-        events.emit(
-            "warning",
-            json!({"message": format!("{n}: IPv6 is not forwarded by node mode yet")}),
-            &format!("  warning: {n}: IPv6 is not forwarded by node mode yet (use --mode tunnel)"),
-        );
+    let input = PlanInput {
+        facts: &facts,
+        local_routes: &[],
+        local_addrs: &[],
+        routes: &Default::default(),
+        tun: TunSpec {
+            name: opts.connect.tun.clone(),
+            mtu: opts.connect.mtu,
+        },
+        mode: PlanMode::NodeGateway {
+            lans: lans.clone(),
+            snat: !opts.no_snat,
+            no_dns: opts.connect.no_dns,
+        },
+    };
+    let plan = plan::plan(&input).map_err(|e| connect::refuse(e, &events))?;
+    for w in &plan.warnings {
+        events(connect::warning_event(w));
     }
-    if lan4.is_empty() || cluster4.is_empty() {
-        bail!("node mode needs IPv4 LAN and cluster prefixes; nothing was changed");
+    let listen = dns_listen(&opts, &lans).await?;
+    if !opts.connect.no_dns && plan.dns_missing {
+        events(Event::NoClusterDnsForLan);
     }
-    let dns_ip = facts.dns_server.as_ref().map(|f| f.value);
-    let listen = dns_listen(&args, &lans).await?;
-    let sockets = if args.connect.no_dns {
-        None
-    } else if dns_ip.is_none() {
-        events.emit(
-            "warning",
-            json!({"message": "no cluster DNS Service found; not serving DNS (pass --cluster-dns IP)"}),
-            "  warning: no cluster DNS Service found; not serving DNS (pass --cluster-dns IP)",
-        );
-        None
-    } else {
-        Some(dnsrelay::bind_lan(listen).await?)
+    let sockets = match plan.dns {
+        DnsChange::Lan(_) => Some(dnsrelay::bind_lan(listen).await?),
+        _ => None,
     };
 
     // Host changes, each journalled first.
     let mut guard = HostGuard::begin(&state, "gateway")?;
     // Undoes the changes below if this process dies without doing so (kill -9, OOM).
-    let _watcher = crate::watcher::start(&guard);
-    let result = serve_node(
-        &args, events, &mut guard, &facts, lan4, cluster4, lans, sockets, listen,
-    )
-    .await;
-    connect::restore(guard, events).await;
+    let _watcher = crate::watcher::start(&guard, &events);
+    let setup = NodeSetup {
+        facts,
+        plan,
+        sockets,
+        listen,
+    };
+    let result = serve_node(setup, opts.live_summary, &events, stop, &mut guard).await;
+    connect::restore(guard, &events).await;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_node(
-    args: &GatewayArgs,
-    events: Events,
-    guard: &mut HostGuard,
-    facts: &ClusterFacts,
-    lan4: Vec<Ipv4Net>,
-    cluster4: Vec<Ipv4Net>,
-    lans: Vec<IpNet>,
+/// What a node gateway decided and prepared before its first host change.
+struct NodeSetup {
+    facts: ClusterFacts,
+    plan: HostPlan,
+    /// DNS sockets bound on the LAN address (when DNS is served).
     sockets: Option<dnsrelay::LanSockets>,
+    /// The LAN address (DNS, and the office router's next hop).
     listen: SocketAddr,
+}
+
+/// Makes a node gateway's changes and serves its DNS until `stop` completes.
+async fn serve_node(
+    setup: NodeSetup,
+    live_summary: bool,
+    events: &EventSink,
+    stop: Stop,
+    guard: &mut HostGuard,
 ) -> anyhow::Result<()> {
+    let NodeSetup {
+        facts,
+        plan,
+        sockets,
+        listen,
+    } = setup;
     let shutdown = CancellationToken::new();
-    if kubelan_sys::sysctl::set(guard, "net.ipv4.ip_forward", "1")? {
-        events.emit(
-            "forwarding",
-            json!({"enabled": true}),
-            "✓ enabled IPv4 forwarding (net.ipv4.ip_forward = 1)",
-        );
-    } else {
-        events.emit(
-            "forwarding",
-            json!({"enabled": true, "already": true}),
-            "✓ IPv4 forwarding was already on",
-        );
+    for s in &plan.sysctls {
+        let changed = kubelan_sys::sysctl::set(guard, &s.key, &s.value)?;
+        events(Event::Forwarding { already: !changed });
     }
-    let rules = rules::GatewayRules {
-        lan: lan4.clone(),
-        cluster: cluster4.clone(),
-        snat: !args.no_snat,
-    };
-    kubelan_sys::nft::create_table(guard, NfFamily::IP, TABLE, rules.objects()).await?;
-    let joined = |v: &[Ipv4Net]| {
-        v.iter()
-            .map(Ipv4Net::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    events.emit(
-        "nft",
-        json!({"table": format!("ip {TABLE}"), "snat": !args.no_snat, "lan": lan4, "cluster": cluster4}),
-        &format!(
-            "✓ nftables table ip {TABLE}: {} → {} {}",
-            joined(&lan4),
-            joined(&cluster4),
-            if args.no_snat {
-                "forwarded as is (--no-snat: pods see LAN addresses)"
-            } else {
-                "masqueraded to this host"
-            }
-        ),
-    );
+    for n in &plan.nft {
+        if let NftChange::Gateway { lan, cluster, snat } = n {
+            let rules = rules::GatewayRules {
+                lan: lan.clone(),
+                cluster: cluster.clone(),
+                snat: *snat,
+            };
+            kubelan_sys::nft::create_table(guard, NfFamily::IP, TABLE, rules.objects()).await?;
+            events(Event::Nft {
+                table: TABLE.to_string(),
+                snat: *snat,
+                lan: lan.clone(),
+                cluster: cluster.clone(),
+            });
+        }
+    }
 
     let dns_stats = Arc::new(DnsStats::default());
     let mut dns_task = None;
     let mut lan_dns = None;
-    if let (Some(sockets), Some(dns_ip)) = (sockets, facts.dns_server.as_ref().map(|f| f.value)) {
-        let domain = facts.cluster_domain.value.trim_matches('.').to_string();
+    if let (Some(sockets), DnsChange::Lan(lan)) = (sockets, &plan.dns)
+        && let Some(dns_ip) = lan.cluster_dns
+    {
+        let domain = lan.domain.clone();
         let upstreams = dnsrelay::host_resolvers(
             Path::new(kubelan_sys::dns::DEFAULT_RESOLV_CONF),
             &[listen.ip()],
@@ -382,93 +349,39 @@ async fn serve_node(
             failures: Default::default(),
         });
         // The LANs, and this host itself (its tools and `kubelan doctor` ask too).
-        let mut allowed = lans.clone();
+        let mut allowed = lan.lans.clone();
         allowed.push(IpNet::from(listen.ip()));
         allowed.push("127.0.0.0/8".parse().unwrap_or(IpNet::from(listen.ip())));
         let lan = Arc::new(LanDns::new(relay, allowed));
         dns_task = Some(dnsrelay::serve_lan(sockets, lan.clone(), shutdown.clone()));
         lan_dns = Some(lan);
-        events.emit(
-            "dns",
-            json!({"listen": listen.to_string(), "domain": domain, "cluster_dns": dns_ip.to_string(), "upstreams": upstreams}),
-            &format!(
-                "✓ DNS on {listen}: *.{domain} and the cluster's reverse zones → {dns_ip}; other names → {}",
-                if upstreams.is_empty() {
-                    "nowhere (this host has no resolver): SERVFAIL".to_string()
-                } else {
-                    upstreams.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
-                }
-            ),
-        );
+        events(Event::NodeDns {
+            listen,
+            domain,
+            cluster_dns: dns_ip,
+            upstreams,
+        });
     }
-    events.emit(
-        "ready",
-        json!({"mode": "node"}),
-        &format!(
-            "gateway ready. On the office router: `kubelan routes --gateway {}` prints the routes; point the LAN's DNS (or a conditional forwarder for {}) at {}. Ctrl-C stops and undoes everything.",
-            listen.ip(),
-            facts.cluster_domain.value,
-            listen.ip()
-        ),
-    );
+    events(Event::NodeReady {
+        listen: listen.ip(),
+        domain: facts.cluster_domain.value.clone(),
+    });
 
-    let summary = tokio::spawn(summarise(events, dns_stats, lan_dns, shutdown.clone()));
-    crate::shutdown_signal().await;
+    let summary = tokio::spawn(summarise(
+        events.clone(),
+        live_summary,
+        dns_stats,
+        lan_dns,
+        shutdown.clone(),
+    ));
+    stop.await;
     shutdown.cancel();
     let _ = summary.await;
     if let Some(t) = dns_task {
         let _ = t.await;
     }
-    events.emit(
-        "state",
-        json!({"state": "stopping"}),
-        "… stopping, removing the firewall table and restoring forwarding",
-    );
+    events(Event::Stopping);
     Ok(())
-}
-
-/// Counters of a node gateway.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Summary {
-    clients: usize,
-    flows: u64,
-    bytes_up: u64,
-    bytes_down: u64,
-    dns_cluster: u64,
-    dns_other: u64,
-    dns_refused: u64,
-    dns_malformed: u64,
-}
-
-impl Summary {
-    fn line(&self) -> String {
-        format!(
-            "clients {} · flows {} · ↑ {} ↓ {} · DNS {} cluster, {} other, {} refused, {} malformed",
-            self.clients,
-            self.flows,
-            human_bytes(self.bytes_up),
-            human_bytes(self.bytes_down),
-            self.dns_cluster,
-            self.dns_other,
-            self.dns_refused,
-            self.dns_malformed
-        )
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 async fn read_summary(dns: &DnsStats, lan: Option<&LanDns>) -> Summary {
@@ -491,16 +404,16 @@ async fn read_summary(dns: &DnsStats, lan: Option<&LanDns>) -> Summary {
     }
 }
 
-/// The live summary: refreshed in place on a terminal every 2 s; otherwise a line (or JSON
-/// event) every 30 s when something changed.
+/// The running summary: with `live`, refreshed in place every 2 s; otherwise an event
+/// every 30 s when something changed.
 async fn summarise(
-    events: Events,
+    events: EventSink,
+    live: bool,
     dns: Arc<DnsStats>,
     lan: Option<Arc<LanDns>>,
     shutdown: CancellationToken,
 ) {
-    let tty = !events.json() && std::io::stderr().is_terminal();
-    let period = if tty {
+    let period = if live {
         Duration::from_secs(2)
     } else {
         Duration::from_secs(30)
@@ -512,31 +425,15 @@ async fn summarise(
             () = tokio::time::sleep(period) => {}
         }
         let now = read_summary(&dns, lan.as_deref()).await;
-        if tty {
-            eprint!("\r\x1b[2K{}", now.line());
+        if live {
+            events(Event::LiveSummary(now));
         } else if now != last {
-            events.emit(
-                "summary",
-                json!({"clients": now.clients, "flows": now.flows, "bytes_up": now.bytes_up, "bytes_down": now.bytes_down, "dns_cluster": now.dns_cluster, "dns_other": now.dns_other, "dns_refused": now.dns_refused, "dns_malformed": now.dns_malformed}),
-                &now.line(),
-            );
+            events(Event::Summary(now));
         }
         last = now;
     }
-    if tty {
-        eprintln!();
-    }
-}
-
-impl ConnectArgs {
-    /// The discovery overrides these flags give.
-    pub(crate) fn overrides(&self) -> DiscoveryOverrides {
-        DiscoveryOverrides {
-            service_cidrs: self.service_cidr.clone(),
-            pod_cidrs: self.pod_cidr.clone(),
-            cluster_domain: self.cluster_domain.clone(),
-            dns_server: self.cluster_dns,
-        }
+    if live {
+        events(Event::LiveSummaryEnd);
     }
 }
 
@@ -587,12 +484,5 @@ mod tests {
         assert!(lans_on_own_subnet(&lan("192.168.10.0/24"), &local).is_empty());
         assert!(lans_on_own_subnet(&lan("10.250.0.0/24"), &local).is_empty());
         assert!(same_subnet_warning(&[]).is_none());
-    }
-
-    #[test]
-    fn bytes_are_human() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
     }
 }

@@ -40,9 +40,9 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::Events;
 use super::handler::FlowStats;
 use crate::dnsrelay::DnsRelay;
+use crate::event::{Event, EventSink};
 
 /// The table's name (family `inet`).
 pub(crate) const TABLE: &str = "kubelan_connect";
@@ -319,7 +319,7 @@ impl Drop for Open<'_> {
 pub(crate) async fn start(
     guard: &mut HostGuard,
     redirector: Arc<Redirector>,
-    events: Events,
+    events: &EventSink,
     shutdown: CancellationToken,
 ) -> anyhow::Result<serde_json::Value> {
     let gateway = !redirector.policy.lan.is_empty();
@@ -346,11 +346,9 @@ pub(crate) async fn start(
         socket.listen(4096)
     };
     let fallback = |why: String| {
-        events.emit(
-            "warning",
-            json!({"message": format!("TCP goes through the userspace stack: {why}")}),
-            &format!("  warning: TCP goes through the userspace stack (slower): {why}"),
-        );
+        events(Event::TcpOnStack {
+            reason: why.clone(),
+        });
         json!({"active": false, "reason": why})
     };
     let v4 = match bind(false) {
@@ -361,11 +359,9 @@ pub(crate) async fn start(
         match bind(true) {
             Ok(l) => Some(l),
             Err(e) => {
-                events.emit(
-                    "warning",
-                    json!({"message": format!("IPv6 TCP goes through the userspace stack: {e}")}),
-                    &format!("  warning: IPv6 TCP goes through the userspace stack (no IPv6 listener: {e})"),
-                );
+                events(Event::Ipv6TcpOnStack {
+                    error: e.to_string(),
+                });
                 None
             }
         }
@@ -392,14 +388,10 @@ pub(crate) async fn start(
         }
         tokio::spawn(redirector.clone().serve(l, shutdown.clone()));
     }
-    events.emit(
-        "redirect",
-        json!({"table": format!("inet {TABLE}"), "listen": listen}),
-        &format!(
-            "✓ TCP into the cluster terminated by the kernel (nftables table inet {TABLE} → {})",
-            listen.join(", ")
-        ),
-    );
+    events(Event::Redirect {
+        table: format!("inet {TABLE}"),
+        listen: listen.clone(),
+    });
     Ok(json!({"active": true, "table": format!("inet {TABLE}"), "listen": listen}))
 }
 

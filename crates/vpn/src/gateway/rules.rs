@@ -27,7 +27,7 @@ use nftables::stmt::{self, Match, Operator, SetOp, Statement};
 use nftables::types::{NfChainType, NfFamily, NfHook};
 
 /// The table's name (family `ip`).
-pub(crate) const TABLE: &str = "kubelan";
+pub const TABLE: &str = "kubelan";
 /// Counter of new LAN → cluster connections.
 pub(crate) const FLOWS: &str = "flows";
 /// Counter of LAN → cluster packets and bytes.

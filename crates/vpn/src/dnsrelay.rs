@@ -363,10 +363,7 @@ pub(crate) fn serve_lan(
 }
 
 /// Reads the host's resolvers from `path`.
-pub(crate) fn host_resolvers(
-    path: &std::path::Path,
-    except: &[IpAddr],
-) -> anyhow::Result<Vec<IpAddr>> {
+pub fn host_resolvers(path: &std::path::Path, except: &[IpAddr]) -> anyhow::Result<Vec<IpAddr>> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("reading this host's resolvers from {}", path.display()))?;
     Ok(kubelan_sys::dns::ResolvConf::parse_bytes(&bytes)

@@ -1,5 +1,6 @@
 //! `kubelan gateway --persist`: the same gateway as a systemd service, so forwarding, the
-//! nft table and the DNS service come back at every boot; `kubelan reset` removes it.
+//! nft table and the DNS service come back at every boot. The unit is a journalled host
+//! change (`kubelan_sys::journal::unit`), so `kubelan reset` removes it like any other.
 //!
 //! The unit runs the command line the user gave (minus `--persist`) with the binary's
 //! absolute path, so what runs at boot is exactly what was tried in the foreground.
@@ -7,11 +8,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use kubelan_sys::journal::{self, HostGuard};
 
 /// Where the unit goes.
-pub(crate) const UNIT_DIR: &str = "/etc/systemd/system";
+pub const UNIT_DIR: &str = "/etc/systemd/system";
 /// The unit's name.
-pub(crate) const UNIT: &str = "kubelan-gateway.service";
+pub const UNIT: &str = "kubelan-gateway.service";
 
 /// Quotes one argument for a systemd `ExecStart=` line.
 fn quote(arg: &str) -> String {
@@ -32,7 +34,7 @@ fn quote(arg: &str) -> String {
 }
 
 /// The unit file for `exe args…` (`--persist` removed), with the given environment.
-pub(crate) fn unit_file(exe: &Path, args: &[String], env: &[(String, String)]) -> String {
+pub fn unit_file(exe: &Path, args: &[String], env: &[(String, String)]) -> String {
     let mut cmd = vec![quote(&exe.to_string_lossy())];
     cmd.extend(
         args.iter()
@@ -57,24 +59,9 @@ pub(crate) fn unit_file(exe: &Path, args: &[String], env: &[(String, String)]) -
     out
 }
 
-async fn systemctl(args: &[&str]) -> anyhow::Result<()> {
-    let out = tokio::process::Command::new("systemctl")
-        .args(args)
-        .output()
-        .await
-        .context("cannot run systemctl: --persist needs systemd (run the gateway in the foreground, or from your own service manager)")?;
-    if !out.status.success() {
-        bail!(
-            "systemctl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// Writes the unit for this process's command line and starts it.
-pub(crate) async fn install(dir: &Path) -> anyhow::Result<()> {
+/// Writes the unit for this process's command line and starts it; returns the unit's name
+/// and file.
+pub(crate) async fn install(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
     if which("systemctl").is_none() || !Path::new("/run/systemd/system").exists() {
         bail!(
             "--persist needs systemd, which does not run here; run `kubelan gateway` in the foreground or from your own service manager. Nothing was changed."
@@ -101,47 +88,11 @@ pub(crate) async fn install(dir: &Path) -> anyhow::Result<()> {
         })
         .collect();
     let path = dir.join(UNIT);
-    std::fs::write(&path, unit_file(&exe, &args, &env))
-        .with_context(|| format!("writing {}", path.display()))?;
-    systemctl(&["daemon-reload"]).await?;
-    systemctl(&["enable", "--now", UNIT]).await?;
-    println!(
-        "installed and started {} ({}); `systemctl status {UNIT}` shows it, `journalctl -u {UNIT}` its summary; `sudo kubelan reset` removes it",
-        UNIT,
-        path.display()
-    );
-    Ok(())
-}
-
-/// Stops, disables and removes the unit if `--persist` installed one; a line for
-/// `kubelan reset`, or `None` when there is none.
-pub(crate) async fn remove(dir: &Path) -> Option<anyhow::Result<String>> {
-    let path = dir.join(UNIT);
-    let ours = std::fs::read_to_string(&path)
-        .ok()?
-        .starts_with("# Written by `kubelan gateway --persist`");
-    if !ours {
-        return Some(Ok(format!(
-            "left {}: not written by kubelan",
-            path.display()
-        )));
-    }
-    Some(
-        async {
-            if which("systemctl").is_some() {
-                systemctl(&["disable", "--now", UNIT]).await?;
-            }
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            if which("systemctl").is_some() {
-                systemctl(&["daemon-reload"]).await?;
-            }
-            Ok(format!(
-                "stopped and removed the persistent gateway {}",
-                path.display()
-            ))
-        }
-        .await,
-    )
+    let mut guard = HostGuard::begin(&journal::unit::persistent_dir(), "gateway --persist")?;
+    // On failure the guard's drop takes back what was written.
+    journal::unit::install(&mut guard, &path, &unit_file(&exe, &args, &env), None).await?;
+    guard.keep();
+    Ok((UNIT.to_string(), path))
 }
 
 fn which(program: &str) -> Option<PathBuf> {
@@ -181,17 +132,5 @@ mod tests {
         );
         assert!(unit.contains("WantedBy=multi-user.target"));
         assert!(!unit.contains("--persist\n"));
-    }
-
-    #[tokio::test]
-    async fn remove_only_touches_our_unit() {
-        let dir = std::env::temp_dir().join(format!("kl-persist-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert!(remove(&dir).await.is_none());
-        std::fs::write(dir.join(UNIT), "[Unit]\nDescription=someone else's\n").unwrap();
-        let line = remove(&dir).await.unwrap().unwrap();
-        assert!(line.contains("not written by kubelan"), "{line}");
-        assert!(dir.join(UNIT).exists());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
