@@ -15,10 +15,9 @@ use bytes::Bytes;
 use kubelan_proto::{ErrorKind, FlowError, Frame};
 use kubelan_session::flow::write_frame;
 use kubelan_session::mux::MuxStream;
+use kubelan_session::relay::{Outgoing, dial_error, relay_datagrams};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-
-use crate::serve::{Outgoing, relay_datagrams};
 
 /// An echo flow ends after this long without a request from the client.
 const ECHO_IDLE: Duration = Duration::from_secs(10);
@@ -93,11 +92,7 @@ pub(crate) async fn echo_flow(mut stream: MuxStream, leftover: bytes::BytesMut, 
     };
     let peer = SocketAddr::new(dst, 0);
     if let Err(e) = sock.connect(peer).await {
-        let _ = write_frame(
-            &mut stream,
-            &Frame::Failed(crate::serve::dial_error(peer, &e)),
-        )
-        .await;
+        let _ = write_frame(&mut stream, &Frame::Failed(dial_error(peer, &e))).await;
         return;
     }
     relay_datagrams(

@@ -14,7 +14,7 @@ use kubelan_proto::{
 use kubelan_session::flow::{FlowConn, FrameReader, buffer_frame, write_frame};
 use kubelan_session::mux::{self, MuxStream, Side};
 use kubelan_session::relay;
-pub(crate) use kubelan_session::relay::{Outgoing, dial_error, relay_datagrams};
+use kubelan_session::relay::{Outgoing, dial_error, relay_datagrams};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 

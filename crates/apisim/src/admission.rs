@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult, FieldError};
 use crate::meta;
 use crate::resources::ResourceInfo;
 use crate::selector::LabelSelector;
-use crate::store::{ClusterConfig, Inner};
+use crate::state::{ClusterConfig, Inner};
 
 /// Kinds whose `metadata.generation` tracks spec changes.
 pub(crate) fn has_generation(res: &ResourceInfo) -> bool {

@@ -16,7 +16,8 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::meta;
-use crate::store::{Inner, Store};
+use crate::state::Inner;
+use crate::store::Store;
 
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]

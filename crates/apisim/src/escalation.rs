@@ -25,7 +25,7 @@ use crate::auth::{self, Attributes, UserInfo};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::meta;
 use crate::resources::{self, ResourceInfo};
-use crate::store::Inner;
+use crate::state::Inner;
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 

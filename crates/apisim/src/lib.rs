@@ -23,11 +23,11 @@ pub mod meta;
 pub mod patch;
 pub mod pki;
 pub mod podsecurity;
-mod portforward;
 pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod server;
+mod state;
 pub mod store;
 pub mod table;
 #[cfg(feature = "testing")]

@@ -19,8 +19,10 @@
 //! credentials) is an error.
 //!
 //! [`plan`] turns the facts into routes for the host, checking them against its routes
-//! and addresses first; it does no I/O.
+//! and addresses first; it does no I/O. [`nodes`] reads the nodes' addresses and Calico's
+//! BGP configuration for `kubelan routes` and `kubelan doctor`.
 
+pub mod nodes;
 pub(crate) mod parse;
 pub mod plan;
 pub(crate) mod prefix;
@@ -219,24 +221,8 @@ impl<T: Serialize> Serialize for Fact<T> {
     }
 }
 
-/// What a cluster prefix holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PrefixKind {
-    /// ClusterIPs of Services.
-    Services,
-    /// Pod IPs.
-    Pods,
-}
-
-impl fmt::Display for PrefixKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Services => "services",
-            Self::Pods => "pods",
-        })
-    }
-}
+/// What a cluster prefix holds (the one kind `kubelan-routes` renders too).
+pub use kubelan_routes::PrefixKind;
 
 /// Everything discovery found out, with provenance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -9,8 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::preflight::Missing;
-use crate::tls::TlsError;
+use crate::access::{Missing, session_sentence};
 
 /// Errors talking to a cluster, installing the agent or finding it.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +134,7 @@ pub enum ClusterError {
     },
     /// The user lacks permissions a way-back session (`kubelan expose`, `replace`, `run`)
     /// needs in its namespace; said in one sentence naming every missing verb.
-    #[error("{}", crate::preflight::session_sentence(.mode, .namespace, .missing))]
+    #[error("{}", session_sentence(.mode, .namespace, .missing))]
     SessionForbidden {
         /// `expose`, `replace` or `run`.
         mode: String,
@@ -504,6 +503,37 @@ fn display_missing(m: &[Missing], hint: &str) -> String {
     s.push_str("\nhint: ");
     s.push_str(hint);
     s
+}
+
+/// Errors building a TLS configuration from PEM credentials.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A credentials file cannot be read.
+    #[error("cannot read {}: {source}; is the Secret kubelan-agent mounted there?", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// PEM text holds no usable certificate or key.
+    #[error(
+        "invalid {what}: {detail}; regenerate the credentials (delete Secret kubelan-agent, run `kubelan install`)"
+    )]
+    Pem {
+        /// Which item (`CA certificate`, `client key`, ...).
+        what: &'static str,
+        /// The parser's message.
+        detail: String,
+    },
+    /// rustls rejected the certificate, key or configuration.
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client-certificate verifier could not be built from the CA.
+    #[error("cannot verify client certificates with this CA: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@
 //! The data path itself (carriers, protocol, proxying) lives in other crates; they start
 //! from [`agent::find_agent`], [`agent::direct_endpoints`] and [`agent::load_credentials`].
 
+mod access;
 pub mod agent;
 pub mod cli;
 pub mod credentials;

@@ -2,7 +2,7 @@
 //! sides (ring provider). The client always verifies the server name `kubelan-agent`,
 //! whatever address it dialled; the agent accepts only client certificates signed by the CA.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -11,38 +11,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::credentials::Credentials;
+pub use crate::error::TlsError;
 use crate::names::{AGENT, FILE_TLS_CERT, FILE_TLS_KEY, KEY_CA};
-
-/// Errors building a TLS configuration from PEM credentials.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    /// A credentials file cannot be read.
-    #[error("cannot read {}: {source}; is the Secret kubelan-agent mounted there?", .path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// PEM text holds no usable certificate or key.
-    #[error(
-        "invalid {what}: {detail}; regenerate the credentials (delete Secret kubelan-agent, run `kubelan install`)"
-    )]
-    Pem {
-        /// Which item (`CA certificate`, `client key`, ...).
-        what: &'static str,
-        /// The parser's message.
-        detail: String,
-    },
-    /// rustls rejected the certificate, key or configuration.
-    #[error("TLS configuration rejected: {0}")]
-    Rustls(#[from] rustls::Error),
-    /// The client-certificate verifier could not be built from the CA.
-    #[error("cannot verify client certificates with this CA: {0}")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
-}
 
 /// The name the agent's certificate is issued for and clients verify.
 pub fn agent_server_name() -> ServerName<'static> {

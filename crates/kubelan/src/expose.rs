@@ -298,14 +298,14 @@ impl SessionArgs {
                     .into());
             }
         }
-        let tunnel_args = crate::tunnel::TunnelArgs {
+        let tunnel_args = crate::bootstrap::AgentArgs {
             kube: KubeArgs {
                 kubeconfig: self.kube.kubeconfig.clone(),
                 context: self.kube.context.clone(),
                 namespace: self.namespace.clone(),
             },
             agent_namespace: ns.to_string(),
-            carrier: crate::tunnel::CarrierChoice::Auto,
+            carrier: crate::bootstrap::CarrierChoice::Auto,
             carriers: Some(1),
             install: false,
             agent: None,
@@ -321,7 +321,7 @@ impl SessionArgs {
             },
             ..kubelan_session::SessionConfig::default()
         };
-        let tunnel = crate::tunnel::start_with(&tunnel_args, config, stop, &[]).await?;
+        let tunnel = crate::bootstrap::start_with(&tunnel_args, config, stop, &[]).await?;
         let mut state = tunnel.session.state();
         let connected = tokio::time::timeout(OUTER_WAIT, async {
             loop {

@@ -11,17 +11,18 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kubelan_lab::{clusterdns, lifecycle, serve};
 
+mod bootstrap;
 mod connect;
-mod dnsrelay;
 mod doctor;
+mod events;
 mod expose;
 mod forward;
 mod gateway;
 mod live;
+mod proxy;
 mod replace;
 mod routes;
 mod run;
-mod tunnel;
 mod watcher;
 
 #[derive(Parser, Debug)]
@@ -56,7 +57,7 @@ enum Command {
     /// with the program.
     Run(run::RunArgs),
     /// SOCKS5 and HTTP proxy into the cluster through the agent (names resolve in the cluster).
-    Proxy(tunnel::ProxyArgs),
+    Proxy(proxy::ProxyArgs),
     /// L3 VPN: Pod IPs, ClusterIPs and cluster DNS names reachable from this machine (root).
     Connect(connect::ConnectArgs),
     /// Share the cluster with a whole LAN: `--mode node` on a host that reaches pods, or
@@ -542,7 +543,7 @@ fn main() -> ExitCode {
                 Command::Expose(args) => expose::run(args).await,
                 Command::Replace(args) => replace::run(args).await,
                 Command::Run(args) => run::run(args).await,
-                Command::Proxy(args) => tunnel::proxy(args).await.map(|()| ExitCode::SUCCESS),
+                Command::Proxy(args) => proxy::proxy(args).await.map(|()| ExitCode::SUCCESS),
                 Command::Connect(args) => connect::connect(args).await.map(|()| ExitCode::SUCCESS),
                 Command::Gateway(args) => gateway::run(args).await.map(|()| ExitCode::SUCCESS),
                 Command::Doctor(args) => doctor::run(args).await,

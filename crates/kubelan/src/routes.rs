@@ -10,18 +10,16 @@
 //! Facts, warnings and notes go to stderr and the blocks to stdout, so one format can be
 //! redirected into a file as it is.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use ipnet::IpNet;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
-use kubelan_cluster::discovery::{
-    self, ClusterFacts, DiscoveryOverrides, PrefixKind as FactKind, Source,
-};
+use kubelan_cluster::discovery::nodes::{CalicoBgp, calico_bgp_configuration, list_nodes};
+use kubelan_cluster::discovery::{self, ClusterFacts, DiscoveryOverrides, Source};
 use kubelan_routes::{
-    BgpFormat, BgpInput, BgpNeighbor, ClusterPrefix, DEFAULT_CLUSTER_AS, DEFAULT_ROUTER_AS, Format,
-    FormatKind, LocalRoute, PrefixKind, RoutesInput, Warning,
+    BgpFormat, BgpInput, BgpNeighbor, CalicoConfig, ClusterPrefix, DEFAULT_ROUTER_AS, Format,
+    FormatKind, LocalAddr, LocalRoute, RoutesInput, Warning,
 };
 use serde_json::json;
 
@@ -216,7 +214,7 @@ pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
         Selection::Static(formats) => {
             let (routes, addrs) = local_network(&mut notes).await;
             let node_ips = match &origin.client {
-                Some(c) => nodes(c, None)
+                Some(c) => list_nodes(c, None)
                     .await
                     .map(|n| n.into_iter().flat_map(|n| n.internal).collect())
                     .unwrap_or_default(),
@@ -224,20 +222,28 @@ pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
             };
             let needs_gateway =
                 formats.iter().any(|f| f.kind() == FormatKind::Routes) || args.dns_target.is_none();
-            let (v4, v6, gw_origin) = gateway(&args, addrs.as_deref(), needs_gateway)?;
-            let other_routes =
-                other_routes(routes.as_deref().unwrap_or_default(), &prefixes, &node_ips);
+            let gw = kubelan_routes::choose_gateway(
+                &args.gateway,
+                &args.lan,
+                addrs.as_deref(),
+                needs_gateway,
+            )?;
+            let other_routes = kubelan_routes::other_routes(
+                routes.as_deref().unwrap_or_default(),
+                &prefixes,
+                &node_ips,
+            );
             let input = RoutesInput {
                 prefixes,
-                gateway_v4: v4,
-                gateway_v6: v6,
+                gateway_v4: gw.v4,
+                gateway_v6: gw.v6,
                 dns_target: args.dns_target,
                 cluster_domain: facts.cluster_domain.value.clone(),
                 lan: args.lan.iter().map(IpNet::trunc).collect(),
                 other_routes,
             };
             if !json_out {
-                header(&facts, &origin, Some(&gw_origin), Some(&input));
+                header(&facts, &origin, Some(&gw.how), Some(&input));
             }
             let outputs: Vec<Rendered> = formats
                 .iter()
@@ -358,10 +364,7 @@ fn cluster_prefixes(facts: &ClusterFacts) -> Vec<ClusterPrefix> {
         .prefixes()
         .map(|(kind, f)| ClusterPrefix {
             net: f.value.trunc(),
-            kind: match kind {
-                FactKind::Services => PrefixKind::Services,
-                FactKind::Pods => PrefixKind::Pods,
-            },
+            kind,
             why: f.source.to_string(),
             guessed: f.guessed,
         })
@@ -372,16 +375,9 @@ fn cluster_prefixes(facts: &ClusterFacts) -> Vec<ClusterPrefix> {
 /// when it cannot be read.
 async fn local_network(
     notes: &mut Vec<String>,
-) -> (
-    Option<Vec<kubelan_sys::net::RouteEntry>>,
-    Option<Vec<kubelan_sys::net::AddrEntry>>,
-) {
-    let routes = match kubelan_sys::net::routes().await {
-        Ok(r) => Some(
-            r.into_iter()
-                .filter(|r| r.table == 254 && r.kind == kubelan_sys::net::RouteKind::Unicast)
-                .collect(),
-        ),
+) -> (Option<Vec<LocalRoute>>, Option<Vec<LocalAddr>>) {
+    let routes = match kubelan_sys::net::local_routes(None).await {
+        Ok(r) => Some(r),
         Err(e) => {
             notes.push(format!(
                 "this host's routes could not be read ({e}); overlaps with them are not checked"
@@ -389,7 +385,7 @@ async fn local_network(
             None
         }
     };
-    let addrs = match kubelan_sys::net::addresses().await {
+    let addrs = match kubelan_sys::net::local_addrs(&[]).await {
         Ok(a) => Some(a),
         Err(e) => {
             notes.push(format!("this host's addresses could not be read ({e})"));
@@ -397,186 +393,6 @@ async fn local_network(
         }
     };
     (routes, addrs)
-}
-
-/// Devices of network plugins and of kubelan itself: their routes into the cluster's
-/// prefixes are the cluster's own, not a conflict.
-const CLUSTER_DEVICES: &[&str] = &[
-    "kubelan",
-    "cni",
-    "cali",
-    "flannel",
-    "vxlan.calico",
-    "tunl",
-    "cilium_",
-    "lxc",
-    "weave",
-    "kube-ipvs",
-];
-
-/// This host's routes worth comparing with the cluster prefixes: not the default route,
-/// not the cluster's own (inside a cluster prefix, through a network plugin's device or
-/// a node).
-fn other_routes(
-    routes: &[kubelan_sys::net::RouteEntry],
-    prefixes: &[ClusterPrefix],
-    node_ips: &[IpAddr],
-) -> Vec<LocalRoute> {
-    routes
-        .iter()
-        .filter(|r| r.dst.prefix_len() > 0)
-        .filter(|r| {
-            let inside = prefixes.iter().any(|p| p.net.contains(&r.dst));
-            let plugin = r
-                .dev
-                .as_deref()
-                .is_some_and(|d| CLUSTER_DEVICES.iter().any(|c| d.starts_with(c)));
-            let via_node = r.gateway.is_some_and(|g| node_ips.contains(&g));
-            !(inside && (plugin || via_node))
-        })
-        .map(|r| {
-            let mut detail = String::new();
-            if let Some(g) = r.gateway {
-                detail.push_str(&format!("via {g}"));
-            }
-            if let Some(d) = &r.dev {
-                if !detail.is_empty() {
-                    detail.push(' ');
-                }
-                detail.push_str(&format!("dev {d}"));
-            }
-            LocalRoute {
-                dst: r.dst.trunc(),
-                detail,
-            }
-        })
-        .collect()
-}
-
-/// The gateway addresses and how they were chosen.
-fn gateway(
-    args: &RoutesArgs,
-    addrs: Option<&[kubelan_sys::net::AddrEntry]>,
-    needed: bool,
-) -> anyhow::Result<(Option<Ipv4Addr>, Option<Ipv6Addr>, String)> {
-    let mut v4 = None;
-    let mut v6 = None;
-    if !args.gateway.is_empty() {
-        for gw in &args.gateway {
-            match gw {
-                IpAddr::V4(a) => v4 = Some(*a),
-                IpAddr::V6(a) => v6 = Some(*a),
-            }
-        }
-        return Ok((v4, v6, "--gateway".into()));
-    }
-    if args.lan.is_empty() {
-        if needed {
-            bail!(
-                "pass --gateway IP: the LAN address of the host that runs `kubelan gateway` (the routes point there), or --lan CIDR to use this host's address in that LAN"
-            );
-        }
-        return Ok((None, None, "none (DNS only)".into()));
-    }
-    let Some(addrs) = addrs else {
-        bail!(
-            "this host's addresses could not be read to find the gateway in --lan; pass --gateway IP"
-        );
-    };
-    let inside: Vec<IpAddr> = addrs
-        .iter()
-        .map(|a| a.net.addr())
-        .filter(|ip| !ip.is_loopback())
-        .filter(|ip| args.lan.iter().any(|l| l.contains(ip)))
-        .collect();
-    let lans = args
-        .lan
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    if inside.is_empty() {
-        bail!(
-            "no address of this host lies in --lan {lans}, so it is not the gateway; pass --gateway IP (the LAN address of the host that runs `kubelan gateway`)"
-        );
-    }
-    for family_v4 in [true, false] {
-        let of: Vec<&IpAddr> = inside
-            .iter()
-            .filter(|ip| ip.is_ipv4() == family_v4)
-            .collect();
-        if of.len() > 1 {
-            bail!(
-                "several addresses of this host lie in --lan {lans} ({}); pass --gateway IP to pick one",
-                of.iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        match of.first() {
-            Some(IpAddr::V4(a)) => v4 = Some(*a),
-            Some(IpAddr::V6(a)) => v6 = Some(*a),
-            None => {}
-        }
-    }
-    Ok((v4, v6, format!("this host's address in --lan {lans}")))
-}
-
-/// A node with its InternalIPs.
-struct NodeInfo {
-    name: String,
-    internal: Vec<IpAddr>,
-}
-
-/// The nodes (matching `selector`, a Kubernetes label selector).
-async fn nodes(
-    client: &kube::Client,
-    selector: Option<&str>,
-) -> Result<Vec<NodeInfo>, kube::Error> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Node"), "nodes");
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-    let mut lp = ListParams::default();
-    if let Some(s) = selector {
-        lp = lp.labels(s);
-    }
-    let list = api.list(&lp).await?;
-    Ok(list
-        .items
-        .iter()
-        .map(|n| NodeInfo {
-            name: n.metadata.name.clone().unwrap_or_default(),
-            internal: n.data["status"]["addresses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|a| a["type"] == "InternalIP")
-                .filter_map(|a| a["address"].as_str()?.parse().ok())
-                .collect(),
-        })
-        .collect())
-}
-
-/// The cluster's Calico `BGPConfiguration` "default": (asNumber, nodeToNodeMeshEnabled).
-async fn calico_bgp_config(
-    client: &kube::Client,
-) -> Result<Option<(Option<u32>, Option<bool>)>, kube::Error> {
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("crd.projectcalico.org", "v1", "BGPConfiguration"),
-        "bgpconfigurations",
-    );
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-    match api.get_opt("default").await {
-        Ok(Some(o)) => Ok(Some((
-            o.data["spec"]["asNumber"]
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok()),
-            o.data["spec"]["nodeToNodeMeshEnabled"].as_bool(),
-        ))),
-        Ok(None) => Ok(None),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 fn status_code(e: &kube::Error) -> Option<u16> {
@@ -610,7 +426,7 @@ async fn bgp_input(
         let Some(client) = &origin.client else {
             bail!("--bgp needs the nodes' addresses: pass --bgp-neighbor IP for each node");
         };
-        let found = match nodes(client, args.bgp_nodes.as_deref()).await {
+        let found = match list_nodes(client, args.bgp_nodes.as_deref()).await {
             Ok(n) => n,
             Err(e) if status_code(&e) == Some(403) => bail!(
                 "listing nodes is forbidden (grant list on nodes), so their addresses are unknown; pass --bgp-neighbor IP for each node"
@@ -625,64 +441,26 @@ async fn bgp_input(
                 None => bail!("the cluster has no nodes; pass --bgp-neighbor IP"),
             }
         }
-        let mut out = Vec::new();
-        for n in found {
-            let ip = n
-                .internal
-                .iter()
-                .find(|ip| ip.is_ipv4())
-                .or(n.internal.first())
-                .copied();
-            match ip {
-                Some(ip) => out.push(BgpNeighbor {
-                    name: Some(n.name),
-                    ip,
-                }),
-                None => notes.push(format!(
-                    "node {} has no InternalIP; pass --bgp-neighbor with its address",
-                    n.name
-                )),
-            }
-        }
-        out
+        kubelan_routes::neighbors_of_nodes(found.into_iter().map(|n| (n.name, n.internal)), notes)
     };
     let cluster_as = match args.cluster_as {
         Some(a) => a,
         None => {
-            let found = match &origin.client {
-                Some(c) => calico_bgp_config(c).await,
-                None => Ok(None),
+            let config = match &origin.client {
+                Some(c) => match calico_bgp_configuration(c).await {
+                    Ok(Some(CalicoBgp {
+                        as_number,
+                        node_to_node_mesh,
+                    })) => CalicoConfig::Found {
+                        as_number,
+                        node_to_node_mesh,
+                    },
+                    Ok(None) => CalicoConfig::Missing,
+                    Err(e) => CalicoConfig::Unreadable(e.to_string()),
+                },
+                None => CalicoConfig::Missing,
             };
-            match found {
-                Ok(Some((asn, mesh))) => {
-                    if mesh == Some(false) {
-                        notes.push(
-                            "the cluster's BGPConfiguration has nodeToNodeMeshEnabled: false (route reflectors?); the manifest sets it to true: drop that line to keep your topology".into(),
-                        );
-                    }
-                    match asn {
-                        Some(a) => {
-                            notes.push(format!(
-                                "cluster AS {a} from the cluster's Calico BGPConfiguration \"default\""
-                            ));
-                            a
-                        }
-                        None => DEFAULT_CLUSTER_AS,
-                    }
-                }
-                Ok(None) => {
-                    notes.push(format!(
-                        "no Calico BGPConfiguration \"default\" found (--bgp needs Calico in BGP mode); cluster AS {DEFAULT_CLUSTER_AS} assumed (--cluster-as)"
-                    ));
-                    DEFAULT_CLUSTER_AS
-                }
-                Err(e) => {
-                    notes.push(format!(
-                        "the Calico BGPConfiguration could not be read ({e}); cluster AS {DEFAULT_CLUSTER_AS} assumed (--cluster-as)"
-                    ));
-                    DEFAULT_CLUSTER_AS
-                }
-            }
+            kubelan_routes::cluster_as_from_calico(&config, notes)
         }
     };
     if cluster_as == args.router_as {

@@ -1,16 +1,13 @@
-//! The crash watcher of `connect`, `gateway` and `forward` (its hosts block): a small `kubelan crash-watcher` process
-//! started right after the session opens its journal, which undoes the session's changes
-//! when the session dies without doing so (`kill -9`, the OOM killer). The judgement and the
-//! OS work live in `kubelan_sys::watch`; this file starts it and prints what it did.
+//! `kubelan crash-watcher` flags, and starting a watcher for `forward`'s hosts block; the
+//! work is `kubelan_vpn::watcher` (and `kubelan_sys::watch`).
 
-use std::io::Write;
-use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use kubelan_sys::journal::{HostGuard, Owner};
-use kubelan_sys::watch::{self, Ended, Target, Watcher};
+use kubelan_sys::journal::HostGuard;
+use kubelan_sys::watch::Watcher;
+use kubelan_vpn::watcher::WatcherOptions;
 
 /// `kubelan crash-watcher` flags (passed by the session that starts it).
 #[derive(Args, Debug)]
@@ -32,14 +29,8 @@ pub(crate) struct WatcherArgs {
 /// Starts the crash watcher for `guard`'s journal. Without one (it cannot be started) the
 /// session goes on and says that `kubelan reset` is the way back after a crash.
 pub(crate) fn start(guard: &HostGuard) -> Option<Watcher> {
-    // The running binary itself, even when its file was replaced or deleted since.
-    let mut cmd = std::process::Command::new("/proc/self/exe");
-    cmd.arg0("kubelan").arg("crash-watcher");
-    match watch::spawn(tokio::process::Command::from(cmd), guard) {
-        Ok(w) => {
-            tracing::debug!(pid = ?w.pid(), pidfd = w.uses_pidfd(), "crash watcher started");
-            Some(w)
-        }
+    match kubelan_vpn::watcher::try_start(guard) {
+        Ok(w) => Some(w),
         Err(e) => {
             eprintln!(
                 "  warning: {e}; if kubelan is killed, `sudo kubelan reset` restores the machine"
@@ -49,69 +40,13 @@ pub(crate) fn start(guard: &HostGuard) -> Option<Watcher> {
     }
 }
 
-/// Writes a line to stderr; the terminal may be gone (the watcher outlives it), which is no
-/// reason to fail.
-fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// `kubelan crash-watcher`: waits for the owner's end, replays its journal if it died
-/// without cleaning up, and exits.
+/// `kubelan crash-watcher`.
 pub(crate) async fn run(args: WatcherArgs) -> anyhow::Result<ExitCode> {
-    let owner = Owner {
-        pid: args.owner_pid,
-        start_time: args.owner_start,
-    };
-    let target = Target {
+    kubelan_vpn::watcher::run(WatcherOptions {
         journal: args.journal,
-        owner,
-    };
-    let pidfd = args.pidfd.and_then(|fd| match watch::inherited_pidfd(fd) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::warn!(error = %e, "polling the owner instead");
-            None
-        }
-    });
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let journal = target.journal.clone();
-    let mut task = tokio::spawn(async move { watch::run(&target, pidfd).await });
-    let ended = loop {
-        tokio::select! {
-            r = &mut task => break r?,
-            _ = term.recv() => {
-                // Asked to stop while the owner runs (it restores on its own, as when a
-                // service manager stops both). A replay in progress is finished first.
-                if owner.is_alive() {
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
-        }
-    };
-    match ended {
-        Ended::CleanExit => Ok(ExitCode::SUCCESS),
-        Ended::Replayed { purpose, report } => {
-            say(&format!(
-                "kubelan {purpose} (pid {}) ended without undoing its changes; its crash watcher undid them:",
-                owner.pid
-            ));
-            for o in &report.outcomes {
-                say(&format!("  {o}"));
-            }
-            if report.is_clean() {
-                Ok(ExitCode::SUCCESS)
-            } else {
-                say("some changes could not be undone; `sudo kubelan reset` retries");
-                Ok(ExitCode::FAILURE)
-            }
-        }
-        Ended::LeftAlone(why) => {
-            say(&format!(
-                "kubelan (pid {}) ended; its crash watcher left {} alone: {why}. `sudo kubelan reset` shows what is left",
-                owner.pid,
-                journal.display()
-            ));
-            Ok(ExitCode::FAILURE)
-        }
-    }
+        owner_pid: args.owner_pid,
+        owner_start: args.owner_start,
+        pidfd: args.pidfd,
+    })
+    .await
 }

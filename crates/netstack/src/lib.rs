@@ -36,6 +36,7 @@
 //!
 //! [smoltcp]: https://docs.rs/smoltcp
 
+mod egress;
 mod error;
 mod flow;
 mod frag;

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::{Id, JoinError, JoinSet};
 use tun_rs::{AsyncDevice, GROTable, VIRTIO_NET_HDR_LEN};
 
+use crate::egress::Egress;
 use crate::frag::{Reassembler, Reassembly};
 use crate::portmap::{self, FromStack, PortMap};
 use crate::stats::bump;
@@ -102,29 +103,6 @@ impl Default for StackConfig {
             udp_queue_len: 128,
             max_echo_in_flight: 256,
         }
-    }
-}
-
-/// The queue of packets the stack itself writes into the TUN device (UDP and echo
-/// replies), shared by [`UdpReplier`]s and echo tasks.
-#[derive(Debug, Clone)]
-pub(crate) struct Egress {
-    packets_tx: mpsc::Sender<Vec<u8>>,
-    ip_ident: Arc<AtomicU16>,
-}
-
-impl Egress {
-    /// A fresh IPv4 identification for a packet we originate.
-    pub(crate) fn next_ip_ident(&self) -> u16 {
-        self.ip_ident.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Queues a packet, waiting while the queue is full.
-    pub(crate) async fn send(&self, packet: Vec<u8>) -> Result<(), NetstackError> {
-        self.packets_tx
-            .send(packet)
-            .await
-            .map_err(|_| NetstackError::StackStopped)
     }
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::NetstackError;
-use crate::stack::Egress;
+use crate::egress::Egress;
 use crate::wire;
 
 /// Milliseconds since the stack started; stored in atomics shared with the repliers.

@@ -20,10 +20,10 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::client::{Counted, FlowGuard, ResetUnlessDone};
 use crate::limiter::LoginOutcome;
 use crate::pending::Handshake;
-use crate::server::Shared;
-use crate::stats::{Counted, FlowGuard};
+use crate::shared::Shared;
 use crate::{ErrorKind, FlowError, Target};
 
 type Body = Either<Incoming, Full<Bytes>>;
@@ -161,10 +161,7 @@ async fn tunnel(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<Body>
                     return warn!(%peer, %target, "HTTP CONNECT: upgraded connection of an unexpected type; closing");
                 }
             };
-            match crate::server::ResetUnlessDone::new(client)
-                .relay(&mut flow)
-                .await
-            {
+            match ResetUnlessDone::new(client).relay(&mut flow).await {
                 Ok((up, down)) => debug!(%peer, %target, up, down, "HTTP CONNECT flow closed"),
                 Err(e) => debug!(%peer, %target, "HTTP CONNECT flow cut, client reset: {e}"),
             }

@@ -24,10 +24,13 @@
 //!   the far side, so cluster DNS names work without touching the machine's resolver.
 
 mod auth;
+mod client;
 mod http;
 mod limiter;
 mod pending;
 mod server;
+mod session_connector;
+mod shared;
 pub mod socks5;
 mod stats;
 mod udp;
@@ -42,6 +45,7 @@ pub use auth::{Credentials, CredentialsError, file_mode_problem};
 pub use limiter::LoginLimits;
 pub use pending::Every;
 pub use server::{ProxyServer, serve};
+pub use session_connector::SessionConnector;
 pub use stats::Stats;
 
 /// A byte stream to a flow's destination (a tunnel stream, or a socket in tests).

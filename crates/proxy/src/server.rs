@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -12,114 +12,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::limiter::{Admission, LoginLimiter, LoginOutcome};
+use crate::client::{ClientGuard, Counted, FlowGuard, ResetUnlessDone, linger_close};
+use crate::limiter::{LoginLimiter, LoginOutcome};
 use crate::pending::{Every, Handshake, Pending};
+use crate::shared::{AUTH_REPORT_INTERVAL, Shared, now};
 use crate::socks5::{self, Command, ReplyCode, Socks5Error, SocksAddr};
-use crate::stats::{ClientGuard, Counted, Counters, FlowGuard};
-use crate::{Connector, Credentials, ProxyConfig, Stats};
-
-/// How often failed logins are summarised in the log (one line per interval at most,
-/// plus the first failure of an interval on its own).
-const AUTH_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+use crate::stats::Counters;
+use crate::{Connector, ProxyConfig, Stats};
 
 /// How often connections closed at accept for a client limit are reported.
 const BUSY_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// What every client task shares.
-pub(crate) struct Shared {
-    pub(crate) connector: Arc<dyn Connector>,
-    pub(crate) config: ProxyConfig,
-    pub(crate) counters: Counters,
-    /// Failed-login throttling (consulted only when credentials are required).
-    limiter: Mutex<LoginLimiter>,
-    /// Failed logins whose answer is being held back (bounded, so that holding answers
-    /// cannot pin an unbounded number of sockets).
-    held: tokio::sync::Semaphore,
-    /// Handshakes open per source.
-    pending: Arc<Pending>,
-    /// The warning about connections closed at accept (client limits), once per interval.
-    busy_log: Every,
-}
-
-/// The clock the limiter runs on (tokio's, so paused-time tests control it).
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
-}
-
-impl Shared {
-    fn limiter(&self) -> MutexGuard<'_, LoginLimiter> {
-        self.limiter.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether a connection from `peer` may be served at all (no: its source failed to
-    /// log in too often and is waiting out a delay or a lockout).
-    pub(crate) fn admit(&self, peer: SocketAddr) -> bool {
-        if self.config.auth.is_none() {
-            return true;
-        }
-        let admission = self.limiter().admit(peer.ip(), now());
-        match admission {
-            Admission::Allowed => true,
-            Admission::Throttled { .. } => {
-                self.counters.throttled();
-                false
-            }
-        }
-    }
-
-    /// Checks credentials presented by `peer` through the limiter: unevaluated while
-    /// the source is blocked, and failures recorded, counted and logged in aggregate.
-    /// With no credentials configured every login is accepted.
-    pub(crate) fn login(
-        &self,
-        peer: SocketAddr,
-        username: &[u8],
-        check: impl FnOnce(&Credentials) -> bool,
-    ) -> LoginOutcome {
-        let Some(creds) = self.config.auth.as_ref() else {
-            return LoginOutcome::Accepted;
-        };
-        let outcome = self.limiter().try_login(peer.ip(), now(), || check(creds));
-        match outcome {
-            LoginOutcome::Accepted => {}
-            LoginOutcome::Throttled { .. } => self.counters.throttled(),
-            LoginOutcome::Rejected { announce, .. } => {
-                self.counters.auth_failure();
-                if announce {
-                    // The username is the client's text: Debug-escape it for the log.
-                    let user = String::from_utf8_lossy(username);
-                    let user: String = user.chars().take(64).collect();
-                    warn!(
-                        %peer,
-                        user = ?user,
-                        "proxy: failed login (wrong username or password); further failures are summarised every {} s",
-                        AUTH_REPORT_INTERVAL.as_secs()
-                    );
-                }
-            }
-        }
-        outcome
-    }
-
-    /// Waits `hold` before a failure is answered, when few answers are held already (a
-    /// client that waits for its answer is slowed; the source is blocked either way).
-    pub(crate) async fn hold_failure(&self, hold: Duration) {
-        if hold.is_zero() {
-            return;
-        }
-        if let Ok(_permit) = self.held.try_acquire() {
-            tokio::time::sleep(hold).await;
-        }
-    }
-
-    /// Logs what the limiter saw since the last report.
-    fn report_logins(&self) {
-        let report = self.limiter().take_report(now());
-        if let Some(report) = report {
-            warn!("proxy: {report}");
-        }
-    }
-}
 
 /// The proxy: accepts clients on a listener and serves SOCKS5 and HTTP on it.
 ///
@@ -374,26 +276,6 @@ where
     read_message(client, buf, socks5::parse_request).await
 }
 
-/// Closes after a final answer without losing it: a close with unread input makes the
-/// kernel send a reset, which can destroy the answer in flight. So: send FIN, then read
-/// and discard briefly until the client closes too.
-pub(crate) async fn linger_close<S: AsyncRead + tokio::io::AsyncWrite + Unpin>(client: &mut S) {
-    if client.shutdown().await.is_err() {
-        return;
-    }
-    let drain = async {
-        let mut sink = [0u8; 1024];
-        let mut total = 0usize;
-        while total < 64 * 1024 {
-            match client.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-}
-
 async fn send_reply<S: tokio::io::AsyncWrite + Unpin>(
     client: &mut S,
     code: ReplyCode,
@@ -502,55 +384,5 @@ async fn connect(
     match client.relay(&mut flow).await {
         Ok((up, down)) => debug!(%peer, %target, up, down, "SOCKS5 flow closed"),
         Err(e) => debug!(%peer, %target, "SOCKS5 flow cut, client reset: {e}"),
-    }
-}
-
-/// A client's connection carrying a flow: reset when dropped (SO_LINGER 0, then the
-/// close sends an RST and discards what was still queued) unless [`relay`](Self::relay)
-/// ended cleanly. Only the flow's real end (the agent's `Fin`) thus reaches the client as
-/// a FIN; a relay that fails (the tunnel died, the destination or the client reset) or is
-/// dropped (the proxy stops), or a flow that breaks before it, resets the client's
-/// connection, so that nothing takes the cut for the end of the stream (a close-delimited
-/// download would look complete). The normal end costs nothing.
-pub(crate) struct ResetUnlessDone {
-    client: Counted<TcpStream>,
-    done: bool,
-}
-
-impl ResetUnlessDone {
-    pub(crate) fn new(client: Counted<TcpStream>) -> ResetUnlessDone {
-        ResetUnlessDone {
-            client,
-            done: false,
-        }
-    }
-
-    pub(crate) fn get_mut(&mut self) -> &mut Counted<TcpStream> {
-        &mut self.client
-    }
-
-    /// Relays the connection and `flow` until both ended; the flow, dropped by the caller
-    /// after an error, is reset at the agent.
-    ///
-    /// # Errors
-    ///
-    /// The relay's first I/O error.
-    pub(crate) async fn relay(
-        &mut self,
-        flow: &mut Box<dyn crate::FlowIo>,
-    ) -> io::Result<(u64, u64)> {
-        let result = kubelan_session::relay::copy_bidirectional(&mut self.client, flow).await;
-        self.done = result.is_ok();
-        result
-    }
-}
-
-impl Drop for ResetUnlessDone {
-    fn drop(&mut self) {
-        if !self.done
-            && let Err(e) = self.client.get_ref().set_zero_linger()
-        {
-            debug!("proxy: cannot reset a cut client connection: {e}");
-        }
     }
 }

@@ -1,15 +1,9 @@
 //! Live counters of the proxy and their snapshot for a status line.
 
 use std::fmt;
-use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::task::{Context, Poll};
 
 use kubelan_proto::ErrorKind;
-use kubelan_session::relay::RelayEnd;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Every [`ErrorKind`], in the order [`Stats::errors`] lists them.
 const KINDS: [ErrorKind; 10] = [
@@ -35,9 +29,9 @@ fn kind_index(kind: ErrorKind) -> usize {
 /// The counters behind [`Stats`], shared by every client task.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    clients: AtomicU64,
-    flows_open: AtomicU64,
-    flows_total: AtomicU64,
+    pub(crate) clients: AtomicU64,
+    pub(crate) flows_open: AtomicU64,
+    pub(crate) flows_total: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     errors: [AtomicU64; KINDS.len()],
@@ -98,141 +92,6 @@ impl Counters {
             rejected_clients: self.rejected_clients.load(Relaxed),
             throttled: self.throttled.load(Relaxed),
         }
-    }
-}
-
-/// Counts a connected client while alive.
-pub(crate) struct ClientGuard(Arc<super::server::Shared>);
-
-impl ClientGuard {
-    pub(crate) fn new(shared: Arc<super::server::Shared>) -> ClientGuard {
-        shared.counters.clients.fetch_add(1, Relaxed);
-        ClientGuard(shared)
-    }
-}
-
-impl Drop for ClientGuard {
-    fn drop(&mut self) {
-        self.0.counters.clients.fetch_sub(1, Relaxed);
-    }
-}
-
-/// Counts an open flow while alive.
-pub(crate) struct FlowGuard(Arc<super::server::Shared>);
-
-impl FlowGuard {
-    pub(crate) fn new(shared: Arc<super::server::Shared>) -> FlowGuard {
-        shared.counters.flows_open.fetch_add(1, Relaxed);
-        shared.counters.flows_total.fetch_add(1, Relaxed);
-        FlowGuard(shared)
-    }
-}
-
-impl Drop for FlowGuard {
-    fn drop(&mut self) {
-        self.0.counters.flows_open.fetch_sub(1, Relaxed);
-    }
-}
-
-/// A client stream that counts bytes read (up) and written (down) as they pass, so the
-/// status line moves during long transfers.
-pub(crate) struct Counted<S> {
-    inner: S,
-    shared: Arc<super::server::Shared>,
-    /// Bytes already read (and counted) that reads return again first.
-    unread: Vec<u8>,
-}
-
-impl<S> Counted<S> {
-    pub(crate) fn new(inner: S, shared: Arc<super::server::Shared>) -> Counted<S> {
-        Counted {
-            inner,
-            shared,
-            unread: Vec::new(),
-        }
-    }
-
-    /// Puts `bytes` back: the next reads return them before anything new.
-    pub(crate) fn unread(&mut self, bytes: Vec<u8>) {
-        debug_assert!(self.unread.is_empty());
-        self.unread = bytes;
-    }
-
-    pub(crate) fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Counts the bytes a write to the client reports written.
-    fn count_down(&self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
-        if let Poll::Ready(Ok(n)) = r {
-            self.shared.counters.down(n);
-        }
-        r
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.unread.is_empty() {
-            let n = self.unread.len().min(buf.remaining());
-            buf.put_slice(&self.unread[..n]);
-            self.unread.drain(..n);
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len().saturating_sub(before);
-        if n > 0 {
-            self.shared.counters.up(n);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.count_down(r)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.count_down(r)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl<S: RelayEnd> RelayEnd for Counted<S> {
-    fn poll_write_last(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_last(cx, buf);
-        self.count_down(r)
     }
 }
 

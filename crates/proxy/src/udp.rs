@@ -17,9 +17,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::server::Shared;
+use crate::client::{Counted, FlowGuard, linger_close};
+use crate::shared::Shared;
 use crate::socks5::{self, ReplyCode, SocksAddr};
-use crate::stats::{Counted, FlowGuard};
 use crate::{Target, UdpFlow};
 
 /// Datagrams queued per destination while its flow opens or is busy; more are dropped.
@@ -49,7 +49,7 @@ pub(crate) async fn associate(
             let mut out = Vec::new();
             socks5::encode_reply(ReplyCode::GeneralFailure, &SocksAddr::UNSPECIFIED, &mut out);
             let _ = control.write_all(&out).await;
-            crate::server::linger_close(&mut control).await;
+            linger_close(&mut control).await;
             return;
         }
     };

@@ -37,6 +37,87 @@ pub struct BgpNeighbor {
     pub ip: IpAddr,
 }
 
+/// The router's neighbours for nodes given as `(name, InternalIPs)`: each node's first
+/// IPv4 InternalIP, else its first; a note names each node without one.
+pub fn neighbors_of_nodes(
+    nodes: impl IntoIterator<Item = (String, Vec<IpAddr>)>,
+    notes: &mut Vec<String>,
+) -> Vec<BgpNeighbor> {
+    let mut out = Vec::new();
+    for (name, internal) in nodes {
+        let ip = internal
+            .iter()
+            .find(|ip| ip.is_ipv4())
+            .or(internal.first())
+            .copied();
+        match ip {
+            Some(ip) => out.push(BgpNeighbor {
+                name: Some(name),
+                ip,
+            }),
+            None => notes.push(format!(
+                "node {name} has no InternalIP; pass --bgp-neighbor with its address"
+            )),
+        }
+    }
+    out
+}
+
+/// What reading the cluster's Calico `BGPConfiguration` "default" gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CalicoConfig {
+    /// It exists: its `asNumber` and `nodeToNodeMeshEnabled`, when set.
+    Found {
+        /// `spec.asNumber`.
+        as_number: Option<u32>,
+        /// `spec.nodeToNodeMeshEnabled`.
+        node_to_node_mesh: Option<bool>,
+    },
+    /// There is none (or no Calico API).
+    Missing,
+    /// It could not be read: why.
+    Unreadable(String),
+}
+
+/// The cluster's AS when `--cluster-as` is not given: Calico's, else
+/// [`DEFAULT_CLUSTER_AS`]; the notes say where it came from, and that the manifest turns
+/// a disabled node-to-node mesh on.
+pub fn cluster_as_from_calico(config: &CalicoConfig, notes: &mut Vec<String>) -> u32 {
+    match config {
+        CalicoConfig::Found {
+            as_number,
+            node_to_node_mesh,
+        } => {
+            if *node_to_node_mesh == Some(false) {
+                notes.push(
+                    "the cluster's BGPConfiguration has nodeToNodeMeshEnabled: false (route reflectors?); the manifest sets it to true: drop that line to keep your topology".into(),
+                );
+            }
+            match as_number {
+                Some(a) => {
+                    notes.push(format!(
+                        "cluster AS {a} from the cluster's Calico BGPConfiguration \"default\""
+                    ));
+                    *a
+                }
+                None => DEFAULT_CLUSTER_AS,
+            }
+        }
+        CalicoConfig::Missing => {
+            notes.push(format!(
+                "no Calico BGPConfiguration \"default\" found (--bgp needs Calico in BGP mode); cluster AS {DEFAULT_CLUSTER_AS} assumed (--cluster-as)"
+            ));
+            DEFAULT_CLUSTER_AS
+        }
+        CalicoConfig::Unreadable(e) => {
+            notes.push(format!(
+                "the Calico BGPConfiguration could not be read ({e}); cluster AS {DEFAULT_CLUSTER_AS} assumed (--cluster-as)"
+            ));
+            DEFAULT_CLUSTER_AS
+        }
+    }
+}
+
 /// Everything the BGP formats are rendered from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BgpInput {
@@ -553,6 +634,69 @@ pub fn calico_selector(selector: &str) -> Result<String, SelectorError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_neighbor_per_node_ipv4_first() {
+        let mut notes = Vec::new();
+        let n = neighbors_of_nodes(
+            [
+                (
+                    "node1".to_string(),
+                    vec!["fd00::11".parse().unwrap(), "10.4.7.11".parse().unwrap()],
+                ),
+                ("node2".to_string(), vec!["fd00::12".parse().unwrap()]),
+                ("node3".to_string(), vec![]),
+            ],
+            &mut notes,
+        );
+        let got: Vec<String> = n.iter().map(|n| n.ip.to_string()).collect();
+        assert_eq!(got, ["10.4.7.11", "fd00::12"]);
+        assert_eq!(
+            notes,
+            ["node node3 has no InternalIP; pass --bgp-neighbor with its address"]
+        );
+    }
+
+    #[test]
+    fn the_cluster_as_comes_from_calico_else_the_default_with_a_note() {
+        let mut notes = Vec::new();
+        let found = CalicoConfig::Found {
+            as_number: Some(64600),
+            node_to_node_mesh: Some(false),
+        };
+        assert_eq!(cluster_as_from_calico(&found, &mut notes), 64600);
+        assert_eq!(notes.len(), 2);
+        assert!(
+            notes[0].contains("nodeToNodeMeshEnabled: false"),
+            "{notes:?}"
+        );
+        notes.clear();
+        assert_eq!(
+            cluster_as_from_calico(&CalicoConfig::Missing, &mut notes),
+            DEFAULT_CLUSTER_AS
+        );
+        assert!(
+            notes[0].starts_with("no Calico BGPConfiguration"),
+            "{notes:?}"
+        );
+        notes.clear();
+        let unreadable = CalicoConfig::Unreadable("forbidden".into());
+        assert_eq!(
+            cluster_as_from_calico(&unreadable, &mut notes),
+            DEFAULT_CLUSTER_AS
+        );
+        assert!(notes[0].contains("(forbidden)"), "{notes:?}");
+        let bare = CalicoConfig::Found {
+            as_number: None,
+            node_to_node_mesh: None,
+        };
+        notes.clear();
+        assert_eq!(
+            cluster_as_from_calico(&bare, &mut notes),
+            DEFAULT_CLUSTER_AS
+        );
+        assert!(notes.is_empty());
+    }
+
     use super::*;
 
     #[test]

@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::local::LocalRoute;
+
 /// What a cluster prefix holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -59,17 +61,8 @@ impl ClusterPrefix {
     }
 }
 
-/// A route of the host the command runs on, to warn about overlaps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LocalRoute {
-    /// Its destination.
-    pub dst: IpNet,
-    /// How it is reached, e.g. `via 198.51.100.1 dev eth0` (shown in the warning).
-    pub detail: String,
-}
-
 /// Everything the static-route and DNS formats are rendered from.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RoutesInput {
     /// The cluster's Pod and Service prefixes, in the order they are printed.
     pub prefixes: Vec<ClusterPrefix>,
@@ -85,6 +78,8 @@ pub struct RoutesInput {
     /// The office LAN(s); a cluster prefix overlapping one is warned about.
     pub lan: Vec<IpNet>,
     /// Other routes of this host; a cluster prefix overlapping one is warned about.
+    /// Serialized as `{"dst", "detail"}`, the form `kubelan routes --output json` prints.
+    #[serde(serialize_with = "crate::local::serialize_with_detail")]
     pub other_routes: Vec<LocalRoute>,
 }
 

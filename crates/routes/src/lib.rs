@@ -4,8 +4,9 @@
 //! This crate is the sans-IO renderer behind the command: it takes discovered facts
 //! ([`RoutesInput`]: the cluster's Pod and Service prefixes with their provenance, the
 //! gateway's LAN address, the DNS target and cluster domain, the LAN and this host's
-//! other routes) and returns text. Discovery, reading the host's routes and printing
-//! live in the CLI (`crates/kubelan/src/routes.rs`).
+//! other routes) and returns text. Discovery lives in `kubelan-cluster`, reading the
+//! host's routes in `kubelan-sys`, and choosing and printing in the CLI
+//! (`crates/kubelan/src/routes.rs`).
 //!
 //! - [`render`]: static routes for Linux, Windows, macOS, Cisco IOS, Huawei VRP, H3C
 //!   Comware, MikroTik RouterOS and Junos, each prefix pointing at the gateway; DNS
@@ -17,27 +18,40 @@
 //!   Cisco IOS, FRR, MikroTik RouterOS v7 and Junos ([`bgp`]).
 //! - [`warnings`] / [`bgp_warnings`]: overlaps with the LAN and this host's routes,
 //!   prefixes inside others, guesses, prefixes without a gateway of their family.
+//! - The command's decisions around the renderer, from facts its caller read:
+//!   [`choose_gateway`] (`--gateway`, else this host's address in `--lan`),
+//!   [`other_routes`] (which host routes may overlap), [`neighbors_of_nodes`] and
+//!   [`cluster_as_from_calico`] (`--bgp` without `--bgp-neighbor` / `--cluster-as`).
 //!
 //! Each block starts with comments in the format's own syntax (what it does, each prefix
 //! and where it came from, where to enter it) followed by exactly the lines to enter.
 //! IPv6 prefixes get the IPv6 syntax of each static-route format and go to the IPv6
 //! gateway; without one they are left out and named in a comment. Rendering never
 //! panics: any input, however odd, yields text (at worst only comments).
+//!
+//! [`PrefixKind`], [`LocalRoute`] and [`LocalAddr`] are the vocabulary the other crates
+//! share: `kubelan-sys` reads the host's routes and addresses into them, and
+//! `kubelan-cluster`'s discovery plans the routes of `connect` and `gateway` over them.
 
 pub mod bgp;
 mod format;
+mod gateway;
 mod input;
+mod local;
 mod plan;
 mod render;
 mod warnings;
 pub mod zones;
 
 pub use bgp::{
-    BgpInput, BgpNeighbor, DEFAULT_CLUSTER_AS, DEFAULT_ROUTER_AS, SelectorError, bgp_warnings,
-    calico_selector, render_bgp, usable_as,
+    BgpInput, BgpNeighbor, CalicoConfig, DEFAULT_CLUSTER_AS, DEFAULT_ROUTER_AS, SelectorError,
+    bgp_warnings, calico_selector, cluster_as_from_calico, neighbors_of_nodes, render_bgp,
+    usable_as,
 };
 pub use format::{BgpFormat, Format, FormatKind, UnknownFormat};
-pub use input::{ClusterPrefix, LocalRoute, PrefixKind, RoutesInput, valid_domain};
+pub use gateway::{GatewayChoice, GatewayError, choose_gateway};
+pub use input::{ClusterPrefix, PrefixKind, RoutesInput, valid_domain};
+pub use local::{LocalAddr, LocalRoute, other_routes};
 pub use render::render;
 pub use warnings::{Family, Warning, warnings};
 pub use zones::{ReverseZone, ReverseZones, reverse_zones};

@@ -259,7 +259,7 @@ pub fn warnings(input: &RoutesInput) -> Vec<Warning> {
                     prefix: net,
                     prefix_kind: p.kind,
                     route: dst,
-                    detail: r.detail.clone(),
+                    detail: r.detail(),
                 });
             }
         }
@@ -321,7 +321,8 @@ pub fn warnings(input: &RoutesInput) -> Vec<Warning> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::{ClusterPrefix, LocalRoute};
+    use crate::input::ClusterPrefix;
+    use crate::local::LocalRoute;
 
     fn input(prefixes: &[(&str, PrefixKind)]) -> RoutesInput {
         RoutesInput {
@@ -380,19 +381,23 @@ mod tests {
         i.other_routes = vec![
             LocalRoute {
                 dst: net("0.0.0.0/0"),
-                detail: "via 10.4.7.254 dev eth0".into(),
+                dev: "eth0".into(),
+                gateway: Some("10.4.7.254".parse().unwrap()),
             },
             LocalRoute {
                 dst: net("172.17.0.0/16"),
-                detail: "dev lan0".into(),
+                dev: "lan0".into(),
+                gateway: None,
             },
             LocalRoute {
                 dst: net("172.17.40.0/24"),
-                detail: "via 198.51.100.1 dev eth1".into(),
+                dev: "eth1".into(),
+                gateway: Some("198.51.100.1".parse().unwrap()),
             },
             LocalRoute {
                 dst: net("198.51.100.0/24"),
-                detail: "dev eth1".into(),
+                dev: "eth1".into(),
+                gateway: None,
             },
         ];
         let w: Vec<Warning> = warnings(&i)

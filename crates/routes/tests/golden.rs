@@ -193,15 +193,18 @@ fn warnings_of_a_troubled_input() {
     input.other_routes = vec![
         LocalRoute {
             dst: "0.0.0.0/0".parse().unwrap(),
-            detail: "via 10.4.7.254 dev eth0".into(),
+            dev: "eth0".into(),
+            gateway: Some("10.4.7.254".parse().unwrap()),
         },
         LocalRoute {
             dst: "172.17.33.0/24".parse().unwrap(),
-            detail: "via 198.51.100.1 dev eth1".into(),
+            dev: "eth1".into(),
+            gateway: Some("198.51.100.1".parse().unwrap()),
         },
         LocalRoute {
             dst: "172.16.0.0/16".parse().unwrap(),
-            detail: "dev lan0".into(),
+            dev: "lan0".into(),
+            gateway: None,
         },
     ];
     input.cluster_domain = "cluster local".into();

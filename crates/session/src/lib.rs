@@ -14,6 +14,7 @@
 //! wait (up to their open timeout) for a carrier to come back. The agent side uses the same
 //! [`mux`] and [`flow`] pieces.
 
+pub mod bootstrap;
 pub mod carrier;
 mod client;
 pub mod flow;

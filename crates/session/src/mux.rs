@@ -84,8 +84,12 @@ struct Out {
     /// The driver owns `io` until `buf` is drained; nobody else writes meanwhile.
     driver_owns: bool,
     driver: Option<Waker>,
-    /// Writers waiting for `buf` to drop below [`HIGH_WATER`].
-    blocked: Vec<Waker>,
+    /// Streams whose writers wait for `buf` to drop below [`HIGH_WATER`], oldest first,
+    /// each at most once. They get room in turns (see [`Out::next_turn`]): with hundreds of
+    /// bulk streams, waking every one of them each time the buffer drained made each
+    /// wake-up find the buffer full again, cost more than the data moved and let a few
+    /// streams take the carrier while others starved.
+    waiting: VecDeque<Arc<Cell>>,
 }
 
 impl Out {
@@ -98,6 +102,46 @@ impl Out {
             payload.len() as u32,
         );
         self.buf.extend_from_slice(payload);
+    }
+
+    /// Hands the turn to write to the oldest stream still waiting for room; the waker of
+    /// the task that last polled it, to wake once the lock is released.
+    fn next_turn(&mut self) -> Option<Waker> {
+        while let Some(cell) = self.waiting.pop_front() {
+            let mut room = lock(&cell.room);
+            if !room.queued {
+                // It left the queue (dropped) after it joined.
+                continue;
+            }
+            room.queued = false;
+            if let Some(w) = room.waker.take() {
+                room.turn = true;
+                return Some(w);
+            }
+        }
+        None
+    }
+
+    /// Queues `cell` for room with `waker` (the latest poll's: the task to wake). A stream
+    /// polled from two tasks (a carrier nested in another's stream is written by its
+    /// driver and by its writers) is queued once and wakes whichever polled last. `front`:
+    /// it had the turn but others filled the buffer first; it keeps its place.
+    fn wait_for_room(&mut self, cell: &Arc<Cell>, waker: &Waker, front: bool) {
+        let mut room = lock(&cell.room);
+        room.turn = false;
+        match &room.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => room.waker = Some(waker.clone()),
+        }
+        if !room.queued {
+            room.queued = true;
+            drop(room);
+            if front {
+                self.waiting.push_front(cell.clone());
+            } else {
+                self.waiting.push_back(cell.clone());
+            }
+        }
     }
 
     fn window(&mut self, stream: u32, increment: u32) {
@@ -203,7 +247,33 @@ impl StreamState {
 struct Cell {
     id: u32,
     state: Mutex<StreamState>,
+    /// Waiting for room in the output buffer. Locked after `state` and [`Shared::out`].
+    room: Mutex<Room>,
 }
+
+impl Cell {
+    fn new(id: u32, known: bool) -> Cell {
+        Cell {
+            id,
+            state: Mutex::new(StreamState::new(known)),
+            room: Mutex::new(Room::default()),
+        }
+    }
+}
+
+/// A stream's place in [`Out::waiting`].
+#[derive(Default)]
+struct Room {
+    /// In the queue.
+    queued: bool,
+    /// Handed the turn to write; it passes the turn on if it does not use it.
+    turn: bool,
+    waker: Option<Waker>,
+}
+
+/// Streams woken when the output buffer has drained; each write that leaves room wakes the
+/// next waiting stream, so the turn goes round them in order.
+const TURNS: usize = 2;
 
 struct Streams {
     map: HashMap<u32, Arc<Cell>>,
@@ -280,10 +350,7 @@ impl MuxHandle {
         }
         let id = s.next_id;
         s.next_id += 2;
-        let cell = Arc::new(Cell {
-            id,
-            state: Mutex::new(StreamState::new(false)),
-        });
+        let cell = Arc::new(Cell::new(id, false));
         s.map.insert(id, cell.clone());
         Ok(MuxStream {
             cell,
@@ -357,7 +424,7 @@ where
             // The driver sends the preface (with whatever follows it).
             driver_owns: side == Side::Client,
             driver: None,
-            blocked: Vec::new(),
+            waiting: VecDeque::new(),
         }),
         streams: Mutex::new(Streams {
             map: HashMap::new(),
@@ -395,7 +462,7 @@ async fn drive<R: AsyncRead + Unpin>(
                     match out.poll_drain(cx) {
                         Poll::Ready(Ok(())) => {
                             out.driver_owns = false;
-                            std::mem::take(&mut out.blocked)
+                            (0..TURNS).map_while(|_| out.next_turn()).collect()
                         }
                         Poll::Ready(Err(e)) => {
                             drop(out);
@@ -404,6 +471,11 @@ async fn drive<R: AsyncRead + Unpin>(
                         }
                         Poll::Pending => Vec::new(),
                     }
+                } else if out.buf.is_empty() {
+                    // Turns go to the task that last polled each waiting stream; one that
+                    // gave up on its write keeps the turn until it writes again or drops
+                    // the stream. The carrier is idle: the next waiting stream goes on.
+                    out.next_turn().into_iter().collect()
                 } else {
                     Vec::new()
                 }
@@ -501,10 +573,7 @@ fn dispatch(
                             refuse(shared, stream);
                             return Ok(());
                         }
-                        let cell = Arc::new(Cell {
-                            id: stream,
-                            state: Mutex::new(StreamState::new(true)),
-                        });
+                        let cell = Arc::new(Cell::new(stream, true));
                         s.map.insert(stream, cell.clone());
                         (cell, true)
                     }
@@ -574,8 +643,10 @@ async fn teardown(shared: &Shared) {
     let mut io = {
         let mut out = lock(&shared.out);
         out.driver_owns = true;
-        for w in out.blocked.drain(..) {
-            w.wake();
+        for cell in out.waiting.drain(..) {
+            if let Some(w) = lock(&cell.room).waker.take() {
+                w.wake();
+            }
         }
         out.io.take().map(|io| (io, std::mem::take(&mut out.buf)))
     };
@@ -617,6 +688,90 @@ impl MuxStream {
     /// order, after what is already buffered.
     pub fn set_urgent(&mut self) {
         self.urgent = true;
+    }
+
+    /// `poll_write` without the turn's bookkeeping; `turn`: this stream was handed the turn.
+    fn write_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        turn: bool,
+    ) -> Poll<io::Result<usize>> {
+        let mut st = lock(&self.cell.state);
+        if st.carrier_closed {
+            drop(st);
+            return Poll::Ready(Err(self.closed_error()));
+        }
+        if st.reset_recv {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the other end abandoned this stream",
+            )));
+        }
+        if st.fin_sent {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after shutdown",
+            )));
+        }
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if st.send_credit == 0 {
+            st.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = data.len().min(st.send_credit as usize).min(MAX_PAYLOAD);
+        let mut out = lock(&self.shared.out);
+        if out.io.is_none() {
+            drop(out);
+            drop(st);
+            return Poll::Ready(Err(self.closed_error()));
+        }
+        if !self.urgent {
+            if out.buf.len() >= HIGH_WATER {
+                // The driver is draining the buffer; its drain hands out turns.
+                out.wait_for_room(&self.cell, cx.waker(), turn);
+                return Poll::Pending;
+            }
+            if !turn && out.driver_owns && !out.waiting.is_empty() {
+                // Others waited first, and the driver is draining: this stream queues
+                // behind them (the drain hands out turns), one frame a turn, in order.
+                out.wait_for_room(&self.cell, cx.waker(), false);
+                return Poll::Pending;
+            }
+        }
+        let flags = if st.known { 0 } else { SYN };
+        st.known = true;
+        st.send_credit -= n as u32;
+        drop(st);
+        out.data(flags, self.cell.id, &data[..n]);
+        if out.buf.len() >= WRITE_THROUGH
+            && let Some(e) = out.push(cx)
+        {
+            drop(out);
+            self.shared.fail(format!("writing to the carrier: {e}"));
+            return Poll::Ready(Ok(n));
+        }
+        // Room left: the next waiting stream may use it now.
+        let next = if out.buf.len() < HIGH_WATER {
+            out.next_turn()
+        } else {
+            None
+        };
+        drop(out);
+        if let Some(w) = next {
+            w.wake();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Hands a turn this stream did not use to the next one waiting for room.
+    fn pass_turn(&self) {
+        let next = lock(&self.shared.out).next_turn();
+        if let Some(w) = next {
+            w.wake();
+        }
     }
 
     fn closed_error(&self) -> io::Error {
@@ -705,55 +860,14 @@ impl AsyncWrite for MuxStream {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let mut st = lock(&this.cell.state);
-        if st.carrier_closed {
-            drop(st);
-            return Poll::Ready(Err(this.closed_error()));
+        // A turn is used by this call or handed on: it never stays with a stream.
+        let turn = std::mem::take(&mut lock(&this.cell.room).turn);
+        let r = this.write_frame(cx, data, turn);
+        if turn && !matches!(r, Poll::Ready(Ok(n)) if n > 0) && !lock(&this.cell.room).queued {
+            this.pass_turn();
         }
-        if st.reset_recv {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                "the other end abandoned this stream",
-            )));
-        }
-        if st.fin_sent {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "write after shutdown",
-            )));
-        }
-        if data.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        if st.send_credit == 0 {
-            st.write_waker = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        let n = data.len().min(st.send_credit as usize).min(MAX_PAYLOAD);
-        let mut out = lock(&this.shared.out);
-        if out.io.is_none() {
-            drop(out);
-            drop(st);
-            return Poll::Ready(Err(this.closed_error()));
-        }
-        if out.buf.len() >= HIGH_WATER && !this.urgent {
-            out.blocked.push(cx.waker().clone());
-            return Poll::Pending;
-        }
-        let flags = if st.known { 0 } else { SYN };
-        st.known = true;
-        st.send_credit -= n as u32;
-        drop(st);
-        out.data(flags, this.cell.id, &data[..n]);
-        if out.buf.len() >= WRITE_THROUGH
-            && let Some(e) = out.push(cx)
-        {
-            drop(out);
-            this.shared.fail(format!("writing to the carrier: {e}"));
-        }
-        Poll::Ready(Ok(n))
+        r
     }
-
     /// Hands what was written to the driver, which sends it with whatever other streams
     /// flush before it runs; from [`FLUSH_INLINE`] buffered bytes on (bulk data) writes it
     /// from this task. Frames in the carrier's buffer are its business: there is nothing
@@ -789,6 +903,15 @@ impl AsyncWrite for MuxStream {
 
 impl Drop for MuxStream {
     fn drop(&mut self) {
+        let turn = {
+            let mut room = lock(&self.cell.room);
+            room.queued = false;
+            room.waker = None;
+            std::mem::take(&mut room.turn)
+        };
+        if turn {
+            self.pass_turn();
+        }
         let reset = {
             let st = lock(&self.cell.state);
             let finished = st.fin_sent && st.fin_recv;
@@ -977,7 +1100,133 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(total, 300 * 600 * 1024);
-        assert!(lock(&client.shared.out).blocked.is_empty());
+        assert!(lock(&client.shared.out).waiting.is_empty());
+    }
+
+    /// A waker that records that it was woken.
+    struct Flag(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn flag() -> (Arc<Flag>, Waker) {
+        let f = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+        (f.clone(), Waker::from(f))
+    }
+
+    #[tokio::test]
+    async fn a_stream_polled_from_two_tasks_wakes_the_one_that_polled_last() {
+        // A carrier nested in a stream of another carrier (expose through the agent) writes
+        // that stream from its driver and from its writers: whichever task polled last
+        // must be woken when there is room, or the nested carrier stalls.
+        let (a, mut far) = tokio::io::duplex(64 * 1024);
+        let (client, _in_c) = spawn(a, Side::Client);
+        // Fill the buffer without yielding: the driver (busy with the preface) sends nothing.
+        let chunk = vec![7u8; INITIAL_WINDOW as usize];
+        let (_, noop) = flag();
+        let mut bulk = Vec::new();
+        while lock(&client.shared.out).buf.len() < HIGH_WATER {
+            let mut s = client.open_now().unwrap();
+            let r = Pin::new(&mut s).poll_write(&mut Context::from_waker(&noop), &chunk);
+            assert!(matches!(r, Poll::Ready(Ok(_))), "{r:?}");
+            bulk.push(s);
+        }
+        let mut nested = client.open_now().unwrap();
+        let (first, w1) = flag();
+        let (last, w2) = flag();
+        for w in [&w1, &w2] {
+            let r = Pin::new(&mut nested).poll_write(&mut Context::from_waker(w), b"x");
+            assert!(r.is_pending(), "the buffer is full");
+        }
+        // The far end reads: the buffer drains and the waiting stream gets its turn.
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while far.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !last.0.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the task that polled last was never woken");
+        let _ = first;
+        let r = Pin::new(&mut nested).poll_write(&mut Context::from_waker(&w2), b"x");
+        assert!(matches!(r, Poll::Ready(Ok(1))), "{r:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streams_waiting_for_room_share_it_evenly() {
+        // A slow carrier (a 16 KiB pipe) and 8 writers that always have data: each gets
+        // its share of the carrier, none starves.
+        let (a, b) = tokio::io::duplex(16 * 1024);
+        let ((client, _in_c), (_agent, mut in_a)) = (spawn(a, Side::Client), spawn(b, Side::Agent));
+        const WRITERS: usize = 8;
+        const EACH: usize = 8 * 1024 * 1024;
+        let counts: Arc<Vec<AtomicU64>> =
+            Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
+        let total = Arc::new(AtomicU64::new(0));
+        let (c2, t2) = (counts.clone(), total.clone());
+        tokio::spawn(async move {
+            while let Some(mut t) = in_a.recv().await {
+                let (c, tot) = (c2.clone(), t2.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut first = [0u8; 1];
+                    if t.read_exact(&mut first).await.is_err() {
+                        return;
+                    }
+                    let i = first[0] as usize;
+                    while let Ok(n) = t.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        c[i].fetch_add(n as u64, Ordering::Relaxed);
+                        tot.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let mut keep = Vec::new();
+        for i in 0..WRITERS {
+            let mut s = client.open().await.unwrap();
+            keep.push(tokio::spawn(async move {
+                let mut data = vec![i as u8; EACH];
+                data[0] = i as u8;
+                let _ = s.write_all(&data).await;
+                s
+            }));
+        }
+        // Shares in the steady state: from a quarter of everything (every writer has
+        // started; the last ones spawned start late) to three quarters.
+        let at = |fraction: usize| {
+            let total = total.clone();
+            let counts = counts.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(60), async {
+                    while total.load(Ordering::Relaxed) < (WRITERS * EACH * fraction / 4) as u64 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                })
+                .await
+                .expect("the writers stalled");
+                counts
+                    .iter()
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .collect::<Vec<u64>>()
+            }
+        };
+        let start = at(1).await;
+        let end = at(3).await;
+        let got: Vec<u64> = end.iter().zip(&start).map(|(e, s)| e - s).collect();
+        let (min, max) = (*got.iter().min().unwrap(), *got.iter().max().unwrap());
+        assert!(min * 4 >= max, "unfair shares of the carrier: {got:?}");
+        for k in keep {
+            k.abort();
+        }
     }
 
     #[tokio::test]
@@ -1042,7 +1291,10 @@ mod tests {
             let _ = tokio::time::timeout(Duration::from_millis(50), s.write_all(&chunk)).await;
             bulk.push(s);
         }
-        assert!(lock(&client.shared.out).buf.len() >= HIGH_WATER);
+        {
+            let out = lock(&client.shared.out);
+            assert!(out.buf.len() >= HIGH_WATER || !out.waiting.is_empty());
+        }
         // Another bulk stream waits for room; the control stream's ping goes in at once.
         let mut late = client.open().await.unwrap();
         let waited = tokio::time::timeout(Duration::from_millis(100), late.write_all(b"x")).await;

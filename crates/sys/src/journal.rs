@@ -272,6 +272,17 @@ pub enum Change {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ctime_ns: Option<i64>,
     },
+    /// A systemd unit we wrote and enabled (`gateway --persist`). Undo stops and disables
+    /// it and removes the file, if the file still starts with `marker`.
+    SystemdUnit {
+        /// The unit file.
+        path: PathBuf,
+        /// The first line of what we wrote: a file without it is someone else's.
+        marker: String,
+        /// The `systemctl` program used, when not the one on `PATH`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        systemctl: Option<PathBuf>,
+    },
 }
 
 fn is_false(b: &bool) -> bool {
@@ -302,6 +313,9 @@ impl fmt::Display for Change {
             } => write!(f, "kernel parameter {key} = {value} (was {previous})"),
             Self::NftTable { family, name } => write!(f, "nftables table {family} {name}"),
             Self::UnixSocket { path, .. } => write!(f, "socket {}", path.display()),
+            Self::SystemdUnit { path, .. } => {
+                write!(f, "the persistent gateway {}", path.display())
+            }
         }
     }
 }
@@ -697,6 +711,10 @@ impl HostGuard {
                 change: change.to_string(),
                 instead: "kubelan_sys::socket::bind",
             }),
+            change @ Change::SystemdUnit { .. } => Err(ApplyError::NotApplicable {
+                change: change.to_string(),
+                instead: "kubelan_sys::journal::unit::install",
+            }),
         }
     }
 
@@ -731,6 +749,12 @@ impl HostGuard {
                 tracing::warn!(error = %e, "cannot withdraw a journal entry; `kubelan reset` will find nothing to undo for it");
             }
         }
+    }
+
+    /// Ends the guard without undoing anything: the journal stays for `kubelan reset`
+    /// (changes meant to outlive the process, such as an installed systemd unit).
+    pub fn keep(mut self) {
+        self.finished = true;
     }
 
     /// Undoes every change in reverse order and deletes the journal. Changes whose undo
@@ -870,6 +894,11 @@ async fn undo(change: Change, state_dir: &Path) -> Outcome {
             inode,
             ctime_ns,
         } => crate::socket::undo(path, *inode, *ctime_ns, &change),
+        Change::SystemdUnit {
+            path,
+            marker,
+            systemctl,
+        } => unit::undo(path, marker, systemctl.as_deref(), &change).await,
     }
 }
 
@@ -1060,3 +1089,4 @@ pub async fn reset(state_dir: &StateDir, force: bool) -> ResetReport {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests;
+pub mod unit;

@@ -26,6 +26,7 @@ use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 use serde::Serialize;
 
 use crate::journal::{Change, Outcome};
+pub use kubelan_routes::{LocalAddr, LocalRoute};
 
 /// Errors from link, address and route operations. Each names the link or prefix and the
 /// kernel's error text.
@@ -693,6 +694,67 @@ pub async fn route_get(dst: IpAddr) -> Result<RouteLookup, NetError> {
     })
 }
 
+/// This host's main-table unicast routes with an output device, as planning and overlap
+/// checks see them; `skip_dev`: leave out the routes through that device (kubelan's own
+/// TUN, whose routes are kubelan's, not the host's).
+///
+/// # Errors
+/// When the kernel cannot be asked.
+pub async fn local_routes(skip_dev: Option<&str>) -> Result<Vec<LocalRoute>, NetError> {
+    Ok(select_local_routes(routes().await?, skip_dev))
+}
+
+/// The decision of [`local_routes`]: main table (254), unicast, with a device that is not
+/// `skip_dev`.
+pub fn select_local_routes(routes: Vec<RouteEntry>, skip_dev: Option<&str>) -> Vec<LocalRoute> {
+    routes
+        .into_iter()
+        .filter(|r| {
+            r.table == u32::from(RouteHeader::RT_TABLE_MAIN) && r.kind == RouteKind::Unicast
+        })
+        .filter_map(|r| {
+            let dev = r.dev?;
+            (Some(dev.as_str()) != skip_dev).then_some(LocalRoute {
+                dst: r.dst,
+                dev,
+                gateway: r.gateway,
+            })
+        })
+        .collect()
+}
+
+/// This host's addresses on every interface but `skip_devs` (e.g. kubelan's TUN and `lo`).
+///
+/// # Errors
+/// When the kernel cannot be asked.
+pub async fn local_addrs(skip_devs: &[&str]) -> Result<Vec<LocalAddr>, NetError> {
+    Ok(addresses()
+        .await?
+        .into_iter()
+        .filter(|a| !skip_devs.contains(&a.link.as_str()))
+        .map(|a| LocalAddr {
+            dev: a.link,
+            net: a.net,
+        })
+        .collect())
+}
+
+/// Whether one ICMP echo of `payload` bytes with "don't fragment" set reaches `dst` and is
+/// answered within 2 s (the `ping` program: `ping -n -c 1 -W 2 -M do -s SIZE`; an
+/// unprivileged ICMP socket needs `net.ipv4.ping_group_range`, which `ping` handles).
+///
+/// # Errors
+/// When the `ping` program cannot be run (not installed).
+pub async fn ping_unfragmented(dst: IpAddr, payload: u32) -> io::Result<bool> {
+    tokio::process::Command::new("ping")
+        .args(["-n", "-c", "1", "-W", "2", "-M", "do", "-s"])
+        .arg(payload.to_string())
+        .arg(dst.to_string())
+        .output()
+        .await
+        .map(|o| o.status.success())
+}
+
 /// A next hop this host learned from an ICMP redirect and keeps for a while (what
 /// `ip route show cache` marks `<redirected>`): packets to `dst` go to `gateway` instead
 /// of the next hop of the routing table.
@@ -850,6 +912,37 @@ pub(crate) async fn undo_route(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_routes_are_the_main_tables_unicast_routes_off_our_own_device() {
+        let entry = |dst: &str, dev: Option<&str>, table: u32, kind: RouteKind| RouteEntry {
+            dst: dst.parse().unwrap(),
+            dev: dev.map(String::from),
+            gateway: Some("10.4.7.254".parse().unwrap()),
+            table,
+            protocol: 4,
+            kind,
+            metric: None,
+        };
+        let all = vec![
+            entry("0.0.0.0/0", Some("eth0"), 254, RouteKind::Unicast),
+            entry("172.17.32.0/19", Some("kubelan0"), 254, RouteKind::Unicast),
+            entry("10.9.0.0/16", Some("eth0"), 100, RouteKind::Unicast),
+            entry("10.4.7.1/32", Some("eth0"), 255, RouteKind::Local),
+            entry("192.0.2.0/24", None, 254, RouteKind::Unicast),
+            entry("198.51.100.0/24", Some("eth1"), 254, RouteKind::Blackhole),
+        ];
+        let got = select_local_routes(all.clone(), Some("kubelan0"));
+        assert_eq!(
+            got,
+            vec![LocalRoute {
+                dst: "0.0.0.0/0".parse().unwrap(),
+                dev: "eth0".into(),
+                gateway: Some("10.4.7.254".parse().unwrap()),
+            }]
+        );
+        assert_eq!(select_local_routes(all, None).len(), 2);
+    }
 
     #[test]
     fn messages_name_the_prefix_and_errno() {

@@ -197,6 +197,29 @@ pub async fn set_len(family: NfFamily, table: &str, set: &str) -> Result<usize, 
         .map_or(0, Vec::len))
 }
 
+/// Whether chain `chain` of table `family table` has a rule that masquerades (the node
+/// gateway's SNAT rule).
+///
+/// # Errors
+/// [`NftError`] when nft fails (for example when the table or the chain is missing).
+pub async fn chain_masquerades(
+    family: NfFamily,
+    table: &str,
+    chain: &str,
+) -> Result<bool, NftError> {
+    let v = nft_json(&["list", "chain", family_name(family), table, chain]).await?;
+    Ok(masquerades(&v))
+}
+
+/// Whether a rule of an `nft -j list ...` answer has a `masquerade` statement.
+fn masquerades(v: &serde_json::Value) -> bool {
+    objects(v, "rule").any(|r| {
+        r["expr"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|s| s.get("masquerade").is_some()))
+    })
+}
+
 /// Undoes a [`Change::NftTable`]: deletes the whole table.
 pub(crate) async fn undo_table(family: &str, name: &str, change: &Change) -> Outcome {
     let Some(fam) = family_from(family) else {
@@ -253,6 +276,26 @@ mod tests {
             assert_eq!(family_from(family_name(f)), Some(f));
         }
         assert_eq!(family_from("ipx"), None);
+    }
+
+    #[test]
+    fn a_masquerade_statement_is_found_in_the_chains_rules() {
+        let with: serde_json::Value = serde_json::from_str(
+            r#"{"nftables":[{"metainfo":{"version":"1.0.6"}},
+               {"chain":{"family":"ip","table":"kubelan","name":"postrouting","handle":9}},
+               {"rule":{"family":"ip","table":"kubelan","chain":"postrouting","handle":12,
+                 "comment":"kubelan: LAN clients appear as this host",
+                 "expr":[{"match":{"op":"==","left":{"payload":{"protocol":"ip","field":"saddr"}},"right":"@lan"}},
+                         {"counter":"snat"},{"masquerade":null}]}}]}"#,
+        )
+        .unwrap();
+        assert!(masquerades(&with));
+        let without: serde_json::Value = serde_json::from_str(
+            r#"{"nftables":[{"rule":{"family":"ip","table":"kubelan","chain":"postrouting","handle":12,
+                 "comment":"masquerade","expr":[{"counter":"snat"},{"accept":null}]}}]}"#,
+        )
+        .unwrap();
+        assert!(!masquerades(&without));
     }
 
     #[test]

@@ -18,10 +18,11 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::{is_deleting, log_err};
+use super::util::{is_deleting, log_err};
 use crate::meta;
 use crate::resources::{self, ResourceInfo};
-use crate::store::{DeleteOptions, Inner, Store, Sub};
+use crate::state::Inner;
+use crate::store::{DeleteOptions, Store, Sub};
 
 /// What an owner reference points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::{is_deleting, log_err, pod_from_template, pod_ready, pods, r, with_kind};
+use super::util::{is_deleting, log_err, pod_from_template, pod_ready, pods, r, with_kind};
 use crate::meta;
 use crate::store::{DeleteOptions, Store, Sub};
 
@@ -156,7 +156,7 @@ pub(crate) fn plan(job: &Value, pods: &[&Value], tally: &Tally, now: OffsetDateT
     let active: Vec<&Value> = pods
         .iter()
         .copied()
-        .filter(|p| super::pod_active(p))
+        .filter(|p| super::util::pod_active(p))
         .collect();
     let terminating = pods
         .iter()

@@ -22,44 +22,7 @@ use serde::Serialize;
 
 use super::prefix::{intersection, overlaps, subtract_all};
 use super::{ClusterFacts, PrefixKind, Source};
-
-/// One of the host's routes (main table, not `local`), as the caller read it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LocalRoute {
-    /// Destination.
-    pub dst: IpNet,
-    /// Output device.
-    pub dev: String,
-    /// Next hop, when not directly connected.
-    pub gateway: Option<IpAddr>,
-}
-
-impl fmt::Display for LocalRoute {
-    /// `route 172.17.32.0/24 via 198.51.100.1 dev eth0`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "route {}", self.dst)?;
-        if let Some(gw) = self.gateway {
-            write!(f, " via {gw}")?;
-        }
-        write!(f, " dev {}", self.dev)
-    }
-}
-
-/// One of the host's interface addresses, with its prefix length.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LocalAddr {
-    /// The interface.
-    pub dev: String,
-    /// The address and prefix length, e.g. `172.17.33.5/24`.
-    pub net: IpNet,
-}
-
-impl fmt::Display for LocalAddr {
-    /// `address 172.17.33.5/24 on eth1`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "address {} on {}", self.net, self.dev)
-    }
-}
+pub use kubelan_routes::{LocalAddr, LocalRoute};
 
 /// The user's say in the plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,6 +4,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 
+use super::syntax::{dashed, parse_dashed, parse_reverse};
 use super::*;
 
 fn service(v: serde_json::Value) -> Service {

@@ -98,6 +98,14 @@ fn change_json_is_stable() {
             },
             r#"{"kind":"unix_socket","path":"/run/kubelan/connect.sock"}"#,
         ),
+        (
+            Change::SystemdUnit {
+                path: "/etc/systemd/system/kubelan-gateway.service".into(),
+                marker: "# Written by kubelan".into(),
+                systemctl: None,
+            },
+            r##"{"kind":"systemd_unit","path":"/etc/systemd/system/kubelan-gateway.service","marker":"# Written by kubelan"}"##,
+        ),
     ];
     for (change, json) in cases {
         assert_eq!(serde_json::to_string(&change).unwrap(), json);

@@ -1,0 +1,277 @@
+//! `kubelan connect`, `status`, `quit` and `reset`: flags, and what they print; the work
+//! is `kubelan_vpn::connect`.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use ipnet::IpNet;
+use kubelan_cluster::discovery::DiscoveryOverrides;
+use kubelan_sys::journal::StateDir;
+use kubelan_vpn::ConnectOptions;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::Output;
+use crate::bootstrap::AgentArgs;
+
+/// `kubelan connect` flags.
+#[derive(Args, Debug)]
+pub(crate) struct ConnectArgs {
+    #[command(flatten)]
+    pub(crate) tunnel: AgentArgs,
+    /// Leave this prefix out of the tunnel (repeatable): a part of a cluster prefix that
+    /// your LAN uses.
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) exclude: Vec<IpNet>,
+    /// Route this cluster prefix into the tunnel even though it overlaps a local route or
+    /// address (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) force_route: Vec<IpNet>,
+    /// The cluster's Service CIDR, instead of discovering it (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) service_cidr: Vec<IpNet>,
+    /// The cluster's Pod CIDR, instead of discovering it (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub(crate) pod_cidr: Vec<IpNet>,
+    /// The cluster DNS domain [default: discovered, else cluster.local].
+    #[arg(long, value_name = "DOMAIN")]
+    pub(crate) cluster_domain: Option<String>,
+    /// The cluster DNS Service IP, instead of discovering it.
+    #[arg(long, value_name = "IP")]
+    pub(crate) cluster_dns: Option<IpAddr>,
+    /// Name of the TUN device.
+    #[arg(long, value_name = "NAME", default_value = "kubelan0")]
+    pub(crate) tun: String,
+    /// MTU of the TUN device (TCP segments are sized to fit it).
+    #[arg(long, value_name = "BYTES", default_value_t = 1400, value_parser = clap::value_parser!(u16).range(576..=9000))]
+    pub(crate) mtu: u16,
+    /// Do not configure split DNS (reach names with `dig @<cluster DNS IP>` only).
+    #[arg(long)]
+    pub(crate) no_dns: bool,
+    /// Output: state changes as lines for people, or one JSON event per line.
+    #[arg(long, value_enum, default_value = "human")]
+    pub(crate) output: Output,
+}
+
+/// `kubelan status` flags.
+#[derive(Args, Debug)]
+pub(crate) struct StatusArgs {
+    /// Without a running `connect`: the cluster to show facts of.
+    #[command(flatten)]
+    kube: kubelan_cluster::KubeArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    output: Output,
+}
+
+impl ConnectArgs {
+    /// The discovery overrides these flags give.
+    fn overrides(&self) -> DiscoveryOverrides {
+        DiscoveryOverrides {
+            service_cidrs: self.service_cidr.clone(),
+            pod_cidrs: self.pod_cidr.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            dns_server: self.cluster_dns,
+        }
+    }
+
+    /// The library's options; the session starts through [`crate::bootstrap`], which asks
+    /// before installing a missing agent.
+    pub(crate) fn options(&self) -> ConnectOptions {
+        let agent = Arc::new(self.tunnel.clone());
+        ConnectOptions {
+            kube: self.tunnel.kube.clone(),
+            agent_namespace: self.tunnel.agent_namespace.clone(),
+            agent: self.tunnel.agent,
+            start_session: Arc::new(move |routed: Vec<IpNet>, shutdown: CancellationToken| {
+                let agent = agent.clone();
+                Box::pin(async move {
+                    crate::bootstrap::start(&agent, shutdown, &routed)
+                        .await
+                        .map(|s| s.session)
+                })
+            }),
+            exclude: self.exclude.clone(),
+            force_route: self.force_route.clone(),
+            overrides: self.overrides(),
+            tun: self.tun.clone(),
+            mtu: self.mtu,
+            no_dns: self.no_dns,
+        }
+    }
+}
+
+/// Runs `kubelan connect` until Ctrl-C, SIGTERM or `kubelan quit`.
+pub(crate) async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
+    let events = crate::events::printer(args.output == Output::Json);
+    kubelan_vpn::connect::run(args.options(), events, Box::pin(crate::shutdown_signal())).await
+}
+
+/// `kubelan status`: the running connect's state, else the cluster's facts and the
+/// routes a connect would add.
+pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let state = StateDir::from_env();
+    let running = match kubelan_vpn::connect::running(&state).await {
+        Ok(st) => st,
+        Err(e) => {
+            eprintln!("note: {e:#}; showing the cluster instead");
+            None
+        }
+    };
+    if let Some(st) = running {
+        if args.output == Output::Json {
+            println!("{}", serde_json::to_string_pretty(&st)?);
+        } else {
+            print_running(&st);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let preview = kubelan_vpn::connect::preview(&args.kube).await?;
+    let (facts, plan) = (&preview.facts, &preview.plan);
+    if args.output == Output::Json {
+        let (planned, conflicts) = match plan {
+            Ok(p) => (
+                p.routes
+                    .iter()
+                    .map(|r| json!({"prefix": r.dst.to_string(), "why": r.why}))
+                    .collect(),
+                Vec::new(),
+            ),
+            Err(c) => (Vec::new(), c.iter().map(|c| c.to_string()).collect()),
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "state": "not connected",
+                "context": preview.context,
+                "server": preview.server,
+                "facts": facts,
+                "planned_routes": planned,
+                "conflicts": conflicts,
+            }))?
+        );
+    } else {
+        println!(
+            "not connected (context {}, {})\n",
+            preview.context, preview.server
+        );
+        println!("{facts}");
+        match plan {
+            Ok(p) => {
+                println!("\n`sudo kubelan connect` would route:");
+                for r in &p.routes {
+                    println!("  {:<20} {}", r.dst.to_string(), r.why);
+                }
+            }
+            Err(conflicts) => {
+                println!("\n`kubelan connect` would refuse; overlaps with this machine:");
+                for c in conflicts {
+                    println!("  • {c}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_running(st: &serde_json::Value) {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let join = |v: &serde_json::Value, sep: &str| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
+    println!(
+        "kubelan connect (pid {}), since {}",
+        st["pid"],
+        s(&st["since"])
+    );
+    println!("  state:    {}", s(&st["detail"]));
+    println!(
+        "  tun:      {} (mtu {})",
+        s(&st["tun"]["name"]),
+        st["tun"]["mtu"]
+    );
+    println!("  routes:");
+    for r in st["routes"].as_array().into_iter().flatten() {
+        println!("    {:<20} {}", s(&r["prefix"]), s(&r["why"]));
+    }
+    for p in st["pinned"].as_array().into_iter().flatten() {
+        println!(
+            "    {:<20} kept outside the tunnel (API server or agent address)",
+            s(p)
+        );
+    }
+    let dns = &st["dns"];
+    if dns["configured"] == true {
+        println!(
+            "  dns:      {} via {}; search {}; other names → {}",
+            join(&dns["routing_domains"], " "),
+            s(&dns["backend"]),
+            join(&dns["search"], " "),
+            join(&dns["upstreams"], ", ")
+        );
+    } else {
+        println!("  dns:      not configured");
+    }
+    let r = &st["redirect"];
+    if r["active"] == true {
+        println!(
+            "  tcp:      redirected by nftables table {} to {} (kernel TCP)",
+            s(&r["table"]),
+            join(&r["listen"], ", ")
+        );
+    } else {
+        println!(
+            "  tcp:      through the userspace stack ({})",
+            s(&r["reason"])
+        );
+    }
+    let c = &st["counters"];
+    println!(
+        "  flows:    {} TCP ({} open, {} failed, {} refused), {} UDP, {} pings ({} answered); {} B up, {} B down",
+        c["tcp_flows"],
+        c["tcp_open"],
+        c["tcp_failed"],
+        c["tcp_refused"],
+        c["udp_flows"],
+        c["pings"],
+        c["pongs"],
+        c["bytes_up"],
+        c["bytes_down"]
+    );
+    println!(
+        "  dns:      {} cluster queries, {} other, {} failed",
+        c["dns_cluster"], c["dns_upstream"], c["dns_failed"]
+    );
+}
+
+/// `kubelan quit`: asks a running connect to disconnect and waits until it has.
+pub(crate) async fn quit() -> anyhow::Result<()> {
+    kubelan_vpn::connect::quit(&StateDir::from_env()).await?;
+    eprintln!("disconnected");
+    Ok(())
+}
+
+/// `kubelan reset`: undoes what crashed kubelan processes left on this machine, and a
+/// persistent gateway (its unit is a journalled change like the others).
+pub(crate) async fn reset(force: bool) -> anyhow::Result<ExitCode> {
+    let report = kubelan_sys::journal::unit::reset_all(force).await;
+    if report.nothing_to_do() {
+        println!("nothing to reset: no changes by kubelan are left on this machine");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for line in report.lines() {
+        println!("{line}");
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
