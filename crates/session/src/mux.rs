@@ -10,7 +10,8 @@
 //! buffered writer. A flush of 16 KiB or more, or 64 KiB written, goes to the carrier from
 //! the writing task itself, so bulk data does not wait for a hand-off; when the carrier's
 //! socket is full the driver takes over and writers keep appending up to [`HIGH_WATER`]
-//! bytes. The driver also reads: it decodes frames and hands payload to the streams'
+//! bytes; then they wait for room in turns, one frame per turn, oldest first (see
+//! `Out::waiting`). The driver also reads: it decodes frames and hands payload to the streams'
 //! queues, waking their readers.
 //!
 //! Flow control is per stream (credit in WINDOW frames): a stream's window starts at
