@@ -26,6 +26,7 @@ pub mod nodes;
 pub(crate) mod parse;
 pub mod plan;
 pub(crate) mod prefix;
+pub mod routes;
 mod sources;
 
 use std::fmt;

@@ -18,6 +18,8 @@
 //!   Cisco IOS, FRR, MikroTik RouterOS v7 and Junos ([`bgp`]).
 //! - [`warnings`] / [`bgp_warnings`]: overlaps with the LAN and this host's routes,
 //!   prefixes inside others, guesses, prefixes without a gateway of their family.
+//! - The command's checks before anything is read: [`select_formats`] (`--format`) and
+//!   [`check_flags`] (flags that cannot work together).
 //! - The command's decisions around the renderer, from facts its caller read:
 //!   [`choose_gateway`] (`--gateway`, else this host's address in `--lan`),
 //!   [`other_routes`] (which host routes may overlap), [`neighbors_of_nodes`] and
@@ -40,6 +42,7 @@ mod input;
 mod local;
 mod plan;
 mod render;
+mod request;
 mod warnings;
 pub mod zones;
 
@@ -53,5 +56,6 @@ pub use gateway::{GatewayChoice, GatewayError, choose_gateway};
 pub use input::{ClusterPrefix, PrefixKind, RoutesInput, valid_domain};
 pub use local::{LocalAddr, LocalRoute, other_routes};
 pub use render::render;
+pub use request::{Flags, RequestError, Selection, check_flags, select_formats};
 pub use warnings::{Family, Warning, warnings};
 pub use zones::{ReverseZone, ReverseZones, reverse_zones};
