@@ -189,7 +189,7 @@ where
     let shutdown = CancellationToken::new();
     let session = start(events, shutdown.clone());
     tokio::pin!(session);
-    let signal = crate::shutdown_signal();
+    let signal = kubelan_sys::process::shutdown_signal();
     tokio::pin!(signal);
     let mut redraw = tokio::time::interval(Duration::from_secs(1));
     let result = loop {
@@ -261,7 +261,7 @@ impl SessionArgs {
                 Via::Agent => kubelan_expose::Via::Agent,
                 Via::PortForward => kubelan_expose::Via::PortForward,
             },
-            client_host: crate::hostname(),
+            client_host: kubelan_sys::process::hostname(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
             mode,
         };

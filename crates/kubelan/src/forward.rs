@@ -245,7 +245,7 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let mut ready = false;
     let mut redraw = tokio::time::interval(Duration::from_secs(1));
     let mut stats = tokio::time::interval(Duration::from_secs(5));
-    let shutdown = crate::shutdown_signal();
+    let shutdown = kubelan_sys::process::shutdown_signal();
     tokio::pin!(shutdown);
     let mut exit = ExitCode::SUCCESS;
     loop {

@@ -98,7 +98,7 @@ pub(crate) async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let serve = server.serve(listener, shutdown.clone());
     tokio::select! {
         () = serve => {}
-        () = crate::shutdown_signal() => {}
+        () = kubelan_sys::process::shutdown_signal() => {}
     }
     shutdown.cancel();
     let s = server.stats();
