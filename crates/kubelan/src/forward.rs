@@ -1,6 +1,7 @@
-//! `kubelan forward`: arguments, the permission check, the hosts block, and the output (a
-//! live table on a terminal, plain lines otherwise, JSON lines with `--output json`). The
-//! forwarding itself is `kubelan_forward`.
+//! `kubelan forward`: arguments, the permission check, when the hosts block is written,
+//! and the output (a live table on a terminal, plain lines otherwise, JSON lines with
+//! `--output json`). The checks of the command line, the hosts block and the forwarding
+//! itself are `kubelan_forward`.
 
 use crate::live::{Mode, Screen};
 use std::path::PathBuf;

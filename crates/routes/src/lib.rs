@@ -4,9 +4,9 @@
 //! This crate is the sans-IO renderer behind the command: it takes discovered facts
 //! ([`RoutesInput`]: the cluster's Pod and Service prefixes with their provenance, the
 //! gateway's LAN address, the DNS target and cluster domain, the LAN and this host's
-//! other routes) and returns text. Discovery lives in `kubelan-cluster`, reading the
-//! host's routes in `kubelan-sys`, and choosing and printing in the CLI
-//! (`crates/kubelan/src/routes.rs`).
+//! other routes) and returns text. Discovery lives in `kubelan-cluster`
+//! (`discovery::routes` for this command), reading the host's routes in `kubelan-sys`,
+//! and printing in the CLI (`crates/kubelan/src/routes.rs`).
 //!
 //! - [`render`]: static routes for Linux, Windows, macOS, Cisco IOS, Huawei VRP, H3C
 //!   Comware, MikroTik RouterOS and Junos, each prefix pointing at the gateway; DNS
