@@ -20,12 +20,14 @@
 //!
 //! [`plan`] turns the facts into routes for the host, checking them against its routes
 //! and addresses first; it does no I/O. [`nodes`] reads the nodes' addresses and Calico's
-//! BGP configuration for `kubelan routes` and `kubelan doctor`.
+//! BGP configuration for `kubelan routes` and `kubelan doctor`; [`routes`] gathers what
+//! `kubelan routes` prints from (facts, node addresses, the `--bgp` input).
 
 pub mod nodes;
 pub(crate) mod parse;
 pub mod plan;
 pub(crate) mod prefix;
+pub mod routes;
 mod sources;
 
 use std::fmt;

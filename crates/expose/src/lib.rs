@@ -31,6 +31,7 @@ pub mod run;
 pub mod session;
 pub mod spec;
 pub mod table;
+pub mod via;
 
 pub use error::ExposeError;
 pub use events::{ExposeAcceptor, ExposeEvent};
@@ -40,3 +41,4 @@ pub use run::{RunError, RunEvent, RunOptions};
 pub use session::{ExposeOptions, run};
 pub use spec::{ExposePlan, LocalTarget, SpecError, plan};
 pub use table::Table;
+pub use via::{SessionRequest, Via, ViaError, ViaNote};

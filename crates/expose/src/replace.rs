@@ -40,7 +40,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{ExposeError, api};
 use crate::events::ExposeEvent;
-use crate::replace_plan::{PortArg, ReplacePlan, plan_replace};
+use crate::replace_plan::{
+    PortArg, ReplacePlan, ReplaceSpecError, parse_port_arg, parse_service, plan_replace,
+};
 use crate::session::{
     ExposeOptions, FIRST_GRACE, GRACE, RelayLink, delete_job_with, new_token, relay_image,
     serve_link, wait_ready, whoami,
@@ -53,6 +55,23 @@ pub struct ReplaceRequest {
     pub service: String,
     /// The `[LOCAL:]PORT` arguments.
     pub ports: Vec<PortArg>,
+}
+
+impl ReplaceRequest {
+    /// The request of `kubelan replace svc/NAME [LOCAL:]PORT...`, checked before anything
+    /// connects.
+    ///
+    /// # Errors
+    /// The first argument that is not `svc/NAME` or `[LOCAL:]PORT[/udp]`.
+    pub fn parse(service: &str, ports: &[String]) -> Result<Self, ReplaceSpecError> {
+        Ok(Self {
+            service: parse_service(service)?,
+            ports: ports
+                .iter()
+                .map(|p| parse_port_arg(p))
+                .collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 fn show(selector: &Selector) -> String {

@@ -58,6 +58,11 @@ impl fmt::Display for LocalTarget {
 /// shows the form that works.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
+    /// `kubelan run --port` without `--expose`.
+    #[error(
+        "--port gives the Service port of an --expose; without --expose the program's ports keep their numbers"
+    )]
+    PortWithoutExpose,
     /// Empty argument.
     #[error("an empty port argument: give [HOST:]PORT[/udp], e.g. 8080, 127.0.0.1:8080 or 53/udp")]
     Empty,
@@ -327,6 +332,25 @@ impl ExposePlan {
 /// 20000 + p (so `expose 80` listens on 20080 in the pod, with no sysctl needed).
 pub fn relay_port(p: u16) -> u16 {
     if p >= 1024 { p } else { 20000 + p }
+}
+
+/// The plan of `kubelan run`: [`plan`] of its `--expose` and `--port`, or without
+/// `--expose` [`plan_without_ports`] (then `--port` has nothing to apply to).
+///
+/// # Errors
+/// As [`plan`]; [`SpecError::PortWithoutExpose`].
+pub fn plan_for_run(
+    expose: &[String],
+    ports: &[String],
+    name: Option<&str>,
+) -> Result<ExposePlan, SpecError> {
+    if !expose.is_empty() {
+        return plan(expose, ports, name);
+    }
+    if !ports.is_empty() {
+        return Err(SpecError::PortWithoutExpose);
+    }
+    plan_without_ports(name)
 }
 
 /// The plan of `kubelan run` without `--expose`: no port yet (the program's ports are

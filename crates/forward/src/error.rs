@@ -83,6 +83,19 @@ pub enum ForwardError {
         /// How many.
         count: usize,
     },
+    /// `--address` in bulk mode.
+    #[error(
+        "--address is for named targets; in bulk mode (no targets) every Service gets its own 127.x.y.z address"
+    )]
+    AddressInBulk,
+    /// `--selector` with named targets.
+    #[error(
+        "-l/--selector chooses Services in bulk mode; drop it, or drop the targets to forward every matching Service"
+    )]
+    SelectorWithTargets,
+    /// `--no-hosts` with named targets.
+    #[error("--no-hosts is for bulk mode (no targets); named targets never touch the hosts file")]
+    NoHostsWithTargets,
 }
 
 impl ForwardError {

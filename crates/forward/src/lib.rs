@@ -43,14 +43,18 @@ mod engine;
 pub mod error;
 #[cfg(any(fuzzing, feature = "fuzz"))]
 pub mod fuzz_entry;
+pub mod hosts_block;
 pub mod model;
 pub mod names;
 pub mod report;
+pub mod request;
 pub mod resolve;
 pub mod spec;
 pub mod tunnel;
 
 pub use engine::{Counters, Events, Options, Registry, Running, start, start_bulk};
 pub use error::ForwardError;
+pub use hosts_block::{HostsBlock, HostsBlockError};
 pub use report::{Event, Row, Totals, render_table};
+pub use request::{Request, check_request};
 pub use spec::{BindAddress, ForwardSpec, parse_addresses, parse_specs};

@@ -106,7 +106,12 @@ impl ConnectArgs {
 /// Runs `kubelan connect` until Ctrl-C, SIGTERM or `kubelan quit`.
 pub(crate) async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let events = crate::events::printer(args.output == Output::Json);
-    kubelan_vpn::connect::run(args.options(), events, Box::pin(crate::shutdown_signal())).await
+    kubelan_vpn::connect::run(
+        args.options(),
+        events,
+        Box::pin(kubelan_sys::process::shutdown_signal()),
+    )
+    .await
 }
 
 /// `kubelan status`: the running connect's state, else the cluster's facts and the

@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::{ArgAction, Args, ValueEnum};
 use kubelan_cluster::names::DEFAULT_NAMESPACE;
 use kubelan_cluster::{ClusterError, KubeArgs, KubeconfigArgs};
-use kubelan_expose::{ExposeError, ExposeEvent, ExposeOptions, Table};
+use kubelan_expose::{
+    ExposeError, ExposeEvent, ExposeOptions, SessionRequest, Table, ViaError, ViaNote,
+};
 use tokio::sync::mpsc;
 
 use crate::live::{Mode as LiveMode, Screen};
@@ -187,7 +189,7 @@ where
     let shutdown = CancellationToken::new();
     let session = start(events, shutdown.clone());
     tokio::pin!(session);
-    let signal = crate::shutdown_signal();
+    let signal = kubelan_sys::process::shutdown_signal();
     tokio::pin!(signal);
     let mut redraw = tokio::time::interval(Duration::from_secs(1));
     let result = loop {
@@ -213,9 +215,6 @@ where
     }
 }
 
-/// How long the agent's session may take to connect before `--via auto` gives up on it.
-const OUTER_WAIT: Duration = Duration::from_secs(20);
-
 /// The flags every way-back command shares (`expose`, `replace`, `run`).
 #[derive(Args, Debug)]
 pub(crate) struct SessionArgs {
@@ -239,119 +238,63 @@ pub(crate) struct SessionArgs {
 }
 
 impl SessionArgs {
-    /// Connects to the API and, per `--via`, to the agent: the client and the options of a
-    /// session in `mode`. The agent session (if any) lives until `stop` is cancelled.
+    /// Connects to the API and, per `--via`, to the agent (`kubelan_expose::via`): the
+    /// client and the options of a session in `mode`. The agent session (if any) lives
+    /// until `stop` is cancelled.
     pub(crate) async fn connect(
         &self,
         mode: kubelan_cluster::session_objects::Mode,
         stop: CancellationToken,
     ) -> anyhow::Result<(kubelan_cluster::ClusterClient, ExposeOptions)> {
-        let cc = kubelan_cluster::connect(&KubeArgs {
+        let kube = KubeArgs {
             kubeconfig: self.kube.kubeconfig.clone(),
             context: self.kube.context.clone(),
             namespace: self.namespace.clone(),
-        })
-        .await?;
-        let outer = self.agent_session(&cc, stop).await?;
-        let options = ExposeOptions {
-            client: cc.client.clone(),
-            namespace: cc.namespace.clone(),
+        };
+        let request = SessionRequest {
+            kube: kube.clone(),
             agent_namespace: self.agent_namespace.clone(),
             image: self.image.clone(),
             ready_timeout: Duration::from_secs(self.timeout.max(1)),
-            client_host: crate::hostname(),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
-            outer,
-            mode,
-            on_serving: None,
-        };
-        Ok((cc, options))
-    }
-
-    /// The agent session the relay is reached through, or `None` for a port-forward to
-    /// the relay pod. With `--via auto`, a missing agent (or one that does not connect in
-    /// [`OUTER_WAIT`]) means a port-forward; an agent too old for reverse flows is an
-    /// error either way, because its image is the relay's (unless `--image` names another).
-    async fn agent_session(
-        &self,
-        cc: &kubelan_cluster::ClusterClient,
-        stop: CancellationToken,
-    ) -> anyhow::Result<Option<kubelan_session::Session>> {
-        if self.via == Via::PortForward {
-            return Ok(None);
-        }
-        let auto = self.via == Via::Auto;
-        let ns = self.agent_namespace.as_str();
-        match kubelan_cluster::find_agent(&cc.client, ns).await {
-            Ok(_) => {}
-            Err(e) if auto => {
-                tracing::debug!("agent in {ns}: {e}");
-                eprintln!("no usable kubelan agent in {ns}; reaching the relay by port-forward");
-                return Ok(None);
-            }
-            Err(e) => {
-                return Err(cc
-                    .explain(
-                        e,
-                        "`kubelan install` installs the agent, or use `--via port-forward`",
-                    )
-                    .into());
-            }
-        }
-        let tunnel_args = crate::bootstrap::AgentArgs {
-            kube: KubeArgs {
-                kubeconfig: self.kube.kubeconfig.clone(),
-                context: self.kube.context.clone(),
-                namespace: self.namespace.clone(),
+            via: match self.via {
+                Via::Auto => kubelan_expose::Via::Auto,
+                Via::Agent => kubelan_expose::Via::Agent,
+                Via::PortForward => kubelan_expose::Via::PortForward,
             },
-            agent_namespace: ns.to_string(),
+            client_host: kubelan_sys::process::hostname(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            mode,
+        };
+        let agent = crate::bootstrap::AgentArgs {
+            kube,
+            agent_namespace: self.agent_namespace.clone(),
             carrier: crate::bootstrap::CarrierChoice::Auto,
             carriers: Some(1),
             install: false,
             agent: None,
             credentials: None,
         };
-        // The relay runs the agent's image unless --image names another: an agent without
-        // reverse flows means a relay without `kubelan relay`.
-        let config = kubelan_session::SessionConfig {
-            required: if self.image.is_none() {
-                kubelan_proto::Capabilities::REVERSE
-            } else {
-                kubelan_proto::Capabilities::default()
-            },
-            ..kubelan_session::SessionConfig::default()
+        let start = |config, stop| async move {
+            crate::bootstrap::start_with(&agent, config, stop, &[])
+                .await
+                .map(|s| s.session)
         };
-        let tunnel = crate::bootstrap::start_with(&tunnel_args, config, stop, &[]).await?;
-        let mut state = tunnel.session.state();
-        let connected = tokio::time::timeout(OUTER_WAIT, async {
-            loop {
-                let s = state.borrow_and_update().clone();
-                match s {
-                    kubelan_session::SessionState::Connected { .. } => return Ok(()),
-                    kubelan_session::SessionState::Failed(why) => return Err(why),
-                    _ => {}
-                }
-                if state.changed().await.is_err() {
-                    return Err("the agent session stopped".to_string());
-                }
-            }
-        })
-        .await;
-        match connected {
-            Ok(Ok(())) => Ok(Some(tunnel.session)),
-            Ok(Err(why)) => Err(anyhow::anyhow!("{why}")),
-            Err(_) if auto => {
-                eprintln!(
-                    "the kubelan agent in {ns} did not connect within {} s; reaching the relay by port-forward",
-                    OUTER_WAIT.as_secs()
-                );
-                Ok(None)
-            }
-            Err(_) => Err(anyhow::anyhow!(
-                "the kubelan agent in {ns} did not connect within {} s; `kubelan doctor` checks the path, or use `--via port-forward`",
-                OUTER_WAIT.as_secs()
-            )),
-        }
+        let note = |n: ViaNote| match n {
+            ViaNote::NoAgent { namespace } => eprintln!(
+                "no usable kubelan agent in {namespace}; reaching the relay by port-forward"
+            ),
+            ViaNote::AgentSlow { namespace } => eprintln!(
+                "the kubelan agent in {namespace} did not connect within {} s; reaching the relay by port-forward",
+                kubelan_expose::via::OUTER_WAIT.as_secs()
+            ),
+        };
+        kubelan_expose::via::connect(&request, start, stop, &note)
+            .await
+            .map_err(|e| match e {
+                ViaError::Cluster(e) => e.into(),
+                ViaError::Start(e) => e,
+                e => anyhow::anyhow!("{e}"),
+            })
     }
 }
 

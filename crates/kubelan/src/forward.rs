@@ -1,18 +1,17 @@
-//! `kubelan forward`: arguments, the permission check, the hosts block, and the output (a
-//! live table on a terminal, plain lines otherwise, JSON lines with `--output json`). The
-//! forwarding itself is `kubelan_forward`.
+//! `kubelan forward`: arguments, the permission check, when the hosts block is written,
+//! and the output (a live table on a terminal, plain lines otherwise, JSON lines with
+//! `--output json`). The checks of the command line, the hosts block and the forwarding
+//! itself are `kubelan_forward`.
 
 use crate::live::{Mode, Screen};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
 use clap::{ArgAction, Args, ValueEnum};
 use kubelan_cluster::{ClusterError, KubeArgs, KubeconfigArgs};
-use kubelan_forward::{Event, Events, Options, Running, access, render_table};
-use kubelan_sys::hosts::{self, HostsEntry, HostsError};
-use kubelan_sys::journal::{self, HostGuard, StateDir};
+use kubelan_forward::{Event, Events, HostsBlock, Options, Request, Running, access, render_table};
+use kubelan_sys::hosts::{self, HostsEntry};
 use tokio::sync::watch;
 
 /// Output format.
@@ -62,66 +61,6 @@ pub(crate) struct ForwardArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value = "human")]
     output: ForwardOutput,
-}
-
-/// The kubelan-owned hosts block of this process, journaled so `kubelan reset` removes it
-/// after a crash.
-struct HostsBlock {
-    guard: HostGuard,
-    /// Removes the block if this process dies without doing so (`kill -9`).
-    _watcher: Option<kubelan_sys::watch::Watcher>,
-    path: PathBuf,
-    marker: String,
-    added: bool,
-}
-
-impl HostsBlock {
-    async fn prepare(path: &Path) -> anyhow::Result<HostsBlock> {
-        if let Err(e) = std::fs::OpenOptions::new().append(true).open(path) {
-            match e.kind() {
-                std::io::ErrorKind::PermissionDenied => bail!(
-                    "writing names to {} needs root: run `sudo kubelan forward …`, or add --no-hosts to get the address table without names",
-                    path.display()
-                ),
-                std::io::ErrorKind::NotFound => bail!(
-                    "{} does not exist: pass --hosts-file FILE, or --no-hosts",
-                    path.display()
-                ),
-                _ => bail!("cannot open {} for writing: {e}", path.display()),
-            }
-        }
-        let state = StateDir::from_env();
-        // Blocks left by a kubelan that did not exit would shadow ours; remove them first.
-        let report = journal::reset(&state, false).await;
-        if !report.nothing_to_do() {
-            eprintln!("cleaned up after an earlier kubelan that did not exit:");
-            for l in report.lines() {
-                eprintln!("  {l}");
-            }
-        }
-        let guard = HostGuard::begin(&state, "forward")?;
-        let watcher = crate::watcher::start(&guard);
-        Ok(HostsBlock {
-            guard,
-            _watcher: watcher,
-            path: path.to_path_buf(),
-            marker: format!("forward-{}", std::process::id()),
-            added: false,
-        })
-    }
-
-    fn write(&mut self, entries: &[HostsEntry]) -> Result<(), HostsError> {
-        if self.added {
-            match hosts::update_block(&self.guard, &self.path, &self.marker, entries) {
-                // Someone removed it by hand: put it back.
-                Err(HostsError::NotFound { .. }) => {}
-                r => return r,
-            }
-        }
-        hosts::add_block(&mut self.guard, &self.path, &self.marker, entries)?;
-        self.added = true;
-        Ok(())
-    }
 }
 
 /// What the user sees.
@@ -215,34 +154,18 @@ async fn names_changed(names: &mut Option<watch::Receiver<Vec<HostsEntry>>>) -> 
 
 /// Runs `kubelan forward` until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
-    let specs = kubelan_forward::parse_specs(&args.targets)?;
+    let Request {
+        specs,
+        mut namespaces,
+        addresses,
+    } = kubelan_forward::check_request(
+        &args.targets,
+        &args.namespace,
+        &args.address,
+        args.selector.is_some(),
+        args.no_hosts,
+    )?;
     let bulk = specs.is_empty();
-    if bulk && !args.address.is_empty() {
-        bail!(
-            "--address is for named targets; in bulk mode (no targets) every Service gets its own 127.x.y.z address"
-        );
-    }
-    if !bulk && args.selector.is_some() {
-        bail!(
-            "-l/--selector chooses Services in bulk mode; drop it, or drop the targets to forward every matching Service"
-        );
-    }
-    if !bulk && args.no_hosts {
-        bail!("--no-hosts is for bulk mode (no targets); named targets never touch the hosts file");
-    }
-    let mut namespaces: Vec<String> = Vec::new();
-    for n in &args.namespace {
-        if !namespaces.contains(n) {
-            namespaces.push(n.clone());
-        }
-    }
-    if !bulk && namespaces.len() > 1 {
-        return Err(kubelan_forward::ForwardError::SeveralNamespaces {
-            count: namespaces.len(),
-        }
-        .into());
-    }
-    let addresses = kubelan_forward::parse_addresses(&args.address)?;
     let cc = kubelan_cluster::connect(&KubeArgs {
         kubeconfig: args.kube.kubeconfig.clone(),
         context: args.kube.context.clone(),
@@ -268,7 +191,16 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(cc.explain(e, access::RBAC_HINT).into()),
     }
     let mut hosts_block = if bulk && !args.no_hosts {
-        Some(HostsBlock::prepare(&args.hosts_file).await?)
+        let cleaned = |report: &kubelan_sys::journal::ResetReport| {
+            eprintln!("cleaned up after an earlier kubelan that did not exit:");
+            for l in report.lines() {
+                eprintln!("  {l}");
+            }
+        };
+        let block = HostsBlock::prepare(&args.hosts_file, &cleaned).await?;
+        // Removes the block if this process dies without doing so (`kill -9`).
+        let watcher = crate::watcher::start(&block.guard);
+        Some((block, watcher))
     } else {
         None
     };
@@ -294,7 +226,7 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let running = match started {
         Ok(r) => r,
         Err(e) => {
-            if let Some(h) = hosts_block {
+            if let Some((h, _watcher)) = hosts_block {
                 h.guard.restore().await;
             }
             // API failures name the context, server and user like every other mode's.
@@ -314,7 +246,7 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let mut ready = false;
     let mut redraw = tokio::time::interval(Duration::from_secs(1));
     let mut stats = tokio::time::interval(Duration::from_secs(5));
-    let shutdown = crate::shutdown_signal();
+    let shutdown = kubelan_sys::process::shutdown_signal();
     tokio::pin!(shutdown);
     let mut exit = ExitCode::SUCCESS;
     loop {
@@ -324,7 +256,7 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
                 let Some(e) = e else { break };
                 if matches!(e, Event::Ready { .. }) {
                     ready = true;
-                    if let (Some(h), Some(n)) = (hosts_block.as_mut(), names.as_mut()) {
+                    if let (Some((h, _)), Some(n)) = (hosts_block.as_mut(), names.as_mut()) {
                         let entries = n.borrow_and_update().clone();
                         if let Err(err) = h.write(&entries) {
                             // Without names bulk mode is half done: stop and say why.
@@ -345,7 +277,7 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
                 // Let a burst of changes settle into one write.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let entries = names.as_mut().map(|n| n.borrow_and_update().clone()).unwrap_or_default();
-                if let Some(h) = hosts_block.as_mut() {
+                if let Some((h, _)) = hosts_block.as_mut() {
                     match h.write(&entries) {
                         Ok(()) => ui.event(&Event::Hosts { path: h.path.display().to_string(), entries: entries.len() }, &running),
                         Err(err) => ui.event(&Event::Warning { message: format!("cannot update names in {}: {err}", h.path.display()) }, &running),
@@ -360,7 +292,7 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     ui.stats(&running, "stopped");
     let totals = running.registry.totals();
     running.stop().await;
-    if let Some(h) = hosts_block {
+    if let Some((h, _watcher)) = hosts_block {
         let path = h.path.clone();
         let report = h.guard.restore().await;
         if report.is_clean() {

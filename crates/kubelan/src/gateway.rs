@@ -77,5 +77,10 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         connect: args.connect.options(),
     };
     let events = crate::events::printer(json);
-    kubelan_vpn::gateway::run(opts, events, Box::pin(crate::shutdown_signal())).await
+    kubelan_vpn::gateway::run(
+        opts,
+        events,
+        Box::pin(kubelan_sys::process::shutdown_signal()),
+    )
+    .await
 }

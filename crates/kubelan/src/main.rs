@@ -246,40 +246,6 @@ fn init_tracing(default: &str) {
         .try_init();
 }
 
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-pub(crate) async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    // SIGHUP too: a closed terminal should end a session as cleanly as Ctrl-C does.
-    let (term, hup) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    );
-    let next = |s: Option<tokio::signal::unix::Signal>| async move {
-        match s {
-            Some(mut s) => {
-                s.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = next(term.ok()) => {}
-        () = next(hup.ok()) => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -450,15 +416,22 @@ async fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         LabCommand::Serve { server } => {
             match server {
                 ServeCommand::Http { listen, pod_name } => {
-                    let name = pod_name.unwrap_or_else(hostname);
-                    serve::serve_http(serve::HttpOptions { listen, name }, shutdown_signal())
-                        .await?;
+                    let name = pod_name.unwrap_or_else(kubelan_sys::process::hostname);
+                    serve::serve_http(
+                        serve::HttpOptions { listen, name },
+                        kubelan_sys::process::shutdown_signal(),
+                    )
+                    .await?;
                 }
                 ServeCommand::Echo { tcp, udp } => {
                     if tcp.is_none() && udp.is_none() {
                         anyhow::bail!("give --tcp ADDR and/or --udp ADDR");
                     }
-                    serve::serve_echo(serve::EchoOptions { tcp, udp }, shutdown_signal()).await?;
+                    serve::serve_echo(
+                        serve::EchoOptions { tcp, udp },
+                        kubelan_sys::process::shutdown_signal(),
+                    )
+                    .await?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -479,7 +452,7 @@ async fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
                 ttl,
                 ..Default::default()
             };
-            clusterdns::run(opts, client, shutdown_signal()).await?;
+            clusterdns::run(opts, client, kubelan_sys::process::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Daemon => {

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
+use kubelan_proxy::setup::{self, AUTH_ENV};
 use kubelan_proxy::{ProxyConfig, SessionConnector};
 use tokio_util::sync::CancellationToken;
 
@@ -46,65 +47,6 @@ pub(crate) struct ProxyArgs {
     tunnel: AgentArgs,
 }
 
-/// The environment variable holding `user:password` for `kubelan proxy`.
-const AUTH_ENV: &str = "KUBELAN_PROXY_AUTH";
-
-/// Largest credentials file read (the first line is all that counts).
-const AUTH_FILE_MAX: u64 = 64 * 1024;
-
-/// The proxy's credentials, from --auth, --auth-file or [`AUTH_ENV`] (in that order),
-/// and whether they came from the command line.
-fn proxy_credentials(
-    args: &ProxyArgs,
-) -> anyhow::Result<Option<(kubelan_proxy::Credentials, bool)>> {
-    if let Some(c) = &args.auth {
-        return Ok(Some((c.clone(), true)));
-    }
-    if let Some(path) = &args.auth_file {
-        return read_auth_file(path).map(|c| Some((c, false)));
-    }
-    match std::env::var(AUTH_ENV) {
-        Ok(v) if v.is_empty() => Ok(None),
-        Ok(v) => v
-            .parse()
-            .map(|c| Some((c, false)))
-            .with_context(|| format!("{AUTH_ENV} is not usable")),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            bail!("{AUTH_ENV} is not valid UTF-8: set it to user:password")
-        }
-    }
-}
-
-/// Reads `user:password` from the first line of `path`, refusing a file other users
-/// could read.
-fn read_auth_file(path: &std::path::Path) -> anyhow::Result<kubelan_proxy::Credentials> {
-    use std::io::Read as _;
-    let shown = path.display();
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot open the proxy credentials file {shown}"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = file
-            .metadata()
-            .with_context(|| format!("cannot read the permissions of {shown}"))?
-            .permissions()
-            .mode();
-        if let Some(why) = kubelan_proxy::file_mode_problem(mode) {
-            bail!(
-                "refusing the proxy credentials file {shown}: {why}, so others could read the password; run `chmod 600 {shown}`"
-            );
-        }
-    }
-    let mut text = String::new();
-    file.take(AUTH_FILE_MAX)
-        .read_to_string(&mut text)
-        .with_context(|| format!("cannot read {shown} as text"))?;
-    kubelan_proxy::Credentials::from_file_text(&text)
-        .with_context(|| format!("the proxy credentials file {shown} is not usable"))
-}
-
 pub(crate) async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let listen = args.listen.unwrap_or_else(|| {
         if args.allow_lan {
@@ -113,18 +55,12 @@ pub(crate) async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
             SocketAddr::from(([127, 0, 0, 1], 1080))
         }
     });
-    let credentials = proxy_credentials(&args)?;
-    if !listen.ip().is_loopback() && credentials.is_none() {
-        bail!(
-            "{listen} is reachable from other machines: refusing to start an open proxy into the cluster; add --auth-file FILE (a chmod 600 file holding user:password) or set {AUTH_ENV}=user:password"
-        );
-    }
-    if !listen.ip().is_loopback() && !args.allow_lan {
-        bail!(
-            "{listen} is not a loopback address: pass --allow-lan (with --auth-file) to share the proxy"
-        );
-    }
-    if !listen.ip().is_loopback() && matches!(credentials, Some((_, true))) {
+    let credentials = setup::credentials(
+        args.auth.as_ref(),
+        args.auth_file.as_deref(),
+        std::env::var(AUTH_ENV),
+    )?;
+    if setup::check_listen(listen, credentials.as_ref(), args.allow_lan)? {
         eprintln!(
             "warning: --auth puts the password on the command line, where every user of this machine can read it (ps); use --auth-file FILE (chmod 600) or {AUTH_ENV} instead"
         );
@@ -162,64 +98,10 @@ pub(crate) async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let serve = server.serve(listener, shutdown.clone());
     tokio::select! {
         () = serve => {}
-        () = crate::shutdown_signal() => {}
+        () = kubelan_sys::process::shutdown_signal() => {}
     }
     shutdown.cancel();
     let s = server.stats();
     eprintln!("proxy stopped: {s}");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt as _;
-
-    use super::*;
-
-    /// A credentials file with `text` and `mode` in a fresh temporary directory.
-    fn auth_file(tag: &str, text: &str, mode: u32) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("kubelan-auth-{}-{tag}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("auth");
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        path
-    }
-
-    #[test]
-    fn auth_files_must_be_private_and_hold_user_password() {
-        let good = auth_file("good", "alice:s3cret\n", 0o600);
-        let c = read_auth_file(&good).unwrap();
-        assert_eq!(c.username(), "alice");
-        assert!(!format!("{c:?}").contains("s3cret"));
-
-        let open = auth_file("open", "alice:s3cret\n", 0o644);
-        let e = format!("{:#}", read_auth_file(&open).unwrap_err());
-        assert!(
-            e.contains("group and others (mode 0644)")
-                && e.contains(&format!("chmod 600 {}", open.display())),
-            "{e}"
-        );
-        assert!(!e.contains("s3cret"), "{e}");
-
-        let group = auth_file("group", "alice:s3cret\n", 0o640);
-        let e = format!("{:#}", read_auth_file(&group).unwrap_err());
-        assert!(e.contains("its group") && e.contains("chmod 600"), "{e}");
-
-        let empty = auth_file("empty", "\n", 0o600);
-        let e = format!("{:#}", read_auth_file(&empty).unwrap_err());
-        assert!(e.contains("first line must be user:password"), "{e}");
-
-        let e = format!(
-            "{:#}",
-            read_auth_file(std::path::Path::new("/nonexistent/kubelan-auth")).unwrap_err()
-        );
-        assert!(
-            e.contains("cannot open the proxy credentials file /nonexistent/kubelan-auth"),
-            "{e}"
-        );
-        for p in [good, open, group, empty] {
-            let _ = std::fs::remove_dir_all(p.parent().unwrap());
-        }
-    }
 }

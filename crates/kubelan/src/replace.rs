@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use clap::Args;
 use kubelan_expose::ReplaceRequest;
-use kubelan_expose::replace_plan::{parse_port_arg, parse_service};
 use tokio_util::sync::CancellationToken;
 
 use crate::expose::{ExposeOutput, SessionArgs, drive};
@@ -34,21 +33,9 @@ pub(crate) struct ReplaceArgs {
     output: ExposeOutput,
 }
 
-/// The request of `args`, checked before anything connects.
-fn request(args: &ReplaceArgs) -> anyhow::Result<ReplaceRequest> {
-    Ok(ReplaceRequest {
-        service: parse_service(&args.service)?,
-        ports: args
-            .ports
-            .iter()
-            .map(|p| parse_port_arg(p))
-            .collect::<Result<_, _>>()?,
-    })
-}
-
 /// Runs `kubelan replace` until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: ReplaceArgs) -> anyhow::Result<ExitCode> {
-    let request = request(&args)?;
+    let request = ReplaceRequest::parse(&args.service, &args.ports)?;
     let outer_stop = CancellationToken::new();
     let _stop_outer = outer_stop.clone().drop_guard();
     let (cc, options) = args
@@ -69,6 +56,7 @@ pub(crate) async fn run(args: ReplaceArgs) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use kubelan_expose::replace_plan::parse_port_arg;
 
     #[derive(Parser)]
     struct Cli {
@@ -81,7 +69,7 @@ mod tests {
         let a = Cli::try_parse_from(["x", "svc/web", "8080:80", "3000:grpc", "-n", "team"])
             .unwrap()
             .args;
-        let r = request(&a).unwrap();
+        let r = ReplaceRequest::parse(&a.service, &a.ports).unwrap();
         assert_eq!(r.service, "web");
         assert_eq!(r.ports.len(), 2);
         assert_eq!(a.session.namespace.as_deref(), Some("team"));
@@ -90,7 +78,8 @@ mod tests {
             "a port is required"
         );
         let a = Cli::try_parse_from(["x", "web", "80"]).unwrap().args;
-        assert!(request(&a).unwrap_err().to_string().contains("svc/NAME"));
+        let e = ReplaceRequest::parse(&a.service, &a.ports).unwrap_err();
+        assert!(e.to_string().contains("svc/NAME"));
     }
 
     /// The relay Job that replace creates runs `kubelan relay` with arguments this

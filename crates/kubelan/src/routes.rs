@@ -12,14 +12,15 @@
 
 use std::net::IpAddr;
 
-use anyhow::{Context, bail};
 use clap::Args;
 use ipnet::IpNet;
-use kubelan_cluster::discovery::nodes::{CalicoBgp, calico_bgp_configuration, list_nodes};
-use kubelan_cluster::discovery::{self, ClusterFacts, DiscoveryOverrides, Source};
+use kubelan_cluster::discovery::routes::{
+    self as facts_for_routes, BgpFlags, Origin, RoutesFactsError,
+};
+use kubelan_cluster::discovery::{ClusterFacts, DiscoveryOverrides};
 use kubelan_routes::{
-    BgpFormat, BgpInput, BgpNeighbor, CalicoConfig, ClusterPrefix, DEFAULT_ROUTER_AS, Format,
-    FormatKind, LocalAddr, LocalRoute, RoutesInput, Warning,
+    BgpFormat, DEFAULT_ROUTER_AS, Flags, Format, FormatKind, LocalAddr, LocalRoute, RoutesInput,
+    Selection, Warning,
 };
 use serde_json::json;
 
@@ -90,95 +91,51 @@ pub(crate) struct RoutesArgs {
     output: Output,
 }
 
-/// Which formats to print.
-enum Selection {
-    Static(Vec<Format>),
-    Bgp(Vec<BgpFormat>),
-}
-
-impl Selection {
-    fn parse(names: &[String], bgp: bool) -> anyhow::Result<(Self, bool)> {
-        let names: Vec<&str> = names
-            .iter()
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .collect();
-        let defaulted = names.is_empty();
-        let all = names.iter().any(|n| n.eq_ignore_ascii_case("all"));
-        if bgp {
-            let formats = if defaulted || all {
-                BgpFormat::all().to_vec()
-            } else {
-                let mut v = Vec::new();
-                for n in names {
-                    let f: BgpFormat = n
-                        .parse()
-                        .with_context(|| format!("--format {n} (with --bgp)"))?;
-                    if !v.contains(&f) {
-                        v.push(f);
-                    }
-                }
-                v
-            };
-            return Ok((Self::Bgp(formats), defaulted));
-        }
-        let formats = if all {
-            Format::all().to_vec()
-        } else if defaulted {
-            Format::defaults().to_vec()
-        } else {
-            let mut v = Vec::new();
-            for n in names {
-                if Format::from_name(n).is_none() && BgpFormat::from_name(n).is_some() {
-                    bail!(
-                        "--format {n} is a format of --bgp; add --bgp (or pick a static-route format)"
-                    );
-                }
-                let f: Format = n.parse().with_context(|| format!("--format {n}"))?;
-                if !v.contains(&f) {
-                    v.push(f);
-                }
-            }
-            v
-        };
-        Ok((Self::Static(formats), defaulted))
+/// A facts error as the CLI prints it: the cluster layer's own errors stay outermost.
+fn cli_error(e: RoutesFactsError) -> anyhow::Error {
+    match e {
+        RoutesFactsError::Cluster(e) => e.into(),
+        e => e.into(),
     }
-}
-
-/// Where the facts came from.
-struct Origin {
-    /// `context X (server)`, or that only flags were used.
-    text: String,
-    client: Option<kube::Client>,
-    context: Option<String>,
-    server: Option<String>,
 }
 
 /// Runs `kubelan routes`.
 pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
-    let (selection, defaulted) = Selection::parse(&args.format, args.bgp)?;
-    check_flags(&args)?;
+    let (selection, defaulted) = kubelan_routes::select_formats(&args.format, args.bgp)?;
+    kubelan_routes::check_flags(&Flags {
+        cluster_domain: args.cluster_domain.as_deref(),
+        gateway: &args.gateway,
+        bgp: args.bgp,
+        router_as: args.router_as,
+        cluster_as: args.cluster_as,
+        bgp_nodes: args.bgp_nodes.as_deref(),
+    })?;
     let json_out = args.output == Output::Json;
     let needs_api_for_bgp = args.bgp && (args.bgp_neighbor.is_empty() || args.cluster_as.is_none());
-    let (mut facts, origin) = cluster_facts(&args, needs_api_for_bgp).await?;
-    if facts.prefixes().next().is_none() {
-        bail!(
-            "no Pod or Service CIDR of the cluster is known; pass --pod-cidr CIDR and --service-cidr CIDR"
-        );
-    }
-    // Discovery's note speaks of the agent, which `routes` does not ask.
-    facts.notes.retain(|n| !n.starts_with("cluster domain:"));
-    if facts.cluster_domain.source == Source::Default {
-        facts.notes.push(format!(
-            "cluster domain {} assumed (the API does not say); pass --cluster-domain if the cluster uses another",
-            facts.cluster_domain.value
-        ));
-    }
-    let prefixes = cluster_prefixes(&facts);
+    let overrides = DiscoveryOverrides {
+        service_cidrs: args.service_cidr.clone(),
+        pod_cidrs: args.pod_cidr.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+        dns_server: args.cluster_dns,
+    };
+    let (facts, origin) = facts_for_routes::facts(&args.kube, &overrides, needs_api_for_bgp)
+        .await
+        .map_err(cli_error)?;
+    let prefixes = facts_for_routes::prefixes(&facts);
     let mut notes = facts.notes.clone();
     match selection {
         Selection::Bgp(formats) => {
-            let input = bgp_input(&args, prefixes, &origin, &mut notes).await?;
+            let flags = BgpFlags {
+                router_as: args.router_as,
+                router_ip: args.router_ip,
+                cluster_as: args.cluster_as,
+                bgp_nodes: args.bgp_nodes.as_deref(),
+                bgp_neighbor: &args.bgp_neighbor,
+            };
+            let input =
+                facts_for_routes::bgp_input(&flags, prefixes, origin.client.as_ref(), &mut notes)
+                    .await
+                    .map_err(cli_error)?;
             if !json_out {
                 header(&facts, &origin, None, None);
             }
@@ -213,13 +170,7 @@ pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
         }
         Selection::Static(formats) => {
             let (routes, addrs) = local_network(&mut notes).await;
-            let node_ips = match &origin.client {
-                Some(c) => list_nodes(c, None)
-                    .await
-                    .map(|n| n.into_iter().flat_map(|n| n.internal).collect())
-                    .unwrap_or_default(),
-                None => Vec::new(),
-            };
+            let node_ips = facts_for_routes::node_ips(origin.client.as_ref()).await;
             let needs_gateway =
                 formats.iter().any(|f| f.kind() == FormatKind::Routes) || args.dns_target.is_none();
             let gw = kubelan_routes::choose_gateway(
@@ -273,104 +224,6 @@ pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Refuses flags that cannot work, before anything is asked.
-fn check_flags(args: &RoutesArgs) -> anyhow::Result<()> {
-    if let Some(d) = &args.cluster_domain
-        && !kubelan_routes::valid_domain(d)
-    {
-        bail!(
-            "--cluster-domain {d:?} is not a DNS name (labels of letters, digits and '-', separated by dots), e.g. cluster.local"
-        );
-    }
-    let mut v4 = 0;
-    let mut v6 = 0;
-    for gw in &args.gateway {
-        if gw.is_loopback() || gw.is_unspecified() || gw.is_multicast() {
-            bail!(
-                "--gateway {gw} cannot be a next hop; give the kubelan gateway's address on the LAN"
-            );
-        }
-        if gw.is_ipv4() {
-            v4 += 1;
-        } else {
-            v6 += 1;
-        }
-    }
-    if v4 > 1 || v6 > 1 {
-        bail!("--gateway takes one address per IP family (one IPv4, one IPv6)");
-    }
-    if args.bgp {
-        for asn in [Some(args.router_as), args.cluster_as]
-            .into_iter()
-            .flatten()
-        {
-            if !kubelan_routes::usable_as(asn) {
-                bail!(
-                    "AS {asn} cannot be used on a BGP session; pick one from 64512-65534 or 4200000000-4294967294 (--router-as / --cluster-as)"
-                );
-            }
-        }
-        if args.cluster_as == Some(args.router_as) {
-            bail!(
-                "--router-as and --cluster-as are both {}; the configurations printed are eBGP: give the router its own AS",
-                args.router_as
-            );
-        }
-        if let Some(sel) = &args.bgp_nodes {
-            kubelan_routes::calico_selector(sel).context("--bgp-nodes")?;
-        }
-    }
-    Ok(())
-}
-
-/// The facts: discovery through the API, or the flags alone when they say everything.
-async fn cluster_facts(
-    args: &RoutesArgs,
-    needs_api: bool,
-) -> anyhow::Result<(ClusterFacts, Origin)> {
-    let overrides = DiscoveryOverrides {
-        service_cidrs: args.service_cidr.clone(),
-        pod_cidrs: args.pod_cidr.clone(),
-        cluster_domain: args.cluster_domain.clone(),
-        dns_server: args.cluster_dns,
-    };
-    let flags_only = !args.service_cidr.is_empty()
-        && !args.pod_cidr.is_empty()
-        && args.cluster_domain.is_some()
-        && !needs_api;
-    if flags_only {
-        let facts = discovery::from_flags(&overrides);
-        let origin = Origin {
-            text: "flags only (the API was not asked)".into(),
-            client: None,
-            context: None,
-            server: None,
-        };
-        return Ok((facts, origin));
-    }
-    let cc = kubelan_cluster::connect(&args.kube).await?;
-    let facts = discovery::discover(&cc, &overrides).await?;
-    let origin = Origin {
-        text: format!("context {} ({})", cc.context, cc.server),
-        client: Some(cc.client.clone()),
-        context: Some(cc.context.clone()),
-        server: Some(cc.server.clone()),
-    };
-    Ok((facts, origin))
-}
-
-fn cluster_prefixes(facts: &ClusterFacts) -> Vec<ClusterPrefix> {
-    facts
-        .prefixes()
-        .map(|(kind, f)| ClusterPrefix {
-            net: f.value.trunc(),
-            kind,
-            why: f.source.to_string(),
-            guessed: f.guessed,
-        })
-        .collect()
-}
-
 /// This host's main-table unicast routes and its addresses; each `None` (with a note)
 /// when it cannot be read.
 async fn local_network(
@@ -393,89 +246,6 @@ async fn local_network(
         }
     };
     (routes, addrs)
-}
-
-fn status_code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
-}
-
-async fn bgp_input(
-    args: &RoutesArgs,
-    prefixes: Vec<ClusterPrefix>,
-    origin: &Origin,
-    notes: &mut Vec<String>,
-) -> anyhow::Result<BgpInput> {
-    let node_selector = args
-        .bgp_nodes
-        .as_deref()
-        .map(kubelan_routes::calico_selector)
-        .transpose()
-        .context("--bgp-nodes")?;
-    let neighbors = if !args.bgp_neighbor.is_empty() {
-        args.bgp_neighbor
-            .iter()
-            .map(|ip| BgpNeighbor {
-                name: None,
-                ip: *ip,
-            })
-            .collect()
-    } else {
-        let Some(client) = &origin.client else {
-            bail!("--bgp needs the nodes' addresses: pass --bgp-neighbor IP for each node");
-        };
-        let found = match list_nodes(client, args.bgp_nodes.as_deref()).await {
-            Ok(n) => n,
-            Err(e) if status_code(&e) == Some(403) => bail!(
-                "listing nodes is forbidden (grant list on nodes), so their addresses are unknown; pass --bgp-neighbor IP for each node"
-            ),
-            Err(e) => return Err(anyhow::Error::from(e).context("listing the nodes")),
-        };
-        if found.is_empty() {
-            match &args.bgp_nodes {
-                Some(sel) => bail!(
-                    "no node matches --bgp-nodes {sel:?}; label the nodes that should peer with the router, or pass --bgp-neighbor IP"
-                ),
-                None => bail!("the cluster has no nodes; pass --bgp-neighbor IP"),
-            }
-        }
-        kubelan_routes::neighbors_of_nodes(found.into_iter().map(|n| (n.name, n.internal)), notes)
-    };
-    let cluster_as = match args.cluster_as {
-        Some(a) => a,
-        None => {
-            let config = match &origin.client {
-                Some(c) => match calico_bgp_configuration(c).await {
-                    Ok(Some(CalicoBgp {
-                        as_number,
-                        node_to_node_mesh,
-                    })) => CalicoConfig::Found {
-                        as_number,
-                        node_to_node_mesh,
-                    },
-                    Ok(None) => CalicoConfig::Missing,
-                    Err(e) => CalicoConfig::Unreadable(e.to_string()),
-                },
-                None => CalicoConfig::Missing,
-            };
-            kubelan_routes::cluster_as_from_calico(&config, notes)
-        }
-    };
-    if cluster_as == args.router_as {
-        bail!(
-            "the cluster uses AS {cluster_as}, the same as --router-as; the configurations printed are eBGP: give the router its own AS with --router-as"
-        );
-    }
-    Ok(BgpInput {
-        prefixes,
-        cluster_as,
-        router_as: args.router_as,
-        router_ip: args.router_ip,
-        neighbors,
-        node_selector,
-    })
 }
 
 /// The discovered facts, on stderr.

@@ -108,16 +108,7 @@ fn line(e: &RunEvent, show_connections: bool) -> Option<String> {
 
 /// Runs `kubelan run`; the exit code is the program's.
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let plan = if args.expose.is_empty() {
-        if !args.ports.is_empty() {
-            anyhow::bail!(
-                "--port gives the Service port of an --expose; without --expose the program's ports keep their numbers"
-            );
-        }
-        kubelan_expose::spec::plan_without_ports(args.name.as_deref())?
-    } else {
-        kubelan_expose::plan(&args.expose, &args.ports, args.name.as_deref())?
-    };
+    let plan = kubelan_expose::spec::plan_for_run(&args.expose, &args.ports, args.name.as_deref())?;
     let outer_stop = tokio_util::sync::CancellationToken::new();
     let _stop_outer = outer_stop.clone().drop_guard();
     let (cc, session) = args.session.connect(Mode::Run, outer_stop).await?;

@@ -30,6 +30,7 @@ mod limiter;
 mod pending;
 mod server;
 mod session_connector;
+pub mod setup;
 mod shared;
 pub mod socks5;
 mod stats;

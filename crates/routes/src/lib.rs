@@ -4,9 +4,9 @@
 //! This crate is the sans-IO renderer behind the command: it takes discovered facts
 //! ([`RoutesInput`]: the cluster's Pod and Service prefixes with their provenance, the
 //! gateway's LAN address, the DNS target and cluster domain, the LAN and this host's
-//! other routes) and returns text. Discovery lives in `kubelan-cluster`, reading the
-//! host's routes in `kubelan-sys`, and choosing and printing in the CLI
-//! (`crates/kubelan/src/routes.rs`).
+//! other routes) and returns text. Discovery lives in `kubelan-cluster`
+//! (`discovery::routes` for this command), reading the host's routes in `kubelan-sys`,
+//! and printing in the CLI (`crates/kubelan/src/routes.rs`).
 //!
 //! - [`render`]: static routes for Linux, Windows, macOS, Cisco IOS, Huawei VRP, H3C
 //!   Comware, MikroTik RouterOS and Junos, each prefix pointing at the gateway; DNS
@@ -18,6 +18,8 @@
 //!   Cisco IOS, FRR, MikroTik RouterOS v7 and Junos ([`bgp`]).
 //! - [`warnings`] / [`bgp_warnings`]: overlaps with the LAN and this host's routes,
 //!   prefixes inside others, guesses, prefixes without a gateway of their family.
+//! - The command's checks before anything is read: [`select_formats`] (`--format`) and
+//!   [`check_flags`] (flags that cannot work together).
 //! - The command's decisions around the renderer, from facts its caller read:
 //!   [`choose_gateway`] (`--gateway`, else this host's address in `--lan`),
 //!   [`other_routes`] (which host routes may overlap), [`neighbors_of_nodes`] and
@@ -40,6 +42,7 @@ mod input;
 mod local;
 mod plan;
 mod render;
+mod request;
 mod warnings;
 pub mod zones;
 
@@ -53,5 +56,6 @@ pub use gateway::{GatewayChoice, GatewayError, choose_gateway};
 pub use input::{ClusterPrefix, PrefixKind, RoutesInput, valid_domain};
 pub use local::{LocalAddr, LocalRoute, other_routes};
 pub use render::render;
+pub use request::{Flags, RequestError, Selection, check_flags, select_formats};
 pub use warnings::{Family, Warning, warnings};
 pub use zones::{ReverseZone, ReverseZones, reverse_zones};

@@ -6,7 +6,7 @@
 //!   agent pod's loopback-only port, authorised by RBAC `pods/portforward`.
 //! * [`AutoDialer`]: direct when it answers, else port-forward; while on port-forward it
 //!   offers the direct carrier again ([`CarrierDialer::upgrade`]).
-//! * [`FlowDialer`]: a TCP flow through another (outer) [`Session`] — how a client
+//! * [`FlowDialer`](crate::FlowDialer): a TCP flow through another (outer) [`Session`](crate::Session) — how a client
 //!   reaches a per-session relay pod through the agent session it already has.
 //!
 //! Where to dial (the agent's addresses, its pod) comes from a [`Lookup`]: the last answer
@@ -26,9 +26,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use kubelan_proto::Target;
-
-use crate::client::Session;
 use crate::portforward::{self, PortForwardIo};
 use crate::reconnect::{DialPlan, GiveUp, LookupCache, Purpose, Step};
 
@@ -43,7 +40,7 @@ pub enum CarrierKind {
     Direct,
     /// Port-forward through the API server.
     PortForward,
-    /// A TCP flow through another session ([`FlowDialer`]).
+    /// A TCP flow through another session ([`FlowDialer`](crate::FlowDialer)).
     Flow,
 }
 
@@ -512,38 +509,6 @@ impl CarrierDialer for PortForwardDialer {
                     (true, None) => format!("no ready agent pod in {}", self.namespace),
                     (false, _) => g.dial_errors.join("; "),
                 })
-            })
-        })
-    }
-}
-
-/// A carrier that is a TCP flow through another (outer) session: the client reaches a
-/// per-session relay pod's carrier port through the agent session it already has, on
-/// whichever carrier that session runs (direct or port-forward). The outer session's
-/// own reconnects cut this carrier like any other; the inner session dials again.
-pub struct FlowDialer {
-    outer: Session,
-    target: Target,
-}
-
-impl FlowDialer {
-    /// Dials `target` (the relay pod's IP and carrier port) through `outer`.
-    pub fn new(outer: Session, target: Target) -> FlowDialer {
-        FlowDialer { outer, target }
-    }
-}
-
-impl CarrierDialer for FlowDialer {
-    fn dial(&self) -> BoxFuture<'_, Result<Dialed, CarrierError>> {
-        Box::pin(async move {
-            let conn = self.outer.connect(self.target.clone()).await.map_err(|e| {
-                CarrierError::retry(format!("{} through the agent session: {e}", self.target))
-            })?;
-            Ok(Dialed {
-                io: Box::new(conn),
-                kind: CarrierKind::Flow,
-                peer: self.target.to_string(),
-                keepalive: None,
             })
         })
     }

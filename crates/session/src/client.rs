@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::carrier::{CarrierDialer, CarrierKind};
-use crate::flow::{FlowConn, FrameReader, buffer_frame, write_frame};
+use crate::flow::{FlowConn, FrameReader, buffer_frame, datagram_channels, write_frame};
 use crate::mux::{self, MuxHandle, MuxStream, Side};
 use crate::reconnect::ProbeSchedule;
 use crate::reverse::{AcceptLimits, Acceptor};
@@ -672,42 +672,6 @@ fn no_tunnel(timeout: Duration, last_error: &str) -> FlowError {
             format!("no tunnel to the agent within {waited} s: {last_error}")
         },
     )
-}
-
-/// Bridges a datagram flow to channels with one task.
-pub(crate) fn datagram_channels(
-    reader: FrameReader<MuxStream>,
-) -> (mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
-    let (to_agent_tx, mut to_agent_rx) = mpsc::channel::<Bytes>(256);
-    let (from_agent_tx, from_agent_rx) = mpsc::channel::<Bytes>(256);
-    let (stream, leftover) = reader.into_parts();
-    let (rd, mut wr) = tokio::io::split(stream);
-    tokio::spawn(async move {
-        let mut reader = FrameReader::with_buffer(rd, leftover);
-        loop {
-            tokio::select! {
-                out = to_agent_rx.recv() => match out {
-                    Some(d) => {
-                        if write_frame(&mut wr, &Frame::Datagram(d)).await.is_err() {
-                            break;
-                        }
-                    }
-                    None => {
-                        let _ = write_frame(&mut wr, &Frame::Fin).await;
-                        break;
-                    }
-                },
-                inp = reader.next() => match inp {
-                    Ok(Some(Frame::Datagram(d))) => {
-                        // UDP semantics: drop when the consumer is slow.
-                        let _ = from_agent_tx.try_send(d);
-                    }
-                    _ => break,
-                },
-            }
-        }
-    });
-    (to_agent_tx, from_agent_rx)
 }
 
 fn jitter(d: Duration) -> Duration {

@@ -7,6 +7,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use kubelan_proto::{DATA_HEADER_LEN, Decoder, ErrorKind, FlowError, Frame, MAX_DATA};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::mpsc;
 
 /// Reads frames from a stream.
 #[derive(Debug)]
@@ -269,9 +270,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlowConn<S> {
     }
 }
 
-/// A flow's `Fin` already follows its last data in the same carrier write.
-impl<S: AsyncRead + AsyncWrite + Unpin> crate::relay::RelayEnd for FlowConn<S> {}
-
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FlowConn<S> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -318,6 +316,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FlowConn<S> {
         // The shutdown flushes: Fin and FIN leave together.
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
+}
+
+/// Bridges a datagram flow to channels with one task.
+pub(crate) fn datagram_channels<S>(
+    reader: FrameReader<S>,
+) -> (mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (to_agent_tx, mut to_agent_rx) = mpsc::channel::<Bytes>(256);
+    let (from_agent_tx, from_agent_rx) = mpsc::channel::<Bytes>(256);
+    let (stream, leftover) = reader.into_parts();
+    let (rd, mut wr) = tokio::io::split(stream);
+    tokio::spawn(async move {
+        let mut reader = FrameReader::with_buffer(rd, leftover);
+        loop {
+            tokio::select! {
+                out = to_agent_rx.recv() => match out {
+                    Some(d) => {
+                        if write_frame(&mut wr, &Frame::Datagram(d)).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => {
+                        let _ = write_frame(&mut wr, &Frame::Fin).await;
+                        break;
+                    }
+                },
+                inp = reader.next() => match inp {
+                    Ok(Some(Frame::Datagram(d))) => {
+                        // UDP semantics: drop when the consumer is slow.
+                        let _ = from_agent_tx.try_send(d);
+                    }
+                    _ => break,
+                },
+            }
+        }
+    });
+    (to_agent_tx, from_agent_rx)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod bootstrap;
 pub mod carrier;
 mod client;
 pub mod flow;
+mod flow_dialer;
 pub mod mux;
 pub mod portforward;
 mod reconnect;
@@ -26,7 +27,8 @@ pub mod reverse;
 #[cfg(test)]
 mod testio;
 
-pub use carrier::{CarrierDialer, CarrierError, CarrierKind, Dialed, FlowDialer};
+pub use carrier::{CarrierDialer, CarrierError, CarrierKind, Dialed};
 pub use client::{CarrierInfo, Session, SessionConfig, SessionState, SessionStats};
 pub use flow::{FlowConn, FrameReader, write_frame};
+pub use flow_dialer::FlowDialer;
 pub use reverse::{AcceptLimits, Acceptor, FlowReport};

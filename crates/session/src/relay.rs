@@ -81,6 +81,9 @@ impl RelayEnd for TcpStream {
 
 impl RelayEnd for DuplexStream {}
 
+/// A flow's `Fin` already follows its last data in the same carrier write.
+impl<S: AsyncRead + AsyncWrite + Unpin> RelayEnd for FlowConn<S> {}
+
 impl<T: RelayEnd + ?Sized> RelayEnd for Box<T> {
     fn poll_write_last(
         mut self: Pin<&mut Self>,

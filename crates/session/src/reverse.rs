@@ -470,7 +470,7 @@ pub async fn open_udp(
     wait: Duration,
 ) -> Result<(mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>), FlowError> {
     let (reader, _) = open_incoming(mux, listener, FlowKind::Udp, peer, wait).await?;
-    Ok(crate::client::datagram_channels(reader))
+    Ok(crate::flow::datagram_channels(reader))
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ pub mod journal;
 pub mod net;
 #[cfg(target_os = "linux")]
 pub mod nft;
+pub mod process;
 pub mod procstat;
 pub mod socket;
 #[cfg(target_os = "linux")]
