@@ -1,0 +1,437 @@
+use super::*;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn pair() -> (
+    (MuxHandle, mpsc::UnboundedReceiver<MuxStream>),
+    (MuxHandle, mpsc::UnboundedReceiver<MuxStream>),
+) {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    (spawn(a, Side::Client), spawn(b, Side::Agent))
+}
+
+#[tokio::test]
+async fn streams_both_ways_and_close_ends_them() {
+    let ((client, _in_c), (agent, mut in_a)) = pair();
+    let mut s = client.open().await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    s.flush().await.unwrap();
+    let mut t = in_a.recv().await.unwrap();
+    let mut buf = [0u8; 4];
+    t.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    t.write_all(b"pong").await.unwrap();
+    t.flush().await.unwrap();
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong");
+    agent.close();
+    client.closed().await;
+    assert!(client.open().await.is_err());
+    assert_eq!(s.read(&mut buf).await.unwrap(), 0);
+    assert!(s.write_all(b"x").await.is_err());
+    assert!(client.close_reason().unwrap().contains("closed"));
+}
+
+#[tokio::test]
+async fn streams_flushing_in_one_tick_share_one_carrier_write() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let (logged, log) = crate::testio::Logged::new(a);
+    let writes = || log.lock().unwrap().len();
+    let (client, _in_c) = spawn(logged, Side::Client);
+    let (_agent, mut in_a) = spawn(b, Side::Agent);
+    // The preface and a first stream, so the carrier is idle afterwards.
+    let mut first = client.open().await.unwrap();
+    first.write_all(b"0").await.unwrap();
+    first.flush().await.unwrap();
+    let mut t = in_a.recv().await.unwrap();
+    t.read_exact(&mut [0u8; 1]).await.unwrap();
+    let before = writes();
+    // Eight streams become ready together (as after one batch of socket events) and
+    // each writes, flushes and half-closes.
+    let tasks: Vec<_> = (0..8u8)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut s = client.open().await.unwrap();
+                s.write_all(&[i]).await.unwrap();
+                s.flush().await.unwrap();
+                s.shutdown().await.unwrap();
+                s
+            })
+        })
+        .collect();
+    // Held until the end: dropping a stream whose peer has not closed sends RST.
+    let mut streams = Vec::new();
+    for t in tasks {
+        streams.push(t.await.unwrap());
+    }
+    let mut got = Vec::new();
+    for _ in 0..8 {
+        let mut t = in_a.recv().await.unwrap();
+        let mut v = Vec::new();
+        t.read_to_end(&mut v).await.unwrap();
+        got.extend(v);
+    }
+    got.sort();
+    assert_eq!(got, (0..8u8).collect::<Vec<_>>());
+    assert_eq!(writes() - before, 1, "one write for all eight streams");
+}
+
+#[tokio::test]
+async fn bulk_beyond_the_window_with_many_streams_and_half_close() {
+    let ((client, _in_c), (_agent, mut in_a)) = pair();
+    // An echo server on the agent side.
+    tokio::spawn(async move {
+        while let Some(mut t) = in_a.recv().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                t.read_to_end(&mut got).await.unwrap();
+                t.write_all(&got).await.unwrap();
+                t.shutdown().await.unwrap();
+            });
+        }
+    });
+    let mut tasks = Vec::new();
+    for i in 0..8u32 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let size = if i == 0 { 5_000_000 } else { 1000 * i as usize };
+            let data: Vec<u8> = (0..size).map(|k| (k as u32 ^ i) as u8).collect();
+            let s = client.open().await.unwrap();
+            let (mut rd, mut wr) = tokio::io::split(s);
+            let sent = data.clone();
+            let w = tokio::spawn(async move {
+                wr.write_all(&sent).await.unwrap();
+                wr.shutdown().await.unwrap();
+                wr
+            });
+            let mut back = Vec::new();
+            rd.read_to_end(&mut back).await.unwrap();
+            let _ = w.await.unwrap();
+            assert_eq!(back, data, "stream {i}");
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_writers_waiting_for_room_all_finish() {
+    let ((client, _in_c), (_agent, mut in_a)) = pair();
+    // A sink on the agent side that reads every stream to its end.
+    let sink = tokio::spawn(async move {
+        let mut readers = Vec::new();
+        while let Some(mut t) = in_a.recv().await {
+            readers.push(tokio::spawn(async move {
+                let mut n = 0usize;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match t.read(&mut buf).await.unwrap() {
+                        0 => return n,
+                        m => n += m,
+                    }
+                }
+            }));
+            if readers.len() == 300 {
+                break;
+            }
+        }
+        let mut total = 0;
+        for r in readers {
+            total += r.await.unwrap();
+        }
+        total
+    });
+    // 300 writers of 600 KiB each: more than the buffer and their first window, so
+    // they wait for room and for credit, over and over.
+    let mut writers = Vec::new();
+    for i in 0..300u32 {
+        let mut s = client.open().await.unwrap();
+        writers.push(tokio::spawn(async move {
+            let data = vec![i as u8; 600 * 1024];
+            s.write_all(&data).await.unwrap();
+            s.shutdown().await.unwrap();
+            s
+        }));
+    }
+    let mut keep = Vec::new();
+    for w in writers {
+        keep.push(
+            tokio::time::timeout(Duration::from_secs(60), w)
+                .await
+                .expect("a writer never got room")
+                .unwrap(),
+        );
+    }
+    let total = tokio::time::timeout(Duration::from_secs(60), sink)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(total, 300 * 600 * 1024);
+    assert!(lock(&client.shared.out).waiting.is_empty());
+}
+
+/// A waker that records that it was woken.
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn flag() -> (Arc<Flag>, Waker) {
+    let f = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+    (f.clone(), Waker::from(f))
+}
+
+#[tokio::test]
+async fn a_stream_polled_from_two_tasks_wakes_the_one_that_polled_last() {
+    // A carrier nested in a stream of another carrier (expose through the agent) writes
+    // that stream from its driver and from its writers: whichever task polled last
+    // must be woken when there is room, or the nested carrier stalls.
+    let (a, mut far) = tokio::io::duplex(64 * 1024);
+    let (client, _in_c) = spawn(a, Side::Client);
+    // Fill the buffer without yielding: the driver (busy with the preface) sends nothing.
+    let chunk = vec![7u8; INITIAL_WINDOW as usize];
+    let (_, noop) = flag();
+    let mut bulk = Vec::new();
+    while lock(&client.shared.out).buf.len() < HIGH_WATER {
+        let mut s = client.open_now().unwrap();
+        let r = Pin::new(&mut s).poll_write(&mut Context::from_waker(&noop), &chunk);
+        assert!(matches!(r, Poll::Ready(Ok(_))), "{r:?}");
+        bulk.push(s);
+    }
+    let mut nested = client.open_now().unwrap();
+    let (first, w1) = flag();
+    let (last, w2) = flag();
+    for w in [&w1, &w2] {
+        let r = Pin::new(&mut nested).poll_write(&mut Context::from_waker(w), b"x");
+        assert!(r.is_pending(), "the buffer is full");
+    }
+    // The far end reads: the buffer drains and the waiting stream gets its turn.
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while far.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !last.0.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the task that polled last was never woken");
+    let _ = first;
+    let r = Pin::new(&mut nested).poll_write(&mut Context::from_waker(&w2), b"x");
+    assert!(matches!(r, Poll::Ready(Ok(1))), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_waiting_for_room_share_it_evenly() {
+    // A slow carrier (a 16 KiB pipe) and 8 writers that always have data: each gets
+    // its share of the carrier, none starves.
+    let (a, b) = tokio::io::duplex(16 * 1024);
+    let ((client, _in_c), (_agent, mut in_a)) = (spawn(a, Side::Client), spawn(b, Side::Agent));
+    const WRITERS: usize = 8;
+    const EACH: usize = 8 * 1024 * 1024;
+    let counts: Arc<Vec<AtomicU64>> = Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
+    let total = Arc::new(AtomicU64::new(0));
+    let (c2, t2) = (counts.clone(), total.clone());
+    tokio::spawn(async move {
+        while let Some(mut t) = in_a.recv().await {
+            let (c, tot) = (c2.clone(), t2.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut first = [0u8; 1];
+                if t.read_exact(&mut first).await.is_err() {
+                    return;
+                }
+                let i = first[0] as usize;
+                while let Ok(n) = t.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    c[i].fetch_add(n as u64, Ordering::Relaxed);
+                    tot.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let mut keep = Vec::new();
+    for i in 0..WRITERS {
+        let mut s = client.open().await.unwrap();
+        keep.push(tokio::spawn(async move {
+            let mut data = vec![i as u8; EACH];
+            data[0] = i as u8;
+            let _ = s.write_all(&data).await;
+            s
+        }));
+    }
+    // Shares in the steady state: from a quarter of everything (every writer has
+    // started; the last ones spawned start late) to three quarters.
+    let at = |fraction: usize| {
+        let total = total.clone();
+        let counts = counts.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(60), async {
+                while total.load(Ordering::Relaxed) < (WRITERS * EACH * fraction / 4) as u64 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .expect("the writers stalled");
+            counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect::<Vec<u64>>()
+        }
+    };
+    let start = at(1).await;
+    let end = at(3).await;
+    let got: Vec<u64> = end.iter().zip(&start).map(|(e, s)| e - s).collect();
+    let (min, max) = (*got.iter().min().unwrap(), *got.iter().max().unwrap());
+    assert!(min * 4 >= max, "unfair shares of the carrier: {got:?}");
+    for k in keep {
+        k.abort();
+    }
+}
+
+#[tokio::test]
+async fn streams_may_start_in_any_order() {
+    let ((client, _in_c), (_agent, mut in_a)) = pair();
+    let mut first = client.open().await.unwrap();
+    let mut second = client.open().await.unwrap();
+    second.write_all(b"2").await.unwrap();
+    second.flush().await.unwrap();
+    first.write_all(b"1").await.unwrap();
+    first.flush().await.unwrap();
+    let mut buf = [0u8; 1];
+    for want in [b"2", b"1"] {
+        let mut t = in_a.recv().await.unwrap();
+        t.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, want);
+    }
+    assert!(!client.is_closed());
+}
+
+#[tokio::test]
+async fn dropping_a_stream_resets_it_after_its_data() {
+    let ((client, _in_c), (_agent, mut in_a)) = pair();
+    let mut s = client.open().await.unwrap();
+    s.write_all(b"last words").await.unwrap();
+    drop(s);
+    let mut t = in_a.recv().await.unwrap();
+    let mut buf = [0u8; 10];
+    t.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"last words");
+    let e = t.read(&mut buf).await.unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    assert_eq!(
+        t.write_all(b"x").await.unwrap_err().kind(),
+        io::ErrorKind::ConnectionReset
+    );
+}
+
+#[tokio::test]
+async fn a_slow_reader_holds_at_most_its_window() {
+    let ((client, _in_c), (_agent, mut in_a)) = pair();
+    let mut s = client.open().await.unwrap();
+    let big = vec![1u8; 4 * INITIAL_WINDOW as usize];
+    let sent = tokio::time::timeout(Duration::from_millis(300), s.write_all(&big)).await;
+    assert!(sent.is_err(), "the writer must wait for credit");
+    let t = in_a.recv().await.unwrap();
+    let queued: usize = lock(&t.cell.state).queue.iter().map(Bytes::len).sum();
+    assert_eq!(queued, INITIAL_WINDOW as usize);
+}
+
+#[tokio::test]
+async fn the_control_stream_is_not_held_behind_bulk_data() {
+    // Nobody reads the carrier: its output buffer fills up to the high water mark.
+    let (a, _unread) = tokio::io::duplex(64 * 1024);
+    let (client, _in_c) = spawn(a, Side::Client);
+    let mut control = client.open().await.unwrap();
+    control.set_urgent();
+    let chunk = vec![7u8; INITIAL_WINDOW as usize];
+    let mut bulk = Vec::new();
+    for _ in 0..(HIGH_WATER / INITIAL_WINDOW as usize + 2) {
+        let mut s = client.open().await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_millis(50), s.write_all(&chunk)).await;
+        bulk.push(s);
+    }
+    {
+        let out = lock(&client.shared.out);
+        assert!(out.buf.len() >= HIGH_WATER || !out.waiting.is_empty());
+    }
+    // Another bulk stream waits for room; the control stream's ping goes in at once.
+    let mut late = client.open().await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(100), late.write_all(b"x")).await;
+    assert!(
+        waited.is_err(),
+        "a bulk write must wait for the buffer to drain"
+    );
+    let ping = tokio::time::timeout(Duration::from_millis(100), control.write_all(b"ping")).await;
+    assert!(ping.is_ok(), "the control stream waited behind bulk data");
+}
+
+#[tokio::test]
+async fn any_bytes_from_the_peer_count_as_signs_of_life() {
+    let ((client, _in_c), (agent, mut in_a)) = pair();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(client.quiet_for() >= Duration::from_millis(250));
+    // Data of some stream (not a pong) arrives: the carrier is not quiet any more.
+    let mut s = client.open().await.unwrap();
+    s.write_all(b"hi").await.unwrap();
+    s.flush().await.unwrap();
+    let mut t = in_a.recv().await.unwrap();
+    let mut buf = [0u8; 2];
+    t.read_exact(&mut buf).await.unwrap();
+    assert!(agent.quiet_for() < Duration::from_millis(100));
+    t.write_all(b"yo").await.unwrap();
+    t.flush().await.unwrap();
+    s.read_exact(&mut buf).await.unwrap();
+    assert!(client.quiet_for() < Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn garbage_and_wrong_preface_close_the_carrier() {
+    let (a, mut b) = tokio::io::duplex(1024);
+    let (agent, mut inbound) = spawn(a, Side::Agent);
+    // A yamux client: version 0, then a SYN for stream 1.
+    b.write_all(&[0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    agent.closed().await;
+    assert!(inbound.recv().await.is_none());
+    assert!(agent.close_reason().unwrap().contains("preface"));
+
+    let (a, mut b) = tokio::io::duplex(1024);
+    let (agent, _inbound) = spawn(a, Side::Agent);
+    b.write_all(&PREFACE).await.unwrap();
+    let mut frame = BytesMut::new();
+    wire::put_header(&mut frame, MuxKind::Data, SYN, 1, 1 << 30);
+    b.write_all(&frame).await.unwrap();
+    agent.closed().await;
+    assert!(agent.close_reason().unwrap().contains("exceeds"));
+}
+
+#[tokio::test]
+async fn a_peer_ignoring_flow_control_is_cut_off() {
+    let (a, mut b) = tokio::io::duplex(4 << 20);
+    let (agent, _inbound) = spawn(a, Side::Agent);
+    let mut wire_bytes = BytesMut::from(&PREFACE[..]);
+    let chunk = vec![0u8; MAX_PAYLOAD];
+    for i in 0..2 {
+        let flags = if i == 0 { SYN } else { 0 };
+        wire::put_header(&mut wire_bytes, MuxKind::Data, flags, 1, chunk.len() as u32);
+        wire_bytes.extend_from_slice(&chunk);
+    }
+    b.write_all(&wire_bytes).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), agent.closed())
+        .await
+        .unwrap();
+    assert!(agent.close_reason().unwrap().contains("granted"));
+}
