@@ -266,7 +266,7 @@ pub(crate) async fn quit() -> anyhow::Result<()> {
 /// `kubelan reset`: undoes what crashed kubelan processes left on this machine, and a
 /// persistent gateway (its unit is a journalled change like the others).
 pub(crate) async fn reset(force: bool) -> anyhow::Result<ExitCode> {
-    let report = kubelan_sys::journal::unit::reset_all(force).await;
+    let report = kubelan_sys::journal::reset_all(force).await;
     if report.nothing_to_do() {
         println!("nothing to reset: no changes by kubelan are left on this machine");
         return Ok(ExitCode::SUCCESS);

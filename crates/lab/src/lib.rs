@@ -7,6 +7,7 @@
 //! the kube-dns pod's program (a real dnsmasq fed from the API); [`serve`] holds the default
 //! workloads' servers. [`state`] keeps the crash journal that `lab down` replays.
 
+pub mod cli;
 pub mod clusterdns;
 pub mod config;
 pub mod daemon;

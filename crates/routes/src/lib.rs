@@ -40,6 +40,7 @@ mod format;
 mod gateway;
 mod input;
 mod local;
+mod others;
 mod plan;
 mod render;
 mod request;
@@ -54,7 +55,8 @@ pub use bgp::{
 pub use format::{BgpFormat, Format, FormatKind, UnknownFormat};
 pub use gateway::{GatewayChoice, GatewayError, choose_gateway};
 pub use input::{ClusterPrefix, PrefixKind, RoutesInput, valid_domain};
-pub use local::{LocalAddr, LocalRoute, other_routes};
+pub use local::{LocalAddr, LocalRoute};
+pub use others::other_routes;
 pub use render::render;
 pub use request::{Flags, RequestError, Selection, check_flags, select_formats};
 pub use warnings::{Family, Warning, warnings};

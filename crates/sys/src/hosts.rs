@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::{self, FILES_LOCK, FileState, StateLock};
-use crate::journal::{Change, HostGuard, JournalError, Outcome};
+use crate::journal::record::{Change, HostGuard, JournalError, Outcome};
 
 /// The system hosts file.
 pub const DEFAULT_HOSTS: &str = "/etc/hosts";

@@ -27,6 +27,7 @@ mod unsupported;
 pub use unsupported::*;
 
 pub mod dns;
+mod error;
 mod fsutil;
 #[cfg(any(fuzzing, feature = "fuzz"))]
 pub mod fuzz_entry;

@@ -25,50 +25,9 @@ use netlink_packet_route::route::{
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 use serde::Serialize;
 
-use crate::journal::{Change, Outcome};
+pub use crate::error::NetError;
+use crate::journal::record::{Change, Outcome};
 pub use kubelan_routes::{LocalAddr, LocalRoute};
-
-/// Errors from link, address and route operations. Each names the link or prefix and the
-/// kernel's error text.
-#[derive(Debug, thiserror::Error)]
-pub enum NetError {
-    /// No netlink socket could be opened.
-    #[error("cannot open a netlink socket: {0}")]
-    Socket(#[source] io::Error),
-    /// The named interface does not exist (in this network namespace).
-    #[error("no network interface named {name:?} (see `ip link`)")]
-    NoSuchLink {
-        /// The name asked for.
-        name: String,
-    },
-    /// The kernel refused the request.
-    #[error("{op}: {source}{hint}")]
-    Kernel {
-        /// What was asked ("add route 172.17.32.0/19 dev kl0").
-        op: String,
-        /// The errno.
-        #[source]
-        source: io::Error,
-        /// A remedy for common errnos (may be empty).
-        hint: &'static str,
-    },
-    /// The kernel answered something this code does not understand.
-    #[error("{op}: unexpected netlink reply: {detail}")]
-    Reply {
-        /// What was asked.
-        op: String,
-        /// The reply.
-        detail: String,
-    },
-    /// The request itself is invalid (a prefix with host bits set, mixed address families).
-    #[error("{op}: {reason}")]
-    Invalid {
-        /// What was asked.
-        op: String,
-        /// Why it cannot be sent.
-        reason: String,
-    },
-}
 
 impl NetError {
     /// The kernel's errno, when the kernel refused the request.

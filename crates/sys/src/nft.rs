@@ -13,21 +13,9 @@ use std::collections::BTreeMap;
 use nftables::schema::{NfListObject, NfObject, Nftables, Table};
 use nftables::types::NfFamily;
 
-use crate::journal::{ApplyError, Change, HostGuard, Outcome};
-
-/// Errors talking to nftables.
-#[derive(Debug, thiserror::Error)]
-pub enum NftError {
-    /// The `nft` program failed or could not be run.
-    #[error("nft: {0} (is the nftables package installed, and do you have CAP_NET_ADMIN?)")]
-    Nft(String),
-    /// nft refused a batch (its message).
-    #[error("nft refused kubelan's rules: {0}")]
-    Refused(String),
-    /// Its output could not be understood.
-    #[error("nft printed something unexpected: {0}")]
-    Output(String),
-}
+use crate::error::ApplyError;
+pub use crate::error::NftError;
+use crate::journal::record::{Change, HostGuard, Outcome};
 
 /// Feeds a JSON batch to `nft -j -f -`, keeping its error text.
 async fn apply(batch: &Nftables<'_>) -> Result<(), NftError> {

@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use crate::journal::{Change, HostGuard, JournalError, Outcome};
+use crate::journal::record::{Change, HostGuard, JournalError, Outcome};
 
 /// Errors binding a socket through the guard.
 #[derive(Debug, thiserror::Error)]

@@ -7,27 +7,11 @@
 //! the previous value back, unless someone else changed the parameter since (then the report
 //! says so and the value is left alone).
 
-use std::io;
 use std::path::PathBuf;
 
-use crate::journal::{ApplyError, Change, HostGuard, Outcome};
-
-/// Errors reading or writing a kernel parameter.
-#[derive(Debug, thiserror::Error)]
-pub enum SysctlError {
-    /// The key is not a dotted parameter name.
-    #[error("{0:?} is not a kernel parameter name (expected e.g. net.ipv4.ip_forward)")]
-    BadKey(String),
-    /// Reading or writing `/proc/sys/...` failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-}
+use crate::error::ApplyError;
+pub use crate::error::SysctlError;
+use crate::journal::record::{Change, HostGuard, Outcome};
 
 /// The `/proc/sys` file of a dotted key (`net.ipv4.ip_forward`).
 ///

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::{DnsError, DnsPlan, ResolvConf};
 use crate::fsutil::{self, FILES_LOCK, FileState, StateLock};
-use crate::journal::{Change, HostGuard, Outcome};
+use crate::journal::record::{Change, HostGuard, Outcome};
 
 /// The first line of every file we write; also how we recognise one left behind.
 const HEADER_PREFIX: &str = "# managed by kubelan";

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::{DnsError, DnsPlan, Resolved};
-use crate::journal::{Change, HostGuard, Outcome};
+use crate::journal::record::{Change, HostGuard, Outcome};
 
 async fn resolvectl(program: &Path, args: &[String]) -> Result<(), DnsError> {
     let command = format!("{} {}", program.display(), args.join(" "));

@@ -16,7 +16,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::journal::{Change, HostGuard, JournalError, Outcome};
+use crate::journal::record::{Change, HostGuard, JournalError, Outcome};
 
 mod resolv_conf;
 pub use resolv_conf::ResolvConf;

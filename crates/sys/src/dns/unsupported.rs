@@ -2,7 +2,7 @@
 //! Windows NRPT rules belong here, one file per OS).
 
 use super::{DnsError, DnsPlan};
-use crate::journal::{Change, HostGuard, Outcome};
+use crate::journal::record::{Change, HostGuard, Outcome};
 
 /// Always [`DnsError::Unsupported`]; nothing is changed or recorded.
 pub(super) fn apply(_guard: &mut HostGuard, _plan: &DnsPlan) -> Result<(), DnsError> {

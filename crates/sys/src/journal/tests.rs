@@ -1,4 +1,8 @@
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
 use super::*;
+use crate::fsutil;
 use crate::hosts::{self, HostsEntry};
 use crate::testutil::TempDir;
 

@@ -8,9 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{
-    Change, HostGuard, JournalError, Outcome, ResetReport, STATE_DIR_ENV, StateDir, reset,
-};
+use super::record::{Change, HostGuard, JournalError, Outcome, STATE_DIR_ENV, StateDir};
 
 /// Where journals of changes that outlive reboots live when [`PERSIST_DIR_ENV`] is unset
 /// (and `KUBELAN_STATE_DIR` is unset too).
@@ -31,16 +29,6 @@ pub fn persistent_dir() -> StateDir {
         Some(p) => StateDir::new(PathBuf::from(p).join("persist")),
         None => StateDir::new(DEFAULT_PERSIST_DIR),
     }
-}
-
-/// `kubelan reset`: replays the persistent journals first (stopping a persistent gateway
-/// makes it undo its own runtime changes), then the runtime ones.
-pub async fn reset_all(force: bool) -> ResetReport {
-    let mut report = reset(&persistent_dir(), force).await;
-    let runtime = reset(&StateDir::from_env(), force).await;
-    report.journals.extend(runtime.journals);
-    report.problems.extend(runtime.problems);
-    report
 }
 
 /// Why a unit could not be installed.
@@ -193,6 +181,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
+    use crate::journal::reset;
 
     /// A temporary directory with a fake `systemctl` that logs its arguments.
     fn scratch(tag: &str) -> (PathBuf, PathBuf) {
