@@ -79,17 +79,19 @@ pub(crate) fn serialize_with_detail<S: Serializer>(
     s.collect_seq(routes.iter().map(WithDetail))
 }
 
+/// A route for unit tests: `dst` via `gw` (if any) on `dev`.
+#[cfg(test)]
+pub(crate) fn route(dst: &str, gw: Option<&str>, dev: &str) -> LocalRoute {
+    LocalRoute {
+        dst: dst.parse().unwrap(),
+        dev: dev.into(),
+        gateway: gw.map(|g| g.parse().unwrap()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn route(dst: &str, gw: Option<&str>, dev: &str) -> LocalRoute {
-        LocalRoute {
-            dst: dst.parse().unwrap(),
-            dev: dev.into(),
-            gateway: gw.map(|g| g.parse().unwrap()),
-        }
-    }
 
     #[test]
     fn detail_and_display() {

@@ -50,14 +50,7 @@ pub fn other_routes(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn route(dst: &str, gw: Option<&str>, dev: &str) -> LocalRoute {
-        LocalRoute {
-            dst: dst.parse().unwrap(),
-            dev: dev.into(),
-            gateway: gw.map(|g| g.parse().unwrap()),
-        }
-    }
+    use crate::local::route;
 
     #[test]
     fn the_clusters_own_routes_and_the_default_route_are_not_others() {
