@@ -19,6 +19,8 @@
 
 mod callback;
 mod dns;
+#[cfg(any(fuzzing, feature = "fuzz"))]
+pub mod fuzz_entry;
 mod network;
 mod pods;
 mod reach;

@@ -239,7 +239,7 @@ pub(crate) async fn gateway_dns_listen() -> Option<IpAddr> {
 
 /// The first UDP socket on port 53 of a `/proc/net/udp` text bound to an address that is
 /// neither loopback nor unspecified.
-fn dns_listener_in(text: &str) -> Option<IpAddr> {
+pub(crate) fn dns_listener_in(text: &str) -> Option<IpAddr> {
     // Local address column: hex IP:port in host byte order for IPv4.
     text.lines().skip(1).find_map(|l| {
         let local = l.split_whitespace().nth(1)?;

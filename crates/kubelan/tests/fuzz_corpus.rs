@@ -7,7 +7,7 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 27] = [
+const TARGETS: [Target; 29] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
@@ -43,6 +43,8 @@ const TARGETS: [Target; 27] = [
     ),
     ("route_cache", kubelan_sys::fuzz_entry::route_cache, 10),
     ("proc_stat", kubelan_lab::fuzz_entry::proc_stat, 10),
+    ("pod_report", kubelan_doctor::fuzz_entry::pod_report, 10),
+    ("proc_net_udp", kubelan_doctor::fuzz_entry::proc_net_udp, 10),
     (
         "session_args",
         kubelan_cluster::fuzz_entry::session_args,
