@@ -30,7 +30,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use kubelan_cluster::ClusterError;
-use kubelan_cluster::discovery::{self, DiscoveryOverrides};
+use kubelan_cluster::discovery::{self, DiscoveryOverrides, PrefixKind};
 use kubelan_cluster::preflight::{Access, DISCOVERY_HINT};
 use nftables::types::NfFamily;
 use serde::Serialize;
@@ -397,7 +397,12 @@ fn prefix_findings(facts: &discovery::ClusterFacts) -> Vec<Finding> {
                 if f.guessed { Verdict::Warn } else { Verdict::Pass },
                 format!("{kind} {} ({})", f.value, f.source),
                 f.guessed.then(|| {
-                    format!("confirm it and pass --{kind}-cidr, or grant what discovery needs (`kubelan rbac discovery`)")
+                    // The flags connect, gateway, routes and doctor take.
+                    let flag = match kind {
+                        PrefixKind::Services => "--service-cidr",
+                        PrefixKind::Pods => "--pod-cidr",
+                    };
+                    format!("confirm it and pass {flag}, or grant what discovery needs (`kubelan rbac discovery`)")
                 }),
             )
         })
@@ -453,13 +458,12 @@ mod tests {
         facts.service_cidrs[0].guessed = true;
         let f = prefix_findings(&facts);
         assert_eq!(f[0].0, Verdict::Warn);
-        // The flag is named from the kind as it always was (`--services-cidr`, although
-        // the flag is --service-cidr): kept as is while the code moves.
+        // The fix names the flag the commands really take (it said `--services-cidr`).
         assert!(
             f[0].2
                 .as_deref()
                 .unwrap()
-                .starts_with("confirm it and pass --")
+                .starts_with("confirm it and pass --service-cidr, ")
         );
         facts.service_cidrs.clear();
         assert_eq!(prefix_findings(&facts)[0].0, Verdict::Fail);
