@@ -12,10 +12,12 @@
 //!   unique names brought down by a guard, background commands on lab hosts stopped by
 //!   PID, and the lab's API through kube-rs.
 //! - [`rbac`]: applying printed RBAC to a cluster.
+//! - [`golden`]: expected output kept in files, rewritten on request.
 //!
 //! Only ever a dev-dependency: nothing here is part of kubelan's product.
 
 pub mod cmd;
+pub mod golden;
 pub mod lab;
 pub mod netns;
 pub mod rbac;

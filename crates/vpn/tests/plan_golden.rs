@@ -17,22 +17,7 @@ fn golden(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden/plan")
         .join(name);
-    if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run UPDATE_GOLDEN=1 cargo test -p kubelan-vpn",
-            path.display()
-        )
-    });
-    assert!(
-        expected == actual,
-        "{} differs from the plan (UPDATE_GOLDEN=1 rewrites it after review):\n--- expected\n{expected}\n--- actual\n{actual}",
-        path.display()
-    );
+    kubelan_testkit::golden::check(&path, actual, "cargo test -p kubelan-vpn");
 }
 
 fn net(s: &str) -> IpNet {
