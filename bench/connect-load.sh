@@ -24,7 +24,8 @@
 #
 # Environment: KUBELAN_BIN (the binary the method files use), PB_DIR (the peer harness;
 # default ../shared/bench next to the repository or its worktree folder), PB_EXTRA_METHODS
-# (more method folders, appended to this repository's bench/methods), CL_STEPS, CL_CHUNKS
+# (more method folders, appended to this repository's bench/methods), CL_PERF_DIR (a folder:
+# `perf record -a` for 4 s during each many-stream step, files perf-<step>.data), CL_STEPS, CL_CHUNKS
 # (10), CL_CHUNK_N (10000), CL_BURST_N (20000), CL_HOLD_N (10000), CL_STREAMS_PER (125),
 # CL_LADDER (streams per client measured through the method before CL_STREAMS_PER: "4 16 32 64").
 # Everything is bounded in count and time; every process this script starts is stopped by
@@ -249,7 +250,13 @@ many() {
     ip netns exec "$ns" timeout 60 iperf3 -c $POD_IP -p "$p" -P "$per" -t 10 -J "$@" >"$TMP/many-$tag-$p.json" 2>&1 </dev/null &
     pids+=($!) PIDS+=($!)
   done
-  sleep 6
+  if [ -n "${CL_PERF_DIR:-}" ] && command -v perf >/dev/null; then
+    # a system-wide profile of 4 s from 2 s in (bounded; for unstripped builds)
+    sleep 2
+    timeout 20 perf record -a -F 499 -o "$CL_PERF_DIR/perf-$tag.data" -- sleep 4 >/dev/null 2>&1 || true
+  else
+    sleep 6
+  fi
   MANY_RSS=$(rss "$CONNECT")
   MANY_EST=$(nsx "$ns" ss -Htn state established "( dst $POD_IP )" | wc -l)
   for p in "${pids[@]}"; do wait "$p" || true; done
