@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use kubelan_cluster::discovery::DiscoveryOverrides;
 use kubelan_sys::journal::StateDir;
 use kubelan_vpn::ConnectOptions;
+use kubelan_vpn::connect::{DnsStatus, RouteStatus, Status};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -127,7 +128,8 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(st) = running {
         if args.output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(&st)?);
+            let doc = serde_json::to_value(&st)?;
+            println!("{}", serde_json::to_string_pretty(&doc)?);
         } else {
             print_running(&st);
         }
@@ -136,14 +138,8 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let preview = kubelan_vpn::connect::preview(&args.kube).await?;
     let (facts, plan) = (&preview.facts, &preview.plan);
     if args.output == Output::Json {
-        let (planned, conflicts) = match plan {
-            Ok(p) => (
-                p.routes
-                    .iter()
-                    .map(|r| json!({"prefix": r.dst.to_string(), "why": r.why}))
-                    .collect(),
-                Vec::new(),
-            ),
+        let (planned, conflicts): (Vec<RouteStatus>, Vec<String>) = match plan {
+            Ok(p) => (p.routes.iter().map(RouteStatus::from).collect(), Vec::new()),
             Err(c) => (Vec::new(), c.iter().map(|c| c.to_string()).collect()),
         };
         println!(
@@ -181,78 +177,54 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_running(st: &serde_json::Value) {
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
-    let join = |v: &serde_json::Value, sep: &str| {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(s)
-            .collect::<Vec<_>>()
-            .join(sep)
-    };
-    println!(
-        "kubelan connect (pid {}), since {}",
-        st["pid"],
-        s(&st["since"])
-    );
-    println!("  state:    {}", s(&st["detail"]));
-    println!(
-        "  tun:      {} (mtu {})",
-        s(&st["tun"]["name"]),
-        st["tun"]["mtu"]
-    );
+fn print_running(st: &Status) {
+    println!("kubelan connect (pid {}), since {}", st.pid, st.since);
+    println!("  state:    {}", st.detail);
+    println!("  tun:      {} (mtu {})", st.tun.name, st.tun.mtu);
     println!("  routes:");
-    for r in st["routes"].as_array().into_iter().flatten() {
-        println!("    {:<20} {}", s(&r["prefix"]), s(&r["why"]));
+    for r in &st.routes {
+        println!("    {:<20} {}", r.prefix, r.why);
     }
-    for p in st["pinned"].as_array().into_iter().flatten() {
-        println!(
-            "    {:<20} kept outside the tunnel (API server or agent address)",
-            s(p)
-        );
+    for p in &st.pinned {
+        println!("    {p:<20} kept outside the tunnel (API server or agent address)");
     }
-    let dns = &st["dns"];
-    if dns["configured"] == true {
-        println!(
+    match &st.dns {
+        DnsStatus::Configured(d) => println!(
             "  dns:      {} via {}; search {}; other names → {}",
-            join(&dns["routing_domains"], " "),
-            s(&dns["backend"]),
-            join(&dns["search"], " "),
-            join(&dns["upstreams"], ", ")
-        );
-    } else {
-        println!("  dns:      not configured");
+            d.routing_domains.join(" "),
+            d.backend,
+            d.search.join(" "),
+            d.upstreams.join(", ")
+        ),
+        DnsStatus::NotConfigured { .. } => println!("  dns:      not configured"),
     }
-    let r = &st["redirect"];
-    if r["active"] == true {
+    let r = &st.redirect;
+    if r.active {
         println!(
             "  tcp:      redirected by nftables table {} to {} (kernel TCP)",
-            s(&r["table"]),
-            join(&r["listen"], ", ")
+            r.table.as_deref().unwrap_or_default(),
+            r.listen.as_deref().unwrap_or_default().join(", ")
         );
     } else {
-        println!(
-            "  tcp:      through the userspace stack ({})",
-            s(&r["reason"])
-        );
+        let reason = r.reason.as_deref().unwrap_or_default();
+        println!("  tcp:      through the userspace stack ({reason})");
     }
-    let c = &st["counters"];
+    let c = &st.counters;
     println!(
         "  flows:    {} TCP ({} open, {} failed, {} refused), {} UDP, {} pings ({} answered); {} B up, {} B down",
-        c["tcp_flows"],
-        c["tcp_open"],
-        c["tcp_failed"],
-        c["tcp_refused"],
-        c["udp_flows"],
-        c["pings"],
-        c["pongs"],
-        c["bytes_up"],
-        c["bytes_down"]
+        c.tcp_flows,
+        c.tcp_open,
+        c.tcp_failed,
+        c.tcp_refused,
+        c.udp_flows,
+        c.pings,
+        c.pongs,
+        c.bytes_up,
+        c.bytes_down
     );
     println!(
         "  dns:      {} cluster queries, {} other, {} failed",
-        c["dns_cluster"], c["dns_upstream"], c["dns_failed"]
+        c.dns_cluster, c.dns_upstream, c.dns_failed
     );
 }
 
