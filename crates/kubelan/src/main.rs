@@ -244,8 +244,14 @@ fn render_error(e: &anyhow::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Checks a renderer's output against `tests/render/<name>` (`UPDATE_GOLDEN=1` rewrites it).
+    pub(crate) fn golden(name: &str, actual: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/render").join(name);
+        kubelan_testkit::golden::check(&path, actual, "cargo test -p kubelan --bins");
+    }
 
     #[test]
     fn library_logs_stay_below_our_messages_unless_verbose() {
