@@ -182,42 +182,7 @@ pub(crate) fn report_state(session: &Session, shutdown: CancellationToken) {
 
 #[cfg(test)]
 mod tests {
-    use kubelan_session::{CarrierInfo, CarrierKind};
-
     use super::*;
-
-    #[test]
-    fn each_state_change_is_one_line_with_a_mark() {
-        let direct = CarrierInfo {
-            kind: CarrierKind::Direct,
-            peer: "10.4.7.11:30443".into(),
-            agent: "kubelan-system/kubelan-agent-x on node1".into(),
-            version: 1,
-            software: "kubelan 0.1.0".into(),
-        };
-        let why = "direct mTLS to 10.4.7.11:30443 (agent kubelan-system/kubelan-agent-x on node1): no answer to pings for 3.0 s";
-        for (state, line) in [
-            (SessionState::Connecting, "… connecting".to_string()),
-            (
-                SessionState::Connected {
-                    carriers: vec![direct],
-                    down: None,
-                },
-                "✓ connected via direct mTLS to 10.4.7.11:30443 (agent kubelan-system/kubelan-agent-x on node1)"
-                    .to_string(),
-            ),
-            (
-                SessionState::Reconnecting { error: why.into() },
-                format!("… reconnecting: {why}"),
-            ),
-            (
-                SessionState::Failed("the agent refused the session".into()),
-                "✗ failed: the agent refused the session".to_string(),
-            ),
-        ] {
-            assert_eq!(state_line(&state), line);
-        }
-    }
 
     #[test]
     fn bootstrap_errors_keep_their_cli_wording() {
