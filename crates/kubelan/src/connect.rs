@@ -7,14 +7,13 @@ use std::sync::Arc;
 
 use clap::Args;
 use ipnet::IpNet;
-use kubelan_cluster::discovery::DiscoveryOverrides;
 use kubelan_sys::journal::StateDir;
 use kubelan_vpn::ConnectOptions;
 use kubelan_vpn::connect::{DnsStatus, RouteStatus, Status};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::Output;
+use crate::{Output, PrefixArgs};
 use crate::bootstrap::AgentArgs;
 
 /// `kubelan connect` flags.
@@ -30,12 +29,8 @@ pub(crate) struct ConnectArgs {
     /// address (repeatable).
     #[arg(long, value_name = "CIDR")]
     pub(crate) force_route: Vec<IpNet>,
-    /// The cluster's Service CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    pub(crate) service_cidr: Vec<IpNet>,
-    /// The cluster's Pod CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    pub(crate) pod_cidr: Vec<IpNet>,
+    #[command(flatten)]
+    prefixes: PrefixArgs,
     /// The cluster DNS domain [default: discovered, else cluster.local].
     #[arg(long, value_name = "DOMAIN")]
     pub(crate) cluster_domain: Option<String>,
@@ -68,16 +63,6 @@ pub(crate) struct StatusArgs {
 }
 
 impl ConnectArgs {
-    /// The discovery overrides these flags give.
-    fn overrides(&self) -> DiscoveryOverrides {
-        DiscoveryOverrides {
-            service_cidrs: self.service_cidr.clone(),
-            pod_cidrs: self.pod_cidr.clone(),
-            cluster_domain: self.cluster_domain.clone(),
-            dns_server: self.cluster_dns,
-        }
-    }
-
     /// The library's options; the session starts through [`crate::bootstrap`], which asks
     /// before installing a missing agent.
     pub(crate) fn options(&self) -> ConnectOptions {
@@ -96,7 +81,9 @@ impl ConnectArgs {
             }),
             exclude: self.exclude.clone(),
             force_route: self.force_route.clone(),
-            overrides: self.overrides(),
+            overrides: self
+                .prefixes
+                .overrides(self.cluster_domain.clone(), self.cluster_dns),
             tun: self.tun.clone(),
             mtu: self.mtu,
             no_dns: self.no_dns,

@@ -10,7 +10,7 @@ use clap::Args;
 use kubelan_doctor::{Check, Options, Outcome, Verdict};
 use serde_json::json;
 
-use crate::Output;
+use crate::{Output, PrefixArgs};
 use crate::gateway;
 
 /// `kubelan doctor` flags.
@@ -26,12 +26,8 @@ pub(crate) struct DoctorArgs {
     /// first resolver].
     #[arg(long, value_name = "IP")]
     dns: Option<IpAddr>,
-    /// The cluster's Service CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    service_cidr: Vec<ipnet::IpNet>,
-    /// The cluster's Pod CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    pod_cidr: Vec<ipnet::IpNet>,
+    #[command(flatten)]
+    prefixes: PrefixArgs,
     /// The cluster DNS domain [default: discovered, else cluster.local].
     #[arg(long, value_name = "DOMAIN")]
     cluster_domain: Option<String>,
@@ -72,8 +68,8 @@ impl DoctorArgs {
             kube: self.kube.clone(),
             via: self.via,
             dns: self.dns,
-            service_cidrs: self.service_cidr.clone(),
-            pod_cidrs: self.pod_cidr.clone(),
+            service_cidrs: self.prefixes.service_cidr.clone(),
+            pod_cidrs: self.prefixes.pod_cidr.clone(),
             cluster_domain: self.cluster_domain.clone(),
             timeout: Duration::from_secs(self.timeout.max(1)),
             callback_to: self.callback_to,

@@ -12,13 +12,12 @@ use std::net::IpAddr;
 
 use clap::Args;
 use ipnet::IpNet;
-use kubelan_cluster::discovery::DiscoveryOverrides;
 use kubelan_cluster::discovery::routes::{
     self, Input, LocalNetwork, RoutesFactsError, RoutesReport, RoutesRequest,
 };
 use kubelan_routes::DEFAULT_ROUTER_AS;
 
-use crate::Output;
+use crate::{Output, PrefixArgs};
 
 /// `kubelan routes` flags.
 #[derive(Args, Debug)]
@@ -45,12 +44,8 @@ pub(crate) struct RoutesArgs {
     /// gateway, which answers DNS on its LAN address].
     #[arg(long, value_name = "IP")]
     dns_target: Option<IpAddr>,
-    /// The cluster's Service CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    service_cidr: Vec<IpNet>,
-    /// The cluster's Pod CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    pod_cidr: Vec<IpNet>,
+    #[command(flatten)]
+    prefixes: PrefixArgs,
     /// The cluster DNS domain [default: cluster.local].
     #[arg(long, value_name = "DOMAIN")]
     cluster_domain: Option<String>,
@@ -104,12 +99,7 @@ pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
         gateway: args.gateway,
         lan: args.lan,
         dns_target: args.dns_target,
-        overrides: DiscoveryOverrides {
-            service_cidrs: args.service_cidr,
-            pod_cidrs: args.pod_cidr,
-            cluster_domain: args.cluster_domain,
-            dns_server: args.cluster_dns,
-        },
+        overrides: args.prefixes.overrides(args.cluster_domain, args.cluster_dns),
         bgp: args.bgp,
         router_ip: args.router_ip,
         router_as: args.router_as,
