@@ -9,12 +9,11 @@ use clap::Args;
 use ipnet::IpNet;
 use kubelan_sys::journal::StateDir;
 use kubelan_vpn::ConnectOptions;
-use kubelan_vpn::connect::{DnsStatus, RouteStatus, Status};
-use serde_json::json;
+use kubelan_vpn::connect::{DnsStatus, Status};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Output, PrefixArgs};
 use crate::bootstrap::AgentArgs;
+use crate::{Output, PrefixArgs};
 
 /// `kubelan connect` flags.
 #[derive(Args, Debug)]
@@ -123,42 +122,25 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let preview = kubelan_vpn::connect::preview(&args.kube).await?;
-    let (facts, plan) = (&preview.facts, &preview.plan);
     if args.output == Output::Json {
-        let (planned, conflicts): (Vec<RouteStatus>, Vec<String>) = match plan {
-            Ok(p) => (p.routes.iter().map(RouteStatus::from).collect(), Vec::new()),
-            Err(c) => (Vec::new(), c.iter().map(|c| c.to_string()).collect()),
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "state": "not connected",
-                "context": preview.context,
-                "server": preview.server,
-                "facts": facts,
-                "planned_routes": planned,
-                "conflicts": conflicts,
-            }))?
-        );
+        let doc = serde_json::to_value(&preview)?;
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "not connected (context {}, {})\n",
+        preview.context, preview.server
+    );
+    println!("{}", preview.facts);
+    if preview.conflicts.is_empty() {
+        println!("\n`sudo kubelan connect` would route:");
+        for r in &preview.planned_routes {
+            println!("  {:<20} {}", r.prefix, r.why);
+        }
     } else {
-        println!(
-            "not connected (context {}, {})\n",
-            preview.context, preview.server
-        );
-        println!("{facts}");
-        match plan {
-            Ok(p) => {
-                println!("\n`sudo kubelan connect` would route:");
-                for r in &p.routes {
-                    println!("  {:<20} {}", r.dst.to_string(), r.why);
-                }
-            }
-            Err(conflicts) => {
-                println!("\n`kubelan connect` would refuse; overlaps with this machine:");
-                for c in conflicts {
-                    println!("  • {c}");
-                }
-            }
+        println!("\n`kubelan connect` would refuse; overlaps with this machine:");
+        for c in &preview.conflicts {
+            println!("  • {c}");
         }
     }
     Ok(ExitCode::SUCCESS)

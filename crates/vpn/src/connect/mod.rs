@@ -724,16 +724,21 @@ async fn with_agent_domain(mut facts: ClusterFacts, session: &Session) -> Cluste
 }
 
 /// What `kubelan status` shows without a running connect: the cluster and what a connect
-/// would route.
+/// would route (its JSON form is `status --output json`'s document then).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Preview {
+    /// `not connected`.
+    pub state: &'static str,
     /// The kubeconfig context.
     pub context: String,
     /// The API server.
     pub server: String,
     /// The cluster's facts.
     pub facts: ClusterFacts,
-    /// The routes a connect would add, or the overlaps that would stop it.
-    pub plan: Result<RoutePlan, Vec<Conflict>>,
+    /// The routes a connect would add (none when it would refuse).
+    pub planned_routes: Vec<RouteStatus>,
+    /// The overlaps with this machine that would stop a connect.
+    pub conflicts: Vec<String>,
 }
 
 /// Discovers the cluster and plans a connect's routes against this machine, changing
@@ -746,11 +751,17 @@ pub async fn preview(kube: &KubeArgs) -> anyhow::Result<Preview> {
     let facts = discovery::discover(&cc, &DiscoveryOverrides::default()).await?;
     let (routes, addrs) = local_network("kubelan0").await.unwrap_or_default();
     let plan = discovery::plan_routes(&facts, &routes, &addrs, &RouteOptions::default());
+    let (planned_routes, conflicts) = match plan {
+        Ok(p) => (p.routes.iter().map(RouteStatus::from).collect(), Vec::new()),
+        Err(c) => (Vec::new(), c.iter().map(Conflict::to_string).collect()),
+    };
     Ok(Preview {
+        state: "not connected",
         context: cc.context,
         server: cc.server,
         facts,
-        plan,
+        planned_routes,
+        conflicts,
     })
 }
 
