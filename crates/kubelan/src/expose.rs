@@ -247,17 +247,9 @@ impl SessionArgs {
             command: std::env::args().collect::<Vec<_>>().join(" "),
             mode,
         };
-        let agent = crate::bootstrap::AgentArgs {
-            kube,
-            agent_namespace: self.agent_namespace.clone(),
-            carrier: crate::bootstrap::CarrierChoice::Auto,
-            carriers: Some(1),
-            install: false,
-            agent: None,
-            credentials: None,
-        };
+        let agent = request.bootstrap_options();
         let start = |config, stop| async move {
-            crate::bootstrap::start_with(&agent, config, stop, &[])
+            crate::bootstrap::start_with(&agent, false, config, stop, &[])
                 .await
                 .map(|s| s.session)
         };
