@@ -107,7 +107,14 @@ pub(crate) async fn start(
     routed: &[IpNet],
 ) -> anyhow::Result<Started> {
     let opts = args.options();
-    start_with(&opts, args.install, SessionConfig::default(), shutdown, routed).await
+    start_with(
+        &opts,
+        args.install,
+        SessionConfig::default(),
+        shutdown,
+        routed,
+    )
+    .await
 }
 
 /// [`start`] from the library's options, with the session's settings (for example

@@ -10,8 +10,8 @@ use clap::Args;
 use kubelan_doctor::{Check, Options, Outcome, Verdict};
 use serde_json::json;
 
-use crate::{Output, PrefixArgs};
 use crate::gateway;
+use crate::{Output, PrefixArgs};
 
 /// `kubelan doctor` flags.
 #[derive(Args, Debug)]

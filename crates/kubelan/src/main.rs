@@ -276,7 +276,9 @@ pub(crate) mod tests {
 
     /// Checks a renderer's output against `tests/render/<name>` (`UPDATE_GOLDEN=1` rewrites it).
     pub(crate) fn golden(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/render").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/render")
+            .join(name);
         kubelan_testkit::golden::check(&path, actual, "cargo test -p kubelan --bins");
     }
 

@@ -99,7 +99,9 @@ pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
         gateway: args.gateway,
         lan: args.lan,
         dns_target: args.dns_target,
-        overrides: args.prefixes.overrides(args.cluster_domain, args.cluster_dns),
+        overrides: args
+            .prefixes
+            .overrides(args.cluster_domain, args.cluster_dns),
         bgp: args.bgp,
         router_ip: args.router_ip,
         router_as: args.router_as,

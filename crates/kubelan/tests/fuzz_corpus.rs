@@ -45,7 +45,11 @@ const TARGETS: [Target; 30] = [
     ("proc_stat", kubelan_lab::fuzz_entry::proc_stat, 10),
     ("pod_report", kubelan_doctor::fuzz_entry::pod_report, 10),
     ("proc_net_udp", kubelan_doctor::fuzz_entry::proc_net_udp, 10),
-    ("connect_status", kubelan_vpn::fuzz_entry::connect_status, 10),
+    (
+        "connect_status",
+        kubelan_vpn::fuzz_entry::connect_status,
+        10,
+    ),
     (
         "session_args",
         kubelan_cluster::fuzz_entry::session_args,

@@ -560,8 +560,7 @@ async fn serve(
     });
     let quit = CancellationToken::new();
     let status_live = live.clone();
-    let control =
-        control::serve(
+    let control = control::serve(
         guard,
         Arc::new(move || serde_json::to_value(status_live.status()).unwrap_or_default()),
         quit.clone(),
