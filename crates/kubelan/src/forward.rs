@@ -114,9 +114,9 @@ impl Ui {
             ));
         }
         match self.screen.mode {
-            Mode::Json => self.screen.json(
-                &serde_json::json!({"event": "addresses", "entries": entries.iter().map(|e| serde_json::json!({"ip": e.ip, "names": e.names})).collect::<Vec<_>>()}),
-            ),
+            Mode::Json => self
+                .screen
+                .json(&serde_json::json!({"event": "addresses", "entries": entries})),
             Mode::Lines => self.screen.print(&text),
             Mode::Table => {
                 self.screen.print(&text);
