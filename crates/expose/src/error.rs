@@ -2,6 +2,7 @@
 
 use kubelan_cluster::ClusterError;
 use kubelan_cluster::error::describe;
+use kubelan_cluster::session_objects::Mode;
 
 use kubelan_cluster::replace::NotReplaceable;
 
@@ -111,7 +112,47 @@ pub enum ExposeError {
     },
 }
 
+impl ExposeError {
+    /// The error in the words of every other mode: API failures name the context, server
+    /// and user, and permission failures what `mode`'s user needs (`kubelan rbac MODE`).
+    pub fn explain(self, cc: &kubelan_cluster::ClusterClient, mode: Mode) -> ExposeError {
+        let hint = rbac_hint(mode);
+        match self {
+            ExposeError::Api { action, source } => {
+                ClusterError::from_api(action, source, &cc.target(), &hint).into()
+            }
+            ExposeError::Cluster(e) => cc.explain(e, &hint).into(),
+            e => e,
+        }
+    }
+}
+
+/// Where a permission or API error of `mode` sends the user.
+pub fn rbac_hint(mode: Mode) -> String {
+    let m = mode.as_str();
+    format!(
+        "`kubelan rbac {m}` prints a ClusterRole granting what {m} needs; ask an admin of the namespace to bind it to you"
+    )
+}
+
 pub(crate) fn api(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ExposeError {
     let action = action.into();
     move |source| ExposeError::Api { action, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_mode_names_its_rbac_command() {
+        assert_eq!(
+            rbac_hint(Mode::Replace),
+            "`kubelan rbac replace` prints a ClusterRole granting what replace needs; ask an admin of the namespace to bind it to you"
+        );
+        assert!(
+            rbac_hint(Mode::Run)
+                .starts_with("`kubelan rbac run` prints a ClusterRole granting what run needs;")
+        );
+    }
 }

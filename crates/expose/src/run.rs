@@ -171,6 +171,18 @@ pub enum RunError {
     },
 }
 
+impl RunError {
+    /// The session's failures in the words of every other mode ([`ExposeError::explain`]).
+    pub fn explain(self, cc: &kubelan_cluster::ClusterClient) -> RunError {
+        match self {
+            RunError::Session(e) => {
+                RunError::Session(e.explain(cc, kubelan_cluster::session_objects::Mode::Run))
+            }
+            e => e,
+        }
+    }
+}
+
 /// Whether a received `sig` is passed on to the program. A terminal sends Ctrl-C (SIGINT)
 /// and its hang-up (SIGHUP) to every process of its foreground process group, the program
 /// included: passing them on again would deliver them twice (and a second Ctrl-C means

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kubelan_cluster::session_objects::Mode;
 use kubelan_cluster::{ClusterClient, ClusterError, KubeArgs};
+use kubelan_session::bootstrap::{BootstrapOptions, CarrierChoice};
 use kubelan_session::{Session, SessionConfig, SessionState};
 use tokio_util::sync::CancellationToken;
 
@@ -84,6 +85,21 @@ pub struct SessionRequest {
     pub command: String,
     /// Which command runs the session.
     pub mode: Mode,
+}
+
+impl SessionRequest {
+    /// The agent session a way-back mode starts: one carrier (it carries a handful of
+    /// flows to one relay), direct mutual TLS when reachable, else port-forward.
+    pub fn bootstrap_options(&self) -> BootstrapOptions {
+        BootstrapOptions {
+            kube: self.kube.clone(),
+            agent_namespace: self.agent_namespace.clone(),
+            carrier: CarrierChoice::Auto,
+            carriers: Some(1),
+            agent: None,
+            credentials: None,
+        }
+    }
 }
 
 /// Connects to the API and, per `req.via`, to the agent: the client and the options of a

@@ -55,6 +55,17 @@ pub enum ForwardError {
         /// What to do about it.
         hint: String,
     },
+    /// Connecting to the cluster or checking permissions failed.
+    #[error(transparent)]
+    Cluster(#[from] kubelan_cluster::ClusterError),
+    /// The user lacks permissions the request uses.
+    #[error("kubelan forward needs these permissions (context {context:?}): {source}")]
+    Forbidden {
+        /// The kubeconfig context.
+        context: String,
+        /// The missing permissions and the fix.
+        source: kubelan_cluster::ClusterError,
+    },
     /// An API request failed (other than a missing object).
     #[error(
         "{action}: {}; check that the API server is reachable and your credentials are valid",

@@ -96,4 +96,16 @@ impl HostsBlock {
         self.added = true;
         Ok(())
     }
+
+    /// Writes `entries` ([`HostsBlock::write`]) and says so: the event to show.
+    ///
+    /// # Errors
+    /// The hosts file cannot be rewritten.
+    pub fn publish(&mut self, entries: &[HostsEntry]) -> Result<crate::Event, HostsError> {
+        self.write(entries)?;
+        Ok(crate::Event::Hosts {
+            path: self.path.display().to_string(),
+            entries: entries.len(),
+        })
+    }
 }

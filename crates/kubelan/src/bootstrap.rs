@@ -106,30 +106,38 @@ pub(crate) async fn start(
     shutdown: CancellationToken,
     routed: &[IpNet],
 ) -> anyhow::Result<Started> {
-    start_with(args, SessionConfig::default(), shutdown, routed).await
+    let opts = args.options();
+    start_with(
+        &opts,
+        args.install,
+        SessionConfig::default(),
+        shutdown,
+        routed,
+    )
+    .await
 }
 
-/// [`start`] with the session's settings (for example capabilities the agent must have).
-/// A missing agent is installed after asking (or at once with `--install`), then the
-/// session starts.
+/// [`start`] from the library's options, with the session's settings (for example
+/// capabilities the agent must have). A missing agent is installed after asking (or at
+/// once with `install`, `--install`), then the session starts.
 pub(crate) async fn start_with(
-    args: &AgentArgs,
+    opts: &bootstrap::BootstrapOptions,
+    install: bool,
     config: SessionConfig,
     shutdown: CancellationToken,
     routed: &[IpNet],
 ) -> anyhow::Result<Started> {
-    let opts = args.options();
-    let first = bootstrap::start(&opts, config.clone(), shutdown.clone(), routed, &say)
+    let first = bootstrap::start(opts, config.clone(), shutdown.clone(), routed, &say)
         .await
         .map_err(cli_error)?;
     let namespace = match first {
         Bootstrap::Started(s) => return Ok(s),
         Bootstrap::NotInstalled { namespace } => namespace,
     };
-    if !(args.install || confirm_install(&namespace)?) {
+    if !(install || confirm_install(&namespace)?) {
         return Err(ClusterError::NotInstalled { namespace }.into());
     }
-    let cc = kubelan_cluster::connect(&args.kube).await?;
+    let cc = kubelan_cluster::connect(&opts.kube).await?;
     let target = cc.target();
     let install = kubelan_cluster::InstallOptions {
         namespace: namespace.clone(),
@@ -142,7 +150,7 @@ pub(crate) async fn start_with(
     .await
     .map_err(|e| e.explain(&target, INSTALL_HINT))?;
     eprintln!("{}", kubelan_cluster::cli::install_summary(&report));
-    match bootstrap::start(&opts, config, shutdown, routed, &say)
+    match bootstrap::start(opts, config, shutdown, routed, &say)
         .await
         .map_err(cli_error)?
     {
@@ -182,42 +190,7 @@ pub(crate) fn report_state(session: &Session, shutdown: CancellationToken) {
 
 #[cfg(test)]
 mod tests {
-    use kubelan_session::{CarrierInfo, CarrierKind};
-
     use super::*;
-
-    #[test]
-    fn each_state_change_is_one_line_with_a_mark() {
-        let direct = CarrierInfo {
-            kind: CarrierKind::Direct,
-            peer: "10.4.7.11:30443".into(),
-            agent: "kubelan-system/kubelan-agent-x on node1".into(),
-            version: 1,
-            software: "kubelan 0.1.0".into(),
-        };
-        let why = "direct mTLS to 10.4.7.11:30443 (agent kubelan-system/kubelan-agent-x on node1): no answer to pings for 3.0 s";
-        for (state, line) in [
-            (SessionState::Connecting, "… connecting".to_string()),
-            (
-                SessionState::Connected {
-                    carriers: vec![direct],
-                    down: None,
-                },
-                "✓ connected via direct mTLS to 10.4.7.11:30443 (agent kubelan-system/kubelan-agent-x on node1)"
-                    .to_string(),
-            ),
-            (
-                SessionState::Reconnecting { error: why.into() },
-                format!("… reconnecting: {why}"),
-            ),
-            (
-                SessionState::Failed("the agent refused the session".into()),
-                "✗ failed: the agent refused the session".to_string(),
-            ),
-        ] {
-            assert_eq!(state_line(&state), line);
-        }
-    }
 
     #[test]
     fn bootstrap_errors_keep_their_cli_wording() {

@@ -7,14 +7,13 @@ use std::sync::Arc;
 
 use clap::Args;
 use ipnet::IpNet;
-use kubelan_cluster::discovery::DiscoveryOverrides;
 use kubelan_sys::journal::StateDir;
 use kubelan_vpn::ConnectOptions;
-use serde_json::json;
+use kubelan_vpn::connect::{DnsStatus, Status};
 use tokio_util::sync::CancellationToken;
 
-use crate::Output;
 use crate::bootstrap::AgentArgs;
+use crate::{Output, PrefixArgs};
 
 /// `kubelan connect` flags.
 #[derive(Args, Debug)]
@@ -29,12 +28,8 @@ pub(crate) struct ConnectArgs {
     /// address (repeatable).
     #[arg(long, value_name = "CIDR")]
     pub(crate) force_route: Vec<IpNet>,
-    /// The cluster's Service CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    pub(crate) service_cidr: Vec<IpNet>,
-    /// The cluster's Pod CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    pub(crate) pod_cidr: Vec<IpNet>,
+    #[command(flatten)]
+    prefixes: PrefixArgs,
     /// The cluster DNS domain [default: discovered, else cluster.local].
     #[arg(long, value_name = "DOMAIN")]
     pub(crate) cluster_domain: Option<String>,
@@ -67,16 +62,6 @@ pub(crate) struct StatusArgs {
 }
 
 impl ConnectArgs {
-    /// The discovery overrides these flags give.
-    fn overrides(&self) -> DiscoveryOverrides {
-        DiscoveryOverrides {
-            service_cidrs: self.service_cidr.clone(),
-            pod_cidrs: self.pod_cidr.clone(),
-            cluster_domain: self.cluster_domain.clone(),
-            dns_server: self.cluster_dns,
-        }
-    }
-
     /// The library's options; the session starts through [`crate::bootstrap`], which asks
     /// before installing a missing agent.
     pub(crate) fn options(&self) -> ConnectOptions {
@@ -95,7 +80,9 @@ impl ConnectArgs {
             }),
             exclude: self.exclude.clone(),
             force_route: self.force_route.clone(),
-            overrides: self.overrides(),
+            overrides: self
+                .prefixes
+                .overrides(self.cluster_domain.clone(), self.cluster_dns),
             tun: self.tun.clone(),
             mtu: self.mtu,
             no_dns: self.no_dns,
@@ -127,132 +114,86 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(st) = running {
         if args.output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(&st)?);
+            let doc = serde_json::to_value(&st)?;
+            println!("{}", serde_json::to_string_pretty(&doc)?);
         } else {
             print_running(&st);
         }
         return Ok(ExitCode::SUCCESS);
     }
     let preview = kubelan_vpn::connect::preview(&args.kube).await?;
-    let (facts, plan) = (&preview.facts, &preview.plan);
     if args.output == Output::Json {
-        let (planned, conflicts) = match plan {
-            Ok(p) => (
-                p.routes
-                    .iter()
-                    .map(|r| json!({"prefix": r.dst.to_string(), "why": r.why}))
-                    .collect(),
-                Vec::new(),
-            ),
-            Err(c) => (Vec::new(), c.iter().map(|c| c.to_string()).collect()),
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "state": "not connected",
-                "context": preview.context,
-                "server": preview.server,
-                "facts": facts,
-                "planned_routes": planned,
-                "conflicts": conflicts,
-            }))?
-        );
+        let doc = serde_json::to_value(&preview)?;
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "not connected (context {}, {})\n",
+        preview.context, preview.server
+    );
+    println!("{}", preview.facts);
+    if preview.conflicts.is_empty() {
+        println!("\n`sudo kubelan connect` would route:");
+        for r in &preview.planned_routes {
+            println!("  {:<20} {}", r.prefix, r.why);
+        }
     } else {
-        println!(
-            "not connected (context {}, {})\n",
-            preview.context, preview.server
-        );
-        println!("{facts}");
-        match plan {
-            Ok(p) => {
-                println!("\n`sudo kubelan connect` would route:");
-                for r in &p.routes {
-                    println!("  {:<20} {}", r.dst.to_string(), r.why);
-                }
-            }
-            Err(conflicts) => {
-                println!("\n`kubelan connect` would refuse; overlaps with this machine:");
-                for c in conflicts {
-                    println!("  • {c}");
-                }
-            }
+        println!("\n`kubelan connect` would refuse; overlaps with this machine:");
+        for c in &preview.conflicts {
+            println!("  • {c}");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_running(st: &serde_json::Value) {
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
-    let join = |v: &serde_json::Value, sep: &str| {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(s)
-            .collect::<Vec<_>>()
-            .join(sep)
-    };
-    println!(
-        "kubelan connect (pid {}), since {}",
-        st["pid"],
-        s(&st["since"])
-    );
-    println!("  state:    {}", s(&st["detail"]));
-    println!(
-        "  tun:      {} (mtu {})",
-        s(&st["tun"]["name"]),
-        st["tun"]["mtu"]
-    );
+fn print_running(st: &Status) {
+    println!("kubelan connect (pid {}), since {}", st.pid, st.since);
+    println!("  state:    {}", st.detail);
+    println!("  tun:      {} (mtu {})", st.tun.name, st.tun.mtu);
     println!("  routes:");
-    for r in st["routes"].as_array().into_iter().flatten() {
-        println!("    {:<20} {}", s(&r["prefix"]), s(&r["why"]));
+    for r in &st.routes {
+        println!("    {:<20} {}", r.prefix, r.why);
     }
-    for p in st["pinned"].as_array().into_iter().flatten() {
-        println!(
-            "    {:<20} kept outside the tunnel (API server or agent address)",
-            s(p)
-        );
+    for p in &st.pinned {
+        println!("    {p:<20} kept outside the tunnel (API server or agent address)");
     }
-    let dns = &st["dns"];
-    if dns["configured"] == true {
-        println!(
+    match &st.dns {
+        DnsStatus::Configured(d) => println!(
             "  dns:      {} via {}; search {}; other names → {}",
-            join(&dns["routing_domains"], " "),
-            s(&dns["backend"]),
-            join(&dns["search"], " "),
-            join(&dns["upstreams"], ", ")
-        );
-    } else {
-        println!("  dns:      not configured");
+            d.routing_domains.join(" "),
+            d.backend,
+            d.search.join(" "),
+            d.upstreams.join(", ")
+        ),
+        DnsStatus::NotConfigured { .. } => println!("  dns:      not configured"),
     }
-    let r = &st["redirect"];
-    if r["active"] == true {
+    let r = &st.redirect;
+    if r.active {
         println!(
             "  tcp:      redirected by nftables table {} to {} (kernel TCP)",
-            s(&r["table"]),
-            join(&r["listen"], ", ")
+            r.table.as_deref().unwrap_or_default(),
+            r.listen.as_deref().unwrap_or_default().join(", ")
         );
     } else {
-        println!(
-            "  tcp:      through the userspace stack ({})",
-            s(&r["reason"])
-        );
+        let reason = r.reason.as_deref().unwrap_or_default();
+        println!("  tcp:      through the userspace stack ({reason})");
     }
-    let c = &st["counters"];
+    let c = &st.counters;
     println!(
         "  flows:    {} TCP ({} open, {} failed, {} refused), {} UDP, {} pings ({} answered); {} B up, {} B down",
-        c["tcp_flows"],
-        c["tcp_open"],
-        c["tcp_failed"],
-        c["tcp_refused"],
-        c["udp_flows"],
-        c["pings"],
-        c["pongs"],
-        c["bytes_up"],
-        c["bytes_down"]
+        c.tcp_flows,
+        c.tcp_open,
+        c.tcp_failed,
+        c.tcp_refused,
+        c.udp_flows,
+        c.pings,
+        c.pongs,
+        c.bytes_up,
+        c.bytes_down
     );
     println!(
         "  dns:      {} cluster queries, {} other, {} failed",
-        c["dns_cluster"], c["dns_upstream"], c["dns_failed"]
+        c.dns_cluster, c.dns_upstream, c.dns_failed
     );
 }
 

@@ -10,8 +10,8 @@ use clap::Args;
 use kubelan_doctor::{Check, Options, Outcome, Verdict};
 use serde_json::json;
 
-use crate::Output;
 use crate::gateway;
+use crate::{Output, PrefixArgs};
 
 /// `kubelan doctor` flags.
 #[derive(Args, Debug)]
@@ -26,12 +26,8 @@ pub(crate) struct DoctorArgs {
     /// first resolver].
     #[arg(long, value_name = "IP")]
     dns: Option<IpAddr>,
-    /// The cluster's Service CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    service_cidr: Vec<ipnet::IpNet>,
-    /// The cluster's Pod CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    pod_cidr: Vec<ipnet::IpNet>,
+    #[command(flatten)]
+    prefixes: PrefixArgs,
     /// The cluster DNS domain [default: discovered, else cluster.local].
     #[arg(long, value_name = "DOMAIN")]
     cluster_domain: Option<String>,
@@ -72,8 +68,8 @@ impl DoctorArgs {
             kube: self.kube.clone(),
             via: self.via,
             dns: self.dns,
-            service_cidrs: self.service_cidr.clone(),
-            pod_cidrs: self.pod_cidr.clone(),
+            service_cidrs: self.prefixes.service_cidr.clone(),
+            pod_cidrs: self.prefixes.pod_cidr.clone(),
             cluster_domain: self.cluster_domain.clone(),
             timeout: Duration::from_secs(self.timeout.max(1)),
             callback_to: self.callback_to,
@@ -144,99 +140,61 @@ fn render_end(outcome: &Outcome, json: bool) -> serde_json::Result<String> {
 mod tests {
     use super::*;
 
-    fn outcome() -> Outcome {
+    /// Every verdict, with and without a fix: the lines as made, the summary of a failed
+    /// and of a passed run, and the JSON document (in `tests/render/doctor.txt`).
+    #[test]
+    fn checks_render_as_their_golden_lines() {
         let check = |step, verdict, what: &str, fix: Option<&str>| Check {
             step,
             verdict,
             what: what.into(),
             fix: fix.map(String::from),
         };
-        Outcome {
-            checks: vec![
-                check(
-                    "api",
-                    Verdict::Pass,
-                    "https://10.4.7.11:6443 answers (Kubernetes 1.33, context lab)",
-                    None,
-                ),
-                check(
-                    "routes",
-                    Verdict::Info,
-                    "pods 172.17.32.0/19: via kubelan0 ",
-                    None,
-                ),
-                check(
-                    "dns",
-                    Verdict::Warn,
-                    "10.4.7.11 answers names outside the cluster with REFUSED",
-                    Some("give it a resolver that does"),
-                ),
-                check(
-                    "return",
-                    Verdict::Fail,
-                    "pods on node1 answer, pods on node2 do not",
-                    Some("run the gateway with SNAT"),
-                ),
-                check(
-                    "callback",
-                    Verdict::Skip,
-                    "pass --callback-to PC:PORT",
-                    None,
-                ),
-            ],
-        }
-    }
-
-    #[test]
-    fn human_lines_are_as_before() {
-        let o = outcome();
-        let text: String =
-            o.checks.iter().map(render_check).collect::<String>() + &render_end(&o, false).unwrap();
-        assert_eq!(
-            text,
-            "\
-✓ api        https://10.4.7.11:6443 answers (Kubernetes 1.33, context lab)
-· routes     pods 172.17.32.0/19: via kubelan0 
-! dns        10.4.7.11 answers names outside the cluster with REFUSED
-             fix: give it a resolver that does
-✗ return     pods on node1 answer, pods on node2 do not
-             fix: run the gateway with SNAT
-- callback   pass --callback-to PC:PORT
-
-1 check(s) failed
-"
-        );
-        let passed = Outcome {
-            checks: o.checks[..2].to_vec(),
+        let checks = vec![
+            check(
+                "api",
+                Verdict::Pass,
+                "https://10.4.7.11:6443 answers (Kubernetes 1.33, context lab)",
+                None,
+            ),
+            check(
+                "routes",
+                Verdict::Info,
+                "pods 172.17.32.0/19: via kubelan0 ",
+                None,
+            ),
+            check(
+                "dns",
+                Verdict::Warn,
+                "10.4.7.11 answers names outside the cluster with REFUSED",
+                Some("give it a resolver that does"),
+            ),
+            check(
+                "return",
+                Verdict::Fail,
+                "pods on node1 answer, pods on node2 do not",
+                Some("run the gateway with SNAT"),
+            ),
+            check(
+                "callback",
+                Verdict::Skip,
+                "pass --callback-to PC:PORT",
+                None,
+            ),
+        ];
+        let end = |checks: &[Check], json| {
+            render_end(
+                &Outcome {
+                    checks: checks.to_vec(),
+                },
+                json,
+            )
+            .unwrap()
         };
-        assert_eq!(render_end(&passed, false).unwrap(), "\nall checks passed\n");
-    }
-
-    #[test]
-    fn json_is_one_document_with_every_check() {
-        let o = Outcome {
-            checks: outcome().checks[2..4].to_vec(),
-        };
-        assert_eq!(
-            render_end(&o, true).unwrap(),
-            r#"{
-  "checks": [
-    {
-      "fix": "give it a resolver that does",
-      "step": "dns",
-      "verdict": "warn",
-      "what": "10.4.7.11 answers names outside the cluster with REFUSED"
-    },
-    {
-      "fix": "run the gateway with SNAT",
-      "step": "return",
-      "verdict": "fail",
-      "what": "pods on node1 answer, pods on node2 do not"
-    }
-  ],
-  "ok": false
-}
-"#
-        );
+        let text = checks.iter().map(render_check).collect::<String>()
+            + &end(&checks, false)
+            + &end(&checks[..2], false)
+            + &end(&checks[2..4], true);
+        crate::tests::golden("doctor.txt", &text);
     }
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use kubelan_session::SessionState;
-use kubelan_vpn::event::{Event, EventSink, Summary};
+use kubelan_vpn::event::{Event, EventSink};
 use serde_json::{Value, json};
 
 use crate::bootstrap::state_line;
@@ -57,10 +57,6 @@ fn lan_upstreams(upstreams: &[IpAddr]) -> String {
     } else {
         joined(upstreams, ", ")
     }
-}
-
-fn summary_fields(s: &Summary) -> Value {
-    json!({"clients": s.clients, "flows": s.flows, "bytes_up": s.bytes_up, "bytes_down": s.bytes_down, "dns_cluster": s.dns_cluster, "dns_other": s.dns_other, "dns_refused": s.dns_refused, "dns_malformed": s.dns_malformed})
 }
 
 /// The session state's JSON name.
@@ -235,7 +231,11 @@ pub(crate) fn render(e: &Event) -> Rendered {
             json!({"state": "stopping"}),
             "… stopping, removing the firewall table and restoring forwarding".into(),
         ),
-        Event::Summary(s) => event("summary", summary_fields(s), s.line()),
+        Event::Summary(s) => event(
+            "summary",
+            serde_json::to_value(s).unwrap_or(Value::Null),
+            s.line(),
+        ),
         Event::LiveSummary(s) => Rendered::InPlace(format!("\r\x1b[2K{}", s.line())),
         Event::LiveSummaryEnd => Rendered::Stderr(String::new()),
         Event::Restored { outcome } => event(
@@ -290,55 +290,51 @@ pub(crate) fn printer(json: bool) -> EventSink {
 
 #[cfg(test)]
 mod tests {
-    use kubelan_vpn::event::DnsConfigured;
+    use kubelan_session::{CarrierInfo, CarrierKind};
+    use kubelan_vpn::event::{DnsConfigured, Summary};
 
     use super::*;
 
-    /// Every event as both renderings, one block per event: the specification of what
-    /// `connect` and `gateway` print (the texts are those the binary printed before the
-    /// modes moved into `kubelan-vpn`).
-    fn both(e: Event) -> String {
-        match render(&e) {
-            Rendered::Event {
-                name,
-                fields,
-                human,
-            } => format!(
-                "{human}\n{}\n",
-                json_line(name, fields, "2026-01-02T03:04:05Z")
-            ),
-            Rendered::Stderr(l) => format!("stderr: {l}\n"),
-            Rendered::Stdout(l) => format!("stdout: {l}\n"),
-            Rendered::InPlace(t) => format!("in place: {t:?}\n"),
-        }
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn connect_events_render_as_before() {
-        let mut out = String::new();
-        for e in [
+    /// One sample of every event (both modes, every session state): the specification of
+    /// what `connect` and `gateway` print, both renderings of each in `tests/render/events.txt`
+    /// (the texts are those the binary printed before the modes moved into `kubelan-vpn`).
+    fn samples() -> Vec<Event> {
+        let net = |s: &str| s.parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let message = |m: &str| m.to_string();
+        let summary = Summary {
+            clients: 2,
+            flows: 7,
+            bytes_up: 1536,
+            bytes_down: 3 * 1024 * 1024,
+            dns_cluster: 4,
+            dns_other: 1,
+            ..Summary::default()
+        };
+        let why = "direct mTLS to 10.4.7.11:30443 (agent kubelan-system/kubelan-agent-x on node1): no answer to pings for 3.0 s";
+        let direct = CarrierInfo {
+            kind: CarrierKind::Direct,
+            peer: "10.4.7.11:30443".into(),
+            agent: "kubelan-system/kubelan-agent-x on node1".into(),
+            version: 1,
+            software: "kubelan 0.1.0".into(),
+        };
+        vec![
             Event::Cleanup {
-                message: "removed route 172.17.16.0/20 dev kubelan0".into(),
+                message: message("removed route 172.17.16.0/20 dev kubelan0"),
             },
             Event::Discovering,
             Event::Note {
-                message: "cluster domain: assuming cluster.local".into(),
+                message: message("cluster domain: assuming cluster.local"),
             },
             Event::Warning {
-                message: "--exclude 10.0.0.0/8 matches no cluster prefix".into(),
+                message: message("--exclude 10.0.0.0/8 matches no cluster prefix"),
             },
             Event::Routes {
                 tun: "kubelan0".into(),
                 routes: vec![
-                    ("172.17.16.0/20".parse().unwrap(), "services: flag".into()),
-                    (
-                        "172.17.32.0/19".parse().unwrap(),
-                        "pods: node podCIDRs".into(),
-                    ),
+                    (net("172.17.16.0/20"), "services: flag".into()),
+                    (net("172.17.32.0/19"), "pods: node podCIDRs".into()),
                 ],
             },
             Event::Dns {
@@ -348,20 +344,18 @@ mod tests {
                     backend: "systemd-resolved".into(),
                     server: "172.17.16.10".into(),
                     routing_domains: vec!["cluster.local".into()],
-                    search: vec![
-                        "default.svc.cluster.local".into(),
-                        "svc.cluster.local".into(),
-                        "cluster.local".into(),
-                    ],
+                    search: ["default.svc.", "svc.", ""]
+                        .map(|s| format!("{s}cluster.local"))
+                        .to_vec(),
                     upstreams: vec![],
                 },
             },
             Event::NoClusterDns,
             Event::TcpOnStack {
-                reason: "nft: command not found (install nftables)".into(),
+                reason: message("nft: command not found (install nftables)"),
             },
             Event::Ipv6TcpOnStack {
-                error: "address family not supported".into(),
+                error: message("address family not supported"),
             },
             Event::Redirect {
                 table: "inet kubelan_connect".into(),
@@ -372,68 +366,14 @@ mod tests {
             Event::Quitting,
             Event::Disconnecting,
             Event::Restored {
-                outcome: "removed link kubelan0".into(),
+                outcome: message("removed link kubelan0"),
             },
             Event::RestoreIncomplete,
             Event::NoCrashWatcher {
-                error: "pidfd_open: not supported".into(),
+                error: message("pidfd_open: not supported"),
             },
-        ] {
-            out.push_str(&both(e));
-        }
-        let expected = r#"• left by an earlier run: removed route 172.17.16.0/20 dev kubelan0
-{"event":"cleanup","message":"removed route 172.17.16.0/20 dev kubelan0","time":"2026-01-02T03:04:05Z"}
-… discovering the cluster
-{"event":"state","state":"discovering","time":"2026-01-02T03:04:05Z"}
-  note: cluster domain: assuming cluster.local
-{"event":"note","message":"cluster domain: assuming cluster.local","time":"2026-01-02T03:04:05Z"}
-  warning: --exclude 10.0.0.0/8 matches no cluster prefix
-{"event":"warning","message":"--exclude 10.0.0.0/8 matches no cluster prefix","time":"2026-01-02T03:04:05Z"}
-✓ route 172.17.16.0/20 → kubelan0 (services: flag)
-✓ route 172.17.32.0/19 → kubelan0 (pods: node podCIDRs)
-{"event":"routes","routes":[{"prefix":"172.17.16.0/20","why":"services: flag"},{"prefix":"172.17.32.0/19","why":"pods: node podCIDRs"}],"time":"2026-01-02T03:04:05Z","tun":"kubelan0"}
-✓ DNS: *.cluster.local → 172.17.16.10 (through the tunnel), search default.svc.cluster.local svc.cluster.local cluster.local; other names → nowhere (the machine had no resolver) (systemd-resolved)
-{"backend":"systemd-resolved","configured":true,"event":"dns","routing_domains":["cluster.local"],"search":["default.svc.cluster.local","svc.cluster.local","cluster.local"],"server":"172.17.16.10","time":"2026-01-02T03:04:05Z","upstreams":[]}
-  warning: no cluster DNS Service found; DNS is not configured (pass --cluster-dns IP)
-{"event":"warning","message":"no cluster DNS Service found; DNS is not configured (pass --cluster-dns IP)","time":"2026-01-02T03:04:05Z"}
-  warning: TCP goes through the userspace stack (slower): nft: command not found (install nftables)
-{"event":"warning","message":"TCP goes through the userspace stack: nft: command not found (install nftables)","time":"2026-01-02T03:04:05Z"}
-  warning: IPv6 TCP goes through the userspace stack (no IPv6 listener: address family not supported)
-{"event":"warning","message":"IPv6 TCP goes through the userspace stack: address family not supported","time":"2026-01-02T03:04:05Z"}
-✓ TCP into the cluster terminated by the kernel (nftables table inet kubelan_connect → 127.0.0.1:40001, [::1]:40002)
-{"event":"redirect","listen":["127.0.0.1:40001","[::1]:40002"],"table":"inet kubelan_connect","time":"2026-01-02T03:04:05Z"}
-… connecting
-{"detail":"connecting","event":"state","state":"connecting","time":"2026-01-02T03:04:05Z"}
-✗ failed: the agent refused the session
-{"detail":"failed: the agent refused the session","event":"state","state":"failed","time":"2026-01-02T03:04:05Z"}
-… `kubelan quit` asked to disconnect
-{"event":"state","state":"quitting","time":"2026-01-02T03:04:05Z"}
-… disconnecting, restoring routes and DNS
-{"event":"state","state":"disconnecting","time":"2026-01-02T03:04:05Z"}
-  removed link kubelan0
-{"event":"restore","message":"removed link kubelan0","time":"2026-01-02T03:04:05Z"}
-stderr: some changes could not be undone; `sudo kubelan reset` retries
-stderr:   warning: pidfd_open: not supported; if kubelan is killed, `sudo kubelan reset` restores the machine
-"#;
-        assert_eq!(out, expected, "\n{out}");
-    }
-
-    #[test]
-    fn gateway_events_render_as_before() {
-        let summary = Summary {
-            clients: 2,
-            flows: 7,
-            bytes_up: 1536,
-            bytes_down: 3 * 1024 * 1024,
-            dns_cluster: 4,
-            dns_other: 1,
-            dns_refused: 0,
-            dns_malformed: 0,
-        };
-        let mut out = String::new();
-        for e in [
             Event::Ipv6NotForwarded {
-                prefix: "fd00:10::/64".parse().unwrap(),
+                prefix: net("fd00:10::/64"),
             },
             Event::NoClusterDnsForLan,
             Event::Forwarding { already: false },
@@ -462,10 +402,7 @@ stderr:   warning: pidfd_open: not supported; if kubelan is killed, `sudo kubela
             Event::LanDns {
                 listen: "172.16.1.12:53".parse().unwrap(),
                 domain: "cluster.local".into(),
-                lans: vec![
-                    "172.16.0.0/18".parse().unwrap(),
-                    "192.168.10.0/24".parse().unwrap(),
-                ],
+                lans: vec![net("172.16.0.0/18"), net("192.168.10.0/24")],
                 upstreams: vec![],
             },
             Event::TunnelReady,
@@ -481,37 +418,34 @@ stderr:   warning: pidfd_open: not supported; if kubelan is killed, `sudo kubela
                 unit: "kubelan-gateway.service".into(),
                 path: "/etc/systemd/system/kubelan-gateway.service".into(),
             },
-        ] {
-            out.push_str(&both(e));
+            Event::Session(SessionState::Connected {
+                carriers: vec![direct],
+                down: None,
+            }),
+            Event::Session(SessionState::Reconnecting { error: why.into() }),
+        ]
+    }
+
+    #[test]
+    fn every_event_renders_as_its_golden_lines() {
+        let mut out = String::new();
+        for e in samples() {
+            out.push_str(&match render(&e) {
+                Rendered::Event {
+                    name,
+                    fields,
+                    human,
+                } => {
+                    format!(
+                        "{human}\n{}\n",
+                        json_line(name, fields, "2026-01-02T03:04:05Z")
+                    )
+                }
+                Rendered::Stderr(l) => format!("stderr: {l}\n"),
+                Rendered::Stdout(l) => format!("stdout: {l}\n"),
+                Rendered::InPlace(t) => format!("in place: {t:?}\n"),
+            });
         }
-        let expected = r#"  warning: fd00:10::/64: IPv6 is not forwarded by node mode yet (use --mode tunnel)
-{"event":"warning","message":"fd00:10::/64: IPv6 is not forwarded by node mode yet","time":"2026-01-02T03:04:05Z"}
-  warning: no cluster DNS Service found; not serving DNS (pass --cluster-dns IP)
-{"event":"warning","message":"no cluster DNS Service found; not serving DNS (pass --cluster-dns IP)","time":"2026-01-02T03:04:05Z"}
-✓ enabled IPv4 forwarding (net.ipv4.ip_forward = 1)
-{"enabled":true,"event":"forwarding","time":"2026-01-02T03:04:05Z"}
-✓ IPv4 forwarding was already on
-{"already":true,"enabled":true,"event":"forwarding","time":"2026-01-02T03:04:05Z"}
-✓ nftables table ip kubelan: 172.16.0.0/18 → 172.17.16.0/20, 172.17.32.0/19 masqueraded to this host
-{"cluster":["172.17.16.0/20","172.17.32.0/19"],"event":"nft","lan":["172.16.0.0/18"],"snat":true,"table":"ip kubelan","time":"2026-01-02T03:04:05Z"}
-✓ nftables table ip kubelan: 172.16.0.0/18 → 172.17.16.0/20 forwarded as is (--no-snat: pods see LAN addresses)
-{"cluster":["172.17.16.0/20"],"event":"nft","lan":["172.16.0.0/18"],"snat":false,"table":"ip kubelan","time":"2026-01-02T03:04:05Z"}
-✓ DNS on 172.16.1.12:53: *.cluster.local and the cluster's reverse zones → 172.17.16.10; other names → 9.9.9.9, 1.1.1.1
-{"cluster_dns":"172.17.16.10","domain":"cluster.local","event":"dns","listen":"172.16.1.12:53","time":"2026-01-02T03:04:05Z","upstreams":["9.9.9.9","1.1.1.1"]}
-✓ DNS for 172.16.0.0/18, 192.168.10.0/24 on 172.16.1.12:53: *.cluster.local through the tunnel; other names → nowhere (this host has no resolver): SERVFAIL
-{"domain":"cluster.local","event":"dns","listen":"172.16.1.12:53","time":"2026-01-02T03:04:05Z","upstreams":[]}
-gateway ready: route the cluster prefixes to this host on the office router (`kubelan routes` prints them)
-{"event":"ready","mode":"tunnel","time":"2026-01-02T03:04:05Z"}
-gateway ready. On the office router: `kubelan routes --gateway 172.16.1.12` prints the routes; point the LAN's DNS (or a conditional forwarder for cluster.local) at 172.16.1.12. Ctrl-C stops and undoes everything.
-{"event":"ready","mode":"node","time":"2026-01-02T03:04:05Z"}
-clients 2 · flows 7 · ↑ 1.5 KiB ↓ 3.0 MiB · DNS 4 cluster, 1 other, 0 refused, 0 malformed
-{"bytes_down":3145728,"bytes_up":1536,"clients":2,"dns_cluster":4,"dns_malformed":0,"dns_other":1,"dns_refused":0,"event":"summary","flows":7,"time":"2026-01-02T03:04:05Z"}
-in place: "\r\u{1b}[2Kclients 2 · flows 7 · ↑ 1.5 KiB ↓ 3.0 MiB · DNS 4 cluster, 1 other, 0 refused, 0 malformed"
-stderr: 
-… stopping, removing the firewall table and restoring forwarding
-{"event":"state","state":"stopping","time":"2026-01-02T03:04:05Z"}
-stdout: installed and started kubelan-gateway.service (/etc/systemd/system/kubelan-gateway.service); `systemctl status kubelan-gateway.service` shows it, `journalctl -u kubelan-gateway.service` its summary; `sudo kubelan reset` removes it
-"#;
-        assert_eq!(out, expected, "\n{out}");
+        crate::tests::golden("events.txt", &out);
     }
 }

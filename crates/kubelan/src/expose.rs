@@ -7,17 +7,15 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, ValueEnum};
 use kubelan_cluster::names::DEFAULT_NAMESPACE;
-use kubelan_cluster::{ClusterError, KubeArgs, KubeconfigArgs};
+use kubelan_cluster::session_objects::Mode;
+use kubelan_cluster::{KubeArgs, KubeconfigArgs};
 use kubelan_expose::{
     ExposeError, ExposeEvent, ExposeOptions, SessionRequest, Table, ViaError, ViaNote,
 };
 use tokio::sync::mpsc;
 
-use crate::live::{Mode as LiveMode, Screen};
+use crate::live::Screen;
 use tokio_util::sync::CancellationToken;
-
-/// Where a permission or API error sends the user.
-const RBAC_HINT: &str = "`kubelan rbac expose` prints a ClusterRole granting what expose needs; ask an admin of the namespace to bind it to you";
 
 /// Output format.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -71,30 +69,24 @@ struct Ui {
 
 impl Ui {
     fn draw(&mut self, table: &Table) {
-        if self.screen.mode == LiveMode::Table {
+        if self.screen.mode == crate::live::Mode::Table {
             self.screen.draw(&table.render(Screen::width()));
         }
     }
 
     fn event(&mut self, e: &ExposeEvent, table: &Table) {
-        match self.screen.mode {
-            LiveMode::Json => self
-                .screen
-                .json(&serde_json::to_value(e).unwrap_or_default()),
-            LiveMode::Lines => self.screen.print(&format!("{}\n", line(e))),
-            LiveMode::Table => {
-                // Connections show in the table, not one line each.
-                if matches!(
-                    e,
-                    ExposeEvent::ConnectionOpened { .. }
-                        | ExposeEvent::ConnectionClosed { error: None, .. }
-                ) {
-                    return;
-                }
-                self.screen.print(&format!("{}\n", line(e)));
-                self.draw(table);
-            }
-        }
+        // Connections show in the table, not one line each.
+        let in_table = matches!(
+            e,
+            ExposeEvent::ConnectionOpened { .. }
+                | ExposeEvent::ConnectionClosed { error: None, .. }
+        );
+        self.screen.event(
+            || serde_json::to_value(e).unwrap_or_default(),
+            || line(e),
+            in_table,
+            || table.render(Screen::width()),
+        );
     }
 }
 
@@ -144,51 +136,41 @@ pub(crate) fn line(e: &ExposeEvent) -> String {
 /// Runs `kubelan expose` until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: ExposeArgs) -> anyhow::Result<ExitCode> {
     let plan = kubelan_expose::plan(&args.targets, &args.ports, args.name.as_deref())?;
-    let outer_stop = CancellationToken::new();
-    let _stop_outer = outer_stop.clone().drop_guard();
-    let (cc, options) = args
-        .session
-        .connect(kubelan_cluster::session_objects::Mode::Expose, outer_stop)
-        .await?;
     let ports = plan.ports.clone();
-    drive(
-        &ports,
-        args.output,
-        &cc,
-        RBAC_HINT,
-        move |events, shutdown| {
-            tokio::spawn(
-                async move { kubelan_expose::run(&plan, &options, events, shutdown).await },
-            )
-        },
-    )
-    .await
+    let start = move |options: ExposeOptions, events, shutdown| {
+        tokio::spawn(async move { kubelan_expose::run(&plan, &options, events, shutdown).await })
+    };
+    drive(&args.session, Mode::Expose, &ports, args.output, start).await
 }
 
-/// Renders a session's events (table, lines or JSON) until it ends; Ctrl-C or SIGTERM
-/// asks it to stop. `start` spawns the session with its events sender and shutdown token.
-/// Shared by `expose` and `replace`.
+/// Runs a way-back session (`expose`, `replace`): connects as the flags say, then renders
+/// its events (table, lines or JSON) until it ends; Ctrl-C or SIGTERM asks it to stop.
+/// `start` spawns the session with its options, events sender and shutdown token.
 pub(crate) async fn drive<F>(
+    session: &SessionArgs,
+    mode: Mode,
     ports: &[kubelan_expose::spec::ExposedPort],
     output: ExposeOutput,
-    cc: &kubelan_cluster::ClusterClient,
-    hint: &str,
     start: F,
 ) -> anyhow::Result<ExitCode>
 where
     F: FnOnce(
+        ExposeOptions,
         mpsc::UnboundedSender<ExposeEvent>,
         CancellationToken,
     ) -> tokio::task::JoinHandle<Result<(), ExposeError>>,
 {
+    let outer_stop = CancellationToken::new();
+    let _stop_outer = outer_stop.clone().drop_guard();
+    let (cc, options) = session.connect(mode, outer_stop).await?;
     let mut ui = Ui {
         screen: Screen::new(output == ExposeOutput::Json),
     };
     let mut table = Table::new(ports);
     let (events, mut rx) = mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();
-    let session = start(events, shutdown.clone());
-    tokio::pin!(session);
+    let running = start(options, events, shutdown.clone());
+    tokio::pin!(running);
     let signal = kubelan_sys::process::shutdown_signal();
     tokio::pin!(signal);
     let mut redraw = tokio::time::interval(Duration::from_secs(1));
@@ -199,7 +181,7 @@ where
                 table.apply(&e);
                 ui.event(&e, &table);
             }
-            r = &mut session => break r,
+            r = &mut running => break r,
             _ = redraw.tick() => ui.draw(&table),
         }
     };
@@ -210,7 +192,7 @@ where
     }
     match result {
         Ok(Ok(())) => Ok(ExitCode::SUCCESS),
-        Ok(Err(e)) => Err(explain(e, cc, hint)),
+        Ok(Err(e)) => Err(e.explain(&cc, mode).into()),
         Err(e) => Err(anyhow::anyhow!("internal error: {e}")),
     }
 }
@@ -243,7 +225,7 @@ impl SessionArgs {
     /// until `stop` is cancelled.
     pub(crate) async fn connect(
         &self,
-        mode: kubelan_cluster::session_objects::Mode,
+        mode: Mode,
         stop: CancellationToken,
     ) -> anyhow::Result<(kubelan_cluster::ClusterClient, ExposeOptions)> {
         let kube = KubeArgs {
@@ -265,17 +247,9 @@ impl SessionArgs {
             command: std::env::args().collect::<Vec<_>>().join(" "),
             mode,
         };
-        let agent = crate::bootstrap::AgentArgs {
-            kube,
-            agent_namespace: self.agent_namespace.clone(),
-            carrier: crate::bootstrap::CarrierChoice::Auto,
-            carriers: Some(1),
-            install: false,
-            agent: None,
-            credentials: None,
-        };
+        let agent = request.bootstrap_options();
         let start = |config, stop| async move {
-            crate::bootstrap::start_with(&agent, config, stop, &[])
+            crate::bootstrap::start_with(&agent, false, config, stop, &[])
                 .await
                 .map(|s| s.session)
         };
@@ -298,23 +272,8 @@ impl SessionArgs {
     }
 }
 
-/// API failures name the context, server and user like every other mode's (also `run`'s).
-pub(crate) fn explain(
-    e: ExposeError,
-    cc: &kubelan_cluster::ClusterClient,
-    hint: &str,
-) -> anyhow::Error {
-    match e {
-        ExposeError::Api { action, source } => {
-            ClusterError::from_api(action, source, &cc.target(), hint).into()
-        }
-        ExposeError::Cluster(e) => cc.explain(e, hint).into(),
-        e => e.into(),
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
@@ -340,56 +299,80 @@ mod tests {
         assert!(e.to_string().contains("brackets"), "{e}");
     }
 
-    /// The relay Job that expose creates runs `kubelan relay` with arguments this binary's
-    /// relay accepts, meaning the same listeners, carrier port, grace periods and token hash.
+    /// Every event's line and JSON object (in `tests/render/expose.txt`).
     #[test]
-    fn the_relay_job_arguments_parse_as_kubelan_relay() {
-        use kubelan_cluster::session_objects::{self as so, Mode, SessionId, SessionMeta};
-        let plan = kubelan_expose::plan(&["8080".into(), "53/udp".into()], &[], None).unwrap();
-        let (_, hash) = kubelan_expose::session::new_token();
-        let relay = so::RelaySpec {
-            image: "kubelan".into(),
-            listeners: plan.ports.iter().map(|p| p.listener()).collect(),
-            carrier_port: plan.carrier_port,
-            grace: kubelan_expose::session::GRACE,
-            first_grace: kubelan_expose::session::FIRST_GRACE,
-            token_sha256: hash.clone(),
-            restore: None,
-        };
-        let meta = SessionMeta {
-            id: SessionId::generate(),
-            namespace: "default".into(),
-            mode: Mode::Expose,
-            user: "u".into(),
-            client_host: "h".into(),
-            command: "c".into(),
-        };
-        let job = so::job(&meta, &relay);
-        let args = job.spec.unwrap().template.spec.unwrap().containers[0]
-            .args
-            .clone()
-            .unwrap();
-        let cli = crate::Cli::try_parse_from(std::iter::once("kubelan".to_string()).chain(args))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let crate::Command::Relay(r) = cli.command else {
-            panic!("not the relay command")
-        };
-        assert_eq!(r.carrier_port, plan.carrier_port);
-        assert_eq!((r.grace, r.first_grace), (10, 60));
-        assert_eq!(r.token_sha256, hash);
-        let listen: Vec<_> = r.listen.iter().map(|l| (l.port, l.listener)).collect();
-        assert_eq!(listen, [(8080, 0), (20053, 1)]);
-        assert_eq!(r.listen[1].kind, kubelan_proto::FlowKind::Udp);
+    fn every_event_renders_as_its_golden_lines() {
+        let text: String = samples()
+            .iter()
+            .map(|e| format!("{}\n{}\n", line(e), serde_json::to_value(e).unwrap()))
+            .collect();
+        crate::tests::golden("expose.txt", &text);
     }
 
-    #[test]
-    fn every_event_has_a_line() {
-        let e = ExposeEvent::Stopping {
-            job: "kubelan-b7x2kq9d".into(),
+    /// One event of each kind (`run` renders them too).
+    pub(crate) fn samples() -> Vec<ExposeEvent> {
+        let closed = |error: Option<&str>| ExposeEvent::ConnectionClosed {
+            listener: 0,
+            peer: "172.17.32.5:4000".into(),
+            to_local: 1,
+            from_local: 2,
+            error: error.map(str::to_string),
         };
-        assert_eq!(
-            line(&e),
-            "stopping: deleted job kubelan-b7x2kq9d; Kubernetes removes the relay and the session's objects"
-        );
+        vec![
+            ExposeEvent::Preflight {
+                namespace: "team".into(),
+            },
+            ExposeEvent::Created {
+                kind: "Job".into(),
+                name: "kubelan-b7x2kq9d".into(),
+            },
+            ExposeEvent::Waiting {
+                status: "pod kubelan-b7x2kq9d-x4z: ContainerCreating".into(),
+            },
+            ExposeEvent::RelayReady {
+                pod: "kubelan-b7x2kq9d-x4z".into(),
+                ip: "172.17.32.9".into(),
+            },
+            ExposeEvent::Serving {
+                service: "dev.team.svc".into(),
+                ports: vec![
+                    "80/tcp → 127.0.0.1:8080".into(),
+                    "53/udp → 127.0.0.1:53".into(),
+                ],
+            },
+            ExposeEvent::Serving {
+                service: "dev.team.svc".into(),
+                ports: vec![],
+            },
+            ExposeEvent::Carrier {
+                up: true,
+                state: "connected via port-forward".into(),
+            },
+            ExposeEvent::Carrier {
+                up: false,
+                state: "reconnecting: the API server closed the stream".into(),
+            },
+            ExposeEvent::ConnectionOpened {
+                listener: 0,
+                peer: "172.17.32.5:4000".into(),
+                local: "127.0.0.1:8080".into(),
+            },
+            closed(None),
+            closed(Some("refused")),
+            ExposeEvent::Stopping {
+                job: "kubelan-b7x2kq9d".into(),
+            },
+            ExposeEvent::Warning {
+                message: "Service web is managed by Argo CD".into(),
+            },
+            ExposeEvent::Replaced {
+                service: "web".into(),
+                original: "app=web".into(),
+            },
+            ExposeEvent::Restored {
+                service: "web".into(),
+                outcome: "the selector is back".into(),
+            },
+        ]
     }
 }

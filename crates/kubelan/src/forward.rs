@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, ValueEnum};
-use kubelan_cluster::{ClusterError, KubeArgs, KubeconfigArgs};
-use kubelan_forward::{Event, Events, HostsBlock, Options, Request, Running, access, render_table};
+use kubelan_cluster::KubeconfigArgs;
+use kubelan_forward::{Event, Events, HostsBlock, Options, Running, render_table};
 use kubelan_sys::hosts::{self, HostsEntry};
 use tokio::sync::watch;
 
@@ -70,31 +70,24 @@ struct Ui {
 }
 
 impl Ui {
+    fn table(running: &Running) -> String {
+        let rows = running.registry.rows();
+        render_table(&rows, &running.registry.totals(), Screen::width())
+    }
+
     fn draw(&mut self, running: &Running) {
         if self.screen.mode == Mode::Table {
-            let table = render_table(
-                &running.registry.rows(),
-                &running.registry.totals(),
-                Screen::width(),
-            );
-            self.screen.draw(&table);
+            self.screen.draw(&Self::table(running));
         }
     }
 
     fn event(&mut self, e: &Event, running: &Running) {
-        match self.screen.mode {
-            Mode::Json => self
-                .screen
-                .json(&serde_json::to_value(e).unwrap_or_default()),
-            Mode::Lines => self.screen.print(&format!("{e}\n")),
-            Mode::Table => {
-                if matches!(e, Event::Listening { note: None, .. }) {
-                    return;
-                }
-                self.screen.print(&format!("{e}\n"));
-                self.draw(running);
-            }
-        }
+        self.screen.event(
+            || serde_json::to_value(e).unwrap_or_default(),
+            || e.to_string(),
+            matches!(e, Event::Listening { note: None, .. }),
+            || Self::table(running),
+        );
         if self.bulk_no_hosts && matches!(e, Event::Ready { .. }) {
             self.address_table(running);
         }
@@ -121,9 +114,9 @@ impl Ui {
             ));
         }
         match self.screen.mode {
-            Mode::Json => self.screen.json(
-                &serde_json::json!({"event": "addresses", "entries": entries.iter().map(|e| serde_json::json!({"ip": e.ip, "names": e.names})).collect::<Vec<_>>()}),
-            ),
+            Mode::Json => self
+                .screen
+                .json(&serde_json::json!({"event": "addresses", "entries": entries})),
             Mode::Lines => self.screen.print(&text),
             Mode::Table => {
                 self.screen.print(&text);
@@ -154,42 +147,15 @@ async fn names_changed(names: &mut Option<watch::Receiver<Vec<HostsEntry>>>) -> 
 
 /// Runs `kubelan forward` until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
-    let Request {
-        specs,
-        mut namespaces,
-        addresses,
-    } = kubelan_forward::check_request(
+    let mut request = kubelan_forward::check_request(
         &args.targets,
         &args.namespace,
         &args.address,
         args.selector.is_some(),
         args.no_hosts,
     )?;
-    let bulk = specs.is_empty();
-    let cc = kubelan_cluster::connect(&KubeArgs {
-        kubeconfig: args.kube.kubeconfig.clone(),
-        context: args.kube.context.clone(),
-        namespace: namespaces.first().cloned(),
-    })
-    .await?;
-    if namespaces.is_empty() {
-        namespaces.push(cc.namespace.clone());
-    }
-    let wanted = if bulk {
-        access::bulk_access(&namespaces)
-    } else {
-        access::single_access(&namespaces[0], &specs)
-    };
-    match kubelan_cluster::preflight::require(&cc.client, &wanted, access::RBAC_HINT).await {
-        Ok(()) => {}
-        Err(e @ ClusterError::Forbidden { .. }) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "kubelan forward needs these permissions (context {:?})",
-                cc.context
-            )));
-        }
-        Err(e) => return Err(cc.explain(e, access::RBAC_HINT).into()),
-    }
+    let bulk = request.bulk();
+    let cc = kubelan_forward::connect(&args.kube, &mut request).await?;
     let mut hosts_block = if bulk && !args.no_hosts {
         let cleaned = |report: &kubelan_sys::journal::ResetReport| {
             eprintln!("cleaned up after an earlier kubelan that did not exit:");
@@ -206,36 +172,20 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     };
     let (events, mut rx) = Events::channel(4096);
     let opts = Options {
-        addresses,
+        addresses: request.addresses.clone(),
         pod_wait: Duration::from_secs(args.pod_timeout.max(1)),
         open_timeout: Duration::from_secs(10),
         cluster_domain: args.cluster_domain.clone(),
     };
-    let started = if bulk {
-        kubelan_forward::start_bulk(
-            cc.client.clone(),
-            &namespaces,
-            args.selector.as_deref(),
-            opts,
-            events,
-        )
-        .await
-    } else {
-        kubelan_forward::start(cc.client.clone(), &namespaces[0], &specs, opts, events).await
-    };
-    let running = match started {
+    let selector = args.selector.as_deref();
+    let running = match kubelan_forward::start_request(&cc, &request, selector, opts, events).await
+    {
         Ok(r) => r,
         Err(e) => {
             if let Some((h, _watcher)) = hosts_block {
                 h.guard.restore().await;
             }
-            // API failures name the context, server and user like every other mode's.
-            return Err(match e {
-                kubelan_forward::ForwardError::Api { action, source } => {
-                    ClusterError::from_api(action, source, &cc.target(), access::RBAC_HINT).into()
-                }
-                e => e.into(),
-            });
+            return Err(e.into());
         }
     };
     let mut ui = Ui {
@@ -258,13 +208,15 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
                     ready = true;
                     if let (Some((h, _)), Some(n)) = (hosts_block.as_mut(), names.as_mut()) {
                         let entries = n.borrow_and_update().clone();
-                        if let Err(err) = h.write(&entries) {
-                            // Without names bulk mode is half done: stop and say why.
-                            eprintln!("error: cannot write names to {}: {err}", h.path.display());
-                            exit = ExitCode::FAILURE;
-                            break;
+                        match h.publish(&entries) {
+                            Ok(hosts) => ui.event(&hosts, &running),
+                            Err(err) => {
+                                // Without names bulk mode is half done: stop and say why.
+                                eprintln!("error: cannot write names to {}: {err}", h.path.display());
+                                exit = ExitCode::FAILURE;
+                                break;
+                            }
                         }
-                        ui.event(&Event::Hosts { path: h.path.display().to_string(), entries: entries.len() }, &running);
                     }
                 }
                 ui.event(&e, &running);
@@ -278,10 +230,10 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let entries = names.as_mut().map(|n| n.borrow_and_update().clone()).unwrap_or_default();
                 if let Some((h, _)) = hosts_block.as_mut() {
-                    match h.write(&entries) {
-                        Ok(()) => ui.event(&Event::Hosts { path: h.path.display().to_string(), entries: entries.len() }, &running),
-                        Err(err) => ui.event(&Event::Warning { message: format!("cannot update names in {}: {err}", h.path.display()) }, &running),
-                    }
+                    let shown = h.publish(&entries).unwrap_or_else(|err| Event::Warning {
+                        message: format!("cannot update names in {}: {err}", h.path.display()),
+                    });
+                    ui.event(&shown, &running);
                 }
             }
             _ = redraw.tick() => ui.draw(&running),

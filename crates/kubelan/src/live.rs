@@ -71,6 +71,26 @@ impl Screen {
         let _ = out.flush();
     }
 
+    /// Shows an event: its JSON object, its line, or on a terminal its line above the
+    /// table, which `table` then redraws (`in_table`: the table shows it, no line).
+    pub(crate) fn event(
+        &mut self,
+        json: impl FnOnce() -> serde_json::Value,
+        line: impl FnOnce() -> String,
+        in_table: bool,
+        table: impl FnOnce() -> String,
+    ) {
+        match self.mode {
+            Mode::Json => self.json(&json()),
+            Mode::Lines => self.print(&format!("{}\n", line())),
+            Mode::Table if in_table => {}
+            Mode::Table => {
+                self.print(&format!("{}\n", line()));
+                self.draw(&table());
+            }
+        }
+    }
+
     /// One JSON line.
     pub(crate) fn json(&self, v: &serde_json::Value) {
         let mut out = std::io::stdout().lock();

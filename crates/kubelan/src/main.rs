@@ -100,6 +100,33 @@ enum Output {
     Json,
 }
 
+/// The cluster's prefixes given instead of discovered (`routes`, `connect`, `doctor`).
+#[derive(clap::Args, Debug, Clone)]
+struct PrefixArgs {
+    /// The cluster's Service CIDR, instead of discovering it (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    service_cidr: Vec<ipnet::IpNet>,
+    /// The cluster's Pod CIDR, instead of discovering it (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pod_cidr: Vec<ipnet::IpNet>,
+}
+
+impl PrefixArgs {
+    /// These prefixes with the domain and DNS address given as flags.
+    fn overrides(
+        &self,
+        cluster_domain: Option<String>,
+        dns_server: Option<std::net::IpAddr>,
+    ) -> kubelan_cluster::discovery::DiscoveryOverrides {
+        kubelan_cluster::discovery::DiscoveryOverrides {
+            service_cidrs: self.service_cidr.clone(),
+            pod_cidrs: self.pod_cidr.clone(),
+            cluster_domain,
+            dns_server,
+        }
+    }
+}
+
 /// Libraries whose log lines repeat, in their own words, a failure kubelan reports itself
 /// in one sentence (kube-rs logs every failed request at ERROR, before our message).
 /// A directive matches every target that starts with it, so none may be a prefix of
@@ -244,8 +271,16 @@ fn render_error(e: &anyhow::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Checks a renderer's output against `tests/render/<name>` (`UPDATE_GOLDEN=1` rewrites it).
+    pub(crate) fn golden(name: &str, actual: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/render")
+            .join(name);
+        kubelan_testkit::golden::check(&path, actual, "cargo test -p kubelan --bins");
+    }
 
     #[test]
     fn library_logs_stay_below_our_messages_unless_verbose() {

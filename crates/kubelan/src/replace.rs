@@ -5,13 +5,10 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use kubelan_cluster::session_objects::Mode;
 use kubelan_expose::ReplaceRequest;
-use tokio_util::sync::CancellationToken;
 
 use crate::expose::{ExposeOutput, SessionArgs, drive};
-
-/// Where a permission or API error sends the user.
-const RBAC_HINT: &str = "`kubelan rbac replace` prints a ClusterRole granting what replace needs; ask an admin of the namespace to bind it to you";
 
 /// `kubelan replace`.
 #[derive(Args, Debug)]
@@ -36,27 +33,20 @@ pub(crate) struct ReplaceArgs {
 /// Runs `kubelan replace` until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: ReplaceArgs) -> anyhow::Result<ExitCode> {
     let request = ReplaceRequest::parse(&args.service, &args.ports)?;
-    let outer_stop = CancellationToken::new();
-    let _stop_outer = outer_stop.clone().drop_guard();
-    let (cc, options) = args
-        .session
-        .connect(kubelan_cluster::session_objects::Mode::Replace, outer_stop)
-        .await?;
-    // The table's rows follow the Service's ports, known only once it is read: rows are
-    // shown per listener as connections arrive (the plain lines carry everything).
-    drive(&[], args.output, &cc, RBAC_HINT, move |events, shutdown| {
+    let start = move |options, events, shutdown| {
         tokio::spawn(async move {
             kubelan_expose::run_replace(&request, &options, events, shutdown).await
         })
-    })
-    .await
+    };
+    // The table's rows follow the Service's ports, known only once it is read: rows are
+    // shown per listener as connections arrive (the plain lines carry everything).
+    drive(&args.session, Mode::Replace, &[], args.output, start).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
-    use kubelan_expose::replace_plan::parse_port_arg;
 
     #[derive(Parser)]
     struct Cli {
@@ -80,79 +70,5 @@ mod tests {
         let a = Cli::try_parse_from(["x", "web", "80"]).unwrap().args;
         let e = ReplaceRequest::parse(&a.service, &a.ports).unwrap_err();
         assert!(e.to_string().contains("svc/NAME"));
-    }
-
-    /// The relay Job that replace creates runs `kubelan relay` with arguments this
-    /// binary's relay accepts: listeners on the Service's target ports, the Service to
-    /// restore, its selector, the session and a restore timeout below the pod's
-    /// termination grace.
-    #[test]
-    fn the_replace_relay_job_arguments_parse_as_kubelan_relay() {
-        use kubelan_cluster::replace::{ReplacedPort, TargetPort};
-        use kubelan_cluster::session_objects::{
-            self as so, Mode, ReplaceTarget, SessionId, SessionMeta,
-        };
-        let ports = [ReplacedPort {
-            name: Some("http".into()),
-            port: 80,
-            protocol: "TCP".into(),
-            target: TargetPort::Name("http".into()),
-        }];
-        let plan = kubelan_expose::replace_plan::plan_replace(
-            "web",
-            &[parse_port_arg("8080:80").unwrap()],
-            &ports,
-        )
-        .unwrap();
-        let (_, hash) = kubelan_expose::session::new_token();
-        let relay = so::RelaySpec {
-            image: "kubelan".into(),
-            listeners: plan.listeners.clone(),
-            carrier_port: plan.carrier_port,
-            grace: kubelan_expose::session::GRACE,
-            first_grace: kubelan_expose::session::FIRST_GRACE,
-            token_sha256: hash.clone(),
-            restore: Some(ReplaceTarget {
-                service: "web".into(),
-                original_selector: [("app".to_string(), "web".to_string())].into(),
-            }),
-        };
-        let id = SessionId::generate();
-        let meta = SessionMeta {
-            id: id.clone(),
-            namespace: "default".into(),
-            mode: Mode::Replace,
-            user: "u".into(),
-            client_host: "h".into(),
-            command: "c".into(),
-        };
-        let job = so::job(&meta, &relay);
-        let pod = job.spec.unwrap().template.spec.unwrap();
-        let args = pod.containers[0].args.clone().unwrap();
-        let cli = crate::Cli::try_parse_from(std::iter::once("kubelan".to_string()).chain(args))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let crate::Command::Relay(r) = cli.command else {
-            panic!("not the relay command")
-        };
-        let target = kubelan_agent::relay::restore_target(&r, "default")
-            .unwrap()
-            .unwrap();
-        assert_eq!(target.service, "web");
-        assert_eq!(target.session, id.to_string());
-        assert_eq!(
-            target.original,
-            Some([("app".to_string(), "web".to_string())].into())
-        );
-        assert!(target.timeout.as_secs() < pod.termination_grace_period_seconds.unwrap() as u64);
-        let listen: Vec<_> = r.listen.iter().map(|l| (l.port, l.listener)).collect();
-        assert_eq!(listen, [(20000, 0)]);
-        // The container declares the Service's named targetPort on that port.
-        let declared: Vec<_> = pod.containers[0]
-            .ports
-            .iter()
-            .flatten()
-            .map(|p| (p.name.clone().unwrap_or_default(), p.container_port))
-            .collect();
-        assert!(declared.contains(&("http".into(), 20000)), "{declared:?}");
     }
 }

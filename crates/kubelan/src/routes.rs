@@ -3,28 +3,21 @@
 //! conditional forwarders), or with `--bgp` the Calico manifests and the router's BGP
 //! configuration. It changes nothing anywhere.
 //!
-//! Order of work: formats and flags checked → cluster facts discovered (each with its
-//! source; with `--service-cidr`, `--pod-cidr` and `--cluster-domain` all given the API is
-//! not asked) → this host's addresses and routes read (for the gateway address and the
-//! overlap warnings; failing to read them is a note) → rendered by `kubelan-routes`.
-//! Facts, warnings and notes go to stderr and the blocks to stdout, so one format can be
-//! redirected into a file as it is.
+//! The work (flags checked, facts discovered, this host's routes read, formats rendered)
+//! is `kubelan_cluster::discovery::routes::report`; this file reads this host's network
+//! for it and prints the report: facts, warnings and notes on stderr and the blocks on
+//! stdout, so one format can be redirected into a file as it is.
 
 use std::net::IpAddr;
 
 use clap::Args;
 use ipnet::IpNet;
 use kubelan_cluster::discovery::routes::{
-    self as facts_for_routes, BgpFlags, Origin, RoutesFactsError,
+    self, Input, LocalNetwork, RoutesFactsError, RoutesReport, RoutesRequest,
 };
-use kubelan_cluster::discovery::{ClusterFacts, DiscoveryOverrides};
-use kubelan_routes::{
-    BgpFormat, DEFAULT_ROUTER_AS, Flags, Format, FormatKind, LocalAddr, LocalRoute, RoutesInput,
-    Selection, Warning,
-};
-use serde_json::json;
+use kubelan_routes::DEFAULT_ROUTER_AS;
 
-use crate::Output;
+use crate::{Output, PrefixArgs};
 
 /// `kubelan routes` flags.
 #[derive(Args, Debug)]
@@ -51,12 +44,8 @@ pub(crate) struct RoutesArgs {
     /// gateway, which answers DNS on its LAN address].
     #[arg(long, value_name = "IP")]
     dns_target: Option<IpAddr>,
-    /// The cluster's Service CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    service_cidr: Vec<IpNet>,
-    /// The cluster's Pod CIDR, instead of discovering it (repeatable).
-    #[arg(long, value_name = "CIDR")]
-    pod_cidr: Vec<IpNet>,
+    #[command(flatten)]
+    prefixes: PrefixArgs,
     /// The cluster DNS domain [default: cluster.local].
     #[arg(long, value_name = "DOMAIN")]
     cluster_domain: Option<String>,
@@ -91,170 +80,59 @@ pub(crate) struct RoutesArgs {
     output: Output,
 }
 
-/// A facts error as the CLI prints it: the cluster layer's own errors stay outermost.
+/// A report error as the CLI prints it: the cluster layer's and the renderer's own errors
+/// stay outermost.
 fn cli_error(e: RoutesFactsError) -> anyhow::Error {
     match e {
         RoutesFactsError::Cluster(e) => e.into(),
+        RoutesFactsError::Request(e) => e.into(),
+        RoutesFactsError::Gateway(e) => e.into(),
         e => e.into(),
     }
 }
 
 /// Runs `kubelan routes`.
 pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
-    let (selection, defaulted) = kubelan_routes::select_formats(&args.format, args.bgp)?;
-    kubelan_routes::check_flags(&Flags {
-        cluster_domain: args.cluster_domain.as_deref(),
-        gateway: &args.gateway,
+    let request = RoutesRequest {
+        kube: args.kube,
+        formats: args.format,
+        gateway: args.gateway,
+        lan: args.lan,
+        dns_target: args.dns_target,
+        overrides: args
+            .prefixes
+            .overrides(args.cluster_domain, args.cluster_dns),
         bgp: args.bgp,
+        router_ip: args.router_ip,
         router_as: args.router_as,
         cluster_as: args.cluster_as,
-        bgp_nodes: args.bgp_nodes.as_deref(),
-    })?;
-    let json_out = args.output == Output::Json;
-    let needs_api_for_bgp = args.bgp && (args.bgp_neighbor.is_empty() || args.cluster_as.is_none());
-    let overrides = DiscoveryOverrides {
-        service_cidrs: args.service_cidr.clone(),
-        pod_cidrs: args.pod_cidr.clone(),
-        cluster_domain: args.cluster_domain.clone(),
-        dns_server: args.cluster_dns,
+        bgp_nodes: args.bgp_nodes,
+        bgp_neighbor: args.bgp_neighbor,
     };
-    let (facts, origin) = facts_for_routes::facts(&args.kube, &overrides, needs_api_for_bgp)
-        .await
-        .map_err(cli_error)?;
-    let prefixes = facts_for_routes::prefixes(&facts);
-    let mut notes = facts.notes.clone();
-    match selection {
-        Selection::Bgp(formats) => {
-            let flags = BgpFlags {
-                router_as: args.router_as,
-                router_ip: args.router_ip,
-                cluster_as: args.cluster_as,
-                bgp_nodes: args.bgp_nodes.as_deref(),
-                bgp_neighbor: &args.bgp_neighbor,
-            };
-            let input =
-                facts_for_routes::bgp_input(&flags, prefixes, origin.client.as_ref(), &mut notes)
-                    .await
-                    .map_err(cli_error)?;
-            if !json_out {
-                header(&facts, &origin, None, None);
-            }
-            let outputs: Vec<Rendered> = formats
-                .iter()
-                .map(|f| Rendered {
-                    format: f.name(),
-                    title: f.title(),
-                    text: kubelan_routes::render_bgp(*f, &input),
-                })
-                .collect();
-            let mut warnings = kubelan_routes::bgp_warnings(&input);
-            if !formats.contains(&BgpFormat::Calico) {
-                warnings.retain(|w| *w != Warning::BgpNoRouterIp);
-            }
-            if let Some(dns) = facts.dns_server.as_ref() {
-                notes.push(format!(
-                    "DNS: `kubelan routes --format dnsmasq --dns-target {}` (or another DNS format) prints the forwarders for {}",
-                    dns.value, facts.cluster_domain.value
-                ));
-            }
-            Report {
-                facts: &facts,
-                origin: &origin,
-                input: serde_json::to_value(&input)?,
-                outputs,
-                warnings,
-                notes: &notes,
-                more: None,
-            }
-            .print(json_out)
+    let local = async {
+        LocalNetwork {
+            routes: kubelan_sys::net::local_routes(None)
+                .await
+                .map_err(|e| e.to_string()),
+            addrs: kubelan_sys::net::local_addrs(&[])
+                .await
+                .map_err(|e| e.to_string()),
         }
-        Selection::Static(formats) => {
-            let (routes, addrs) = local_network(&mut notes).await;
-            let node_ips = facts_for_routes::node_ips(origin.client.as_ref()).await;
-            let needs_gateway =
-                formats.iter().any(|f| f.kind() == FormatKind::Routes) || args.dns_target.is_none();
-            let gw = kubelan_routes::choose_gateway(
-                &args.gateway,
-                &args.lan,
-                addrs.as_deref(),
-                needs_gateway,
-            )?;
-            let other_routes = kubelan_routes::other_routes(
-                routes.as_deref().unwrap_or_default(),
-                &prefixes,
-                &node_ips,
-            );
-            let input = RoutesInput {
-                prefixes,
-                gateway_v4: gw.v4,
-                gateway_v6: gw.v6,
-                dns_target: args.dns_target,
-                cluster_domain: facts.cluster_domain.value.clone(),
-                lan: args.lan.iter().map(IpNet::trunc).collect(),
-                other_routes,
-            };
-            if !json_out {
-                header(&facts, &origin, Some(&gw.how), Some(&input));
-            }
-            let outputs: Vec<Rendered> = formats
-                .iter()
-                .map(|f| Rendered {
-                    format: f.name(),
-                    title: f.title(),
-                    text: kubelan_routes::render(*f, &input),
-                })
-                .collect();
-            let warnings = kubelan_routes::warnings(&input);
-            let more: Vec<&str> = Format::all()
-                .iter()
-                .filter(|f| !formats.contains(f))
-                .map(|f| f.name())
-                .collect();
-            Report {
-                facts: &facts,
-                origin: &origin,
-                input: serde_json::to_value(&input)?,
-                outputs,
-                warnings,
-                notes: &notes,
-                more: (defaulted && !more.is_empty()).then(|| more.join(", ")),
-            }
-            .print(json_out)
-        }
+    };
+    let report = routes::report(&request, local).await.map_err(cli_error)?;
+    if args.output == Output::Json {
+        let doc = serde_json::to_value(&report)?;
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        header(&report);
+        print(&report);
     }
-}
-
-/// This host's main-table unicast routes and its addresses; each `None` (with a note)
-/// when it cannot be read.
-async fn local_network(
-    notes: &mut Vec<String>,
-) -> (Option<Vec<LocalRoute>>, Option<Vec<LocalAddr>>) {
-    let routes = match kubelan_sys::net::local_routes(None).await {
-        Ok(r) => Some(r),
-        Err(e) => {
-            notes.push(format!(
-                "this host's routes could not be read ({e}); overlaps with them are not checked"
-            ));
-            None
-        }
-    };
-    let addrs = match kubelan_sys::net::local_addrs(&[]).await {
-        Ok(a) => Some(a),
-        Err(e) => {
-            notes.push(format!("this host's addresses could not be read ({e})"));
-            None
-        }
-    };
-    (routes, addrs)
+    Ok(())
 }
 
 /// The discovered facts, on stderr.
-fn header(
-    facts: &ClusterFacts,
-    origin: &Origin,
-    gateway: Option<&str>,
-    input: Option<&RoutesInput>,
-) {
+fn header(report: &RoutesReport) {
+    let facts = &report.facts;
     let mut rows: Vec<(String, String, String)> = facts
         .prefixes()
         .map(|(kind, f)| {
@@ -284,7 +162,7 @@ fn header(
         )),
         None => rows.push(("cluster DNS".into(), "unknown".into(), String::new())),
     }
-    if let (Some(how), Some(input)) = (gateway, input) {
+    if let (Some(how), Input::Static(input)) = (&report.gateway, &report.input) {
         let gws: Vec<String> = [
             input.gateway_v4.map(IpAddr::V4),
             input.gateway_v6.map(IpAddr::V6),
@@ -313,82 +191,35 @@ fn header(
     }
     let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
-    eprintln!("cluster: {}", origin.text);
+    eprintln!("cluster: {}", report.origin.text);
     for (a, b, c) in &rows {
         eprintln!("{}", format!("  {a:<w0$}  {b:<w1$}  {c}").trim_end());
     }
     eprintln!();
 }
 
-/// One rendered format.
-struct Rendered {
-    format: &'static str,
-    title: &'static str,
-    text: String,
-}
-
-/// Everything printed after the header.
-struct Report<'a> {
-    facts: &'a ClusterFacts,
-    origin: &'a Origin,
-    /// The renderer's input, for `--output json`.
-    input: serde_json::Value,
-    outputs: Vec<Rendered>,
-    warnings: Vec<Warning>,
-    notes: &'a [String],
-    /// Formats not printed, named when the default selection was used.
-    more: Option<String>,
-}
-
-impl Report<'_> {
-    /// Prints the blocks (stdout), then warnings and notes (stderr); or one JSON object.
-    fn print(self, json_out: bool) -> anyhow::Result<()> {
-        if json_out {
-            let warnings: Vec<serde_json::Value> = self
-                .warnings
-                .iter()
-                .map(|w| {
-                    let mut v = serde_json::to_value(w).unwrap_or_else(|_| json!({}));
-                    if let Some(m) = v.as_object_mut() {
-                        m.insert("message".into(), w.to_string().into());
-                    }
-                    v
-                })
-                .collect();
-            let doc = json!({
-                "context": self.origin.context,
-                "server": self.origin.server,
-                "facts": self.facts,
-                "input": self.input,
-                "outputs": self.outputs.iter().map(|r| json!({"format": r.format, "title": r.title, "text": r.text})).collect::<Vec<_>>(),
-                "warnings": warnings,
-                "notes": self.notes,
-            });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
-            return Ok(());
-        }
-        let headings = self.outputs.len() > 1;
-        for (i, r) in self.outputs.iter().enumerate() {
-            if headings {
-                if i > 0 {
-                    println!();
-                }
-                println!("### {}: {}", r.format, r.title);
+/// The blocks (stdout), then warnings and notes (stderr).
+fn print(report: &RoutesReport) {
+    let headings = report.outputs.len() > 1;
+    for (i, r) in report.outputs.iter().enumerate() {
+        if headings {
+            if i > 0 {
+                println!();
             }
-            print!("{}", r.text);
+            println!("### {}: {}", r.format, r.title);
         }
-        if let Some(more) = &self.more {
-            eprintln!("\nmore formats: --format {more} (or all)");
-        }
-        if !self.warnings.is_empty() || !self.notes.is_empty() {
-            eprintln!();
-        }
-        for w in &self.warnings {
-            eprintln!("warning: {w}");
-        }
-        for n in self.notes {
-            eprintln!("note: {n}");
-        }
-        Ok(())
+        print!("{}", r.text);
+    }
+    if let Some(more) = &report.more {
+        eprintln!("\nmore formats: --format {more} (or all)");
+    }
+    if !report.warnings.is_empty() || !report.notes.is_empty() {
+        eprintln!();
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for n in &report.notes {
+        eprintln!("note: {n}");
     }
 }

@@ -8,11 +8,8 @@ use std::process::ExitCode;
 use clap::{ArgAction, Args};
 use kubelan_cluster::session_objects::Mode;
 use kubelan_expose::run::RunEvent;
-use kubelan_expose::{ExposeEvent, RunError, RunOptions};
+use kubelan_expose::{ExposeEvent, RunOptions};
 use tokio::sync::mpsc;
-
-/// Where a permission or API error sends the user.
-const RBAC_HINT: &str = "`kubelan rbac run` prints a ClusterRole granting what run needs; ask an admin of the namespace to bind it to you";
 
 /// `kubelan run`.
 #[derive(Args, Debug)]
@@ -135,16 +132,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     match result {
         Ok(Ok(code)) => Ok(ExitCode::from(code)),
-        Ok(Err(e)) => Err(explain(e, &cc)),
+        Ok(Err(e)) => Err(e.explain(&cc).into()),
         Err(e) => Err(anyhow::anyhow!("internal error: {e}")),
-    }
-}
-
-/// API failures name the context, server and user like every other mode's.
-fn explain(e: RunError, cc: &kubelan_cluster::ClusterClient) -> anyhow::Error {
-    match e {
-        RunError::Session(e) => crate::expose::explain(e, cc, RBAC_HINT),
-        e => e.into(),
     }
 }
 
@@ -152,6 +141,7 @@ fn explain(e: RunError, cc: &kubelan_cluster::ClusterClient) -> anyhow::Error {
 mod tests {
     use super::*;
     use clap::Parser;
+    use kubelan_expose::run::Sig;
 
     #[derive(Parser)]
     struct Cli {
@@ -191,27 +181,49 @@ mod tests {
         );
     }
 
+    /// Every event's line, quiet and with `--show-connections` (in `tests/render/run.txt`).
     #[test]
-    fn connections_are_quiet_unless_asked_or_failed() {
-        let closed = |error: Option<&str>| {
-            RunEvent::Session(ExposeEvent::ConnectionClosed {
-                listener: 0,
-                peer: "172.17.32.5:4000".into(),
-                to_local: 1,
-                from_local: 2,
-                error: error.map(str::to_string),
+    fn every_event_renders_as_its_golden_lines() {
+        let events = crate::expose::tests::samples()
+            .into_iter()
+            .map(RunEvent::Session)
+            .chain([
+                RunEvent::Started {
+                    pid: 4242,
+                    program: "java -jar orders.jar".into(),
+                    env: vec![
+                        ("KUBELAN_CLUSTER_IP".into(), "172.17.16.77".into()),
+                        (
+                            "KUBELAN_CLUSTER_HOST".into(),
+                            "orders.team.svc.cluster.local".into(),
+                        ),
+                    ],
+                },
+                RunEvent::Signal {
+                    signal: Sig::Int,
+                    forwarded: true,
+                },
+                RunEvent::Signal {
+                    signal: Sig::Term,
+                    forwarded: false,
+                },
+                RunEvent::PortExposed {
+                    local: "127.0.0.1:8080".into(),
+                    service_port: 8080,
+                },
+                RunEvent::PortFailed {
+                    local: "127.0.0.1:9090".into(),
+                    error: "port in use".into(),
+                },
+                RunEvent::Exited { code: 3 },
+            ]);
+        let shown = |l: Option<String>| l.unwrap_or_else(|| "(no line)".into());
+        let text: String = events
+            .map(|e| match (line(&e, false), line(&e, true)) {
+                (quiet, all) if quiet == all => format!("{}\n", shown(quiet)),
+                (quiet, all) => format!("{} | --show-connections: {}\n", shown(quiet), shown(all)),
             })
-        };
-        assert_eq!(line(&closed(None), false), None);
-        assert!(line(&closed(None), true).is_some());
-        assert!(
-            line(&closed(Some("refused")), false)
-                .unwrap()
-                .contains("refused")
-        );
-        assert_eq!(
-            line(&RunEvent::Exited { code: 3 }, false).unwrap(),
-            "the program exited with status 3"
-        );
+            .collect();
+        crate::tests::golden("run.txt", &text);
     }
 }

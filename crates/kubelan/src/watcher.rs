@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use kubelan_sys::journal::HostGuard;
 use kubelan_sys::watch::Watcher;
+use kubelan_vpn::Event;
 use kubelan_vpn::watcher::WatcherOptions;
 
 /// `kubelan crash-watcher` flags (passed by the session that starts it).
@@ -29,15 +30,9 @@ pub(crate) struct WatcherArgs {
 /// Starts the crash watcher for `guard`'s journal. Without one (it cannot be started) the
 /// session goes on and says that `kubelan reset` is the way back after a crash.
 pub(crate) fn start(guard: &HostGuard) -> Option<Watcher> {
-    match kubelan_vpn::watcher::try_start(guard) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            eprintln!(
-                "  warning: {e}; if kubelan is killed, `sudo kubelan reset` restores the machine"
-            );
-            None
-        }
-    }
+    // Said as `connect` and `gateway` say it (their event, on stderr either way).
+    let warn = |error| crate::events::printer(false)(Event::NoCrashWatcher { error });
+    kubelan_vpn::watcher::try_start(guard).map_err(warn).ok()
 }
 
 /// `kubelan crash-watcher`.

@@ -7,7 +7,7 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 29] = [
+const TARGETS: [Target; 30] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
@@ -45,6 +45,11 @@ const TARGETS: [Target; 29] = [
     ("proc_stat", kubelan_lab::fuzz_entry::proc_stat, 10),
     ("pod_report", kubelan_doctor::fuzz_entry::pod_report, 10),
     ("proc_net_udp", kubelan_doctor::fuzz_entry::proc_net_udp, 10),
+    (
+        "connect_status",
+        kubelan_vpn::fuzz_entry::connect_status,
+        10,
+    ),
     (
         "session_args",
         kubelan_cluster::fuzz_entry::session_args,

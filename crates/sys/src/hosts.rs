@@ -15,8 +15,9 @@ use crate::journal::record::{Change, HostGuard, JournalError, Outcome};
 /// The system hosts file.
 pub const DEFAULT_HOSTS: &str = "/etc/hosts";
 
-/// One line of the block: an address and its names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One line of the block: an address and its names (also `forward`'s JSON `addresses`
+/// event).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HostsEntry {
     /// The address.
     pub ip: IpAddr,
@@ -340,6 +341,20 @@ pub(crate) fn undo_block(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `kubelan forward`'s JSON `addresses` event lists the entries in this shape.
+    #[test]
+    fn an_entry_serialises_as_ip_and_names() {
+        let e = HostsEntry {
+            ip: "127.1.0.1".parse().unwrap(),
+            names: vec!["web.default".into()],
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            v.to_string(),
+            r#"{"ip":"127.1.0.1","names":["web.default"]}"#
+        );
+    }
 
     fn entries() -> Vec<HostsEntry> {
         vec![

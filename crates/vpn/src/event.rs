@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net};
 use kubelan_session::SessionState;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a mode sends its events; called from the mode's tasks, so it is shared.
 pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
 
 /// The host DNS configuration `connect` made (also what `kubelan status` shows under `dns`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsConfigured {
     /// Always `true` (the JSON form says so).
     pub configured: bool,

@@ -12,6 +12,8 @@
 pub mod connect;
 pub mod dnsrelay;
 pub mod event;
+#[cfg(any(fuzzing, feature = "fuzz"))]
+pub mod fuzz_entry;
 pub mod gateway;
 pub mod plan;
 pub mod watcher;

@@ -13,6 +13,11 @@
 mod control;
 mod handler;
 mod redirect;
+mod status;
+
+pub use status::{
+    Counters, DnsStatus, RedirectStatus, RouteStatus, StackCounters, Status, TunStatus,
+};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -32,7 +37,6 @@ use kubelan_dns::SplitZones;
 use kubelan_netstack::{StackConfig, TunConfig};
 use kubelan_session::{Session, SessionState};
 use kubelan_sys::journal::{Change, HostGuard, StateDir};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::dnsrelay as dns;
@@ -96,18 +100,18 @@ struct Live {
     plan: RoutePlan,
     tun: String,
     mtu: u16,
-    dns: serde_json::Value,
+    dns: DnsStatus,
     flows: Arc<handler::FlowStats>,
     dns_stats: Arc<dns::DnsStats>,
     stack: Arc<kubelan_netstack::Stats>,
     /// The TCP redirection (table, listeners), or why TCP stays on the TUN.
-    redirect: serde_json::Value,
+    redirect: RedirectStatus,
     redirector: Arc<redirect::Redirector>,
     started: String,
 }
 
 impl Live {
-    fn status(&self) -> serde_json::Value {
+    fn status(&self) -> Status {
         let state = self.session.state().borrow().clone();
         let (name, carriers) = match &state {
             SessionState::Connected { carriers, .. } => (
@@ -122,48 +126,51 @@ impl Live {
         let d = &self.dns_stats;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let stack = self.stack.snapshot();
-        json!({
-            "pid": std::process::id(),
-            "since": self.started,
-            "state": name,
-            "detail": state.to_string(),
-            "carriers": carriers,
-            "tun": {"name": self.tun, "mtu": self.mtu},
-            "routes": self.plan.routes.iter().map(|r| json!({"prefix": r.dst.to_string(), "why": r.why})).collect::<Vec<_>>(),
-            "pinned": self.plan.pinned.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-            "facts": self.facts,
-            "dns": self.dns,
-            "redirect": self.redirect,
-            "counters": {
-                "tcp_flows": get(&f.tcp),
-                "tcp_failed": get(&f.tcp_failed),
-                "tcp_refused": get(&self.redirector.refused),
-                "tcp_open": get(&f.tcp_open) + stack.tcp_open,
-                "udp_flows": get(&f.udp),
-                "bytes_up": get(&f.bytes_up),
-                "bytes_down": get(&f.bytes_down),
-                "pings": get(&f.pings),
-                "pongs": get(&f.pongs),
-                "dns_cluster": get(&d.cluster),
-                "dns_upstream": get(&d.upstream),
-                "dns_failed": get(&d.failed),
-                "dns_malformed": get(&d.malformed),
-                "session_flows_opened": get(&self.session.stats().flows_opened),
-                "session_flows_failed": get(&self.session.stats().flows_failed),
-                "carriers_up": get(&self.session.stats().carriers_up),
+        Status {
+            pid: std::process::id(),
+            since: self.started.clone(),
+            state: name.into(),
+            detail: state.to_string(),
+            carriers,
+            tun: TunStatus {
+                name: self.tun.clone(),
+                mtu: self.mtu,
             },
-            "stack": {
-                "packets_in": stack.packets_in,
-                "packets_out": stack.packets_out,
-                "tcp_flows": stack.tcp_flows,
-                "tcp_open": stack.tcp_open,
-                "udp_flows": stack.udp_flows,
-                "udp_dropped": stack.udp_dropped,
-                "icmp_requests": stack.icmp_requests,
-                "icmp_replies": stack.icmp_replies,
-                "dropped": stack.dropped,
+            routes: self.plan.routes.iter().map(RouteStatus::from).collect(),
+            pinned: self.plan.pinned.iter().map(|p| p.to_string()).collect(),
+            facts: serde_json::to_value(&self.facts).unwrap_or_default(),
+            dns: self.dns.clone(),
+            redirect: self.redirect.clone(),
+            counters: Counters {
+                tcp_flows: get(&f.tcp),
+                tcp_failed: get(&f.tcp_failed),
+                tcp_refused: get(&self.redirector.refused),
+                tcp_open: get(&f.tcp_open) + stack.tcp_open,
+                udp_flows: get(&f.udp),
+                bytes_up: get(&f.bytes_up),
+                bytes_down: get(&f.bytes_down),
+                pings: get(&f.pings),
+                pongs: get(&f.pongs),
+                dns_cluster: get(&d.cluster),
+                dns_upstream: get(&d.upstream),
+                dns_failed: get(&d.failed),
+                dns_malformed: get(&d.malformed),
+                session_flows_opened: get(&self.session.stats().flows_opened),
+                session_flows_failed: get(&self.session.stats().flows_failed),
+                carriers_up: get(&self.session.stats().carriers_up),
             },
-        })
+            stack: StackCounters {
+                packets_in: stack.packets_in,
+                packets_out: stack.packets_out,
+                tcp_flows: stack.tcp_flows,
+                tcp_open: stack.tcp_open,
+                udp_flows: stack.udp_flows,
+                udp_dropped: stack.udp_dropped,
+                icmp_requests: stack.icmp_requests,
+                icmp_replies: stack.icmp_replies,
+                dropped: stack.dropped,
+            },
+        }
     }
 }
 
@@ -421,7 +428,7 @@ async fn serve(
             .await?;
     }
     let mut upstreams: Vec<IpAddr> = Vec::new();
-    let mut dns_status = json!({"configured": false});
+    let mut dns_status = DnsStatus::NotConfigured { configured: false };
     if let DnsChange::Host(host) = &plan.dns {
         let backend = kubelan_sys::dns::detect(Path::new(kubelan_sys::dns::DEFAULT_RESOLV_CONF));
         let dns_plan = kubelan_sys::dns::DnsPlan {
@@ -439,7 +446,7 @@ async fn serve(
             search: dns_plan.search,
             upstreams: upstreams.iter().map(|u| u.to_string()).collect(),
         };
-        dns_status = serde_json::to_value(&config)?;
+        dns_status = DnsStatus::Configured(config.clone());
         events(Event::Dns {
             domain: domain.clone(),
             config,
@@ -553,8 +560,12 @@ async fn serve(
     });
     let quit = CancellationToken::new();
     let status_live = live.clone();
-    let control =
-        control::serve(guard, Arc::new(move || status_live.status()), quit.clone()).await?;
+    let control = control::serve(
+        guard,
+        Arc::new(move || serde_json::to_value(status_live.status()).unwrap_or_default()),
+        quit.clone(),
+    )
+    .await?;
     report_states(session, events.clone(), ctx.shutdown.clone());
 
     let result = tokio::select! {
@@ -712,16 +723,21 @@ async fn with_agent_domain(mut facts: ClusterFacts, session: &Session) -> Cluste
 }
 
 /// What `kubelan status` shows without a running connect: the cluster and what a connect
-/// would route.
+/// would route (its JSON form is `status --output json`'s document then).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Preview {
+    /// `not connected`.
+    pub state: &'static str,
     /// The kubeconfig context.
     pub context: String,
     /// The API server.
     pub server: String,
     /// The cluster's facts.
     pub facts: ClusterFacts,
-    /// The routes a connect would add, or the overlaps that would stop it.
-    pub plan: Result<RoutePlan, Vec<Conflict>>,
+    /// The routes a connect would add (none when it would refuse).
+    pub planned_routes: Vec<RouteStatus>,
+    /// The overlaps with this machine that would stop a connect.
+    pub conflicts: Vec<String>,
 }
 
 /// Discovers the cluster and plans a connect's routes against this machine, changing
@@ -734,11 +750,17 @@ pub async fn preview(kube: &KubeArgs) -> anyhow::Result<Preview> {
     let facts = discovery::discover(&cc, &DiscoveryOverrides::default()).await?;
     let (routes, addrs) = local_network("kubelan0").await.unwrap_or_default();
     let plan = discovery::plan_routes(&facts, &routes, &addrs, &RouteOptions::default());
+    let (planned_routes, conflicts) = match plan {
+        Ok(p) => (p.routes.iter().map(RouteStatus::from).collect(), Vec::new()),
+        Err(c) => (Vec::new(), c.iter().map(Conflict::to_string).collect()),
+    };
     Ok(Preview {
+        state: "not connected",
         context: cc.context,
         server: cc.server,
         facts,
-        plan,
+        planned_routes,
+        conflicts,
     })
 }
 
@@ -746,8 +768,13 @@ pub async fn preview(kube: &KubeArgs) -> anyhow::Result<Preview> {
 ///
 /// # Errors
 /// When the control socket exists but does not answer properly.
-pub async fn running(state: &StateDir) -> anyhow::Result<Option<serde_json::Value>> {
-    control::request(state.path(), "status").await
+pub async fn running(state: &StateDir) -> anyhow::Result<Option<Status>> {
+    match control::request(state.path(), "status").await? {
+        Some(doc) => Ok(Some(
+            serde_json::from_value(doc).context("reading the status of `kubelan connect`")?,
+        )),
+        None => Ok(None),
+    }
 }
 
 /// `kubelan quit`: asks a running connect to disconnect and waits until it has.

@@ -36,10 +36,10 @@ use kubelan_sys::journal::{ApplyError, HostGuard};
 use kubelan_sys::nft::build::{DSTNAT, Field, Ip, Table, count, in_set, l4proto, redirect};
 use nftables::schema::NfListObject;
 use nftables::types::{NfChainType, NfFamily, NfHook};
-use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::RedirectStatus;
 use super::handler::FlowStats;
 use crate::dnsrelay::DnsRelay;
 use crate::event::{Event, EventSink};
@@ -321,7 +321,7 @@ pub(crate) async fn start(
     redirector: Arc<Redirector>,
     events: &EventSink,
     shutdown: CancellationToken,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<RedirectStatus> {
     let gateway = !redirector.policy.lan.is_empty();
     let has_v6 = redirector
         .policy
@@ -349,7 +349,12 @@ pub(crate) async fn start(
         events(Event::TcpOnStack {
             reason: why.clone(),
         });
-        json!({"active": false, "reason": why})
+        RedirectStatus {
+            active: false,
+            table: None,
+            listen: None,
+            reason: Some(why),
+        }
     };
     let v4 = match bind(false) {
         Ok(l) => l,
@@ -392,7 +397,12 @@ pub(crate) async fn start(
         table: format!("inet {TABLE}"),
         listen: listen.clone(),
     });
-    Ok(json!({"active": true, "table": format!("inet {TABLE}"), "listen": listen}))
+    Ok(RedirectStatus {
+        active: true,
+        table: Some(format!("inet {TABLE}")),
+        listen: Some(listen),
+        reason: None,
+    })
 }
 
 #[cfg(test)]
