@@ -300,7 +300,7 @@ async fn tcp_flow(
         let addrs = destinations(agent, &target).await?;
         let mut last = None;
         for addr in addrs {
-            match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+            match tokio::time::timeout(DIAL_TIMEOUT, relay::dial_edge(addr)).await {
                 Ok(Ok(s)) => return Ok((s, addr)),
                 Ok(Err(e)) => last = Some(dial_error(addr, &e)),
                 Err(_) => {

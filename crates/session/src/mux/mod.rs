@@ -10,9 +10,12 @@
 //! buffered writer. A flush of 16 KiB or more, or 64 KiB written, goes to the carrier from
 //! the writing task itself, so bulk data does not wait for a hand-off; when the carrier's
 //! socket is full the driver takes over and writers keep appending up to [`HIGH_WATER`]
-//! bytes; then they wait for room in turns, one frame per turn, oldest first (see
-//! `Out::waiting`). The driver also reads: it decodes frames and hands payload to the streams'
-//! queues, waking their readers.
+//! bytes. From then on, and while any stream has bytes held back, a write goes to its
+//! stream's own small buffer (at most [`HELD`] bytes) and the driver takes [`QUANTUM`]
+//! bytes from each such stream in turn as the carrier drains — round robin in bytes, so
+//! streams share a busy carrier evenly whatever the size of their writes, and a writer only
+//! waits for its own stream's buffer. The driver also reads: it decodes frames and hands
+//! payload to the streams' queues, waking their readers.
 //!
 //! Flow control is per stream (credit in WINDOW frames): a stream's window starts at
 //! [`INITIAL_WINDOW`] and doubles each time its reader has consumed a whole window, up to
@@ -39,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Most streams a carrier may hold at once (flows plus the control stream).
 pub const MAX_STREAMS: usize = 32_768;
-/// Output bytes buffered for a busy carrier before writers wait.
+/// Output bytes buffered for a busy carrier before streams take turns (see [`QUANTUM`]).
 pub const HIGH_WATER: usize = 1024 * 1024;
 /// Buffered output bytes at which a write goes to the carrier without waiting for a flush.
 const WRITE_THROUGH: usize = 64 * 1024;
@@ -85,12 +88,13 @@ struct Out {
     /// The driver owns `io` until `buf` is drained; nobody else writes meanwhile.
     driver_owns: bool,
     driver: Option<Waker>,
-    /// Streams whose writers wait for `buf` to drop below [`HIGH_WATER`], oldest first,
-    /// each at most once. They get room in turns (see [`Out::next_turn`]): with hundreds of
-    /// bulk streams, waking every one of them each time the buffer drained made each
-    /// wake-up find the buffer full again, cost more than the data moved and let a few
-    /// streams take the carrier while others starved.
-    waiting: VecDeque<Arc<Cell>>,
+    /// Streams with bytes in their [`Held`] buffers, each at most once, served in turn a
+    /// [`QUANTUM`] at a time by [`Out::fill`]. (Earlier designs woke every waiting writer
+    /// when the buffer drained — each wake-up found it full again and a few streams took
+    /// the carrier — then handed writers turns of one frame, which is not one share when
+    /// one relay writes 2 KiB and another 64 KiB, and chained wake-ups through hundreds of
+    /// tasks.)
+    ready: VecDeque<Arc<Cell>>,
 }
 
 impl Out {
@@ -105,44 +109,49 @@ impl Out {
         self.buf.extend_from_slice(payload);
     }
 
-    /// Hands the turn to write to the oldest stream still waiting for room; the waker of
-    /// the task that last polled it, to wake once the lock is released.
-    fn next_turn(&mut self) -> Option<Waker> {
-        while let Some(cell) = self.waiting.pop_front() {
-            let mut room = lock(&cell.room);
-            if !room.queued {
-                // It left the queue (dropped) after it joined.
-                continue;
+    /// Frames held bytes into `buf`, [`QUANTUM`] bytes from each ready stream in turn,
+    /// until `buf` holds [`FILL`] bytes or nothing is held. Collects the wakers of
+    /// writers whose stream has room again, to wake once the lock is released.
+    fn fill(&mut self, woken: &mut Vec<Waker>) {
+        while self.buf.len() < FILL {
+            let Some(cell) = self.ready.pop_front() else {
+                break;
+            };
+            let mut held = lock(&cell.held);
+            let n = held.data.len().min(QUANTUM);
+            let mut flags = if std::mem::take(&mut held.syn) {
+                SYN
+            } else {
+                0
+            };
+            if n == held.data.len() && std::mem::take(&mut held.fin) {
+                flags |= FIN;
             }
-            room.queued = false;
-            if let Some(w) = room.waker.take() {
-                room.turn = true;
-                return Some(w);
+            if n > 0 || flags != 0 {
+                wire::put_header(&mut self.buf, MuxKind::Data, flags, cell.id, n as u32);
+                self.buf.extend_from_slice(&held.data[..n]);
+                held.data.advance(n);
+            }
+            if held.data.is_empty() {
+                if std::mem::take(&mut held.rst) {
+                    self.data(RST, cell.id, &[]);
+                }
+                held.queued = false;
+                held.data.clear();
+            } else {
+                self.ready.push_back(cell.clone());
+            }
+            if held.data.len() <= HELD / 2
+                && let Some(w) = held.waker.take()
+            {
+                woken.push(w);
             }
         }
-        None
     }
 
-    /// Queues `cell` for room with `waker` (the latest poll's: the task to wake). A stream
-    /// polled from two tasks (a carrier nested in another's stream is written by its
-    /// driver and by its writers) is queued once and wakes whichever polled last. `front`:
-    /// it had the turn but others filled the buffer first; it keeps its place.
-    fn wait_for_room(&mut self, cell: &Arc<Cell>, waker: &Waker, front: bool) {
-        let mut room = lock(&cell.room);
-        room.turn = false;
-        match &room.waker {
-            Some(w) if w.will_wake(waker) => {}
-            _ => room.waker = Some(waker.clone()),
-        }
-        if !room.queued {
-            room.queued = true;
-            drop(room);
-            if front {
-                self.waiting.push_front(cell.clone());
-            } else {
-                self.waiting.push_back(cell.clone());
-            }
-        }
+    /// Whether `cell`'s frames must queue behind what it holds (they keep their order).
+    fn holds(cell: &Cell) -> bool {
+        lock(&cell.held).queued
     }
 
     fn window(&mut self, stream: u32, increment: u32) {
@@ -202,6 +211,23 @@ impl Out {
     }
 }
 
+/// A stream's bytes waiting for their turn on a busy carrier (see [`Out::ready`]).
+/// Locked after [`Shared::out`].
+#[derive(Default)]
+struct Held {
+    data: BytesMut,
+    /// In [`Out::ready`] (or flags still to send).
+    queued: bool,
+    /// The first frame out of `data` opens the stream.
+    syn: bool,
+    /// FIN after `data`.
+    fin: bool,
+    /// RST after `data` (the stream was dropped).
+    rst: bool,
+    /// The task that last found `data` full, woken when there is room again.
+    waker: Option<Waker>,
+}
+
 #[derive(Default)]
 struct StreamState {
     queue: VecDeque<Bytes>,
@@ -248,8 +274,7 @@ impl StreamState {
 struct Cell {
     id: u32,
     state: Mutex<StreamState>,
-    /// Waiting for room in the output buffer. Locked after `state` and [`Shared::out`].
-    room: Mutex<Room>,
+    held: Mutex<Held>,
 }
 
 impl Cell {
@@ -257,24 +282,22 @@ impl Cell {
         Cell {
             id,
             state: Mutex::new(StreamState::new(known)),
-            room: Mutex::new(Room::default()),
+            held: Mutex::new(Held::default()),
         }
     }
 }
 
-/// A stream's place in [`Out::waiting`].
-#[derive(Default)]
-struct Room {
-    /// In the queue.
-    queued: bool,
-    /// Handed the turn to write; it passes the turn on if it does not use it.
-    turn: bool,
-    waker: Option<Waker>,
-}
-
-/// Streams woken when the output buffer has drained; each write that leaves room wakes the
-/// next waiting stream, so the turn goes round them in order.
-const TURNS: usize = 2;
+/// Bytes a busy carrier takes from one stream before the next stream's turn: fair in
+/// bytes, small enough that fifty streams take turns within a few milliseconds.
+pub const QUANTUM: usize = 16 * 1024;
+/// Bytes the driver frames from the streams' turns for one write to a busy carrier: enough
+/// for few system calls, little enough that what is already framed (first come, first
+/// served) stays a small part of what waits.
+const FILL: usize = 256 * 1024;
+/// Most bytes one stream holds while the carrier is busy; its writer waits beyond that,
+/// and is woken when turns have taken half of it: a writer has two rounds of turns to
+/// run again before its stream runs dry, and is woken once per two quanta, not per one.
+pub const HELD: usize = 4 * QUANTUM;
 
 struct Streams {
     map: HashMap<u32, Arc<Cell>>,
@@ -425,7 +448,7 @@ where
             // The driver sends the preface (with whatever follows it).
             driver_owns: side == Side::Client,
             driver: None,
-            waiting: VecDeque::new(),
+            ready: VecDeque::new(),
         }),
         streams: Mutex::new(Streams {
             map: HashMap::new(),
@@ -456,32 +479,30 @@ async fn drive<R: AsyncRead + Unpin>(
                 return Poll::Ready(());
             }
             // Sending: drain the output buffer while the driver owns it.
-            let woke = {
+            let mut woken = Vec::new();
+            {
                 let mut out = lock(&shared.out);
                 out.driver = Some(cx.waker().clone());
-                if out.driver_owns {
+                while out.driver_owns {
+                    // The streams holding bytes take their turns, into the same write as
+                    // what is buffered already.
+                    out.fill(&mut woken);
                     match out.poll_drain(cx) {
                         Poll::Ready(Ok(())) => {
-                            out.driver_owns = false;
-                            (0..TURNS).map_while(|_| out.next_turn()).collect()
+                            if out.ready.is_empty() {
+                                out.driver_owns = false;
+                            }
                         }
                         Poll::Ready(Err(e)) => {
                             drop(out);
                             shared.fail(format!("writing to the carrier: {e}"));
                             return Poll::Ready(());
                         }
-                        Poll::Pending => Vec::new(),
+                        Poll::Pending => break,
                     }
-                } else if out.buf.is_empty() {
-                    // Turns go to the task that last polled each waiting stream; one that
-                    // gave up on its write keeps the turn until it writes again or drops
-                    // the stream. The carrier is idle: the next waiting stream goes on.
-                    out.next_turn().into_iter().collect()
-                } else {
-                    Vec::new()
                 }
-            };
-            for w in woke {
+            }
+            for w in woken {
                 w.wake();
             }
             // Receiving.
@@ -644,8 +665,11 @@ async fn teardown(shared: &Shared) {
     let mut io = {
         let mut out = lock(&shared.out);
         out.driver_owns = true;
-        for cell in out.waiting.drain(..) {
-            if let Some(w) = lock(&cell.room).waker.take() {
+        for cell in out.ready.drain(..) {
+            let mut held = lock(&cell.held);
+            held.data = BytesMut::new();
+            held.queued = false;
+            if let Some(w) = held.waker.take() {
                 w.wake();
             }
         }
@@ -682,22 +706,18 @@ impl std::fmt::Debug for MuxStream {
 }
 
 impl MuxStream {
-    /// Makes this stream's writes skip the wait for a full output buffer to drain: for the
-    /// control stream, whose pings and pongs are small and rare and must not queue behind
-    /// hundreds of bulk streams that refill the buffer as soon as it has room (a carrier
-    /// would otherwise be declared dead while it is only busy). Its frames still leave in
-    /// order, after what is already buffered.
+    /// Makes this stream's writes skip the turns of a busy carrier: for the control
+    /// stream, whose pings and pongs are small and rare and must not queue behind hundreds
+    /// of bulk streams (a carrier would otherwise be declared dead while it is only busy).
+    /// Its frames still leave in order, after what is already in the output buffer.
     pub fn set_urgent(&mut self) {
         self.urgent = true;
     }
 
-    /// `poll_write` without the turn's bookkeeping; `turn`: this stream was handed the turn.
-    fn write_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-        data: &[u8],
-        turn: bool,
-    ) -> Poll<io::Result<usize>> {
+    /// Writes a frame of up to `data.len()` bytes: straight into the carrier's buffer
+    /// when it has room and no stream holds bytes back (the common, uncontended case), or
+    /// else into this stream's [`Held`] buffer for the driver to take in turn.
+    fn write_frame(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let mut st = lock(&self.cell.state);
         if st.carrier_closed {
             drop(st);
@@ -729,50 +749,61 @@ impl MuxStream {
             drop(st);
             return Poll::Ready(Err(self.closed_error()));
         }
-        if !self.urgent {
-            if out.buf.len() >= HIGH_WATER {
-                // The driver is draining the buffer; its drain hands out turns.
-                out.wait_for_room(&self.cell, cx.waker(), turn);
-                return Poll::Pending;
+        // Once the driver owns the buffer (the carrier's socket was full, or a flush handed
+        // it over), bytes take turns: a write appended then would be first come, first
+        // served, and a stream writing 256 KiB at a time would take the carrier from one
+        // writing 2 KiB.
+        let direct = self.urgent
+            || (!out.driver_owns
+                && out.buf.len() < HIGH_WATER
+                && out.ready.is_empty()
+                && !Out::holds(&self.cell));
+        if direct {
+            let flags = if st.known { 0 } else { SYN };
+            st.known = true;
+            st.send_credit -= n as u32;
+            drop(st);
+            out.data(flags, self.cell.id, &data[..n]);
+            if out.buf.len() >= WRITE_THROUGH
+                && let Some(e) = out.push(cx)
+            {
+                drop(out);
+                self.shared.fail(format!("writing to the carrier: {e}"));
             }
-            if !turn && out.driver_owns && !out.waiting.is_empty() {
-                // Others waited first, and the driver is draining: this stream queues
-                // behind them (the drain hands out turns), one frame a turn, in order.
-                out.wait_for_room(&self.cell, cx.waker(), false);
-                return Poll::Pending;
-            }
-        }
-        let flags = if st.known { 0 } else { SYN };
-        st.known = true;
-        st.send_credit -= n as u32;
-        drop(st);
-        out.data(flags, self.cell.id, &data[..n]);
-        if out.buf.len() >= WRITE_THROUGH
-            && let Some(e) = out.push(cx)
-        {
-            drop(out);
-            self.shared.fail(format!("writing to the carrier: {e}"));
             return Poll::Ready(Ok(n));
         }
-        // Room left: the next waiting stream may use it now.
-        let next = if out.buf.len() < HIGH_WATER {
-            out.next_turn()
-        } else {
-            None
-        };
-        drop(out);
-        if let Some(w) = next {
-            w.wake();
+        // The carrier is busy: this stream's bytes wait for its turn.
+        let mut held = lock(&self.cell.held);
+        let n = n.min(HELD.saturating_sub(held.data.len()));
+        if n == 0 {
+            // Woken by the turn that leaves room; the task that polled last is the one
+            // to wake (a nested carrier writes one stream from two tasks).
+            match &held.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => held.waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        if !st.known {
+            held.syn = true;
+            st.known = true;
+        }
+        st.send_credit -= n as u32;
+        drop(st);
+        held.data.extend_from_slice(&data[..n]);
+        if !held.queued {
+            held.queued = true;
+            out.ready.push_back(self.cell.clone());
+        }
+        drop(held);
+        // The driver serves the turns (it may be draining already).
+        if !out.driver_owns {
+            out.driver_owns = true;
+            if let Some(w) = out.driver.take() {
+                w.wake();
+            }
         }
         Poll::Ready(Ok(n))
-    }
-
-    /// Hands a turn this stream did not use to the next one waiting for room.
-    fn pass_turn(&self) {
-        let next = lock(&self.shared.out).next_turn();
-        if let Some(w) = next {
-            w.wake();
-        }
     }
 
     fn closed_error(&self) -> io::Error {
@@ -783,11 +814,23 @@ impl MuxStream {
         )
     }
 
-    /// Queues an empty DATA frame with `flags` for the driver to send.
+    /// Queues an empty DATA frame with `flags` for the driver to send, after any bytes
+    /// this stream holds.
     fn send_flags(&self, flags: u8) {
         let mut out = lock(&self.shared.out);
         if out.io.is_none() {
             return;
+        }
+        {
+            let mut held = lock(&self.cell.held);
+            if held.queued {
+                held.fin |= flags & FIN != 0;
+                held.rst |= flags & RST != 0;
+                if flags & SYN != 0 {
+                    held.syn = true;
+                }
+                return;
+            }
         }
         out.data(flags, self.cell.id, &[]);
         out.hand_off();
@@ -860,14 +903,7 @@ impl AsyncWrite for MuxStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        // A turn is used by this call or handed on: it never stays with a stream.
-        let turn = std::mem::take(&mut lock(&this.cell.room).turn);
-        let r = this.write_frame(cx, data, turn);
-        if turn && !matches!(r, Poll::Ready(Ok(n)) if n > 0) && !lock(&this.cell.room).queued {
-            this.pass_turn();
-        }
-        r
+        self.get_mut().write_frame(cx, data)
     }
     /// Hands what was written to the driver, which sends it with whatever other streams
     /// flush before it runs; from [`FLUSH_INLINE`] buffered bytes on (bulk data) writes it
@@ -904,15 +940,7 @@ impl AsyncWrite for MuxStream {
 
 impl Drop for MuxStream {
     fn drop(&mut self) {
-        let turn = {
-            let mut room = lock(&self.cell.room);
-            room.queued = false;
-            room.waker = None;
-            std::mem::take(&mut room.turn)
-        };
-        if turn {
-            self.pass_turn();
-        }
+        lock(&self.cell.held).waker = None;
         let reset = {
             let st = lock(&self.cell.state);
             let finished = st.fin_sent && st.fin_recv;

@@ -342,6 +342,8 @@ pub(crate) async fn start(
         } else {
             tokio::net::TcpSocket::new_v4()?
         };
+        // Accepted connections inherit it (and the window scale it implies).
+        socket.set_recv_buffer_size(kubelan_session::relay::EDGE_RECV_BUFFER)?;
         socket.bind(SocketAddr::new(ip, 0))?;
         socket.listen(4096)
     };
