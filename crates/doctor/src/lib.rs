@@ -13,8 +13,9 @@
 //! [`run`] gathers the facts (API reads through `kubelan-cluster`, the host's routes,
 //! redirects, sysctls, nft counters and pings through `kubelan-sys`) and decides each
 //! verdict in functions that do no I/O, unit-tested beside them. It returns
-//! [`Check`]s, handed to a callback as they are made; the binary renders them (a line per
-//! check and its fix, or one JSON document). [`serve_probe`] is the other side of the
+//! [`Check`]s, handed to a callback as they are made; each check's text is its line (and
+//! its fix's), the [`Outcome`]'s text is the summary and its JSON the whole report; the
+//! binary prints them. [`serve_probe`] is the other side of the
 //! callback check: what `kubelan doctor --probe-serve` runs inside a probe pod.
 
 mod callback;
@@ -26,6 +27,7 @@ mod pods;
 mod reach;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -33,7 +35,8 @@ use kubelan_cluster::ClusterError;
 use kubelan_cluster::discovery::{self, DiscoveryOverrides, PrefixKind};
 use kubelan_cluster::preflight::{Access, DISCOVERY_HINT};
 use nftables::types::NfFamily;
-use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 
 pub use callback::serve_probe;
 use reach::Probe;
@@ -85,6 +88,8 @@ pub enum Verdict {
 }
 
 /// One verdict: the step (`api`, `routes`, `dns`, `pods`, …), what was found and the fix.
+/// Its text is the line printed when it is made (mark, step, what) and the fix on a second
+/// line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     /// The step, a short word.
@@ -98,7 +103,8 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
-/// Every verdict of one run, in order.
+/// Every verdict of one run, in order. Its text is the summary line; its JSON is the
+/// report (`ok`, and every check).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
     /// The checks.
@@ -112,6 +118,47 @@ impl Outcome {
             .iter()
             .filter(|c| c.verdict == Verdict::Fail)
             .count()
+    }
+}
+
+impl Verdict {
+    /// The verdict's mark at the start of its line.
+    fn mark(self) -> &'static str {
+        match self {
+            Verdict::Pass => "✓",
+            Verdict::Info => "·",
+            Verdict::Warn => "!",
+            Verdict::Fail => "✗",
+            Verdict::Skip => "-",
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:<10} {}", self.verdict.mark(), self.step, self.what)?;
+        match &self.fix {
+            Some(fix) => write!(f, "\n  {:<10} fix: {fix}", ""),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.failed() {
+            0 => f.write_str("all checks passed"),
+            n => write!(f, "{n} check(s) failed"),
+        }
+    }
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut doc = s.serialize_struct("Outcome", 2)?;
+        doc.serialize_field("ok", &(self.failed() == 0))?;
+        doc.serialize_field("checks", &self.checks)?;
+        doc.end()
     }
 }
 

@@ -1,7 +1,9 @@
-//! What an expose session reports while it runs, as typed events (the CLI renders them as
-//! a live table or as JSON lines), and the [`Acceptor`] that maps the relay's listeners to
+//! What an expose session reports while it runs, as typed events (each says its line for
+//! people and serialises as its JSON object; the CLI shows them with a live table or as JSON
+//! lines), and the [`Acceptor`] that maps the relay's listeners to
 //! local targets and reports every connection.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
@@ -13,8 +15,9 @@ use tokio::sync::mpsc;
 use crate::spec::{ExposedPort, Host};
 use kubelan_cluster::session_objects::Protocol;
 
-/// One thing that happened in an expose session. Serialised with a `"event"` tag
-/// (`{"event":"connection_closed",...}`) for `--output json`.
+/// One thing that happened in an expose session: its line for people is its
+/// [`fmt::Display`]; serialised with a `"event"` tag (`{"event":"connection_closed",...}`)
+/// for `--output json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ExposeEvent {
@@ -103,6 +106,51 @@ pub enum ExposeEvent {
         /// What was done, one sentence.
         outcome: String,
     },
+}
+
+impl fmt::Display for ExposeEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExposeEvent::Preflight { namespace } => {
+                write!(f, "checking permissions in namespace {namespace}")
+            }
+            ExposeEvent::Created { kind, name } => write!(f, "created {kind} {name}"),
+            ExposeEvent::Waiting { status } => write!(f, "waiting for the relay: {status}"),
+            ExposeEvent::RelayReady { pod, ip } => write!(f, "relay {pod} ready at {ip}"),
+            ExposeEvent::Serving { service, ports } => {
+                write!(f, "serving {service}: {}", ports.join(", "))
+            }
+            ExposeEvent::Carrier { state, .. } => write!(f, "link: {state}"),
+            ExposeEvent::ConnectionOpened {
+                listener,
+                peer,
+                local,
+            } => write!(f, "#{listener} {peer} → {local}"),
+            ExposeEvent::ConnectionClosed {
+                listener,
+                peer,
+                to_local,
+                from_local,
+                error,
+            } => {
+                write!(
+                    f,
+                    "#{listener} {peer} closed: {to_local} in, {from_local} out"
+                )?;
+                error.as_ref().map_or(Ok(()), |e| write!(f, " ({e})"))
+            }
+            ExposeEvent::Stopping { job } => write!(
+                f,
+                "stopping: deleted job {job}; Kubernetes removes the relay and the session's objects"
+            ),
+            ExposeEvent::Warning { message } => write!(f, "warning: {message}"),
+            ExposeEvent::Replaced { service, original } => write!(
+                f,
+                "replaced: Service {service} now sends its traffic here (its selector {original} comes back at exit)"
+            ),
+            ExposeEvent::Restored { outcome, .. } => write!(f, "restored: {outcome}"),
+        }
+    }
 }
 
 /// Maps listener ids to the local targets of an expose session; reports every flow as

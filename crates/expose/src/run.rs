@@ -131,6 +131,64 @@ pub enum RunEvent {
     },
 }
 
+/// kubelan's line for an event (on stderr, after `kubelan: `): the session's events read
+/// as in `kubelan expose`, except a connection (no arrow: the program is the target), the
+/// end (the Service goes too) and a Service whose ports come as the program opens them.
+impl fmt::Display for RunEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunEvent::Session(ExposeEvent::ConnectionClosed {
+                listener,
+                peer,
+                to_local,
+                from_local,
+                error,
+            }) => {
+                write!(f, "#{listener} {peer}: {to_local} in, {from_local} out")?;
+                error.as_ref().map_or(Ok(()), |e| write!(f, " ({e})"))
+            }
+            RunEvent::Session(ExposeEvent::Stopping { job }) => write!(
+                f,
+                "session ended: deleted job {job}; Kubernetes removes the Service and the relay"
+            ),
+            RunEvent::Session(ExposeEvent::Serving { service, ports }) if ports.is_empty() => {
+                write!(
+                    f,
+                    "serving {service}: the program's ports are added as it opens them"
+                )
+            }
+            RunEvent::Session(e) => fmt::Display::fmt(e, f),
+            RunEvent::Started { pid, program, env } => {
+                let get = |k: &str| {
+                    env.iter()
+                        .find(|(n, _)| n == k)
+                        .map_or("", |(_, v)| v.as_str())
+                };
+                write!(
+                    f,
+                    "started {program} (pid {pid}) as {} = {}",
+                    get("KUBELAN_CLUSTER_HOST"),
+                    get("KUBELAN_CLUSTER_IP")
+                )
+            }
+            RunEvent::Signal {
+                signal,
+                forwarded: true,
+            } => write!(f, "{signal}: passed on to the program"),
+            RunEvent::Signal {
+                signal,
+                forwarded: false,
+            } => write!(f, "{signal}: stopping"),
+            RunEvent::PortExposed {
+                local,
+                service_port,
+            } => write!(f, "exposed {local} as port {service_port} of the Service"),
+            RunEvent::PortFailed { local, error } => write!(f, "not exposing {local}: {error}"),
+            RunEvent::Exited { code } => write!(f, "the program exited with status {code}"),
+        }
+    }
+}
+
 /// Why `kubelan run` failed (the program's own failure is its exit code, not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -28,7 +28,8 @@ pub enum Via {
     PortForward,
 }
 
-/// What the user should know about the way chosen (printed before the session's events).
+/// What the user should know about the way chosen (printed before the session's events;
+/// its text is the line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ViaNote {
     /// No usable agent: a port-forward instead.
@@ -41,6 +42,22 @@ pub enum ViaNote {
         /// The agent's namespace.
         namespace: String,
     },
+}
+
+impl std::fmt::Display for ViaNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ViaNote::NoAgent { namespace } => write!(
+                f,
+                "no usable kubelan agent in {namespace}; reaching the relay by port-forward"
+            ),
+            ViaNote::AgentSlow { namespace } => write!(
+                f,
+                "the kubelan agent in {namespace} did not connect within {} s; reaching the relay by port-forward",
+                OUTER_WAIT.as_secs()
+            ),
+        }
+    }
 }
 
 /// Why the way to the relay is not there; `E` is the session starter's error.

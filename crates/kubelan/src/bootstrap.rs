@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use kubelan_cluster::preflight::INSTALL_HINT;
 use kubelan_cluster::{ClusterError, KubeArgs};
 use kubelan_session::bootstrap::{self, Bootstrap, BootstrapError, BootstrapNote, Started};
-use kubelan_session::{Session, SessionConfig, SessionState};
+use kubelan_session::{Session, SessionConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Which carrier to use.
@@ -89,14 +89,7 @@ fn cli_error(e: BootstrapError) -> anyhow::Error {
 }
 
 fn say(note: BootstrapNote) {
-    match note {
-        BootstrapNote::AgentNotReady { namespace } => {
-            eprintln!("… the agent in {namespace} is not ready yet; the tunnel connects when it is")
-        }
-        BootstrapNote::DirectUnavailable { error } => {
-            eprintln!("note: direct carrier unavailable ({error}); using port-forward")
-        }
-    }
+    eprintln!("{note}");
 }
 
 /// Builds the carriers the flags ask for and starts the session. `routed`: prefixes the
@@ -173,19 +166,11 @@ fn confirm_install(ns: &str) -> anyhow::Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
-/// A state change as printed: a mark and the state's one line.
-pub(crate) fn state_line(state: &SessionState) -> String {
-    let mark = match state {
-        SessionState::Connected { .. } => "✓",
-        SessionState::Failed(_) => "✗",
-        _ => "…",
-    };
-    format!("{mark} {state}")
-}
-
 /// Prints session state changes (to stderr) until shutdown.
 pub(crate) fn report_state(session: &Session, shutdown: CancellationToken) {
-    bootstrap::on_state_change(session, shutdown, |now, _| eprintln!("{}", state_line(now)));
+    bootstrap::on_state_change(session, shutdown, |now, _| {
+        eprintln!("{}", bootstrap::state_line(now));
+    });
 }
 
 #[cfg(test)]

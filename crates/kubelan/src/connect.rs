@@ -9,7 +9,6 @@ use clap::Args;
 use ipnet::IpNet;
 use kubelan_sys::journal::StateDir;
 use kubelan_vpn::ConnectOptions;
-use kubelan_vpn::connect::{DnsStatus, Status};
 use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::AgentArgs;
@@ -117,7 +116,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             let doc = serde_json::to_value(&st)?;
             println!("{}", serde_json::to_string_pretty(&doc)?);
         } else {
-            print_running(&st);
+            print!("{st}");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -127,74 +126,8 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "not connected (context {}, {})\n",
-        preview.context, preview.server
-    );
-    println!("{}", preview.facts);
-    if preview.conflicts.is_empty() {
-        println!("\n`sudo kubelan connect` would route:");
-        for r in &preview.planned_routes {
-            println!("  {:<20} {}", r.prefix, r.why);
-        }
-    } else {
-        println!("\n`kubelan connect` would refuse; overlaps with this machine:");
-        for c in &preview.conflicts {
-            println!("  • {c}");
-        }
-    }
+    print!("{preview}");
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_running(st: &Status) {
-    println!("kubelan connect (pid {}), since {}", st.pid, st.since);
-    println!("  state:    {}", st.detail);
-    println!("  tun:      {} (mtu {})", st.tun.name, st.tun.mtu);
-    println!("  routes:");
-    for r in &st.routes {
-        println!("    {:<20} {}", r.prefix, r.why);
-    }
-    for p in &st.pinned {
-        println!("    {p:<20} kept outside the tunnel (API server or agent address)");
-    }
-    match &st.dns {
-        DnsStatus::Configured(d) => println!(
-            "  dns:      {} via {}; search {}; other names → {}",
-            d.routing_domains.join(" "),
-            d.backend,
-            d.search.join(" "),
-            d.upstreams.join(", ")
-        ),
-        DnsStatus::NotConfigured { .. } => println!("  dns:      not configured"),
-    }
-    let r = &st.redirect;
-    if r.active {
-        println!(
-            "  tcp:      redirected by nftables table {} to {} (kernel TCP)",
-            r.table.as_deref().unwrap_or_default(),
-            r.listen.as_deref().unwrap_or_default().join(", ")
-        );
-    } else {
-        let reason = r.reason.as_deref().unwrap_or_default();
-        println!("  tcp:      through the userspace stack ({reason})");
-    }
-    let c = &st.counters;
-    println!(
-        "  flows:    {} TCP ({} open, {} failed, {} refused), {} UDP, {} pings ({} answered); {} B up, {} B down",
-        c.tcp_flows,
-        c.tcp_open,
-        c.tcp_failed,
-        c.tcp_refused,
-        c.udp_flows,
-        c.pings,
-        c.pongs,
-        c.bytes_up,
-        c.bytes_down
-    );
-    println!(
-        "  dns:      {} cluster queries, {} other, {} failed",
-        c.dns_cluster, c.dns_upstream, c.dns_failed
-    );
 }
 
 /// `kubelan quit`: asks a running connect to disconnect and waits until it has.

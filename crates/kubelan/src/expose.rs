@@ -83,53 +83,10 @@ impl Ui {
         );
         self.screen.event(
             || serde_json::to_value(e).unwrap_or_default(),
-            || line(e),
+            || e.to_string(),
             in_table,
             || table.render(Screen::width()),
         );
-    }
-}
-
-/// One line per event, for people.
-pub(crate) fn line(e: &ExposeEvent) -> String {
-    match e {
-        ExposeEvent::Preflight { namespace } => {
-            format!("checking permissions in namespace {namespace}")
-        }
-        ExposeEvent::Created { kind, name } => format!("created {kind} {name}"),
-        ExposeEvent::Waiting { status } => format!("waiting for the relay: {status}"),
-        ExposeEvent::RelayReady { pod, ip } => format!("relay {pod} ready at {ip}"),
-        ExposeEvent::Serving { service, ports } => {
-            format!("serving {service}: {}", ports.join(", "))
-        }
-        ExposeEvent::Carrier { state, .. } => format!("link: {state}"),
-        ExposeEvent::ConnectionOpened {
-            listener,
-            peer,
-            local,
-        } => format!("#{listener} {peer} → {local}"),
-        ExposeEvent::ConnectionClosed {
-            listener,
-            peer,
-            to_local,
-            from_local,
-            error,
-        } => {
-            let how = error
-                .as_deref()
-                .map_or_else(String::new, |e| format!(" ({e})"));
-            format!("#{listener} {peer} closed: {to_local} in, {from_local} out{how}")
-        }
-        ExposeEvent::Stopping { job } => {
-            format!(
-                "stopping: deleted job {job}; Kubernetes removes the relay and the session's objects"
-            )
-        }
-        ExposeEvent::Warning { message } => format!("warning: {message}"),
-        ExposeEvent::Replaced { service, original } => format!(
-            "replaced: Service {service} now sends its traffic here (its selector {original} comes back at exit)"
-        ),
-        ExposeEvent::Restored { outcome, .. } => format!("restored: {outcome}"),
     }
 }
 
@@ -253,15 +210,7 @@ impl SessionArgs {
                 .await
                 .map(|s| s.session)
         };
-        let note = |n: ViaNote| match n {
-            ViaNote::NoAgent { namespace } => eprintln!(
-                "no usable kubelan agent in {namespace}; reaching the relay by port-forward"
-            ),
-            ViaNote::AgentSlow { namespace } => eprintln!(
-                "the kubelan agent in {namespace} did not connect within {} s; reaching the relay by port-forward",
-                kubelan_expose::via::OUTER_WAIT.as_secs()
-            ),
-        };
+        let note = |n: ViaNote| eprintln!("{n}");
         kubelan_expose::via::connect(&request, start, stop, &note)
             .await
             .map_err(|e| match e {
@@ -273,7 +222,7 @@ impl SessionArgs {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use clap::Parser;
 
@@ -297,82 +246,5 @@ pub(crate) mod tests {
         let a = Cli::try_parse_from(["x", "::1:80"]).unwrap().args;
         let e = kubelan_expose::plan(&a.targets, &a.ports, None).unwrap_err();
         assert!(e.to_string().contains("brackets"), "{e}");
-    }
-
-    /// Every event's line and JSON object (in `tests/render/expose.txt`).
-    #[test]
-    fn every_event_renders_as_its_golden_lines() {
-        let text: String = samples()
-            .iter()
-            .map(|e| format!("{}\n{}\n", line(e), serde_json::to_value(e).unwrap()))
-            .collect();
-        crate::tests::golden("expose.txt", &text);
-    }
-
-    /// One event of each kind (`run` renders them too).
-    pub(crate) fn samples() -> Vec<ExposeEvent> {
-        let closed = |error: Option<&str>| ExposeEvent::ConnectionClosed {
-            listener: 0,
-            peer: "172.17.32.5:4000".into(),
-            to_local: 1,
-            from_local: 2,
-            error: error.map(str::to_string),
-        };
-        vec![
-            ExposeEvent::Preflight {
-                namespace: "team".into(),
-            },
-            ExposeEvent::Created {
-                kind: "Job".into(),
-                name: "kubelan-b7x2kq9d".into(),
-            },
-            ExposeEvent::Waiting {
-                status: "pod kubelan-b7x2kq9d-x4z: ContainerCreating".into(),
-            },
-            ExposeEvent::RelayReady {
-                pod: "kubelan-b7x2kq9d-x4z".into(),
-                ip: "172.17.32.9".into(),
-            },
-            ExposeEvent::Serving {
-                service: "dev.team.svc".into(),
-                ports: vec![
-                    "80/tcp → 127.0.0.1:8080".into(),
-                    "53/udp → 127.0.0.1:53".into(),
-                ],
-            },
-            ExposeEvent::Serving {
-                service: "dev.team.svc".into(),
-                ports: vec![],
-            },
-            ExposeEvent::Carrier {
-                up: true,
-                state: "connected via port-forward".into(),
-            },
-            ExposeEvent::Carrier {
-                up: false,
-                state: "reconnecting: the API server closed the stream".into(),
-            },
-            ExposeEvent::ConnectionOpened {
-                listener: 0,
-                peer: "172.17.32.5:4000".into(),
-                local: "127.0.0.1:8080".into(),
-            },
-            closed(None),
-            closed(Some("refused")),
-            ExposeEvent::Stopping {
-                job: "kubelan-b7x2kq9d".into(),
-            },
-            ExposeEvent::Warning {
-                message: "Service web is managed by Argo CD".into(),
-            },
-            ExposeEvent::Replaced {
-                service: "web".into(),
-                original: "app=web".into(),
-            },
-            ExposeEvent::Restored {
-                service: "web".into(),
-                outcome: "the selector is back".into(),
-            },
-        ]
     }
 }

@@ -42,65 +42,17 @@ pub(crate) struct RunArgs {
     program: Vec<OsString>,
 }
 
-/// kubelan's line for an event, or `None` for what is not worth a line.
-fn line(e: &RunEvent, show_connections: bool) -> Option<String> {
-    Some(match e {
-        RunEvent::Session(ExposeEvent::ConnectionOpened { .. }) => return None,
-        RunEvent::Session(ExposeEvent::ConnectionClosed {
-            listener,
-            peer,
-            to_local,
-            from_local,
-            error,
-        }) => {
-            if !show_connections && error.is_none() {
-                return None;
-            }
-            let how = error
-                .as_deref()
-                .map_or_else(String::new, |e| format!(" ({e})"));
-            format!("#{listener} {peer}: {to_local} in, {from_local} out{how}")
+/// Whether an event gets a line: connections only when they fail (every one with
+/// `--show-connections`), the link only when it is down.
+fn shown(e: &RunEvent, show_connections: bool) -> bool {
+    match e {
+        RunEvent::Session(ExposeEvent::ConnectionOpened { .. })
+        | RunEvent::Session(ExposeEvent::Carrier { up: true, .. }) => false,
+        RunEvent::Session(ExposeEvent::ConnectionClosed { error, .. }) => {
+            show_connections || error.is_some()
         }
-        RunEvent::Session(ExposeEvent::Stopping { job }) => {
-            format!(
-                "session ended: deleted job {job}; Kubernetes removes the Service and the relay"
-            )
-        }
-        RunEvent::Session(ExposeEvent::Serving { service, ports }) if ports.is_empty() => {
-            format!("serving {service}: the program's ports are added as it opens them")
-        }
-        RunEvent::Session(ExposeEvent::Serving { service, ports }) => {
-            format!("serving {service}: {}", ports.join(", "))
-        }
-        RunEvent::Session(ExposeEvent::Carrier { up: true, .. }) => return None,
-        // The rest reads as in `kubelan expose`.
-        RunEvent::Session(e) => crate::expose::line(e),
-        RunEvent::Started { pid, program, env } => {
-            let get = |k: &str| {
-                env.iter()
-                    .find(|(n, _)| n == k)
-                    .map_or("", |(_, v)| v.as_str())
-            };
-            format!(
-                "started {program} (pid {pid}) as {} = {}",
-                get("KUBELAN_CLUSTER_HOST"),
-                get("KUBELAN_CLUSTER_IP")
-            )
-        }
-        RunEvent::Signal { signal, forwarded } => {
-            if *forwarded {
-                format!("{signal}: passed on to the program")
-            } else {
-                format!("{signal}: stopping")
-            }
-        }
-        RunEvent::PortExposed {
-            local,
-            service_port,
-        } => format!("exposed {local} as port {service_port} of the Service"),
-        RunEvent::PortFailed { local, error } => format!("not exposing {local}: {error}"),
-        RunEvent::Exited { code } => format!("the program exited with status {code}"),
-    })
+        _ => true,
+    }
 }
 
 /// Runs `kubelan run`; the exit code is the program's.
@@ -121,13 +73,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let show = args.show_connections;
     let result = loop {
         tokio::select! {
-            Some(e) = rx.recv() => if let Some(l) = line(&e, show) { eprintln!("kubelan: {l}") },
+            Some(e) = rx.recv() => if shown(&e, show) { eprintln!("kubelan: {e}") },
             r = &mut session => break r,
         }
     };
     while let Ok(e) = rx.try_recv() {
-        if let Some(l) = line(&e, show) {
-            eprintln!("kubelan: {l}");
+        if shown(&e, show) {
+            eprintln!("kubelan: {e}");
         }
     }
     match result {
@@ -141,7 +93,6 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
     use clap::Parser;
-    use kubelan_expose::run::Sig;
 
     #[derive(Parser)]
     struct Cli {
@@ -181,49 +132,38 @@ mod tests {
         );
     }
 
-    /// Every event's line, quiet and with `--show-connections` (in `tests/render/run.txt`).
+    /// Which events get a line, quiet and with `--show-connections` (the lines are
+    /// `kubelan-expose`'s golden file).
     #[test]
-    fn every_event_renders_as_its_golden_lines() {
-        let events = crate::expose::tests::samples()
-            .into_iter()
-            .map(RunEvent::Session)
-            .chain([
-                RunEvent::Started {
-                    pid: 4242,
-                    program: "java -jar orders.jar".into(),
-                    env: vec![
-                        ("KUBELAN_CLUSTER_IP".into(), "172.17.16.77".into()),
-                        (
-                            "KUBELAN_CLUSTER_HOST".into(),
-                            "orders.team.svc.cluster.local".into(),
-                        ),
-                    ],
-                },
-                RunEvent::Signal {
-                    signal: Sig::Int,
-                    forwarded: true,
-                },
-                RunEvent::Signal {
-                    signal: Sig::Term,
-                    forwarded: false,
-                },
-                RunEvent::PortExposed {
-                    local: "127.0.0.1:8080".into(),
-                    service_port: 8080,
-                },
-                RunEvent::PortFailed {
-                    local: "127.0.0.1:9090".into(),
-                    error: "port in use".into(),
-                },
-                RunEvent::Exited { code: 3 },
-            ]);
-        let shown = |l: Option<String>| l.unwrap_or_else(|| "(no line)".into());
-        let text: String = events
-            .map(|e| match (line(&e, false), line(&e, true)) {
-                (quiet, all) if quiet == all => format!("{}\n", shown(quiet)),
-                (quiet, all) => format!("{} | --show-connections: {}\n", shown(quiet), shown(all)),
+    fn connections_show_when_they_fail_or_when_asked() {
+        let closed = |error: Option<&str>| {
+            RunEvent::Session(ExposeEvent::ConnectionClosed {
+                listener: 0,
+                peer: "172.17.32.5:4000".into(),
+                to_local: 1,
+                from_local: 2,
+                error: error.map(str::to_string),
             })
-            .collect();
-        crate::tests::golden("run.txt", &text);
+        };
+        let opened = RunEvent::Session(ExposeEvent::ConnectionOpened {
+            listener: 0,
+            peer: "172.17.32.5:4000".into(),
+            local: "127.0.0.1:8080".into(),
+        });
+        let link = |up| {
+            RunEvent::Session(ExposeEvent::Carrier {
+                up,
+                state: String::new(),
+            })
+        };
+        let exited = RunEvent::Exited { code: 3 };
+        let quiet = [&opened, &closed(None), &link(true)];
+        for (e, all) in quiet.iter().zip([false, true, false]) {
+            assert!(!shown(e, false), "{e}");
+            assert_eq!(shown(e, true), all, "{e}");
+        }
+        for e in [closed(Some("refused")), link(false), exited] {
+            assert!(shown(&e, false) && shown(&e, true), "{e}");
+        }
     }
 }

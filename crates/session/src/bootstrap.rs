@@ -86,6 +86,21 @@ pub enum BootstrapNote {
     },
 }
 
+impl std::fmt::Display for BootstrapNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BootstrapNote::AgentNotReady { namespace } => write!(
+                f,
+                "… the agent in {namespace} is not ready yet; the tunnel connects when it is"
+            ),
+            BootstrapNote::DirectUnavailable { error } => write!(
+                f,
+                "note: direct carrier unavailable ({error}); using port-forward"
+            ),
+        }
+    }
+}
+
 /// Why the session could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
@@ -329,6 +344,17 @@ fn retry(e: ClusterError, target: &ApiTarget) -> CarrierError {
     CarrierError::retry(e.explain(target, AGENT_HINT).to_string())
 }
 
+/// A state change as users see it: a mark (`✓` connected, `✗` failed, `…` on the way)
+/// and the state's one line.
+pub fn state_line(state: &SessionState) -> String {
+    let mark = match state {
+        SessionState::Connected { .. } => "✓",
+        SessionState::Failed(_) => "✗",
+        _ => "…",
+    };
+    format!("{mark} {state}")
+}
+
 /// Calls `f` with each new session state (and its one-line text) until shutdown; nothing
 /// after shutdown began (stopping is not a state change of the session).
 pub fn on_state_change(
@@ -450,5 +476,26 @@ mod tests {
             .map(|a| a.to_string())
             .collect();
         assert_eq!(some, ["10.4.7.11:30443"]);
+    }
+
+    #[test]
+    fn notes_and_state_changes_read_as_one_line_each() {
+        let note = BootstrapNote::AgentNotReady {
+            namespace: "kubelan-system".into(),
+        };
+        assert_eq!(
+            note.to_string(),
+            "… the agent in kubelan-system is not ready yet; the tunnel connects when it is"
+        );
+        let note = BootstrapNote::DirectUnavailable {
+            error: "reading ca.crt: denied".into(),
+        };
+        assert_eq!(
+            note.to_string(),
+            "note: direct carrier unavailable (reading ca.crt: denied); using port-forward"
+        );
+        assert_eq!(state_line(&SessionState::Connecting), "… connecting");
+        let failed = SessionState::Failed("too old".into());
+        assert_eq!(state_line(&failed), "✗ failed: too old");
     }
 }

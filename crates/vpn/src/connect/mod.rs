@@ -723,7 +723,8 @@ async fn with_agent_domain(mut facts: ClusterFacts, session: &Session) -> Cluste
 }
 
 /// What `kubelan status` shows without a running connect: the cluster and what a connect
-/// would route (its JSON form is `status --output json`'s document then).
+/// would route (its text is what it prints; its JSON form is `status --output json`'s
+/// document then).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Preview {
     /// `not connected`.
@@ -738,6 +739,32 @@ pub struct Preview {
     pub planned_routes: Vec<RouteStatus>,
     /// The overlaps with this machine that would stop a connect.
     pub conflicts: Vec<String>,
+}
+
+impl std::fmt::Display for Preview {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "not connected (context {}, {})\n",
+            self.context, self.server
+        )?;
+        writeln!(f, "{}", self.facts)?;
+        if self.conflicts.is_empty() {
+            writeln!(f, "\n`sudo kubelan connect` would route:")?;
+            for r in &self.planned_routes {
+                writeln!(f, "  {:<20} {}", r.prefix, r.why)?;
+            }
+        } else {
+            writeln!(
+                f,
+                "\n`kubelan connect` would refuse; overlaps with this machine:"
+            )?;
+            for c in &self.conflicts {
+                writeln!(f, "  • {c}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Discovers the cluster and plans a connect's routes against this machine, changing

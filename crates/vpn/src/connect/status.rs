@@ -1,12 +1,14 @@
 //! What a running `connect` reports on its control socket (`kubelan status`), as a typed
-//! document: the connect serialises it, `kubelan status` reads it back and prints it (or
-//! passes it on as JSON).
+//! document: the connect serialises it, `kubelan status` reads it back and prints its text
+//! (or passes it on as JSON).
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::event::DnsConfigured;
 
-/// A running connect's state.
+/// A running connect's state. Its text is what `kubelan status` prints (a line each).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// Its process.
@@ -35,6 +37,70 @@ pub struct Status {
     pub counters: Counters,
     /// The userspace stack's counters.
     pub stack: StackCounters,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "kubelan connect (pid {}), since {}",
+            self.pid, self.since
+        )?;
+        writeln!(f, "  state:    {}", self.detail)?;
+        writeln!(f, "  tun:      {} (mtu {})", self.tun.name, self.tun.mtu)?;
+        writeln!(f, "  routes:")?;
+        for r in &self.routes {
+            writeln!(f, "    {:<20} {}", r.prefix, r.why)?;
+        }
+        for p in &self.pinned {
+            writeln!(
+                f,
+                "    {p:<20} kept outside the tunnel (API server or agent address)"
+            )?;
+        }
+        match &self.dns {
+            DnsStatus::Configured(d) => writeln!(
+                f,
+                "  dns:      {} via {}; search {}; other names → {}",
+                d.routing_domains.join(" "),
+                d.backend,
+                d.search.join(" "),
+                d.upstreams.join(", ")
+            )?,
+            DnsStatus::NotConfigured { .. } => writeln!(f, "  dns:      not configured")?,
+        }
+        let r = &self.redirect;
+        if r.active {
+            writeln!(
+                f,
+                "  tcp:      redirected by nftables table {} to {} (kernel TCP)",
+                r.table.as_deref().unwrap_or_default(),
+                r.listen.as_deref().unwrap_or_default().join(", ")
+            )?;
+        } else {
+            let reason = r.reason.as_deref().unwrap_or_default();
+            writeln!(f, "  tcp:      through the userspace stack ({reason})")?;
+        }
+        let c = &self.counters;
+        writeln!(
+            f,
+            "  flows:    {} TCP ({} open, {} failed, {} refused), {} UDP, {} pings ({} answered); {} B up, {} B down",
+            c.tcp_flows,
+            c.tcp_open,
+            c.tcp_failed,
+            c.tcp_refused,
+            c.udp_flows,
+            c.pings,
+            c.pongs,
+            c.bytes_up,
+            c.bytes_down
+        )?;
+        writeln!(
+            f,
+            "  dns:      {} cluster queries, {} other, {} failed",
+            c.dns_cluster, c.dns_upstream, c.dns_failed
+        )
+    }
 }
 
 /// The TUN device.
