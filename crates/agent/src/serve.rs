@@ -296,12 +296,11 @@ async fn tcp_flow(
     target: Target,
     optimistic: bool,
 ) {
-    let edge = relay::EdgeFlow::new();
     let result = async {
         let addrs = destinations(agent, &target).await?;
         let mut last = None;
         for addr in addrs {
-            match tokio::time::timeout(DIAL_TIMEOUT, relay::dial_edge(addr, &edge)).await {
+            match tokio::time::timeout(DIAL_TIMEOUT, relay::dial_edge(addr)).await {
                 Ok(Ok(s)) => return Ok((s, addr)),
                 Ok(Err(e)) => last = Some(dial_error(addr, &e)),
                 Err(_) => {

@@ -25,7 +25,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -410,69 +410,28 @@ impl Drop for ResetUnlessDone {
 }
 
 /// Receive buffer (as asked of the kernel, which doubles it) of the TCP sockets at a
-/// relay's edges — the connections `connect` and the gateway accept from their clients,
-/// the ones the agent dials to pods — once more than [`AUTOTUNED_EDGE_FLOWS`] are open.
-/// Those sockets are read only as fast as the shared carrier goes, so with many flows
-/// whatever the kernel lets them buffer is queue, not speed: with the kernel's autotuning
-/// (up to `tcp_rmem`'s maximum, 32 MiB on our machines) 1 000 bulk flows filled 1.3 GB of
-/// socket buffers, the host passed `tcp_mem`'s pressure mark, and under pressure Linux
-/// cuts every socket's window to four segments — the carrier's too, which then stalled
-/// (`rwnd_limited` 70 %) while the CPUs idled.
+/// relay's edges: the connections `connect` and the gateway accept from their clients, and
+/// the ones the agent dials to pods. Those sockets are read only as fast as the shared
+/// carrier goes, so whatever the kernel lets them buffer beyond one round trip's worth is
+/// queue, not speed. With the kernel's own autotuning (up to `tcp_rmem`'s maximum, 32 MiB
+/// on our machines) 1 000 bulk flows filled 1.3 GB of socket buffers, the host reached
+/// `tcp_mem`'s pressure mark, and under pressure the kernel cuts every socket's window to
+/// four segments — the carrier's too, which then stalled (`rwnd_limited` 70 %) while the
+/// CPUs idled. 128 KiB still lets one flow move several Gbit/s at LAN round trips.
 pub const EDGE_RECV_BUFFER: u32 = 128 * 1024;
 
-/// Edge flows whose sockets keep the kernel's autotuning. A few flows need it — one flow
-/// through connect in the lab dropped from 5.3 to 3.7 Gbit/s with 128 KiB, its reader
-/// being a busy process — and a few cannot push the host into memory pressure.
-pub const AUTOTUNED_EDGE_FLOWS: usize = 64;
-
-static EDGE_FLOWS: AtomicUsize = AtomicUsize::new(0);
-
-/// One open flow at this process's edges (all sessions together: memory is the host's),
-/// counted while it lives.
-#[derive(Debug)]
-pub struct EdgeFlow(());
-
-impl EdgeFlow {
-    /// Counts a flow.
-    #[allow(clippy::new_without_default)]
-    pub fn new() -> EdgeFlow {
-        EDGE_FLOWS.fetch_add(1, Ordering::Relaxed);
-        EdgeFlow(())
-    }
-
-    /// The receive buffer to give this flow's socket (`None`: the kernel's autotuning).
-    pub fn recv_buffer(&self) -> Option<u32> {
-        edge_recv_buffer(EDGE_FLOWS.load(Ordering::Relaxed))
-    }
-}
-
-impl Drop for EdgeFlow {
-    fn drop(&mut self) {
-        EDGE_FLOWS.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// The receive buffer for a new edge socket while `open` edge flows are open (this one
-/// included): `None` (autotuning) for the first [`AUTOTUNED_EDGE_FLOWS`], then
-/// [`EDGE_RECV_BUFFER`].
-pub fn edge_recv_buffer(open: usize) -> Option<u32> {
-    (open > AUTOTUNED_EDGE_FLOWS).then_some(EDGE_RECV_BUFFER)
-}
-
-/// Dials `addr` for `flow` (see [`EdgeFlow::recv_buffer`]).
+/// Dials `addr` with [`EDGE_RECV_BUFFER`].
 ///
 /// # Errors
 ///
 /// As `TcpStream::connect`.
-pub async fn dial_edge(addr: SocketAddr, flow: &EdgeFlow) -> io::Result<tokio::net::TcpStream> {
+pub async fn dial_edge(addr: SocketAddr) -> io::Result<tokio::net::TcpStream> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
-    if let Some(size) = flow.recv_buffer() {
-        socket.set_recv_buffer_size(size)?;
-    }
+    socket.set_recv_buffer_size(EDGE_RECV_BUFFER)?;
     socket.connect(addr).await
 }
 
@@ -916,16 +875,6 @@ mod tests {
             t0.elapsed()
         );
         assert_eq!(r.next().await.unwrap(), None, "ended with the stream's FIN");
-    }
-
-    #[test]
-    fn edge_sockets_keep_autotuning_until_many_flows_are_open() {
-        assert_eq!(edge_recv_buffer(1), None);
-        assert_eq!(edge_recv_buffer(AUTOTUNED_EDGE_FLOWS), None);
-        assert_eq!(
-            edge_recv_buffer(AUTOTUNED_EDGE_FLOWS + 1),
-            Some(EDGE_RECV_BUFFER)
-        );
     }
 
     #[test]

@@ -272,12 +272,6 @@ impl Redirector {
         let stats = &self.stats;
         stats.tcp.fetch_add(1, Ordering::Relaxed);
         let _open = Open::count(&stats.tcp_open);
-        let edge = kubelan_session::relay::EdgeFlow::new();
-        if let Some(size) = edge.recv_buffer()
-            && let Err(e) = socket2::SockRef::from(&tcp).set_recv_buffer_size(size as usize)
-        {
-            tracing::debug!(%peer, "cannot set the receive buffer: {e}");
-        }
         // The kernel has completed the handshake already, so a refusal can only reach the
         // application as a reset: open without waiting for the agent.
         let conn = match self.session.connect_optimistic(Target::Addr(dst)).await {
@@ -348,6 +342,8 @@ pub(crate) async fn start(
         } else {
             tokio::net::TcpSocket::new_v4()?
         };
+        // Accepted connections inherit it (and the window scale it implies).
+        socket.set_recv_buffer_size(kubelan_session::relay::EDGE_RECV_BUFFER)?;
         socket.bind(SocketAddr::new(ip, 0))?;
         socket.listen(4096)
     };
