@@ -412,13 +412,15 @@ impl Drop for ResetUnlessDone {
 /// Receive buffer (as asked of the kernel, which doubles it) of the TCP sockets at a
 /// relay's edges: the connections `connect` and the gateway accept from their clients, and
 /// the ones the agent dials to pods. Those sockets are read only as fast as the shared
-/// carrier goes, so whatever the kernel lets them buffer beyond one round trip's worth is
-/// queue, not speed. With the kernel's own autotuning (up to `tcp_rmem`'s maximum, 32 MiB
-/// on our machines) 1 000 bulk flows filled 1.3 GB of socket buffers, the host reached
-/// `tcp_mem`'s pressure mark, and under pressure the kernel cuts every socket's window to
-/// four segments — the carrier's too, which then stalled (`rwnd_limited` 70 %) while the
-/// CPUs idled. 128 KiB still lets one flow move several Gbit/s at LAN round trips.
-pub const EDGE_RECV_BUFFER: u32 = 128 * 1024;
+/// carrier goes, so with many flows whatever the kernel lets them buffer is queue, not
+/// speed: with the kernel's autotuning (up to `tcp_rmem`'s maximum, 32 MiB on our
+/// machines) 1 000 bulk flows filled 1.3 GB of socket buffers, the host passed `tcp_mem`'s
+/// pressure mark, and under pressure Linux cuts every socket's window to four segments —
+/// the carrier's too, which then stalled (`rwnd_limited` 70 %) while the CPUs idled.
+/// 128 KiB avoided that and made 50 LAN clients' shares even, but cost one flow through
+/// connect on the lab 28 % (its reader is a busy process: the window must cover more than
+/// the path's round trip); 512 KiB keeps one flow's speed. See docs/benchmarks.md.
+pub const EDGE_RECV_BUFFER: u32 = 512 * 1024;
 
 /// Dials `addr` with [`EDGE_RECV_BUFFER`].
 ///
