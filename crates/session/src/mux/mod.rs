@@ -749,15 +749,15 @@ impl MuxStream {
             drop(st);
             return Poll::Ready(Err(self.closed_error()));
         }
-        // Once the driver owns the buffer (the carrier's socket was full, or a flush handed
-        // it over), bytes take turns: a write appended then would be first come, first
-        // served, and a stream writing 256 KiB at a time would take the carrier from one
-        // writing 2 KiB.
+        // Once streams hold bytes for their turns, or the driver owns a buffer of FILL
+        // bytes (the carrier's socket was full), bytes take turns: a write appended then
+        // would be first come, first served, and a stream writing 256 KiB at a time would
+        // take the carrier from one writing 2 KiB. Below that a write goes straight in, so
+        // one busy stream alone is not woken every other quantum.
         let direct = self.urgent
-            || (!out.driver_owns
-                && out.buf.len() < HIGH_WATER
-                && out.ready.is_empty()
-                && !Out::holds(&self.cell));
+            || (out.ready.is_empty()
+                && !Out::holds(&self.cell)
+                && out.buf.len() < if out.driver_owns { FILL } else { HIGH_WATER });
         if direct {
             let flags = if st.known { 0 } else { SYN };
             st.known = true;
