@@ -9,8 +9,8 @@
 //! response, its end and the stream's FIN always do. Writers must flush, as with any
 //! buffered writer. A flush of 16 KiB or more, or 64 KiB written, goes to the carrier from
 //! the writing task itself, so bulk data does not wait for a hand-off; when the carrier's
-//! socket is full the driver takes over and writers keep appending up to [`HIGH_WATER`]
-//! bytes. From then on, and while any stream has bytes held back, a write goes to its
+//! socket is full the driver takes over and writers keep appending while it holds less
+//! than 256 KiB. From then on, and while any stream has bytes held back, a write goes to its
 //! stream's own small buffer (at most [`HELD`] bytes) and the driver takes [`QUANTUM`]
 //! bytes from each such stream in turn as the carrier drains — round robin in bytes, so
 //! streams share a busy carrier evenly whatever the size of their writes, and a writer only
