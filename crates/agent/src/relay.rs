@@ -112,8 +112,9 @@ pub struct RelayArgs {
     /// The session's id: the swapped selector is `kubelan.io/session=ID`.
     #[arg(long, value_name = "ID", env = "KUBELAN_SESSION")]
     pub session: Option<String>,
-    /// The namespace of `--restore-service` (default: the pod's own).
-    #[arg(long, value_name = "NS", env = "POD_NAMESPACE")]
+    /// The namespace of `--restore-service` (default: the pod's own): the binary's global
+    /// `-n`, else `POD_NAMESPACE`.
+    #[arg(skip)]
     pub namespace: Option<String>,
     /// Seconds a restore may take, retries included (keep it below the pod's
     /// terminationGracePeriodSeconds, so a SIGTERM leaves time to finish).

@@ -385,19 +385,19 @@ fn the_restore_flags_parse() {
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).map(|c| c.relay)
     };
-    let args = parse(&[
+    let mut args = parse(&[
         "--restore-service",
         "web",
         "--session",
         SESSION,
         "--restore-selector",
         r#"{"app":"web"}"#,
-        "--namespace",
-        "team-a",
         "--restore-timeout",
         "7",
     ])
     .unwrap();
+    // The binary's global `-n` (else POD_NAMESPACE) fills it.
+    args.namespace = Some("team-a".into());
     assert_eq!(
         restore_target(&args, "default").unwrap(),
         Some(RestoreTarget {

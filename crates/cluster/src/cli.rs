@@ -22,11 +22,12 @@ use crate::rbac::{self, RbacMode};
 /// `kubelan install`: install or update the in-cluster agent.
 #[derive(Args, Debug, Clone)]
 pub struct InstallArgs {
-    /// Kubeconfig and context.
-    #[command(flatten)]
+    /// Kubeconfig and context (the binary's global flags).
+    #[arg(skip)]
     pub kube: KubeconfigArgs,
-    /// Namespace for the agent (created with Pod Security `restricted` when missing).
-    #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    /// Namespace for the agent (created with Pod Security `restricted` when missing): the
+    /// global `-n`, else [`DEFAULT_NAMESPACE`].
+    #[arg(skip = DEFAULT_NAMESPACE.to_string())]
     pub namespace: String,
     /// Number of agent replicas.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(0..=100))]
@@ -80,11 +81,11 @@ impl InstallArgs {
 /// `kubelan uninstall`: remove the agent and everything `kubelan install` created.
 #[derive(Args, Debug, Clone)]
 pub struct UninstallArgs {
-    /// Kubeconfig and context.
-    #[command(flatten)]
+    /// Kubeconfig and context (the binary's global flags).
+    #[arg(skip)]
     pub kube: KubeconfigArgs,
-    /// Namespace the agent was installed in.
-    #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    /// Namespace the agent was installed in: the global `-n`, else [`DEFAULT_NAMESPACE`].
+    #[arg(skip = DEFAULT_NAMESPACE.to_string())]
     pub namespace: String,
     /// How long to wait for the agent's pods (and a namespace install created) to be gone.
     #[arg(long, value_name = "DURATION", default_value = "120", value_parser = parse_duration)]
@@ -97,8 +98,9 @@ pub struct RbacArgs {
     /// The mode to print RBAC for; every mode when omitted.
     #[arg(value_enum)]
     pub mode: Option<RbacMode>,
-    /// Namespace of the agent (for proxy, connect and install).
-    #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    /// Namespace of the agent (for proxy, connect and install): the global `-n`, else
+    /// [`DEFAULT_NAMESPACE`].
+    #[arg(skip = DEFAULT_NAMESPACE.to_string())]
     pub namespace: String,
 }
 
@@ -340,7 +342,8 @@ mod tests {
         assert_eq!(o.timeout, Duration::from_secs(120));
         assert!(o.image.starts_with("ghcr.io/kubelan/kubelan:"));
         assert!(Cli::try_parse_from(["k", "install", "--node-selector", "x"]).is_err());
-        assert!(Cli::try_parse_from(["k", "uninstall", "-n", "x"]).is_ok());
+        // `-n` is the binary's global flag (its tests cover install's namespace).
+        assert!(Cli::try_parse_from(["k", "uninstall", "-n", "x"]).is_err());
         let Cli { cmd: Cmd::Rbac(r) } = Cli::try_parse_from(["k", "rbac", "forward"]).unwrap()
         else {
             panic!()

@@ -4,33 +4,29 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 
 use crate::error::{ApiTarget, ClusterError};
 
-/// Which cluster to talk to, and the namespace to work in.
-#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+/// Which cluster to talk to, and the namespace to work in (the binary's global
+/// `--kubeconfig`, `--context` and `-n`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KubeArgs {
     /// Kubeconfig file (a colon-separated list is merged, as kubectl does) [default: ~/.kube/config].
-    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context to use [default: the current context].
-    #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
     /// Namespace [default: the context's namespace, else `default`].
-    #[arg(short = 'n', long, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
 }
 
-/// Which cluster to talk to, for commands with their own namespace flag (`install`).
-#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+/// Which cluster to talk to, for commands whose namespace means something else
+/// (`install`: the agent's) or several namespaces (`forward`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KubeconfigArgs {
     /// Kubeconfig file (a colon-separated list is merged, as kubectl does) [default: ~/.kube/config].
-    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context to use [default: the current context].
-    #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
 }
 

@@ -17,7 +17,8 @@
 //!   owned by the Job), the selector swap and restore patches, and the GitOps check.
 //! - [`replace`](mod@replace): the patches of `kubelan replace`, which swap a Service's selector
 //!   to a session's relay and put it back.
-//! - [`cli`]: the command-line arguments and output of `install`, `uninstall` and `rbac`.
+//! - [`cli`]: the command-line arguments and output of `install`, `uninstall` and `rbac`;
+//!   [`global_flags`]: kubectl's global flags (`--kubeconfig`, `--context`, `-n`, `-v`, `-o`).
 //! - `fuzz_entry` (feature `fuzz`): the fuzz targets of discovery's parsers and prefix
 //!   arithmetic.
 //!
@@ -32,6 +33,7 @@ pub mod discovery;
 pub mod error;
 #[cfg(any(fuzzing, feature = "fuzz"))]
 pub mod fuzz_entry;
+pub mod global_flags;
 pub mod install;
 pub mod kubeconfig;
 pub mod names;

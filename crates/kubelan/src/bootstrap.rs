@@ -39,7 +39,8 @@ impl From<CarrierChoice> for bootstrap::CarrierChoice {
 /// Flags that pick the cluster and the agent.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct AgentArgs {
-    #[command(flatten)]
+    /// The global `--kubeconfig`, `--context` and `-n`.
+    #[arg(skip)]
     pub kube: KubeArgs,
     /// Namespace of the kubelan agent.
     #[arg(long, value_name = "NAMESPACE", default_value = "kubelan-system")]

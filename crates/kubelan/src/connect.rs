@@ -44,20 +44,20 @@ pub(crate) struct ConnectArgs {
     /// Do not configure split DNS (reach names with `dig @<cluster DNS IP>` only).
     #[arg(long)]
     pub(crate) no_dns: bool,
-    /// Output: state changes as lines for people, or one JSON event per line.
-    #[arg(long, value_enum, default_value = "human")]
+    /// The global `-o`: state changes as lines for people, or one JSON event per line.
+    #[arg(skip)]
     pub(crate) output: Output,
 }
 
 /// `kubelan status` flags.
 #[derive(Args, Debug)]
 pub(crate) struct StatusArgs {
-    /// Without a running `connect`: the cluster to show facts of.
-    #[command(flatten)]
-    kube: kubelan_cluster::KubeArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "human")]
-    output: Output,
+    /// Without a running `connect`: the cluster to show facts of (the global flags).
+    #[arg(skip)]
+    pub(crate) kube: kubelan_cluster::KubeArgs,
+    /// The global `-o`.
+    #[arg(skip)]
+    pub(crate) output: Output,
 }
 
 impl ConnectArgs {

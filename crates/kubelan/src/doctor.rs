@@ -15,8 +15,9 @@ use crate::{Output, PrefixArgs};
 /// `kubelan doctor` flags.
 #[derive(Args, Debug)]
 pub(crate) struct DoctorArgs {
-    #[command(flatten)]
-    kube: kubelan_cluster::KubeArgs,
+    /// The global `--kubeconfig`, `--context` and `-n` (the probe pods' namespace).
+    #[arg(skip)]
+    pub(crate) kube: kubelan_cluster::KubeArgs,
     /// Run from a LAN host: the gateway's address (its DNS is checked, and failures are
     /// read as the router's or the gateway's).
     #[arg(long, value_name = "GATEWAY")]
@@ -45,9 +46,9 @@ pub(crate) struct DoctorArgs {
     /// this version].
     #[arg(long, value_name = "IMAGE")]
     probe_image: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "human")]
-    output: Output,
+    /// The global `-o`.
+    #[arg(skip)]
+    pub(crate) output: Output,
     /// Inside a probe pod: answer on this address (what the callback check runs).
     #[arg(long, hide = true, value_name = "ADDR:PORT", requires = "probe_target")]
     probe_serve: Option<SocketAddr>,

@@ -14,17 +14,9 @@ use kubelan_expose::{
 };
 use tokio::sync::mpsc;
 
+use crate::Output;
 use crate::live::Screen;
 use tokio_util::sync::CancellationToken;
-
-/// Output format.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub(crate) enum ExposeOutput {
-    /// A live table on a terminal, plain lines otherwise.
-    Human,
-    /// One JSON object per line, one per event.
-    Json,
-}
 
 /// How the client reaches the session's relay pod.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -55,10 +47,10 @@ pub(crate) struct ExposeArgs {
     #[arg(long = "port", value_name = "SVCPORT", action = ArgAction::Append)]
     ports: Vec<String>,
     #[command(flatten)]
-    session: SessionArgs,
-    /// Output format.
-    #[arg(long, short, value_enum, default_value = "human")]
-    output: ExposeOutput,
+    pub(crate) session: SessionArgs,
+    /// The global `-o` (JSON: one object per event and line).
+    #[arg(skip)]
+    pub(crate) output: Output,
 }
 
 /// What the user sees: events as lines (or JSON), and on a terminal the table redrawn
@@ -107,7 +99,7 @@ pub(crate) async fn drive<F>(
     session: &SessionArgs,
     mode: Mode,
     ports: &[kubelan_expose::spec::ExposedPort],
-    output: ExposeOutput,
+    output: Output,
     start: F,
 ) -> anyhow::Result<ExitCode>
 where
@@ -121,7 +113,7 @@ where
     let _stop_outer = outer_stop.clone().drop_guard();
     let (cc, options) = session.connect(mode, outer_stop).await?;
     let mut ui = Ui {
-        screen: Screen::new(output == ExposeOutput::Json),
+        screen: Screen::new(output == Output::Json),
     };
     let mut table = Table::new(ports);
     let (events, mut rx) = mpsc::unbounded_channel();
@@ -157,10 +149,11 @@ where
 /// The flags every way-back command shares (`expose`, `replace`, `run`).
 #[derive(Args, Debug)]
 pub(crate) struct SessionArgs {
-    #[command(flatten)]
-    kube: KubeconfigArgs,
-    /// Namespace of the Service [default: the context's namespace].
-    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    /// The global `--kubeconfig` and `--context`.
+    #[arg(skip)]
+    pub(crate) kube: KubeconfigArgs,
+    /// The global `-n`: the Service's namespace [default: the context's namespace].
+    #[arg(skip)]
     pub(crate) namespace: Option<String>,
     /// Namespace of the kubelan agent (the relay uses its image).
     #[arg(long, value_name = "NAMESPACE", default_value = DEFAULT_NAMESPACE)]
@@ -234,14 +227,11 @@ mod tests {
 
     #[test]
     fn arguments_parse_into_a_plan() {
-        let a = Cli::try_parse_from([
-            "x", "8080", "53/udp", "--name", "dev", "--port", "80", "-n", "team",
-        ])
-        .unwrap()
-        .args;
+        let a = Cli::try_parse_from(["x", "8080", "53/udp", "--name", "dev", "--port", "80"])
+            .unwrap()
+            .args;
         let p = kubelan_expose::plan(&a.targets, &a.ports, a.name.as_deref()).unwrap();
         assert_eq!(p.ports[0].service_port, 80);
-        assert_eq!(a.session.namespace.as_deref(), Some("team"));
         assert!(Cli::try_parse_from(["x"]).is_err(), "a target is required");
         let a = Cli::try_parse_from(["x", "::1:80"]).unwrap().args;
         let e = kubelan_expose::plan(&a.targets, &a.ports, None).unwrap_err();

@@ -3,25 +3,17 @@
 //! `--output json`). The checks of the command line, the hosts block and the forwarding
 //! itself are `kubelan_forward`.
 
+use crate::Output;
 use crate::live::{Mode, Screen};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, ValueEnum};
+use clap::{ArgAction, Args};
 use kubelan_cluster::KubeconfigArgs;
 use kubelan_forward::{Event, Events, HostsBlock, Options, Running, render_table};
 use kubelan_sys::hosts::{self, HostsEntry};
 use tokio::sync::watch;
-
-/// Output format.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub(crate) enum ForwardOutput {
-    /// A live table on a terminal, plain lines otherwise.
-    Human,
-    /// One JSON object per line: events, `stats` every 5 s, `stopped` at the end.
-    Json,
-}
 
 /// `kubelan forward`.
 #[derive(Args, Debug)]
@@ -34,11 +26,12 @@ pub(crate) struct ForwardArgs {
     /// may be a port name. Without targets: every Service of the namespaces (bulk mode).
     #[arg(value_name = "TARGET PORT...")]
     targets: Vec<String>,
-    #[command(flatten)]
-    kube: KubeconfigArgs,
-    /// Namespace; repeat for several in bulk mode [default: the context's namespace].
-    #[arg(short = 'n', long, value_name = "NAMESPACE", action = ArgAction::Append)]
-    namespace: Vec<String>,
+    /// The global `--kubeconfig` and `--context`.
+    #[arg(skip)]
+    pub(crate) kube: KubeconfigArgs,
+    /// The global `-n`: repeat for several in bulk mode [default: the context's namespace].
+    #[arg(skip)]
+    pub(crate) namespace: Vec<String>,
     /// Bulk mode: only Services matching this label selector (e.g. `app=web,tier!=db`).
     #[arg(short = 'l', long, value_name = "SELECTOR")]
     selector: Option<String>,
@@ -58,9 +51,9 @@ pub(crate) struct ForwardArgs {
     /// How long a new connection waits for a ready pod before it is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pod_timeout: u64,
-    /// Output format.
-    #[arg(long, short, value_enum, default_value = "human")]
-    output: ForwardOutput,
+    /// The global `-o`: JSON lines are events, `stats` every 5 s, `stopped` at the end.
+    #[arg(skip)]
+    pub(crate) output: Output,
 }
 
 /// What the user sees.
@@ -189,7 +182,7 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut ui = Ui {
-        screen: Screen::new(args.output == ForwardOutput::Json),
+        screen: Screen::new(args.output == Output::Json),
         bulk_no_hosts: bulk && args.no_hosts,
     };
     let mut names: Option<watch::Receiver<Vec<HostsEntry>>> = running.names.clone();

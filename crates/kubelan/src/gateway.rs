@@ -51,7 +51,7 @@ pub(crate) struct GatewayArgs {
     /// Everything `kubelan connect` takes (cluster, agent, prefixes, TUN); the TUN flags
     /// only apply to `--mode tunnel`.
     #[command(flatten)]
-    connect: ConnectArgs,
+    pub(crate) connect: ConnectArgs,
 }
 
 impl From<Mode> for GatewayMode {

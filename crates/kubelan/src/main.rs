@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod bootstrap;
 mod connect;
@@ -14,6 +14,7 @@ mod events;
 mod expose;
 mod forward;
 mod gateway;
+mod globals;
 mod live;
 mod proxy;
 mod replace;
@@ -29,10 +30,8 @@ mod watcher;
     long_about = "kubelan opens a Kubernetes cluster's inner networks (Pod IPs, Service ClusterIPs and cluster DNS names) to a developer machine and to a whole office LAN.\n\nThe built-in lab (`kubelan lab`) simulates a cluster in network namespaces so every mode can be tried without one."
 )]
 struct Cli {
-    /// Show more log lines: `-v` adds progress and the Kubernetes client's and HTTP
-    /// libraries' own messages, `-vv` debug, `-vvv` everything (KUBELAN_LOG overrides).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    globals: kubelan_cluster::global_flags::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,10 +75,19 @@ enum Command {
         force: bool,
     },
     /// Install (or update) the in-cluster agent.
+    #[command(
+        after_help = "-n/--namespace: the agent's namespace, created with Pod Security `restricted` when missing [default: kubelan-system]"
+    )]
     Install(kubelan_cluster::cli::InstallArgs),
     /// Remove everything `kubelan install` created.
+    #[command(
+        after_help = "-n/--namespace: the namespace the agent was installed in [default: kubelan-system]"
+    )]
     Uninstall(kubelan_cluster::cli::UninstallArgs),
     /// Print the RBAC a user needs for each mode.
+    #[command(
+        after_help = "-n/--namespace: the agent's namespace (for proxy, connect and install) [default: kubelan-system]"
+    )]
     Rbac(kubelan_cluster::cli::RbacArgs),
     /// The in-cluster agent (what `kubelan install` runs; also standalone for tests).
     Agent(kubelan_agent::AgentArgs),
@@ -94,11 +102,7 @@ enum Command {
     CrashWatcher(watcher::WatcherArgs),
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-enum Output {
-    Human,
-    Json,
-}
+use kubelan_cluster::global_flags::Output;
 
 /// The cluster's prefixes given instead of discovered (`routes`, `connect`, `doctor`).
 #[derive(clap::Args, Debug, Clone)]
@@ -172,12 +176,17 @@ fn init_tracing(default: &str) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Err(e) = globals::apply(&cli.globals, &mut cli.command) {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, e)
+            .exit();
+    }
     let daemon = matches!(
         &cli.command,
         Command::Lab(args) if args.is_server()
     ) || matches!(&cli.command, Command::Agent(_) | Command::Relay(_));
-    init_tracing(&log_filter(daemon, cli.verbose));
+    init_tracing(&log_filter(daemon, cli.globals.verbose));
     kubelan_sys::raise_fd_limit();
     kubelan_sys::tune_allocator();
     // The proxy and the agent run on one thread unless told otherwise: measured, a

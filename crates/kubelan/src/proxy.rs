@@ -44,7 +44,7 @@ pub(crate) struct ProxyArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) threads: u16,
     #[command(flatten)]
-    tunnel: AgentArgs,
+    pub(crate) tunnel: AgentArgs,
 }
 
 pub(crate) async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {

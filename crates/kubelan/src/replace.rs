@@ -8,7 +8,8 @@ use clap::Args;
 use kubelan_cluster::session_objects::Mode;
 use kubelan_expose::ReplaceRequest;
 
-use crate::expose::{ExposeOutput, SessionArgs, drive};
+use crate::Output;
+use crate::expose::{SessionArgs, drive};
 
 /// `kubelan replace`.
 #[derive(Args, Debug)]
@@ -24,10 +25,10 @@ pub(crate) struct ReplaceArgs {
     #[arg(value_name = "[LOCAL:]PORT", required = true)]
     ports: Vec<String>,
     #[command(flatten)]
-    session: SessionArgs,
-    /// Output format.
-    #[arg(long, short, value_enum, default_value = "human")]
-    output: ExposeOutput,
+    pub(crate) session: SessionArgs,
+    /// The global `-o` (JSON: one object per event and line).
+    #[arg(skip)]
+    pub(crate) output: Output,
 }
 
 /// Runs `kubelan replace` until Ctrl-C or SIGTERM.
@@ -56,13 +57,12 @@ mod tests {
 
     #[test]
     fn arguments_parse_into_a_request() {
-        let a = Cli::try_parse_from(["x", "svc/web", "8080:80", "3000:grpc", "-n", "team"])
+        let a = Cli::try_parse_from(["x", "svc/web", "8080:80", "3000:grpc"])
             .unwrap()
             .args;
         let r = ReplaceRequest::parse(&a.service, &a.ports).unwrap();
         assert_eq!(r.service, "web");
         assert_eq!(r.ports.len(), 2);
-        assert_eq!(a.session.namespace.as_deref(), Some("team"));
         assert!(
             Cli::try_parse_from(["x", "svc/web"]).is_err(),
             "a port is required"

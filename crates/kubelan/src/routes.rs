@@ -22,9 +22,9 @@ use crate::{Output, PrefixArgs};
 /// `kubelan routes` flags.
 #[derive(Args, Debug)]
 pub(crate) struct RoutesArgs {
-    /// The cluster to read the facts from.
-    #[command(flatten)]
-    kube: kubelan_cluster::KubeArgs,
+    /// The cluster to read the facts from (the global flags).
+    #[arg(skip)]
+    pub(crate) kube: kubelan_cluster::KubeArgs,
     /// What to print (comma-separated or repeated): routes for linux, windows, macos,
     /// cisco-ios, huawei-vrp, h3c-comware, mikrotik, junos; DNS for dnsmasq, bind, unbound,
     /// coredns, windows-dns, systemd-resolved, mikrotik-dns; or all. With --bgp: calico,
@@ -74,10 +74,10 @@ pub(crate) struct RoutesArgs {
     /// InternalIPs of the (selected) nodes].
     #[arg(long, value_name = "IP", requires = "bgp")]
     bgp_neighbor: Vec<IpAddr>,
-    /// Output: the blocks on stdout with facts and warnings on stderr, or one JSON object
-    /// with the facts, the renderer's input, the rendered text and the warnings.
-    #[arg(long, value_enum, default_value = "human")]
-    output: Output,
+    /// The global `-o`: the blocks on stdout with facts and warnings on stderr, or one JSON
+    /// object with the facts, the renderer's input, the rendered text and the warnings.
+    #[arg(skip)]
+    pub(crate) output: Output,
 }
 
 /// A report error as the CLI prints it: the cluster layer's and the renderer's own errors

@@ -30,7 +30,7 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
     #[command(flatten)]
-    session: crate::expose::SessionArgs,
+    pub(crate) session: crate::expose::SessionArgs,
     /// The cluster's DNS domain, for KUBELAN_CLUSTER_HOST.
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,

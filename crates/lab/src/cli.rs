@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 
 use crate::{clusterdns, lifecycle, serve};
 
@@ -30,11 +30,24 @@ impl LabArgs {
             LabCommand::Daemon | LabCommand::ClusterDns { .. } | LabCommand::Serve { .. }
         )
     }
+
+    /// Sets the output format of `up` and `status` (the binary's global `-o`); `false`
+    /// when the subcommand has no format to choose.
+    pub fn set_json(&mut self, json: bool) -> bool {
+        match &mut self.command {
+            LabCommand::Up { output, .. } | LabCommand::Status { output } => {
+                *output = if json { Output::Json } else { Output::Human };
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Output format of `lab up` and `lab status`.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Output {
+    #[default]
     Human,
     Json,
 }
@@ -49,8 +62,8 @@ enum LabCommand {
         /// Keep what was built when start-up fails, for debugging (remove it with `lab down`).
         #[arg(long)]
         keep_on_failure: bool,
-        /// Output format.
-        #[arg(long, short, value_enum, default_value = "human")]
+        /// Output format (the binary's global `-o`).
+        #[arg(skip)]
         output: Output,
     },
     /// Stop the lab and remove everything it created (also after a crash).
@@ -61,8 +74,8 @@ enum LabCommand {
     },
     /// Show the lab's state, hosts, pods and memory.
     Status {
-        /// Output format.
-        #[arg(long, short, value_enum, default_value = "human")]
+        /// Output format (the binary's global `-o`).
+        #[arg(skip)]
         output: Output,
     },
     /// Print the path of the lab's kubeconfig.
