@@ -140,6 +140,27 @@ fn finish(
     })
 }
 
+/// The context names of the kubeconfig `explicit` (the caller passes `KUBECONFIG`'s value;
+/// else `~/.kube/config`), or with `namespaces` the namespaces they name; sorted, each once.
+/// Read from the files only, never the network, for shell completion. Empty when there is
+/// no readable file.
+pub fn context_names(explicit: Option<&Path>, namespaces: bool) -> Vec<String> {
+    let Ok(Some(kc)) = load_kubeconfig(explicit) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = kc
+        .contexts
+        .into_iter()
+        .filter_map(|c| match namespaces {
+            true => c.context.and_then(|c| c.namespace),
+            false => Some(c.name),
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Reads and merges the kubeconfig files; `None` means "none, but this is a pod: use the
 /// in-cluster configuration".
 fn load_kubeconfig(explicit: Option<&Path>) -> Result<Option<Kubeconfig>, ClusterError> {
@@ -233,6 +254,15 @@ mod tests {
         let p = std::env::temp_dir().join(format!("kubelan-cluster-{}-{name}", std::process::id()));
         std::fs::write(&p, text).unwrap();
         TempFile(p)
+    }
+
+    #[test]
+    fn contexts_come_from_the_files_with_their_namespaces() {
+        let kc = write("contexts", KC);
+        assert_eq!(context_names(Some(&kc), false), ["one", "two"]);
+        assert_eq!(context_names(Some(&kc), true), ["team"]);
+        let none = Path::new("/nonexistent/kubeconfig");
+        assert!(context_names(Some(none), false).is_empty());
     }
 
     fn args(path: &Path, context: Option<&str>, ns: Option<&str>) -> KubeArgs {

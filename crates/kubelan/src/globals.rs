@@ -7,6 +7,7 @@
 //! knows `-o` only on commands that print formats, `-o` is refused where there is no
 //! format to choose, with an error naming the flag.
 
+use kubelan_cluster::KubeArgs;
 use kubelan_cluster::global_flags::GlobalArgs;
 
 use crate::{Command, Output};
@@ -15,10 +16,14 @@ use crate::{Command, Output};
 /// for a flag it cannot take: several `-n`, or `-o` where there is no format.
 pub(crate) fn apply(g: &GlobalArgs, command: &mut Command) -> Result<(), String> {
     let output = g.output.unwrap_or_default();
-    let session = |s: &mut crate::expose::SessionArgs, name| -> Result<(), String> {
-        s.kube = g.kubeconfig();
-        s.namespace = g.namespace(name)?;
-        Ok(())
+    // The cluster and the output of a command that takes both.
+    let both = |kube: &mut KubeArgs, out: &mut Output, name| -> Result<bool, String> {
+        (*kube, *out) = (g.kube(name)?, output);
+        Ok(true)
+    };
+    let session = |s: &mut crate::expose::SessionArgs, out: Option<&mut Output>, name| {
+        (s.kube, s.namespace) = (g.kubeconfig(), g.namespace(name)?);
+        Ok::<_, String>(out.map(|o| *o = output).is_some())
     };
     let agent_ns =
         |name, default: &String| Ok::<_, String>(g.namespace(name)?.unwrap_or(default.clone()));
@@ -27,38 +32,15 @@ pub(crate) fn apply(g: &GlobalArgs, command: &mut Command) -> Result<(), String>
             (a.kube, a.namespace, a.output) = (g.kubeconfig(), g.namespace.clone(), output);
             true
         }
-        Command::Expose(a) => {
-            session(&mut a.session, "expose")?;
-            a.output = output;
-            true
-        }
-        Command::Replace(a) => {
-            session(&mut a.session, "replace")?;
-            a.output = output;
-            true
-        }
-        Command::Run(a) => session(&mut a.session, "run").map(|()| false)?,
+        Command::Expose(a) => session(&mut a.session, Some(&mut a.output), "expose")?,
+        Command::Replace(a) => session(&mut a.session, Some(&mut a.output), "replace")?,
+        Command::Run(a) => session(&mut a.session, None, "run")?,
         Command::Proxy(a) => g.kube("proxy").map(|k| a.tunnel.kube = k).map(|()| false)?,
-        Command::Connect(a) => {
-            (a.tunnel.kube, a.output) = (g.kube("connect")?, output);
-            true
-        }
-        Command::Gateway(a) => {
-            (a.connect.tunnel.kube, a.connect.output) = (g.kube("gateway")?, output);
-            true
-        }
-        Command::Doctor(a) => {
-            (a.kube, a.output) = (g.kube("doctor")?, output);
-            true
-        }
-        Command::Routes(a) => {
-            (a.kube, a.output) = (g.kube("routes")?, output);
-            true
-        }
-        Command::Status(a) => {
-            (a.kube, a.output) = (g.kube("status")?, output);
-            true
-        }
+        Command::Connect(a) => both(&mut a.tunnel.kube, &mut a.output, "connect")?,
+        Command::Gateway(a) => both(&mut a.connect.tunnel.kube, &mut a.connect.output, "gateway")?,
+        Command::Doctor(a) => both(&mut a.kube, &mut a.output, "doctor")?,
+        Command::Routes(a) => both(&mut a.kube, &mut a.output, "routes")?,
+        Command::Status(a) => both(&mut a.kube, &mut a.output, "status")?,
         Command::Install(a) => {
             (a.kube, a.namespace) = (g.kubeconfig(), agent_ns("install", &a.namespace)?);
             false
@@ -77,9 +59,12 @@ pub(crate) fn apply(g: &GlobalArgs, command: &mut Command) -> Result<(), String>
             false
         }
         Command::Lab(a) => a.set_json(output == Output::Json),
-        Command::Quit | Command::Reset { .. } | Command::Agent(_) | Command::CrashWatcher(_) => {
-            false
-        }
+        Command::Quit
+        | Command::Reset { .. }
+        | Command::Agent(_)
+        | Command::CrashWatcher(_)
+        | Command::Completion { .. }
+        | Command::Man { .. } => false,
     };
     if g.output.is_some() && !takes_output {
         return Err(
@@ -93,105 +78,65 @@ pub(crate) fn apply(g: &GlobalArgs, command: &mut Command) -> Result<(), String>
 mod tests {
     use clap::Parser;
 
-    use crate::Cli;
-
-    /// The command `argv` parses to, global flags applied, as text to compare.
-    fn parsed(argv: &[&str]) -> Result<String, String> {
-        let mut cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+    /// The command `line` parses to, global flags applied, as text to compare.
+    fn parsed(line: &str) -> Result<String, String> {
+        let mut cli =
+            crate::Cli::try_parse_from(line.split_whitespace()).map_err(|e| e.to_string())?;
         super::apply(&cli.globals, &mut cli.command)?;
         Ok(format!("{:?}", cli.command))
     }
 
-    const GLOBALS: &[&str] = &["--kubeconfig", "/k.yaml", "--context", "ctx", "-n", "team"];
-
-    /// Every mode with the arguments it needs.
-    const MODES: &[&[&str]] = &[
-        &["forward", "svc/web", "8080:80"],
-        &["expose", "8080"],
-        &["replace", "svc/web", "8080:80"],
-        &["run", "--", "true"],
-        &["proxy"],
-        &["connect"],
-        &["gateway", "--mode", "node", "--lan", "10.1.0.0/24"],
-        &["doctor"],
-        &["routes"],
-        &["status"],
-        &["install"],
-        &["uninstall"],
-        &["rbac"],
-    ];
-
     #[test]
     fn global_flags_mean_the_same_before_and_after_the_subcommand() {
-        for mode in MODES {
-            let (name, rest) = mode.split_first().unwrap();
-            let before: Vec<&str> = ["kubelan"]
-                .iter()
-                .chain(GLOBALS)
-                .chain(mode.iter())
-                .copied()
-                .collect();
-            let after: Vec<&str> = ["kubelan", name]
-                .iter()
-                .chain(GLOBALS)
-                .chain(rest)
-                .copied()
-                .collect();
-            let before = parsed(&before).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
-            assert_eq!(Ok(before.clone()), parsed(&after), "{mode:?}");
+        let globals = "--kubeconfig /k.yaml --context ctx -n team";
+        let modes = "forward svc/web 8080:80,expose 8080,replace svc/web 8080:80,run -- true,proxy,\
+            connect,gateway --mode node --lan 10.1.0.0/24,doctor,routes,status,install,uninstall,rbac";
+        for mode in modes.split(',') {
+            let (name, rest) = mode.split_once(' ').unwrap_or((mode, ""));
+            let before = parsed(&format!("kubelan {globals} {mode}")).expect(mode);
+            let after = parsed(&format!("kubelan {name} {globals} {rest}"));
+            assert_eq!(after, Ok(before.clone()), "{mode}");
             // The flags reached the subcommand (rbac takes only the namespace).
-            assert!(before.contains("\"team\""), "{mode:?}: {before}");
-            if *name != "rbac" {
-                assert!(
-                    before.contains("/k.yaml") && before.contains("\"ctx\""),
-                    "{mode:?}: {before}"
-                );
-            }
-            let plain = parsed(&[&["kubelan"][..], mode].concat()).unwrap();
-            assert!(!plain.contains("\"team\""), "{mode:?}: {plain}");
+            assert!(before.contains("\"team\""), "{mode}: {before}");
+            let cluster = before.contains("/k.yaml") && before.contains("\"ctx\"");
+            assert!(cluster || name == "rbac", "{mode}: {before}");
+            assert!(
+                !parsed(&format!("kubelan {mode}"))
+                    .unwrap()
+                    .contains("\"team\"")
+            );
         }
     }
 
     #[test]
-    fn output_is_global_where_a_command_has_formats_and_refused_elsewhere() {
-        for mode in ["status", "routes", "doctor", "connect"] {
-            let a = parsed(&["kubelan", "-o", "json", mode]).unwrap();
+    fn output_and_namespace_rules() {
+        for mode in ["status", "routes", "doctor", "connect", "lab status"] {
+            let a = parsed(&format!("kubelan -o json {mode}")).unwrap();
             assert_eq!(
                 Ok(a.clone()),
-                parsed(&["kubelan", mode, "--output", "json"])
+                parsed(&format!("kubelan {mode} --output json"))
             );
             assert!(a.contains("output: Json"), "{a}");
         }
-        let lab = parsed(&["kubelan", "-o", "json", "lab", "status"]).unwrap();
-        assert!(lab.contains("output: Json"), "{lab}");
-        for argv in [
-            &["kubelan", "-o", "json", "proxy"][..],
-            &["kubelan", "install", "-o", "human"],
-            &["kubelan", "lab", "down", "-o", "json"],
-        ] {
-            let e = parsed(argv).unwrap_err();
-            assert!(e.starts_with("-o/--output"), "{argv:?}: {e}");
+        for line in ["-o json proxy", "install -o human", "lab down -o json"] {
+            let e = parsed(&format!("kubelan {line}")).unwrap_err();
+            assert!(e.starts_with("-o/--output"), "{line}: {e}");
         }
-    }
-
-    #[test]
-    fn namespaces_install_defaults_and_several_only_for_forward() {
-        let install = parsed(&["kubelan", "install"]).unwrap();
+        let install = parsed("kubelan install").unwrap();
         assert!(
             install.contains("namespace: \"kubelan-system\""),
             "{install}"
         );
-        let install = parsed(&["kubelan", "-n", "ops", "install"]).unwrap();
+        let install = parsed("kubelan -n ops install").unwrap();
         assert!(install.contains("namespace: \"ops\""), "{install}");
-        let fwd = parsed(&["kubelan", "forward", "-n", "a", "-n", "b"]).unwrap();
+        let fwd = parsed("kubelan forward -n a -n b").unwrap();
         assert!(fwd.contains("namespace: [\"a\", \"b\"]"), "{fwd}");
-        // clap keeps the subcommand side's values of a global flag given on both sides
-        // (kubectl: the last one wins).
-        let fwd = parsed(&["kubelan", "-n", "a", "forward", "-n", "b"]).unwrap();
+        // Given on both sides, clap keeps the subcommand side's (kubectl: the last wins).
+        let fwd = parsed("kubelan -n a forward -n b").unwrap();
         assert!(fwd.contains("namespace: [\"b\"]"), "{fwd}");
-        let e = parsed(&["kubelan", "status", "-n", "a", "-n", "b"]).unwrap_err();
+        let e = parsed("kubelan status -n a -n b").unwrap_err();
         assert!(e.contains("-n/--namespace was given 2 times"), "{e}");
         // Ignored where it means nothing, as kubectl does.
-        assert!(parsed(&["kubelan", "reset", "-n", "x", "--context", "c"]).is_ok());
+        assert!(parsed("kubelan reset -n x --context c").is_ok());
     }
 }

@@ -20,6 +20,7 @@ mod proxy;
 mod replace;
 mod routes;
 mod run;
+mod shell;
 mod watcher;
 
 #[derive(Parser, Debug)]
@@ -75,19 +76,10 @@ enum Command {
         force: bool,
     },
     /// Install (or update) the in-cluster agent.
-    #[command(
-        after_help = "-n/--namespace: the agent's namespace, created with Pod Security `restricted` when missing [default: kubelan-system]"
-    )]
     Install(kubelan_cluster::cli::InstallArgs),
     /// Remove everything `kubelan install` created.
-    #[command(
-        after_help = "-n/--namespace: the namespace the agent was installed in [default: kubelan-system]"
-    )]
     Uninstall(kubelan_cluster::cli::UninstallArgs),
     /// Print the RBAC a user needs for each mode.
-    #[command(
-        after_help = "-n/--namespace: the agent's namespace (for proxy, connect and install) [default: kubelan-system]"
-    )]
     Rbac(kubelan_cluster::cli::RbacArgs),
     /// The in-cluster agent (what `kubelan install` runs; also standalone for tests).
     Agent(kubelan_agent::AgentArgs),
@@ -100,6 +92,16 @@ enum Command {
     /// `connect` and `gateway`, one per session).
     #[command(hide = true)]
     CrashWatcher(watcher::WatcherArgs),
+    /// Print shell code completing commands, flags, the kubeconfig's contexts and
+    /// namespaces: `source <(kubelan completion bash)`, `kubelan completion fish | source`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: shell::Shell,
+    },
+    /// Write the man pages (kubelan.1 and one per subcommand) into DIR (created if missing).
+    #[command(hide = true)]
+    Man { dir: std::path::PathBuf },
 }
 
 use kubelan_cluster::global_flags::Output;
@@ -176,6 +178,7 @@ fn init_tracing(default: &str) {
 }
 
 fn main() -> ExitCode {
+    shell::answer_if_asked();
     let mut cli = Cli::parse();
     if let Err(e) = globals::apply(&cli.globals, &mut cli.command) {
         Cli::command()
@@ -252,6 +255,10 @@ fn main() -> ExitCode {
                     .await
                     .map(|()| ExitCode::SUCCESS),
                 Command::CrashWatcher(args) => watcher::run(args).await,
+                Command::Man { dir } => shell::man(&dir).map(|()| ExitCode::SUCCESS),
+                Command::Completion { shell } => {
+                    shell::completion(shell).map(|()| ExitCode::SUCCESS)
+                }
             }
         });
         match task.await {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Subcommands `--help` does not list (hidden), with their parents.
-const HIDDEN: &[&[&str]] = &[&["relay"], &["crash-watcher"], &["lab", "daemon"]];
+const HIDDEN: &[&[&str]] = &[&["relay"], &["crash-watcher"], &["lab", "daemon"], &["man"]];
 
 /// `kubelan <path> --help`, run with an empty environment so that variables clap shows
 /// (`KUBECONFIG`, `KUBELAN_LAB`, …) cannot change the text.
