@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod bootstrap;
 mod connect;
@@ -177,9 +177,21 @@ fn init_tracing(default: &str) {
         .try_init();
 }
 
+/// The command line; run as `kubectl-lan` (a link or a copy: kubectl's plugin), usage and
+/// help say `kubectl lan`.
+fn parse_args() -> Cli {
+    let argv0 = std::env::args_os().next().map(std::path::PathBuf::from);
+    let plugin = argv0.is_some_and(|p| p.file_name().is_some_and(|n| n == "kubectl-lan"));
+    let mut command = Cli::command();
+    if plugin {
+        command = command.name("kubectl-lan").bin_name("kubectl lan");
+    }
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
     shell::answer_if_asked();
-    let mut cli = Cli::parse();
+    let mut cli = parse_args();
     if let Err(e) = globals::apply(&cli.globals, &mut cli.command) {
         Cli::command()
             .error(clap::error::ErrorKind::ArgumentConflict, e)

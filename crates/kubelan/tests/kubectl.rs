@@ -69,3 +69,42 @@ fn global_flags_before_and_after_the_subcommand_mean_the_same() {
     lab.down();
     assert_eq!(root_snapshot(), root_before, "the root namespace changed");
 }
+
+/// kubectl's plugin: `kubectl-lan` on PATH (here a link to the binary under test).
+#[test]
+fn kubectl_finds_and_runs_the_lan_plugin() {
+    if !lab_available() || !kubelan_testkit::root_or_skip("kubectl plugin", &["kubectl"], &[]) {
+        return;
+    }
+    let dir = kubelan_testkit::TempDir::new("plugin");
+    std::os::unix::fs::symlink(kubelan_testkit::kubelan_bin(), dir.join("kubectl-lan")).unwrap();
+    let path = format!("{}:{}", dir, std::env::var("PATH").unwrap_or_default());
+    let kubectl = || {
+        let mut c = Command::new("kubectl");
+        c.env("PATH", &path);
+        c
+    };
+    let (ok, out, err) = run(kubectl().args(["plugin", "list"]));
+    assert!(ok, "kubectl plugin list:\n{out}{err}");
+    assert!(
+        out.contains(&dir.join("kubectl-lan").display().to_string()),
+        "{out}"
+    );
+
+    let (ok, out, _) = run(kubectl().args(["lan", "status", "--help"]));
+    assert!(ok && out.contains("Usage: kubectl lan status"), "{out}");
+
+    let root_before = root_snapshot();
+    let lab = Lab::up("kp", &[]);
+    let kc = lab.kubeconfig();
+    let (ok, via_kubectl, err) = run(kubectl()
+        .args(["lan", "status", "-o", "json", "--kubeconfig"])
+        .arg(&kc));
+    assert!(ok, "kubectl lan status failed:\n{err}");
+    let (_, direct, _) = run(kubelan()
+        .args(["status", "-o", "json", "--kubeconfig"])
+        .arg(&kc));
+    assert_eq!(via_kubectl, direct, "kubectl lan status is kubelan status");
+    lab.down();
+    assert_eq!(root_snapshot(), root_before, "the root namespace changed");
+}
