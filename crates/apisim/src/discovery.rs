@@ -169,6 +169,42 @@ pub fn openapi_v3_root(minor: u32) -> Value {
     json!({"paths": paths})
 }
 
+/// Content type of the OpenAPI v2 document in protobuf, which kubectl before 1.27 asks for.
+pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+
+/// The OpenAPI v2 document (`/openapi/v2`): a title and a version, no paths and no
+/// definitions. kubectl up to 1.26 fetches it for client-side validation before `apply` or
+/// `create`, and skips validation of a kind the document does not describe, leaving it to
+/// the server, as it does with the v3 documents here. A 404 would instead fail every
+/// `kubectl apply` of those versions (Debian 12 ships kubectl 1.20).
+pub fn openapi_v2_json(minor: u32) -> Value {
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": format!("v1.{minor}.0")},
+        "paths": {},
+        "definitions": {},
+    })
+}
+
+/// [`openapi_v2_json`] as the protobuf message `openapi.v2.Document` (gnostic): field 1
+/// `swagger` and field 2 `info` (`title` = 1, `version` = 2); empty repeated fields are
+/// absent on the wire.
+pub fn openapi_v2_protobuf(minor: u32) -> Vec<u8> {
+    fn string(field: u8, s: &[u8], out: &mut Vec<u8>) {
+        // Every string here is shorter than 128 bytes: its length is a one-byte varint.
+        out.push(field << 3 | 2);
+        out.push(s.len() as u8);
+        out.extend_from_slice(s);
+    }
+    let mut info = Vec::new();
+    string(1, b"Kubernetes", &mut info);
+    string(2, format!("v1.{minor}.0").as_bytes(), &mut info);
+    let mut doc = Vec::new();
+    string(1, b"2.0", &mut doc);
+    string(2, &info, &mut doc);
+    doc
+}
+
 /// The OpenAPI v3 document of one group/version, as far as the simulator describes it:
 /// every resource path with its operations and query parameters (clients such as kubectl
 /// look here to learn that PATCH accepts `fieldValidation`, and then leave validation to
@@ -268,5 +304,18 @@ mod openapi_tests {
                 .any(|x| x["name"] == "fieldValidation")
         );
         assert!(openapi_v3_doc("nope", "v1", 33).is_none());
+    }
+
+    #[test]
+    fn openapi_v2_protobuf_is_the_json_document_on_the_wire() {
+        let json = openapi_v2_json(20);
+        assert_eq!(json["info"]["version"], "v1.20.0");
+        let mut want = vec![0x0a, 3];
+        want.extend_from_slice(b"2.0");
+        want.extend_from_slice(&[0x12, 21, 0x0a, 10]);
+        want.extend_from_slice(b"Kubernetes");
+        want.extend_from_slice(&[0x12, 7]);
+        want.extend_from_slice(b"v1.20.0");
+        assert_eq!(openapi_v2_protobuf(20), want);
     }
 }

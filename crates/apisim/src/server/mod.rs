@@ -202,7 +202,7 @@ impl ApiServer {
             return Err(ApiError::no_route(&path));
         }
         match route {
-            Route::NonResource(p) => self.non_resource(&p),
+            Route::NonResource(p) => self.non_resource(&p, req.headers()),
             Route::ApiVersions => Ok(json_response(
                 StatusCode::OK,
                 &discovery::api_versions(&self.info.advertise),
@@ -224,7 +224,7 @@ impl ApiServer {
         }
     }
 
-    fn non_resource(&self, path: &str) -> ApiResult<Response<Body>> {
+    fn non_resource(&self, path: &str, headers: &HeaderMap) -> ApiResult<Response<Body>> {
         match path {
             "/healthz" | "/livez" | "/readyz" => {
                 let mut r = Response::new(full("ok"));
@@ -248,6 +248,28 @@ impl ApiServer {
                     "platform": "linux/amd64",
                 }),
             )),
+            "/openapi/v2" => {
+                let accept = headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if accept.contains(discovery::OPENAPI_V2_PROTOBUF) {
+                    let mut r =
+                        Response::new(full(discovery::openapi_v2_protobuf(self.info.minor)));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        // Go's MIME parser refuses the `@` of the requested type, so the
+                        // body goes back as plain bytes, as the API server's handler does.
+                        header::HeaderValue::from_static("application/octet-stream"),
+                    );
+                    Ok(r)
+                } else {
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &discovery::openapi_v2_json(self.info.minor),
+                    ))
+                }
+            }
             "/openapi/v3" | "/openapi/v3/" => Ok(json_response(
                 StatusCode::OK,
                 &discovery::openapi_v3_root(self.info.minor),
