@@ -338,12 +338,13 @@ async fn tcp_flow(
 }
 
 /// Relays an opened flow and its destination's socket until both ended (a cut on either
-/// side resets the other: `kubelan_session::relay::relay_tcp`), counting the bytes.
+/// side resets the other: `kubelan_session::relay::relay_edge`, which also keeps the
+/// socket's receive buffer at its share of the agent's), counting the bytes.
 async fn relay_tcp<S>(agent: &Agent, tcp: TcpStream, addr: SocketAddr, conn: FlowConn<S>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    match relay::relay_tcp(tcp, conn).await {
+    match relay::relay_edge(tcp, conn, None).await {
         Ok((down, up)) => {
             agent.stats.bytes_up.fetch_add(up, Ordering::Relaxed);
             agent.stats.bytes_down.fetch_add(down, Ordering::Relaxed);

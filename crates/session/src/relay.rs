@@ -25,7 +25,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -290,25 +290,37 @@ pub struct Meter<'a> {
 /// As [`relay_tcp`].
 pub async fn relay_tcp_metered<S>(
     tcp: TcpStream,
-    mut conn: FlowConn<S>,
+    conn: FlowConn<S>,
     meter: Option<Meter<'_>>,
 ) -> io::Result<(u64, u64)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    relay_guarded(tcp, conn, meter, None).await
+}
+
+/// [`relay_tcp_metered`], with the socket's receive buffer kept at its share of `shares`
+/// when given.
+async fn relay_guarded<S>(
+    tcp: TcpStream,
+    mut conn: FlowConn<S>,
+    meter: Option<Meter<'_>>,
+    shares: Option<&EdgeShares>,
+) -> io::Result<(u64, u64)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut tcp = ResetUnlessDone::new(tcp);
-    let moved = match meter {
-        Some(meter) => {
-            copy_bidirectional(
-                tcp.get_mut(),
-                &mut Metered {
-                    inner: &mut conn,
-                    meter,
-                },
-            )
-            .await
+    let moved = match shares {
+        Some(shares) => {
+            let mut edge = EdgeTcp {
+                tcp: tcp.get_mut(),
+                shares,
+                applied: EDGE_RECV_BUFFER,
+            };
+            copy_metered(&mut edge, &mut conn, meter).await
         }
-        None => copy_bidirectional(tcp.get_mut(), &mut conn).await,
+        None => copy_metered(tcp.get_mut(), &mut conn, meter).await,
     };
     match moved {
         Ok(moved) => {
@@ -323,6 +335,22 @@ where
                 .await;
             Err(e)
         }
+    }
+}
+
+/// [`copy_bidirectional`] between a socket and a flow, through `meter` when given.
+async fn copy_metered<A, S>(
+    a: &mut A,
+    conn: &mut FlowConn<S>,
+    meter: Option<Meter<'_>>,
+) -> io::Result<(u64, u64)>
+where
+    A: RelayEnd,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match meter {
+        Some(meter) => copy_bidirectional(a, &mut Metered { inner: conn, meter }).await,
+        None => copy_bidirectional(a, conn).await,
     }
 }
 
@@ -410,19 +438,190 @@ impl Drop for ResetUnlessDone {
 }
 
 /// Receive buffer (as asked of the kernel, which doubles it) of the TCP sockets at a
-/// relay's edges: the connections `connect` and the gateway accept from their clients, and
-/// the ones the agent dials to pods. Those sockets are read only as fast as the shared
-/// carrier goes, so with many flows whatever the kernel lets them buffer is queue, not
-/// speed: with the kernel's autotuning (up to `tcp_rmem`'s maximum, 32 MiB on our
-/// machines) 1 000 bulk flows filled 1.3 GB of socket buffers, the host passed `tcp_mem`'s
-/// pressure mark, and under pressure Linux cuts every socket's window to four segments —
-/// the carrier's too, which then stalled (`rwnd_limited` 70 %) while the CPUs idled.
-/// 128 KiB avoided that and made 50 LAN clients' shares even, but cost one flow through
-/// connect on the lab 28 % (its reader is a busy process: the window must cover more than
-/// the path's round trip); 512 KiB keeps one flow's speed. See docs/benchmarks.md.
+/// relay's edges while few flows are open: the connections `connect` and the gateway accept
+/// from their clients, and the ones the agent dials to pods. One flow through connect on
+/// the lab needs about this much: its reader is a busy process, so the window must cover
+/// more than the path's round trip (128 KiB cost a single flow 28 %). With many flows each
+/// socket gets a share of [`EDGE_BUDGET`] instead ([`edge_recv_buffer`]).
 pub const EDGE_RECV_BUFFER: u32 = 512 * 1024;
 
-/// Dials `addr` with [`EDGE_RECV_BUFFER`].
+/// What the receive buffers of one process's edge sockets may add up to (as asked of the
+/// kernel). Those sockets are read only as fast as the shared carrier goes, so whatever
+/// the kernel lets them buffer beyond that is queue, not speed — and the queue of one flow
+/// is wait for all the others. With the kernel's autotuning (up to `tcp_rmem`'s maximum,
+/// 32 MiB on our machines) 1 000 bulk flows filled 1.3 GB of socket buffers, the host
+/// passed `tcp_mem`'s pressure mark, and under pressure Linux cuts every socket's window
+/// to a few segments — the carrier's too, which then stalled while the CPUs idled. A fixed
+/// 512 KiB per socket still passed the mark at 1 000 flows and let 50 LAN clients' shares
+/// drift apart (max/min 1.7); a fixed 128 KiB was fair but slow for one flow. See
+/// docs/benchmarks.md.
+pub const EDGE_BUDGET: usize = 8 * 1024 * 1024;
+
+/// Smallest receive buffer an edge socket is given, however many flows are open: a few
+/// segments in flight at all times.
+pub const EDGE_MIN_RECV_BUFFER: u32 = 16 * 1024;
+
+/// The receive buffer each edge socket gets while `open` of them are open in this process:
+/// [`EDGE_RECV_BUFFER`] while [`EDGE_BUDGET`] covers that for all, else an equal share of
+/// the budget, rounded down to a power of two (sockets are told again only when the share
+/// halves or doubles) and never below [`EDGE_MIN_RECV_BUFFER`].
+pub fn edge_recv_buffer(open: usize) -> u32 {
+    let share = EDGE_BUDGET / open.max(1);
+    if share >= EDGE_RECV_BUFFER as usize {
+        return EDGE_RECV_BUFFER;
+    }
+    let pow2 = 1usize << (usize::BITS - 1 - share.max(1).leading_zeros());
+    (pow2 as u32).max(EDGE_MIN_RECV_BUFFER)
+}
+
+/// Maximum segment size a redirect listener announces to the clients it accepts: an
+/// Ethernet path's. A local client's connection is delivered over loopback, which would
+/// announce 64 KiB; the client's kernel then sizes its send buffer by that (twice or three
+/// times the congestion window in segments, each counted as the announced size rounded up
+/// to a power of two), so every bulk upload held megabytes of send queue, and 1 000 of them
+/// took the host into `tcp_mem` pressure (1.5 GB), which then clamps every socket's buffers,
+/// the carrier's too. The client's own route (the TUN, MTU 1400) keeps its segments below
+/// this anyway; LAN clients of a gateway announce about this themselves.
+pub const EDGE_MSS: u32 = 1460;
+
+/// The edge sockets open in one process, which share [`EDGE_BUDGET`].
+#[derive(Debug, Default)]
+pub struct EdgeShares {
+    open: AtomicUsize,
+}
+
+/// This process's edge sockets (the agent's dials to pods; connect's and the gateway's
+/// redirected connections).
+pub static EDGES: EdgeShares = EdgeShares::new();
+
+impl EdgeShares {
+    /// No socket open yet.
+    pub const fn new() -> EdgeShares {
+        EdgeShares {
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    /// Edge sockets open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// The receive buffer each socket should have now.
+    pub fn share(&self) -> u32 {
+        edge_recv_buffer(self.open())
+    }
+
+    fn join(&self) -> EdgeSeat<'_> {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        EdgeSeat(self)
+    }
+}
+
+/// One open edge socket, counted for as long as it lives.
+struct EdgeSeat<'a>(&'a EdgeShares);
+
+impl Drop for EdgeSeat<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An edge socket that keeps its receive buffer at its share: looked at before every read
+/// (one atomic load), told the kernel only when the share changed. Windows already
+/// advertised are kept by the kernel; the next ones follow the new size, so a socket
+/// opened while few flows ran gives up its big window as others arrive, and gets it back
+/// as they leave (its window scale was set when it opened at [`EDGE_RECV_BUFFER`]).
+struct EdgeTcp<'a> {
+    tcp: &'a mut TcpStream,
+    shares: &'a EdgeShares,
+    applied: u32,
+}
+
+impl EdgeTcp<'_> {
+    fn retune(&mut self) {
+        let want = self.shares.share();
+        if want != self.applied {
+            self.applied = want;
+            if let Err(e) = socket2::SockRef::from(&*self.tcp).set_recv_buffer_size(want as usize) {
+                tracing::debug!("cannot resize an edge socket's receive buffer: {e}");
+            }
+        }
+    }
+}
+
+impl AsyncRead for EdgeTcp<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.retune();
+        Pin::new(&mut *self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for EdgeTcp<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.tcp).poll_shutdown(cx)
+    }
+}
+
+impl RelayEnd for EdgeTcp<'_> {
+    fn poll_write_last(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.tcp).poll_write_last(cx, buf)
+    }
+}
+
+/// [`relay_tcp_metered`] for a socket at a relay's edge (accepted by a listener or dialled
+/// with [`EDGE_RECV_BUFFER`], e.g. by [`dial_edge`]): while it runs, the socket counts in
+/// [`EDGES`] and its receive buffer follows its share ([`edge_recv_buffer`]).
+///
+/// # Errors
+///
+/// As [`relay_tcp`].
+pub async fn relay_edge<S>(
+    tcp: TcpStream,
+    conn: FlowConn<S>,
+    meter: Option<Meter<'_>>,
+) -> io::Result<(u64, u64)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    relay_edge_in(&EDGES, tcp, conn, meter).await
+}
+
+async fn relay_edge_in<S>(
+    shares: &EdgeShares,
+    tcp: TcpStream,
+    conn: FlowConn<S>,
+    meter: Option<Meter<'_>>,
+) -> io::Result<(u64, u64)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _seat = shares.join();
+    relay_guarded(tcp, conn, meter, Some(shares)).await
+}
+
+/// Dials `addr` with [`EDGE_RECV_BUFFER`] (its window scale follows from it); relay it
+/// with [`relay_edge`].
 ///
 /// # Errors
 ///
@@ -820,6 +1019,89 @@ mod tests {
                 assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
             }
         }
+    }
+
+    /// Few flows get the full buffer; many share the budget, in powers of two, never
+    /// below the floor; more flows never get more each.
+    #[test]
+    fn edge_sockets_share_the_budget() {
+        assert_eq!(edge_recv_buffer(0), EDGE_RECV_BUFFER);
+        assert_eq!(edge_recv_buffer(1), EDGE_RECV_BUFFER);
+        assert_eq!(edge_recv_buffer(16), EDGE_RECV_BUFFER);
+        assert_eq!(edge_recv_buffer(17), 256 * 1024);
+        assert_eq!(edge_recv_buffer(50), 128 * 1024);
+        assert_eq!(edge_recv_buffer(256), 32 * 1024);
+        assert_eq!(edge_recv_buffer(1000), EDGE_MIN_RECV_BUFFER);
+        assert_eq!(edge_recv_buffer(usize::MAX), EDGE_MIN_RECV_BUFFER);
+        let mut last = EDGE_RECV_BUFFER;
+        for open in 1..5000 {
+            let b = edge_recv_buffer(open);
+            assert!(b <= last && b.is_power_of_two(), "{open}: {b}");
+            let floor = open * EDGE_MIN_RECV_BUFFER as usize;
+            assert!(open * b as usize <= EDGE_BUDGET.max(floor), "{open}: {b}");
+            last = b;
+        }
+    }
+
+    /// An edge socket's receive buffer follows its share as flows come and go, and the
+    /// count of open edge sockets is right again after the relay ended.
+    #[tokio::test]
+    async fn an_edge_sockets_buffer_follows_its_share() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut tcp = dial_edge(addr).await.unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        let rcvbuf = |tcp: &TcpStream| socket2::SockRef::from(tcp).recv_buffer_size().unwrap();
+        let born = rcvbuf(&tcp);
+        let shares = EdgeShares::new();
+        let others: Vec<_> = (0..99).map(|_| shares.join()).collect();
+        let _mine = shares.join();
+        assert_eq!(shares.share(), 64 * 1024);
+        let mut buf = [0u8; 8];
+        {
+            let mut edge = EdgeTcp {
+                tcp: &mut tcp,
+                shares: &shares,
+                applied: EDGE_RECV_BUFFER,
+            };
+            peer.write_all(b"a").await.unwrap();
+            edge.read_exact(&mut buf[..1]).await.unwrap();
+        }
+        // The kernel doubles what it is asked for (its bookkeeping).
+        assert_eq!(rcvbuf(&tcp), 2 * 64 * 1024, "shrunk to the share");
+        drop(others);
+        {
+            let mut edge = EdgeTcp {
+                tcp: &mut tcp,
+                shares: &shares,
+                applied: 64 * 1024,
+            };
+            peer.write_all(b"b").await.unwrap();
+            edge.read_exact(&mut buf[..1]).await.unwrap();
+        }
+        assert_eq!(rcvbuf(&tcp), born, "back to the full buffer");
+
+        // relay_edge counts its socket while it runs, and only then.
+        let shares: &'static EdgeShares = Box::leak(Box::new(EdgeShares::new()));
+        let (c, b) = tokio::io::duplex(64 * 1024);
+        let (mut far, _) = (FlowConn::new(c, BytesMut::new()), ());
+        let relay = tokio::spawn(relay_edge_in(
+            shares,
+            tcp,
+            FlowConn::new(b, BytesMut::new()),
+            None,
+        ));
+        peer.write_all(b"hi").await.unwrap();
+        let mut got = [0u8; 2];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(shares.open(), 1);
+        peer.shutdown().await.unwrap();
+        far.shutdown().await.unwrap();
+        let _ = far.read_to_end(&mut Vec::new()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .unwrap();
+        assert_eq!(shares.open(), 0);
     }
 
     /// A datagram flow relays both ways through a connected socket and ends when idle.

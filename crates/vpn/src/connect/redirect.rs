@@ -290,10 +290,35 @@ impl Redirector {
             up: &stats.bytes_up,
             down: &stats.bytes_down,
         };
-        if let Err(e) = kubelan_session::relay::relay_tcp_metered(tcp, conn, Some(meter)).await {
+        if let Err(e) = kubelan_session::relay::relay_edge(tcp, conn, Some(meter)).await {
             tracing::debug!(%peer, %dst, "TCP flow cut: {e}");
         }
     }
+}
+
+/// The listener redirected connections arrive at: loopback for `connect`, every address
+/// for a gateway (its LAN clients'), an ephemeral port. Accepted connections inherit its
+/// receive buffer (and the window scale it implies) and its announced segment size.
+fn edge_listener(v6: bool, gateway: bool) -> std::io::Result<TcpListener> {
+    let ip: IpAddr = match (v6, gateway) {
+        (false, false) => Ipv4Addr::LOCALHOST.into(),
+        (false, true) => Ipv4Addr::UNSPECIFIED.into(),
+        (true, false) => Ipv6Addr::LOCALHOST.into(),
+        (true, true) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = if v6 {
+        let s = tokio::net::TcpSocket::new_v6()?;
+        socket2::SockRef::from(&s).set_only_v6(true)?;
+        s
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
+    socket.set_recv_buffer_size(kubelan_session::relay::EDGE_RECV_BUFFER)?;
+    // The segment size this host's own clients are told (a LAN client's own is no
+    // bigger): see `EDGE_MSS`.
+    socket2::SockRef::from(&socket).set_tcp_mss(kubelan_session::relay::EDGE_MSS)?;
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.listen(4096)
 }
 
 /// One open flow in a gauge, for as long as it lives.
@@ -328,25 +353,7 @@ pub(crate) async fn start(
         .cluster
         .iter()
         .any(|n| matches!(n, IpNet::V6(_)));
-    let bind = |v6: bool| -> std::io::Result<TcpListener> {
-        let ip: IpAddr = match (v6, gateway) {
-            (false, false) => Ipv4Addr::LOCALHOST.into(),
-            (false, true) => Ipv4Addr::UNSPECIFIED.into(),
-            (true, false) => Ipv6Addr::LOCALHOST.into(),
-            (true, true) => Ipv6Addr::UNSPECIFIED.into(),
-        };
-        let socket = if v6 {
-            let s = tokio::net::TcpSocket::new_v6()?;
-            socket2::SockRef::from(&s).set_only_v6(true)?;
-            s
-        } else {
-            tokio::net::TcpSocket::new_v4()?
-        };
-        // Accepted connections inherit it (and the window scale it implies).
-        socket.set_recv_buffer_size(kubelan_session::relay::EDGE_RECV_BUFFER)?;
-        socket.bind(SocketAddr::new(ip, 0))?;
-        socket.listen(4096)
-    };
+    let bind = |v6: bool| edge_listener(v6, gateway);
     let fallback = |why: String| {
         events(Event::TcpOnStack {
             reason: why.clone(),
@@ -410,6 +417,21 @@ pub(crate) async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A local client of the listener is told an Ethernet-sized segment, not loopback's
+    /// 64 KiB (which makes its kernel reserve megabytes of send buffer per upload).
+    #[tokio::test]
+    async fn local_clients_are_told_an_ethernet_segment_size() {
+        let listener = edge_listener(false, false).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (_accepted, _) = listener.accept().await.unwrap();
+        let mss = socket2::SockRef::from(&client).tcp_mss().unwrap();
+        assert!(
+            mss <= kubelan_session::relay::EDGE_MSS,
+            "the client uses {mss}-byte segments"
+        );
+    }
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
