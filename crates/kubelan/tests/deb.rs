@@ -3,8 +3,9 @@
 //! machine's own), the installed `kubelan` and `kubectl-lan` run, man pages, completions
 //! and the gateway's unit template are where Debian looks for them, nothing is enabled,
 //! removal leaves nothing behind, and lintian reports no error.
-//! Needs root, cargo-deb, dpkg-dev and lintian (`.ci/run` installs them); CI runs it with
-//! `KUBELAN_E2E_REQUIRED=1`, so that a missing tool fails rather than skips.
+//! Needs root, cargo-deb, dpkg-dev, lintian, zsh and man (`scripts/deps.sh` installs
+//! them); CI runs it with `KUBELAN_E2E_REQUIRED=1`, so that a missing tool fails rather
+//! than skips.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +53,40 @@ fn output(program: &Path, args: &[&str]) -> String {
     text(&out)
 }
 
+/// The installed `_kubelan`, autoloaded from `fpath` by compinit as zsh does with vendor
+/// completions (pointed at the binary under test, since /usr/bin/kubelan is not this
+/// machine's): Tab after `kubelan con` in an interactive zsh (on a pty) makes `connect`.
+fn zsh_completes_from_fpath(installed: &Path, dir: &TempDir) {
+    let fpath = dir.join("zsh-fpath");
+    std::fs::create_dir_all(&fpath).unwrap();
+    let script = std::fs::read_to_string(installed).unwrap();
+    let script = script.replace("/usr/bin/kubelan", kubelan_bin().to_str().unwrap());
+    std::fs::write(fpath.join("_kubelan"), script).unwrap();
+    // `kubelan` must be a command for zsh to complete it: a function stands in.
+    let driver = r#"
+zmodload zsh/zpty
+zpty z 'zsh -f -i'
+zpty -w z "PS1='> '; fpath=($1 \$fpath); autoload -U compinit; compinit -u -D; kubelan() { :; }"
+zpty -n -w z $'kubelan con\t'
+out=
+for i in {1..100}; do
+  zpty -r -t z chunk && out+=$chunk
+  [[ $out == *'kubelan connect'* ]] && break
+  sleep 0.1
+done
+zpty -d z
+print -r -- "$out"
+"#;
+    let out = output(
+        Path::new("zsh"),
+        &["-f", "-c", driver, "zsh", fpath.to_str().unwrap()],
+    );
+    assert!(
+        out.contains("kubelan connect"),
+        "zsh did not complete:\n{out}"
+    );
+}
+
 #[test]
 fn deb_installs_into_a_throwaway_root_and_lintian_reports_no_error() {
     if !root_or_skip(
@@ -62,6 +97,7 @@ fn deb_installs_into_a_throwaway_root_and_lintian_reports_no_error() {
             "dpkg-shlibdeps",
             "lintian",
             "bash",
+            "zsh",
             "man",
         ],
         &[],
@@ -161,6 +197,7 @@ fn deb_installs_into_a_throwaway_root_and_lintian_reports_no_error() {
         loaded.contains("_clap_complete_kubelan kubelan"),
         "{loaded}"
     );
+    zsh_completes_from_fpath(&root.join(completions[1]), &dir);
 
     // The gateway's unit template is shipped, and nothing enables or starts it: no
     // maintainer scripts, no links under /etc.
