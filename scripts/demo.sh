@@ -190,4 +190,4 @@ r=$(fetch pc1) || fail "$r"
 ok "$r"
 
 STEP=""
-echo "all steps passed in $((SECONDS - START)) s; try it yourself: docs/lab.md and README.md"
+echo "all steps passed in $((SECONDS - START)) s; to explore a lab: sudo kubelan lab up (docs/lab.md)"
