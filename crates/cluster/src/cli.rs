@@ -2,7 +2,6 @@
 //! The binary crate only parses and dispatches.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -127,8 +126,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Shows progress: a spinner with the latest state on a terminal, one line per change
-/// otherwise. Object outcomes are always printed as lines.
+/// Shows progress: a spinner with the latest state on a terminal (unless `NO_COLOR`:
+/// `kubelan_term`), one line per change otherwise. Object outcomes are always printed as lines.
 struct Display {
     bar: Option<ProgressBar>,
     last: Mutex<String>,
@@ -136,7 +135,7 @@ struct Display {
 
 impl Display {
     fn new() -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = kubelan_term::stderr().is_rich().then(|| {
             let b = ProgressBar::new_spinner();
             if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
                 b.set_style(style);

@@ -1,6 +1,5 @@
 //! `kubelan gateway`: flags; the work is `kubelan_vpn::gateway`.
 
-use std::io::IsTerminal;
 use std::net::IpAddr;
 
 use clap::{Args, ValueEnum};
@@ -73,7 +72,7 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         dns_listen: args.dns_listen,
         dns_port: args.dns_port,
         persist: args.persist,
-        live_summary: !json && std::io::stderr().is_terminal(),
+        live_summary: !json && kubelan_term::stderr().is_rich(),
         connect: args.connect.options(),
     };
     let events = crate::events::printer(json);

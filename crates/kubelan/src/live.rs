@@ -1,8 +1,8 @@
 //! What a long-running command shows (`forward`, `expose`, `replace`): on a terminal a
 //! table redrawn in place below the event lines, plain lines when stdout is not a
-//! terminal, or one JSON object per line.
+//! terminal or `NO_COLOR` is set (`kubelan_term`), or one JSON object per line.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 /// How events and the table reach stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +26,7 @@ impl Screen {
     pub(crate) fn new(json: bool) -> Screen {
         let mode = if json {
             Mode::Json
-        } else if std::io::stdout().is_terminal() {
+        } else if kubelan_term::stdout().is_rich() {
             Mode::Table
         } else {
             Mode::Lines

@@ -2,7 +2,6 @@
 //! machine or a whole office LAN. This binary is the command line; the work happens in the
 //! library crates.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -172,9 +171,20 @@ fn init_tracing(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(kubelan_term::stderr().is_rich())
         .with_target(false)
         .try_init();
+}
+
+/// The CLI definition, with clap's colours (help on stdout, errors on stderr) only where
+/// both streams may carry them (`kubelan_term`).
+fn command() -> clap::Command {
+    let rich = kubelan_term::stdout().is_rich() && kubelan_term::stderr().is_rich();
+    Cli::command().color(if rich {
+        clap::ColorChoice::Always
+    } else {
+        clap::ColorChoice::Never
+    })
 }
 
 /// The command line; run as `kubectl-lan` (a link or a copy: kubectl's plugin), usage and
@@ -182,7 +192,7 @@ fn init_tracing(default: &str) {
 fn parse_args() -> Cli {
     let argv0 = std::env::args_os().next().map(std::path::PathBuf::from);
     let plugin = argv0.is_some_and(|p| p.file_name().is_some_and(|n| n == "kubectl-lan"));
-    let mut command = Cli::command();
+    let mut command = command();
     if plugin {
         command = command.name("kubectl-lan").bin_name("kubectl lan");
     }
@@ -193,7 +203,7 @@ fn main() -> ExitCode {
     shell::answer_if_asked();
     let mut cli = parse_args();
     if let Err(e) = globals::apply(&cli.globals, &mut cli.command) {
-        Cli::command()
+        command()
             .error(clap::error::ErrorKind::ArgumentConflict, e)
             .exit();
     }

@@ -1,7 +1,7 @@
 //! The `lab` command: its arguments and what each subcommand does and prints. The binary
 //! crate only parses and dispatches (in the way `kubelan_cluster::cli` serves `install`).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -219,7 +219,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             keep_on_failure,
             output,
         } => {
-            let tty = std::io::stderr().is_terminal() && output == Output::Human;
+            let tty = kubelan_term::stderr().is_rich() && output == Output::Human;
             let opts = lifecycle::UpOptions {
                 name: name.clone(),
                 config,
