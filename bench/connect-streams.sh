@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Throughput of `kubelan connect` by number of concurrent streams, with the host's TCP
+# memory (issue 19: 1 000 bulk flows; tcp_mem pressure), on the peer harness's topology
+# held with one method (`run.sh --hold`):
+#
+#   sudo bench/connect-streams.sh <kubelan release build> [METHOD]   # default kubelan-connect
+#
+# Steps, all from pb-lap to the pod 10.211.0.2 through the method: iperf3 one stream up and
+# down (-t 5); 8 iperf3 clients at once (ports 5202..5209, -P 1, -t 10), up and down; the
+# same 8 clients with -P 125 each (1 000 streams), up and down. For the multi-client steps
+# it prints the aggregate (sum of the clients' receiver sides) and the peak of the host's
+# TCP memory (/proc/net/sockstat `mem`, sampled each second; tcp_mem's pressure mark is the
+# middle value of /proc/sys/net/ipv4/tcp_mem). Quicker than bench/connect-load.sh's scale
+# step (no ladder, no kernel control), for before/after comparisons of one change: run it
+# for both builds one after the other.
+# Everything is bounded (timeouts on every client and server); the harness is stopped by
+# SIGINT to its process group and its namespaces removed on exit.
+set -uo pipefail
+BIN=${1:?usage: connect-streams.sh <kubelan binary> [METHOD]}
+METHOD=${2:-kubelan-connect}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ -z "${PB_DIR:-}" ]; then
+  for d in "$REPO/../shared/bench" "$REPO/../../shared/bench"; do
+    [ -x "$d/run.sh" ] && { PB_DIR=$(cd "$d" && pwd); break; }
+  done
+fi
+{ [ -n "${PB_DIR:-}" ] && [ -x "$PB_DIR/run.sh" ]; } || { echo "peer harness not found: set PB_DIR" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "needs root (the harness's namespaces)" >&2; exit 1; }
+for t in iperf3 jq ip setsid timeout; do command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 1; }; done
+if ip netns list | grep -q '^pb-'; then
+  echo "pb-* namespaces exist (another harness run, or a crashed one: ./run.sh --cleanup in $PB_DIR)" >&2
+  exit 1
+fi
+TMP=$(mktemp -d /tmp/connect-streams.XXXXXX)
+cd "$PB_DIR"
+PB_EXTRA_METHODS="$REPO/bench/methods${PB_EXTRA_METHODS:+:$PB_EXTRA_METHODS}" KUBELAN_BIN=$BIN \
+  setsid ./run.sh --hold "$METHOD" >"$TMP/hold.log" 2>&1 &
+H=$!
+cleanup() {
+  kill -INT -- -"$H" 2>/dev/null; sleep 4; kill -TERM -- -"$H" 2>/dev/null; wait "$H" 2>/dev/null
+  ./run.sh --cleanup >/dev/null 2>&1
+}
+trap cleanup EXIT
+for _ in $(seq 120); do grep -q -i "holding\|Ctrl-C" "$TMP/hold.log" && break; sleep 1; done
+grep -q -i "holding\|Ctrl-C" "$TMP/hold.log" || { echo "the method did not come up: $TMP/hold.log" >&2; exit 1; }
+sleep 2
+POD_IP=10.211.0.2
+one() { # LABEL [iperf3 args]
+  local label=$1; shift
+  ip netns exec pb-pod timeout 30 iperf3 -s -1 -B $POD_IP -p 5301 >/dev/null 2>&1 & local s=$!
+  sleep 0.5
+  ip netns exec pb-lap timeout 25 iperf3 -c $POD_IP -p 5301 -t 5 "$@" -J >"$TMP/one.json" 2>&1
+  wait $s
+  printf '%-10s %6.2f Gbit/s\n' "$label" "$(jq -r '(.end.sum_received.bits_per_second // 0)/1e9' "$TMP/one.json")"
+}
+many() { # LABEL STREAMS_PER_CLIENT [iperf3 args]
+  local label=$1 per=$2; shift 2
+  local pids=() p peak=0 m
+  for p in $(seq 5202 5209); do
+    ip netns exec pb-pod timeout 60 iperf3 -s -1 -B $POD_IP -p $p >/dev/null 2>&1 & pids+=($!)
+  done
+  sleep 1
+  for p in $(seq 5202 5209); do
+    ip netns exec pb-lap timeout 40 iperf3 -c $POD_IP -p $p -P "$per" -t 10 "$@" -J >"$TMP/c-$p.json" 2>&1 & pids+=($!)
+  done
+  for _ in $(seq 10); do
+    sleep 1
+    m=$(awk '/^TCP:/{print $NF}' /proc/net/sockstat)
+    [ "$m" -gt "$peak" ] && peak=$m
+  done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  local agg
+  agg=$(for p in $(seq 5202 5209); do jq -r '.end.sum_received.bits_per_second // 0' "$TMP/c-$p.json"; done | awk '{s+=$1} END{printf "%.2f", s/1e9}')
+  printf '%-10s %6s Gbit/s  (peak TCP memory %d MB)\n' "$label" "$agg" $((peak * 4 / 1024))
+}
+echo "connect-streams: $METHOD, $BIN, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) vCPU; tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem)"
+one "1 up"; one "1 down" -R
+many "8 up" 1; many "8 down" 1 -R
+many "1000 up" 125; many "1000 down" 125 -R
+rm -rf "$TMP"
