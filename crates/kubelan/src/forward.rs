@@ -57,6 +57,11 @@ pub(crate) struct ForwardArgs {
 }
 
 /// What the user sees.
+/// A JSON line of `forward` beside its events, with the same envelope.
+fn forward_line(v: serde_json::Value) -> serde_json::Value {
+    kubelan_term::json::enveloped(kubelan_forward::report::JSON_TYPE, v)
+}
+
 struct Ui {
     screen: Screen,
     bulk_no_hosts: bool,
@@ -76,7 +81,7 @@ impl Ui {
 
     fn event(&mut self, e: &Event, running: &Running) {
         self.screen.event(
-            || serde_json::to_value(e).unwrap_or_default(),
+            || kubelan_term::json::Document::to_document(e).unwrap_or_default(),
             || e.to_string(),
             matches!(e, Event::Listening { note: None, .. }),
             || Self::table(running),
@@ -107,9 +112,9 @@ impl Ui {
             ));
         }
         match self.screen.mode {
-            Mode::Json => self
-                .screen
-                .json(&serde_json::json!({"event": "addresses", "entries": entries})),
+            Mode::Json => self.screen.json(&forward_line(
+                serde_json::json!({"event": "addresses", "entries": entries}),
+            )),
             Mode::Lines => self.screen.print(&text),
             Mode::Table => {
                 self.screen.print(&text);
@@ -120,11 +125,11 @@ impl Ui {
 
     fn stats(&self, running: &Running, event: &str) {
         if self.screen.mode == Mode::Json {
-            self.screen.json(&serde_json::json!({
+            self.screen.json(&forward_line(serde_json::json!({
                 "event": event,
                 "totals": running.registry.totals(),
                 "forwards": running.registry.rows(),
-            }));
+            })));
         }
     }
 }
