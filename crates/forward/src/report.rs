@@ -90,6 +90,12 @@ impl kubelan_term::json::Document for Event {
     const TYPE: &'static str = JSON_TYPE;
 }
 
+/// A JSON line `forward` writes beside its events (`addresses`, `stats`, `stopped`), with
+/// the same envelope as the events.
+pub fn json_line(line: serde_json::Value) -> serde_json::Value {
+    kubelan_term::json::enveloped(JSON_TYPE, line)
+}
+
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -319,6 +325,10 @@ mod tests {
         assert_eq!(v["type"], "ForwardEvent");
         assert_eq!(v["event"], "ready");
         assert_eq!(v["listeners"], 3);
+        let v = json_line(serde_json::json!({"event": "stats", "totals": Totals::default()}));
+        assert_eq!(v["apiVersion"], "kubelan.dev/v1");
+        assert_eq!(v["type"], "ForwardEvent");
+        assert_eq!(v["totals"]["connections"], 0);
     }
 
     fn row() -> Row {

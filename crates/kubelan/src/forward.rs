@@ -57,11 +57,6 @@ pub(crate) struct ForwardArgs {
 }
 
 /// What the user sees.
-/// A JSON line of `forward` beside its events, with the same envelope.
-fn forward_line(v: serde_json::Value) -> serde_json::Value {
-    kubelan_term::json::enveloped(kubelan_forward::report::JSON_TYPE, v)
-}
-
 struct Ui {
     screen: Screen,
     bulk_no_hosts: bool,
@@ -112,7 +107,7 @@ impl Ui {
             ));
         }
         match self.screen.mode {
-            Mode::Json => self.screen.json(&forward_line(
+            Mode::Json => self.screen.json(&kubelan_forward::report::json_line(
                 serde_json::json!({"event": "addresses", "entries": entries}),
             )),
             Mode::Lines => self.screen.print(&text),
@@ -125,11 +120,12 @@ impl Ui {
 
     fn stats(&self, running: &Running, event: &str) {
         if self.screen.mode == Mode::Json {
-            self.screen.json(&forward_line(serde_json::json!({
-                "event": event,
-                "totals": running.registry.totals(),
-                "forwards": running.registry.rows(),
-            })));
+            self.screen
+                .json(&kubelan_forward::report::json_line(serde_json::json!({
+                    "event": event,
+                    "totals": running.registry.totals(),
+                    "forwards": running.registry.rows(),
+                })));
         }
     }
 }
