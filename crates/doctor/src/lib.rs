@@ -153,6 +153,10 @@ impl fmt::Display for Outcome {
     }
 }
 
+impl kubelan_term::json::Document for Outcome {
+    const TYPE: &'static str = "DoctorReport";
+}
+
 impl Serialize for Outcome {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut doc = s.serialize_struct("Outcome", 2)?;
@@ -486,6 +490,17 @@ fn counters_moved(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `doctor --output json`: a versioned `DoctorReport` (docs/json.md).
+    #[test]
+    fn the_report_is_a_versioned_document() {
+        use kubelan_term::json::Document;
+        let v = Outcome::default().to_document().unwrap();
+        assert_eq!(v["apiVersion"], "kubelan.dev/v1");
+        assert_eq!(v["type"], "DoctorReport");
+        assert_eq!(v["ok"], true);
+        assert!(v["checks"].is_array());
+    }
 
     #[test]
     fn prefixes_name_their_source_and_guesses_are_warnings() {

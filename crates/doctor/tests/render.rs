@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use kubelan_doctor::{Check, Outcome, Verdict};
+use kubelan_term::json::Document;
 
 #[test]
 fn checks_and_outcomes_say_their_golden_lines() {
@@ -52,7 +53,7 @@ fn checks_and_outcomes_say_their_golden_lines() {
         checks: checks.to_vec(),
     };
     // The JSON output's key order (sorted), as the binary prints it.
-    let json = serde_json::to_value(outcome(&checks[2..4])).unwrap();
+    let json = outcome(&checks[2..4]).to_document().unwrap();
     let text = checks.iter().map(|c| format!("{c}\n")).collect::<String>()
         + &format!("\n{}\n", outcome(&checks))
         + &format!("\n{}\n", outcome(&checks[..2]))

@@ -108,6 +108,10 @@ pub enum ExposeEvent {
     },
 }
 
+impl kubelan_term::json::Document for ExposeEvent {
+    const TYPE: &'static str = "ExposeEvent";
+}
+
 impl fmt::Display for ExposeEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -245,6 +249,22 @@ impl Acceptor for ExposeAcceptor {
 mod tests {
     use super::*;
     use crate::spec::plan;
+
+    /// `expose --output json`: a versioned `ExposeEvent`; the envelope's `type` leaves the
+    /// event's own `kind` (the object created) alone (docs/json.md).
+    #[test]
+    fn json_lines_are_versioned_documents() {
+        use kubelan_term::json::Document;
+        let e = ExposeEvent::Created {
+            kind: "Job".into(),
+            name: "kubelan-x".into(),
+        };
+        let v = e.to_document().unwrap();
+        assert_eq!(v["apiVersion"], "kubelan.dev/v1");
+        assert_eq!(v["type"], "ExposeEvent");
+        assert_eq!(v["event"], "created");
+        assert_eq!(v["kind"], "Job");
+    }
 
     #[test]
     fn listeners_map_to_their_targets_and_flows_are_reported() {

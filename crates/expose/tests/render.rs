@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use kubelan_expose::ExposeEvent;
 use kubelan_expose::run::{RunEvent, Sig};
+use kubelan_term::json::Document;
 
 fn golden(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -89,7 +90,7 @@ fn samples() -> Vec<ExposeEvent> {
 fn every_expose_event_says_its_golden_line_and_json() {
     let text: String = samples()
         .iter()
-        .map(|e| format!("{e}\n{}\n", serde_json::to_value(e).unwrap()))
+        .map(|e| format!("{e}\n{}\n", e.to_document().unwrap()))
         .collect();
     golden("events.txt", &text);
 }

@@ -82,6 +82,20 @@ pub enum Event {
     },
 }
 
+/// The `type` of `forward`'s JSON lines: its events, and the `addresses` and stats lines
+/// the binary writes beside them.
+pub const JSON_TYPE: &str = "ForwardEvent";
+
+impl kubelan_term::json::Document for Event {
+    const TYPE: &'static str = JSON_TYPE;
+}
+
+/// A JSON line `forward` writes beside its events (`addresses`, `stats`, `stopped`), with
+/// the same envelope as the events.
+pub fn json_line(line: serde_json::Value) -> serde_json::Value {
+    kubelan_term::json::enveloped(JSON_TYPE, line)
+}
+
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -297,6 +311,25 @@ pub fn render_table(rows: &[Row], totals: &Totals, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `forward --output json`: each line is a versioned `ForwardEvent` (docs/json.md).
+    #[test]
+    fn json_lines_are_versioned_documents() {
+        use kubelan_term::json::Document;
+        let e = Event::Ready {
+            forwards: 2,
+            listeners: 3,
+        };
+        let v = e.to_document().unwrap();
+        assert_eq!(v["apiVersion"], "kubelan.dev/v1");
+        assert_eq!(v["type"], "ForwardEvent");
+        assert_eq!(v["event"], "ready");
+        assert_eq!(v["listeners"], 3);
+        let v = json_line(serde_json::json!({"event": "stats", "totals": Totals::default()}));
+        assert_eq!(v["apiVersion"], "kubelan.dev/v1");
+        assert_eq!(v["type"], "ForwardEvent");
+        assert_eq!(v["totals"]["connections"], 0);
+    }
 
     fn row() -> Row {
         Row {

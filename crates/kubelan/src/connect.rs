@@ -113,7 +113,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(st) = running {
         if args.output == Output::Json {
-            let doc = serde_json::to_value(&st)?;
+            let doc = kubelan_term::json::Document::to_document(&st)?;
             println!("{}", serde_json::to_string_pretty(&doc)?);
         } else {
             print!("{st}");
@@ -122,7 +122,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     let preview = kubelan_vpn::connect::preview(&args.kube).await?;
     if args.output == Output::Json {
-        let doc = serde_json::to_value(&preview)?;
+        let doc = kubelan_term::json::Document::to_document(&preview)?;
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }

@@ -96,7 +96,7 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     .await;
     if json {
         // Through a `Value`: its keys print sorted, as they always have.
-        let doc = serde_json::to_value(&outcome)?;
+        let doc = kubelan_term::json::Document::to_document(&outcome)?;
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!("\n{outcome}");

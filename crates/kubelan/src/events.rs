@@ -1,9 +1,10 @@
 //! Where `connect` and `gateway` events go: each event's line (its `Display`) on stderr, or
-//! with `--output json` its JSON object (its `Serialize`) with the `time` added, one per line
+//! with `--output json` its JSON document (`ConnectEvent`) with the `time` added, one per line
 //! on stdout; a few are text on one stream whatever the format.
 
 use std::sync::Arc;
 
+use kubelan_term::json::Document;
 use kubelan_vpn::event::{Event, EventSink};
 
 /// An event as written: the stream, and the text.
@@ -26,7 +27,7 @@ fn written(e: &Event, json: bool, time: &str) -> Written {
         Event::Persisted { .. } => Written::Stdout(e.to_string()),
         Event::LiveSummary(_) => Written::InPlace(format!("\r\x1b[2K{e}")),
         _ if json => {
-            let mut v = serde_json::to_value(e).unwrap_or_default();
+            let mut v = e.to_document().unwrap_or_default();
             if let Some(map) = v.as_object_mut() {
                 map.insert("time".into(), time.into());
             }

@@ -74,7 +74,7 @@ impl Ui {
                 | ExposeEvent::ConnectionClosed { error: None, .. }
         );
         self.screen.event(
-            || serde_json::to_value(e).unwrap_or_default(),
+            || kubelan_term::json::Document::to_document(e).unwrap_or_default(),
             || e.to_string(),
             in_table,
             || table.render(Screen::width()),

@@ -76,7 +76,7 @@ impl Ui {
 
     fn event(&mut self, e: &Event, running: &Running) {
         self.screen.event(
-            || serde_json::to_value(e).unwrap_or_default(),
+            || kubelan_term::json::Document::to_document(e).unwrap_or_default(),
             || e.to_string(),
             matches!(e, Event::Listening { note: None, .. }),
             || Self::table(running),
@@ -107,9 +107,9 @@ impl Ui {
             ));
         }
         match self.screen.mode {
-            Mode::Json => self
-                .screen
-                .json(&serde_json::json!({"event": "addresses", "entries": entries})),
+            Mode::Json => self.screen.json(&kubelan_forward::report::json_line(
+                serde_json::json!({"event": "addresses", "entries": entries}),
+            )),
             Mode::Lines => self.screen.print(&text),
             Mode::Table => {
                 self.screen.print(&text);
@@ -120,11 +120,12 @@ impl Ui {
 
     fn stats(&self, running: &Running, event: &str) {
         if self.screen.mode == Mode::Json {
-            self.screen.json(&serde_json::json!({
-                "event": event,
-                "totals": running.registry.totals(),
-                "forwards": running.registry.rows(),
-            }));
+            self.screen
+                .json(&kubelan_forward::report::json_line(serde_json::json!({
+                    "event": event,
+                    "totals": running.registry.totals(),
+                    "forwards": running.registry.rows(),
+                })));
         }
     }
 }

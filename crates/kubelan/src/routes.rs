@@ -121,7 +121,7 @@ pub(crate) async fn run(args: RoutesArgs) -> anyhow::Result<()> {
     };
     let report = routes::report(&request, local).await.map_err(cli_error)?;
     if args.output == Output::Json {
-        let doc = serde_json::to_value(&report)?;
+        let doc = kubelan_term::json::Document::to_document(&report)?;
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         header(&report);

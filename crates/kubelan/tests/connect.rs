@@ -298,6 +298,8 @@ fn connect_end_to_end() {
     let st: serde_json::Value =
         serde_json::from_str(&laptop(&lab, &["kubelan", "status", "--output", "json"])).unwrap();
     assert_eq!(st["state"], "connected", "{st}");
+    assert_eq!(st["apiVersion"], "kubelan.dev/v1", "{st}");
+    assert_eq!(st["type"], "ConnectStatus", "{st}");
     assert!(st["routes"].to_string().contains("ServiceCIDR"), "{st}");
     assert_eq!(st["dns"]["configured"], true, "{st}");
     assert!(st["counters"]["tcp_flows"].as_u64().unwrap() > 5, "{st}");

@@ -42,13 +42,18 @@ fn now_secs() -> f64 {
         .as_secs_f64()
 }
 
+/// A JSON line of `forward` of this `event`, with its envelope (docs/json.md).
+fn is_event(v: &serde_json::Value, event: &str) -> bool {
+    v["apiVersion"] == "kubelan.dev/v1" && v["type"] == "ForwardEvent" && v["event"] == event
+}
+
 /// The pod the forward's JSON events say `svc/web` goes to now.
 fn current_pod(fwd: &Background) -> Option<String> {
     fwd.log()
         .lines()
         .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["event"] == "backend" && v["forward"] == "svc/web")
+        .find(|v| is_event(v, "backend") && v["forward"] == "svc/web")
         .and_then(|v| v["pod"].as_str().map(String::from))
 }
 
@@ -58,7 +63,7 @@ fn latest_totals(fwd: &Background) -> Option<serde_json::Value> {
         .lines()
         .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["event"] == "stats")
+        .find(|v| is_event(v, "stats"))
         .map(|v| v["totals"].clone())
 }
 

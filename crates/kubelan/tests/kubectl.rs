@@ -50,6 +50,9 @@ fn global_flags_before_and_after_the_subcommand_mean_the_same() {
     );
     assert_eq!(before, after, "the same flags on either side of `status`");
     let facts: serde_json::Value = serde_json::from_str(&before.1).expect("status JSON");
+    // Not connected: the preview document (docs/json.md).
+    assert_eq!(facts["apiVersion"], "kubelan.dev/v1", "{facts:#}");
+    assert_eq!(facts["type"], "ConnectPreview", "{facts:#}");
     assert!(
         before.1.contains(&ctx),
         "status names the context {ctx}: {facts:#}"

@@ -207,6 +207,8 @@ fn lab_acceptance() {
     ))
     .unwrap();
     assert_eq!(st["state"], "running");
+    assert_eq!(st["apiVersion"], "kubelan.dev/v1");
+    assert_eq!(st["type"], "LabStatus");
     assert_eq!(st["hosts"].as_array().unwrap().len(), 7);
     eprintln!(
         "lab memory: {} processes, {} KiB resident; daemon {} KiB",

@@ -255,6 +255,8 @@ fn office_lan_reaches_the_cluster_with_the_printed_routes() {
         ],
     );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["apiVersion"], "kubelan.dev/v1", "docs/json.md");
+    assert_eq!(doc["type"], "RoutesReport", "docs/json.md");
     assert_eq!(doc["input"]["gateway_v4"], "10.4.7.11");
     assert_eq!(doc["outputs"][0]["format"], "linux");
     assert_eq!(doc["outputs"][1]["format"], "bind");

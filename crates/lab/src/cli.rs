@@ -141,8 +141,8 @@ enum ServeCommand {
     },
 }
 
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+fn print_json(v: &impl kubelan_term::json::Document) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(&v.to_document()?)?);
     Ok(())
 }
 

@@ -51,6 +51,10 @@ pub struct UpReport {
     pub api_on_machine: String,
 }
 
+impl kubelan_term::json::Document for UpReport {
+    const TYPE: &'static str = "LabUp";
+}
+
 fn which(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
@@ -565,6 +569,10 @@ pub struct LabStatus {
     pub failure: Option<String>,
 }
 
+impl kubelan_term::json::Document for LabStatus {
+    const TYPE: &'static str = "LabStatus";
+}
+
 /// A process of the lab.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessInfo {
@@ -903,4 +911,32 @@ pub fn kubeconfig(name: &str, lab_view: bool) -> anyhow::Result<PathBuf> {
 /// Every lab with state on this machine.
 pub fn list() -> Vec<String> {
     state::list_labs()
+}
+
+#[cfg(test)]
+mod tests {
+    use kubelan_term::json::Document;
+
+    use super::*;
+
+    /// `lab up` and `lab status` with `--output json`: versioned documents (docs/json.md).
+    #[tokio::test]
+    async fn json_documents_are_versioned() {
+        let up = UpReport {
+            name: "t".into(),
+            seconds: 1.5,
+            kubeconfig: "/tmp/kc".into(),
+            api_in_lab: "https://10.4.7.10:6443".into(),
+            api_on_machine: "https://127.0.0.1:40000".into(),
+        };
+        let v = up.to_document().unwrap();
+        assert_eq!(v["apiVersion"], "kubelan.dev/v1");
+        assert_eq!(v["type"], "LabUp");
+        assert_eq!(v["seconds"], 1.5);
+        // A lab that does not exist has a status too (`absent`).
+        let v = status("jsonabsent").await.unwrap().to_document().unwrap();
+        assert_eq!(v["apiVersion"], "kubelan.dev/v1");
+        assert_eq!(v["type"], "LabStatus");
+        assert_eq!(v["state"], "absent");
+    }
 }

@@ -10,6 +10,10 @@
 //! of a terminal session).
 //!
 //! [`decide`] is the decision (pure); [`stdout`] and [`stderr`] apply it to this process.
+//! [`json`] is the other half of how kubelan writes: the versioned envelope of its JSON
+//! documents.
+
+pub mod json;
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;

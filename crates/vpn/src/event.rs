@@ -199,6 +199,21 @@ pub enum Event {
     },
 }
 
+/// `connect`'s and `gateway`'s JSON lines (`--output json`); the binary adds `time`.
+impl kubelan_term::json::Document for Event {
+    const TYPE: &'static str = "ConnectEvent";
+}
+
+/// `kubelan status --output json` while a connect runs (the type lives in `connect`).
+impl kubelan_term::json::Document for crate::connect::Status {
+    const TYPE: &'static str = "ConnectStatus";
+}
+
+/// `kubelan status --output json` without a running connect.
+impl kubelan_term::json::Document for crate::connect::Preview {
+    const TYPE: &'static str = "ConnectPreview";
+}
+
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

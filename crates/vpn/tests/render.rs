@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use kubelan_cluster::discovery::{ClusterFacts, Fact, Source};
 use kubelan_session::{CarrierInfo, CarrierKind, SessionState};
+use kubelan_term::json::Document;
 use kubelan_vpn::Event;
 use kubelan_vpn::connect::{
     Counters, DnsStatus, Preview, RedirectStatus, RouteStatus, StackCounters, Status, TunStatus,
@@ -157,11 +158,24 @@ fn every_event_says_its_golden_line_and_json() {
     let mut out = String::new();
     for e in samples() {
         // The JSON output's key order (sorted), as the binary prints it.
-        let json =
-            serde_json::to_value(&e).map_or_else(|_| "(text only)".into(), |v| v.to_string());
+        let json = e
+            .to_document()
+            .map_or_else(|_| "(text only)".into(), |v| v.to_string());
         out.push_str(&format!("{e}\n{json}\n"));
     }
     golden("events.txt", &out);
+}
+
+/// Every event with a JSON form is a `ConnectEvent` document.
+#[test]
+fn every_json_event_is_a_versioned_document() {
+    for e in samples() {
+        if let Ok(v) = e.to_document() {
+            assert_eq!(v["apiVersion"], "kubelan.dev/v1", "{v}");
+            assert_eq!(v["type"], "ConnectEvent", "{v}");
+            assert!(v["event"].is_string(), "{v}");
+        }
+    }
 }
 
 /// `kubelan status`: a running connect (DNS configured, TCP redirected), the same with
@@ -258,4 +272,16 @@ fn status_says_its_golden_lines() {
     preview.conflicts = vec!["172.17.32.0/19 overlaps the local route 172.17.0.0/16 dev eth1 (pass --exclude or --force-route)".into()];
     text += &format!("--\n{preview}");
     golden("status.txt", &text);
+    // `status --output json`: both documents carry the version and their type, beside
+    // the fields they always had.
+    assert_document(&running, "ConnectStatus", "pid");
+    assert_document(&preview, "ConnectPreview", "planned_routes");
+}
+
+/// `doc` as `--output json` prints it: `apiVersion`, `type` (`docs/json.md`) and `field`.
+fn assert_document(doc: &impl Document, kind: &str, field: &str) {
+    let v = doc.to_document().unwrap();
+    assert_eq!(v["apiVersion"], "kubelan.dev/v1", "{v}");
+    assert_eq!(v["type"], kind, "{v}");
+    assert!(v.get(field).is_some(), "{v}");
 }

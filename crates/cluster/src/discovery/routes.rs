@@ -342,6 +342,10 @@ pub struct RoutesReport {
     pub more: Option<String>,
 }
 
+impl kubelan_term::json::Document for RoutesReport {
+    const TYPE: &'static str = "RoutesReport";
+}
+
 fn with_messages<S: Serializer>(warnings: &[Warning], s: S) -> Result<S::Ok, S::Error> {
     #[derive(Serialize)]
     struct WithMessage<'a> {
@@ -518,6 +522,11 @@ mod tests {
             names,
             ["linux", "cisco-ios", "mikrotik", "dnsmasq", "windows-dns"]
         );
+        // `routes --output json`: versioned, beside the fields it always had (docs/json.md).
+        let doc = kubelan_term::json::Document::to_document(&r).unwrap();
+        assert_eq!(doc["apiVersion"], "kubelan.dev/v1");
+        assert_eq!(doc["type"], "RoutesReport");
+        assert_eq!(doc["outputs"][0]["format"], "linux");
         assert!(
             r.outputs[0].text.contains("172.17.16.0/20 via 10.4.7.20"),
             "{}",
