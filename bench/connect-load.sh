@@ -34,21 +34,9 @@
 set -euo pipefail
 
 METHOD=${1:-kubelan-connect}
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [ -z "${PB_DIR:-}" ]; then
-  for d in "$REPO/../shared/bench" "$REPO/../../shared/bench"; do
-    [ -x "$d/run.sh" ] && { PB_DIR=$(cd "$d" && pwd); break; }
-  done
-fi
-{ [ -n "${PB_DIR:-}" ] && [ -x "$PB_DIR/run.sh" ]; } || { echo "peer harness not found: set PB_DIR" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || { echo "needs root (the harness's namespaces)" >&2; exit 1; }
-for t in ip ss iperf3 jq python3 timeout; do
-  command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 1; }
-done
-if ip netns list | grep -q '^pb-'; then
-  echo "pb-* namespaces exist (another harness run, or a crashed one: ./run.sh --cleanup in $PB_DIR)" >&2
-  exit 1
-fi
+# shellcheck source=harness.inc
+source "$(dirname "${BASH_SOURCE[0]}")/harness.inc"
+pb_preflight ip ss iperf3 jq python3 timeout
 
 LAP=pb-lap GW=pb-gw POD=pb-pod POD_IP=10.211.0.2
 STEPS=${CL_STEPS:-churn,scale,memory}

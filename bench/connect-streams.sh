@@ -18,19 +18,9 @@
 set -uo pipefail
 BIN=${1:?usage: connect-streams.sh <kubelan binary> [METHOD]}
 METHOD=${2:-kubelan-connect}
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [ -z "${PB_DIR:-}" ]; then
-  for d in "$REPO/../shared/bench" "$REPO/../../shared/bench"; do
-    [ -x "$d/run.sh" ] && { PB_DIR=$(cd "$d" && pwd); break; }
-  done
-fi
-{ [ -n "${PB_DIR:-}" ] && [ -x "$PB_DIR/run.sh" ]; } || { echo "peer harness not found: set PB_DIR" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || { echo "needs root (the harness's namespaces)" >&2; exit 1; }
-for t in iperf3 jq ip setsid timeout; do command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 1; }; done
-if ip netns list | grep -q '^pb-'; then
-  echo "pb-* namespaces exist (another harness run, or a crashed one: ./run.sh --cleanup in $PB_DIR)" >&2
-  exit 1
-fi
+# shellcheck source=harness.inc
+source "$(dirname "${BASH_SOURCE[0]}")/harness.inc"
+pb_preflight iperf3 jq ip setsid timeout
 TMP=$(mktemp -d /tmp/connect-streams.XXXXXX)
 cd "$PB_DIR"
 PB_EXTRA_METHODS="$REPO/bench/methods${PB_EXTRA_METHODS:+:$PB_EXTRA_METHODS}" KUBELAN_BIN=$BIN \
