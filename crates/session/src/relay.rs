@@ -452,9 +452,9 @@ pub const EDGE_RECV_BUFFER: u32 = 512 * 1024;
 /// 32 MiB on our machines) 1 000 bulk flows filled 1.3 GB of socket buffers, the host
 /// passed `tcp_mem`'s pressure mark, and under pressure Linux cuts every socket's window
 /// to a few segments — the carrier's too, which then stalled while the CPUs idled. A fixed
-/// 512 KiB per socket still passed the mark at 1 000 flows and let 50 LAN clients' shares
-/// drift apart (max/min 1.7); a fixed 128 KiB was fair but slow for one flow. See
-/// docs/benchmarks.md.
+/// 512 KiB per socket (together with the clients' send buffers, see [`EDGE_MSS`]) still
+/// reached the mark at 1 000 flows and let 50 LAN clients' shares drift apart (max/min
+/// 1.7); a fixed 128 KiB was fair but slow for one flow. See docs/benchmarks.md.
 pub const EDGE_BUDGET: usize = 8 * 1024 * 1024;
 
 /// Smallest receive buffer an edge socket is given, however many flows are open: a few
@@ -1084,7 +1084,7 @@ mod tests {
         // relay_edge counts its socket while it runs, and only then.
         let shares: &'static EdgeShares = Box::leak(Box::new(EdgeShares::new()));
         let (c, b) = tokio::io::duplex(64 * 1024);
-        let (mut far, _) = (FlowConn::new(c, BytesMut::new()), ());
+        let mut far = FlowConn::new(c, BytesMut::new());
         let relay = tokio::spawn(relay_edge_in(
             shares,
             tcp,
