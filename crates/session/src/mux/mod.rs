@@ -906,7 +906,7 @@ impl AsyncWrite for MuxStream {
         self.get_mut().write_frame(cx, data)
     }
     /// Hands what was written to the driver, which sends it with whatever other streams
-    /// flush before it runs; from [`FLUSH_INLINE`] buffered bytes on (bulk data) writes it
+    /// flush before it runs; from `FLUSH_INLINE` buffered bytes on (bulk data) writes it
     /// from this task. Frames in the carrier's buffer are its business: there is nothing
     /// to wait for.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
