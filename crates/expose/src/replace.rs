@@ -217,6 +217,9 @@ pub async fn run_replace(
         },
     )
     .with_field_manager(FIELD_MANAGER);
+    // The link outlives Ctrl-C until the Service is handed back (below).
+    let link_stop = CancellationToken::new();
+    let stop_link = link_stop.clone().drop_guard();
     let mut swapped = false;
     let result = session(
         &plan,
@@ -228,16 +231,29 @@ pub async fn run_replace(
         &token,
         &events,
         &shutdown,
+        &link_stop,
         &mut swapped,
     )
     .await;
     if swapped {
         let outcome = restorer.restore().await;
+        let handing_back = result.is_ok() && matches!(outcome, RestoreOutcome::Done(_));
+        let mut said = describe(&outcome, name, id.as_str());
+        if handing_back {
+            said.push_str(&format!(
+                "; still serving for {:.1} s while kube-proxy moves connections back",
+                HANDBACK.as_secs_f64()
+            ));
+        }
         emit(ExposeEvent::Restored {
             service: name.into(),
-            outcome: describe(&outcome, name, id.as_str()),
+            outcome: said,
         });
+        if handing_back {
+            tokio::time::sleep(HANDBACK).await;
+        }
     }
+    drop(stop_link);
     emit(ExposeEvent::Stopping {
         job: job_name.clone(),
     });
@@ -322,6 +338,7 @@ async fn session(
     token: &str,
     events: &mpsc::UnboundedSender<ExposeEvent>,
     shutdown: &CancellationToken,
+    link_stop: &CancellationToken,
     swapped: &mut bool,
 ) -> Result<(), ExposeError> {
     let ns = o.namespace.as_str();
@@ -400,7 +417,7 @@ async fn session(
             .map(|p| format!("{}/{} → {}", p.service_port, p.local.protocol, p.local))
             .collect(),
     };
-    serve_link(o, link, events, shutdown).await
+    serve_link(o, link, events, shutdown, link_stop).await
 }
 
 /// Creates one of the session's namespaced objects, saying so.
@@ -430,6 +447,12 @@ where
     });
     Ok(())
 }
+
+/// How long the link keeps serving after the Service's selector is back. Until every
+/// node's kube-proxy has applied the EndpointSlice change (iptables and nftables modes
+/// sync at most once a second by default), new connections to the Service still reach
+/// the relay pod; with the link up they are answered here instead of reset.
+const HANDBACK: Duration = Duration::from_millis(1500);
 
 /// How many times a swap is decided again after the Service changed under it (its
 /// selector unchanged: e.g. a label edit).

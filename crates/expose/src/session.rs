@@ -294,7 +294,9 @@ async fn serve(
         service: format!("{name}.{ns}.svc"),
         described: plan.describe_ports(),
     };
-    serve_link(o, link, events, shutdown).await
+    let link_stop = shutdown.child_token();
+    let _stop_link = link_stop.clone().drop_guard();
+    serve_link(o, link, events, shutdown, &link_stop).await
 }
 
 /// The ready relay pod of a session and what the client's side of the link needs.
@@ -317,12 +319,15 @@ pub(crate) struct RelayLink {
 
 /// Runs the inner session to the relay (through the agent's session, or a port-forward
 /// to the pod) with an [`ExposeAcceptor`] for `link.ports`, reporting its state, until
-/// `shutdown` or a carrier failure for good.
+/// `shutdown` or a carrier failure for good. The link itself keeps serving until
+/// `link_stop` is cancelled, so that a caller can still hand work back before it goes
+/// (replace puts the Service's selector back first).
 pub(crate) async fn serve_link(
     o: &ExposeOptions,
     link: RelayLink,
     events: &mpsc::UnboundedSender<ExposeEvent>,
     shutdown: &CancellationToken,
+    link_stop: &CancellationToken,
 ) -> Result<(), ExposeError> {
     let ns = o.namespace.as_str();
     let emit = |e: ExposeEvent| {
@@ -358,13 +363,12 @@ pub(crate) async fn serve_link(
         token: Some(Token::new(&token)),
         ..SessionConfig::default()
     };
-    let inner_stop = shutdown.child_token();
     let acceptor = ExposeAcceptor::new(ports.clone(), events.clone());
     let session = Session::start_accepting(
         vec![dialer],
         config,
         Some(acceptor.clone()),
-        inner_stop.clone(),
+        link_stop.clone(),
     );
     if let Some(tx) = &o.on_serving {
         let _ = tx.send(ServingHandles {
@@ -374,7 +378,7 @@ pub(crate) async fn serve_link(
     }
     let mut state = session.state();
     let mut announced = false;
-    let result = loop {
+    loop {
         let s = state.borrow_and_update().clone();
         let up = matches!(s, SessionState::Connected { .. });
         emit(ExposeEvent::Carrier {
@@ -395,9 +399,7 @@ pub(crate) async fn serve_link(
             r = state.changed() => if r.is_err() { break Ok(()) },
             () = shutdown.cancelled() => break Ok(()),
         }
-    };
-    inner_stop.cancel();
-    result
+    }
 }
 
 /// Polls the relay's pods (and, while there is none, the Job's events) until it is ready,

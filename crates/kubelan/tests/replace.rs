@@ -143,14 +143,29 @@ fn replace_sends_a_services_traffic_to_the_laptop_and_puts_it_back() {
     let t = refused(&lab, &["replace", "web", "8080:80"]);
     assert!(t.contains("svc/NAME"), "{t}");
 
-    // Ctrl-C: the web pods answer again within 2 s; the Service is as before.
+    // Ctrl-C: the web pods answer again within 2 s, and no request fails on the way:
+    // until the Service is back on its pods the laptop still answers.
     interrupt(&mut r);
     let t = Instant::now();
+    let mut answers = Vec::new();
     wait_for("the web pods to answer again", 10, || {
-        who_answers(&lab, &pod).starts_with("web-").then_some(())
+        let who = who_answers(&lab, &pod);
+        let web = who.starts_with("web-");
+        answers.push(who);
+        web.then_some(())
     });
     let back = t.elapsed();
-    eprintln!("Ctrl-C: web pods answer after {:.2} s", back.as_secs_f64());
+    eprintln!(
+        "Ctrl-C: web pods answer after {:.2} s; before them: {:?}",
+        back.as_secs_f64(),
+        &answers[..answers.len() - 1]
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| a == "hello from laptop" || a.starts_with("web-")),
+        "a request failed during the hand-back: {answers:?}"
+    );
     assert!(back < Duration::from_secs(2), "{back:?}");
     assert!(r.wait_exit(30).success(), "{}", r.log());
     assert!(r.log().contains("restored: Service web"), "{}", r.log());
