@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,6 +77,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Appends the first `n` bytes of `bufs` to `dst`.
+fn put_first(dst: &mut BytesMut, bufs: &[IoSlice<'_>], mut n: usize) {
+    for b in bufs {
+        if n == 0 {
+            break;
+        }
+        let take = b.len().min(n);
+        dst.extend_from_slice(&b[..take]);
+        n -= take;
+    }
+}
+
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// The carrier's sending side.
@@ -99,14 +111,13 @@ struct Out {
 
 impl Out {
     fn data(&mut self, flags: u8, stream: u32, payload: &[u8]) {
-        wire::put_header(
-            &mut self.buf,
-            MuxKind::Data,
-            flags,
-            stream,
-            payload.len() as u32,
-        );
-        self.buf.extend_from_slice(payload);
+        self.data_from(flags, stream, &[IoSlice::new(payload)], payload.len());
+    }
+
+    /// A Data frame carrying the first `n` bytes of `bufs`.
+    fn data_from(&mut self, flags: u8, stream: u32, bufs: &[IoSlice<'_>], n: usize) {
+        wire::put_header(&mut self.buf, MuxKind::Data, flags, stream, n as u32);
+        put_first(&mut self.buf, bufs, n);
     }
 
     /// Frames held bytes into `buf`, [`QUANTUM`] bytes from each ready stream in turn,
@@ -717,7 +728,15 @@ impl MuxStream {
     /// Writes a frame of up to `data.len()` bytes: straight into the carrier's buffer
     /// when it has room and no stream holds bytes back (the common, uncontended case), or
     /// else into this stream's [`Held`] buffer for the driver to take in turn.
-    fn write_frame(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    /// Frames the bytes of `bufs` (as much as credit and the carrier allow) into one Data
+    /// frame: the slices are copied once, into the carrier's buffer or the stream's held
+    /// bytes. Returns how many bytes were taken.
+    fn write_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
         let mut st = lock(&self.cell.state);
         if st.carrier_closed {
             drop(st);
@@ -735,14 +754,14 @@ impl MuxStream {
                 "write after shutdown",
             )));
         }
-        if data.is_empty() {
+        if len == 0 {
             return Poll::Ready(Ok(0));
         }
         if st.send_credit == 0 {
             st.write_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        let n = data.len().min(st.send_credit as usize).min(MAX_PAYLOAD);
+        let n = len.min(st.send_credit as usize).min(MAX_PAYLOAD);
         let mut out = lock(&self.shared.out);
         if out.io.is_none() {
             drop(out);
@@ -763,7 +782,7 @@ impl MuxStream {
             st.known = true;
             st.send_credit -= n as u32;
             drop(st);
-            out.data(flags, self.cell.id, &data[..n]);
+            out.data_from(flags, self.cell.id, bufs, n);
             if out.buf.len() >= WRITE_THROUGH
                 && let Some(e) = out.push(cx)
             {
@@ -790,7 +809,7 @@ impl MuxStream {
         }
         st.send_credit -= n as u32;
         drop(st);
-        held.data.extend_from_slice(&data[..n]);
+        put_first(&mut held.data, bufs, n);
         if !held.queued {
             held.queued = true;
             out.ready.push_back(self.cell.clone());
@@ -903,7 +922,18 @@ impl AsyncWrite for MuxStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().write_frame(cx, data)
+        self.get_mut().write_frame(cx, &[IoSlice::new(data)])
+    }
+    /// The slices go into one frame, copied once (a flow's header and its data).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().write_frame(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
     }
     /// Hands what was written to the driver, which sends it with whatever other streams
     /// flush before it runs; from `FLUSH_INLINE` buffered bytes on (bulk data) writes it

@@ -538,3 +538,40 @@ fn bulk_sink(mut t: MuxStream) {
         while t.read(&mut buf).await.is_ok_and(|n| n > 0) {}
     });
 }
+
+#[tokio::test]
+async fn a_vectored_write_is_one_frame_on_the_wire() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let (logged, log) = crate::testio::Logged::new(a);
+    let (client, _in_c) = spawn(logged, Side::Client);
+    let (_agent, mut in_a) = spawn(b, Side::Agent);
+    let mut s = client.open().await.unwrap();
+    assert!(s.is_write_vectored());
+    let slices = [
+        IoSlice::new(b"head"),
+        IoSlice::new(b""),
+        IoSlice::new(b"body and more"),
+    ];
+    let n = std::future::poll_fn(|cx| Pin::new(&mut s).poll_write_vectored(cx, &slices))
+        .await
+        .unwrap();
+    assert_eq!(n, 17, "all slices taken");
+    s.flush().await.unwrap();
+    let mut t = in_a.recv().await.unwrap();
+    let mut got = [0u8; 17];
+    t.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"headbody and more");
+    // On the wire (after the preface): one Data frame with all 17 bytes.
+    let mut wire = BytesMut::new();
+    for call in log.lock().unwrap().iter() {
+        if let crate::testio::Call::Write(w) = call {
+            wire.extend_from_slice(w);
+        }
+    }
+    assert!(wire::take_preface(&mut wire).unwrap());
+    match wire::decode(&mut wire).unwrap() {
+        Some(MuxFrame::Data { payload, .. }) => assert_eq!(&payload[..], b"headbody and more"),
+        other => panic!("expected one Data frame, got {other:?}"),
+    }
+    assert!(wire.is_empty(), "{} more bytes", wire.len());
+}
