@@ -112,21 +112,31 @@ pub fn timeout_from(value: Option<&str>) -> Option<Duration> {
     }
 }
 
+/// The deadline the environment sets ([`timeout_from`] of [`TIMEOUT_VAR`]).
+pub fn timeout() -> Option<Duration> {
+    timeout_from(std::env::var(TIMEOUT_VAR).ok().as_deref())
+}
+
+/// Whether `current` may become a Service's form (worth asking the cluster for names):
+/// `svc/…`, `service/…`, `services/…`, or a prefix of `svc/`.
+pub fn may_name_a_service(current: &str) -> bool {
+    match current.split_once('/') {
+        Some((kind, _)) => matches!(
+            kind.to_ascii_lowercase().as_str(),
+            "svc" | "service" | "services"
+        ),
+        None => "svc/".starts_with(current),
+    }
+}
+
 /// The Service forms `current` is a prefix of, for `names` (the namespace's Services):
 /// `svc/NAME` (also while `s`, `sv` or nothing is typed), or `service/NAME` and
 /// `services/NAME` when the user spelled the kind so. Sorted as `names` is.
 pub fn service_candidates(current: &str, names: &[String]) -> Vec<String> {
-    let (kind, prefix) = match current.split_once('/') {
-        Some((kind, prefix)) => (kind, prefix),
-        None if "svc/".starts_with(current) => ("svc", ""),
-        None => return Vec::new(),
-    };
-    if !matches!(
-        kind.to_ascii_lowercase().as_str(),
-        "svc" | "service" | "services"
-    ) {
+    if !may_name_a_service(current) {
         return Vec::new();
     }
+    let (kind, prefix) = current.split_once('/').unwrap_or(("svc", ""));
     names
         .iter()
         .filter(|n| n.starts_with(prefix))
@@ -277,6 +287,12 @@ mod tests {
         assert!(service_candidates("w", &names).is_empty());
         assert!(service_candidates("svc/x", &names).is_empty());
         assert!(service_candidates("8080:80", &names).is_empty());
+        for typed in ["", "s", "svc/", "svc/we", "service/x"] {
+            assert!(may_name_a_service(typed), "{typed}");
+        }
+        for typed in ["8080:80", "pod/w", "web", "deploy/"] {
+            assert!(!may_name_a_service(typed), "{typed}");
+        }
     }
 
     #[test]
