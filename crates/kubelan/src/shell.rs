@@ -2,7 +2,8 @@
 //! `CompleteEnv`, as kubectl's scripts call `kubectl __complete`). Contexts come from the
 //! kubeconfig files; namespaces from them and, like kubectl, from the cluster, as do the
 //! Services of `replace` and `forward`, under a short deadline that falls back to the files
-//! alone (`kubelan_cluster::completion`). Man pages: a hidden `kubelan man DIR`, not an xtask
+//! alone (`kubelan_cluster::completion`). Run as `kubectl_complete-lan`, the binary answers
+//! kubectl's plugin completion instead. Man pages: a hidden `kubelan man DIR`, not an xtask
 //! or build script, since the definition lives in this binary; packaging runs the built
 //! binary once.
 
@@ -18,6 +19,9 @@ use kubelan_cluster::kubeconfig::context_names;
 
 /// The variable that asks the binary for completions instead of running a command.
 const COMPLETE_VAR: &str = "_KUBELAN_COMPLETE";
+
+/// The name kubectl (1.26 and later) runs to complete `kubectl lan …`.
+const KUBECTL_COMPLETER: &str = "kubectl_complete-lan";
 
 /// A shell `kubelan completion` writes code for.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -89,6 +93,10 @@ fn scope_of(args: &[OsString]) -> Scope {
 /// Answers a shell's completion request and exits, when this run is one.
 pub(crate) fn answer_if_asked() {
     let args: Vec<OsString> = std::env::args_os().collect();
+    let argv0 = args.first().map(Path::new).and_then(Path::file_name);
+    if argv0.is_some_and(|n| n == KUBECTL_COMPLETER) {
+        answer_kubectl(&args[1..]);
+    }
     if std::env::var_os(COMPLETE_VAR).is_none() {
         return;
     }
@@ -96,6 +104,44 @@ pub(crate) fn answer_if_asked() {
     CompleteEnv::with_factory(move || command(scope.clone()))
         .var(COMPLETE_VAR)
         .complete();
+}
+
+/// kubectl's plugin completion: `kubectl_complete-lan ARG… WORD` (WORD being typed, maybe
+/// empty; a leading `__complete`, as cobra programs take it, is skipped) prints the
+/// candidates one per line (`value<TAB>help`), then cobra's directive line `:4` (no file
+/// completion by the shell; paths come from the candidates), and exits.
+fn answer_kubectl(args: &[OsString]) -> ! {
+    let mut words: Vec<OsString> = args.to_vec();
+    if words.first().is_some_and(|w| w == "__complete") {
+        words.remove(0);
+    }
+    if words.is_empty() {
+        words.push(OsString::new());
+    }
+    let text: Vec<String> = words
+        .iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    let scope = Scope::from_args(&text, std::env::var_os("KUBECONFIG"));
+    let mut cmd = command(scope).name("kubectl-lan").bin_name("kubectl lan");
+    words.insert(0, OsString::from("kubectl-lan"));
+    let index = words.len() - 1;
+    let cwd = std::env::current_dir().ok();
+    let found = clap_complete::engine::complete(&mut cmd, words, index, cwd.as_deref());
+    let mut out = String::new();
+    for c in found.unwrap_or_default() {
+        out.push_str(&c.get_value().to_string_lossy());
+        if let Some(help) = c.get_help() {
+            let help = help.to_string();
+            out.push('\t');
+            out.push_str(help.lines().next().unwrap_or_default());
+        }
+        out.push('\n');
+    }
+    out.push_str(":4\n");
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    std::process::exit(0)
 }
 
 /// Prints `shell`'s code that completes `kubelan` by calling this very binary.
