@@ -1,9 +1,8 @@
 //! The Debian package (issue 21): `scripts/package.sh` packages the binary under test
 //! (no second build), the .deb installs into a throwaway root with dpkg (never the
 //! machine's own), the installed `kubelan`, `kubectl-lan` and `kubectl_complete-lan` run,
-//! man pages, completions
-//! and the gateway's unit template are where Debian looks for them, nothing is enabled,
-//! removal leaves nothing behind, and lintian reports no error.
+//! man pages, completions and the gateway's unit template are where Debian looks for them,
+//! nothing is enabled, removal leaves nothing behind, and lintian reports no error.
 //! Needs root, cargo-deb, dpkg-dev, lintian, zsh and man (`scripts/deps.sh` installs
 //! them); CI runs it with `KUBELAN_E2E_REQUIRED=1`, so that a missing tool fails rather
 //! than skips.
