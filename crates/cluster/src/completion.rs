@@ -144,6 +144,41 @@ pub fn service_candidates(current: &str, names: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The words of the command line kubectl's plugin completion passes to
+/// `kubectl_complete-lan` (`kubectl lan ARG… WORD<Tab>` runs it with `ARG… WORD`, WORD
+/// maybe empty): a leading `__complete`, as cobra programs are called, is skipped, and no
+/// word at all means an empty one being typed.
+pub fn plugin_words(mut args: Vec<String>) -> Vec<String> {
+    if args.first().is_some_and(|w| w == "__complete") {
+        args.remove(0);
+    }
+    if args.is_empty() {
+        args.push(String::new());
+    }
+    args
+}
+
+/// The answer kubectl reads from a plugin's completer (cobra's format): one candidate per
+/// line, `value<TAB>help` with the help's first line, then the directive `:4` (no file
+/// names from the shell: paths, where an argument takes one, are among the candidates).
+pub fn plugin_answer(candidates: &[(String, Option<String>)]) -> String {
+    let mut out = String::new();
+    for (value, help) in candidates {
+        // A line break would split a candidate in two.
+        if value.contains('\n') {
+            continue;
+        }
+        out.push_str(value);
+        if let Some(first) = help.as_deref().and_then(|h| h.lines().next()) {
+            out.push('\t');
+            out.push_str(first);
+        }
+        out.push('\n');
+    }
+    out.push_str(":4\n");
+    out
+}
+
 /// `a` and `b` together, sorted, each once.
 pub fn merge(a: Vec<String>, b: Vec<String>) -> Vec<String> {
     let mut all = a;
@@ -301,6 +336,22 @@ mod tests {
         assert_eq!(timeout_from(Some("250")), Some(Duration::from_millis(250)));
         assert_eq!(timeout_from(Some("0")), None);
         assert_eq!(timeout_from(Some("soon")), Some(DEFAULT_TIMEOUT));
+    }
+
+    #[test]
+    fn kubectls_plugin_protocol() {
+        let words = |w: &[&str]| plugin_words(w.iter().map(|s| s.to_string()).collect());
+        assert_eq!(words(&["con"]), ["con"]);
+        assert_eq!(words(&["__complete", "status", ""]), ["status", ""]);
+        assert_eq!(words(&[]), [""]);
+        assert_eq!(words(&["__complete"]), [""]);
+        let answer = plugin_answer(&[
+            ("connect".into(), Some("L3 VPN\nmore".into())),
+            ("svc/web".into(), None),
+            ("bad\nvalue".into(), None),
+        ]);
+        assert_eq!(answer, "connect\tL3 VPN\nsvc/web\n:4\n");
+        assert_eq!(plugin_answer(&[]), ":4\n");
     }
 
     #[test]

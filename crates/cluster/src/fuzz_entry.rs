@@ -350,7 +350,8 @@ pub fn session_args(data: &[u8]) {
 /// whitespace-separated piece: reading its cluster flags never panics, a value found is
 /// non-empty, and the scope written back as `--kubeconfig=… --context=… --namespace=…`
 /// reads the same. Every word as the word being typed: each Service candidate starts with
-/// it, and none is offered for a word that cannot name a Service.
+/// it, and none is offered for a word that cannot name a Service. As kubectl's plugin
+/// completion words (one per line), the answer is one line per candidate and the directive.
 pub fn completion_line(data: &[u8]) {
     use crate::completion::{Scope, may_name_a_service, service_candidates};
     let text = String::from_utf8_lossy(data);
@@ -369,6 +370,16 @@ pub fn completion_line(data: &[u8]) {
     }
     assert_eq!(Scope::from_args(&back, None), scope, "{back:?}");
     let names: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    // kubectl's plugin protocol: a word is typed, and the answer ends with the directive
+    // after at most one line per candidate.
+    let plugin = crate::completion::plugin_words(text.split('\n').map(String::from).collect());
+    assert!(!plugin.is_empty());
+    let lines: Vec<(String, Option<String>)> = plugin
+        .into_iter()
+        .map(|w| (w, Some(text.to_string())))
+        .collect();
+    let answer = crate::completion::plugin_answer(&lines);
+    assert!(answer.ends_with(":4\n") && answer.lines().count() <= lines.len() + 1);
     for current in words.iter().copied().chain([""]) {
         let found = service_candidates(current, &names);
         assert!(found.is_empty() || may_name_a_service(current), "{current}");

@@ -106,41 +106,33 @@ pub(crate) fn answer_if_asked() {
         .complete();
 }
 
-/// kubectl's plugin completion: `kubectl_complete-lan ARG… WORD` (WORD being typed, maybe
-/// empty; a leading `__complete`, as cobra programs take it, is skipped) prints the
-/// candidates one per line (`value<TAB>help`), then cobra's directive line `:4` (no file
-/// completion by the shell; paths come from the candidates), and exits.
+/// kubectl's plugin completion: `kubectl_complete-lan ARG… WORD` prints the candidates
+/// for WORD in kubectl's format (`kubelan_cluster::completion::plugin_answer`) and exits.
 fn answer_kubectl(args: &[OsString]) -> ! {
-    let mut words: Vec<OsString> = args.to_vec();
-    if words.first().is_some_and(|w| w == "__complete") {
-        words.remove(0);
-    }
-    if words.is_empty() {
-        words.push(OsString::new());
-    }
-    let text: Vec<String> = words
+    let text: Vec<String> = args
         .iter()
         .map(|w| w.to_string_lossy().into_owned())
         .collect();
-    let scope = Scope::from_args(&text, std::env::var_os("KUBECONFIG"));
+    let words = completion::plugin_words(text);
+    let scope = Scope::from_args(&words, std::env::var_os("KUBECONFIG"));
     let mut cmd = command(scope).name("kubectl-lan").bin_name("kubectl lan");
-    words.insert(0, OsString::from("kubectl-lan"));
-    let index = words.len() - 1;
+    let line: Vec<OsString> = std::iter::once("kubectl-lan".into())
+        .chain(words.into_iter().map(OsString::from))
+        .collect();
+    let index = line.len() - 1;
     let cwd = std::env::current_dir().ok();
-    let found = clap_complete::engine::complete(&mut cmd, words, index, cwd.as_deref());
-    let mut out = String::new();
-    for c in found.unwrap_or_default() {
-        out.push_str(&c.get_value().to_string_lossy());
-        if let Some(help) = c.get_help() {
-            let help = help.to_string();
-            out.push('\t');
-            out.push_str(help.lines().next().unwrap_or_default());
-        }
-        out.push('\n');
-    }
-    out.push_str(":4\n");
+    let found = clap_complete::engine::complete(&mut cmd, line, index, cwd.as_deref());
+    let found: Vec<(String, Option<String>)> = found
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            let help = c.get_help().map(ToString::to_string);
+            (c.get_value().to_string_lossy().into_owned(), help)
+        })
+        .collect();
     use std::io::Write as _;
-    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    let answer = completion::plugin_answer(&found);
+    let _ = std::io::stdout().lock().write_all(answer.as_bytes());
     std::process::exit(0)
 }
 

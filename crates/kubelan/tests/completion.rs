@@ -111,6 +111,24 @@ fn bash_asks_the_cluster_for_services_and_namespaces() {
     ];
     let out = bash_completes(&line, None);
     assert!(out.contains("reply: svc/api\n"), "{out}");
+    // kubectl's plugin completion asks the same cluster (`kubectl lan -n … replace svc/<Tab>`).
+    let dir = TempDir::new("complete-plugin");
+    let completer = dir.join("kubectl_complete-lan");
+    std::os::unix::fs::symlink(kubelan_bin(), &completer).unwrap();
+    let out = Command::new(&completer)
+        .args([
+            "--kubeconfig",
+            kc,
+            "-n",
+            "only-in-cluster",
+            "replace",
+            "svc/",
+        ])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out, "svc/api\n:4\n");
 
     lab.down();
     assert_eq!(root_snapshot(), root_before, "the root namespace changed");
