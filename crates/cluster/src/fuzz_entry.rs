@@ -1,5 +1,6 @@
 //! Entry points shared by the cargo-fuzz targets (`fuzz/fuzz_targets/discovery_parse.rs`,
-//! `fuzz/fuzz_targets/prefix_split.rs`, `fuzz/fuzz_targets/session_args.rs`) and the corpus replay test
+//! `fuzz/fuzz_targets/prefix_split.rs`, `fuzz/fuzz_targets/session_args.rs`,
+//! `fuzz/fuzz_targets/completion_line.rs`) and the corpus replay test
 //! (`crates/kubelan/tests/fuzz_corpus.rs`). Pure: no API server is involved. Each must
 //! return normally for any input; a panic is a bug.
 
@@ -341,6 +342,49 @@ pub fn session_args(data: &[u8]) {
                         .bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             );
+        }
+    }
+}
+
+/// A command line being completed (`kubelan_cluster::completion`), one word per
+/// whitespace-separated piece: reading its cluster flags never panics, a value found is
+/// non-empty, and the scope written back as `--kubeconfig=… --context=… --namespace=…`
+/// reads the same. Every word as the word being typed: each Service candidate starts with
+/// it, and none is offered for a word that cannot name a Service. As kubectl's plugin
+/// completion words (one per line), the answer is one line per candidate and the directive.
+pub fn completion_line(data: &[u8]) {
+    use crate::completion::{Scope, may_name_a_service, service_candidates};
+    let text = String::from_utf8_lossy(data);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let scope = Scope::from_args(&words, None);
+    let mut back = Vec::new();
+    if let Some(k) = &scope.kubeconfig {
+        assert!(!k.as_os_str().is_empty());
+        back.push(format!("--kubeconfig={}", k.display()));
+    }
+    for (flag, value) in [("context", &scope.context), ("namespace", &scope.namespace)] {
+        if let Some(v) = value {
+            assert!(!v.is_empty());
+            back.push(format!("--{flag}={v}"));
+        }
+    }
+    assert_eq!(Scope::from_args(&back, None), scope, "{back:?}");
+    let names: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    // kubectl's plugin protocol: a word is typed, and the answer ends with the directive
+    // after at most one line per candidate.
+    let plugin = crate::completion::plugin_words(text.split('\n').map(String::from).collect());
+    assert!(!plugin.is_empty());
+    let lines: Vec<(String, Option<String>)> = plugin
+        .into_iter()
+        .map(|w| (w, Some(text.to_string())))
+        .collect();
+    let answer = crate::completion::plugin_answer(&lines);
+    assert!(answer.ends_with(":4\n") && answer.lines().count() <= lines.len() + 1);
+    for current in words.iter().copied().chain([""]) {
+        let found = service_candidates(current, &names);
+        assert!(found.is_empty() || may_name_a_service(current), "{current}");
+        for c in found {
+            assert!(c.starts_with(current), "{c} for {current}");
         }
     }
 }

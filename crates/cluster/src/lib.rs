@@ -19,6 +19,8 @@
 //!   to a session's relay and put it back.
 //! - [`cli`]: the command-line arguments and output of `install`, `uninstall` and `rbac`;
 //!   [`global_flags`]: kubectl's global flags (`--kubeconfig`, `--context`, `-n`, `-v`, `-o`).
+//! - [`completion`]: shell completion's questions to the cluster (Services, namespaces)
+//!   under a hard deadline, and the cluster flags of a partial command line.
 //! - `fuzz_entry` (feature `fuzz`): the fuzz targets of discovery's parsers and prefix
 //!   arithmetic.
 //!
@@ -28,6 +30,7 @@
 mod access;
 pub mod agent;
 pub mod cli;
+pub mod completion;
 pub mod credentials;
 pub mod discovery;
 pub mod error;

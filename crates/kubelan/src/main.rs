@@ -91,8 +91,8 @@ enum Command {
     /// `connect` and `gateway`, one per session).
     #[command(hide = true)]
     CrashWatcher(watcher::WatcherArgs),
-    /// Print shell code completing commands, flags, the kubeconfig's contexts and
-    /// namespaces: `source <(kubelan completion bash)`, `kubelan completion fish | source`.
+    /// Print shell code completing commands, flags, contexts, and the cluster's namespaces
+    /// and Services: `source <(kubelan completion bash)`, `kubelan completion fish | source`.
     Completion {
         /// The shell.
         #[arg(value_enum)]

@@ -1,8 +1,8 @@
 //! The Debian package (issue 21): `scripts/package.sh` packages the binary under test
 //! (no second build), the .deb installs into a throwaway root with dpkg (never the
-//! machine's own), the installed `kubelan` and `kubectl-lan` run, man pages, completions
-//! and the gateway's unit template are where Debian looks for them, nothing is enabled,
-//! removal leaves nothing behind, and lintian reports no error.
+//! machine's own), the installed `kubelan`, `kubectl-lan` and `kubectl_complete-lan` run,
+//! man pages, completions and the gateway's unit template are where Debian looks for them,
+//! nothing is enabled, removal leaves nothing behind, and lintian reports no error.
 //! Needs root, cargo-deb, dpkg-dev, lintian, zsh and man (`scripts/deps.sh` installs
 //! them); CI runs it with `KUBELAN_E2E_REQUIRED=1`, so that a missing tool fails rather
 //! than skips.
@@ -147,6 +147,19 @@ fn deb_installs_into_a_throwaway_root_and_lintian_reports_no_error() {
         output(&link, &["--version"]).trim(),
         format!("kubectl-lan {version}")
     );
+    // kubectl's plugin completion: `kubectl lan con<Tab>` runs `kubectl_complete-lan con`.
+    let completer = root.join("usr/bin/kubectl_complete-lan");
+    assert_eq!(
+        std::fs::read_link(&completer)
+            .unwrap_or_else(|e| panic!("usr/bin/kubectl_complete-lan: {e}")),
+        Path::new("kubelan"),
+        "kubectl_complete-lan is a relative link"
+    );
+    let answer = output(&completer, &["con"]);
+    assert!(
+        answer.starts_with("connect\t") && answer.ends_with("\n:4\n"),
+        "{answer}"
+    );
 
     // Man pages: compressed, one per subcommand, kubectl-lan's is kubelan's; they render.
     let man1 = root.join("usr/share/man/man1");
@@ -232,6 +245,7 @@ fn deb_installs_into_a_throwaway_root_and_lintian_reports_no_error() {
     for gone in [
         "usr/bin/kubelan",
         "usr/bin/kubectl-lan",
+        "usr/bin/kubectl_complete-lan",
         "usr/share/man/man1/kubelan.1.gz",
     ] {
         assert!(

@@ -7,7 +7,7 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 30] = [
+const TARGETS: [Target; 31] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
@@ -61,6 +61,11 @@ const TARGETS: [Target; 30] = [
     ("relay_listen", kubelan_agent::fuzz_entry::relay_listen, 10),
     ("admission", kubelan_lab::fuzz_entry::admission, 5),
     ("replace_original", kubelan_cluster::replace::fuzz_entry, 10),
+    (
+        "completion_line",
+        kubelan_cluster::fuzz_entry::completion_line,
+        10,
+    ),
     (
         "portforward_channel",
         kubelan_session::portforward::channel::fuzz_entry,

@@ -1,5 +1,6 @@
 //! End-to-end tests of kubelan as a kubectl user meets it (issue 21): kubectl's global
-//! flags before or after the subcommand mean the same. Needs root (the lab); CI runs it
+//! flags before or after the subcommand mean the same; `kubectl lan` runs kubelan and
+//! `kubectl lan <Tab>` completes through `kubectl_complete-lan`. Needs root (the lab); CI runs it
 //! with `KUBELAN_E2E_REQUIRED=1`.
 
 use std::path::Path;
@@ -110,4 +111,74 @@ fn kubectl_finds_and_runs_the_lan_plugin() {
     assert_eq!(via_kubectl, direct, "kubectl lan status is kubelan status");
     lab.down();
     assert_eq!(root_snapshot(), root_before, "the root namespace changed");
+}
+
+/// kubectl's minor version when it is 1.x, from `kubectl version --client -o json`.
+fn kubectl_minor() -> Option<u32> {
+    let (ok, out, _) = run(Command::new("kubectl").args(["version", "--client", "-o", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
+    let client = &v["clientVersion"];
+    if client["major"] != "1" {
+        return None;
+    }
+    // "32", or "32+" on some builds.
+    let minor = client["minor"].as_str()?;
+    minor.trim_end_matches('+').parse().ok()
+}
+
+/// `kubectl lan <Tab>`: kubectl (1.26 and later) runs `kubectl_complete-lan ARG… WORD`
+/// from PATH and reads cobra's format (candidates, then `:DIRECTIVE`).
+#[test]
+fn kubectl_completes_the_lan_plugin_arguments() {
+    if !kubelan_testkit::root_or_skip("kubectl plugin completion", &["kubectl"], &[]) {
+        return;
+    }
+    let dir = kubelan_testkit::TempDir::new("plugin-complete");
+    for name in ["kubectl-lan", "kubectl_complete-lan"] {
+        std::os::unix::fs::symlink(kubelan_testkit::kubelan_bin(), dir.join(name)).unwrap();
+    }
+    // The protocol, asked directly.
+    let completer = || Command::new(dir.join("kubectl_complete-lan"));
+    let (ok, out, err) = run(completer().arg("con"));
+    assert!(
+        ok && err.is_empty(),
+        "kubectl_complete-lan con:\n{out}{err}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() == 2 && lines[0].starts_with("connect\t") && lines[1] == ":4",
+        "{out}"
+    );
+    // As cobra programs take it (`__complete` first), the same answer.
+    assert_eq!(run(completer().args(["__complete", "con"])).1, out);
+    // An empty word: every visible subcommand, no hidden one.
+    let (_, all, _) = run(completer().arg(""));
+    for sub in ["replace\t", "forward\t", "status\t", "completion\t"] {
+        assert!(all.contains(sub), "no {sub}:\n{all}");
+    }
+    assert!(!all.contains("relay\t") && !all.contains("man\t"), "{all}");
+    let (_, flags, _) = run(completer().args(["status", "--con"]));
+    assert!(flags.starts_with("--context\t"), "{flags}");
+
+    // Through the machine's kubectl, when it completes plugins.
+    match kubectl_minor() {
+        Some(minor) if minor >= 26 => {
+            let path = format!("{}:{}", dir, std::env::var("PATH").unwrap_or_default());
+            let (ok, out, err) = run(Command::new("kubectl")
+                .args(["__complete", "lan", "con"])
+                .env("PATH", &path));
+            assert!(ok, "kubectl __complete lan con:\n{out}{err}");
+            let lines: Vec<&str> = out.lines().collect();
+            assert!(
+                lines.first().is_some_and(|l| l.starts_with("connect"))
+                    && lines.last() == Some(&":4"),
+                "kubectl __complete lan con:\n{out}{err}"
+            );
+        }
+        minor => eprintln!(
+            "skipping `kubectl __complete lan con`: this kubectl (1.{}) predates plugin \
+             completion (1.26); kubectl_complete-lan's protocol was checked directly",
+            minor.map_or("?".into(), |m| m.to_string())
+        ),
+    }
 }
