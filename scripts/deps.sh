@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kubelan's lab and tests use, and cargo-deb (idempotent; needs root).
 set -euo pipefail
-PACKAGES=(iproute2 nftables dnsmasq-base curl iperf3 bind9-dnsutils iputils-ping socat procps ca-certificates python3 etcd-server etcd-client zsh fish man-db groff-base lintian dpkg-dev)
+PACKAGES=(iproute2 nftables dnsmasq-base curl iperf3 bind9-dnsutils iputils-ping socat procps ca-certificates python3 etcd-server etcd-client zsh fish man-db groff-base lintian dpkg-dev systemd)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

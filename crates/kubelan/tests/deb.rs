@@ -2,10 +2,11 @@
 //! (no second build), the .deb installs into a throwaway root with dpkg (never the
 //! machine's own), the installed `kubelan`, `kubectl-lan` and `kubectl_complete-lan` run,
 //! man pages, completions and the gateway's unit template are where Debian looks for them,
-//! nothing is enabled, removal leaves nothing behind, and lintian reports no error.
-//! Needs root, cargo-deb, dpkg-dev, lintian, zsh and man (`scripts/deps.sh` installs
-//! them); CI runs it with `KUBELAN_E2E_REQUIRED=1`, so that a missing tool fails rather
-//! than skips.
+//! nothing is enabled, removal leaves nothing behind, lintian reports no error, and
+//! systemd accepts the gateway's unit (verified and its sandbox scored, offline). Needs
+//! root, cargo-deb, dpkg-dev, lintian, zsh, man and systemd-analyze (`scripts/deps.sh`
+//! installs them); CI runs it with `KUBELAN_E2E_REQUIRED=1`, so that a missing tool fails
+//! rather than skips.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -87,6 +88,53 @@ print -r -- "$out"
     );
 }
 
+/// systemd's own checks of the installed gateway unit, offline against `root` (no systemd
+/// runs as PID 1 here): `verify` loads an instance as the manager would (every directive
+/// known, ExecStart's program there, dependencies resolvable), and `security` scores its
+/// sandbox (capabilities, namespaces, system calls): an exposure above 5.0 (`--threshold`
+/// counts tenths) fails; it is 4.3 ("OK") today. The root gets the machine's own unit
+/// files (the targets the unit depends on by default) and an instance's settings file, as
+/// an administrator would write it.
+fn systemd_accepts_the_gateway_unit(root: &Path) {
+    let units = root.join("lib/systemd/system");
+    ok(Command::new("cp").args(["-an", "/lib/systemd/system/.", units.to_str().unwrap()]));
+    std::fs::create_dir_all(root.join("etc/kubelan")).unwrap();
+    std::fs::copy(
+        root.join("usr/share/doc/kubelan/examples/gateway.env"),
+        root.join("etc/kubelan/gateway-office.env"),
+    )
+    .unwrap();
+    let root_arg = format!("--root={}", root.display());
+    let instance = "kubelan-gateway@office.service";
+    let verify =
+        run(Command::new("systemd-analyze").args(["verify", "--man=no", &root_arg, instance]));
+    // Unknown directives are only warnings for systemd ("ignoring"): any line counts.
+    assert!(
+        verify.status.success() && text(&verify).trim().is_empty(),
+        "systemd-analyze verify {instance}:\n{}",
+        text(&verify)
+    );
+    let security = run(Command::new("systemd-analyze").args([
+        "security",
+        "--offline=true",
+        "--threshold=50",
+        &root_arg,
+        instance,
+    ]));
+    let report = text(&security);
+    assert!(
+        security.status.success(),
+        "the unit's sandbox scores above 5.0 (exposure):\n{report}"
+    );
+    eprintln!(
+        "{}",
+        report
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .unwrap_or("no exposure line")
+    );
+}
+
 #[test]
 fn deb_installs_into_a_throwaway_root_and_lintian_reports_no_error() {
     if !root_or_skip(
@@ -99,6 +147,7 @@ fn deb_installs_into_a_throwaway_root_and_lintian_reports_no_error() {
             "bash",
             "zsh",
             "man",
+            "systemd-analyze",
         ],
         &[],
     ) {
@@ -239,6 +288,8 @@ fn deb_installs_into_a_throwaway_root_and_lintian_reports_no_error() {
             "no doc {doc}"
         );
     }
+
+    systemd_accepts_the_gateway_unit(&root);
 
     // Removal takes every file back.
     dpkg(&root, &["--purge", "kubelan"]);
