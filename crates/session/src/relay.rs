@@ -457,9 +457,15 @@ pub const EDGE_RECV_BUFFER: u32 = 512 * 1024;
 /// 1.7); a fixed 128 KiB was fair but slow for one flow. See docs/benchmarks.md.
 pub const EDGE_BUDGET: usize = 8 * 1024 * 1024;
 
-/// Smallest receive buffer an edge socket is given, however many flows are open: a few
-/// segments in flight at all times.
-pub const EDGE_MIN_RECV_BUFFER: u32 = 16 * 1024;
+/// Smallest receive buffer an edge socket is given, however many flows are open (from 129
+/// flows on, so it takes over from the budget there). Each read of an edge socket, and
+/// each wake-up of its relay, costs about the same however few bytes it brings: with
+/// 16 KiB, 1 000 bulk flows through connect spent 3× the CPU per byte of 8 flows outside
+/// AES and copies (system calls, wake-ups, socket lookups), and moved 2.5 Gbit/s; with
+/// 64 KiB they move 3.6–4.1 (docs/benchmarks.md, session 17). The host's TCP memory at
+/// 1 000 flows rises with it (0.65–0.97 → 1.2–1.37 GB here, mostly the clients' own send
+/// buffers following the larger windows), still under `tcp_mem`'s pressure mark.
+pub const EDGE_MIN_RECV_BUFFER: u32 = 64 * 1024;
 
 /// The receive buffer each edge socket gets while `open` of them are open in this process:
 /// [`EDGE_RECV_BUFFER`] while [`EDGE_BUDGET`] covers that for all, else an equal share of
@@ -1030,7 +1036,8 @@ mod tests {
         assert_eq!(edge_recv_buffer(16), EDGE_RECV_BUFFER);
         assert_eq!(edge_recv_buffer(17), 256 * 1024);
         assert_eq!(edge_recv_buffer(50), 128 * 1024);
-        assert_eq!(edge_recv_buffer(256), 32 * 1024);
+        assert_eq!(edge_recv_buffer(128), 64 * 1024);
+        assert_eq!(edge_recv_buffer(129), EDGE_MIN_RECV_BUFFER);
         assert_eq!(edge_recv_buffer(1000), EDGE_MIN_RECV_BUFFER);
         assert_eq!(edge_recv_buffer(usize::MAX), EDGE_MIN_RECV_BUFFER);
         let mut last = EDGE_RECV_BUFFER;
