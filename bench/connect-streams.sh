@@ -7,10 +7,15 @@
 #
 # Steps, all from pb-lap to the pod 10.211.0.2 through the method: iperf3 one stream up and
 # down (-t 5); 8 iperf3 clients at once (ports 5202..5209, -P 1, -t 10), up and down; the
-# same 8 clients with -P 125 each (1 000 streams), up and down. For the multi-client steps
-# it prints the aggregate (sum of the clients' receiver sides) and the peak of the host's
-# TCP memory (/proc/net/sockstat `mem`, sampled each second; tcp_mem's pressure mark is the
-# middle value of /proc/sys/net/ipv4/tcp_mem). Quicker than bench/connect-load.sh's scale
+# same 8 clients with -P 125 each (1 000 streams), up and down; 40 clients with -P 25 each
+# (1 000 streams again, "1000/40"), up and down. iperf3 3.12 serves all streams of one
+# process from one select() loop, whose cost per byte grows with the streams per process:
+# at 125, iperf3 took a quarter of this 2-vCPU machine, 9-14 points of it select's own
+# work (sock_poll, fdget, tcp_poll, wait-queue locks; docs/benchmarks.md, session 18), CPU
+# the measured method does not get. Both rows are printed: compare like with like. For the
+# multi-client steps it prints the aggregate (sum of the clients' receiver sides) and the
+# peak of the host's TCP memory (/proc/net/sockstat `mem`, sampled each second; tcp_mem's
+# pressure mark is the middle value of /proc/sys/net/ipv4/tcp_mem). Quicker than bench/connect-load.sh's scale
 # step (no ladder, no kernel control), for before/after comparisons of one change: run it
 # for both builds one after the other.
 # Everything is bounded (timeouts on every client and server); the harness is stopped by
@@ -43,14 +48,15 @@ one() { # LABEL [iperf3 args]
   wait $s
   printf '%-10s %6.2f Gbit/s\n' "$label" "$(jq -r '(.end.sum_received.bits_per_second // 0)/1e9' "$TMP/one.json")"
 }
-many() { # LABEL STREAMS_PER_CLIENT [iperf3 args]
-  local label=$1 per=$2; shift 2
+many() { # LABEL CLIENTS STREAMS_PER_CLIENT [iperf3 args]
+  local label=$1 clients=$2 per=$3; shift 3
+  local last=$((5201 + clients))
   local pids=() p peak=0 m
-  for p in $(seq 5202 5209); do
+  for p in $(seq 5202 $last); do
     ip netns exec pb-pod timeout 60 iperf3 -s -1 -B $POD_IP -p $p >/dev/null 2>&1 & pids+=($!)
   done
   sleep 1
-  for p in $(seq 5202 5209); do
+  for p in $(seq 5202 $last); do
     ip netns exec pb-lap timeout 40 iperf3 -c $POD_IP -p $p -P "$per" -t 10 "$@" -J >"$TMP/c-$p.json" 2>&1 & pids+=($!)
   done
   for _ in $(seq 10); do
@@ -60,11 +66,12 @@ many() { # LABEL STREAMS_PER_CLIENT [iperf3 args]
   done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
   local agg
-  agg=$(for p in $(seq 5202 5209); do jq -r '.end.sum_received.bits_per_second // 0' "$TMP/c-$p.json"; done | awk '{s+=$1} END{printf "%.2f", s/1e9}')
-  printf '%-10s %6s Gbit/s  (peak TCP memory %d MB)\n' "$label" "$agg" $((peak * 4 / 1024))
+  agg=$(for p in $(seq 5202 $last); do jq -r '.end.sum_received.bits_per_second // 0' "$TMP/c-$p.json"; done | awk '{s+=$1} END{printf "%.2f", s/1e9}')
+  printf '%-12s %6s Gbit/s  (peak TCP memory %d MB)\n' "$label" "$agg" $((peak * 4 / 1024))
 }
 echo "connect-streams: $METHOD, $BIN, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) vCPU; tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem)"
 one "1 up"; one "1 down" -R
-many "8 up" 1; many "8 down" 1 -R
-many "1000 up" 125; many "1000 down" 125 -R
+many "8 up" 8 1; many "8 down" 8 1 -R
+many "1000 up" 8 125; many "1000 down" 8 125 -R
+many "1000/40 up" 40 25; many "1000/40 down" 40 25 -R
 rm -rf "$TMP"

@@ -11,8 +11,9 @@
 //! the writing task itself, so bulk data does not wait for a hand-off; when the carrier's
 //! socket is full the driver takes over and writers keep appending while it holds less
 //! than 256 KiB. From then on, and while any stream has bytes held back, a write goes to its
-//! stream's own small buffer (at most [`HELD`] bytes) and the driver takes [`QUANTUM`]
-//! bytes from each such stream in turn as the carrier drains — round robin in bytes, so
+//! stream's own small queue (a chunk per write, until it holds [`HELD`] bytes) and the
+//! driver takes [`QUANTUM`] bytes from each such stream in turn as the carrier drains,
+//! moving the chunks into one vectored write without copying them — round robin in bytes, so
 //! streams share a busy carrier evenly whatever the size of their writes, and a writer only
 //! waits for its own stream's buffer. The driver also reads: it decodes frames and hands
 //! payload to the streams' queues, waking their readers.
@@ -94,6 +95,13 @@ type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 /// The carrier's sending side.
 struct Out {
     io: Option<Writer>,
+    /// Frames to send, in order, before `buf`: held bytes moved here by [`Out::fill`]
+    /// without a copy (the carrier is written with vectored writes).
+    segs: VecDeque<Bytes>,
+    /// Bytes in `segs`.
+    segs_len: usize,
+    /// Frames encoded here (control frames, the direct writes of an uncontended carrier),
+    /// after `segs`.
     buf: BytesMut,
     /// Bytes went to `io` since its last successful flush (TLS holds records until then).
     unflushed: bool,
@@ -120,39 +128,59 @@ impl Out {
         put_first(&mut self.buf, bufs, n);
     }
 
-    /// Frames held bytes into `buf`, [`QUANTUM`] bytes from each ready stream in turn,
-    /// until `buf` holds [`FILL`] bytes or nothing is held. Collects the wakers of
-    /// writers whose stream has room again, to wake once the lock is released.
+    /// Bytes waiting to be written to the carrier.
+    fn queued(&self) -> usize {
+        self.segs_len + self.buf.len()
+    }
+
+    /// Moves what `buf` holds to the end of `segs`, so that what follows may be a
+    /// segment of its own.
+    fn seal(&mut self) {
+        if !self.buf.is_empty() {
+            let b = self.buf.split().freeze();
+            self.segs_len += b.len();
+            self.segs.push_back(b);
+        }
+    }
+
+    /// Frames held bytes, [`QUANTUM`] bytes from each ready stream in turn, until
+    /// [`FILL`] bytes wait for the carrier or nothing is held. The held chunks themselves
+    /// go to `segs` (no copy); only the frame headers are written. Collects the wakers
+    /// of writers whose stream has room again, to wake once the lock is released.
     fn fill(&mut self, woken: &mut Vec<Waker>) {
-        while self.buf.len() < FILL {
+        while self.queued() < FILL {
             let Some(cell) = self.ready.pop_front() else {
                 break;
             };
             let mut held = lock(&cell.held);
-            let n = held.data.len().min(QUANTUM);
+            let n = held.len.min(QUANTUM);
             let mut flags = if std::mem::take(&mut held.syn) {
                 SYN
             } else {
                 0
             };
-            if n == held.data.len() && std::mem::take(&mut held.fin) {
+            if n == held.len && std::mem::take(&mut held.fin) {
                 flags |= FIN;
             }
             if n > 0 || flags != 0 {
                 wire::put_header(&mut self.buf, MuxKind::Data, flags, cell.id, n as u32);
-                self.buf.extend_from_slice(&held.data[..n]);
-                held.data.advance(n);
+                if n > 0 {
+                    self.seal();
+                    for chunk in held.take(n) {
+                        self.segs_len += chunk.len();
+                        self.segs.push_back(chunk);
+                    }
+                }
             }
-            if held.data.is_empty() {
+            if held.len == 0 {
                 if std::mem::take(&mut held.rst) {
                     self.data(RST, cell.id, &[]);
                 }
                 held.queued = false;
-                held.data.clear();
             } else {
                 self.ready.push_back(cell.clone());
             }
-            if held.data.len() <= HELD / 2
+            if held.len <= HELD / 2
                 && let Some(w) = held.waker.take()
             {
                 woken.push(w);
@@ -193,7 +221,7 @@ impl Out {
     /// the tasks that are already ready, so the frames those tasks flush in the meantime
     /// (many streams woken by one batch of socket events) leave in the same write.
     fn hand_off(&mut self) {
-        if self.driver_owns || self.io.is_none() || self.buf.is_empty() {
+        if self.driver_owns || self.io.is_none() || self.queued() == 0 {
             return;
         }
         self.driver_owns = true;
@@ -202,31 +230,90 @@ impl Out {
         }
     }
 
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// One write of what waits: `buf` alone, or the segments and then `buf` as one
+    /// vectored write.
+    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         };
-        while !self.buf.is_empty() {
-            let n = ready!(Pin::new(&mut *io).poll_write(cx, &self.buf))?;
+        if !self.segs.is_empty() && !io.is_write_vectored() {
+            // A carrier that writes one slice at a time would send each frame header
+            // alone: give it one buffer.
+            let mut flat = BytesMut::with_capacity(self.segs_len + self.buf.len());
+            for seg in self.segs.drain(..) {
+                flat.extend_from_slice(&seg);
+            }
+            flat.extend_from_slice(&self.buf);
+            self.buf = flat;
+            self.segs_len = 0;
+        }
+        if self.segs.is_empty() {
+            return Pin::new(&mut **io).poll_write(cx, &self.buf);
+        }
+        let mut iov = [IoSlice::new(&[]); MAX_IOV];
+        let mut k = 0;
+        for seg in self.segs.iter().take(MAX_IOV - 1) {
+            iov[k] = IoSlice::new(seg);
+            k += 1;
+        }
+        if k == self.segs.len() && !self.buf.is_empty() {
+            iov[k] = IoSlice::new(&self.buf);
+            k += 1;
+        }
+        Pin::new(&mut **io).poll_write_vectored(cx, &iov[..k])
+    }
+
+    /// Drops the first `n` bytes written: whole segments, then the front of `buf`.
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.segs.front_mut() else {
+                self.buf.advance(n);
+                return;
+            };
+            let k = front.len().min(n);
+            front.advance(k);
+            self.segs_len -= k;
+            n -= k;
+            if front.is_empty() {
+                self.segs.pop_front();
+            }
+        }
+    }
+
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.io.is_none() {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        while self.queued() > 0 {
+            let n = ready!(self.poll_write_some(cx))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.buf.advance(n);
+            self.consume(n);
             self.unflushed = true;
         }
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
         if self.unflushed {
-            ready!(Pin::new(&mut *io).poll_flush(cx))?;
+            ready!(Pin::new(&mut **io).poll_flush(cx))?;
             self.unflushed = false;
         }
         Poll::Ready(Ok(()))
     }
 }
 
+/// Slices given to one vectored write of the carrier.
+const MAX_IOV: usize = 64;
+
 /// A stream's bytes waiting for their turn on a busy carrier (see [`Out::ready`]).
 /// Locked after [`Shared::out`].
 #[derive(Default)]
 struct Held {
-    data: BytesMut,
+    /// The bytes, as written (one chunk per write).
+    chunks: VecDeque<Bytes>,
+    /// Bytes in `chunks`.
+    len: usize,
     /// In [`Out::ready`] (or flags still to send).
     queued: bool,
     /// The first frame out of `data` opens the stream.
@@ -237,6 +324,40 @@ struct Held {
     rst: bool,
     /// The task that last found `data` full, woken when there is room again.
     waker: Option<Waker>,
+}
+
+impl Held {
+    /// Appends the first `n` bytes of `bufs` as one chunk (their one copy).
+    fn put(&mut self, bufs: &[IoSlice<'_>], n: usize) {
+        let mut chunk = Vec::with_capacity(n);
+        let mut left = n;
+        for b in bufs {
+            let k = b.len().min(left);
+            chunk.extend_from_slice(&b[..k]);
+            left -= k;
+        }
+        self.len += n;
+        self.chunks.push_back(Bytes::from(chunk));
+    }
+
+    /// Takes the first `n` bytes (at most `len`), as the chunks that hold them.
+    fn take(&mut self, mut n: usize) -> Vec<Bytes> {
+        let mut taken = Vec::new();
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let chunk = if front.len() <= n {
+                self.chunks.pop_front().unwrap_or_default()
+            } else {
+                front.split_to(n)
+            };
+            n -= chunk.len();
+            self.len -= chunk.len();
+            taken.push(chunk);
+        }
+        taken
+    }
 }
 
 #[derive(Default)]
@@ -305,9 +426,10 @@ pub const QUANTUM: usize = 16 * 1024;
 /// for few system calls, little enough that what is already framed (first come, first
 /// served) stays a small part of what waits.
 const FILL: usize = 256 * 1024;
-/// Most bytes one stream holds while the carrier is busy; its writer waits beyond that,
-/// and is woken when turns have taken half of it: a writer has two rounds of turns to
-/// run again before its stream runs dry, and is woken once per two quanta, not per one.
+/// Bytes one stream holds while the carrier is busy before its writer waits (a write is
+/// taken whole up to this size, so a stream holds less than twice this); the writer is
+/// woken when turns have taken it down to half: it has two rounds of turns to run again
+/// before its stream runs dry, and is woken once per two quanta, not per one.
 pub const HELD: usize = 4 * QUANTUM;
 
 struct Streams {
@@ -454,6 +576,8 @@ where
     let shared = Arc::new(Shared {
         out: Mutex::new(Out {
             io: Some(Box::new(wr)),
+            segs: VecDeque::new(),
+            segs_len: 0,
             buf,
             unflushed: false,
             // The driver sends the preface (with whatever follows it).
@@ -678,13 +802,21 @@ async fn teardown(shared: &Shared) {
         out.driver_owns = true;
         for cell in out.ready.drain(..) {
             let mut held = lock(&cell.held);
-            held.data = BytesMut::new();
+            held.chunks.clear();
+            held.len = 0;
             held.queued = false;
             if let Some(w) = held.waker.take() {
                 w.wake();
             }
         }
-        out.io.take().map(|io| (io, std::mem::take(&mut out.buf)))
+        let mut all = BytesMut::with_capacity(out.queued());
+        for seg in out.segs.drain(..) {
+            all.extend_from_slice(&seg);
+        }
+        all.extend_from_slice(&out.buf);
+        out.segs_len = 0;
+        out.buf.clear();
+        out.io.take().map(|io| (io, all))
     };
     if let Some((io, buf)) = io.as_mut() {
         use tokio::io::AsyncWriteExt;
@@ -776,14 +908,14 @@ impl MuxStream {
         let direct = self.urgent
             || (out.ready.is_empty()
                 && !Out::holds(&self.cell)
-                && out.buf.len() < if out.driver_owns { FILL } else { HIGH_WATER });
+                && out.queued() < if out.driver_owns { FILL } else { HIGH_WATER });
         if direct {
             let flags = if st.known { 0 } else { SYN };
             st.known = true;
             st.send_credit -= n as u32;
             drop(st);
             out.data_from(flags, self.cell.id, bufs, n);
-            if out.buf.len() >= WRITE_THROUGH
+            if out.queued() >= WRITE_THROUGH
                 && let Some(e) = out.push(cx)
             {
                 drop(out);
@@ -793,8 +925,7 @@ impl MuxStream {
         }
         // The carrier is busy: this stream's bytes wait for its turn.
         let mut held = lock(&self.cell.held);
-        let n = n.min(HELD.saturating_sub(held.data.len()));
-        if n == 0 {
+        if held.len >= HELD {
             // Woken by the turn that leaves room; the task that polled last is the one
             // to wake (a nested carrier writes one stream from two tasks).
             match &held.waker {
@@ -803,13 +934,16 @@ impl MuxStream {
             }
             return Poll::Pending;
         }
+        // Taken whole (up to HELD), not cut to the room left: a writer given part of a
+        // flow frame would copy the rest aside until the next turn.
+        let n = n.min(HELD);
         if !st.known {
             held.syn = true;
             st.known = true;
         }
         st.send_credit -= n as u32;
         drop(st);
-        put_first(&mut held.data, bufs, n);
+        held.put(bufs, n);
         if !held.queued {
             held.queued = true;
             out.ready.push_back(self.cell.clone());
@@ -942,7 +1076,7 @@ impl AsyncWrite for MuxStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let mut out = lock(&this.shared.out);
-        if out.buf.len() < FLUSH_INLINE {
+        if out.queued() < FLUSH_INLINE {
             out.hand_off();
         } else if let Some(e) = out.push(cx) {
             drop(out);
