@@ -166,10 +166,7 @@ impl Out {
                 wire::put_header(&mut self.buf, MuxKind::Data, flags, cell.id, n as u32);
                 if n > 0 {
                     self.seal();
-                    for chunk in held.take(n) {
-                        self.segs_len += chunk.len();
-                        self.segs.push_back(chunk);
-                    }
+                    self.segs_len += held.take_into(n, &mut self.segs);
                 }
             }
             if held.len == 0 {
@@ -233,20 +230,14 @@ impl Out {
     /// One write of what waits: `buf` alone, or the segments and then `buf` as one
     /// vectored write.
     fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.io.as_ref().is_some_and(|io| !io.is_write_vectored()) {
+            // A carrier that writes one slice at a time would send each frame header
+            // alone: give it one buffer.
+            self.flatten();
+        }
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         };
-        if !self.segs.is_empty() && !io.is_write_vectored() {
-            // A carrier that writes one slice at a time would send each frame header
-            // alone: give it one buffer.
-            let mut flat = BytesMut::with_capacity(self.segs_len + self.buf.len());
-            for seg in self.segs.drain(..) {
-                flat.extend_from_slice(&seg);
-            }
-            flat.extend_from_slice(&self.buf);
-            self.buf = flat;
-            self.segs_len = 0;
-        }
         if self.segs.is_empty() {
             return Pin::new(&mut **io).poll_write(cx, &self.buf);
         }
@@ -261,6 +252,20 @@ impl Out {
             k += 1;
         }
         Pin::new(&mut **io).poll_write_vectored(cx, &iov[..k])
+    }
+
+    /// Copies the segments in front of `buf` into it: everything queued, in one buffer.
+    fn flatten(&mut self) {
+        if self.segs.is_empty() {
+            return;
+        }
+        let mut flat = BytesMut::with_capacity(self.queued());
+        for seg in self.segs.drain(..) {
+            flat.extend_from_slice(&seg);
+        }
+        flat.extend_from_slice(&self.buf);
+        self.buf = flat;
+        self.segs_len = 0;
     }
 
     /// Drops the first `n` bytes written: whole segments, then the front of `buf`.
@@ -340,23 +345,24 @@ impl Held {
         self.chunks.push_back(Bytes::from(chunk));
     }
 
-    /// Takes the first `n` bytes (at most `len`), as the chunks that hold them.
-    fn take(&mut self, mut n: usize) -> Vec<Bytes> {
-        let mut taken = Vec::new();
-        while n > 0 {
+    /// Moves the first `n` bytes (at most `len`), as the chunks that hold them, to the
+    /// end of `into`; returns how many bytes moved.
+    fn take_into(&mut self, n: usize, into: &mut VecDeque<Bytes>) -> usize {
+        let mut moved = 0;
+        while moved < n {
             let Some(front) = self.chunks.front_mut() else {
                 break;
             };
-            let chunk = if front.len() <= n {
+            let chunk = if front.len() <= n - moved {
                 self.chunks.pop_front().unwrap_or_default()
             } else {
-                front.split_to(n)
+                front.split_to(n - moved)
             };
-            n -= chunk.len();
-            self.len -= chunk.len();
-            taken.push(chunk);
+            moved += chunk.len();
+            into.push_back(chunk);
         }
-        taken
+        self.len -= moved;
+        moved
     }
 }
 
@@ -809,14 +815,8 @@ async fn teardown(shared: &Shared) {
                 w.wake();
             }
         }
-        let mut all = BytesMut::with_capacity(out.queued());
-        for seg in out.segs.drain(..) {
-            all.extend_from_slice(&seg);
-        }
-        all.extend_from_slice(&out.buf);
-        out.segs_len = 0;
-        out.buf.clear();
-        out.io.take().map(|io| (io, all))
+        out.flatten();
+        out.io.take().map(|io| (io, std::mem::take(&mut out.buf)))
     };
     if let Some((io, buf)) = io.as_mut() {
         use tokio::io::AsyncWriteExt;
