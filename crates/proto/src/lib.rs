@@ -79,7 +79,7 @@ mod version;
 
 pub use frame::{
     Capabilities, Cidr, DATA_HEADER_LEN, DecodeError, Decoder, Facts, FlowKind, Frame, MAGIC,
-    MAX_CONTROL_BODY, MAX_DATA, MAX_DATAGRAM, RefuseReason, encode_data_header,
+    MAX_CONTROL_BODY, MAX_DATA, MAX_DATAGRAM, RefuseReason, data_header, encode_data_header,
 };
 pub use types::{
     ErrorKind, FlowError, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_TOKEN_LEN, Target, Token,

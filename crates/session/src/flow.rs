@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use kubelan_proto::{DATA_HEADER_LEN, Decoder, ErrorKind, FlowError, Frame, MAX_DATA};
+use kubelan_proto::{DATA_HEADER_LEN, Decoder, ErrorKind, FlowError, Frame, MAX_DATA, data_header};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 
@@ -114,6 +114,26 @@ fn poll_write_out<W: AsyncWrite + Unpin + ?Sized>(
     Poll::Ready(Ok(()))
 }
 
+/// A stream that can hand out the bytes it read as they are, without copying them into
+/// a caller's buffer (a multiplexer stream keeps the carrier's payload as [`Bytes`]).
+pub trait ReadChunk: AsyncRead + Unpin {
+    /// Up to `max` (> 0) bytes as read; empty at the end of the stream. The default reads
+    /// into a new buffer, for streams without pieces of their own.
+    fn poll_read_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Bytes>> {
+        let mut buf = BytesMut::with_capacity(max.min(16 * 1024));
+        ready!(tokio_util::io::poll_read_buf(Pin::new(self), cx, &mut buf))?;
+        Poll::Ready(Ok(buf.freeze()))
+    }
+
+    /// Asks to be woken only once `bytes` are there to read (or the stream ended, or
+    /// failed) when a read finds too few: a reader that needs the rest of a frame before
+    /// it can use any of it is not woken for every piece. Streams may ignore it (the
+    /// default) or cap it; a read still returns whatever is there.
+    fn set_read_lowat(&mut self, _bytes: usize) {}
+}
+
+impl ReadChunk for tokio::io::DuplexStream {}
+
 /// Turns a frame-level failure into an `io::Error` whose message carries the reason.
 pub fn flow_io_error(e: &FlowError) -> io::Error {
     let kind = match e.kind {
@@ -133,10 +153,15 @@ pub fn flow_io_error(e: &FlowError) -> io::Error {
 #[derive(Debug)]
 pub struct FlowConn<S> {
     io: S,
-    /// Bytes read from `io`, not yet decoded.
+    /// Bytes of frames other than `Data` (and of `Data` headers cut between two reads),
+    /// gathered to be decoded.
     rbuf: BytesMut,
     dec: Decoder,
-    /// Payload of the current `Data` frame not yet handed to the reader.
+    /// A piece of the stream as `io` handed it out, not yet looked at (after `rbuf`).
+    chunk: Bytes,
+    /// Payload bytes of the current `Data` frame still to come from `rbuf` or `io`.
+    owed: usize,
+    /// Payload taken from the stream, not yet handed to the reader.
     rdata: Bytes,
     read_done: bool,
     /// An encoded frame not yet fully written to `io`.
@@ -156,6 +181,8 @@ impl<S> FlowConn<S> {
             io,
             rbuf: leftover,
             dec: Decoder::new(),
+            chunk: Bytes::new(),
+            owed: 0,
             rdata: Bytes::new(),
             read_done: false,
             wbuf: BytesMut::new(),
@@ -203,38 +230,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FlowConn<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlowConn<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.awaiting_open {
-            ready!(this.poll_flush_all(cx))?;
+impl<S: ReadChunk + AsyncWrite> FlowConn<S> {
+    /// The peer's next data as it came off the stream, without copying: a `Data` frame's
+    /// payload is handed on piece by piece as it arrives, not gathered first. Empty at
+    /// the peer's `Fin`; the errors are those of [`AsyncRead`] on this type.
+    pub fn poll_read_payload(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        if self.awaiting_open {
+            ready!(self.poll_flush_all(cx))?;
         }
         loop {
-            if !this.rdata.is_empty() {
-                let n = this.rdata.len().min(out.remaining());
-                out.put_slice(&this.rdata.split_to(n));
-                return Poll::Ready(Ok(()));
+            if !self.rdata.is_empty() {
+                return Poll::Ready(Ok(std::mem::take(&mut self.rdata)));
             }
-            if this.read_done {
-                return Poll::Ready(Ok(()));
+            if self.read_done {
+                return Poll::Ready(Ok(Bytes::new()));
             }
-            match this.dec.decode(&mut this.rbuf) {
-                Ok(Some(Frame::Opened { .. })) if this.awaiting_open => this.awaiting_open = false,
-                Ok(Some(Frame::Failed(e))) if this.awaiting_open => {
-                    this.read_done = true;
+            if self.owed > 0 {
+                let piece = if !self.rbuf.is_empty() {
+                    self.rbuf.split_to(self.owed.min(self.rbuf.len())).freeze()
+                } else if !self.chunk.is_empty() {
+                    self.chunk.split_to(self.owed.min(self.chunk.len()))
+                } else {
+                    ready!(self.poll_next_chunk(cx))?;
+                    continue;
+                };
+                self.owed -= piece.len();
+                self.rdata = piece;
+                continue;
+            }
+            // At a frame boundary. A `Data` header starts the payload, wherever it lies.
+            let header = if self.rbuf.is_empty() {
+                data_header(&self.chunk).inspect(|_| {
+                    self.chunk.advance(DATA_HEADER_LEN);
+                    if self.chunk.is_empty() {
+                        self.chunk = Bytes::new(); // let go of the carrier's buffer
+                    }
+                })
+            } else {
+                data_header(&self.rbuf).inspect(|_| self.rbuf.advance(DATA_HEADER_LEN))
+            };
+            if let Some(len) = header {
+                self.owed = len;
+                continue;
+            }
+            match self.dec.decode(&mut self.rbuf) {
+                Ok(Some(Frame::Opened { .. })) if self.awaiting_open => self.awaiting_open = false,
+                Ok(Some(Frame::Failed(e))) if self.awaiting_open => {
+                    self.read_done = true;
                     return Poll::Ready(Err(flow_io_error(&e)));
                 }
-                Ok(Some(Frame::Data(d))) => this.rdata = d,
                 Ok(Some(Frame::Fin)) => {
-                    this.read_done = true;
-                    return Poll::Ready(Ok(()));
+                    self.read_done = true;
+                    return Poll::Ready(Ok(Bytes::new()));
                 }
                 Ok(Some(Frame::Reset(e))) => {
-                    this.read_done = true;
+                    self.read_done = true;
                     let e = FlowError::new(ErrorKind::Reset, e.message);
                     return Poll::Ready(Err(flow_io_error(&e)));
                 }
@@ -245,28 +295,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlowConn<S> {
                     )));
                 }
                 Err(e) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
-                Ok(None) => {
-                    // Small until a frame header asks for more (the decoder reserves
-                    // the whole frame): idle flows stay cheap.
-                    if this.rbuf.capacity() - this.rbuf.len() < 512 {
-                        this.rbuf.reserve(2 * 1024);
-                    }
-                    let n = ready!(tokio_util::io::poll_read_buf(
-                        Pin::new(&mut this.io),
-                        cx,
-                        &mut this.rbuf
-                    ))?;
-                    if n == 0 {
-                        this.read_done = true;
-                        let e = FlowError::new(
-                            ErrorKind::CarrierLost,
-                            "the tunnel to the agent closed before the flow ended",
-                        );
-                        return Poll::Ready(Err(flow_io_error(&e)));
-                    }
+                Ok(None) if !self.chunk.is_empty() => {
+                    // Another frame, or a header cut between two pieces: gathered (these
+                    // are small; a `Data` payload is never copied here).
+                    self.rbuf.extend_from_slice(&self.chunk);
+                    // Not `clear`: an empty view would still keep the carrier's buffer.
+                    self.chunk = Bytes::new();
                 }
+                Ok(None) => ready!(self.poll_next_chunk(cx))?,
             }
         }
+    }
+
+    /// Whether the payload handed out so far ends inside a `Data` frame whose rest is still
+    /// to come: the peer sent it whole, so it follows without anything on this side.
+    pub fn mid_frame(&self) -> bool {
+        self.owed > 0
+    }
+
+    /// Reads the stream's next piece into `chunk`; the stream ending is the carrier's loss
+    /// (a flow ends at `Fin`).
+    fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Mid-frame, the rest of the frame is what is worth waking up for.
+        self.io.set_read_lowat(self.owed.max(1));
+        let chunk = ready!(self.io.poll_read_chunk(cx, usize::MAX))?;
+        if chunk.is_empty() {
+            self.read_done = true;
+            let e = FlowError::new(
+                ErrorKind::CarrierLost,
+                "the tunnel to the agent closed before the flow ended",
+            );
+            return Poll::Ready(Err(flow_io_error(&e)));
+        }
+        self.chunk = chunk;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: ReadChunk + AsyncWrite> AsyncRead for FlowConn<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.rdata.is_empty() {
+            this.rdata = ready!(this.poll_read_payload(cx))?;
+        }
+        let n = this.rdata.len().min(out.remaining());
+        out.put_slice(&this.rdata.split_to(n));
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -688,6 +766,153 @@ mod tests {
             want.push(Frame::Fin);
             assert_eq!(got, want, "step {step}");
             assert!(wire.is_empty(), "step {step}: {} bytes left", wire.len());
+        }
+    }
+
+    /// Hands out a scripted stream piece by piece, as a multiplexer stream does; takes
+    /// every write.
+    struct Pieces(std::collections::VecDeque<Bytes>);
+
+    impl ReadChunk for Pieces {
+        fn poll_read_chunk(&mut self, _: &mut Context<'_>, max: usize) -> Poll<io::Result<Bytes>> {
+            let Some(front) = self.0.front_mut() else {
+                return Poll::Ready(Ok(Bytes::new()));
+            };
+            let piece = front.split_to(max.min(front.len()));
+            if front.is_empty() {
+                self.0.pop_front();
+            }
+            Poll::Ready(Ok(piece))
+        }
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            out: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let piece = ready!(self.poll_read_chunk(cx, out.remaining()))?;
+            out.put_slice(&piece);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Pieces {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Every piece `conn` hands out until its end, and how it ended.
+    async fn payload_pieces<S: ReadChunk + AsyncWrite>(
+        conn: &mut FlowConn<S>,
+    ) -> (Vec<Bytes>, io::Result<()>) {
+        let mut pieces = Vec::new();
+        loop {
+            match std::future::poll_fn(|cx| conn.poll_read_payload(cx)).await {
+                Ok(p) if p.is_empty() => return (pieces, Ok(())),
+                Ok(p) => pieces.push(p),
+                Err(e) => return (pieces, Err(e)),
+            }
+        }
+    }
+
+    /// Whatever way the stream is cut into pieces (inside headers, between frames, an
+    /// answer and data in one piece), the payload comes out whole and in order, and the
+    /// frames around it are read.
+    #[tokio::test]
+    async fn payload_pieces_survive_any_cut_of_the_stream() {
+        let big: Vec<u8> = (0..70_000u32).map(|i| (i % 249) as u8).collect();
+        let mut wire = BytesMut::new();
+        Frame::Opened {
+            peer: "192.0.2.1:80".parse().unwrap(),
+        }
+        .encode(&mut wire);
+        Frame::Data(Bytes::from_static(b"hello ")).encode(&mut wire);
+        Frame::Data(Bytes::new()).encode(&mut wire);
+        Frame::Data(Bytes::copy_from_slice(&big[..MAX_DATA])).encode(&mut wire);
+        Frame::Data(Bytes::copy_from_slice(&big[MAX_DATA..])).encode(&mut wire);
+        Frame::Fin.encode(&mut wire);
+        let wire = wire.freeze();
+        let mut want = b"hello ".to_vec();
+        want.extend_from_slice(&big);
+        for cut in [1, 2, 3, 4, 5, 7, 13, 4096, 16 * 1024, wire.len()] {
+            let pieces = wire.chunks(cut).map(Bytes::copy_from_slice).collect();
+            let mut conn = FlowConn::opening(Pieces(pieces));
+            let (got, end) = payload_pieces(&mut conn).await;
+            assert!(end.is_ok(), "cut {cut}: {end:?}");
+            assert!(
+                got.iter().all(|p| !p.is_empty()),
+                "cut {cut}: an empty piece"
+            );
+            assert_eq!(got.concat(), want, "cut {cut}");
+            // The byte view reads the same stream the same way.
+            let pieces = wire.chunks(cut).map(Bytes::copy_from_slice).collect();
+            let mut conn = FlowConn::opening(Pieces(pieces));
+            let mut all = Vec::new();
+            conn.read_to_end(&mut all).await.unwrap();
+            assert_eq!(all, want, "cut {cut}, read");
+        }
+    }
+
+    /// A `Data` frame that starts a piece is handed out as slices of that piece (no copy);
+    /// a piece that ends inside the frame is followed by the rest as it comes.
+    #[tokio::test]
+    async fn payload_is_handed_out_as_slices_of_the_pieces() {
+        let mut first = BytesMut::new();
+        Frame::Data(Bytes::from(vec![7u8; 30_000])).encode(&mut first);
+        let mut rest = first.split_off(10_000); // the frame goes on in the next piece
+        Frame::Data(Bytes::from_static(b"tail")).encode(&mut rest);
+        Frame::Fin.encode(&mut rest);
+        let (first, rest) = (first.freeze(), rest.freeze());
+        let within = |p: &Bytes, of: &Bytes| {
+            let (start, end) = (of.as_ptr() as usize, of.as_ptr() as usize + of.len());
+            p.as_ptr() as usize >= start && p.as_ptr() as usize + p.len() <= end
+        };
+        let mut conn = FlowConn::new(
+            Pieces([first.clone(), rest.clone()].into()),
+            BytesMut::new(),
+        );
+        let (got, end) = payload_pieces(&mut conn).await;
+        assert!(end.is_ok());
+        assert_eq!(
+            got.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [9_996, 20_004, 4]
+        );
+        assert!(within(&got[0], &first), "copied from the first piece");
+        assert!(
+            within(&got[1], &rest) && within(&got[2], &rest),
+            "copied from the second"
+        );
+    }
+
+    /// The pieces' stream ending inside a frame, or between frames without `Fin`, is the
+    /// carrier's loss, after the payload that came.
+    #[tokio::test]
+    async fn pieces_ending_without_fin_are_a_lost_carrier() {
+        let mut wire = BytesMut::new();
+        Frame::Data(Bytes::from_static(b"abcdef")).encode(&mut wire);
+        for keep in [wire.len(), wire.len() - 2, 2] {
+            let pieces = [Bytes::copy_from_slice(&wire[..keep])].into();
+            let mut conn = FlowConn::new(Pieces(pieces), BytesMut::new());
+            let (got, end) = payload_pieces(&mut conn).await;
+            assert_eq!(
+                end.map_err(|e| e.kind()),
+                Err(io::ErrorKind::ConnectionAborted),
+                "keep {keep}"
+            );
+            assert!(b"abcdef".starts_with(&got.concat()), "keep {keep}");
         }
     }
 }

@@ -21,20 +21,21 @@
 //! ([`ResetUnlessDone`]); [`relay_datagrams`] relays a datagram flow and a connected UDP
 //! (or ICMP) socket; [`dial_error`] types a failed dial.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kubelan_proto::{ErrorKind, FlowError, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::flow::{FlowConn, FrameReader, write_frame};
+use crate::flow::{FlowConn, FrameReader, ReadChunk, write_frame};
 
 /// The end of a relay whose writes may be told which bytes are its last.
 ///
@@ -82,7 +83,7 @@ impl RelayEnd for TcpStream {
 impl RelayEnd for DuplexStream {}
 
 /// A flow's `Fin` already follows its last data in the same carrier write.
-impl<S: AsyncRead + AsyncWrite + Unpin> RelayEnd for FlowConn<S> {}
+impl<S: ReadChunk + AsyncWrite> RelayEnd for FlowConn<S> {}
 
 impl<T: RelayEnd + ?Sized> RelayEnd for Box<T> {
     fn poll_write_last(
@@ -220,6 +221,168 @@ impl Direction {
     }
 }
 
+/// The flow end of a relay: hands out the peer's data as the carrier delivered it.
+trait FlowEnd: AsyncWrite + Unpin {
+    /// As [`FlowConn::poll_read_payload`].
+    fn poll_read_payload(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>>;
+
+    /// As [`FlowConn::mid_frame`].
+    fn mid_frame(&self) -> bool {
+        false
+    }
+}
+
+impl<S: ReadChunk + AsyncWrite> FlowEnd for FlowConn<S> {
+    fn poll_read_payload(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        FlowConn::poll_read_payload(self, cx)
+    }
+
+    fn mid_frame(&self) -> bool {
+        FlowConn::mid_frame(self)
+    }
+}
+
+/// Most pieces one vectored write carries.
+const MAX_IOV: usize = 64;
+
+/// The flow → socket direction: the flow's payload arrives as pieces of the carrier's
+/// reads ([`Bytes`]) and goes to the socket as they are, several in one vectored write,
+/// never copied in between (a [`Direction`] would copy each byte into its buffer first).
+#[derive(Debug, Default)]
+struct Pieces {
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    read_done: bool,
+    shut: bool,
+    need_flush: bool,
+    total: u64,
+    /// A read error; returned once the pieces before it are out.
+    error: Option<io::Error>,
+}
+
+impl Pieces {
+    /// Moves the flow's payload to `w`; `Ready(Ok)` once the flow ended and `w` was shut
+    /// down. The last piece before the end goes through `last`.
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        last: WriteLast<W>,
+    ) -> Poll<io::Result<u64>>
+    where
+        R: FlowEnd + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        loop {
+            // Everything the flow has now, up to MAX bytes: it leaves in one write.
+            let mut hold = false;
+            while !self.read_done
+                && self.error.is_none()
+                && self.queued < MAX
+                && self.queue.len() < MAX_IOV
+            {
+                match r.poll_read_payload(cx) {
+                    Poll::Ready(Ok(piece)) if piece.is_empty() => self.read_done = true,
+                    Poll::Ready(Ok(piece)) => {
+                        self.queued += piece.len();
+                        self.queue.push_back(piece);
+                    }
+                    Poll::Ready(Err(e)) => self.error = Some(e),
+                    Poll::Pending => {
+                        // The rest of a frame is on its way (a busy carrier sends a frame
+                        // in turns): wait for it and write the frame in one go. Writes of
+                        // a turn's size would cost the socket's whole path (segments,
+                        // wakeups at the far end) several times per frame.
+                        hold = r.mid_frame() && self.queued < MAX;
+                        break;
+                    }
+                }
+            }
+            if self.queue.is_empty() || hold {
+                if let Some(e) = self.error.take() {
+                    return Poll::Ready(Err(e));
+                }
+                if self.read_done {
+                    if !self.shut {
+                        // Straight after the last bytes: `last` may be holding them for this.
+                        ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                        self.shut = true;
+                    }
+                    return Poll::Ready(Ok(self.total));
+                }
+                if self.need_flush {
+                    ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                    self.need_flush = false;
+                }
+                return Poll::Pending;
+            }
+            let n = if self.read_done && self.queue.len() == 1 {
+                ready!(last(Pin::new(&mut *w), cx, &self.queue[0]))?
+            } else {
+                // Before the end, the last piece waits to go alone through `last`.
+                let k = self.queue.len() - usize::from(self.read_done);
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                for (slot, piece) in slices.iter_mut().zip(self.queue.iter().take(k)) {
+                    *slot = IoSlice::new(piece);
+                }
+                ready!(Pin::new(&mut *w).poll_write_vectored(cx, &slices[..k]))?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.consume(n);
+            self.total += n as u64;
+            self.need_flush = true;
+        }
+    }
+
+    /// Drops the first `n` bytes of the queue.
+    fn consume(&mut self, mut n: usize) {
+        self.queued -= n;
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            if front.len() > n {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.queue.pop_front();
+        }
+    }
+}
+
+/// [`copy_bidirectional`] between a socket (`a`) and a flow (`b`), whose payload goes to
+/// the socket without a copy ([`Pieces`]).
+async fn copy_flow<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: RelayEnd + ?Sized,
+    B: FlowEnd + ?Sized,
+{
+    let mut ab = Direction::new();
+    let mut ba = Pieces::default();
+    let (mut ab_done, mut ba_done) = (None, None);
+    poll_fn(|cx| {
+        if ab_done.is_none()
+            && let Poll::Ready(r) = ab.poll_copy(cx, a, b, |w, cx, buf| w.poll_write(cx, buf))
+        {
+            ab_done = Some(r?);
+        }
+        if ba_done.is_none()
+            && let Poll::Ready(r) = ba.poll_copy(cx, b, a, A::poll_write_last)
+        {
+            ba_done = Some(r?);
+        }
+        match (ab_done, ba_done) {
+            (Some(x), Some(y)) => Poll::Ready(Ok((x, y))),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
 /// Copies both ways between `a` and `b` until both directions ended (each end's EOF is
 /// passed on as a shutdown of the other's write side). Returns bytes a→b and b→a.
 ///
@@ -267,7 +430,7 @@ where
 /// The I/O error that cut the flow, after both sides were reset.
 pub async fn relay_tcp<S>(tcp: TcpStream, conn: FlowConn<S>) -> io::Result<(u64, u64)>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ReadChunk + AsyncWrite,
 {
     relay_tcp_metered(tcp, conn, None).await
 }
@@ -294,7 +457,7 @@ pub async fn relay_tcp_metered<S>(
     meter: Option<Meter<'_>>,
 ) -> io::Result<(u64, u64)>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ReadChunk + AsyncWrite,
 {
     relay_guarded(tcp, conn, meter, None).await
 }
@@ -308,7 +471,7 @@ async fn relay_guarded<S>(
     shares: Option<&EdgeShares>,
 ) -> io::Result<(u64, u64)>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ReadChunk + AsyncWrite,
 {
     let mut tcp = ResetUnlessDone::new(tcp);
     let moved = match shares {
@@ -346,11 +509,11 @@ async fn copy_metered<A, S>(
 ) -> io::Result<(u64, u64)>
 where
     A: RelayEnd,
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ReadChunk + AsyncWrite,
 {
     match meter {
-        Some(meter) => copy_bidirectional(a, &mut Metered { inner: conn, meter }).await,
-        None => copy_bidirectional(a, conn).await,
+        Some(meter) => copy_flow(a, &mut Metered { inner: conn, meter }).await,
+        None => copy_flow(a, conn).await,
     }
 }
 
@@ -373,6 +536,22 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, '_, S> {
             self.meter.down.fetch_add(n as u64, Ordering::Relaxed);
         }
         r
+    }
+}
+
+impl<F: FlowEnd> FlowEnd for Metered<'_, '_, F> {
+    fn poll_read_payload(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        let r = self.inner.poll_read_payload(cx);
+        if let Poll::Ready(Ok(piece)) = &r {
+            self.meter
+                .down
+                .fetch_add(piece.len() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn mid_frame(&self) -> bool {
+        self.inner.mid_frame()
     }
 }
 
@@ -576,6 +755,18 @@ impl AsyncWrite for EdgeTcp<'_> {
         Pin::new(&mut *self.tcp).poll_write(cx, buf)
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut *self.tcp).poll_flush(cx)
     }
@@ -608,7 +799,7 @@ pub async fn relay_edge<S>(
     meter: Option<Meter<'_>>,
 ) -> io::Result<(u64, u64)>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ReadChunk + AsyncWrite,
 {
     relay_edge_in(&EDGES, tcp, conn, meter).await
 }
@@ -620,7 +811,7 @@ async fn relay_edge_in<S>(
     meter: Option<Meter<'_>>,
 ) -> io::Result<(u64, u64)>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ReadChunk + AsyncWrite,
 {
     let _seat = shares.join();
     relay_guarded(tcp, conn, meter, Some(shares)).await
@@ -787,6 +978,140 @@ mod tests {
             *log.lock().unwrap(),
             [Call::Write(b"one".to_vec()), Call::Shutdown]
         );
+    }
+
+    /// A flow end that hands out scripted pieces (then its end, or an error) and takes
+    /// every write. `None` is a read that is not ready yet (woken at once); after a piece
+    /// marked `true` more of its frame is to come.
+    struct Script {
+        steps: VecDeque<Option<(io::Result<Bytes>, bool)>>,
+        mid: bool,
+    }
+
+    impl Script {
+        fn new(steps: impl IntoIterator<Item = Option<(io::Result<Bytes>, bool)>>) -> Script {
+            Script {
+                steps: steps.into_iter().collect(),
+                mid: false,
+            }
+        }
+    }
+
+    impl FlowEnd for Script {
+        fn poll_read_payload(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+            match self.steps.pop_front() {
+                Some(Some((r, mid))) => {
+                    self.mid = mid;
+                    Poll::Ready(r)
+                }
+                Some(None) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                None => Poll::Ready(Ok(Bytes::new())),
+            }
+        }
+
+        fn mid_frame(&self) -> bool {
+            self.mid
+        }
+    }
+
+    impl AsyncWrite for Script {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn piece(b: &'static [u8], mid: bool) -> Option<(io::Result<Bytes>, bool)> {
+        Some((Ok(Bytes::from_static(b)), mid))
+    }
+
+    /// A frame that comes in pieces with waits between them is written whole, once its
+    /// last piece is in; whole frames go at once.
+    #[tokio::test]
+    async fn a_frame_in_pieces_is_written_whole() {
+        let (mut a, mut a_app, _b, _b_app, log) = logged_pair();
+        let mut flow = Script::new([
+            piece(b"one", false),
+            None,
+            piece(b"tw", true),
+            None,
+            piece(b"o", true),
+            None,
+            piece(b"!", false),
+            None,
+        ]);
+        let mut dir = Pieces::default();
+        poll_fn(|cx| dir.poll_copy(cx, &mut flow, &mut a, Logged::poll_write_last))
+            .await
+            .unwrap();
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                Call::Writev(b"one".to_vec()),
+                Call::Writev(b"two!".to_vec()),
+                Call::Shutdown
+            ]
+        );
+        let mut got = Vec::new();
+        a_app.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"onetwo!");
+    }
+
+    /// A flow's pieces that are there together leave in one vectored write; the last one
+    /// before the flow's end goes alone, as the last write, then the shutdown.
+    #[tokio::test]
+    async fn flow_pieces_leave_together_and_the_last_with_the_end() {
+        let (mut a, mut a_app, _b, _b_app, log) = logged_pair();
+        let mut flow = Script::new([
+            piece(b"ab", false),
+            piece(b"cd", false),
+            piece(b"ef", false),
+        ]);
+        let mut dir = Pieces::default();
+        let n = poll_fn(|cx| dir.poll_copy(cx, &mut flow, &mut a, Logged::poll_write_last))
+            .await
+            .unwrap();
+        assert_eq!(n, 6);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                Call::Writev(b"abcd".to_vec()),
+                Call::Last(b"ef".to_vec()),
+                Call::Shutdown
+            ]
+        );
+        let mut got = Vec::new();
+        a_app.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"abcdef");
+    }
+
+    /// A flow that fails after some pieces: they go out, then the error, and no shutdown
+    /// (the relay resets the socket instead).
+    #[tokio::test]
+    async fn a_flow_error_comes_after_the_pieces_before_it() {
+        let (mut a, _a_app, _b, _b_app, log) = logged_pair();
+        let mut flow = Script::new([
+            piece(b"abc", false),
+            Some((Err(io::ErrorKind::ConnectionAborted.into()), false)),
+        ]);
+        let mut dir = Pieces::default();
+        let e = poll_fn(|cx| dir.poll_copy(cx, &mut flow, &mut a, Logged::poll_write_last))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
+        assert_eq!(*log.lock().unwrap(), [Call::Writev(b"abc".to_vec())]);
     }
 
     /// Yields `first`, then fails.

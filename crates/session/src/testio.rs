@@ -14,6 +14,8 @@ use crate::relay::RelayEnd;
 #[derive(Debug, PartialEq)]
 pub(crate) enum Call {
     Write(Vec<u8>),
+    /// A vectored write, with the bytes it took from all its slices.
+    Writev(Vec<u8>),
     /// A [`RelayEnd::poll_write_last`].
     Last(Vec<u8>),
     Shutdown,
@@ -73,6 +75,19 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Logged<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut().write(cx, buf, Call::Write)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        self.get_mut().write(cx, &all, Call::Writev)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

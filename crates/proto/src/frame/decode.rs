@@ -88,6 +88,18 @@ impl Decoder {
     }
 }
 
+/// The payload length of the [`Frame::Data`] whose header starts `buf`, or `None` when
+/// `buf` does not start with a whole, valid `Data` header (another frame, too few bytes,
+/// a length over [`MAX_DATA`]: let [`Decoder::decode`] judge those). Lets a reader take a
+/// `Data` frame's payload as it arrives instead of buffering the whole frame.
+pub fn data_header(buf: &[u8]) -> Option<usize> {
+    let &[t, a, b, c, ..] = buf else {
+        return None;
+    };
+    let len = (usize::from(a) << 16) | (usize::from(b) << 8) | usize::from(c);
+    (t == ty::DATA && len <= MAX_DATA).then_some(len)
+}
+
 fn limits(ty: u8) -> Result<(&'static str, usize), DecodeError> {
     Ok(match ty {
         ty::HELLO => ("Hello", MAX_CONTROL_BODY),

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::types::{FlowError, Target, Token};
 
-pub use decode::{DecodeError, Decoder};
+pub use decode::{DecodeError, Decoder, data_header};
 pub use encode::encode_data_header;
 /// Bytes every [`Frame::Hello`] starts with, so an agent can tell a kubelan client from a
 /// stray HTTP request or port scanner at once.

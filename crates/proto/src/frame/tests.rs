@@ -358,6 +358,27 @@ fn data_header_matches_encode() {
     let mut h = [0u8; 4];
     encode_data_header(&mut h, 3);
     assert_eq!(&a[..4], &h);
+    assert_eq!(data_header(&a), Some(3));
+    assert_eq!(data_header(&h), Some(3));
+}
+
+#[test]
+fn data_header_reads_only_whole_valid_data_headers() {
+    let mut h = [0u8; 4];
+    encode_data_header(&mut h, MAX_DATA);
+    assert_eq!(data_header(&h), Some(MAX_DATA));
+    assert_eq!(data_header(&h[..3]), None, "a cut header");
+    assert_eq!(data_header(&[]), None);
+    let mut fin = BytesMut::new();
+    Frame::Fin.encode(&mut fin);
+    assert_eq!(data_header(&fin), None, "another frame");
+    let too_long = [h[0], 0x01, 0x00, 0x01]; // MAX_DATA + 1
+    assert_eq!(data_header(&too_long), None, "the decoder rejects it");
+    assert!(
+        Decoder::new()
+            .decode(&mut BytesMut::from(&too_long[..]))
+            .is_err()
+    );
 }
 
 #[test]

@@ -41,6 +41,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::flow::ReadChunk;
+
 /// Most streams a carrier may hold at once (flows plus the control stream).
 pub const MAX_STREAMS: usize = 32_768;
 /// Output bytes buffered for a busy carrier before streams take turns (see [`QUANTUM`]).
@@ -380,6 +382,12 @@ struct StreamState {
     fin_recv: bool,
     reset_recv: bool,
     read_waker: Option<Waker>,
+    /// Payload bytes in `queue`.
+    queued: usize,
+    /// Queued bytes at which the waiting reader is woken (1: any byte; more while it waits
+    /// for the rest of a frame, see [`ReadChunk::set_read_lowat`]). The end of the stream,
+    /// a reset and the carrier's loss wake it whatever is queued.
+    read_lowat: usize,
     send_credit: u32,
     /// The peer knows this stream (we sent SYN, or the peer opened it).
     known: bool,
@@ -519,6 +527,7 @@ impl MuxHandle {
             cell,
             shared: self.shared.clone(),
             urgent: false,
+            lowat: 1,
         })
     }
 
@@ -755,6 +764,7 @@ fn dispatch(
                 }
                 st.recv_credit -= len;
                 if !payload.is_empty() {
+                    st.queued += payload.len();
                     st.queue.push_back(payload);
                 }
                 if flags & FIN != 0 {
@@ -766,7 +776,9 @@ fn dispatch(
                         w.wake();
                     }
                 }
-                if let Some(w) = st.read_waker.take() {
+                if (st.queued >= st.read_lowat || flags & (FIN | RST) != 0)
+                    && let Some(w) = st.read_waker.take()
+                {
                     w.wake();
                 }
             }
@@ -776,6 +788,7 @@ fn dispatch(
                     cell,
                     shared: shared.clone(),
                     urgent: false,
+                    lowat: 1,
                 });
             }
             Ok(())
@@ -838,6 +851,8 @@ pub struct MuxStream {
     shared: Arc<Shared>,
     /// Writes are never held back by a full output buffer (see [`MuxStream::set_urgent`]).
     urgent: bool,
+    /// See [`ReadChunk::set_read_lowat`].
+    lowat: usize,
 }
 
 impl std::fmt::Debug for MuxStream {
@@ -990,17 +1005,21 @@ impl MuxStream {
     }
 }
 
-impl AsyncRead for MuxStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
+impl MuxStream {
+    /// Takes bytes from the front of the stream's queue with `take` (which returns how
+    /// many it took), or says why there are none: `Ok(None)` at the end of the stream,
+    /// `ConnectionReset` when the peer abandoned it, `Pending` (reader woken later) when
+    /// nothing came yet. Whatever is taken is credited back to the peer as the window
+    /// allows.
+    fn poll_take<T>(
+        &mut self,
         cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let mut st = lock(&this.cell.state);
+        take: impl FnOnce(&mut VecDeque<Bytes>) -> (T, usize),
+    ) -> Poll<io::Result<Option<T>>> {
+        let mut st = lock(&self.cell.state);
         if st.queue.is_empty() {
             if st.fin_recv || st.carrier_closed {
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(Ok(None));
             }
             if st.reset_recv {
                 return Poll::Ready(Err(io::Error::new(
@@ -1008,22 +1027,13 @@ impl AsyncRead for MuxStream {
                     "the other end abandoned this stream",
                 )));
             }
+            // At most a quarter of the window: the peer always has credit to send it.
+            st.read_lowat = self.lowat.clamp(1, st.window as usize / 4);
             st.read_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        let mut n = 0usize;
-        while out.remaining() > 0 {
-            let Some(front) = st.queue.front_mut() else {
-                break;
-            };
-            let k = front.len().min(out.remaining());
-            out.put_slice(&front[..k]);
-            front.advance(k);
-            if front.is_empty() {
-                st.queue.pop_front();
-            }
-            n += k;
-        }
+        let (taken, n) = take(&mut st.queue);
+        st.queued -= n;
         st.consumed += n as u32;
         st.read_in_window += n as u32;
         let mut grant = 0;
@@ -1040,12 +1050,62 @@ impl AsyncRead for MuxStream {
         }
         drop(st);
         if grant > 0 {
-            let mut out = lock(&this.shared.out);
+            let mut out = lock(&self.shared.out);
             if out.io.is_some() {
-                out.window(this.cell.id, grant);
+                out.window(self.cell.id, grant);
                 out.hand_off();
             }
         }
+        Poll::Ready(Ok(Some(taken)))
+    }
+}
+
+/// The payload as the carrier delivered it: the queue's front chunk (up to `max` bytes of
+/// it), without copying.
+impl ReadChunk for MuxStream {
+    fn poll_read_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Bytes>> {
+        let taken = ready!(self.poll_take(cx, |queue| {
+            let front = queue
+                .front_mut()
+                .expect("poll_take calls with a chunk queued");
+            let chunk = if front.len() <= max {
+                queue.pop_front().unwrap_or_default()
+            } else {
+                front.split_to(max)
+            };
+            let n = chunk.len();
+            (chunk, n)
+        }))?;
+        Poll::Ready(Ok(taken.unwrap_or_default()))
+    }
+
+    fn set_read_lowat(&mut self, bytes: usize) {
+        self.lowat = bytes;
+    }
+}
+
+impl AsyncRead for MuxStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        ready!(self.get_mut().poll_take(cx, |queue| {
+            let mut n = 0usize;
+            while out.remaining() > 0 {
+                let Some(front) = queue.front_mut() else {
+                    break;
+                };
+                let k = front.len().min(out.remaining());
+                out.put_slice(&front[..k]);
+                front.advance(k);
+                if front.is_empty() {
+                    queue.pop_front();
+                }
+                n += k;
+            }
+            ((), n)
+        }))?;
         Poll::Ready(Ok(()))
     }
 }

@@ -659,3 +659,79 @@ async fn a_vectored_write_is_one_frame_on_the_wire() {
     }
     assert!(wire.is_empty(), "{} more bytes", wire.len());
 }
+
+/// Counts its wakes.
+struct CountWakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountWakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits (at most 5 s) until `f` holds.
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 5 s: {what}");
+}
+
+/// A reader waiting for the rest of a frame is woken once it is all there, not for every
+/// piece; a mark beyond what the peer may send is capped (no deadlock), and the end of the
+/// stream wakes it whatever is queued.
+#[tokio::test]
+async fn a_reader_is_woken_at_its_low_water_mark() {
+    let ((client, _in_c), (_agent, mut in_a)) = pair();
+    let mut s = client.open().await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    s.flush().await.unwrap();
+    let mut t = in_a.recv().await.unwrap();
+    t.read_exact(&mut [0u8; 1]).await.unwrap();
+    let count = Arc::new(CountWakes(Default::default()));
+    let waker = Waker::from(count.clone());
+    let mut cx = Context::from_waker(&waker);
+    let wakes = || count.0.load(Ordering::SeqCst);
+    let queued = |t: &MuxStream| lock(&t.cell.state).queued;
+    let drain = |t: &mut MuxStream, cx: &mut Context<'_>, want: usize| {
+        let mut got = 0;
+        while got < want {
+            match t.poll_read_chunk(cx, usize::MAX) {
+                Poll::Ready(Ok(p)) if !p.is_empty() => got += p.len(),
+                other => panic!("{got} of {want} bytes, then {other:?}"),
+            }
+        }
+    };
+
+    t.set_read_lowat(1000);
+    assert!(t.poll_read_chunk(&mut cx, usize::MAX).is_pending());
+    s.write_all(&[1u8; 600]).await.unwrap();
+    s.flush().await.unwrap();
+    until("600 bytes queued", || queued(&t) == 600).await;
+    assert_eq!(wakes(), 0, "woken for part of what it waits for");
+    s.write_all(&[2u8; 400]).await.unwrap();
+    s.flush().await.unwrap();
+    until("woken at 1000 bytes", || wakes() == 1).await;
+    drain(&mut t, &mut cx, 1000);
+
+    // Beyond a quarter of the window: woken at the quarter.
+    t.set_read_lowat(usize::MAX);
+    assert!(t.poll_read_chunk(&mut cx, usize::MAX).is_pending());
+    s.write_all(&vec![3u8; INITIAL_WINDOW as usize / 4])
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    until("woken at a quarter of the window", || wakes() == 2).await;
+    drain(&mut t, &mut cx, INITIAL_WINDOW as usize / 4);
+
+    t.set_read_lowat(1000);
+    assert!(t.poll_read_chunk(&mut cx, usize::MAX).is_pending());
+    s.write_all(b"end").await.unwrap();
+    s.shutdown().await.unwrap();
+    until("woken by the end", || wakes() == 3).await;
+    drain(&mut t, &mut cx, 3);
+    assert!(matches!(t.poll_read_chunk(&mut cx, usize::MAX), Poll::Ready(Ok(p)) if p.is_empty()));
+}
