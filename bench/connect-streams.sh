@@ -14,12 +14,14 @@
 # work (sock_poll, fdget, tcp_poll, wait-queue locks; docs/benchmarks.md, session 18), CPU
 # the measured method does not get. Both rows are printed: compare like with like, and
 # with the kernel path's own ratios on the same generator (METHOD `direct`: routing and
-# MASQUERADE, no kubelan; 0.69 and 0.83-0.86 on our 2-vCPU machines). For the
+# MASQUERADE, no kubelan; 0.64-0.69 and 0.80-0.86 on our 2-vCPU machines, but 1.11-1.18
+# as 100 x 10 with CS_EXTRA=100x10: the kernel itself does not lose at 1 000 flows). For the
 # multi-client steps it prints the aggregate (sum of the clients' receiver sides) and the
 # peak of the host's TCP memory (/proc/net/sockstat `mem`, sampled each second; tcp_mem's
 # pressure mark is the middle value of /proc/sys/net/ipv4/tcp_mem). Quicker than bench/connect-load.sh's scale
 # step (no ladder, no kernel control), for before/after comparisons of one change: run it
 # for both builds one after the other.
+# CS_EXTRA="100x10 ..." adds more splits (clients x streams per client, up to 100 clients).
 # Everything is bounded (timeouts on every client and server); the harness is stopped by
 # SIGINT to its process group and its namespaces removed on exit.
 set -uo pipefail
@@ -83,4 +85,12 @@ many "1000 up" 8 125; many "1000 down" 8 125 -R
 many "1000/40 up" 40 25; many "1000/40 down" 40 25 -R
 echo "1000 / 8: up $(ratio '1000 up' '8 up'), down $(ratio '1000 down' '8 down');" \
   "1000/40 / 8: up $(ratio '1000/40 up' '8 up'), down $(ratio '1000/40 down' '8 down')"
+# More splits of the 1 000 streams on request, e.g. CS_EXTRA="100x10" (clients x streams
+# each; at most 100 clients: ports 5202-5301).
+for split in ${CS_EXTRA:-}; do
+  c=${split%x*} per=${split#*x}
+  [ "$c" -ge 1 ] && [ "$c" -le 100 ] && [ "$per" -ge 1 ] || { echo "CS_EXTRA: bad split $split" >&2; continue; }
+  many "$((c * per))/$c up" "$c" "$per"; many "$((c * per))/$c down" "$c" "$per" -R
+  echo "$((c * per))/$c / 8: up $(ratio "$((c * per))/$c up" '8 up'), down $(ratio "$((c * per))/$c down" '8 down')"
+done
 rm -rf "$TMP"
