@@ -354,24 +354,70 @@ impl Pieces {
     }
 }
 
-/// [`copy_bidirectional`] between a socket (`a`) and a flow (`b`), whose payload goes to
-/// the socket without a copy ([`Pieces`]).
-async fn copy_flow<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+/// One direction of a relay: moves bytes from `r` to `w` until `r` ended and `w` was shut
+/// down, the last bytes through `last`.
+trait Pump<R: ?Sized, W: ?Sized> {
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        last: WriteLast<W>,
+    ) -> Poll<io::Result<u64>>;
+}
+
+impl<R, W> Pump<R, W> for Direction
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        last: WriteLast<W>,
+    ) -> Poll<io::Result<u64>> {
+        self.poll_copy(cx, r, w, last)
+    }
+}
+
+impl<R, W> Pump<R, W> for Pieces
+where
+    R: FlowEnd + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        last: WriteLast<W>,
+    ) -> Poll<io::Result<u64>> {
+        self.poll_copy(cx, r, w, last)
+    }
+}
+
+/// Runs both directions between `a` and `b` until both ended; the first error stops both.
+async fn both_ways<A, B>(
+    a: &mut A,
+    b: &mut B,
+    mut ab: impl Pump<A, B>,
+    mut ba: impl Pump<B, A>,
+) -> io::Result<(u64, u64)>
 where
     A: RelayEnd + ?Sized,
-    B: FlowEnd + ?Sized,
+    B: AsyncWrite + Unpin + ?Sized,
 {
-    let mut ab = Direction::new();
-    let mut ba = Pieces::default();
     let (mut ab_done, mut ba_done) = (None, None);
     poll_fn(|cx| {
         if ab_done.is_none()
-            && let Poll::Ready(r) = ab.poll_copy(cx, a, b, |w, cx, buf| w.poll_write(cx, buf))
+            && let Poll::Ready(r) = ab.poll_pump(cx, a, b, |w, cx, buf| w.poll_write(cx, buf))
         {
             ab_done = Some(r?);
         }
         if ba_done.is_none()
-            && let Poll::Ready(r) = ba.poll_copy(cx, b, a, A::poll_write_last)
+            && let Poll::Ready(r) = ba.poll_pump(cx, b, a, A::poll_write_last)
         {
             ba_done = Some(r?);
         }
@@ -381,6 +427,16 @@ where
         }
     })
     .await
+}
+
+/// [`copy_bidirectional`] between a socket (`a`) and a flow (`b`), whose payload goes to
+/// the socket without a copy ([`Pieces`]).
+async fn copy_flow<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: RelayEnd + ?Sized,
+    B: FlowEnd + ?Sized,
+{
+    both_ways(a, b, Direction::new(), Pieces::default()).await
 }
 
 /// Copies both ways between `a` and `b` until both directions ended (each end's EOF is
@@ -397,26 +453,7 @@ where
     A: RelayEnd + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let mut ab = Direction::new();
-    let mut ba = Direction::new();
-    let (mut ab_done, mut ba_done) = (None, None);
-    poll_fn(|cx| {
-        if ab_done.is_none()
-            && let Poll::Ready(r) = ab.poll_copy(cx, a, b, |w, cx, buf| w.poll_write(cx, buf))
-        {
-            ab_done = Some(r?);
-        }
-        if ba_done.is_none()
-            && let Poll::Ready(r) = ba.poll_copy(cx, b, a, A::poll_write_last)
-        {
-            ba_done = Some(r?);
-        }
-        match (ab_done, ba_done) {
-            (Some(x), Some(y)) => Poll::Ready(Ok((x, y))),
-            _ => Poll::Pending,
-        }
-    })
-    .await
+    both_ways(a, b, Direction::new(), Direction::new()).await
 }
 
 /// Relays an opened flow and the socket at its edge until both ended, and returns the
