@@ -798,21 +798,7 @@ mod tests {
         }
     }
 
-    impl AsyncWrite for Pieces {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            b: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Poll::Ready(Ok(b.len()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
+    crate::testio::sink_writes!(Pieces);
 
     /// Every piece `conn` hands out until its end, and how it ended.
     async fn payload_pieces<S: ReadChunk + AsyncWrite>(

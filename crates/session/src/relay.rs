@@ -130,19 +130,105 @@ impl Direction {
         }
     }
 
-    /// Moves bytes from `r` to `w`; `Ready(Ok)` once `r` ended and `w` was shut down.
-    /// The bytes right before the end go through `last`.
-    fn poll_copy<R, W>(
+    /// After a read that left room, reads once more without waiting: the reader may have
+    /// more bytes, or its end of stream, queued already. Cheap when it has neither (tokio
+    /// sockets know a short read drained them and do not ask the kernel again).
+    fn look_ahead<R: AsyncRead + Unpin + ?Sized>(&mut self, cx: &mut Context<'_>, r: &mut R) {
+        let mut rb = ReadBuf::new(&mut self.buf[self.end..]);
+        match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => match rb.filled().len() {
+                0 => self.read_done = true,
+                m => self.end += m,
+            },
+            Poll::Ready(Err(e)) => self.error = Some(e),
+            Poll::Pending => {}
+        }
+    }
+}
+
+/// The flow end of a relay: hands out the peer's data as the carrier delivered it.
+trait FlowEnd: AsyncWrite + Unpin {
+    /// As [`FlowConn::poll_read_payload`].
+    fn poll_read_payload(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>>;
+
+    /// As [`FlowConn::mid_frame`].
+    fn mid_frame(&self) -> bool {
+        false
+    }
+}
+
+impl<S: ReadChunk + AsyncWrite> FlowEnd for FlowConn<S> {
+    fn poll_read_payload(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        FlowConn::poll_read_payload(self, cx)
+    }
+
+    fn mid_frame(&self) -> bool {
+        FlowConn::mid_frame(self)
+    }
+}
+
+/// Most pieces one vectored write carries.
+const MAX_IOV: usize = 64;
+
+/// The flow → socket direction: the flow's payload arrives as pieces of the carrier's
+/// reads ([`Bytes`]) and goes to the socket as they are, several in one vectored write,
+/// never copied in between (a [`Direction`] would copy each byte into its buffer first).
+#[derive(Debug, Default)]
+struct Pieces {
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    read_done: bool,
+    shut: bool,
+    need_flush: bool,
+    total: u64,
+    /// A read error; returned once the pieces before it are out.
+    error: Option<io::Error>,
+}
+
+impl Pieces {
+    /// Drops the first `n` bytes of the queue.
+    fn consume(&mut self, mut n: usize) {
+        self.queued -= n;
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            if front.len() > n {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.queue.pop_front();
+        }
+    }
+}
+
+/// One direction of a relay: moves bytes from `r` to `w` until `r` ended and `w` was shut
+/// down, the last bytes through `last`.
+trait Pump<R: ?Sized, W: ?Sized> {
+    fn poll_pump(
         &mut self,
         cx: &mut Context<'_>,
         r: &mut R,
         w: &mut W,
         last: WriteLast<W>,
-    ) -> Poll<io::Result<u64>>
-    where
-        R: AsyncRead + Unpin + ?Sized,
-        W: AsyncWrite + Unpin + ?Sized,
-    {
+    ) -> Poll<io::Result<u64>>;
+}
+
+impl<R, W> Pump<R, W> for Direction
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    /// Moves bytes from `r` to `w`; `Ready(Ok)` once `r` ended and `w` was shut down.
+    /// The bytes right before the end go through `last`.
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        last: WriteLast<W>,
+    ) -> Poll<io::Result<u64>> {
         loop {
             if self.pos == self.end && !self.read_done {
                 if let Some(e) = self.error.take() {
@@ -204,76 +290,22 @@ impl Direction {
             }
         }
     }
-
-    /// After a read that left room, reads once more without waiting: the reader may have
-    /// more bytes, or its end of stream, queued already. Cheap when it has neither (tokio
-    /// sockets know a short read drained them and do not ask the kernel again).
-    fn look_ahead<R: AsyncRead + Unpin + ?Sized>(&mut self, cx: &mut Context<'_>, r: &mut R) {
-        let mut rb = ReadBuf::new(&mut self.buf[self.end..]);
-        match Pin::new(&mut *r).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => match rb.filled().len() {
-                0 => self.read_done = true,
-                m => self.end += m,
-            },
-            Poll::Ready(Err(e)) => self.error = Some(e),
-            Poll::Pending => {}
-        }
-    }
 }
 
-/// The flow end of a relay: hands out the peer's data as the carrier delivered it.
-trait FlowEnd: AsyncWrite + Unpin {
-    /// As [`FlowConn::poll_read_payload`].
-    fn poll_read_payload(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>>;
-
-    /// As [`FlowConn::mid_frame`].
-    fn mid_frame(&self) -> bool {
-        false
-    }
-}
-
-impl<S: ReadChunk + AsyncWrite> FlowEnd for FlowConn<S> {
-    fn poll_read_payload(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
-        FlowConn::poll_read_payload(self, cx)
-    }
-
-    fn mid_frame(&self) -> bool {
-        FlowConn::mid_frame(self)
-    }
-}
-
-/// Most pieces one vectored write carries.
-const MAX_IOV: usize = 64;
-
-/// The flow → socket direction: the flow's payload arrives as pieces of the carrier's
-/// reads ([`Bytes`]) and goes to the socket as they are, several in one vectored write,
-/// never copied in between (a [`Direction`] would copy each byte into its buffer first).
-#[derive(Debug, Default)]
-struct Pieces {
-    queue: VecDeque<Bytes>,
-    queued: usize,
-    read_done: bool,
-    shut: bool,
-    need_flush: bool,
-    total: u64,
-    /// A read error; returned once the pieces before it are out.
-    error: Option<io::Error>,
-}
-
-impl Pieces {
+impl<R, W> Pump<R, W> for Pieces
+where
+    R: FlowEnd + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
     /// Moves the flow's payload to `w`; `Ready(Ok)` once the flow ended and `w` was shut
     /// down. The last piece before the end goes through `last`.
-    fn poll_copy<R, W>(
+    fn poll_pump(
         &mut self,
         cx: &mut Context<'_>,
         r: &mut R,
         w: &mut W,
         last: WriteLast<W>,
-    ) -> Poll<io::Result<u64>>
-    where
-        R: FlowEnd + ?Sized,
-        W: AsyncWrite + Unpin + ?Sized,
-    {
+    ) -> Poll<io::Result<u64>> {
         loop {
             // Everything the flow has now, up to MAX bytes: it leaves in one write.
             let mut hold = false;
@@ -335,66 +367,6 @@ impl Pieces {
             self.total += n as u64;
             self.need_flush = true;
         }
-    }
-
-    /// Drops the first `n` bytes of the queue.
-    fn consume(&mut self, mut n: usize) {
-        self.queued -= n;
-        while n > 0 {
-            let Some(front) = self.queue.front_mut() else {
-                return;
-            };
-            if front.len() > n {
-                front.advance(n);
-                return;
-            }
-            n -= front.len();
-            self.queue.pop_front();
-        }
-    }
-}
-
-/// One direction of a relay: moves bytes from `r` to `w` until `r` ended and `w` was shut
-/// down, the last bytes through `last`.
-trait Pump<R: ?Sized, W: ?Sized> {
-    fn poll_pump(
-        &mut self,
-        cx: &mut Context<'_>,
-        r: &mut R,
-        w: &mut W,
-        last: WriteLast<W>,
-    ) -> Poll<io::Result<u64>>;
-}
-
-impl<R, W> Pump<R, W> for Direction
-where
-    R: AsyncRead + Unpin + ?Sized,
-    W: AsyncWrite + Unpin + ?Sized,
-{
-    fn poll_pump(
-        &mut self,
-        cx: &mut Context<'_>,
-        r: &mut R,
-        w: &mut W,
-        last: WriteLast<W>,
-    ) -> Poll<io::Result<u64>> {
-        self.poll_copy(cx, r, w, last)
-    }
-}
-
-impl<R, W> Pump<R, W> for Pieces
-where
-    R: FlowEnd + ?Sized,
-    W: AsyncWrite + Unpin + ?Sized,
-{
-    fn poll_pump(
-        &mut self,
-        cx: &mut Context<'_>,
-        r: &mut R,
-        w: &mut W,
-        last: WriteLast<W>,
-    ) -> Poll<io::Result<u64>> {
-        self.poll_copy(cx, r, w, last)
     }
 }
 
@@ -1054,32 +1026,33 @@ mod tests {
         }
     }
 
-    impl AsyncWrite for Script {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            b: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Poll::Ready(Ok(b.len()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
+    crate::testio::sink_writes!(Script);
 
     fn piece(b: &'static [u8], mid: bool) -> Option<(io::Result<Bytes>, bool)> {
         Some((Ok(Bytes::from_static(b)), mid))
+    }
+
+    /// Runs [`Pieces`] from a flow scripted with `steps` to a logged socket: its result,
+    /// the socket's log, and what the socket's far side read.
+    async fn pump(
+        steps: impl IntoIterator<Item = Option<(io::Result<Bytes>, bool)>>,
+    ) -> (io::Result<u64>, Vec<Call>, Vec<u8>) {
+        let (mut a, mut a_app, _b, _b_app, log) = logged_pair();
+        let mut flow = Script::new(steps);
+        let mut dir = Pieces::default();
+        let r = poll_fn(|cx| dir.poll_pump(cx, &mut flow, &mut a, Logged::poll_write_last)).await;
+        drop(a);
+        let mut got = Vec::new();
+        a_app.read_to_end(&mut got).await.unwrap();
+        let calls = std::mem::take(&mut *log.lock().unwrap());
+        (r, calls, got)
     }
 
     /// A frame that comes in pieces with waits between them is written whole, once its
     /// last piece is in; whole frames go at once.
     #[tokio::test]
     async fn a_frame_in_pieces_is_written_whole() {
-        let (mut a, mut a_app, _b, _b_app, log) = logged_pair();
-        let mut flow = Script::new([
+        let (r, calls, got) = pump([
             piece(b"one", false),
             None,
             piece(b"tw", true),
@@ -1088,21 +1061,11 @@ mod tests {
             None,
             piece(b"!", false),
             None,
-        ]);
-        let mut dir = Pieces::default();
-        poll_fn(|cx| dir.poll_copy(cx, &mut flow, &mut a, Logged::poll_write_last))
-            .await
-            .unwrap();
-        assert_eq!(
-            *log.lock().unwrap(),
-            [
-                Call::Writev(b"one".to_vec()),
-                Call::Writev(b"two!".to_vec()),
-                Call::Shutdown
-            ]
-        );
-        let mut got = Vec::new();
-        a_app.read_to_end(&mut got).await.unwrap();
+        ])
+        .await;
+        assert_eq!(r.unwrap(), 7);
+        let two = Call::Writev(b"two!".to_vec());
+        assert_eq!(calls, [Call::Writev(b"one".to_vec()), two, Call::Shutdown]);
         assert_eq!(got, b"onetwo!");
     }
 
@@ -1110,27 +1073,18 @@ mod tests {
     /// before the flow's end goes alone, as the last write, then the shutdown.
     #[tokio::test]
     async fn flow_pieces_leave_together_and_the_last_with_the_end() {
-        let (mut a, mut a_app, _b, _b_app, log) = logged_pair();
-        let mut flow = Script::new([
+        let (r, calls, got) = pump([
             piece(b"ab", false),
             piece(b"cd", false),
             piece(b"ef", false),
-        ]);
-        let mut dir = Pieces::default();
-        let n = poll_fn(|cx| dir.poll_copy(cx, &mut flow, &mut a, Logged::poll_write_last))
-            .await
-            .unwrap();
-        assert_eq!(n, 6);
+        ])
+        .await;
+        assert_eq!(r.unwrap(), 6);
+        let last = Call::Last(b"ef".to_vec());
         assert_eq!(
-            *log.lock().unwrap(),
-            [
-                Call::Writev(b"abcd".to_vec()),
-                Call::Last(b"ef".to_vec()),
-                Call::Shutdown
-            ]
+            calls,
+            [Call::Writev(b"abcd".to_vec()), last, Call::Shutdown]
         );
-        let mut got = Vec::new();
-        a_app.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"abcdef");
     }
 
@@ -1138,17 +1092,11 @@ mod tests {
     /// (the relay resets the socket instead).
     #[tokio::test]
     async fn a_flow_error_comes_after_the_pieces_before_it() {
-        let (mut a, _a_app, _b, _b_app, log) = logged_pair();
-        let mut flow = Script::new([
-            piece(b"abc", false),
-            Some((Err(io::ErrorKind::ConnectionAborted.into()), false)),
-        ]);
-        let mut dir = Pieces::default();
-        let e = poll_fn(|cx| dir.poll_copy(cx, &mut flow, &mut a, Logged::poll_write_last))
-            .await
-            .unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
-        assert_eq!(*log.lock().unwrap(), [Call::Writev(b"abc".to_vec())]);
+        let cut = Some((Err(io::ErrorKind::ConnectionAborted.into()), false));
+        let (r, calls, got) = pump([piece(b"abc", false), cut]).await;
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
+        assert_eq!(calls, [Call::Writev(b"abc".to_vec())]);
+        assert_eq!(got, b"abc");
     }
 
     /// Yields `first`, then fails.
@@ -1176,7 +1124,7 @@ mod tests {
         let mut r = FailsAfter(Some(b"abc"));
         let (mut w, mut w_app) = tokio::io::duplex(64);
         let res =
-            poll_fn(|cx| dir.poll_copy(cx, &mut r, &mut w, |w, cx, b| w.poll_write(cx, b))).await;
+            poll_fn(|cx| dir.poll_pump(cx, &mut r, &mut w, |w, cx, b| w.poll_write(cx, b))).await;
         assert_eq!(res.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
         drop(w);
         let mut got = Vec::new();
@@ -1198,23 +1146,7 @@ mod tests {
         }
     }
 
-    impl AsyncWrite for CutFlow {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Poll::Ready(Ok(buf.len()))
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
+    crate::testio::sink_writes!(CutFlow);
 
     /// A flow that fails is the relay's error, and the other end gets its bytes but no
     /// shutdown: the caller decides how that end is cut (a reset), never a FIN.
