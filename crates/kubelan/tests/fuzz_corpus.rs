@@ -7,7 +7,7 @@ use std::path::Path;
 /// A fuzz target: its corpus folder, entry point, and the fewest corpus files it must have.
 type Target = (&'static str, fn(&[u8]), usize);
 
-const TARGETS: [Target; 31] = [
+const TARGETS: [Target; 32] = [
     ("selectors", kubelan_lab::fuzz_entry::selectors, 1),
     ("patch", kubelan_lab::fuzz_entry::patch, 1),
     ("lab_config", kubelan_lab::fuzz_entry::lab_config, 1),
@@ -71,6 +71,7 @@ const TARGETS: [Target; 31] = [
         kubelan_session::portforward::channel::fuzz_entry,
         10,
     ),
+    ("flow_payload", kubelan_session::flow::fuzz_entry, 10),
 ];
 
 #[test]

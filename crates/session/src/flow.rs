@@ -279,6 +279,9 @@ impl<S: ReadChunk + AsyncWrite> FlowConn<S> {
                     self.read_done = true;
                     return Poll::Ready(Err(flow_io_error(&e)));
                 }
+                // A whole `Data` frame the decoder read after skipping an optional frame
+                // (compatibility rule 4) in the gathered bytes.
+                Ok(Some(Frame::Data(d))) => self.rdata = d,
                 Ok(Some(Frame::Fin)) => {
                     self.read_done = true;
                     return Poll::Ready(Ok(Bytes::new()));
@@ -302,6 +305,8 @@ impl<S: ReadChunk + AsyncWrite> FlowConn<S> {
                     // Not `clear`: an empty view would still keep the carrier's buffer.
                     self.chunk = Bytes::new();
                 }
+                // The decoder skipped optional frames up to a `Data` header: streamed too.
+                Ok(None) if data_header(&self.rbuf).is_some() => {}
                 Ok(None) => ready!(self.poll_next_chunk(cx))?,
             }
         }
@@ -409,6 +414,112 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FlowConn<S> {
         // Closing the stream's write side (mux FIN) after our Fin frame; reading goes on.
         // The shutdown flushes: Fin and FIN leave together.
         Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+/// A stream handed out in scripted pieces, always ready (as a multiplexer stream that
+/// has them queued); takes every write. For tests and the fuzz target.
+#[cfg(any(fuzzing, test, feature = "fuzz"))]
+struct ScriptedPieces(std::collections::VecDeque<Bytes>);
+
+#[cfg(any(fuzzing, test, feature = "fuzz"))]
+impl ReadChunk for ScriptedPieces {
+    fn poll_read_chunk(&mut self, _: &mut Context<'_>, max: usize) -> Poll<io::Result<Bytes>> {
+        let Some(front) = self.0.front_mut() else {
+            return Poll::Ready(Ok(Bytes::new()));
+        };
+        let piece = front.split_to(max.min(front.len()));
+        if front.is_empty() {
+            self.0.pop_front();
+        }
+        Poll::Ready(Ok(piece))
+    }
+}
+
+#[cfg(any(fuzzing, test, feature = "fuzz"))]
+impl AsyncRead for ScriptedPieces {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let piece = ready!(self.poll_read_chunk(cx, out.remaining()))?;
+        out.put_slice(&piece);
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(any(fuzzing, test, feature = "fuzz"))]
+impl AsyncWrite for ScriptedPieces {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(b.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The entry point of the `flow_payload` cargo-fuzz target (`fuzz/fuzz_targets/flow_payload.rs`)
+/// and of its corpus replay (`crates/kubelan/tests/fuzz_corpus.rs`): a flow's stream read
+/// with [`FlowConn::poll_read_payload`].
+///
+/// Input: one byte of setup (bits 0–3: the stream comes in pieces of 1–16 bytes; bit 4:
+/// the flow is still opening, so `Opened` or `Failed` comes first), then the stream. Must
+/// return normally for any input. Every piece handed out is non-empty; the payload and
+/// how the flow ends do not depend on how the stream is cut; and when the decoder reads
+/// the stream as `Data` frames up to a `Fin`, the payload is exactly theirs.
+#[cfg(any(fuzzing, test, feature = "fuzz"))]
+pub fn fuzz_entry(data: &[u8]) {
+    let Some((&setup, stream)) = data.split_first() else {
+        return;
+    };
+    let opening = setup & 0x10 != 0;
+    let read = |cut: usize| -> (Vec<u8>, Result<(), io::ErrorKind>) {
+        let pieces = stream.chunks(cut).map(Bytes::copy_from_slice).collect();
+        let mut conn = if opening {
+            FlowConn::opening(ScriptedPieces(pieces))
+        } else {
+            FlowConn::new(ScriptedPieces(pieces), BytesMut::new())
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut got = Vec::new();
+        loop {
+            match conn.poll_read_payload(&mut cx) {
+                Poll::Ready(Ok(p)) if p.is_empty() => return (got, Ok(())),
+                Poll::Ready(Ok(p)) => got.extend_from_slice(&p),
+                Poll::Ready(Err(e)) => return (got, Err(e.kind())),
+                Poll::Pending => return (got, Err(io::ErrorKind::WouldBlock)),
+            }
+        }
+    };
+    let whole = read(stream.len().max(1));
+    assert_ne!(
+        whole.1,
+        Err(io::ErrorKind::WouldBlock),
+        "a ready stream waited"
+    );
+    let cut = read(usize::from(setup & 0x0f) + 1);
+    assert_eq!(whole, cut, "the cut changed what was read");
+    if opening {
+        return;
+    }
+    let mut buf = BytesMut::from(stream);
+    let mut dec = Decoder::new();
+    let mut want = Vec::new();
+    while let Ok(Some(frame)) = dec.decode(&mut buf) {
+        match frame {
+            Frame::Data(d) => want.extend_from_slice(&d),
+            Frame::Fin => {
+                assert_eq!(whole, (want, Ok(())), "a clean stream read otherwise");
+                return;
+            }
+            _ => return,
+        }
     }
 }
 
@@ -769,37 +880,6 @@ mod tests {
         }
     }
 
-    /// Hands out a scripted stream piece by piece, as a multiplexer stream does; takes
-    /// every write.
-    struct Pieces(std::collections::VecDeque<Bytes>);
-
-    impl ReadChunk for Pieces {
-        fn poll_read_chunk(&mut self, _: &mut Context<'_>, max: usize) -> Poll<io::Result<Bytes>> {
-            let Some(front) = self.0.front_mut() else {
-                return Poll::Ready(Ok(Bytes::new()));
-            };
-            let piece = front.split_to(max.min(front.len()));
-            if front.is_empty() {
-                self.0.pop_front();
-            }
-            Poll::Ready(Ok(piece))
-        }
-    }
-
-    impl AsyncRead for Pieces {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            out: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            let piece = ready!(self.poll_read_chunk(cx, out.remaining()))?;
-            out.put_slice(&piece);
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    crate::testio::sink_writes!(Pieces);
-
     /// Every piece `conn` hands out until its end, and how it ended.
     async fn payload_pieces<S: ReadChunk + AsyncWrite>(
         conn: &mut FlowConn<S>,
@@ -835,7 +915,7 @@ mod tests {
         want.extend_from_slice(&big);
         for cut in [1, 2, 3, 4, 5, 7, 13, 4096, 16 * 1024, wire.len()] {
             let pieces = wire.chunks(cut).map(Bytes::copy_from_slice).collect();
-            let mut conn = FlowConn::opening(Pieces(pieces));
+            let mut conn = FlowConn::opening(ScriptedPieces(pieces));
             let (got, end) = payload_pieces(&mut conn).await;
             assert!(end.is_ok(), "cut {cut}: {end:?}");
             assert!(
@@ -845,7 +925,7 @@ mod tests {
             assert_eq!(got.concat(), want, "cut {cut}");
             // The byte view reads the same stream the same way.
             let pieces = wire.chunks(cut).map(Bytes::copy_from_slice).collect();
-            let mut conn = FlowConn::opening(Pieces(pieces));
+            let mut conn = FlowConn::opening(ScriptedPieces(pieces));
             let mut all = Vec::new();
             conn.read_to_end(&mut all).await.unwrap();
             assert_eq!(all, want, "cut {cut}, read");
@@ -867,7 +947,7 @@ mod tests {
             p.as_ptr() as usize >= start && p.as_ptr() as usize + p.len() <= end
         };
         let mut conn = FlowConn::new(
-            Pieces([first.clone(), rest.clone()].into()),
+            ScriptedPieces([first.clone(), rest.clone()].into()),
             BytesMut::new(),
         );
         let (got, end) = payload_pieces(&mut conn).await;
@@ -891,7 +971,7 @@ mod tests {
         Frame::Data(Bytes::from_static(b"abcdef")).encode(&mut wire);
         for keep in [wire.len(), wire.len() - 2, 2] {
             let pieces = [Bytes::copy_from_slice(&wire[..keep])].into();
-            let mut conn = FlowConn::new(Pieces(pieces), BytesMut::new());
+            let mut conn = FlowConn::new(ScriptedPieces(pieces), BytesMut::new());
             let (got, end) = payload_pieces(&mut conn).await;
             assert_eq!(
                 end.map_err(|e| e.kind()),
@@ -899,6 +979,31 @@ mod tests {
                 "keep {keep}"
             );
             assert!(b"abcdef".starts_with(&got.concat()), "keep {keep}");
+        }
+    }
+
+    /// The fuzz target's checks over a few thousand generated streams: frames of every
+    /// kind a flow may meet (and some it must refuse), cut short at random.
+    #[test]
+    fn generated_streams_read_the_same_however_they_are_cut() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let kinds = [0x13u8, 0x13, 0x13, 0x14, 0x15, 0x80, 0x9f, 0x7f, 0x16, 0x11];
+        for _ in 0..3000 {
+            let mut input = vec![next(256) as u8];
+            for _ in 0..next(6) {
+                let ty = kinds[next(kinds.len() as u64) as usize];
+                let len = if next(8) == 0 { next(70_000) } else { next(40) } as usize;
+                input.extend_from_slice(&[ty, (len >> 16) as u8, (len >> 8) as u8, len as u8]);
+                input.extend((0..len.min(70_000)).map(|i| i as u8));
+            }
+            let keep = input.len() - next(input.len().min(8) as u64 + 1) as usize;
+            fuzz_entry(&input[..keep.max(1)]);
         }
     }
 }
