@@ -532,22 +532,6 @@ struct Metered<'a, 'm, S> {
     meter: Meter<'m>,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, '_, S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut *self.inner).poll_read(cx, buf);
-        let n = buf.filled().len().saturating_sub(before);
-        if n > 0 {
-            self.meter.down.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
 impl<F: FlowEnd> FlowEnd for Metered<'_, '_, F> {
     fn poll_read_payload(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
         let r = self.inner.poll_read_payload(cx);
