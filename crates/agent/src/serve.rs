@@ -342,7 +342,7 @@ async fn tcp_flow(
 /// socket's receive buffer at its share of the agent's), counting the bytes.
 async fn relay_tcp<S>(agent: &Agent, tcp: TcpStream, addr: SocketAddr, conn: FlowConn<S>)
 where
-    S: kubelan_session::ReadChunk + tokio::io::AsyncWrite,
+    S: kubelan_session::ReadChunk + kubelan_session::WriteChunk,
 {
     match relay::relay_edge(tcp, conn, None).await {
         Ok((down, up)) => {

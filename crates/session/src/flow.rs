@@ -134,6 +134,30 @@ pub trait ReadChunk: AsyncRead + Unpin {
 
 impl ReadChunk for tokio::io::DuplexStream {}
 
+/// A stream that can take a buffer the caller gives away, instead of copying it (a
+/// multiplexer stream keeps it as it is while the carrier is busy: see
+/// [`crate::mux::HELD`]).
+pub trait WriteChunk: AsyncWrite + Unpin {
+    /// Writes `head` and then the front of `body` as one write (as a vectored write of the
+    /// two would), taking from `body` the bytes it wrote; returns how many bytes of
+    /// `head` and `body` together were written. The default copies them as a vectored
+    /// write does.
+    fn poll_write_owned(
+        &mut self,
+        cx: &mut Context<'_>,
+        head: &[u8],
+        body: &mut Bytes,
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(
+            Pin::new(&mut *self).poll_write_vectored(cx, &[IoSlice::new(head), IoSlice::new(body)])
+        )?;
+        body.advance(n.saturating_sub(head.len()).min(body.len()));
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl WriteChunk for tokio::io::DuplexStream {}
+
 /// Turns a frame-level failure into an `io::Error` whose message carries the reason.
 pub fn flow_io_error(e: &FlowError) -> io::Error {
     let kind = match e.kind {
@@ -228,9 +252,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FlowConn<S> {
         self.wbuf.advance(written);
         result
     }
+
+    /// Before a `Data` frame: refused after shutdown; what an earlier write left over goes
+    /// first.
+    fn poll_ready_to_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.fin_sent {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after shutdown",
+            )));
+        }
+        self.poll_flush_wbuf(cx)
+    }
+
+    /// Keeps what a write of a `Data` frame (`header`, then `data`) left after its first
+    /// `k` bytes, to go before anything else.
+    fn keep_unwritten(&mut self, header: &[u8], data: &[u8], k: usize) {
+        if k < header.len() {
+            self.wbuf.extend_from_slice(&header[k..]);
+        }
+        self.wbuf
+            .extend_from_slice(&data[k.saturating_sub(header.len()).min(data.len())..]);
+    }
 }
 
-impl<S: ReadChunk + AsyncWrite> FlowConn<S> {
+impl<S: AsyncRead + WriteChunk> FlowConn<S> {
+    /// Sends up to [`MAX_DATA`] bytes from the front of `data` as one `Data` frame, taking
+    /// them from `data`, and returns how many. Unlike [`AsyncWrite::poll_write`] the bytes
+    /// are given away: a multiplexer stream keeps them as they are while its carrier is
+    /// busy, instead of copying them (see [`WriteChunk`]). On `Pending`, `data` is as it
+    /// was.
+    pub fn poll_write_payload(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut Bytes,
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_ready_to_write(cx))?;
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = data.len().min(MAX_DATA);
+        let mut header = [0u8; DATA_HEADER_LEN];
+        kubelan_proto::encode_data_header(&mut header, n);
+        let mut body = data.slice(..n);
+        let k = ready!(self.io.poll_write_owned(cx, &header, &mut body))?;
+        if k == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        // `body` is what the stream did not take.
+        self.keep_unwritten(&header, &body, k.min(DATA_HEADER_LEN));
+        data.advance(n);
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<S: ReadChunk + WriteChunk> FlowConn<S> {
     /// The peer's next data as it came off the stream, without copying: a `Data` frame's
     /// payload is handed on piece by piece as it arrives, not gathered first. Empty at
     /// the peer's `Fin`; the errors are those of [`AsyncRead`] on this type.
@@ -337,7 +413,7 @@ impl<S: ReadChunk + AsyncWrite> FlowConn<S> {
     }
 }
 
-impl<S: ReadChunk + AsyncWrite> AsyncRead for FlowConn<S> {
+impl<S: ReadChunk + WriteChunk> AsyncRead for FlowConn<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -360,13 +436,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FlowConn<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.fin_sent {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "write after shutdown",
-            )));
-        }
-        ready!(this.poll_flush_wbuf(cx))?;
+        ready!(this.poll_ready_to_write(cx))?;
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -382,11 +452,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FlowConn<S> {
             if k == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            if k < DATA_HEADER_LEN {
-                this.wbuf.extend_from_slice(&header[k..]);
-            }
-            this.wbuf
-                .extend_from_slice(&data[k.saturating_sub(DATA_HEADER_LEN).min(n)..n]);
+            this.keep_unwritten(&header, &data[..n], k);
             return Poll::Ready(Ok(n));
         }
         this.wbuf.reserve(DATA_HEADER_LEN + n);
@@ -463,6 +529,9 @@ impl AsyncWrite for ScriptedPieces {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(any(fuzzing, test, feature = "fuzz"))]
+impl WriteChunk for ScriptedPieces {}
 
 /// The entry point of the `flow_payload` cargo-fuzz target (`fuzz/fuzz_targets/flow_payload.rs`)
 /// and of its corpus replay (`crates/kubelan/tests/fuzz_corpus.rs`): a flow's stream read
@@ -787,6 +856,64 @@ mod tests {
         writer.await.unwrap();
     }
 
+    /// Payload given away as buffers ([`FlowConn::poll_write_payload`]) arrives whole and in
+    /// order, mixed with copied writes, whatever the credit cuts; with many such flows at
+    /// once the carrier is busy and holds the buffers themselves.
+    #[tokio::test]
+    async fn payload_written_as_bytes_arrives_framed_whole_and_in_order() {
+        let (client, _agent, mut incoming) = carrier();
+        let mut readers = Vec::new();
+        let mut writers = Vec::new();
+        for k in 0..8u32 {
+            let mut s = client.open().await.unwrap();
+            s.write_all(b"x").await.unwrap();
+            s.flush().await.unwrap();
+            let mut t = incoming.recv().await.unwrap();
+            t.read_exact(&mut [0u8; 1]).await.unwrap();
+            let (mut near, mut far) = (
+                FlowConn::new(s, BytesMut::new()),
+                FlowConn::new(t, BytesMut::new()),
+            );
+            let data: Vec<u8> = (0..700_000u32).map(|i| ((i + k) % 251) as u8).collect();
+            let sent = data.clone();
+            writers.push(tokio::spawn(async move {
+                for (i, chunk) in sent.chunks(65_537).enumerate() {
+                    if i % 3 == 2 {
+                        near.write_all(chunk).await.unwrap();
+                        continue;
+                    }
+                    let mut b = Bytes::copy_from_slice(chunk);
+                    while !b.is_empty() {
+                        std::future::poll_fn(|cx| near.poll_write_payload(cx, &mut b))
+                            .await
+                            .unwrap();
+                    }
+                }
+                near.shutdown().await.unwrap();
+                near
+            }));
+            readers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                far.read_to_end(&mut got).await.unwrap();
+                assert!(
+                    got == data,
+                    "flow {k}: {} bytes of {}",
+                    got.len(),
+                    data.len()
+                );
+            }));
+        }
+        for r in readers {
+            tokio::time::timeout(Duration::from_secs(30), r)
+                .await
+                .expect("every flow finishes")
+                .unwrap();
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+    }
+
     /// A vectored sink that takes at most `step` bytes per write and is not ready every
     /// other time, as a busy mux stream can be.
     struct Stingy {
@@ -881,7 +1008,7 @@ mod tests {
     }
 
     /// Every piece `conn` hands out until its end, and how it ended.
-    async fn payload_pieces<S: ReadChunk + AsyncWrite>(
+    async fn payload_pieces<S: ReadChunk + WriteChunk>(
         conn: &mut FlowConn<S>,
     ) -> (Vec<Bytes>, io::Result<()>) {
         let mut pieces = Vec::new();

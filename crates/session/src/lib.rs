@@ -29,6 +29,6 @@ mod testio;
 
 pub use carrier::{CarrierDialer, CarrierError, CarrierKind, Dialed};
 pub use client::{CarrierInfo, Session, SessionConfig, SessionState, SessionStats};
-pub use flow::{FlowConn, FrameReader, ReadChunk, write_frame};
+pub use flow::{FlowConn, FrameReader, ReadChunk, WriteChunk, write_frame};
 pub use flow_dialer::FlowDialer;
 pub use reverse::{AcceptLimits, Acceptor, FlowReport};

@@ -35,7 +35,7 @@ use kubelan_proto::{ErrorKind, FlowError, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::flow::{FlowConn, FrameReader, ReadChunk, write_frame};
+use crate::flow::{FlowConn, FrameReader, ReadChunk, WriteChunk, write_frame};
 
 /// The end of a relay whose writes may be told which bytes are its last.
 ///
@@ -83,7 +83,7 @@ impl RelayEnd for TcpStream {
 impl RelayEnd for DuplexStream {}
 
 /// A flow's `Fin` already follows its last data in the same carrier write.
-impl<S: ReadChunk + AsyncWrite> RelayEnd for FlowConn<S> {}
+impl<S: ReadChunk + WriteChunk> RelayEnd for FlowConn<S> {}
 
 impl<T: RelayEnd + ?Sized> RelayEnd for Box<T> {
     fn poll_write_last(
@@ -146,10 +146,18 @@ impl Direction {
     }
 }
 
-/// The flow end of a relay: hands out the peer's data as the carrier delivered it.
+/// The flow end of a relay: hands out the peer's data as the carrier delivered it, and
+/// takes the data to send as buffers it may keep.
 trait FlowEnd: AsyncWrite + Unpin {
     /// As [`FlowConn::poll_read_payload`].
     fn poll_read_payload(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>>;
+
+    /// As [`FlowConn::poll_write_payload`].
+    fn poll_write_payload(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut Bytes,
+    ) -> Poll<io::Result<usize>>;
 
     /// As [`FlowConn::mid_frame`].
     fn mid_frame(&self) -> bool {
@@ -157,9 +165,17 @@ trait FlowEnd: AsyncWrite + Unpin {
     }
 }
 
-impl<S: ReadChunk + AsyncWrite> FlowEnd for FlowConn<S> {
+impl<S: ReadChunk + WriteChunk> FlowEnd for FlowConn<S> {
     fn poll_read_payload(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
         FlowConn::poll_read_payload(self, cx)
+    }
+
+    fn poll_write_payload(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut Bytes,
+    ) -> Poll<io::Result<usize>> {
+        FlowConn::poll_write_payload(self, cx, data)
     }
 
     fn mid_frame(&self) -> bool {
@@ -169,6 +185,133 @@ impl<S: ReadChunk + AsyncWrite> FlowEnd for FlowConn<S> {
 
 /// Most pieces one vectored write carries.
 const MAX_IOV: usize = 64;
+
+/// The socket → flow direction: each read of the socket goes into a buffer of its own,
+/// which is handed to the flow as it is ([`FlowEnd::poll_write_payload`]): a busy carrier
+/// keeps it for the stream's turn instead of copying it (a [`Direction`] reuses one
+/// buffer, so whatever takes its bytes must copy them).
+#[derive(Debug)]
+struct Chunked {
+    /// Room for the next read (the rest of the last read's buffer, while it lasts).
+    room: BytesMut,
+    /// Size of the buffer a read gets: from [`START`], doubled after each read that
+    /// filled it, up to [`MAX`] (a flow that streams).
+    size: usize,
+    /// Read, not yet taken by the flow.
+    data: Bytes,
+    read_done: bool,
+    shut: bool,
+    need_flush: bool,
+    total: u64,
+    /// A read error met while looking ahead; returned once the bytes before it are out.
+    error: Option<io::Error>,
+}
+
+impl Chunked {
+    fn new() -> Chunked {
+        Chunked {
+            room: BytesMut::new(),
+            size: START,
+            data: Bytes::new(),
+            read_done: false,
+            shut: false,
+            need_flush: false,
+            total: 0,
+            error: None,
+        }
+    }
+
+    /// Reads once into `room`: `Ok(true)` if bytes came, `Ok(false)` at the end.
+    fn poll_read_room<R: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+    ) -> Poll<io::Result<bool>> {
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut *r),
+            cx,
+            &mut self.room
+        ))?;
+        Poll::Ready(Ok(n > 0))
+    }
+}
+
+impl<R, W> Pump<R, W> for Chunked
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: FlowEnd + ?Sized,
+{
+    /// Moves bytes from `r` to the flow `w`; `Ready(Ok)` once `r` ended and `w` was shut
+    /// down. A flow has no use for knowing its last bytes: `last` is not used.
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        _last: WriteLast<W>,
+    ) -> Poll<io::Result<u64>> {
+        loop {
+            if self.data.is_empty() && !self.read_done {
+                if let Some(e) = self.error.take() {
+                    return Poll::Ready(Err(e));
+                }
+                if self.room.capacity() < self.size / 2 {
+                    // What is left of the last buffer is too little for a streaming
+                    // flow's read. If the flow let go of all of it (it copied the bytes:
+                    // an uncontended carrier does), the same buffer is reused from its
+                    // start; else a new one comes (the old one lives on in what the
+                    // carrier still holds of it). A new buffer per read, freed right
+                    // after, made 8 streams slower: glibc gives such blocks back to the
+                    // system and the next read faults their pages in again.
+                    self.room.reserve(self.size);
+                }
+                let asked = self.room.capacity();
+                match self.poll_read_room(cx, r) {
+                    Poll::Ready(Ok(false)) => self.read_done = true,
+                    Poll::Ready(Ok(true)) => {
+                        if self.room.len() == asked {
+                            // A full buffer: this flow streams, give it room.
+                            self.size = (self.size * 2).min(MAX);
+                        } else {
+                            // The reader may have more bytes, or its end, queued
+                            // already (cheap when it has neither: tokio sockets know a
+                            // short read drained them).
+                            match self.poll_read_room(cx, r) {
+                                Poll::Ready(Ok(false)) => self.read_done = true,
+                                Poll::Ready(Err(e)) => self.error = Some(e),
+                                Poll::Ready(Ok(true)) | Poll::Pending => {}
+                            }
+                        }
+                        self.data = self.room.split().freeze();
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        if self.need_flush {
+                            ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                            self.need_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            while !self.data.is_empty() {
+                let n = ready!(w.poll_write_payload(cx, &mut self.data))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.total += n as u64;
+                self.need_flush = true;
+            }
+            if self.read_done {
+                if !self.shut {
+                    ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                    self.shut = true;
+                }
+                return Poll::Ready(Ok(self.total));
+            }
+        }
+    }
+}
 
 /// The flow → socket direction: the flow's payload arrives as pieces of the carrier's
 /// reads ([`Bytes`]) and goes to the socket as they are, several in one vectored write,
@@ -402,13 +545,14 @@ where
 }
 
 /// [`copy_bidirectional`] between a socket (`a`) and a flow (`b`), whose payload goes to
-/// the socket without a copy ([`Pieces`]).
+/// the socket without a copy ([`Pieces`]) and which keeps the buffers the socket is read
+/// into ([`Chunked`]).
 async fn copy_flow<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
 where
     A: RelayEnd + ?Sized,
     B: FlowEnd + ?Sized,
 {
-    both_ways(a, b, Direction::new(), Pieces::default()).await
+    both_ways(a, b, Chunked::new(), Pieces::default()).await
 }
 
 /// Copies both ways between `a` and `b` until both directions ended (each end's EOF is
@@ -439,7 +583,7 @@ where
 /// The I/O error that cut the flow, after both sides were reset.
 pub async fn relay_tcp<S>(tcp: TcpStream, conn: FlowConn<S>) -> io::Result<(u64, u64)>
 where
-    S: ReadChunk + AsyncWrite,
+    S: ReadChunk + WriteChunk,
 {
     relay_tcp_metered(tcp, conn, None).await
 }
@@ -466,7 +610,7 @@ pub async fn relay_tcp_metered<S>(
     meter: Option<Meter<'_>>,
 ) -> io::Result<(u64, u64)>
 where
-    S: ReadChunk + AsyncWrite,
+    S: ReadChunk + WriteChunk,
 {
     relay_guarded(tcp, conn, meter, None).await
 }
@@ -480,7 +624,7 @@ async fn relay_guarded<S>(
     shares: Option<&EdgeShares>,
 ) -> io::Result<(u64, u64)>
 where
-    S: ReadChunk + AsyncWrite,
+    S: ReadChunk + WriteChunk,
 {
     let mut tcp = ResetUnlessDone::new(tcp);
     let moved = match shares {
@@ -518,7 +662,7 @@ async fn copy_metered<A, S>(
 ) -> io::Result<(u64, u64)>
 where
     A: RelayEnd,
-    S: ReadChunk + AsyncWrite,
+    S: ReadChunk + WriteChunk,
 {
     match meter {
         Some(meter) => copy_flow(a, &mut Metered { inner: conn, meter }).await,
@@ -545,6 +689,18 @@ impl<F: FlowEnd> FlowEnd for Metered<'_, '_, F> {
 
     fn mid_frame(&self) -> bool {
         self.inner.mid_frame()
+    }
+
+    fn poll_write_payload(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut Bytes,
+    ) -> Poll<io::Result<usize>> {
+        let r = self.inner.poll_write_payload(cx, data);
+        if let Poll::Ready(Ok(n)) = r {
+            self.meter.up.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
     }
 }
 
@@ -792,7 +948,7 @@ pub async fn relay_edge<S>(
     meter: Option<Meter<'_>>,
 ) -> io::Result<(u64, u64)>
 where
-    S: ReadChunk + AsyncWrite,
+    S: ReadChunk + WriteChunk,
 {
     relay_edge_in(&EDGES, tcp, conn, meter).await
 }
@@ -804,7 +960,7 @@ async fn relay_edge_in<S>(
     meter: Option<Meter<'_>>,
 ) -> io::Result<(u64, u64)>
 where
-    S: ReadChunk + AsyncWrite,
+    S: ReadChunk + WriteChunk,
 {
     let _seat = shares.join();
     relay_guarded(tcp, conn, meter, Some(shares)).await
@@ -1008,6 +1164,16 @@ mod tests {
         fn mid_frame(&self) -> bool {
             self.mid
         }
+
+        fn poll_write_payload(
+            &mut self,
+            _: &mut Context<'_>,
+            data: &mut Bytes,
+        ) -> Poll<io::Result<usize>> {
+            let n = data.len();
+            data.advance(n);
+            Poll::Ready(Ok(n))
+        }
     }
 
     crate::testio::sink_writes!(Script);
@@ -1030,6 +1196,140 @@ mod tests {
         a_app.read_to_end(&mut got).await.unwrap();
         let calls = std::mem::take(&mut *log.lock().unwrap());
         (r, calls, got)
+    }
+
+    /// One read of a scripted socket.
+    enum Read {
+        /// Fills the buffer the read was given.
+        Fill,
+        Some(&'static [u8]),
+        /// Not ready (woken at once).
+        Wait,
+        Fail,
+    }
+
+    /// A socket whose reads follow a script (then its end), noting each read's room.
+    struct Reads {
+        steps: VecDeque<Read>,
+        rooms: Vec<usize>,
+    }
+
+    impl AsyncRead for Reads {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let room = buf.remaining();
+            self.rooms.push(room);
+            match self.steps.pop_front() {
+                Some(Read::Fill) => buf.put_slice(&vec![b'f'; room]),
+                Some(Read::Some(b)) => buf.put_slice(b),
+                Some(Read::Wait) => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Some(Read::Fail) => return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())),
+                None => {}
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A flow end that keeps the buffers it is given and notes its shutdown.
+    #[derive(Default)]
+    struct Keeps {
+        kept: Vec<Bytes>,
+        shut: bool,
+    }
+
+    impl FlowEnd for Keeps {
+        fn poll_read_payload(&mut self, _: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+            Poll::Pending
+        }
+
+        fn poll_write_payload(
+            &mut self,
+            _: &mut Context<'_>,
+            data: &mut Bytes,
+        ) -> Poll<io::Result<usize>> {
+            let n = data.len();
+            self.kept.push(data.split_to(n));
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Keeps {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            panic!("a flow end is given its bytes as buffers, not copied")
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.shut = true;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Runs [`Chunked`] from a socket scripted with `steps` into a [`Keeps`].
+    async fn chunked(steps: impl IntoIterator<Item = Read>) -> (io::Result<u64>, Reads, Keeps) {
+        let mut r = Reads {
+            steps: steps.into_iter().collect(),
+            rooms: Vec::new(),
+        };
+        let mut w = Keeps::default();
+        let mut dir = Chunked::new();
+        let res =
+            poll_fn(|cx| dir.poll_pump(cx, &mut r, &mut w, |w, cx, buf| w.poll_write(cx, buf)))
+                .await;
+        (res, r, w)
+    }
+
+    /// Each read goes to the flow as the buffer it was read into; a flow that fills its
+    /// reads gets bigger ones, up to MAX, and short reads share what is left of one.
+    #[tokio::test]
+    async fn socket_reads_are_given_to_the_flow_as_they_are() {
+        let (res, r, w) = chunked([
+            Read::Fill,
+            Read::Fill,
+            Read::Wait,
+            Read::Some(b"ab"),
+            Read::Wait,
+            Read::Some(b"cd"),
+            Read::Wait,
+            Read::Fill,
+            Read::Fill,
+            Read::Fill,
+            Read::Fill,
+            Read::Fill,
+        ])
+        .await;
+        let total = res.unwrap();
+        let sizes: Vec<usize> = w.kept.iter().map(Bytes::len).collect();
+        assert_eq!(total, sizes.iter().sum::<usize>() as u64);
+        assert_eq!(&sizes[..2], [START, 2 * START]);
+        assert_eq!(&w.kept[2][..], b"ab");
+        assert_eq!(&w.kept[3][..], b"cd");
+        // "cd" was read into the room "ab" left in the same buffer.
+        assert_eq!(w.kept[2].as_ptr().wrapping_add(2), w.kept[3].as_ptr());
+        assert_eq!(r.rooms[4], r.rooms[3] - 2);
+        assert_eq!(*sizes.last().unwrap(), MAX);
+        assert!(w.shut, "the socket's end shuts the flow");
+    }
+
+    /// An error met while looking ahead comes after the bytes read before it; the flow is
+    /// not shut (a cut socket is a reset, never a clean end).
+    #[tokio::test]
+    async fn a_socket_error_comes_after_the_bytes_before_it() {
+        let (res, _, w) = chunked([Read::Some(b"last words"), Read::Fail]).await;
+        assert_eq!(res.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(w.kept, [Bytes::from_static(b"last words")]);
+        assert!(!w.shut);
     }
 
     /// A frame that comes in pieces with waits between them is written whole, once its

@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kubelan_proto::{ErrorKind, FlowError, FlowKind, Frame, Target};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::flow::{FlowConn, FrameReader, ReadChunk, buffer_frame, write_frame};
+use crate::flow::{FlowConn, FrameReader, ReadChunk, WriteChunk, buffer_frame, write_frame};
 use crate::mux::{MuxHandle, MuxStream, Side};
 use crate::relay::{Outgoing, dial_error, relay_datagrams, relay_tcp};
 
@@ -166,7 +166,7 @@ pub fn plan(first: Option<Frame>, acceptor: &dyn Acceptor) -> Plan {
 /// side resets the other. Reports the outcome to [`Acceptor::ended`].
 pub async fn accept_flow<S>(stream: S, acceptor: Arc<dyn Acceptor>, limits: AcceptLimits)
 where
-    S: ReadChunk + AsyncWrite + Send,
+    S: ReadChunk + WriteChunk + Send,
 {
     let mut reader = FrameReader::new(stream);
     let first = match tokio::time::timeout(limits.incoming_wait, reader.next()).await {
@@ -263,7 +263,7 @@ async fn accept_tcp<S>(
     limits: &AcceptLimits,
 ) -> FlowReport
 where
-    S: ReadChunk + AsyncWrite,
+    S: ReadChunk + WriteChunk,
 {
     let (tcp, addr) = match dial_tcp(target, limits.dial_timeout).await {
         Ok(x) => x,
@@ -305,7 +305,7 @@ async fn accept_udp<S>(
     limits: &AcceptLimits,
 ) -> FlowReport
 where
-    S: ReadChunk + AsyncWrite,
+    S: ReadChunk + WriteChunk,
 {
     let sock = async {
         let addr = resolve(target, limits.dial_timeout).await?[0];
@@ -531,7 +531,7 @@ mod tests {
         caps: Capabilities,
         tx: mpsc::UnboundedSender<(MuxHandle, Option<Token>)>,
     ) where
-        T: tokio::io::AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (handle, mut inbound) = mux::spawn(io, Side::Agent);
         let Some(control) = inbound.recv().await else {

@@ -41,7 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::flow::ReadChunk;
+use crate::flow::{ReadChunk, WriteChunk};
 
 /// Most streams a carrier may hold at once (flows plus the control stream).
 pub const MAX_STREAMS: usize = 32_768;
@@ -333,7 +333,36 @@ struct Held {
     waker: Option<Waker>,
 }
 
+/// Where [`MuxStream::write_frame`] puts a frame's payload.
+enum Place<'a> {
+    /// Straight into the carrier's buffer, as a Data frame with these flags on this stream.
+    Out(&'a mut Out, u8, u32),
+    /// Into the stream's held bytes, framed when its turn comes.
+    Held(&'a mut Held),
+}
+
+impl Place<'_> {
+    /// Puts the first `n` bytes of `bufs` there (their one copy).
+    fn put_first(self, bufs: &[IoSlice<'_>], n: usize) {
+        match self {
+            Place::Out(out, flags, id) => out.data_from(flags, id, bufs, n),
+            Place::Held(held) => held.put(bufs, n),
+        }
+    }
+}
+
 impl Held {
+    /// Appends `head` (copied) and `body` (as it is): a writer's own buffer is kept, not
+    /// copied, until the stream's turn sends it.
+    fn put_owned(&mut self, head: &[u8], body: Bytes) {
+        if !head.is_empty() {
+            self.len += head.len();
+            self.chunks.push_back(Bytes::copy_from_slice(head));
+        }
+        self.len += body.len();
+        self.chunks.push_back(body);
+    }
+
     /// Appends the first `n` bytes of `bufs` as one chunk (their one copy).
     fn put(&mut self, bufs: &[IoSlice<'_>], n: usize) {
         let mut chunk = Vec::with_capacity(n);
@@ -872,18 +901,17 @@ impl MuxStream {
         self.urgent = true;
     }
 
-    /// Writes a frame of up to `data.len()` bytes: straight into the carrier's buffer
-    /// when it has room and no stream holds bytes back (the common, uncontended case), or
-    /// else into this stream's [`Held`] buffer for the driver to take in turn.
-    /// Frames the bytes of `bufs` (as much as credit and the carrier allow) into one Data
-    /// frame: the slices are copied once, into the carrier's buffer or the stream's held
-    /// bytes. Returns how many bytes were taken.
+    /// Frames up to `len` bytes (as many as credit and the carrier allow) into one Data
+    /// frame, which `place` puts where they go: straight into the carrier's buffer when
+    /// it has room and no stream holds bytes back (the common, uncontended case), or else
+    /// into this stream's [`Held`] buffer for the driver to take in turn. Returns how many
+    /// bytes were taken.
     fn write_frame(
         &mut self,
         cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
+        len: usize,
+        place: impl FnOnce(Place<'_>, usize),
     ) -> Poll<io::Result<usize>> {
-        let len: usize = bufs.iter().map(|b| b.len()).sum();
         let mut st = lock(&self.cell.state);
         if st.carrier_closed {
             drop(st);
@@ -929,7 +957,7 @@ impl MuxStream {
             st.known = true;
             st.send_credit -= n as u32;
             drop(st);
-            out.data_from(flags, self.cell.id, bufs, n);
+            place(Place::Out(&mut out, flags, self.cell.id), n);
             if out.queued() >= WRITE_THROUGH
                 && let Some(e) = out.push(cx)
             {
@@ -958,7 +986,7 @@ impl MuxStream {
         }
         st.send_credit -= n as u32;
         drop(st);
-        held.put(bufs, n);
+        place(Place::Held(&mut held), n);
         if !held.queued {
             held.queued = true;
             out.ready.push_back(self.cell.clone());
@@ -1060,6 +1088,28 @@ impl MuxStream {
     }
 }
 
+/// On a busy carrier the body is held as it is, not copied: only `head` is (a flow's
+/// 4-byte frame header).
+impl WriteChunk for MuxStream {
+    fn poll_write_owned(
+        &mut self,
+        cx: &mut Context<'_>,
+        head: &[u8],
+        body: &mut Bytes,
+    ) -> Poll<io::Result<usize>> {
+        let len = head.len() + body.len();
+        self.write_frame(cx, len, |place, n| match place {
+            Place::Held(held) if n > head.len() => {
+                held.put_owned(head, body.split_to(n - head.len()));
+            }
+            place => {
+                place.put_first(&[IoSlice::new(head), IoSlice::new(body)], n);
+                body.advance(n.saturating_sub(head.len()));
+            }
+        })
+    }
+}
+
 /// The payload as the carrier delivered it: the queue's front chunk (up to `max` bytes of
 /// it), without copying.
 impl ReadChunk for MuxStream {
@@ -1116,7 +1166,7 @@ impl AsyncWrite for MuxStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().write_frame(cx, &[IoSlice::new(data)])
+        self.poll_write_vectored(cx, &[IoSlice::new(data)])
     }
     /// The slices go into one frame, copied once (a flow's header and its data).
     fn poll_write_vectored(
@@ -1124,7 +1174,9 @@ impl AsyncWrite for MuxStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().write_frame(cx, bufs)
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.get_mut()
+            .write_frame(cx, len, |place, n| place.put_first(bufs, n))
     }
     fn is_write_vectored(&self) -> bool {
         true

@@ -735,3 +735,64 @@ async fn a_reader_is_woken_at_its_low_water_mark() {
     drain(&mut t, &mut cx, 3);
     assert!(matches!(t.poll_read_chunk(&mut cx, usize::MAX), Poll::Ready(Ok(p)) if p.is_empty()));
 }
+
+/// On a busy carrier a body given away is held as it is: only the head is copied.
+/// Uncontended, it goes into the carrier's buffer like any write.
+#[tokio::test]
+async fn a_busy_carrier_holds_an_owned_body_without_copying_it() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let ((client, _in_c), (_agent, mut in_a)) = (spawn(a, Side::Client), spawn(b, Side::Agent));
+    let (_, noop) = flag();
+    let mut cx = Context::from_waker(&noop);
+    let _bulk = congest(&client);
+    let mut s = client.open_now().unwrap();
+    let body: Vec<u8> = (0..HELD / 2).map(|i| (i % 251) as u8).collect();
+    let mut owned = Bytes::from(body.clone());
+    let at = owned.as_ptr();
+    let r = s.poll_write_owned(&mut cx, b"head", &mut owned);
+    assert!(
+        matches!(r, Poll::Ready(Ok(n)) if n == 4 + body.len()),
+        "{r:?}"
+    );
+    assert!(owned.is_empty(), "the body was taken");
+    {
+        let held = lock(&s.cell.held);
+        assert_eq!(held.len, 4 + body.len());
+        assert_eq!(&held.chunks[0][..], b"head");
+        assert_eq!(held.chunks[1].as_ptr(), at, "held as given, not copied");
+    }
+    assert!(Pin::new(&mut s).poll_shutdown(&mut cx).is_ready());
+    let id = s.cell.id;
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut t = in_a.recv().await.unwrap();
+            if t.cell.id == id {
+                let mut got = Vec::new();
+                t.read_to_end(&mut got).await.unwrap();
+                return got;
+            }
+            bulk_sink(t);
+        }
+    })
+    .await
+    .expect("the held stream never arrived");
+    assert_eq!(&got[..4], b"head");
+    assert!(got[4..] == body[..]);
+    drop(s);
+}
+
+/// With room for part of the body only (little credit), the part is taken and the rest
+/// stays with the writer.
+#[tokio::test]
+async fn an_owned_write_takes_what_credit_allows() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let ((client, _in_c), (_agent, _in_a)) = (spawn(a, Side::Client), spawn(b, Side::Agent));
+    let (_, noop) = flag();
+    let mut cx = Context::from_waker(&noop);
+    let mut s = client.open_now().unwrap();
+    lock(&s.cell.state).send_credit = 10;
+    let mut owned = Bytes::from_static(b"0123456789abcdef");
+    let r = s.poll_write_owned(&mut cx, b"head", &mut owned);
+    assert!(matches!(r, Poll::Ready(Ok(10))), "{r:?}");
+    assert_eq!(&owned[..], b"6789abcdef");
+}
