@@ -108,12 +108,7 @@ struct Direction {
     buf: Vec<u8>,
     pos: usize,
     end: usize,
-    read_done: bool,
-    shut: bool,
-    need_flush: bool,
-    total: u64,
-    /// A read error met while looking ahead; returned once the bytes before it are out.
-    error: Option<io::Error>,
+    p: Progress,
 }
 
 impl Direction {
@@ -122,11 +117,7 @@ impl Direction {
             buf: Vec::new(),
             pos: 0,
             end: 0,
-            read_done: false,
-            shut: false,
-            need_flush: false,
-            total: 0,
-            error: None,
+            p: Progress::default(),
         }
     }
 
@@ -137,10 +128,10 @@ impl Direction {
         let mut rb = ReadBuf::new(&mut self.buf[self.end..]);
         match Pin::new(&mut *r).poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) => match rb.filled().len() {
-                0 => self.read_done = true,
+                0 => self.p.read_done = true,
                 m => self.end += m,
             },
-            Poll::Ready(Err(e)) => self.error = Some(e),
+            Poll::Ready(Err(e)) => self.p.error = Some(e),
             Poll::Pending => {}
         }
     }
@@ -183,6 +174,51 @@ impl<S: ReadChunk + WriteChunk> FlowEnd for FlowConn<S> {
     }
 }
 
+/// How far one direction of a relay got, besides the bytes it holds.
+#[derive(Debug, Default)]
+struct Progress {
+    read_done: bool,
+    shut: bool,
+    need_flush: bool,
+    total: u64,
+    /// A read error met while looking ahead; returned once the bytes before it are out.
+    error: Option<io::Error>,
+}
+
+impl Progress {
+    fn wrote(&mut self, n: usize) {
+        self.total += n as u64;
+        self.need_flush = true;
+    }
+
+    /// Nothing to move now: flushes what was written, then waits.
+    fn poll_idle<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut W,
+    ) -> Poll<io::Result<u64>> {
+        if self.need_flush {
+            ready!(Pin::new(&mut *w).poll_flush(cx))?;
+            self.need_flush = false;
+        }
+        Poll::Pending
+    }
+
+    /// All bytes are out: shuts `w` down once, straight after the last bytes (`last` may
+    /// be holding them for this), and returns how many moved.
+    fn poll_end<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut W,
+    ) -> Poll<io::Result<u64>> {
+        if !self.shut {
+            ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+            self.shut = true;
+        }
+        Poll::Ready(Ok(self.total))
+    }
+}
+
 /// Most pieces one vectored write carries.
 const MAX_IOV: usize = 64;
 
@@ -199,12 +235,7 @@ struct Chunked {
     size: usize,
     /// Read, not yet taken by the flow.
     data: Bytes,
-    read_done: bool,
-    shut: bool,
-    need_flush: bool,
-    total: u64,
-    /// A read error met while looking ahead; returned once the bytes before it are out.
-    error: Option<io::Error>,
+    p: Progress,
 }
 
 impl Chunked {
@@ -213,11 +244,7 @@ impl Chunked {
             room: BytesMut::new(),
             size: START,
             data: Bytes::new(),
-            read_done: false,
-            shut: false,
-            need_flush: false,
-            total: 0,
-            error: None,
+            p: Progress::default(),
         }
     }
 
@@ -251,8 +278,8 @@ where
         _last: WriteLast<W>,
     ) -> Poll<io::Result<u64>> {
         loop {
-            if self.data.is_empty() && !self.read_done {
-                if let Some(e) = self.error.take() {
+            if self.data.is_empty() && !self.p.read_done {
+                if let Some(e) = self.p.error.take() {
                     return Poll::Ready(Err(e));
                 }
                 if self.room.capacity() < self.size / 2 {
@@ -267,7 +294,7 @@ where
                 }
                 let asked = self.room.capacity();
                 match self.poll_read_room(cx, r) {
-                    Poll::Ready(Ok(false)) => self.read_done = true,
+                    Poll::Ready(Ok(false)) => self.p.read_done = true,
                     Poll::Ready(Ok(true)) => {
                         if self.room.len() == asked {
                             // A full buffer: this flow streams, give it room.
@@ -277,8 +304,8 @@ where
                             // already (cheap when it has neither: tokio sockets know a
                             // short read drained them).
                             match self.poll_read_room(cx, r) {
-                                Poll::Ready(Ok(false)) => self.read_done = true,
-                                Poll::Ready(Err(e)) => self.error = Some(e),
+                                Poll::Ready(Ok(false)) => self.p.read_done = true,
+                                Poll::Ready(Err(e)) => self.p.error = Some(e),
                                 Poll::Ready(Ok(true)) | Poll::Pending => {}
                             }
                         }
@@ -286,11 +313,7 @@ where
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
-                        if self.need_flush {
-                            ready!(Pin::new(&mut *w).poll_flush(cx))?;
-                            self.need_flush = false;
-                        }
-                        return Poll::Pending;
+                        return self.p.poll_idle(cx, w);
                     }
                 }
             }
@@ -299,15 +322,10 @@ where
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                self.total += n as u64;
-                self.need_flush = true;
+                self.p.wrote(n);
             }
-            if self.read_done {
-                if !self.shut {
-                    ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
-                    self.shut = true;
-                }
-                return Poll::Ready(Ok(self.total));
+            if self.p.read_done {
+                return self.p.poll_end(cx, w);
             }
         }
     }
@@ -320,12 +338,7 @@ where
 struct Pieces {
     queue: VecDeque<Bytes>,
     queued: usize,
-    read_done: bool,
-    shut: bool,
-    need_flush: bool,
-    total: u64,
-    /// A read error; returned once the pieces before it are out.
-    error: Option<io::Error>,
+    p: Progress,
 }
 
 impl Pieces {
@@ -373,8 +386,8 @@ where
         last: WriteLast<W>,
     ) -> Poll<io::Result<u64>> {
         loop {
-            if self.pos == self.end && !self.read_done {
-                if let Some(e) = self.error.take() {
+            if self.pos == self.end && !self.p.read_done {
+                if let Some(e) = self.p.error.take() {
                     return Poll::Ready(Err(e));
                 }
                 if self.buf.is_empty() {
@@ -385,7 +398,7 @@ where
                     Poll::Ready(Ok(())) => {
                         let n = rb.filled().len();
                         if n == 0 {
-                            self.read_done = true;
+                            self.p.read_done = true;
                         } else {
                             self.pos = 0;
                             self.end = n;
@@ -401,17 +414,13 @@ where
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
-                        if self.need_flush {
-                            ready!(Pin::new(&mut *w).poll_flush(cx))?;
-                            self.need_flush = false;
-                        }
-                        return Poll::Pending;
+                        return self.p.poll_idle(cx, w);
                     }
                 }
             }
             while self.pos < self.end {
                 let chunk = &self.buf[self.pos..self.end];
-                let n = if self.read_done {
+                let n = if self.p.read_done {
                     ready!(last(Pin::new(&mut *w), cx, chunk))?
                 } else {
                     ready!(Pin::new(&mut *w).poll_write(cx, chunk))?
@@ -420,16 +429,10 @@ where
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
                 self.pos += n;
-                self.total += n as u64;
-                self.need_flush = true;
+                self.p.wrote(n);
             }
-            if self.read_done {
-                if !self.shut {
-                    // Straight after the last bytes: `last` may be holding them for this.
-                    ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
-                    self.shut = true;
-                }
-                return Poll::Ready(Ok(self.total));
+            if self.p.read_done {
+                return self.p.poll_end(cx, w);
             }
         }
     }
@@ -452,18 +455,18 @@ where
         loop {
             // Everything the flow has now, up to MAX bytes: it leaves in one write.
             let mut hold = false;
-            while !self.read_done
-                && self.error.is_none()
+            while !self.p.read_done
+                && self.p.error.is_none()
                 && self.queued < MAX
                 && self.queue.len() < MAX_IOV
             {
                 match r.poll_read_payload(cx) {
-                    Poll::Ready(Ok(piece)) if piece.is_empty() => self.read_done = true,
+                    Poll::Ready(Ok(piece)) if piece.is_empty() => self.p.read_done = true,
                     Poll::Ready(Ok(piece)) => {
                         self.queued += piece.len();
                         self.queue.push_back(piece);
                     }
-                    Poll::Ready(Err(e)) => self.error = Some(e),
+                    Poll::Ready(Err(e)) => self.p.error = Some(e),
                     Poll::Pending => {
                         // The rest of a frame is on its way (a busy carrier sends a frame
                         // in turns): wait for it and write the frame in one go. Writes of
@@ -475,28 +478,19 @@ where
                 }
             }
             if self.queue.is_empty() || hold {
-                if let Some(e) = self.error.take() {
+                if let Some(e) = self.p.error.take() {
                     return Poll::Ready(Err(e));
                 }
-                if self.read_done {
-                    if !self.shut {
-                        // Straight after the last bytes: `last` may be holding them for this.
-                        ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
-                        self.shut = true;
-                    }
-                    return Poll::Ready(Ok(self.total));
+                if self.p.read_done {
+                    return self.p.poll_end(cx, w);
                 }
-                if self.need_flush {
-                    ready!(Pin::new(&mut *w).poll_flush(cx))?;
-                    self.need_flush = false;
-                }
-                return Poll::Pending;
+                return self.p.poll_idle(cx, w);
             }
-            let n = if self.read_done && self.queue.len() == 1 {
+            let n = if self.p.read_done && self.queue.len() == 1 {
                 ready!(last(Pin::new(&mut *w), cx, &self.queue[0]))?
             } else {
                 // Before the end, the last piece waits to go alone through `last`.
-                let k = self.queue.len() - usize::from(self.read_done);
+                let k = self.queue.len() - usize::from(self.p.read_done);
                 let mut slices = [IoSlice::new(&[]); MAX_IOV];
                 for (slot, piece) in slices.iter_mut().zip(self.queue.iter().take(k)) {
                     *slot = IoSlice::new(piece);
@@ -507,8 +501,7 @@ where
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.consume(n);
-            self.total += n as u64;
-            self.need_flush = true;
+            self.p.wrote(n);
         }
     }
 }

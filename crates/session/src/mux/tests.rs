@@ -596,10 +596,18 @@ where
     // Beyond HELD the writer waits for its turns.
     assert!(Pin::new(&mut s).poll_write(&mut cx, b"x").is_pending());
     assert!(Pin::new(&mut s).poll_shutdown(&mut cx).is_ready());
-    let id = s.cell.id;
-    let got = tokio::time::timeout(Duration::from_secs(10), async {
+    let got = read_inbound(&mut in_a, s.cell.id).await;
+    assert_eq!(got.len(), first.len() + second.len());
+    assert!(got[..first.len()] == first[..] && got[first.len()..] == second[..]);
+    drop(s);
+}
+
+/// Reads the inbound stream `id` to its end; the others that arrive before it are read
+/// in the background.
+async fn read_inbound(inbound: &mut mpsc::UnboundedReceiver<MuxStream>, id: u32) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let mut t = in_a.recv().await.unwrap();
+            let mut t = inbound.recv().await.unwrap();
             if t.cell.id == id {
                 let mut got = Vec::new();
                 t.read_to_end(&mut got).await.unwrap();
@@ -609,10 +617,7 @@ where
         }
     })
     .await
-    .expect("the held stream never arrived");
-    assert_eq!(got.len(), first.len() + second.len());
-    assert!(got[..first.len()] == first[..] && got[first.len()..] == second[..]);
-    drop(s);
+    .expect("the stream never arrived")
 }
 
 /// Reads a stream to its end in the background.
@@ -762,20 +767,7 @@ async fn a_busy_carrier_holds_an_owned_body_without_copying_it() {
         assert_eq!(held.chunks[1].as_ptr(), at, "held as given, not copied");
     }
     assert!(Pin::new(&mut s).poll_shutdown(&mut cx).is_ready());
-    let id = s.cell.id;
-    let got = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let mut t = in_a.recv().await.unwrap();
-            if t.cell.id == id {
-                let mut got = Vec::new();
-                t.read_to_end(&mut got).await.unwrap();
-                return got;
-            }
-            bulk_sink(t);
-        }
-    })
-    .await
-    .expect("the held stream never arrived");
+    let got = read_inbound(&mut in_a, s.cell.id).await;
     assert_eq!(&got[..4], b"head");
     assert!(got[4..] == body[..]);
     drop(s);
