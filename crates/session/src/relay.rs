@@ -287,9 +287,9 @@ where
                     // flow's read. If the flow let go of all of it (it copied the bytes:
                     // an uncontended carrier does), the same buffer is reused from its
                     // start; else a new one comes (the old one lives on in what the
-                    // carrier still holds of it). A new buffer per read, freed right
-                    // after, made 8 streams slower: glibc gives such blocks back to the
-                    // system and the next read faults their pages in again.
+                    // carrier still holds of it). Reusing it spares the uncontended path
+                    // an allocation and a free per read (with glibc's default trim
+                    // threshold those also cost page faults: docs/benchmarks.md, session 20).
                     self.room.reserve(self.size);
                 }
                 let asked = self.room.capacity();
