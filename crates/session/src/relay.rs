@@ -801,6 +801,19 @@ pub fn edge_recv_buffer(open: usize) -> u32 {
     (pow2 as u32).max(EDGE_MIN_RECV_BUFFER)
 }
 
+/// The cap on the window of an edge socket whose receive buffer is `recv_buffer` (as asked
+/// of the kernel, see [`edge_recv_buffer`]; `TCP_WINDOW_CLAMP`): about the window the kernel
+/// itself advertises for a full buffer of that size (79 KB for 64 KiB asked, with 1448-byte
+/// segments), so the cap takes from a socket only what it kept from a bigger share. A
+/// smaller buffer alone does not take that back: the kernel keeps the threshold the window
+/// grew to (`rcv_ssthresh`). Of 50 LAN clients downloading through one gateway, the first
+/// few to start kept windows of up to 117 KB against the others' 79 KB and got 1.2–2.4×
+/// their throughput (docs/benchmarks.md, session 21). A cap at the size asked (64 KiB, below
+/// what the kernel gives anyway) was far worse: a third of the flows ran at half speed.
+pub fn edge_window_clamp(recv_buffer: u32) -> u32 {
+    recv_buffer.saturating_add(recv_buffer / 4)
+}
+
 /// Maximum segment size a redirect listener announces to the clients it accepts: an
 /// Ethernet path's. A local client's connection is delivered over loopback, which would
 /// announce 64 KiB; the client's kernel then sizes its send buffer by that (twice or three
@@ -859,6 +872,8 @@ impl Drop for EdgeSeat<'_> {
 /// advertised are kept by the kernel; the next ones follow the new size, so a socket
 /// opened while few flows ran gives up its big window as others arrive, and gets it back
 /// as they leave (its window scale was set when it opened at [`EDGE_RECV_BUFFER`]).
+///
+/// With the buffer goes a cap on the socket's window ([`edge_window_clamp`]).
 struct EdgeTcp<'a> {
     tcp: &'a mut TcpStream,
     shares: &'a EdgeShares,
@@ -872,6 +887,9 @@ impl EdgeTcp<'_> {
             self.applied = want;
             if let Err(e) = socket2::SockRef::from(&*self.tcp).set_recv_buffer_size(want as usize) {
                 tracing::debug!("cannot resize an edge socket's receive buffer: {e}");
+            }
+            if let Err(e) = kubelan_sys::set_tcp_window_clamp(&*self.tcp, edge_window_clamp(want)) {
+                tracing::debug!("cannot cap an edge socket's window: {e}");
             }
         }
     }
@@ -1598,6 +1616,14 @@ mod tests {
         }
     }
 
+    /// The window cap is a quarter above the buffer asked, whatever its size.
+    #[test]
+    fn an_edge_sockets_window_cap_follows_its_buffer() {
+        assert_eq!(edge_window_clamp(64 * 1024), 80 * 1024);
+        assert_eq!(edge_window_clamp(EDGE_RECV_BUFFER), 640 * 1024);
+        assert_eq!(edge_window_clamp(u32::MAX), u32::MAX);
+    }
+
     /// Few flows get the full buffer; many share the budget, in powers of two, never
     /// below the floor; more flows never get more each.
     #[test]
@@ -1621,8 +1647,8 @@ mod tests {
         }
     }
 
-    /// An edge socket's receive buffer follows its share as flows come and go, and the
-    /// count of open edge sockets is right again after the relay ended.
+    /// An edge socket's receive buffer and the cap on its window follow its share as flows
+    /// come and go, and the count of open edge sockets is right again after the relay ended.
     #[tokio::test]
     async fn an_edge_sockets_buffer_follows_its_share() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1647,6 +1673,12 @@ mod tests {
         }
         // The kernel doubles what it is asked for (its bookkeeping).
         assert_eq!(rcvbuf(&tcp), 2 * 64 * 1024, "shrunk to the share");
+        let clamp = |tcp: &TcpStream| kubelan_sys::tcp_window_clamp(tcp).unwrap();
+        assert_eq!(
+            clamp(&tcp),
+            edge_window_clamp(64 * 1024),
+            "the window is capped to it"
+        );
         drop(others);
         {
             let mut edge = EdgeTcp {
@@ -1658,6 +1690,11 @@ mod tests {
             edge.read_exact(&mut buf[..1]).await.unwrap();
         }
         assert_eq!(rcvbuf(&tcp), born, "back to the full buffer");
+        assert_eq!(
+            clamp(&tcp),
+            edge_window_clamp(EDGE_RECV_BUFFER),
+            "and the full window"
+        );
 
         // relay_edge counts its socket while it runs, and only then.
         let shares: &'static EdgeShares = Box::leak(Box::new(EdgeShares::new()));

@@ -11,8 +11,9 @@
 //! through systemd-resolved or `resolv.conf`), [`hosts`] (a marked block in a hosts file),
 //! `sysctl`, `nft` and [`socket`] (a control socket file).
 //!
-//! This is the only crate of the workspace that may use `unsafe`: `pre_exec` hooks and raw
-//! namespace system calls live here behind safe functions. Namespace and process helpers are
+//! This is the only crate of the workspace that may use `unsafe`: `pre_exec` hooks, raw
+//! namespace system calls and a socket option `nix` lacks (`TCP_WINDOW_CLAMP`) live here
+//! behind safe functions. Namespace and process helpers are
 //! Linux-only; other systems get [`Error::Unsupported`] or a module-level "not supported"
 //! error.
 

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -651,6 +651,57 @@ pub fn original_dst<S: AsFd>(socket: &S, ipv6: bool) -> std::io::Result<std::net
     }
 }
 
+/// Caps the window `socket` advertises to its peer (`TCP_WINDOW_CLAMP`, bytes), and so what
+/// the peer may have in flight toward it. Lowering the cap also lowers the kernel's
+/// receive-window threshold (`rcv_ssthresh`), which a smaller `SO_RCVBUF` alone leaves
+/// where it grew; raising it lets the window grow again as the buffer allows.
+///
+/// # Errors
+/// The OS error (`EINVAL` for a socket that is not TCP, for instance).
+pub fn set_tcp_window_clamp<S: AsFd>(socket: &S, bytes: u32) -> std::io::Result<()> {
+    let value = nix::libc::c_int::try_from(bytes).unwrap_or(nix::libc::c_int::MAX);
+    // SAFETY: the descriptor is borrowed for the call; the option value is a live c_int
+    // and the length passed is its size.
+    let rc = unsafe {
+        nix::libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            nix::libc::IPPROTO_TCP,
+            nix::libc::TCP_WINDOW_CLAMP,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The cap [`set_tcp_window_clamp`] set on `socket` (the kernel's own when none was set).
+///
+/// # Errors
+/// The OS error.
+pub fn tcp_window_clamp<S: AsFd>(socket: &S) -> std::io::Result<u32> {
+    let mut value: nix::libc::c_int = 0;
+    let mut len = std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t;
+    // SAFETY: as above; the kernel writes at most `len` bytes into `value`.
+    let rc = unsafe {
+        nix::libc::getsockopt(
+            socket.as_fd().as_raw_fd(),
+            nix::libc::IPPROTO_TCP,
+            nix::libc::TCP_WINDOW_CLAMP,
+            std::ptr::from_mut(&mut value).cast(),
+            &raw mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(u32::try_from(value).unwrap_or(0))
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Allocations of this size or more are mapped and unmapped on their own by glibc (see
 /// [`tune_allocator`]); smaller ones come from its heap. It must not exceed the userspace
 /// TCP stack's per-connection buffers (256 KiB, `kubelan_netstack::StackConfig`), which
@@ -684,6 +735,22 @@ pub fn tune_allocator() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cap set is the cap read back, lowered and raised again.
+    #[test]
+    fn a_tcp_window_clamp_is_set_and_read_back() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        for bytes in [80 * 1024, 20 * 1024, 640 * 1024] {
+            set_tcp_window_clamp(&tcp, bytes).unwrap();
+            assert_eq!(tcp_window_clamp(&tcp).unwrap(), bytes);
+        }
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(
+            set_tcp_window_clamp(&udp, 80 * 1024).is_err(),
+            "not a TCP socket"
+        );
+    }
 
     #[test]
     fn start_time_of_self_is_stable() {
