@@ -6,22 +6,30 @@
 #   sudo bench/connect-streams.sh <kubelan release build> [METHOD]   # default kubelan-connect
 #
 # Steps, all from pb-lap to the pod 10.211.0.2 through the method: iperf3 one stream up and
-# down (-t 5); 8 iperf3 clients at once (ports 5202..5209, -P 1, -t 10), up and down; the
-# same 8 clients with -P 125 each (1 000 streams), up and down; 40 clients with -P 25 each
-# (1 000 streams again, "1000/40"), up and down. iperf3 3.12 serves all streams of one
-# process from one select() loop, whose cost per byte grows with the streams per process:
-# at 125, iperf3 took a quarter of this 2-vCPU machine, 9-14 points of it select's own
-# work (sock_poll, fdget, tcp_poll, wait-queue locks; docs/benchmarks.md, session 18), CPU
-# the measured method does not get. Both rows are printed: compare like with like, and
-# with the kernel path's own ratios on the same generator (METHOD `direct`: routing and
-# MASQUERADE, no kubelan; 0.64-0.69 and 0.80-0.86 on our 2-vCPU machines, but 1.11-1.18
-# as 100 x 10 with CS_EXTRA=100x10: the kernel itself does not lose at 1 000 flows). For the
-# multi-client steps it prints the aggregate (sum of the clients' receiver sides) and the
-# peak of the host's TCP memory (/proc/net/sockstat `mem`, sampled each second; tcp_mem's
-# pressure mark is the middle value of /proc/sys/net/ipv4/tcp_mem). Quicker than bench/connect-load.sh's scale
-# step (no ladder, no kernel control), for before/after comparisons of one change: run it
-# for both builds one after the other.
-# CS_EXTRA="100x10 ..." adds more splits (clients x streams per client, up to 100 clients).
+# down (-t 5); 8 iperf3 clients at once (ports 5202..5209, -P 1, -t 10), up and down; then
+# 1 000 streams split across clients (CS_SPLITS, clients x streams per client, default
+# "8x125 40x25"; at most 100 clients: ports 5202-5301), up and down; and last the 8 clients
+# again, up and down. Before each multi-client step the script waits (at most 30 s) until
+# the host's TCP memory is back near where it started, so a step does not run under the
+# memory the one before left in flight. Each 1 000-stream figure is compared with the
+# median of the 8-client steps of the same run, all of which are printed: when they differ
+# by more than a few percent the machine was not steady (use CS_ROUNDS).
+# iperf3 3.12 serves all streams of one process from one select() loop, whose cost per
+# byte grows with the streams per process: at 125, iperf3 took a quarter of this 2-vCPU
+# machine, 9-14 points of it select's own work (sock_poll, fdget, tcp_poll, wait-queue
+# locks; docs/benchmarks.md, session 18), CPU the measured method does not get. Compare
+# like with like, and with the kernel path's own ratios on the same generator (METHOD
+# `direct`: routing and MASQUERADE, no kubelan; 0.64-0.69 as 8 x 125 and 0.80-0.86 as
+# 40 x 25 on our 2-vCPU machines, but 1.11-1.18 as 100 x 10: the kernel itself does not
+# lose at 1 000 flows). For the multi-client steps it prints the aggregate (sum of the
+# clients' receiver sides) and the peak of the host's TCP memory (/proc/net/sockstat
+# `mem`, sampled each second; tcp_mem's pressure mark is the middle value of
+# /proc/sys/net/ipv4/tcp_mem). Quicker than bench/connect-load.sh's scale step (no ladder,
+# no kernel control), for before/after comparisons of one change: run it for both builds
+# one after the other, alternating.
+# CS_EXTRA="100x10 ..." adds splits to CS_SPLITS (the older name; both are read).
+# CS_ROUNDS=N (default 1) repeats the 8-flow step and the splits N times, then measures 8
+# flows once more: the ratios are of medians, for a machine whose speed drifts.
 # Everything is bounded (timeouts on every client and server); the harness is stopped by
 # SIGINT to its process group and its namespaces removed on exit.
 set -uo pipefail
@@ -31,7 +39,7 @@ METHOD=${2:-kubelan-connect}
 source "$(dirname "${BASH_SOURCE[0]}")/harness.inc"
 pb_preflight iperf3 jq ip setsid timeout
 TMP=$(mktemp -d /tmp/connect-streams.XXXXXX)
-cd "$PB_DIR"
+cd "$PB_DIR" || exit 1
 PB_EXTRA_METHODS="$REPO/bench/methods${PB_EXTRA_METHODS:+:$PB_EXTRA_METHODS}" KUBELAN_BIN=$BIN \
   setsid ./run.sh --hold "$METHOD" >"$TMP/hold.log" 2>&1 &
 H=$!
@@ -78,19 +86,51 @@ declare -A AGG
 ratio() { # ratio LABEL_A LABEL_B: AGG[A] / AGG[B]
   awk -v a="${AGG[$1]:-0}" -v b="${AGG[$2]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'
 }
-echo "connect-streams: $METHOD, $BIN, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) vCPU; tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem)"
-one "1 up"; one "1 down" -R
-many "8 up" 8 1; many "8 down" 8 1 -R
-many "1000 up" 8 125; many "1000 down" 8 125 -R
-many "1000/40 up" 40 25; many "1000/40 down" 40 25 -R
-echo "1000 / 8: up $(ratio '1000 up' '8 up'), down $(ratio '1000 down' '8 down');" \
-  "1000/40 / 8: up $(ratio '1000/40 up' '8 up'), down $(ratio '1000/40 down' '8 down')"
-# More splits of the 1 000 streams on request, e.g. CS_EXTRA="100x10" (clients x streams
-# each; at most 100 clients: ports 5202-5301).
-for split in ${CS_EXTRA:-}; do
+tcp_pages() { awk '/^TCP:/{print $NF}' /proc/net/sockstat; }
+BASE_MEM=$(tcp_pages)
+settle() { # waits (<= 30 s) until the TCP memory is within 8 MB of where the run started
+  local _
+  for _ in $(seq 30); do
+    [ "$(tcp_pages)" -le $((BASE_MEM + 2048)) ] && return
+    sleep 1
+  done
+  echo "  (TCP memory still at $(($(tcp_pages) * 4 / 1024)) MB after 30 s)"
+}
+SPLITS="${CS_SPLITS-8x125 40x25} ${CS_EXTRA:-}"
+for split in $SPLITS; do
   c=${split%x*} per=${split#*x}
-  [ "$c" -ge 1 ] && [ "$c" -le 100 ] && [ "$per" -ge 1 ] || { echo "CS_EXTRA: bad split $split" >&2; continue; }
-  many "$((c * per))/$c up" "$c" "$per"; many "$((c * per))/$c down" "$c" "$per" -R
-  echo "$((c * per))/$c / 8: up $(ratio "$((c * per))/$c up" '8 up'), down $(ratio "$((c * per))/$c down" '8 down')"
+  [[ $c =~ ^[0-9]+$ && $per =~ ^[0-9]+$ ]] && [ "$c" -ge 1 ] && [ "$c" -le 100 ] && [ "$per" -ge 1 ] ||
+    { echo "CS_SPLITS: bad split $split (CLIENTSxSTREAMS, at most 100 clients)" >&2; exit 2; }
+done
+ROUNDS=${CS_ROUNDS:-1}
+[[ $ROUNDS =~ ^[1-9][0-9]?$ ]] || { echo "CS_ROUNDS: a count from 1 to 99" >&2; exit 2; }
+echo "connect-streams: $METHOD, $BIN, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) vCPU; tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem); splits $SPLITS; $ROUNDS round(s)"
+declare -A ALL # label -> every aggregate of it in this run, space-separated
+step() { # LABEL CLIENTS STREAMS [iperf3 args]: settle, measure, keep the aggregate
+  local label=$1; shift
+  settle; many "$label" "$@"
+  ALL[$label]="${ALL[$label]:-} ${AGG[$label]}"
+}
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[++n] = $1 } END { if (!n) { print 0; exit }
+  printf "%.2f", n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'; }
+one "1 up"; one "1 down" -R
+# 8 flows before every round of splits and once more at the end, so each 1 000-flow figure
+# has an 8-flow figure on either side of it.
+for _ in $(seq "$ROUNDS"); do
+  step "8 up" 8 1; step "8 down" 8 1 -R
+  for split in $SPLITS; do
+    c=${split%x*} per=${split#*x}
+    step "$((c * per))/$c up" "$c" "$per"; step "$((c * per))/$c down" "$c" "$per" -R
+  done
+done
+step "8 up" 8 1; step "8 down" 8 1 -R
+for dir in up down; do
+  AGG["8 $dir"]=$(median <<<"${ALL["8 $dir"]}")
+  echo "8 $dir, every measurement:${ALL["8 $dir"]} Gbit/s; median ${AGG["8 $dir"]}"
+done
+for split in $SPLITS; do
+  c=${split%x*} per=${split#*x} l="$((c * per))/$c"
+  for dir in up down; do AGG["$l $dir"]=$(median <<<"${ALL["$l $dir"]}"); done
+  echo "$l / 8 (medians of this run): up $(ratio "$l up" '8 up') (${ALL["$l up"]# }), down $(ratio "$l down" '8 down') (${ALL["$l down"]# })"
 done
 rm -rf "$TMP"

@@ -27,7 +27,10 @@
 #
 # Environment (for debugging on a small lab): CLIENTS (default 50), DURATION (iperf3 -t,
 # default 10), LIMIT (whole run, seconds, default 1800), KEEP=DIR (copy the raw iperf3 JSON
-# and the gateway log there), GW_FLAGS (extra gateway arguments, e.g. -vv).
+# and the gateway log there), GW_FLAGS (extra gateway arguments, e.g. -vv), GW_MODE=node
+# (the kernel's path for reference: the office router routes the cluster prefixes to node1,
+# which runs `kubelan gateway --mode node`, forwarding and masquerading; same clients,
+# same rounds, so the lab's own spread under this load shows beside the tunnel's).
 #
 # Everything runs inside the lab's namespaces (the office route is set on the lab's office
 # router); every process is bounded by `timeout`, killed by PID on exit, and the lab is
@@ -41,11 +44,13 @@ ROUNDS=${1:-2}
 K=${2:-target/release/kubelan}
 CLIENTS=${CLIENTS:-50}
 DURATION=${DURATION:-10}
+GW_MODE=${GW_MODE:-tunnel}
 [[ $ROUNDS =~ ^[1-9][0-9]?$ ]] || { echo "ROUNDS: 1..99" >&2; exit 2; }
 if ! [[ $CLIENTS =~ ^[1-9][0-9]*$ ]] || [ "$CLIENTS" -lt 2 ] || [ "$CLIENTS" -gt 200 ]; then
   echo "CLIENTS: 2..200" >&2; exit 2
 fi
 [[ $DURATION =~ ^[1-9][0-9]?$ ]] || { echo "DURATION: 1..99 s" >&2; exit 2; }
+case $GW_MODE in tunnel | node) ;; *) echo "GW_MODE: tunnel or node" >&2; exit 2 ;; esac
 [ -x "$K" ] || { echo "build first: cargo build --release --locked -p kubelan" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "needs root (the lab)" >&2; exit 1; }
 for t in iperf3 jq awk timeout; do
@@ -54,6 +59,7 @@ done
 K=$(realpath "$K")
 name="bgf$(( $$ % 1000000 ))"
 GW_ADDR=172.16.1.10
+NODE1_ADDR=10.4.7.11 # node1's address on the office side (as bench/gateway.sh routes it)
 BASE_PORT=5200
 work=$(mktemp -d /tmp/kubelan-gwfair.XXXXXX)
 chmod 755 "$work"
@@ -120,20 +126,35 @@ done
 [ "${n:-0}" = $((CLIENTS + 1)) ] || { echo "iperf pod: ${n:-0} of $((CLIENTS + 1)) servers listening" >&2; exit 1; }
 echo "iperf3 pod $ip (node2): servers on ports $BASE_PORT..$last_port"
 
-for p in 172.17.16.0/20 172.17.32.0/23; do x office-router ip route replace "$p" via "$GW_ADDR"; done
 log=$work/gateway.log
-# shellcheck disable=SC2086 # GW_FLAGS: extra words, e.g. -vv
-"$K" lab exec --name "$name" gw -- kubelan gateway --mode tunnel --lan 172.16.0.0/18 --no-dns \
-  ${GW_FLAGS:-} >"$log" 2>&1 &
+if [ "$GW_MODE" = node ]; then
+  # The kernel's path, for reference: node1 forwards and masquerades, no kubelan in the
+  # way of the bytes.
+  for p in 172.17.16.0/20 172.17.32.0/23; do x office-router ip route replace "$p" via "$NODE1_ADDR"; done
+  # shellcheck disable=SC2086 # GW_FLAGS: extra words, e.g. -vv
+  "$K" lab exec --name "$name" node1 -- kubelan gateway --mode node --lan 172.16.0.0/18 --no-dns \
+    ${GW_FLAGS:-} >"$log" 2>&1 &
+  ready="gateway ready"
+else
+  for p in 172.17.16.0/20 172.17.32.0/23; do x office-router ip route replace "$p" via "$GW_ADDR"; done
+  # shellcheck disable=SC2086 # GW_FLAGS: extra words, e.g. -vv
+  "$K" lab exec --name "$name" gw -- kubelan gateway --mode tunnel --lan 172.16.0.0/18 --no-dns \
+    ${GW_FLAGS:-} >"$log" 2>&1 &
+  ready="✓ connected"
+fi
 gw_outer=$!
 bg+=("$gw_outer")
-for _ in $(seq 150); do grep -q "✓ connected" "$log" && break; sleep 0.2; done
-grep -q "✓ connected" "$log" || { cat "$log" >&2; echo "gateway did not connect" >&2; exit 1; }
+for _ in $(seq 150); do grep -q "$ready" "$log" && break; sleep 0.2; done
+grep -q "$ready" "$log" || { cat "$log" >&2; echo "gateway did not start" >&2; exit 1; }
 sleep 1
-redirect=$(x gw kubelan status --output json | jq -c '.redirect')
-echo "gateway on gw: redirect $redirect"
-[ "$(echo "$redirect" | jq -r .active)" = true ] ||
-  echo "WARNING: TCP is not redirected on the gateway: the numbers measure the userspace stack" >&2
+if [ "$GW_MODE" = tunnel ]; then
+  redirect=$(x gw kubelan status --output json | jq -c '.redirect')
+  echo "gateway on gw: redirect $redirect"
+  [ "$(echo "$redirect" | jq -r .active)" = true ] ||
+    echo "WARNING: TCP is not redirected on the gateway: the numbers measure the userspace stack" >&2
+else
+  echo "gateway on node1: --mode node (kernel forwarding)"
+fi
 # gwcpu: CPU seconds (user+system) the gateway process has used so far.
 gw_pid=$(pgrep -P "$gw_outer" | head -1 || true)
 gwcpu() {
@@ -249,14 +270,16 @@ for r in $(seq "$ROUNDS"); do
 done
 
 cpu1=$(gwcpu) t_rounds=$(( $(date +%s) - t_rounds ))
-status=$(x gw kubelan status --output json || echo '{}')
+gw_host=gw
+[ "$GW_MODE" = node ] && gw_host=node1
+status=$(x $gw_host kubelan status --output json || echo '{}')
 echo "$status" >"$work/gateway-status.json"
 kill "$gw_outer" 2>/dev/null || true
 for _ in $(seq 100); do kill -0 "$gw_outer" 2>/dev/null || break; sleep 0.1; done
 wait "$gw_outer" 2>/dev/null || true
 
 echo
-echo "## $CLIENTS LAN clients at once through \`kubelan gateway --mode tunnel\` (iperf3 -t $DURATION, Mbit/s per client)"
+echo "## $CLIENTS LAN clients at once through \`kubelan gateway --mode $GW_MODE\` (iperf3 -t $DURATION, Mbit/s per client)"
 echo
 cat "$summary"
 echo
@@ -287,9 +310,9 @@ else
   echo "Failed clients: none"
 fi
 echo
-echo "Gateway counters (kubelan status on gw, after all rounds):"
+echo "Gateway counters (kubelan status on $gw_host, after all rounds):"
 echo "$status" | jq -c '.counters // {}'
-echo "$status" | jq -c '{state, carriers, stack}' 2>/dev/null || true
+[ "$GW_MODE" = tunnel ] && { echo "$status" | jq -c '{state, carriers, stack}' 2>/dev/null || true; }
 echo "Gateway CPU: $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.1f", b - a }') s over the $t_rounds s of the rounds (pid $gw_pid)"
 warn=$(grep -aE '(^|[^A-Za-z])(WARN|ERROR)([^A-Za-z]|$)|warning:|error:' "$log" || true)
 if [ -n "$warn" ]; then
