@@ -36,6 +36,6 @@ pub use names::{
     AddressKind, ClusterNames, DEFAULT_DOMAIN, Lookup, QueryType, Record, RecordData, TTL,
 };
 pub use query::{Question, Screen, screen};
-pub use server::{Answer, answer, answer_tcp, forward_udp};
+pub use server::{Answer, RESEND_AFTER, answer, answer_tcp, forward_udp};
 pub use split::{Route, SplitZones};
 pub use watch::{WatchError, run_watchers};

@@ -280,8 +280,15 @@ fn encode(mut reply: Message, limit: usize) -> Vec<u8> {
     )
 }
 
-/// Relays `query` to `server` over UDP and returns its reply: one datagram is sent, then
-/// replies are read until one carries the query's ID, for at most `timeout` in all. A
+/// A query relayed over UDP and not answered within this long is sent again (the same
+/// datagram, from the same socket, so a late reply to the first still counts), until the
+/// caller's deadline: a datagram lost between us and the cluster's DNS would otherwise cost
+/// the client its whole lookup, as stub resolvers wait seconds before they ask again.
+pub const RESEND_AFTER: Duration = Duration::from_millis(700);
+
+/// Relays `query` to `server` over UDP and returns its reply: the datagram is sent, again
+/// every [`RESEND_AFTER`] while no reply came, and replies are read until one carries the
+/// query's ID, for at most `timeout` in all. A
 /// truncated reply (TC) is retried over TCP within the same time; if that fails the
 /// truncated reply is returned, and the client retries over TCP itself.
 ///
@@ -338,11 +345,21 @@ async fn udp_exchange(query: &[u8], id: [u8; 2], server: SocketAddr) -> io::Resu
     socket.connect(server).await?;
     socket.send(query).await?;
     let mut buf = vec![0u8; usize::from(u16::MAX)];
+    let mut resend = Instant::now() + RESEND_AFTER;
     loop {
-        let n = socket.recv(&mut buf).await?;
-        if is_reply(&buf[..n], id) {
-            buf.truncate(n);
-            return Ok(buf);
+        tokio::select! {
+            // `recv` is cancel-safe: a datagram is either returned or left queued.
+            got = socket.recv(&mut buf) => {
+                let n = got?;
+                if is_reply(&buf[..n], id) {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+            }
+            () = tokio::time::sleep_until(resend) => {
+                socket.send(query).await?;
+                resend += RESEND_AFTER;
+            }
         }
     }
 }

@@ -128,6 +128,11 @@ fn crash_child() {
                 // Ctrl-C in a terminal: SIGINT to the whole foreground process group. This
                 // child has no handler, so it dies as abruptly as with kill -9.
                 nix::sys::signal::killpg(nix::unistd::getpgrp(), nix::sys::signal::SIGINT).unwrap();
+                // The kernel may hand the signal to another of this process's threads,
+                // which acts on it only when next scheduled: give it that time, so the
+                // SIGKILL below does not come first (the test would then fail on the
+                // wrong signal).
+                std::thread::sleep(std::time::Duration::from_secs(10));
             }
         }),
         other => panic!("unknown child mode {other}"),

@@ -1,4 +1,6 @@
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
@@ -362,6 +364,52 @@ async fn forward_udp_times_out() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+}
+
+#[tokio::test]
+async fn forward_udp_sends_again_when_a_datagram_is_lost() {
+    // The server loses every first copy of a query and answers the second.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    let server = udp_upstream(move |q| {
+        if count.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            Vec::new()
+        } else {
+            vec![fake_reply(q, 0)]
+        }
+    })
+    .await;
+    let q = query("example.com.", RecordType::A);
+    let started = std::time::Instant::now();
+    let r = forward_udp(&q, server, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(r, fake_reply(&q, 0));
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    assert!(started.elapsed() >= RESEND_AFTER);
+
+    // Bounded by the deadline: within 200 ms the query goes out once, and then no more.
+    seen.store(0, Ordering::SeqCst);
+    let silent = udp_upstream({
+        let seen = seen.clone();
+        move |_| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Vec::new()
+        }
+    })
+    .await;
+    let e = forward_udp(&q, silent, Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    tokio::time::sleep(RESEND_AFTER * 2).await;
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    // Over two seconds: sent at 0, 0.7 and 1.4 s.
+    let e = forward_udp(&q, silent, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(seen.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test]
