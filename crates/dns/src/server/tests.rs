@@ -372,7 +372,7 @@ async fn forward_udp_sends_again_when_a_datagram_is_lost() {
     let seen = Arc::new(AtomicUsize::new(0));
     let count = seen.clone();
     let server = udp_upstream(move |q| {
-        if count.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+        if count.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
             Vec::new()
         } else {
             vec![fake_reply(q, 0)]
