@@ -21,13 +21,19 @@
 # like with like, and with the kernel path's own ratios on the same generator (METHOD
 # `direct`: routing and MASQUERADE, no kubelan; 0.64-0.69 as 8 x 125 and 0.80-0.86 as
 # 40 x 25 on our 2-vCPU machines, but 1.11-1.18 as 100 x 10: the kernel itself does not
-# lose at 1 000 flows). For the multi-client steps it prints the aggregate (sum of the
+# lose at 1 000 flows), or METHOD `relay-floor` (two HAProxy relays, no crypto, no mux:
+# what terminating TCP twice in user space keeps at 1 000 flows). For the multi-client steps it prints the aggregate (sum of the
 # clients' receiver sides) and the peak of the host's TCP memory (/proc/net/sockstat
 # `mem`, sampled each second; tcp_mem's pressure mark is the middle value of
 # /proc/sys/net/ipv4/tcp_mem). Quicker than bench/connect-load.sh's scale step (no ladder,
 # no kernel control), for before/after comparisons of one change: run it for both builds
 # one after the other, alternating.
 # CS_EXTRA="100x10 ..." adds splits to CS_SPLITS (the older name; both are read).
+# CS_IPERF="-w 128K" adds words to every multi-client iperf3 command (e.g. fixed socket
+# buffers for the applications' own sockets, whose send queues otherwise grow with the
+# host's congestion control: about 1.5 MB per bulk sender under BBR), or "-C cubic" (the
+# namespaces inherit the machine's default congestion control, BBR on some of ours, and
+# may not change it: cubic is then allowed per socket only).
 # CS_ROUNDS=N (default 1) repeats the 8-flow step and the splits N times, then measures 8
 # flows once more: the ratios are of medians, for a machine whose speed drifts.
 # Everything is bounded (timeouts on every client and server); the harness is stopped by
@@ -40,6 +46,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/harness.inc"
 pb_preflight iperf3 jq ip setsid timeout
 TMP=$(mktemp -d /tmp/connect-streams.XXXXXX)
 cd "$PB_DIR" || exit 1
+POD_IP=10.211.0.2 HOST=10.211.0.2 PORT_ADD=0
+if [ "$METHOD" = relay-floor ]; then
+  # Two HAProxy relays, the floor of any design that terminates TCP twice: the laptop's
+  # clients dial 127.0.0.1:1xxxx, which the method maps to the pod's port xxxx.
+  export RF_PORTS=5202-5301
+  HOST=127.0.0.1 PORT_ADD=10000
+fi
 PB_EXTRA_METHODS="$REPO/bench/methods${PB_EXTRA_METHODS:+:$PB_EXTRA_METHODS}" KUBELAN_BIN=$BIN \
   setsid ./run.sh --hold "$METHOD" >"$TMP/hold.log" 2>&1 &
 H=$!
@@ -51,12 +64,11 @@ trap cleanup EXIT
 for _ in $(seq 120); do grep -q -i "holding\|Ctrl-C" "$TMP/hold.log" && break; sleep 1; done
 grep -q -i "holding\|Ctrl-C" "$TMP/hold.log" || { echo "the method did not come up: $TMP/hold.log" >&2; exit 1; }
 sleep 2
-POD_IP=10.211.0.2
 one() { # LABEL [iperf3 args]
   local label=$1; shift
   ip netns exec pb-pod timeout 30 iperf3 -s -1 -B $POD_IP -p 5301 >/dev/null 2>&1 & local s=$!
   sleep 0.5
-  ip netns exec pb-lap timeout 25 iperf3 -c $POD_IP -p 5301 -t 5 "$@" -J >"$TMP/one.json" 2>&1
+  ip netns exec pb-lap timeout 25 iperf3 -c $HOST -p $((5301 + PORT_ADD)) -t 5 "$@" -J >"$TMP/one.json" 2>&1
   wait $s
   printf '%-10s %6.2f Gbit/s\n' "$label" "$(jq -r '(.end.sum_received.bits_per_second // 0)/1e9' "$TMP/one.json")"
 }
@@ -69,7 +81,8 @@ many() { # LABEL CLIENTS STREAMS_PER_CLIENT [iperf3 args]
   done
   sleep 1
   for p in $(seq 5202 $last); do
-    ip netns exec pb-lap timeout 40 iperf3 -c $POD_IP -p $p -P "$per" -t 10 "$@" -J >"$TMP/c-$p.json" 2>&1 & pids+=($!)
+    # shellcheck disable=SC2086 # CS_IPERF: extra words for every client
+    ip netns exec pb-lap timeout 40 iperf3 -c $HOST -p $((p + PORT_ADD)) -P "$per" -t 10 ${CS_IPERF:-} "$@" -J >"$TMP/c-$p.json" 2>&1 & pids+=($!)
   done
   for _ in $(seq 10); do
     sleep 1
@@ -104,7 +117,7 @@ for split in $SPLITS; do
 done
 ROUNDS=${CS_ROUNDS:-1}
 [[ $ROUNDS =~ ^[1-9][0-9]?$ ]] || { echo "CS_ROUNDS: a count from 1 to 99" >&2; exit 2; }
-echo "connect-streams: $METHOD, $BIN, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) vCPU; tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem); splits $SPLITS; $ROUNDS round(s)"
+echo "connect-streams: $METHOD, $BIN, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) vCPU; $(ip netns exec pb-lap sysctl -n net.ipv4.tcp_congestion_control); tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem); splits $SPLITS; $ROUNDS round(s)"
 declare -A ALL # label -> every aggregate of it in this run, space-separated
 step() { # LABEL CLIENTS STREAMS [iperf3 args]: settle, measure, keep the aggregate
   local label=$1; shift

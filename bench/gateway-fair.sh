@@ -30,7 +30,9 @@
 # and the gateway log there), GW_FLAGS (extra gateway arguments, e.g. -vv), GW_MODE=node
 # (the kernel's path for reference: the office router routes the cluster prefixes to node1,
 # which runs `kubelan gateway --mode node`, forwarding and masquerading; same clients,
-# same rounds, so the lab's own spread under this load shows beside the tunnel's).
+# same rounds, so the lab's own spread under this load shows beside the tunnel's),
+# GW_IPERF (extra words for every iperf3 client, e.g. "-C cubic": the lab's namespaces
+# inherit the machine's congestion control, BBR on some of ours).
 #
 # Everything runs inside the lab's namespaces (the office route is set on the lab's office
 # router); every process is bounded by `timeout`, killed by PID on exit, and the lab is
@@ -171,7 +173,7 @@ clients() {
   for i in $(seq "$CLIENTS"); do
     # Each client writes its PID, waits (≤ 60 s) for the go-file, notes its start time,
     # then becomes `timeout 60 iperf3 ...`.
-    # shellcheck disable=SC2016
+    # shellcheck disable=SC2016,SC2086 # GW_IPERF: extra words
     "$K" lab exec --name "$name" "pc$i" -- sh -c '
       d=$1 c=$2; shift 2
       echo $$ >"$d/pc$c.pid"
@@ -179,7 +181,7 @@ clients() {
       until [ -e "$d/go" ]; do n=$((n + 1)); [ $n -le 600 ] || exit 3; sleep 0.1; done
       date +%s.%N >"$d/pc$c.start"
       exec timeout 60 "$@"' sh "$rdir" "$i" \
-      iperf3 -c "$ip" -p $((BASE_PORT + i)) -t "$DURATION" -J "$@" \
+      iperf3 -c "$ip" -p $((BASE_PORT + i)) -t "$DURATION" -J ${GW_IPERF:-} "$@" \
       >"$rdir/pc$i.json" 2>"$rdir/pc$i.err" &
     outer+=("$!")
     bg+=("$!")
@@ -246,8 +248,9 @@ stats() {
 reference() {
   local round=$1; shift
   local f=$work/r$round-ref$*.json
+  # shellcheck disable=SC2086 # GW_IPERF: extra words
   timeout 90 "$K" lab exec --name "$name" pc1 -- timeout 60 iperf3 -c "$ip" -p $BASE_PORT \
-    -t "$DURATION" -P 8 -J "$@" >"$f" 2>/dev/null || true
+    -t "$DURATION" -P 8 -J ${GW_IPERF:-} "$@" >"$f" 2>/dev/null || true
   mbps "$f"
 }
 

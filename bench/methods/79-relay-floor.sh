@@ -28,11 +28,19 @@ rf_config() { # rf_config BIND_HOST TARGET_HOST PAIRS... (PAIR = listen:target)
 
 m_setup() {
   settle_pod_timewait
+  # bench/connect-streams.sh asks for its iperf3 ports too (RF_PORTS="5202-5301"): laptop
+  # 1xxxx -> gateway 2xxxx -> pod xxxx, as for the harness's own ports.
+  local extra_gw=() extra_lap=() q
+  if [[ ${RF_PORTS:-} =~ ^([0-9]{4})-([0-9]{4})$ ]]; then
+    for q in $(seq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"); do
+      extra_gw+=("2$q:$q") extra_lap+=("1$q:2$q")
+    done
+  fi
   M_VERSION="$(haproxy -v 2>/dev/null | sed -n '1s/^HAProxy version \([^ ]*\).*/HAProxy \1/p'), nbthread 1 per hop"
   rf_config "$GW_LAP_IP" "$POD_IP" 28080:$HTTP_PORT 25201:$IPERF_PORT 29000:$SINK_PORT 29001:$SOURCE_PORT \
-    >"$STATE/relay-floor-gw.cfg"
+    "${extra_gw[@]}" >"$STATE/relay-floor-gw.cfg"
   rf_config 127.0.0.1 "$GW_LAP_IP" 18080:28080 15201:25201 19000:29000 19001:29001 \
-    >"$STATE/relay-floor-lap.cfg"
+    "${extra_lap[@]}" >"$STATE/relay-floor-lap.cfg"
   spawn $GW relay-floor-gw haproxy -db -f "$STATE/relay-floor-gw.cfg"
   local gw=$LAST_PID
   spawn $LAP relay-floor-lap haproxy -db -f "$STATE/relay-floor-lap.cfg"
