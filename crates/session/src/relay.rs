@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use kubelan_proto::{ErrorKind, FlowError, Frame};
@@ -622,11 +622,7 @@ where
     let mut tcp = ResetUnlessDone::new(tcp);
     let moved = match shares {
         Some(shares) => {
-            let mut edge = EdgeTcp {
-                tcp: tcp.get_mut(),
-                shares,
-                applied: EDGE_RECV_BUFFER,
-            };
+            let mut edge = EdgeTcp::new(tcp.get_mut(), shares);
             copy_metered(&mut edge, &mut conn, meter).await
         }
         None => copy_metered(tcp.get_mut(), &mut conn, meter).await,
@@ -758,27 +754,31 @@ impl Drop for ResetUnlessDone {
     }
 }
 
-/// Receive buffer (as asked of the kernel, which doubles it) of the TCP sockets at a
-/// relay's edges while few flows are open: the connections `connect` and the gateway accept
-/// from their clients, and the ones the agent dials to pods. One flow through connect on
-/// the lab needs about this much: its reader is a busy process, so the window must cover
-/// more than the path's round trip (128 KiB cost a single flow 28 %). With many flows each
-/// socket gets a share of [`EDGE_BUDGET`] instead ([`edge_recv_buffer`]).
+/// Share of the TCP sockets at a relay's edges while few flows are open (their receive
+/// buffer as asked of the kernel, and a window cap from it: [`edge_window_clamp`]), and
+/// the receive buffer their listener or dial starts them with, which sets their window
+/// scale: the connections `connect` and the gateway accept from their clients, and the
+/// ones the agent dials to pods. One flow through connect on the lab needs about this
+/// much: its reader is a busy process, so the window must cover more than the path's round
+/// trip (128 KiB cost a single flow 28 %). With many flows each socket gets a share of
+/// [`EDGE_BUDGET`] instead ([`edge_share`]), and a young one no more than
+/// [`EDGE_MIN_SHARE`] ([`EDGE_YOUNG`]).
 pub const EDGE_RECV_BUFFER: u32 = 512 * 1024;
 
-/// What the receive buffers of one process's edge sockets may add up to (as asked of the
-/// kernel). Those sockets are read only as fast as the shared carrier goes, so whatever
-/// the kernel lets them buffer beyond that is queue, not speed — and the queue of one flow
-/// is wait for all the others. With the kernel's autotuning (up to `tcp_rmem`'s maximum,
-/// 32 MiB on our machines) 1 000 bulk flows filled 1.3 GB of socket buffers, the host
-/// passed `tcp_mem`'s pressure mark, and under pressure Linux cuts every socket's window
-/// to a few segments — the carrier's too, which then stalled while the CPUs idled. A fixed
+/// What the shares of one process's edge sockets may add up to (each socket's window is
+/// capped at 1.25× its share: [`edge_window_clamp`]). Those sockets are read only as fast
+/// as the shared carrier goes, so whatever the kernel lets them buffer beyond that is
+/// queue, not speed — and the queue of one flow is wait for all the others. With the
+/// kernel's autotuning (up to `tcp_rmem`'s maximum, 32 MiB on our machines) 1 000 bulk
+/// flows filled 1.3 GB of socket buffers, the host passed `tcp_mem`'s pressure mark, and
+/// under pressure Linux cuts every socket's window to a few segments — the carrier's too,
+/// which then stalled while the CPUs idled. A fixed
 /// 512 KiB per socket (together with the clients' send buffers, see [`EDGE_MSS`]) still
 /// reached the mark at 1 000 flows and let 50 LAN clients' shares drift apart (max/min
 /// 1.7); a fixed 128 KiB was fair but slow for one flow. See docs/benchmarks.md.
 pub const EDGE_BUDGET: usize = 8 * 1024 * 1024;
 
-/// Smallest receive buffer an edge socket is given, however many flows are open (from 129
+/// Smallest share an edge socket is given, however many flows are open (from 129
 /// flows on, so it takes over from the budget there). Each read of an edge socket, and
 /// each wake-up of its relay, costs about the same however few bytes it brings: with
 /// 16 KiB, 1 000 bulk flows through connect spent 3× the CPU per byte of 8 flows outside
@@ -786,32 +786,41 @@ pub const EDGE_BUDGET: usize = 8 * 1024 * 1024;
 /// 64 KiB they move 3.6–4.1 (docs/benchmarks.md, session 17). The host's TCP memory at
 /// 1 000 flows rises with it (0.65–0.97 → 1.2–1.37 GB here, mostly the clients' own send
 /// buffers following the larger windows), still under `tcp_mem`'s pressure mark.
-pub const EDGE_MIN_RECV_BUFFER: u32 = 64 * 1024;
+pub const EDGE_MIN_SHARE: u32 = 64 * 1024;
 
-/// The receive buffer each edge socket gets while `open` of them are open in this process:
+/// For this long after it opens, an edge socket gets no more than [`EDGE_MIN_SHARE`]
+/// as its share, whatever the budget allows. Flows come in bursts (a test suite, 50 LAN
+/// PCs at 9 o'clock, `iperf3 -P 128`): the first sockets of a burst saw few others open
+/// and took the full 512 KiB, their senders' windows and congestion windows grew to it
+/// within a millisecond on a local path, and when the burst had arrived and their share
+/// fell to 64 KiB the kernel dropped what those windows had already let in. A single
+/// flow loses nothing measurable (its first 100 ms at an 80 KB window).
+pub const EDGE_YOUNG: Duration = Duration::from_millis(100);
+
+/// The share each edge socket gets while `open` of them are open in this process:
 /// [`EDGE_RECV_BUFFER`] while [`EDGE_BUDGET`] covers that for all, else an equal share of
 /// the budget, rounded down to a power of two (sockets are told again only when the share
-/// halves or doubles) and never below [`EDGE_MIN_RECV_BUFFER`].
-pub fn edge_recv_buffer(open: usize) -> u32 {
+/// halves or doubles) and never below [`EDGE_MIN_SHARE`].
+pub fn edge_share(open: usize) -> u32 {
     let share = EDGE_BUDGET / open.max(1);
     if share >= EDGE_RECV_BUFFER as usize {
         return EDGE_RECV_BUFFER;
     }
     let pow2 = 1usize << (usize::BITS - 1 - share.max(1).leading_zeros());
-    (pow2 as u32).max(EDGE_MIN_RECV_BUFFER)
+    (pow2 as u32).max(EDGE_MIN_SHARE)
 }
 
-/// The cap on the window of an edge socket whose receive buffer is `recv_buffer` (as asked
-/// of the kernel, see [`edge_recv_buffer`]; `TCP_WINDOW_CLAMP`): about the window the kernel
-/// itself advertises for a full buffer of that size (79 KB for 64 KiB asked, with 1448-byte
-/// segments), so the cap takes from a socket only what it kept from a bigger share. A
-/// smaller buffer alone does not take that back: the kernel keeps the threshold the window
-/// grew to (`rcv_ssthresh`). Of 50 LAN clients downloading through one gateway, the first
-/// few to start kept windows of up to 117 KB against the others' 79 KB and got 1.2–2.4×
-/// their throughput (docs/benchmarks.md, session 21). A cap at the size asked (64 KiB, below
+/// The cap on the window of an edge socket whose share is `share` ([`edge_share`];
+/// `TCP_WINDOW_CLAMP`): about the window the kernel itself advertises for a receive buffer
+/// of that size (79 KB for 64 KiB asked, with 1448-byte segments), so the cap takes from a
+/// socket only what it kept from a bigger share. A smaller buffer alone does not take that
+/// back: the kernel keeps the threshold the window grew to (`rcv_ssthresh`). Of 50 LAN
+/// clients downloading through one gateway, the first few to start kept windows of up to
+/// 117 KB against the others' 79 KB and got 1.2–2.4× their throughput
+/// (docs/benchmarks.md, session 21). A cap at the size asked (64 KiB, below
 /// what the kernel gives anyway) was far worse: a third of the flows ran at half speed.
-pub fn edge_window_clamp(recv_buffer: u32) -> u32 {
-    recv_buffer.saturating_add(recv_buffer / 4)
+pub fn edge_window_clamp(share: u32) -> u32 {
+    share.saturating_add(share / 4)
 }
 
 /// Maximum segment size a redirect listener announces to the clients it accepts: an
@@ -847,9 +856,9 @@ impl EdgeShares {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// The receive buffer each socket should have now.
+    /// The share each socket should have now (its receive buffer, as asked).
     pub fn share(&self) -> u32 {
-        edge_recv_buffer(self.open())
+        edge_share(self.open())
     }
 
     fn join(&self) -> EdgeSeat<'_> {
@@ -867,32 +876,64 @@ impl Drop for EdgeSeat<'_> {
     }
 }
 
-/// An edge socket that keeps its receive buffer at its share: looked at before every read
-/// (one atomic load), told the kernel only when the share changed. Windows already
-/// advertised are kept by the kernel; the next ones follow the new size, so a socket
-/// opened while few flows ran gives up its big window as others arrive, and gets it back
-/// as they leave (its window scale was set when it opened at [`EDGE_RECV_BUFFER`]).
-///
-/// With the buffer goes a cap on the socket's window ([`edge_window_clamp`]).
+/// An edge socket that keeps its buffer and window cap at its share: looked at before
+/// every read (one atomic load, and a clock read while the socket is young), told the
+/// kernel only when the share changed. Windows already advertised are kept by the kernel;
+/// the next ones follow the new cap, so a socket opened while few flows ran gives up its
+/// big window as others arrive, and gets it back as they leave (its window scale was set
+/// when it opened at [`EDGE_RECV_BUFFER`]).
 struct EdgeTcp<'a> {
     tcp: &'a mut TcpStream,
     shares: &'a EdgeShares,
+    /// The share last told the kernel: a young one at first ([`edge_opened`]).
     applied: u32,
+    /// Until when the socket is young (see [`EDGE_YOUNG`]); `None` once it is not.
+    young_until: Option<Instant>,
 }
 
-impl EdgeTcp<'_> {
-    fn retune(&mut self) {
-        let want = self.shares.share();
-        if want != self.applied {
-            self.applied = want;
-            if let Err(e) = socket2::SockRef::from(&*self.tcp).set_recv_buffer_size(want as usize) {
-                tracing::debug!("cannot resize an edge socket's receive buffer: {e}");
-            }
-            if let Err(e) = kubelan_sys::set_tcp_window_clamp(&*self.tcp, edge_window_clamp(want)) {
-                tracing::debug!("cannot cap an edge socket's window: {e}");
-            }
+impl<'a> EdgeTcp<'a> {
+    fn new(tcp: &'a mut TcpStream, shares: &'a EdgeShares) -> EdgeTcp<'a> {
+        EdgeTcp {
+            tcp,
+            shares,
+            applied: EDGE_MIN_SHARE,
+            young_until: Some(Instant::now() + EDGE_YOUNG),
         }
     }
+
+    fn retune(&mut self) {
+        let mut want = self.shares.share();
+        if let Some(until) = self.young_until {
+            if Instant::now() < until {
+                want = want.min(EDGE_MIN_SHARE);
+            } else {
+                self.young_until = None;
+            }
+        }
+        if want != self.applied {
+            self.applied = want;
+            apply_share(self.tcp, want);
+        }
+    }
+}
+
+/// Tells the kernel a socket's share: its receive buffer (as asked; the kernel doubles
+/// it) and the cap on its window ([`edge_window_clamp`]).
+fn apply_share(tcp: &TcpStream, share: u32) {
+    if let Err(e) = socket2::SockRef::from(tcp).set_recv_buffer_size(share as usize) {
+        tracing::debug!("cannot resize an edge socket's receive buffer: {e}");
+    }
+    if let Err(e) = kubelan_sys::set_tcp_window_clamp(tcp, edge_window_clamp(share)) {
+        tracing::debug!("cannot cap an edge socket's window: {e}");
+    }
+}
+
+/// Gives a socket that has just joined a relay's edge (accepted from a redirect listener,
+/// or dialled by [`dial_edge`]) the share of a young socket ([`EDGE_YOUNG`]) at once,
+/// before any byte is relayed: data that arrives while the flow is still being set up
+/// would otherwise be let in under the listener's full window.
+pub fn edge_opened(tcp: &TcpStream) {
+    apply_share(tcp, EDGE_MIN_SHARE);
 }
 
 impl AsyncRead for EdgeTcp<'_> {
@@ -947,8 +988,9 @@ impl RelayEnd for EdgeTcp<'_> {
 }
 
 /// [`relay_tcp_metered`] for a socket at a relay's edge (accepted by a listener or dialled
-/// with [`EDGE_RECV_BUFFER`], e.g. by [`dial_edge`]): while it runs, the socket counts in
-/// [`EDGES`] and its receive buffer follows its share ([`edge_recv_buffer`]).
+/// with [`EDGE_RECV_BUFFER`], and given its young share with [`edge_opened`] right after,
+/// as [`dial_edge`] does): while it runs, the socket counts in [`EDGES`] and its buffer and
+/// window cap follow its share ([`edge_share`]).
 ///
 /// # Errors
 ///
@@ -977,8 +1019,8 @@ where
     relay_guarded(tcp, conn, meter, Some(shares)).await
 }
 
-/// Dials `addr` with [`EDGE_RECV_BUFFER`] (its window scale follows from it); relay it
-/// with [`relay_edge`].
+/// Dials `addr` with [`EDGE_RECV_BUFFER`] (its window scale follows from it), then gives
+/// the socket its young share ([`edge_opened`]); relay it with [`relay_edge`].
 ///
 /// # Errors
 ///
@@ -990,7 +1032,9 @@ pub async fn dial_edge(addr: SocketAddr) -> io::Result<tokio::net::TcpStream> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_recv_buffer_size(EDGE_RECV_BUFFER)?;
-    socket.connect(addr).await
+    let tcp = socket.connect(addr).await?;
+    edge_opened(&tcp);
+    Ok(tcp)
 }
 
 /// A failed dial of `addr`, typed for the flow's other end.
@@ -1628,73 +1672,82 @@ mod tests {
     /// below the floor; more flows never get more each.
     #[test]
     fn edge_sockets_share_the_budget() {
-        assert_eq!(edge_recv_buffer(0), EDGE_RECV_BUFFER);
-        assert_eq!(edge_recv_buffer(1), EDGE_RECV_BUFFER);
-        assert_eq!(edge_recv_buffer(16), EDGE_RECV_BUFFER);
-        assert_eq!(edge_recv_buffer(17), 256 * 1024);
-        assert_eq!(edge_recv_buffer(50), 128 * 1024);
-        assert_eq!(edge_recv_buffer(128), 64 * 1024);
-        assert_eq!(edge_recv_buffer(129), EDGE_MIN_RECV_BUFFER);
-        assert_eq!(edge_recv_buffer(1000), EDGE_MIN_RECV_BUFFER);
-        assert_eq!(edge_recv_buffer(usize::MAX), EDGE_MIN_RECV_BUFFER);
+        assert_eq!(edge_share(0), EDGE_RECV_BUFFER);
+        assert_eq!(edge_share(1), EDGE_RECV_BUFFER);
+        assert_eq!(edge_share(16), EDGE_RECV_BUFFER);
+        assert_eq!(edge_share(17), 256 * 1024);
+        assert_eq!(edge_share(50), 128 * 1024);
+        assert_eq!(edge_share(128), 64 * 1024);
+        assert_eq!(edge_share(129), EDGE_MIN_SHARE);
+        assert_eq!(edge_share(1000), EDGE_MIN_SHARE);
+        assert_eq!(edge_share(usize::MAX), EDGE_MIN_SHARE);
         let mut last = EDGE_RECV_BUFFER;
         for open in 1..5000 {
-            let b = edge_recv_buffer(open);
+            let b = edge_share(open);
             assert!(b <= last && b.is_power_of_two(), "{open}: {b}");
-            let floor = open * EDGE_MIN_RECV_BUFFER as usize;
+            let floor = open * EDGE_MIN_SHARE as usize;
             assert!(open * b as usize <= EDGE_BUDGET.max(floor), "{open}: {b}");
             last = b;
         }
     }
 
     /// An edge socket's receive buffer and the cap on its window follow its share as flows
-    /// come and go, and the count of open edge sockets is right again after the relay ended.
+    /// come and go, a young socket gets no more than the floor, and the count of open edge
+    /// sockets is right again after the relay ended.
     #[tokio::test]
     async fn an_edge_sockets_buffer_follows_its_share() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut tcp = dial_edge(addr).await.unwrap();
         let (mut peer, _) = listener.accept().await.unwrap();
+        // The kernel doubles the buffer it is asked for (its bookkeeping), after capping
+        // it at `rmem_max` (212 992 on many hosts).
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(usize::MAX);
         let rcvbuf = |tcp: &TcpStream| socket2::SockRef::from(tcp).recv_buffer_size().unwrap();
-        let born = rcvbuf(&tcp);
+        let clamp = |tcp: &TcpStream| kubelan_sys::tcp_window_clamp(tcp).unwrap();
+        let holds = |tcp: &TcpStream, share: u32| {
+            let asked = (share as usize).min(rmem_max);
+            assert_eq!(rcvbuf(tcp), 2 * asked, "buffer for {share}");
+            assert_eq!(
+                clamp(tcp),
+                edge_window_clamp(share),
+                "window cap for {share}"
+            );
+        };
+        // Dialled: young from the start, before any read.
+        holds(&tcp, EDGE_MIN_SHARE);
+
         let shares = EdgeShares::new();
-        let others: Vec<_> = (0..99).map(|_| shares.join()).collect();
         let _mine = shares.join();
-        assert_eq!(shares.share(), 64 * 1024);
+        assert_eq!(shares.share(), EDGE_RECV_BUFFER);
         let mut buf = [0u8; 8];
         {
-            let mut edge = EdgeTcp {
-                tcp: &mut tcp,
-                shares: &shares,
-                applied: EDGE_RECV_BUFFER,
+            let mut edge = EdgeTcp::new(&mut tcp, &shares);
+            let mut read_one = async |edge: &mut EdgeTcp<'_>| {
+                peer.write_all(b"a").await.unwrap();
+                edge.read_exact(&mut buf[..1]).await.unwrap();
             };
-            peer.write_all(b"a").await.unwrap();
-            edge.read_exact(&mut buf[..1]).await.unwrap();
+            // Alone, but young: the floor.
+            read_one(&mut edge).await;
+            holds(edge.tcp, EDGE_MIN_SHARE);
+            // Grown up: the whole share.
+            std::thread::sleep(EDGE_YOUNG);
+            read_one(&mut edge).await;
+            assert_eq!(edge.young_until, None);
+            holds(edge.tcp, EDGE_RECV_BUFFER);
+            // 99 others come: a hundredth of the budget, rounded down to a power of two.
+            let others: Vec<_> = (0..99).map(|_| shares.join()).collect();
+            assert_eq!(shares.share(), 64 * 1024);
+            read_one(&mut edge).await;
+            holds(edge.tcp, 64 * 1024);
+            // They leave: the full share again.
+            drop(others);
+            read_one(&mut edge).await;
+            holds(edge.tcp, EDGE_RECV_BUFFER);
         }
-        // The kernel doubles what it is asked for (its bookkeeping).
-        assert_eq!(rcvbuf(&tcp), 2 * 64 * 1024, "shrunk to the share");
-        let clamp = |tcp: &TcpStream| kubelan_sys::tcp_window_clamp(tcp).unwrap();
-        assert_eq!(
-            clamp(&tcp),
-            edge_window_clamp(64 * 1024),
-            "the window is capped to it"
-        );
-        drop(others);
-        {
-            let mut edge = EdgeTcp {
-                tcp: &mut tcp,
-                shares: &shares,
-                applied: 64 * 1024,
-            };
-            peer.write_all(b"b").await.unwrap();
-            edge.read_exact(&mut buf[..1]).await.unwrap();
-        }
-        assert_eq!(rcvbuf(&tcp), born, "back to the full buffer");
-        assert_eq!(
-            clamp(&tcp),
-            edge_window_clamp(EDGE_RECV_BUFFER),
-            "and the full window"
-        );
 
         // relay_edge counts its socket while it runs, and only then.
         let shares: &'static EdgeShares = Box::leak(Box::new(EdgeShares::new()));

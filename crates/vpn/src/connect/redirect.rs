@@ -221,6 +221,9 @@ impl Redirector {
             };
             match accepted {
                 Ok((tcp, peer)) => {
+                    // Before the flow's task runs: whatever the client sends meanwhile
+                    // comes in under a young socket's window, not the listener's.
+                    kubelan_session::relay::edge_opened(&tcp);
                     tokio::spawn(self.clone().relay(tcp, peer));
                 }
                 Err(e) => {
