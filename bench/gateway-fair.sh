@@ -21,9 +21,21 @@
 # is not in the measurement) with `iperf3 -c POD -p PORT -t DURATION -J`, upload; then the
 # same with `-R` (download); then the reference, pc1 alone with `-P 8`, up and down, through
 # the same gateway. Per direction and round it prints completed clients, min, median, max,
-# max/min of the per-client throughput (iperf3's receiver side), the aggregate, and the
-# spread of the clients' start times; then every client's numbers, the gateway's
-# `kubelan status` counters and any warning or error line of its log.
+# max/min of the per-client throughput (iperf3's receiver side), the same ratio without each
+# client's first second ("after 1 s": the clients' connections open over some tens of
+# milliseconds, and whoever is through its iperf3 handshake first has the path to itself
+# until the others are), the aggregate, and the spread of the clients' start times; then
+# every client's numbers, the gateway's `kubelan status` counters and any warning or error
+# line of its log.
+#
+# Latency under load: one more PC, `probe` (the address after the last client's), asks the
+# lab's `web` Service (HTTP, through the same gateway) one request at a time with curl, every
+# 0.1 s: for 3 s before the first round (idle), then from 1 s after each round's start
+# until 1 s before its end. Each request is a new connection, so what it measures is what a
+# user's new request waits while the office's bulk transfers fill the tunnel: the
+# connection's setup to the pod and the answer back, behind everyone else's bytes. Printed per
+# round and direction: requests, failures, and the time from connected to the first byte of
+# the answer (curl's time_starttransfer - time_connect), p50 / p90 / max in ms.
 #
 # Environment (for debugging on a small lab): CLIENTS (default 50), DURATION (iperf3 -t,
 # default 10), LIMIT (whole run, seconds, default 1800), KEEP=DIR (copy the raw iperf3 JSON
@@ -55,7 +67,7 @@ fi
 case $GW_MODE in tunnel | node) ;; *) echo "GW_MODE: tunnel or node" >&2; exit 2 ;; esac
 [ -x "$K" ] || { echo "build first: cargo build --release --locked -p kubelan" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "needs root (the lab)" >&2; exit 1; }
-for t in iperf3 jq awk timeout; do
+for t in iperf3 jq awk timeout curl; do
   command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }
 done
 K=$(realpath "$K")
@@ -96,6 +108,7 @@ x() { local host=$1; shift; timeout 120 "$K" lab exec --name "$name" "$host" -- 
   for i in $(seq "$CLIENTS"); do
     printf '[[office.pcs]]\nname = "pc%d"\naddress = "172.16.1.%d"\n' "$i" $((10 + i))
   done
+  printf '[[office.pcs]]\nname = "probe"\naddress = "172.16.1.%d"\n' $((11 + CLIENTS))
 } >"$work/lab.toml"
 t0=$(date +%s)
 timeout 600 "$K" lab up --name "$name" --config "$work/lab.toml" >/dev/null
@@ -127,6 +140,8 @@ for _ in $(seq 120); do
 done
 [ "${n:-0}" = $((CLIENTS + 1)) ] || { echo "iperf pod: ${n:-0} of $((CLIENTS + 1)) servers listening" >&2; exit 1; }
 echo "iperf3 pod $ip (node2): servers on ports $BASE_PORT..$last_port"
+web=$(x node1 kubectl get service web -o jsonpath='{.spec.clusterIP}')
+[ -n "$web" ] || { echo "the lab has no web Service" >&2; exit 1; }
 
 log=$work/gateway.log
 if [ "$GW_MODE" = node ]; then
@@ -164,6 +179,38 @@ gwcpu() {
   awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) / hz }' "/proc/$gw_pid/stat"
 }
 
+# --- the latency probe --------------------------------------------------------------------------
+# probe SECONDS DELAY OUT: after DELAY s, requests to http://$web/ from the probe PC, one at a
+# time, 0.1 s apart, for SECONDS s (at most 10 a second); one line per request in OUT:
+# "connect starttransfer" in seconds, or "fail". Bounded: each request by 5 s, the whole by
+# DELAY + SECONDS + 15 s.
+probe() {
+  local secs=$1 delay=$2 out=$3
+  # shellcheck disable=SC2016
+  timeout $((delay + secs + 15)) "$K" lab exec --name "$name" probe -- sh -c '
+    sleep "$1"
+    end=$(($(date +%s) + $2)) k=0
+    while [ $k -lt $(($2 * 10)) ] && [ "$(date +%s)" -lt $end ]; do
+      k=$((k + 1))
+      r=$(curl -s -o /dev/null --max-time 5 -w "%{time_connect} %{time_starttransfer}" "http://$3/") &&
+        echo "$r" || echo fail
+      sleep 0.1
+    done' sh "$delay" "$secs" "$web" >"$out" 2>/dev/null || true
+}
+
+# probe_row LABEL FILE: one row of the probe table.
+probe_row() {
+  awk -v l="$1" '
+    $1 == "fail" || NF < 2 { f++; next }
+    { v[++n] = ($2 - $1) * 1000 }
+    END {
+      if (n == 0) { printf "| %s | 0 | %d | - | - | - |\n", l, f; exit }
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+      p50 = v[int((n + 1) / 2)]; p90 = v[int(n * 0.9 + 0.999)]
+      printf "| %s | %d | %d | %.1f | %.1f | %.1f |\n", l, n + f, f + 0, p50, p90, v[n]
+    }' "$2"
+}
+
 # --- one round -------------------------------------------------------------------------------
 # clients DIR ROUND [iperf3 flags...]: all clients at once; raw JSON in $work/rROUND-DIR/.
 clients() {
@@ -191,6 +238,10 @@ clients() {
     sleep 0.1
   done
   touch "$rdir/go"
+  # The probe runs from 1 s after the start until about 1 s before the end.
+  probe $((DURATION > 3 ? DURATION - 2 : 1)) 1 "$rdir/probe.txt" &
+  outer+=("$!")
+  bg+=("$!")
   for i in "${outer[@]}"; do wait "$i" || true; done
   # These have exited: forget them.
   local keep=() p o
@@ -201,6 +252,14 @@ clients() {
   bg=("${keep[@]}")
 }
 
+# late FILE: Mbit/s of one iperf3 -J result without its first second (the client's own
+# intervals), or ERR.
+late() {
+  jq -r 'if (.error // "") != "" or (.intervals | length) < 2 then "ERR" else
+      (.intervals[1:] | (map(.sum.bytes) | add) * 8 / (map(.sum.seconds) | add) / 1e6 * 10 | floor / 10) end' \
+    "$1" 2>/dev/null | grep -E '^[0-9.]+$' || echo ERR
+}
+
 # mbps FILE: the receiver's Mbit/s of one iperf3 -J result, or ERR.
 mbps() {
   jq -r 'if (.error // "") != "" then "ERR" else (.end.sum_received.bits_per_second / 1e6 * 10 | floor / 10) end' \
@@ -208,8 +267,10 @@ mbps() {
 }
 
 summary=$work/summary.md
-echo '| round | direction | completed | min | median | max | max/min | aggregate | start spread | retransmits |' >"$summary"
-echo '|---|---|---|---|---|---|---|---|---|---|' >>"$summary"
+echo '| round | direction | completed | min | median | max | max/min | after 1 s | aggregate | start spread | retransmits |' >"$summary"
+echo '|---|---|---|---|---|---|---|---|---|---|---|' >>"$summary"
+probes=$work/probes.md
+: >"$probes"
 ref=$work/ref.md
 : >"$ref"
 
@@ -221,18 +282,20 @@ stats() {
     echo "$v" >"$rdir/pc$i.mbps"
     if [ "$v" = ERR ]; then errs=$((errs + 1)); else vals+=("$v"); fi
   done
-  local spread retr
+  local spread retr later
+  later=$(for i in $(seq "$CLIENTS"); do late "$rdir/pc$i.json"; done | grep -v ERR | sort -n |
+    awk 'NR == 1 { a = $1 } { b = $1 } END { if (a > 0) printf "%.2f", b / a; else print "-" }')
   spread=$(cat "$rdir"/pc*.start 2>/dev/null | sort -n | awk 'NR == 1 { a = $1 } { b = $1 } END { printf "%.2f s", b - a }')
   retr=$(cat "$rdir"/pc*.json 2>/dev/null | jq -s '[.[] | .end.sum_sent.retransmits // 0] | add' 2>/dev/null || echo "?")
   printf '%s\n' "${vals[@]}" | sort -n | awk -v r="$round" -v d="$dir" -v n="$CLIENTS" \
-    -v ok="${#vals[@]}" -v s="$spread" -v rt="$retr" '
+    -v ok="${#vals[@]}" -v s="$spread" -v rt="$retr" -v lt="$later" '
     NF { a[++k] = $1; sum += $1 }
     END {
-      if (k == 0) { printf "| %s | %s | 0/%d | - | - | - | - | - | %s | %s |\n", r, d, n, s, rt; exit }
+      if (k == 0) { printf "| %s | %s | 0/%d | - | - | - | - | - | - | %s | %s |\n", r, d, n, s, rt; exit }
       med = (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
       ratio = (a[1] > 0) ? sprintf("%.2f", a[k] / a[1]) : "inf"
-      printf "| %s | %s | %d/%d | %.1f | %.1f | %.1f | **%s** | %.0f Mbit/s | %s | %s |\n",
-        r, d, ok, n, a[1], med, a[k], ratio, sum, s, rt
+      printf "| %s | %s | %d/%d | %.1f | %.1f | %.1f | **%s** | %s | %.0f Mbit/s | %s | %s |\n",
+        r, d, ok, n, a[1], med, a[k], ratio, lt, sum, s, rt
     }' >>"$summary"
   if [ "$errs" -gt 0 ]; then
     for i in $(seq "$CLIENTS"); do
@@ -242,6 +305,7 @@ stats() {
         "$(head -c 300 "$rdir/pc$i.err")" >>"$work/failures.txt"
     done
   fi
+  probe_row "$round $dir" "$rdir/probe.txt" >>"$probes"
 }
 
 # reference ROUND [flags]: pc1 alone, -P 8.
@@ -254,6 +318,9 @@ reference() {
   mbps "$f"
 }
 
+echo "probe: requests to http://$web/ (web Service) for 3 s with the tunnel idle"
+probe 3 0 "$work/probe-idle.txt"
+probe_row "idle" "$work/probe-idle.txt" >>"$probes"
 cpu0=$(gwcpu) t_rounds=$(date +%s)
 for r in $(seq "$ROUNDS"); do
   echo "round $r: $CLIENTS clients up"
@@ -291,6 +358,13 @@ echo
 echo '| round | up | down |'
 echo '|---|---|---|'
 cat "$ref"
+echo
+echo "Latency under load: new HTTP requests to the web Service from the probe PC during the"
+echo "rounds (connected to first byte of the answer, ms):"
+echo
+echo '| round | requests | failed | p50 | p90 | max |'
+echo '|---|---|---|---|---|---|'
+cat "$probes"
 echo
 echo "Per client (Mbit/s):"
 echo
