@@ -276,11 +276,15 @@ where
         r: &mut R,
         w: &mut W,
         _last: WriteLast<W>,
+        turn: &mut usize,
     ) -> Poll<io::Result<u64>> {
         loop {
             if self.data.is_empty() && !self.p.read_done {
                 if let Some(e) = self.p.error.take() {
                     return Poll::Ready(Err(e));
+                }
+                if *turn == 0 {
+                    return self.p.poll_idle(cx, w);
                 }
                 if self.room.capacity() < self.size / 2 {
                     // What is left of the last buffer is too little for a streaming
@@ -310,6 +314,7 @@ where
                             }
                         }
                         self.data = self.room.split().freeze();
+                        *turn = turn.saturating_sub(self.data.len());
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
@@ -360,7 +365,9 @@ impl Pieces {
 }
 
 /// One direction of a relay: moves bytes from `r` to `w` until `r` ended and `w` was shut
-/// down, the last bytes through `last`.
+/// down, the last bytes through `last`. Each read takes its bytes from `turn`; once that
+/// is spent the pump reads no more in this poll and returns `Pending` with nothing to wake
+/// it (its caller yields and polls it again: [`TURN`]).
 trait Pump<R: ?Sized, W: ?Sized> {
     fn poll_pump(
         &mut self,
@@ -368,6 +375,7 @@ trait Pump<R: ?Sized, W: ?Sized> {
         r: &mut R,
         w: &mut W,
         last: WriteLast<W>,
+        turn: &mut usize,
     ) -> Poll<io::Result<u64>>;
 }
 
@@ -384,11 +392,15 @@ where
         r: &mut R,
         w: &mut W,
         last: WriteLast<W>,
+        turn: &mut usize,
     ) -> Poll<io::Result<u64>> {
         loop {
             if self.pos == self.end && !self.p.read_done {
                 if let Some(e) = self.p.error.take() {
                     return Poll::Ready(Err(e));
+                }
+                if *turn == 0 {
+                    return self.p.poll_idle(cx, w);
                 }
                 if self.buf.is_empty() {
                     self.buf = vec![0; START];
@@ -405,6 +417,7 @@ where
                             if n < self.buf.len() {
                                 self.look_ahead(cx, r);
                             }
+                            *turn = turn.saturating_sub(self.end);
                             if self.end == self.buf.len() && self.buf.len() < MAX {
                                 // A full buffer: this flow streams, give it room.
                                 let grown = (self.buf.len() * 2).min(MAX);
@@ -451,11 +464,13 @@ where
         r: &mut R,
         w: &mut W,
         last: WriteLast<W>,
+        turn: &mut usize,
     ) -> Poll<io::Result<u64>> {
         loop {
             // Everything the flow has now, up to MAX bytes: it leaves in one write.
             let mut hold = false;
             while !self.p.read_done
+                && *turn > 0
                 && self.p.error.is_none()
                 && self.queued < MAX
                 && self.queue.len() < MAX_IOV
@@ -463,6 +478,7 @@ where
                 match r.poll_read_payload(cx) {
                     Poll::Ready(Ok(piece)) if piece.is_empty() => self.p.read_done = true,
                     Poll::Ready(Ok(piece)) => {
+                        *turn = turn.saturating_sub(piece.len());
                         self.queued += piece.len();
                         self.queue.push_back(piece);
                     }
@@ -506,6 +522,16 @@ where
     }
 }
 
+/// Bytes each direction of a relay reads in one poll of its task before it lets the
+/// others run: a relay between two ends that are always ready (a bulk flow on a carrier
+/// with room) would otherwise go on until the runtime's own budget stops it, 128 reads of
+/// up to 64 KiB, several milliseconds in which nothing else on its thread runs — not the
+/// flows that wait, nor the new ones, whose set-up waited behind those turns (a new
+/// request through the agent beside three bulk downloads: 4–25 ms from its carrier frame's
+/// arrival to the agent's dial). A relay that used its turn yields
+/// ([`tokio::task::yield_now`]), which lets the runtime look at its sockets first.
+pub const TURN: usize = 256 * 1024;
+
 /// Runs both directions between `a` and `b` until both ended; the first error stops both.
 async fn both_ways<A, B>(
     a: &mut A,
@@ -518,23 +544,35 @@ where
     B: AsyncWrite + Unpin + ?Sized,
 {
     let (mut ab_done, mut ba_done) = (None, None);
-    poll_fn(|cx| {
-        if ab_done.is_none()
-            && let Poll::Ready(r) = ab.poll_pump(cx, a, b, |w, cx, buf| w.poll_write(cx, buf))
-        {
-            ab_done = Some(r?);
+    loop {
+        let step = poll_fn(|cx| {
+            let (mut ab_turn, mut ba_turn) = (TURN, TURN);
+            if ab_done.is_none()
+                && let Poll::Ready(r) =
+                    ab.poll_pump(cx, a, b, |w, cx, buf| w.poll_write(cx, buf), &mut ab_turn)
+            {
+                ab_done = Some(r?);
+            }
+            if ba_done.is_none()
+                && let Poll::Ready(r) = ba.poll_pump(cx, b, a, A::poll_write_last, &mut ba_turn)
+            {
+                ba_done = Some(r?);
+            }
+            match (ab_done, ba_done) {
+                (Some(x), Some(y)) => Poll::Ready(io::Result::Ok(Some((x, y)))),
+                // A direction that used its turn has nothing to wake it: yield.
+                _ if (ab_done.is_none() && ab_turn == 0) || (ba_done.is_none() && ba_turn == 0) => {
+                    Poll::Ready(Ok(None))
+                }
+                _ => Poll::Pending,
+            }
+        })
+        .await?;
+        match step {
+            Some(totals) => return Ok(totals),
+            None => tokio::task::yield_now().await,
         }
-        if ba_done.is_none()
-            && let Poll::Ready(r) = ba.poll_pump(cx, b, a, A::poll_write_last)
-        {
-            ba_done = Some(r?);
-        }
-        match (ab_done, ba_done) {
-            (Some(x), Some(y)) => Poll::Ready(Ok((x, y))),
-            _ => Poll::Pending,
-        }
-    })
-    .await
+    }
 }
 
 /// [`copy_bidirectional`] between a socket (`a`) and a flow (`b`), whose payload goes to
@@ -1133,6 +1171,7 @@ where
 mod tests {
     use super::*;
     use crate::testio::{Call, Log, Logged};
+    use std::sync::Arc;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -1245,7 +1284,12 @@ mod tests {
         let (mut a, mut a_app, _b, _b_app, log) = logged_pair();
         let mut flow = Script::new(steps);
         let mut dir = Pieces::default();
-        let r = poll_fn(|cx| dir.poll_pump(cx, &mut flow, &mut a, Logged::poll_write_last)).await;
+        let r = poll_fn(|cx| {
+            dir.poll_pump(cx, &mut flow, &mut a, Logged::poll_write_last, &mut {
+                usize::MAX
+            })
+        })
+        .await;
         drop(a);
         let mut got = Vec::new();
         a_app.read_to_end(&mut got).await.unwrap();
@@ -1339,9 +1383,16 @@ mod tests {
         };
         let mut w = Keeps::default();
         let mut dir = Chunked::new();
-        let res =
-            poll_fn(|cx| dir.poll_pump(cx, &mut r, &mut w, |w, cx, buf| w.poll_write(cx, buf)))
-                .await;
+        let res = poll_fn(|cx| {
+            dir.poll_pump(
+                cx,
+                &mut r,
+                &mut w,
+                |w, cx, buf| w.poll_write(cx, buf),
+                &mut { usize::MAX },
+            )
+        })
+        .await;
         (res, r, w)
     }
 
@@ -1462,8 +1513,12 @@ mod tests {
         let mut dir = Direction::new();
         let mut r = FailsAfter(Some(b"abc"));
         let (mut w, mut w_app) = tokio::io::duplex(64);
-        let res =
-            poll_fn(|cx| dir.poll_pump(cx, &mut r, &mut w, |w, cx, b| w.poll_write(cx, b))).await;
+        let res = poll_fn(|cx| {
+            dir.poll_pump(cx, &mut r, &mut w, |w, cx, b| w.poll_write(cx, b), &mut {
+                usize::MAX
+            })
+        })
+        .await;
         assert_eq!(res.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
         drop(w);
         let mut got = Vec::new();
@@ -1843,5 +1898,72 @@ mod tests {
             dial_error(a, &io::ErrorKind::HostUnreachable.into()).kind,
             ErrorKind::Unreachable
         );
+    }
+
+    /// An end that is always ready: reads give `left` bytes (then the end of stream),
+    /// writes take everything; counts what it gave.
+    struct Eager {
+        left: usize,
+        gave: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Eager {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = buf.remaining().min(self.left);
+            buf.put_slice(&vec![7; n]);
+            self.left -= n;
+            self.gave.fetch_add(n, Ordering::Relaxed);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Eager {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl RelayEnd for Eager {}
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_relay_between_ends_that_are_always_ready_lets_others_run() {
+        let gave = Arc::new(AtomicUsize::new(0));
+        let total = 64 * TURN;
+        let mut a = Eager {
+            left: total,
+            gave: gave.clone(),
+        };
+        let mut b = Eager {
+            left: 0,
+            gave: Arc::new(AtomicUsize::new(0)),
+        };
+        let relay = tokio::spawn(async move { copy_bidirectional(&mut a, &mut b).await });
+        // Spawned after the relay, so it runs after the relay's first poll: by then the
+        // relay may have read one turn (and one more read), not everything.
+        let seen = tokio::spawn({
+            let gave = gave.clone();
+            async move { gave.load(Ordering::Relaxed) }
+        });
+        let seen = seen.await.unwrap();
+        assert!(seen > 0, "the relay had not run first");
+        assert!(
+            seen <= TURN + MAX,
+            "the relay read {seen} bytes before anything else ran"
+        );
+        assert_eq!(relay.await.unwrap().unwrap(), (total as u64, 0));
     }
 }

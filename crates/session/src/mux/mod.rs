@@ -54,6 +54,11 @@ const WRITE_THROUGH: usize = 64 * 1024;
 const FLUSH_INLINE: usize = 16 * 1024;
 /// Bytes the driver asks of the carrier per read.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes the driver reads from the carrier in one poll before it yields
+/// ([`tokio::task::yield_now`]): the streams' readers and the runtime's sockets get their
+/// turn (as a relay's: [`crate::relay::TURN`]) instead of waiting while it decrypts and
+/// dispatches megabytes.
+const READ_TURN: usize = 256 * 1024;
 
 /// Which end of the carrier this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -652,10 +657,12 @@ async fn drive<R: AsyncRead + Unpin>(
 ) {
     let mut rbuf = BytesMut::new();
     let mut preface = shared.side == Side::Client;
-    let ended = poll_fn(|cx| {
+    // Ready(true) once the carrier ended; Ready(false) when this poll read its turn.
+    let mut step = |cx: &mut Context<'_>| -> Poll<bool> {
+        let mut read = 0;
         loop {
             if shared.closed.is_cancelled() {
-                return Poll::Ready(());
+                return Poll::Ready(true);
             }
             // Sending: drain the output buffer while the driver owns it.
             let mut woken = Vec::new();
@@ -675,7 +682,7 @@ async fn drive<R: AsyncRead + Unpin>(
                         Poll::Ready(Err(e)) => {
                             drop(out);
                             shared.fail(format!("writing to the carrier: {e}"));
-                            return Poll::Ready(());
+                            return Poll::Ready(true);
                         }
                         Poll::Pending => break,
                     }
@@ -691,12 +698,15 @@ async fn drive<R: AsyncRead + Unpin>(
             match tokio_util::io::poll_read_buf(Pin::new(&mut rd), cx, &mut rbuf) {
                 Poll::Ready(Ok(0)) => {
                     shared.fail("the peer closed the carrier".into());
-                    return Poll::Ready(());
+                    return Poll::Ready(true);
                 }
-                Poll::Ready(Ok(_)) => shared.heard(),
+                Poll::Ready(Ok(n)) => {
+                    shared.heard();
+                    read += n;
+                }
                 Poll::Ready(Err(e)) => {
                     shared.fail(format!("reading from the carrier: {e}"));
-                    return Poll::Ready(());
+                    return Poll::Ready(true);
                 }
                 // A writer handing the buffer over wakes the waker stored above.
                 Poll::Pending => return Poll::Pending,
@@ -707,7 +717,7 @@ async fn drive<R: AsyncRead + Unpin>(
                     Ok(false) => continue,
                     Err(e) => {
                         shared.fail(e.to_string());
-                        return Poll::Ready(());
+                        return Poll::Ready(true);
                     }
                 }
             }
@@ -716,18 +726,26 @@ async fn drive<R: AsyncRead + Unpin>(
                     Ok(Some(frame)) => {
                         if let Err(e) = dispatch(&shared, frame, &inbound) {
                             shared.fail(e);
-                            return Poll::Ready(());
+                            return Poll::Ready(true);
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
                         shared.fail(e.to_string());
-                        return Poll::Ready(());
+                        return Poll::Ready(true);
                     }
                 }
             }
+            if read >= READ_TURN {
+                return Poll::Ready(false);
+            }
         }
-    });
+    };
+    let ended = async {
+        while !poll_fn(&mut step).await {
+            tokio::task::yield_now().await;
+        }
+    };
     tokio::select! {
         () = ended => {}
         () = shared.closed.cancelled() => {}

@@ -788,3 +788,87 @@ async fn an_owned_write_takes_what_credit_allows() {
     assert!(matches!(r, Poll::Ready(Ok(10))), "{r:?}");
     assert_eq!(&owned[..], b"6789abcdef");
 }
+
+/// Counts the bytes read through it.
+struct CountRead<T> {
+    io: T,
+    read: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for CountRead<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for CountRead<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// With megabytes waiting in the carrier, the driver reads one turn, then lets the other
+/// tasks run (the streams' readers, new flows) before it reads on.
+#[tokio::test(flavor = "current_thread")]
+async fn the_driver_yields_after_reading_its_turn() {
+    let (a, b) = tokio::io::duplex(8 << 20);
+    let (client, _in_c) = spawn(a, Side::Client);
+    // Eight streams send a whole first window each: 2 MiB of frames wait in the pipe.
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        let mut s = client.open().await.unwrap();
+        s.write_all(&vec![1; INITIAL_WINDOW as usize])
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        streams.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = CountRead {
+        io: b,
+        read: read.clone(),
+    };
+    let (_agent, mut in_a) = spawn(counted, Side::Agent);
+    // Spawned after the agent's driver, so it runs after the driver's first poll.
+    let seen = tokio::spawn({
+        let read = read.clone();
+        async move { read.load(Ordering::Relaxed) }
+    })
+    .await
+    .unwrap();
+    assert!(seen > 0, "the driver had not run first");
+    assert!(
+        READ_TURN + READ_CHUNK < 8 * INITIAL_WINDOW as usize,
+        "a turn must be less than what waits"
+    );
+    assert!(
+        seen <= READ_TURN + READ_CHUNK,
+        "the driver read {seen} bytes before anything else ran"
+    );
+    // And it reads on: every stream arrives whole.
+    for _ in 0..8 {
+        let mut t = in_a.recv().await.unwrap();
+        let mut got = vec![0u8; INITIAL_WINDOW as usize];
+        t.read_exact(&mut got).await.unwrap();
+        assert!(got.iter().all(|&x| x == 1));
+    }
+}
