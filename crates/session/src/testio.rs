@@ -1,7 +1,9 @@
-//! Test helper: a stream wrapper that logs the writes and shutdowns reaching it.
+//! Test helper: a stream wrapper that logs the writes and shutdowns reaching it, and counts
+//! the bytes read through it.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -24,10 +26,12 @@ pub(crate) enum Call {
 /// The shared log of a [`Logged`].
 pub(crate) type Log = Arc<Mutex<Vec<Call>>>;
 
-/// `io` with every write and shutdown logged; the log is shared with the test.
+/// `io` with every write and shutdown logged; the log is shared with the test, and so is
+/// the count of bytes read ([`Logged::bytes_read`]).
 pub(crate) struct Logged<T> {
     io: T,
     log: Log,
+    read: Arc<AtomicUsize>,
 }
 
 impl<T: AsyncWrite + Unpin> Logged<T> {
@@ -37,9 +41,15 @@ impl<T: AsyncWrite + Unpin> Logged<T> {
             Logged {
                 io,
                 log: log.clone(),
+                read: Arc::new(AtomicUsize::new(0)),
             },
             log,
         )
+    }
+
+    /// The count of bytes read through this stream so far, shared.
+    pub(crate) fn bytes_read(&self) -> Arc<AtomicUsize> {
+        self.read.clone()
     }
 
     fn write(
@@ -64,7 +74,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Logged<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        self.read
+            .fetch_add(buf.filled().len() - before, Ordering::Relaxed);
+        r
     }
 }
 

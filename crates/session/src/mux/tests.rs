@@ -789,42 +789,6 @@ async fn an_owned_write_takes_what_credit_allows() {
     assert_eq!(&owned[..], b"6789abcdef");
 }
 
-/// Counts the bytes read through it.
-struct CountRead<T> {
-    io: T,
-    read: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for CountRead<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
-        let n = buf.filled().len() - before;
-        self.read.fetch_add(n, Ordering::Relaxed);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for CountRead<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
 /// With megabytes waiting in the carrier, the driver reads one turn, then lets the other
 /// tasks run (the streams' readers, new flows) before it reads on.
 #[tokio::test(flavor = "current_thread")]
@@ -842,11 +806,8 @@ async fn the_driver_yields_after_reading_its_turn() {
         streams.push(s);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = CountRead {
-        io: b,
-        read: read.clone(),
-    };
+    let (counted, _log) = crate::testio::Logged::new(b);
+    let read = counted.bytes_read();
     let (_agent, mut in_a) = spawn(counted, Side::Agent);
     // Spawned after the agent's driver, so it runs after the driver's first poll.
     let seen = tokio::spawn({
