@@ -833,3 +833,81 @@ async fn the_driver_yields_after_reading_its_turn() {
         assert!(got.iter().all(|&x| x == 1));
     }
 }
+
+/// Sends `n` bytes from `w` and reads them all from `r`.
+async fn pump(w: &mut MuxStream, r: &mut MuxStream, n: usize) {
+    let data = vec![7u8; n];
+    let mut got = vec![0u8; n];
+    let send = async {
+        w.write_all(&data).await?;
+        w.flush().await
+    };
+    let (sent, read) = tokio::join!(send, r.read_exact(&mut got));
+    sent.unwrap();
+    read.unwrap();
+}
+
+fn window(s: &MuxStream) -> usize {
+    lock(&s.cell.state).window as usize
+}
+
+#[tokio::test]
+async fn windows_grow_within_the_carriers_budget_and_give_back_beyond_it() {
+    let budget = 2 * 1024 * 1024;
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let (client, _in_c) = spawn(a, Side::Client);
+    let (agent, mut in_a) = spawn_with_budget(b, Side::Agent, budget);
+    let committed = || agent.shared.committed.load(Ordering::Relaxed);
+    // Two bulk streams: without the budget each would double to 4 MiB and beyond.
+    let mut pairs = Vec::new();
+    for _ in 0..2 {
+        let mut w = client.open().await.unwrap();
+        w.write_all(b"x").await.unwrap();
+        w.flush().await.unwrap();
+        let mut r = in_a.recv().await.unwrap();
+        let mut one = [0u8; 1];
+        r.read_exact(&mut one).await.unwrap();
+        pairs.push((w, r));
+    }
+    for _ in 0..4 {
+        for (w, r) in &mut pairs {
+            pump(w, r, 2 * 1024 * 1024).await;
+        }
+    }
+    let windows: Vec<usize> = pairs.iter().map(|(_, r)| window(r)).collect();
+    assert!(
+        windows.iter().all(|&w| w > INITIAL_WINDOW as usize),
+        "they grew: {windows:?}"
+    );
+    assert_eq!(committed(), windows.iter().sum::<usize>());
+    assert!(committed() <= budget, "{} over {budget}", committed());
+
+    // Eight more streams take the carrier beyond the budget: the grown windows give back
+    // half at their next credit, down to the floor.
+    let mut more = Vec::new();
+    for _ in 0..8 {
+        let mut w = client.open().await.unwrap();
+        w.write_all(b"y").await.unwrap();
+        w.flush().await.unwrap();
+        more.push((w, in_a.recv().await.unwrap()));
+    }
+    assert!(committed() > budget);
+    for _ in 0..4 {
+        for (w, r) in &mut pairs {
+            pump(w, r, 512 * 1024).await;
+        }
+    }
+    for (_, r) in &pairs {
+        assert_eq!(window(r), MIN_WINDOW as usize);
+    }
+    // Still moving data at the floor.
+    let (w, r) = &mut pairs[0];
+    pump(w, r, 1024 * 1024).await;
+    let sum: usize = pairs.iter().chain(&more).map(|(_, r)| window(r)).sum();
+    assert_eq!(committed(), sum);
+
+    // Gone with their streams.
+    drop(pairs);
+    drop(more);
+    assert_eq!(committed(), 0);
+}
