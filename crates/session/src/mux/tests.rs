@@ -847,6 +847,20 @@ async fn pump(w: &mut MuxStream, r: &mut MuxStream, n: usize) {
     read.unwrap();
 }
 
+/// A stream opened by `client` and its other end, with one byte through.
+async fn opened(
+    client: &MuxHandle,
+    inbound: &mut mpsc::UnboundedReceiver<MuxStream>,
+) -> (MuxStream, MuxStream) {
+    let mut w = client.open().await.unwrap();
+    w.write_all(b"x").await.unwrap();
+    w.flush().await.unwrap();
+    let mut r = inbound.recv().await.unwrap();
+    let mut one = [0u8; 1];
+    r.read_exact(&mut one).await.unwrap();
+    (w, r)
+}
+
 fn window(s: &MuxStream) -> usize {
     lock(&s.cell.state).window as usize
 }
@@ -861,13 +875,7 @@ async fn windows_grow_within_the_carriers_budget_and_give_back_beyond_it() {
     // Two bulk streams: without the budget each would double to 4 MiB and beyond.
     let mut pairs = Vec::new();
     for _ in 0..2 {
-        let mut w = client.open().await.unwrap();
-        w.write_all(b"x").await.unwrap();
-        w.flush().await.unwrap();
-        let mut r = in_a.recv().await.unwrap();
-        let mut one = [0u8; 1];
-        r.read_exact(&mut one).await.unwrap();
-        pairs.push((w, r));
+        pairs.push(opened(&client, &mut in_a).await);
     }
     for _ in 0..4 {
         for (w, r) in &mut pairs {
@@ -886,10 +894,7 @@ async fn windows_grow_within_the_carriers_budget_and_give_back_beyond_it() {
     // half at their next credit, down to the floor.
     let mut more = Vec::new();
     for _ in 0..8 {
-        let mut w = client.open().await.unwrap();
-        w.write_all(b"y").await.unwrap();
-        w.flush().await.unwrap();
-        more.push((w, in_a.recv().await.unwrap()));
+        more.push(opened(&client, &mut in_a).await);
     }
     assert!(committed() > budget);
     for _ in 0..4 {
