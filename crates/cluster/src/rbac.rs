@@ -213,6 +213,8 @@ pub fn user_rbac_in(mode: RbacMode, namespace: &str) -> String {
                  #   Kubernetes lets you grant that only because you hold it yourself.\n\
                  # - pods get/list/watch, pods/portforward create (get for API servers before\n\
                  #   1.31): wait for the relay pod and reach it through the API server.\n\
+                 # - endpointslices list (discovery.k8s.io, optional): say \"replaced\" only once\n\
+                 #   the Service's endpoints are the relay alone.\n\
                  # - events list (optional): say why a relay pod does not start.\n\
                  {binding_note}"
             );
@@ -230,7 +232,8 @@ fn session_yaml(mode: RbacMode) -> String {
             "  - apiGroups: [\"\"]\n    resources: [\"services\"]\n    verbs: [\"get\", \"patch\"]\n\
              \x20 - apiGroups: [\"coordination.k8s.io\"]\n    resources: [\"leases\"]\n    verbs: [\"get\", \"create\"]\n\
              \x20 - apiGroups: [\"\"]\n    resources: [\"serviceaccounts\"]\n    verbs: [\"create\"]\n\
-             \x20 - apiGroups: [\"rbac.authorization.k8s.io\"]\n    resources: [\"roles\", \"rolebindings\"]\n    verbs: [\"create\"]\n",
+             \x20 - apiGroups: [\"rbac.authorization.k8s.io\"]\n    resources: [\"roles\", \"rolebindings\"]\n    verbs: [\"create\"]\n\
+             \x20 - apiGroups: [\"discovery.k8s.io\"]\n    resources: [\"endpointslices\"]\n    verbs: [\"list\"]\n",
         ),
         RbacMode::Run => (
             "kubelan-run",

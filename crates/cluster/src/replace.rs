@@ -59,6 +59,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -588,6 +589,80 @@ fn annotation_removal(annotations: &BTreeMap<String, String>) -> Vec<Value> {
         ops.push(json!({"op": "remove", "path": path}));
     }
     ops
+}
+
+/// The label the EndpointSlice controller puts on a Service's slices.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Where a swapped Service's traffic stands, read from its EndpointSlices: what every
+/// node's kube-proxy programs its rules from (each applies a change within about a second
+/// by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointsState {
+    /// The relay is the only ready endpoint of its address family: new connections go to
+    /// it.
+    Moved,
+    /// Not yet.
+    Pending {
+        /// Whether the relay is listed ready.
+        relay_listed: bool,
+        /// Other ready addresses still listed (the original pods).
+        others: usize,
+    },
+}
+
+impl fmt::Display for EndpointsState {
+    /// `the relay is the only endpoint`, `the relay not listed yet, 2 old endpoints still
+    /// listed`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Moved => f.write_str("the relay is the only endpoint"),
+            Self::Pending {
+                relay_listed,
+                others,
+            } => {
+                let relay = if *relay_listed {
+                    "the relay listed"
+                } else {
+                    "the relay not listed yet"
+                };
+                let s = if *others == 1 { "" } else { "s" };
+                write!(f, "{relay}, {others} old endpoint{s} still listed")
+            }
+        }
+    }
+}
+
+/// Decides from a Service's EndpointSlices (`kubernetes.io/service-name=<svc>`, as
+/// listed) whether its traffic has moved to the relay at `relay_ip`. Only slices of the
+/// relay's address family count (a dual-stack Service's other family is not ours to
+/// judge; FQDN slices never are). An endpoint is ready unless its `ready` condition is
+/// `false` (unset means ready, as kube-proxy reads it).
+pub fn endpoints_state(slices: &[EndpointSlice], relay_ip: std::net::IpAddr) -> EndpointsState {
+    let family = if relay_ip.is_ipv4() { "IPv4" } else { "IPv6" };
+    let mut relay_listed = false;
+    let mut others = 0;
+    let ready = slices
+        .iter()
+        .filter(|s| s.address_type == family)
+        .flat_map(|s| &s.endpoints)
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
+    for endpoint in ready {
+        for address in &endpoint.addresses {
+            match address.parse::<std::net::IpAddr>() {
+                Ok(a) if a == relay_ip => relay_listed = true,
+                _ => others += 1,
+            }
+        }
+    }
+    if relay_listed && others == 0 {
+        EndpointsState::Moved
+    } else {
+        EndpointsState::Pending {
+            relay_listed,
+            others,
+        }
+    }
 }
 
 /// Fuzz entry (`fuzz/fuzz_targets/replace_original.rs` and the corpus replay): the input

@@ -99,6 +99,14 @@ pub enum ExposeEvent {
         /// The selector it had (`app=web`), put back at the end.
         original: String,
     },
+    /// `replace`: the selector is swapped but the Service's EndpointSlices do not list
+    /// only the relay yet.
+    Moving {
+        /// The Service.
+        service: String,
+        /// Where its endpoints stand (`the relay listed, 2 old endpoints still listed`).
+        status: String,
+    },
     /// `replace`: the Service was put back (or found already put back).
     Restored {
         /// The Service.
@@ -148,6 +156,9 @@ impl fmt::Display for ExposeEvent {
                 "stopping: deleted job {job}; Kubernetes removes the relay and the session's objects"
             ),
             ExposeEvent::Warning { message } => write!(f, "warning: {message}"),
+            ExposeEvent::Moving { service, status } => {
+                write!(f, "waiting for Service {service}'s endpoints: {status}")
+            }
             ExposeEvent::Replaced { service, original } => write!(
                 f,
                 "replaced: Service {service} now sends its traffic here (its selector {original} comes back at exit)"

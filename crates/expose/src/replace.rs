@@ -8,8 +8,9 @@
 //! 3. create the Job **suspended**, then, owned by it, the lock Lease (409: refused, naming
 //!    the holder), the relay's ServiceAccount, Role and RoleBinding; then resume the Job, so
 //!    its pod never starts before its account exists;
-//! 4. wait for the relay pod (ready = it may restore the Service), swap the selector, serve
-//!    with the same link as `expose`;
+//! 4. wait for the relay pod (ready = it may restore the Service), swap the selector, wait
+//!    for the Service's EndpointSlices to list only the relay, serve with the same link as
+//!    `expose`;
 //! 5. at the end put the Service back, then delete the Job in the foreground (the relay,
 //!    on SIGTERM, finds it restored already).
 //!
@@ -22,7 +23,8 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kubelan_cluster::names::FIELD_MANAGER;
 use kubelan_cluster::preflight;
 use kubelan_cluster::replace::restorer::{
@@ -400,6 +402,10 @@ async fn session(
         ip: ip.clone(),
     });
     swap(o, who, name, original, swapped).await?;
+    tokio::select! {
+        () = wait_moved(o, name, &ip, events) => {}
+        () = shutdown.cancelled() => return Ok(()),
+    }
     emit(ExposeEvent::Replaced {
         service: name.into(),
         original: show(original),
@@ -418,6 +424,75 @@ async fn session(
             .collect(),
     };
     serve_link(o, link, events, shutdown, link_stop).await
+}
+
+/// How long [`wait_moved`] waits for the Service's EndpointSlices to list only the relay.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often it reads them.
+const MOVE_POLL: Duration = Duration::from_millis(100);
+
+/// Waits until the swapped Service's EndpointSlices list only the relay at `ip` (the
+/// endpoint controller's answer to the swap, which every node's kube-proxy then applies),
+/// reporting where they stand when it changes. Never fails the session: without
+/// permission to list EndpointSlices, on an API error or after [`MOVE_TIMEOUT`] it warns
+/// and returns, and the session serves anyway.
+async fn wait_moved(
+    o: &ExposeOptions,
+    name: &str,
+    ip: &str,
+    events: &mpsc::UnboundedSender<ExposeEvent>,
+) {
+    let ns = o.namespace.as_str();
+    let warn = |message: String| {
+        let _ = events.send(ExposeEvent::Warning { message });
+    };
+    let Ok(relay) = ip.parse::<std::net::IpAddr>() else {
+        warn(format!(
+            "the relay's pod IP {ip:?} is not an address; not waiting for Service {name}'s endpoints to move"
+        ));
+        return;
+    };
+    let slices: Api<EndpointSlice> = Api::namespaced(o.client.clone(), ns);
+    let params = ListParams::default().labels(&format!("{}={name}", replace::SERVICE_NAME_LABEL));
+    let started = tokio::time::Instant::now();
+    let mut said = String::new();
+    loop {
+        let state = match slices.list(&params).await {
+            Ok(list) => replace::endpoints_state(&list.items, relay),
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                warn(format!(
+                    "cannot list EndpointSlices in {ns} to see Service {name}'s traffic move (`kubelan rbac replace` grants it): new connections may reach its old pods for a moment"
+                ));
+                return;
+            }
+            Err(e) => {
+                warn(format!(
+                    "could not list Service {name}'s EndpointSlices in {ns} ({e}): new connections may reach its old pods for a moment"
+                ));
+                return;
+            }
+        };
+        if state == replace::EndpointsState::Moved {
+            return;
+        }
+        let status = state.to_string();
+        if started.elapsed() >= MOVE_TIMEOUT {
+            warn(format!(
+                "Service {name}'s endpoints did not move to the relay in {} s ({status}); serving anyway. Is the endpoint controller running? `kubectl get endpointslices -n {ns} -l {}={name}`",
+                MOVE_TIMEOUT.as_secs(),
+                replace::SERVICE_NAME_LABEL
+            ));
+            return;
+        }
+        if status != said {
+            let _ = events.send(ExposeEvent::Moving {
+                service: name.into(),
+                status: status.clone(),
+            });
+            said = status;
+        }
+        tokio::time::sleep(MOVE_POLL).await;
+    }
 }
 
 /// Creates one of the session's namespaced objects, saying so.

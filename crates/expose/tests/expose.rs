@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kubelan_apisim::UserInfo;
 use kubelan_apisim::testing::{TestCluster, TestClusterOptions};
 use kubelan_cluster::ClusterError;
@@ -17,7 +18,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 async fn grant(admin: &kube::Client, mode: RbacMode, user: &str) {
-    let yaml = user_rbac_in(mode, "kubelan-system").replace(PLACEHOLDER_USER, user);
+    grant_yaml(admin, &user_rbac_in(mode, "kubelan-system"), user).await;
+}
+
+/// Applies printed RBAC `yaml` for `user`.
+async fn grant_yaml(admin: &kube::Client, yaml: &str, user: &str) {
+    let yaml = yaml.replace(PLACEHOLDER_USER, user);
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml).unwrap();
     let pp = PatchParams::apply("test");
     for d in docs.into_iter().filter(|d| !d.is_null()) {
@@ -138,6 +144,21 @@ fn comparable(s: &Service) -> serde_json::Value {
     v
 }
 
+/// The ready addresses of Service `service`'s EndpointSlices in `default`.
+async fn ready_endpoints(client: &kube::Client, service: &str) -> Vec<String> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let list = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+        .unwrap();
+    list.items
+        .iter()
+        .flat_map(|s| &s.endpoints)
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|e| e.addresses.clone())
+        .collect()
+}
+
 fn replace_request(service: &str) -> kubelan_expose::ReplaceRequest {
     kubelan_expose::ReplaceRequest {
         service: service.into(),
@@ -178,6 +199,21 @@ async fn replace_puts_back_a_stale_swap_swaps_and_restores() {
         .await
         .unwrap();
 
+    // An old pod's address the endpoint controller has not dropped yet (a slice it does
+    // not manage, so it stays until the test deletes it).
+    let slices: Api<EndpointSlice> = Api::namespaced(admin.clone(), "default");
+    let lagging: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "web-lagging", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["172.17.33.99"], "conditions": {"ready": true}}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }))
+    .unwrap();
+    slices
+        .create(&PostParams::default(), &lagging)
+        .await
+        .unwrap();
+
     let (tx, mut rx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
     let mut o = options(rita.clone(), "default");
@@ -195,8 +231,29 @@ async fn replace_puts_back_a_stale_swap_swaps_and_restores() {
             .expect("replace swaps within 30 s")
             .expect("events until the swap");
         seen.push(e.clone());
+        if let ExposeEvent::Moving { status, .. } = &e
+            && status == "the relay listed, 1 old endpoint still listed"
+        {
+            slices
+                .delete("web-lagging", &Default::default())
+                .await
+                .unwrap();
+        }
         if let ExposeEvent::Replaced { original, .. } = &e {
             assert_eq!(original, "app=web");
+            // Said once the Service's endpoints are the relay alone, not before.
+            assert!(
+                seen.iter().any(|e| matches!(e, ExposeEvent::Moving { .. })),
+                "{seen:?}"
+            );
+            let relay = seen
+                .iter()
+                .find_map(|e| match e {
+                    ExposeEvent::RelayReady { ip, .. } => Some(ip.clone()),
+                    _ => None,
+                })
+                .expect("the relay was ready before the swap");
+            assert_eq!(ready_endpoints(&admin, "web").await, vec![relay]);
             let now = services.get("web").await.unwrap();
             break replace::selected_session(&now).unwrap().to_string();
         }
@@ -269,4 +326,54 @@ async fn replace_puts_back_a_stale_swap_swaps_and_restores() {
     .await
     .unwrap_err();
     assert!(e.to_string().contains("has no selector"), "{e}");
+}
+
+/// Without the optional `endpointslices list`, `replace` cannot see the Service's traffic
+/// move: it says so, names the fix, and serves anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_without_endpointslices_warns_and_serves() {
+    let cluster = TestCluster::start(TestClusterOptions::default()).await;
+    let admin = cluster.client(&cluster.admin_token).await;
+    let rule = "  - apiGroups: [\"discovery.k8s.io\"]\n    resources: [\"endpointslices\"]\n    verbs: [\"list\"]\n";
+    let full = user_rbac_in(RbacMode::Replace, "kubelan-system");
+    let less = full.replacen(rule, "", 1);
+    assert_ne!(less, full, "the printed role has endpointslices list");
+    grant_yaml(&admin, &less, "rita").await;
+    let rita = cluster
+        .client(&cluster.auth.new_user_token(UserInfo::new("rita", &[])))
+        .await;
+    Api::<Service>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &web_service())
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let o = options(rita, "default");
+    let running = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            kubelan_expose::run_replace(&replace_request("web"), &o, tx, stop).await
+        })
+    };
+    let mut warned = false;
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("replace swaps within 30 s")
+            .expect("events until the swap");
+        if let ExposeEvent::Warning { message } = &e {
+            warned |= message.contains("cannot list EndpointSlices in default")
+                && message.contains("kubelan rbac replace");
+        }
+        if matches!(e, ExposeEvent::Replaced { .. }) {
+            break;
+        }
+    }
+    assert!(warned, "warned before replaced");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

@@ -74,6 +74,10 @@ fn samples() -> Vec<ExposeEvent> {
         ExposeEvent::Warning {
             message: "Service web is managed by Argo CD".into(),
         },
+        ExposeEvent::Moving {
+            service: "web".into(),
+            status: "the relay listed, 2 old endpoints still listed".into(),
+        },
         ExposeEvent::Replaced {
             service: "web".into(),
             original: "app=web".into(),

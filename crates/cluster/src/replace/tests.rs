@@ -390,3 +390,72 @@ fn the_fuzz_entry_accepts_its_seeds() {
         fuzz_entry(seed);
     }
 }
+
+/// An EndpointSlice of `family` whose endpoints are (address, ready condition).
+fn slice(family: &str, endpoints: &[(&str, Option<bool>)]) -> EndpointSlice {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(a, ready)| match ready {
+            Some(r) => json!({"addresses": [a], "conditions": {"ready": r}}),
+            None => json!({"addresses": [a]}),
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": "web-abc", "labels": {SERVICE_NAME_LABEL: "web"}},
+        "addressType": family,
+        "endpoints": endpoints,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn traffic_has_moved_when_the_relay_is_the_only_ready_endpoint_of_its_family() {
+    let relay: std::net::IpAddr = "172.17.33.6".parse().unwrap();
+    let old = slice(
+        "IPv4",
+        &[("172.17.33.4", Some(true)), ("172.17.33.5", None)],
+    );
+    assert_eq!(
+        endpoints_state(std::slice::from_ref(&old), relay),
+        EndpointsState::Pending {
+            relay_listed: false,
+            others: 2
+        }
+    );
+    assert_eq!(
+        endpoints_state(&[], relay).to_string(),
+        "the relay not listed yet, 0 old endpoints still listed"
+    );
+    // The controller may list the relay before it drops the old pods (two slices).
+    let new = slice("IPv4", &[("172.17.33.6", Some(true))]);
+    let both = [new.clone(), slice("IPv4", &[("172.17.33.4", None)])];
+    assert_eq!(
+        endpoints_state(&both, relay).to_string(),
+        "the relay listed, 1 old endpoint still listed"
+    );
+    assert_eq!(
+        endpoints_state(std::slice::from_ref(&new), relay),
+        EndpointsState::Moved
+    );
+    // Not-ready old pods (terminating) and the other family's slice do not hold it back;
+    // neither does the relay itself listed not ready, but then it is not moved.
+    let moved = [
+        new.clone(),
+        slice("IPv4", &[("172.17.33.4", Some(false))]),
+        slice("IPv6", &[("fd00::4", Some(true))]),
+        slice("FQDN", &[("web.example.com", Some(true))]),
+    ];
+    assert_eq!(endpoints_state(&moved, relay), EndpointsState::Moved);
+    let unready = slice("IPv4", &[("172.17.33.6", Some(false))]);
+    assert!(matches!(
+        endpoints_state(&[unready], relay),
+        EndpointsState::Pending {
+            relay_listed: false,
+            ..
+        }
+    ));
+    // IPv6 compares as addresses, not text.
+    let v6: std::net::IpAddr = "fd00::6".parse().unwrap();
+    let listed = slice("IPv6", &[("fd00:0::6", None)]);
+    assert_eq!(endpoints_state(&[listed], v6), EndpointsState::Moved);
+}
