@@ -260,9 +260,13 @@ fn deployment(opts: &InstallOptions) -> Deployment {
                 "httpGet": {"path": "/healthz", "port": HEALTH_PORT_NAME},
                 "initialDelaySeconds": 5, "periodSeconds": 10, "failureThreshold": 3,
             },
+            // 1 000 bulk flows from one client took the agent to 290-300 MB resident
+            // (their receive windows and relay buffers: docs/benchmarks.md, sessions 24
+            // and 25), past the 256Mi this was: an OOM kill would end every user's
+            // session.
             "resources": {
                 "requests": {"cpu": "50m", "memory": "64Mi"},
-                "limits": {"memory": "256Mi"},
+                "limits": {"memory": "512Mi"},
             },
             "securityContext": crate::names::restricted_container_security(),
             "volumeMounts": [{"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": true}],

@@ -100,7 +100,7 @@ fn pod_security_restricted() {
     let res = c.resources.as_ref().unwrap();
     assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "50m");
     assert_eq!(res.requests.as_ref().unwrap()["memory"].0, "64Mi");
-    assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "256Mi");
+    assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "512Mi");
     assert!(!res.limits.as_ref().unwrap().contains_key("cpu"));
     // The credentials volume projects only the agent's part, read-only.
     let vol = spec.volumes.as_ref().unwrap()[0].secret.as_ref().unwrap();
