@@ -159,6 +159,19 @@ async fn ready_endpoints(client: &kube::Client, service: &str) -> Vec<String> {
         .collect()
 }
 
+/// Ctrl-C for a session running in `running`: it must end cleanly within 30 s.
+async fn stop_session(
+    stop: &CancellationToken,
+    running: tokio::task::JoinHandle<Result<(), ExposeError>>,
+) {
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 fn replace_request(service: &str) -> kubelan_expose::ReplaceRequest {
     kubelan_expose::ReplaceRequest {
         service: service.into(),
@@ -279,12 +292,7 @@ async fn replace_puts_back_a_stale_swap_swaps_and_restores() {
     );
     assert_eq!(jobs.list(&Default::default()).await.unwrap().items.len(), 1);
 
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_session(&stop, running).await;
     let mut rest = Vec::new();
     while let Ok(e) = rx.try_recv() {
         rest.push(e);
@@ -370,10 +378,5 @@ async fn replace_without_endpointslices_warns_and_serves() {
         }
     }
     assert!(warned, "warned before replaced");
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_session(&stop, running).await;
 }
