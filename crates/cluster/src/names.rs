@@ -23,6 +23,8 @@ pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
 /// `app.kubernetes.io/managed-by` label key.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The label the EndpointSlice controller puts on a Service's slices, naming the Service.
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 
 /// Selects the agent's pods.
 pub const POD_SELECTOR: &str = "app.kubernetes.io/name=kubelan-agent";

@@ -591,9 +591,6 @@ fn annotation_removal(annotations: &BTreeMap<String, String>) -> Vec<Value> {
     ops
 }
 
-/// The label the EndpointSlice controller puts on a Service's slices.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
 /// Where a swapped Service's traffic stands, read from its EndpointSlices: what every
 /// node's kube-proxy programs its rules from (each applies a change within about a second
 /// by default).

@@ -178,7 +178,7 @@ pub(crate) async fn spread_service(
                         .metadata
                         .labels
                         .as_ref()
-                        .and_then(|l| l.get("kubernetes.io/service-name"))
+                        .and_then(|l| l.get(kubelan_cluster::names::LABEL_SERVICE_NAME))
                         == Some(&name)
             })
             .flat_map(|sl| sl.endpoints.iter())

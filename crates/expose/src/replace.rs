@@ -25,7 +25,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kubelan_cluster::names::FIELD_MANAGER;
+use kubelan_cluster::names::{FIELD_MANAGER, LABEL_SERVICE_NAME};
 use kubelan_cluster::preflight;
 use kubelan_cluster::replace::restorer::{
     RestoreOutcome, RestoreTarget, Restorer, send_json_patch,
@@ -453,7 +453,7 @@ async fn wait_moved(
         return;
     };
     let slices: Api<EndpointSlice> = Api::namespaced(o.client.clone(), ns);
-    let params = ListParams::default().labels(&format!("{}={name}", replace::SERVICE_NAME_LABEL));
+    let params = ListParams::default().labels(&format!("{}={name}", LABEL_SERVICE_NAME));
     let started = tokio::time::Instant::now();
     let mut said = String::new();
     loop {
@@ -480,7 +480,7 @@ async fn wait_moved(
             warn(format!(
                 "Service {name}'s endpoints did not move to the relay in {} s ({status}); serving anyway. Is the endpoint controller running? `kubectl get endpointslices -n {ns} -l {}={name}`",
                 MOVE_TIMEOUT.as_secs(),
-                replace::SERVICE_NAME_LABEL
+                LABEL_SERVICE_NAME
             ));
             return;
         }

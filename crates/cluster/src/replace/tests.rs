@@ -401,7 +401,7 @@ fn slice(family: &str, endpoints: &[(&str, Option<bool>)]) -> EndpointSlice {
         })
         .collect();
     serde_json::from_value(json!({
-        "metadata": {"name": "web-abc", "labels": {SERVICE_NAME_LABEL: "web"}},
+        "metadata": {"name": "web-abc", "labels": {crate::names::LABEL_SERVICE_NAME: "web"}},
         "addressType": family,
         "endpoints": endpoints,
     }))
