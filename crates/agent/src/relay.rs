@@ -54,7 +54,7 @@ use kubelan_proto::{
 };
 use kubelan_session::flow::{FrameReader, write_frame};
 use kubelan_session::mux::{self, MuxHandle, MuxStream, Side};
-use kubelan_session::relay::relay_tcp;
+use kubelan_session::relay::{edge_opened, listen_edge, relay_edge};
 use kubelan_session::reverse;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -487,7 +487,7 @@ async fn open_listener(hub: &Arc<Hub>, want: ListenSpec) -> Frame {
             Err(e) => return refuse(format!("binding {addr}: {e}")),
         }
     } else {
-        match TcpListener::bind(addr).await {
+        match listen_edge(addr) {
             Ok(l) => Box::pin(serve_tcp(hub.clone(), want, l)),
             Err(e) => return refuse(format!("binding {addr}: {e}")),
         }
@@ -602,10 +602,7 @@ impl Relay {
             if spec.kind == FlowKind::Udp {
                 udp.push((*spec, UdpSocket::bind(addr).await.map_err(bind_err(addr))?));
             } else {
-                tcp.push((
-                    *spec,
-                    TcpListener::bind(addr).await.map_err(bind_err(addr))?,
-                ));
+                tcp.push((*spec, listen_edge(addr).map_err(bind_err(addr))?));
             }
         }
         Ok(Relay {
@@ -926,6 +923,9 @@ async fn serve_tcp(hub: Arc<Hub>, spec: ListenSpec, listener: TcpListener) {
             reset(&hub, tcp);
             continue;
         };
+        // Before the flow's task runs: what the pod sends meanwhile comes in under a young
+        // edge socket's window, not the listener's.
+        edge_opened(&tcp);
         let hub = hub.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -953,7 +953,11 @@ async fn tcp_flow(hub: &Hub, listener: u32, tcp: TcpStream, peer: SocketAddr) {
         Ok(conn) => {
             hub.stats.flows.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, "reverse flow open");
-            if let Err(e) = relay_tcp(tcp, conn).await {
+            // An edge socket (`kubelan_session::relay::EDGE_BUDGET`): 1 000 bulk flows
+            // from pods with autotuned buffers held 1 GB in this pod's sockets and took
+            // the node past `tcp_mem`'s pressure mark, which clamps every socket's window
+            // on the node, the carrier's too (docs/benchmarks.md, session 26).
+            if let Err(e) = relay_edge(tcp, conn, None).await {
                 tracing::debug!(%peer, error = %e, "reverse flow cut");
             }
         }

@@ -861,14 +861,16 @@ pub fn edge_window_clamp(share: u32) -> u32 {
     share.saturating_add(share / 4)
 }
 
-/// Maximum segment size a redirect listener announces to the clients it accepts: an
-/// Ethernet path's. A local client's connection is delivered over loopback, which would
-/// announce 64 KiB; the client's kernel then sizes its send buffer by that (twice or three
-/// times the congestion window in segments, each counted as the announced size rounded up
-/// to a power of two), so every bulk upload held megabytes of send queue, and 1 000 of them
-/// took the host into `tcp_mem` pressure (1.5 GB), which then clamps every socket's buffers,
-/// the carrier's too. The client's own route (the TUN, MTU 1400) keeps its segments below
-/// this anyway; LAN clients of a gateway announce about this themselves.
+/// Maximum segment size a redirect listener announces to the clients it accepts, and
+/// [`dial_edge`] to the targets it dials: an Ethernet path's. A local client's connection
+/// is delivered over loopback, which would announce 64 KiB; the client's kernel then sizes
+/// its send buffer by that (twice or three times the congestion window in segments, each
+/// counted as the announced size rounded up to a power of two), so every bulk upload held
+/// megabytes of send queue, and 1 000 of them took the host into `tcp_mem` pressure
+/// (1.5 GB), which then clamps every socket's buffers, the carrier's too. The client's own
+/// route (the TUN, MTU 1400) keeps its segments below this anyway; LAN clients of a gateway
+/// announce about this themselves. [`dial_edge`] announces it once more than 16 edge
+/// sockets are open.
 pub const EDGE_MSS: u32 = 1460;
 
 /// The edge sockets open in one process, which share [`EDGE_BUDGET`].
@@ -1057,6 +1059,40 @@ where
     relay_guarded(tcp, conn, meter, Some(shares)).await
 }
 
+/// Listens on `addr` for edge sockets: accepted connections inherit [`EDGE_RECV_BUFFER`]
+/// (and the window scale it implies); give each its young share with [`edge_opened`] as it
+/// is accepted, and relay it with [`relay_edge`]. For a relay whose clients are pods (the
+/// relay pod of `expose`, `replace` and `run`); `connect` and the gateway make their own
+/// redirect listener.
+///
+/// # Errors
+///
+/// As binding and listening on a socket.
+pub fn listen_edge(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted relay rebinds a port in TIME-WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.set_recv_buffer_size(EDGE_RECV_BUFFER)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Whether a socket dialled now announces [`EDGE_MSS`] instead of its path's: once the
+/// edge sockets' shares are below [`EDGE_RECV_BUFFER`] (more than 16 open). A target on
+/// this host (expose's servers on 127.0.0.1) is reached over loopback, whose 64 KiB
+/// segments fill a small share's window with one: 1 000 downloads through one expose
+/// session moved 1.20 Gbit/s that way, 2.92 with Ethernet's segments. A lone flow keeps
+/// loopback's (with them, expose's one-flow download measured 2.25-3.05 Gbit/s against
+/// 2.91-3.59; docs/benchmarks.md, session 26). Only a cap: a path with a smaller MTU
+/// announces less, as before.
+fn caps_segments(shares: &EdgeShares) -> bool {
+    edge_share(shares.open() + 1) < EDGE_RECV_BUFFER
+}
+
 /// Dials `addr` with [`EDGE_RECV_BUFFER`] (its window scale follows from it), then gives
 /// the socket its young share ([`edge_opened`]); relay it with [`relay_edge`].
 ///
@@ -1070,6 +1106,9 @@ pub async fn dial_edge(addr: SocketAddr) -> io::Result<tokio::net::TcpStream> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_recv_buffer_size(EDGE_RECV_BUFFER)?;
+    if caps_segments(&EDGES) {
+        socket2::SockRef::from(&socket).set_tcp_mss(EDGE_MSS)?;
+    }
     let tcp = socket.connect(addr).await?;
     edge_opened(&tcp);
     Ok(tcp)
@@ -1744,6 +1783,50 @@ mod tests {
             assert!(open * b as usize <= EDGE_BUDGET.max(floor), "{open}: {b}");
             last = b;
         }
+    }
+
+    /// Edge sockets start on edge terms however they came: accepted from [`listen_edge`],
+    /// a connection has [`EDGE_RECV_BUFFER`] (not an autotuned buffer); dialled by
+    /// [`dial_edge`] while more than 16 edges are open, the target is told [`EDGE_MSS`]
+    /// (over loopback it would be told 64 KiB).
+    #[tokio::test]
+    async fn edge_sockets_start_on_edge_terms() {
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(usize::MAX);
+        let rcvbuf = |tcp: &TcpStream| socket2::SockRef::from(tcp).recv_buffer_size().unwrap();
+
+        let listener = listen_edge("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let asked = (EDGE_RECV_BUFFER as usize).min(rmem_max);
+        assert_eq!(rcvbuf(&accepted), 2 * asked);
+        // The plain client got loopback's segment size: what the cap below prevents.
+        let plain = socket2::SockRef::from(&accepted).tcp_mss().unwrap();
+        assert!(plain > EDGE_MSS, "loopback's segments: {plain}");
+        drop(client);
+
+        // Dialled while the edges are busy: Ethernet's segments (the test cannot hold 17
+        // of this process's edge seats without disturbing other tests, so it checks the
+        // rule and a socket given the cap as `dial_edge` gives it).
+        let shares = EdgeShares::new();
+        assert!(!caps_segments(&shares));
+        let seats: Vec<_> = (0..16).map(|_| shares.join()).collect();
+        assert!(caps_segments(&shares), "the 17th edge socket");
+        drop(seats);
+        assert!(!caps_segments(&shares));
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket2::SockRef::from(&socket)
+            .set_tcp_mss(EDGE_MSS)
+            .unwrap();
+        let _dialled = socket.connect(target.local_addr().unwrap()).await.unwrap();
+        let (at_target, _) = target.accept().await.unwrap();
+        let told = socket2::SockRef::from(&at_target).tcp_mss().unwrap();
+        assert!(told <= EDGE_MSS, "the target's segments: {told}");
     }
 
     /// An edge socket's receive buffer and the cap on its window follow its share as flows

@@ -11,7 +11,7 @@
 //! ```text
 //! pod ─▶ relay listener ─ open_tcp ══ Incoming{listener, kind, peer} ══▶ accept_flow
 //!                                  ◀══ Opened{local} | Failed{kind} ══   ├─ Acceptor::target
-//!                                  ◀═══════ Data / Fin / Reset ═══════▶  └─ dial, relay_tcp ─▶ HOST:PORT
+//!                                  ◀═══════ Data / Fin / Reset ═══════▶  └─ dial, relay_edge ─▶ HOST:PORT
 //! ```
 //!
 //! What to do with a stream is decided from its first frame by a pure function ([`plan`]);
@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::flow::{FlowConn, FrameReader, ReadChunk, WriteChunk, buffer_frame, write_frame};
 use crate::mux::{MuxHandle, MuxStream, Side};
-use crate::relay::{Outgoing, dial_error, relay_datagrams, relay_tcp};
+use crate::relay::{Outgoing, dial_error, relay_datagrams, relay_edge};
 
 /// Maps the flows the agent side opens to the local targets that serve them — the
 /// mirror of the proxy's `Connector` (which opens flows into the cluster). The session
@@ -239,7 +239,10 @@ async fn resolve(target: &Target, wait: Duration) -> Result<Vec<SocketAddr>, Flo
 async fn dial_tcp(target: &Target, wait: Duration) -> Result<(TcpStream, SocketAddr), FlowError> {
     let mut last = None;
     for addr in resolve(target, wait).await? {
-        match tokio::time::timeout(wait, TcpStream::connect(addr)).await {
+        // An edge socket (see `relay::EDGE_BUDGET`): with many bulk flows toward this
+        // machine, autotuned buffers on the local targets' connections would take the
+        // host's TCP memory past `tcp_mem`'s pressure mark.
+        match tokio::time::timeout(wait, crate::relay::dial_edge(addr)).await {
             Ok(Ok(s)) => return Ok((s, addr)),
             Ok(Err(e)) => last = Some(dial_error(addr, &e)),
             Err(_) => {
@@ -286,7 +289,7 @@ where
         let e = FlowError::new(ErrorKind::CarrierLost, e.to_string());
         return report(flow, Some(addr), (0, 0), Some(e));
     }
-    match relay_tcp(tcp, FlowConn::new(stream, leftover)).await {
+    match relay_edge(tcp, FlowConn::new(stream, leftover), None).await {
         Ok((from_local, to_local)) => report(flow, Some(addr), (to_local, from_local), None),
         Err(e) => {
             tracing::debug!(%addr, error = %e, "flow toward this machine cut");
@@ -487,6 +490,7 @@ mod tests {
     use super::*;
     use crate::carrier::{CarrierDialer, CarrierError, CarrierKind, Dialed};
     use crate::mux;
+    use crate::relay::relay_tcp;
     use crate::{Session, SessionConfig, SessionState};
 
     /// Listener ids to local targets; records every report.
