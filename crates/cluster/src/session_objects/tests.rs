@@ -208,7 +208,7 @@ fn expose_job_golden() {
                         },
                         "resources": {
                             "requests": {"cpu": "10m", "memory": "32Mi"},
-                            "limits": {"memory": "256Mi"},
+                            "limits": {"memory": "512Mi"},
                         },
                         "securityContext": {
                             "allowPrivilegeEscalation": false,
