@@ -30,36 +30,10 @@ for t in iperf3 kubectl jq; do command -v $t >/dev/null || { echo "needs $t" >&2
 LAB=exf$(($$ % 100000))
 TMP=$(mktemp -d /tmp/kubelan-exflows.XXXXXX)
 chmod 755 "$TMP"
-PIDS=()
-cleanup() {
-  for f in "$TMP"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  for f in "$TMP"/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  timeout 120 "$BIN" lab down --name "$LAB" >/dev/null 2>&1 || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-
-"$BIN" lab up --name "$LAB" >/dev/null
-KC=$("$BIN" lab kubeconfig --name "$LAB")
-k() { timeout 60 kubectl --kubeconfig "$KC" "$@"; }
-on() { local host=$1; shift; timeout 120 "$BIN" lab exec --name "$LAB" "$host" -- "$@"; }
-# A long-running command on a lab host; its real PID goes to $TMP/$2.pid.
-spawn() { # host tag command...
-  local host=$1 tag=$2; shift 2
-  "$BIN" lab exec --name "$LAB" "$host" -- sh -c "echo \$\$ > $TMP/$tag.pid; exec timeout 1800 $*" \
-    >"$TMP/$tag.log" 2>&1 &
-  PIDS+=($!)
-}
-wait_for() { # what seconds command...
-  local what=$1 secs=$2; shift 2
-  for _ in $(seq $((secs * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-  echo "timed out waiting for $what" >&2
-  for l in "$TMP"/*.log; do echo "== $l" >&2; tail -5 "$l" >&2; done
-  exit 1
-}
+SPAWN_SECS=1800
+# shellcheck source=lab.inc
+source "$(dirname "${BASH_SOURCE[0]}")/lab.inc"
+lab_start
 
 PORTS=$(seq 5201 5208 | tr '\n' ' ')
 for p in $PORTS; do spawn laptop "iperf3-$p" iperf3 -s -B 127.0.0.1 -p "$p"; done
