@@ -1059,6 +1059,23 @@ where
     relay_guarded(tcp, conn, meter, Some(shares)).await
 }
 
+/// A TCP socket for a relay's edge, before it listens or connects: its receive buffer is
+/// [`EDGE_RECV_BUFFER`], which also sets the window scale it will announce (for a
+/// listener: the one its accepted sockets inherit).
+///
+/// # Errors
+///
+/// As creating a socket.
+pub fn edge_socket(v6: bool) -> io::Result<tokio::net::TcpSocket> {
+    let socket = if v6 {
+        tokio::net::TcpSocket::new_v6()?
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
+    socket.set_recv_buffer_size(EDGE_RECV_BUFFER)?;
+    Ok(socket)
+}
+
 /// Listens on `addr` for edge sockets: accepted connections inherit [`EDGE_RECV_BUFFER`]
 /// (and the window scale it implies); give each its young share with [`edge_opened`] as it
 /// is accepted, and relay it with [`relay_edge`]. For a relay whose clients are pods (the
@@ -1069,14 +1086,9 @@ where
 ///
 /// As binding and listening on a socket.
 pub fn listen_edge(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
+    let socket = edge_socket(addr.is_ipv6())?;
     // As `TcpListener::bind` does: a restarted relay rebinds a port in TIME-WAIT.
     socket.set_reuseaddr(true)?;
-    socket.set_recv_buffer_size(EDGE_RECV_BUFFER)?;
     socket.bind(addr)?;
     socket.listen(1024)
 }
@@ -1100,12 +1112,7 @@ fn caps_segments(shares: &EdgeShares) -> bool {
 ///
 /// As `TcpStream::connect`.
 pub async fn dial_edge(addr: SocketAddr) -> io::Result<tokio::net::TcpStream> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_recv_buffer_size(EDGE_RECV_BUFFER)?;
+    let socket = edge_socket(addr.is_ipv6())?;
     if caps_segments(&EDGES) {
         socket2::SockRef::from(&socket).set_tcp_mss(EDGE_MSS)?;
     }

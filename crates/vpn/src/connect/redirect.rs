@@ -309,14 +309,10 @@ fn edge_listener(v6: bool, gateway: bool) -> std::io::Result<TcpListener> {
         (true, false) => Ipv6Addr::LOCALHOST.into(),
         (true, true) => Ipv6Addr::UNSPECIFIED.into(),
     };
-    let socket = if v6 {
-        let s = tokio::net::TcpSocket::new_v6()?;
-        socket2::SockRef::from(&s).set_only_v6(true)?;
-        s
-    } else {
-        tokio::net::TcpSocket::new_v4()?
-    };
-    socket.set_recv_buffer_size(kubelan_session::relay::EDGE_RECV_BUFFER)?;
+    let socket = kubelan_session::relay::edge_socket(v6)?;
+    if v6 {
+        socket2::SockRef::from(&socket).set_only_v6(true)?;
+    }
     // The segment size this host's own clients are told (a LAN client's own is no
     // bigger): see `EDGE_MSS`.
     socket2::SockRef::from(&socket).set_tcp_mss(kubelan_session::relay::EDGE_MSS)?;
